@@ -1,0 +1,141 @@
+"""The ``deconvnet`` analysis: project a layer's strongest feature maps to pixel space (paper Fig. 1).
+
+For each input image, the ``--top`` feature maps of ``--layer`` with the highest maximum
+activation (or the maps given with ``--channels``) are projected down with the deconvnet, each
+from its strongest activation, using the image's own pooling switches.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+import vizkit
+from vizkit.figures import image_with_grid
+
+
+def parse_channels(text: str | None) -> list[int] | None:
+    """``3,17,40`` or ``0-63`` or ``all`` -> channel indices (None: pick by strength)."""
+    if text is None or str(text).strip() == "":
+        return None
+    text = str(text).strip()
+    if text == "all":
+        return []
+    channels: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                low, high = part.split("-", 1)
+                channels.extend(range(int(low), int(high) + 1))
+            else:
+                channels.append(int(part))
+    except ValueError:
+        raise vizkit.UsageError(f"--channels expects e.g. 3,17,40 or 0-63, not '{text}'") from None
+    if any(c < 0 for c in channels):
+        raise vizkit.UsageError("--channels must be non-negative")
+    return channels
+
+
+def run(
+    ctx: vizkit.RunContext,
+    layer: str,
+    top: int,
+    channels: list[int] | None,
+    method: str,
+    target: str,
+) -> vizkit.Result:
+    im = ctx.instrumented
+    x = ctx.images()
+    im.set_layers([layer])
+    with torch.no_grad():
+        logits = im(x)
+    activation = im.activation(layer)
+    if activation.dim() < 2:
+        raise vizkit.UsageError(f"layer '{layer}' has no channels to project (shape {tuple(activation.shape)})")
+    strengths = activation.flatten(2).amax(dim=2) if activation.dim() > 2 else activation
+    n_channels = strengths.shape[1]
+    if channels is None:
+        if top < 1:
+            raise vizkit.UsageError(f"--top must be at least 1, not {top}")
+        chosen = strengths[0].argsort(descending=True, stable=True)[: min(top, n_channels)].tolist()
+    else:
+        chosen = channels or list(range(n_channels))
+        bad = [c for c in chosen if c >= n_channels]
+        if bad:
+            raise vizkit.UsageError(f"channel {bad[0]} is out of range: layer '{layer}' has {n_channels} channels")
+
+    projection = vizkit.project(im, x, layer, chosen, target=target, method=method, chunk=ctx.batch_size)
+    predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    single = x.shape[0] == 1
+    squeeze: Callable[[torch.Tensor], np.ndarray] = (
+        (lambda t: t[0].cpu().numpy()) if single else (lambda t: t.cpu().numpy())
+    )
+    result = vizkit.Result(
+        summary={
+            "layer": im.resolve_alias(layer),
+            "channels": chosen,
+            "activations": squeeze(projection.values).tolist(),
+            "predicted": predicted[0] if (single and predicted) else predicted,
+            "images": ctx.image_names(),
+            "target": target,
+            "method": method,
+        },
+        arrays={
+            "projections": squeeze(projection.images).astype(np.float32),
+            "positions": squeeze(projection.positions).astype(np.int64),
+        },
+    )
+    for index in range(x.shape[0]):
+        name = "deconvnet" if single else f"deconvnet_{index}"
+        result.figures[name] = _figure(ctx, x[index], projection, index, layer, predicted)
+    return result
+
+
+def _top5(logits: torch.Tensor, ctx: vizkit.RunContext) -> list[list[dict]]:
+    probabilities = logits.softmax(dim=1)
+    values, indices = probabilities.topk(min(5, probabilities.shape[1]), dim=1)
+    return [
+        [{"index": int(i), "label": ctx.label(int(i)), "probability": round(float(p), 5)} for p, i in zip(vs, ids)]
+        for vs, ids in zip(values, indices)
+    ]
+
+
+def _figure(ctx, image, projection, index, layer, predicted):
+    shown = vizkit.to_image(projection.images[index])
+    titles = []
+    for j, channel in enumerate(projection.channels):
+        row, col = projection.positions[index, j].tolist()
+        where = f" @({row},{col})" if row >= 0 else ""
+        titles.append(f"map {channel}: {projection.values[index, j].item():.3g}{where}")
+    names = ctx.image_names()
+    caption = names[index] if index < len(names) else f"image {index}"
+    if predicted:
+        best = predicted[index][0]
+        caption += f"\npredicted: {best['label']} ({best['probability']:.0%})"
+    return image_with_grid(
+        ctx.preprocess.denormalize(image.cpu()),
+        caption,
+        shown,
+        titles,
+        f"Deconvnet projections of layer {layer} ({len(titles)} strongest maps)",
+    )
+
+
+@vizkit.hookimpl
+def register_analyses(register) -> None:
+    register(vizkit.Analysis(
+        name="deconvnet",
+        description="Project a layer's strongest feature maps to pixel space with the deconvnet (Fig. 1)",
+        run=run,
+        inputs="images",
+        options=[
+            vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
+            vizkit.Option("top", int, 9, help="number of strongest feature maps to project"),
+            vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=parse_channels),
+            vizkit.Option("method", ("autograd", "explicit"), "autograd", help="projection path: autograd (any graph) or explicit (switch-based reverse pass)"),
+            vizkit.Option("target", ("max", "map"), "max", help="project each map's strongest activation (max) or the whole map"),
+        ],
+        demo={"layer": "conv5", "top": 9},
+    ))

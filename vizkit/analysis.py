@@ -1,0 +1,218 @@
+"""What an analysis is, and how one is run on a model.
+
+A plugin declares an :class:`Analysis`: a name, a one-line description, its :class:`Option` s
+(turned into CLI options and keyword arguments) and a ``run(ctx, **options)`` that receives a
+:class:`RunContext` holding the shared instrumented model and returns a :class:`Result`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vizkit.data import ImageList, Preprocess, ensure_device, image_list, label_name, load_images
+from vizkit.errors import UsageError
+from vizkit.instrument import Instrumented, instrument
+from vizkit.models import describe
+from vizkit.results import Result
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vizkit.plugins import App
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an analysis: ``--name-with-dashes`` on the CLI, ``name`` in Python.
+
+    ``type`` is int, float, str, bool (a flag) or a tuple of allowed strings (a choice);
+    ``parse`` optionally turns the value into what ``run`` receives (and raises UsageError).
+    """
+
+    name: str
+    type: Any = str
+    default: Any = None
+    help: str = ""
+    required: bool = False
+    multiple: bool = False
+    parse: Callable[[Any], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(self.type, tuple):
+            if value not in self.type:
+                raise UsageError(f"{self.flag} must be one of {', '.join(self.type)}, not '{value}'")
+        elif self.type in (int, float) and not isinstance(value, bool):
+            try:
+                value = self.type(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"{self.flag} expects {self.type.__name__}, got '{value}'") from None
+        return self.parse(value) if self.parse else value
+
+
+@dataclass
+class Analysis:
+    """An analysis a plugin contributes."""
+
+    name: str
+    description: str
+    run: Callable[..., Result]
+    options: list[Option] = field(default_factory=list)
+    inputs: Literal["images", "data", "any", "none"] = "images"
+    demo: dict[str, Any] | None = None  # options for `vizkit demo`; None: not part of the demo
+    plugin: str = field(default="", compare=False)
+
+    def option(self, name: str) -> Option:
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise KeyError(name)
+
+    def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults filled in, values converted; unknown or missing options refused."""
+        names = {o.name for o in self.options}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            valid = ", ".join(sorted(names)) or "none"
+            raise UsageError(f"analysis '{self.name}' has no option '{unknown[0]}' (options: {valid})")
+        resolved = {}
+        for option in self.options:
+            value = given.get(option.name, option.default)
+            if option.required and value in (None, (), []):
+                raise UsageError(f"analysis '{self.name}' needs {option.flag}")
+            if option.multiple:
+                value = tuple(option.convert(v) for v in (value or ()))
+            else:
+                value = option.convert(value)
+            resolved[option.name] = value
+        return resolved
+
+
+@dataclass
+class RunContext:
+    """Everything an analysis's ``run`` receives besides its own options."""
+
+    model: nn.Module
+    instrumented: Instrumented
+    preprocess: Preprocess
+    device: torch.device
+    labels: list[str] | None = None
+    image_paths: list[Path] = field(default_factory=list)
+    image_tensors: Tensor | None = None
+    data: ImageList | None = None
+    batch_size: int = 32
+    seed: int = 0
+    progress: bool = False
+    out: Path | None = None  # where the result will be saved (for checkpoints), if known
+    analysis: str = ""
+
+    def images(self) -> Tensor:
+        """The --image inputs as one preprocessed batch on the device."""
+        if self.image_tensors is not None:
+            return self.image_tensors.to(self.device)
+        if not self.image_paths:
+            raise UsageError(f"analysis '{self.analysis}' needs --image")
+        return load_images(self.image_paths, self.preprocess).to(self.device)
+
+    def dataset(self) -> ImageList:
+        if self.data is None:
+            raise UsageError(f"analysis '{self.analysis}' needs --data")
+        return self.data
+
+    def label(self, index: int) -> str:
+        return label_name(self.labels, int(index))
+
+    def image_names(self) -> list[str]:
+        if self.image_paths:
+            return [p.name for p in self.image_paths]
+        count = 0 if self.image_tensors is None else self.image_tensors.shape[0]
+        return [f"image {i}" for i in range(count)]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def run(
+    analysis: str,
+    model: nn.Module,
+    images: Sequence[str | os.PathLike] | Tensor | None = None,
+    data: str | os.PathLike | ImageList | None = None,
+    labels: Sequence[str] | None = None,
+    preprocess: Preprocess | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = False,
+    out: str | os.PathLike | None = None,
+    app: "App | None" = None,
+    **options: Any,
+) -> Result:
+    """Run a registered analysis on ``model`` and return its Result (not yet saved).
+
+    ``images`` are file paths or an already-preprocessed [N,3,H,W] tensor; ``data`` a folder,
+    ImageFolder tree or text file of paths. Every hook is removed afterwards, also on error.
+    """
+    from vizkit.plugins import get_app
+
+    app = app or get_app()
+    spec = app.analysis(analysis)
+    opts = spec.resolve_options(options)
+    device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()
+    labels = list(labels) if labels is not None else getattr(model, "vizkit_labels", None)
+    paths: list[Path] = []
+    tensors = None
+    if isinstance(images, Tensor):
+        tensors = images
+    elif images:
+        paths = [Path(p) for p in images]
+    dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)
+    _check_inputs(spec, bool(paths) or tensors is not None, dataset is not None)
+
+    seed_everything(seed)
+    model = model.to(device).eval()
+    started = time.perf_counter()
+    with instrument(model) as im:
+        ctx = RunContext(
+            model=model, instrumented=im, preprocess=preprocess, device=device, labels=labels,
+            image_paths=paths, image_tensors=tensors, data=dataset, batch_size=batch_size,
+            seed=seed, progress=progress, out=Path(out) if out else None, analysis=spec.name,
+        )
+        result = spec.run(ctx, **opts)
+    result.analysis = spec.name
+    result.meta.setdefault("seconds", round(time.perf_counter() - started, 3))
+    result.meta["model"] = describe(model)
+    result.meta["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
+    result.meta["params"].update({"device": str(device), "batch_size": batch_size, "seed": seed})
+    result.meta["inputs"] = {
+        "images": [str(p) for p in paths] if paths else (None if tensors is None else f"tensor{list(tensors.shape)}"),
+        "data": str(data) if data is not None and not isinstance(data, ImageList) else None,
+        "preprocess": preprocess.to_dict(),
+    }
+    return result
+
+
+def _check_inputs(spec: Analysis, has_images: bool, has_data: bool) -> None:
+    if spec.inputs == "images" and not has_images:
+        raise UsageError(f"analysis '{spec.name}' needs --image FILE (one or more)")
+    if spec.inputs == "data" and not has_data:
+        raise UsageError(f"analysis '{spec.name}' needs --data PATH")
+    if spec.inputs == "any" and not (has_images or has_data):
+        raise UsageError(f"analysis '{spec.name}' needs --image FILE or --data PATH")

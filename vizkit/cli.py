@@ -1,0 +1,276 @@
+"""The ``vizkit`` command line (click).
+
+``vizkit run ANALYSIS`` has one sub-command per registered analysis, built from its declared
+options, so ``vizkit run deconvnet --help`` lists that analysis's options. User mistakes end in
+a one-line ``vizkit: error: ...`` and exit status 2 (1 when a run fails), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+import vizkit
+from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, ensure_device
+from vizkit.errors import UsageError, VizkitError
+from vizkit.plugins import App, make_app
+from vizkit.results import check_out_dir
+
+
+def _floats3(text: str | None, flag: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise UsageError(f"{flag} expects three comma-separated numbers (R,G,B), not '{text}'")
+    return values  # type: ignore[return-value]
+
+
+def model_options(function):
+    """--weights, --labels, --trust-weights: shared by every command that loads a model."""
+    function = click.option("--trust-weights", is_flag=True, help="allow arbitrary unpickling of --weights (only for files you trust)")(function)
+    function = click.option("--labels", type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name")(function)
+    function = click.option("--weights", type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)")(function)
+    return function
+
+
+RUN_OPTIONS = [
+    click.Option(["--model"], required=True, help="zfnet | torchvision:<builder> | file.py:factory | package.module:factory"),
+    click.Option(["--weights"], type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"),
+    click.Option(["--trust-weights"], is_flag=True, help="allow arbitrary unpickling of --weights"),
+    click.Option(["--labels"], type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"),
+    click.Option(["--image", "images"], multiple=True, help="input image (repeat, or list several after --image)"),
+    click.Option(["--data"], help="folder of images, ImageFolder tree, or text file of image paths"),
+    click.Option(["--out"], type=click.Path(file_okay=False), help="result folder (default: vizkit-results/<analysis>)"),
+    click.Option(["--overwrite"], is_flag=True, help="replace a result already in --out"),
+    click.Option(["--device"], default="cpu", show_default=True, help="cpu or cuda"),
+    click.Option(["--batch-size"], type=int, default=32, show_default=True),
+    click.Option(["--seed"], type=int, default=0, show_default=True),
+    click.Option(["--resize"], type=int, help="shorter side before cropping (default 256, or the model's own)"),
+    click.Option(["--crop"], type=int, help="centre crop size (default 224, or the model's own)"),
+    click.Option(["--mean"], help=f"normalisation mean R,G,B (default {','.join(map(str, IMAGENET_MEAN))})"),
+    click.Option(["--std"], help=f"normalisation std R,G,B (default {','.join(map(str, IMAGENET_STD))})"),
+    click.Option(["--quiet"], is_flag=True, help="no progress output"),
+    click.Argument(["more_images"], nargs=-1, required=False),
+]
+
+
+def _click_option(option: vizkit.Option) -> click.Option:
+    kwargs: dict[str, Any] = {"help": option.help, "default": option.default, "show_default": option.default is not None}
+    if option.type is bool:
+        kwargs.update(is_flag=True, default=bool(option.default))
+    elif isinstance(option.type, tuple):
+        kwargs["type"] = click.Choice(option.type)
+    elif option.type in (int, float, str):
+        kwargs["type"] = option.type
+    if option.multiple:
+        kwargs["multiple"] = True
+        kwargs["default"] = option.default or ()
+    return click.Option([option.flag, option.name], **kwargs)
+
+
+class RunGroup(click.Group):
+    """``vizkit run``: one sub-command per analysis registered by the plugins."""
+
+    def __init__(self, *args: Any, app: App, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.app.analyses)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        analysis = self.app.analyses.get(name)
+        if analysis is None:
+            return None
+        params = list(RUN_OPTIONS) + [_click_option(o) for o in analysis.options]
+        return click.Command(
+            name,
+            params=params,
+            callback=partial(_run_command, self.app, analysis),
+            help=analysis.description,
+            short_help=analysis.description,
+        )
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.app.analyses:
+            self.app.analysis(name)  # raises the "unknown analysis ... available: ..." error
+        return super().resolve_command(ctx, args)
+
+
+def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
+    images = list(kwargs.pop("images")) + list(kwargs.pop("more_images"))
+    common = {key: kwargs.pop(key) for key in [
+        "model", "weights", "trust_weights", "labels", "data", "out", "overwrite", "device",
+        "batch_size", "seed", "resize", "crop", "mean", "std", "quiet",
+    ]}
+    out = Path(common["out"] or Path("vizkit-results") / analysis.name)
+    check_out_dir(out, common["overwrite"])
+    device = ensure_device(common["device"])
+    model = vizkit.load_model(
+        common["model"], weights=common["weights"], labels=common["labels"], device=device,
+        trust_weights=common["trust_weights"], app=app,
+    )
+    base = getattr(model, "vizkit_preprocess", None) or Preprocess()
+    preprocess = Preprocess(
+        resize=common["resize"] or base.resize,
+        crop=common["crop"] or base.crop,
+        mean=_floats3(common["mean"], "--mean") or base.mean,
+        std=_floats3(common["std"], "--std") or base.std,
+    )
+    progress = not common["quiet"] and sys.stderr.isatty()
+    result = vizkit.run(
+        analysis.name, model, images=images or None, data=common["data"], preprocess=preprocess,
+        device=device, batch_size=common["batch_size"], seed=common["seed"], progress=progress,
+        out=out, app=app, **kwargs,
+    )
+    result.save(out, overwrite=common["overwrite"])
+    result.close_figures()
+    if not common["quiet"]:
+        click.echo(f"{analysis.name}: wrote {out} ({result.meta.get('seconds', 0):.1f}s)")
+
+
+def build_cli(app: App) -> click.Group:
+    """The ``vizkit`` command group for one App (plugins may add commands to it)."""
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(vizkit.__version__, prog_name="vizkit")
+    def cli() -> None:
+        """Make the inside of a convnet visible (Zeiler & Fergus analyses on any PyTorch model)."""
+
+    @cli.command("list")
+    @click.argument("what", required=False, type=click.Choice(["analyses", "models", "plugins"]))
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    def list_command(what: str | None, as_json: bool) -> None:
+        """List registered analyses, models and plugins (with errors of broken ones)."""
+        sections = {
+            "analyses": [{"name": a.name, "description": a.description, "plugin": a.plugin} for a in sorted(app.analyses.values(), key=lambda a: a.name)],
+            "models": [{"name": m.name, "description": m.description, "plugin": m.plugin, "tags": list(m.tags)} for m in sorted(app.models.values(), key=lambda m: m.name)],
+            "plugins": [{"name": s.name, "source": s.source, "status": "disabled" if s.disabled else ("error" if s.error else "ok"), "error": s.error} for s in app.statuses],
+        }
+        chosen = {what: sections[what]} if what else sections
+        if as_json:
+            click.echo(json.dumps(chosen if not what else chosen[what], indent=2))
+            return
+        for title, rows in chosen.items():
+            if not what:
+                click.echo(f"{title}:")
+            for row in rows:
+                if title == "plugins":
+                    detail = row["error"] if row["error"] else row["status"]
+                    click.echo(f"  {row['name']:<20} {detail}  ({row['source']})")
+                else:
+                    click.echo(f"  {row['name']:<20} {row['description']}")
+            if title == "models" and (what in (None, "models")):
+                click.echo(f"  {'torchvision:<name>':<20} any torchvision classification builder")
+                click.echo(f"  {'file.py:factory':<20} a callable in a Python file, or package.module:factory")
+
+    @cli.command("layers")
+    @click.argument("model_spec", metavar="MODEL")
+    @model_options
+    @click.option("--size", type=int, default=None, help="input size for the shapes (default: the model's crop, 224)")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    def layers_command(model_spec: str, weights: str | None, labels: str | None, trust_weights: bool, size: int | None, as_json: bool) -> None:
+        """List MODEL's layers: names, types and output shapes (pools marked)."""
+        model = vizkit.load_model(model_spec, weights=weights, labels=labels, trust_weights=trust_weights, app=app)
+        preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
+        size = size or preprocess.crop
+        if size < 16:
+            raise UsageError(f"--size {size} is too small")
+        with vizkit.instrument(model, layers=None) as im, torch.no_grad():
+            try:
+                im(torch.zeros(1, 3, size, size))
+            except VizkitError:
+                raise
+            except Exception as error:
+                raise VizkitError(f"{model_spec} cannot run on a {size}x{size} input: {error}") from None
+            infos = im.layer_infos()
+        if as_json:
+            click.echo(json.dumps([
+                {"name": i.name, "type": i.type, "functional": i.functional, "shape": list(i.shape[1:]) if i.shape else None, "switches": i.has_switches}
+                for i in infos
+            ], indent=2))
+            return
+        width = max(len(i.name) for i in infos) + 2
+        click.echo(f"{'layer':<{width}}{'type':<24}{'output':<18}")
+        for info in infos:
+            shape = "x".join(str(d) for d in info.shape[1:]) if info.shape else "(not a tensor)"
+            mark = "  switches" if info.has_switches else ""
+            click.echo(f"{info.name:<{width}}{info.type:<24}{shape:<18}{mark}")
+
+    @cli.group("run", cls=RunGroup, app=app)
+    def run_group() -> None:
+        """Run an analysis: vizkit run ANALYSIS --model SPEC (--image FILE... | --data PATH) [options]."""
+
+    @cli.command("report")
+    @click.argument("folder", type=click.Path(file_okay=False, exists=True))
+    def report_command(folder: str) -> None:
+        """Write FOLDER/index.html showing every result found below FOLDER."""
+        from vizkit.report import write_report
+
+        path, count = write_report(Path(folder))
+        click.echo(f"report: {count} result(s) in {path}")
+
+    @cli.command("demo")
+    @click.option("--out", type=click.Path(file_okay=False), default="vizkit-demo", show_default=True)
+    @click.option("--model", "model_spec", default=None, help="model to use (default: the bundled ZF model)")
+    @click.option("--image", "images", multiple=True, help="images to use (default: a sample photo)")
+    @click.option("--overwrite", is_flag=True, help="replace results already in --out")
+    def demo_command(out: str, model_spec: str | None, images: tuple[str, ...], overwrite: bool) -> None:
+        """Run every analysis that has a demo on the bundled model and write a report."""
+        from vizkit.demo import run_demo
+
+        for line in run_demo(app, Path(out), model_spec, list(images), overwrite):
+            click.echo(line)
+
+    for impl in reversed(app.pm.hook.register_commands.get_hookimpls()):
+        try:
+            impl.function(cli=cli)
+        except Exception as error:
+            app._fail(impl.plugin_name, f"register_commands failed: {type(error).__name__}: {error}")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vizkit`` console script."""
+    try:
+        app = make_app()
+        cli = build_cli(app)
+        cli.main(args=argv, prog_name="vizkit", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code or 0)
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        click.echo("vizkit: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("vizkit: interrupted", err=True)
+        return 130
+    except UsageError as error:
+        click.echo(f"vizkit: error: {_one_line(error)}", err=True)
+        return 2
+    except VizkitError as error:
+        click.echo(f"vizkit: error: {_one_line(error)}", err=True)
+        return 1
+    return 0
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Images in, tensors out: loading, preprocessing, datasets and class labels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from vizkit.errors import UsageError, VizkitError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side, centre-crop, scale to [0, 1] and normalise per channel."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def transform(self) -> transforms.Compose:
+        return transforms.Compose([
+            transforms.Resize(self.resize),
+            transforms.CenterCrop(self.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(self.mean, self.std),
+        ])
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return self.transform()(image)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Back from the model's input space to displayable [0, 1] RGB."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
+        return (x * std + mean).clamp(0, 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """An image file as RGB (greyscale, RGBA and palette images are converted)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"image not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"expected an image file, got a folder: {path} (use --data for folders)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise UsageError(f"cannot read image {path}: {error}") from None
+
+
+def load_images(paths: Sequence[str | os.PathLike], preprocess: Preprocess) -> Tensor:
+    """Several image files as one preprocessed batch [N, 3, crop, crop]."""
+    if not paths:
+        raise UsageError("no images given")
+    return torch.stack([preprocess(load_image(p)) for p in paths])
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+@dataclass
+class ImageList(Dataset):
+    """An ordered list of image files, each with an optional class (ImageFolder sub-folder)."""
+
+    paths: list[Path]
+    classes: list[str] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.preprocess(load_image(self.paths[index])), index
+
+    def __iter__(self) -> Iterator[tuple[Tensor, int]]:
+        return (self[i] for i in range(len(self)))
+
+
+def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) -> ImageList:
+    """The images under ``source``: a folder, an ImageFolder tree, or a text file of paths.
+
+    Order is deterministic (sorted paths; the text file's own order), so indices are stable.
+    """
+    root = Path(source)
+    preprocess = preprocess or Preprocess()
+    if not root.exists():
+        raise UsageError(f"data not found: {root}")
+    if root.is_file():
+        lines = [line.strip() for line in root.read_text().splitlines()]
+        paths = [Path(line) if Path(line).is_absolute() else root.parent / line for line in lines if line and not line.startswith("#")]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise UsageError(f"{len(missing)} image(s) listed in {root} do not exist, e.g. {missing[0]}")
+        return ImageList(paths, preprocess=preprocess)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    if not paths:
+        raise UsageError(f"no images found under {root}")
+    subfolders = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+    loose = [p for p in paths if len(p.relative_to(root).parts) == 1]
+    if subfolders and not loose:  # an ImageFolder tree: class = first sub-folder
+        index = {name: i for i, name in enumerate(subfolders)}
+        targets = [index[p.relative_to(root).parts[0]] for p in paths]
+        return ImageList(paths, subfolders, targets, preprocess)
+    return ImageList(paths, preprocess=preprocess)
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line: ``name`` or ``wnid<TAB>name`` (the name is kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"labels file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"labels file is not UTF-8 text: {path}") from None
+    labels = [line.split("\t", 1)[-1].strip() for line in lines if line.strip()]
+    if not labels:
+        raise UsageError(f"labels file is empty: {path}")
+    return labels
+
+
+def check_labels(labels: Sequence[str] | None, num_classes: int) -> None:
+    if labels is not None and len(labels) != num_classes:
+        raise UsageError(f"{len(labels)} labels given but the model has {num_classes} outputs")
+
+
+def label_name(labels: Sequence[str] | None, index: int) -> str:
+    return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+
+def resolve_target(target: str | int, labels: Sequence[str] | None, num_classes: int) -> int | None:
+    """``auto`` -> None (use the model's top-1), an index, or a class name from the labels."""
+    if isinstance(target, int):
+        index = target
+    elif str(target).lower() == "auto":
+        return None
+    elif str(target).lstrip("-").isdigit():
+        index = int(target)
+    else:
+        if not labels:
+            raise UsageError(f"target '{target}' is a name but no --labels were given")
+        matches = [i for i, name in enumerate(labels) if name.lower() == str(target).lower()]
+        if not matches:
+            raise UsageError(f"unknown target class '{target}' (not in the labels)")
+        index = matches[0]
+    if not 0 <= index < num_classes:
+        raise UsageError(f"target {index} is out of range (the model has {num_classes} classes)")
+    return index
+
+
+def ensure_device(name: str) -> torch.device:
+    """A torch device, refusing CUDA when none is available."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was given but no CUDA device is available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported device '{name}'; use cpu or cuda")
+    return device
+
+
+def tensor_image(x: Tensor) -> Tensor:
+    """Guard for user-supplied tensors: a [N, 3, H, W] float batch."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise VizkitError(f"expected images as a [N, 3, H, W] tensor, got shape {tuple(x.shape)}")
+    return x

@@ -1,0 +1,410 @@
+"""The deconvnet projection engine (PAPER.md §2).
+
+To look at one activation, every other activation of its layer is set to zero and the result is
+run down to pixel space: unpool with the recorded switches (overlapping pools add), rectify, and
+filter with the transposed weights (no bias); normalisation passes the signal through.
+
+Two paths compute it and must agree:
+
+* ``method="autograd"`` (default): back-propagation from the seeded layer with every ReLU's
+  backward replaced by ``relu(grad_out)`` and normalisation bypassed. Works through any graph
+  (residual adds, concatenations, functional calls).
+* ``method="explicit"``: a reverse pass written out op by op over a tape recorded during the
+  forward, using the recorded switches. It is the paper's procedure verbatim and an independent
+  check of the first path; it supports conv, linear, ReLU, max/avg pooling, normalisation,
+  dropout, reshapes, concatenation and addition, and names any other op it meets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vizkit import ops
+from vizkit.errors import UsageError, VizkitError
+from vizkit.instrument import Instrumented, PoolSwitches
+
+Target = Literal["max", "map"]
+Method = Literal["autograd", "explicit"]
+
+
+@dataclass
+class Projection:
+    """Projections of ``k`` feature maps of one layer for each of ``B`` images."""
+
+    layer: str
+    channels: list[int]
+    images: Tensor  # [B, k, 3, H, W], pixel space (same space as the model input)
+    values: Tensor  # [B, k] the projected activation (its value; the map's max for "map")
+    positions: Tensor  # [B, k, 2] (row, col) in the layer map; (-1, -1) for "map" or fc layers
+
+
+class UnsupportedOpError(VizkitError):
+    """The explicit path met an op it cannot reverse."""
+
+
+def project(
+    im: Instrumented,
+    x: Tensor,
+    layer: str,
+    channels: Sequence[int],
+    position: tuple[int, int] | None = None,
+    target: Target = "max",
+    method: Method = "autograd",
+    chunk: int = 64,
+) -> Projection:
+    """Deconvnet projections of ``channels`` of ``layer`` for every image in ``x``.
+
+    ``target="max"`` projects each map's strongest activation (the paper's default),
+    ``position=(row, col)`` one given unit, ``target="map"`` the whole map. Images are
+    replicated once per channel and processed ``chunk`` rows at a time.
+    """
+    if method not in ("autograd", "explicit"):
+        raise UsageError(f"unknown projection method '{method}'; use 'autograd' or 'explicit'")
+    if target not in ("max", "map"):
+        raise UsageError(f"unknown projection target '{target}'; use 'max' or 'map'")
+    channels = [int(c) for c in channels]
+    if not channels:
+        raise UsageError("no channels to project")
+    layer = im.resolve_alias(layer)
+    batch, k = x.shape[0], len(channels)
+    rows = [(b, j) for b in range(batch) for j in range(k)]
+    images = torch.empty((batch, k, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    values = torch.empty((batch, k), dtype=x.dtype, device=x.device)
+    positions = torch.full((batch, k, 2), -1, dtype=torch.long, device=x.device)
+    for start in range(0, len(rows), max(1, chunk)):
+        part = rows[start : start + chunk]
+        xb = x[[b for b, _ in part]].detach()
+        ch = torch.tensor([channels[j] for _, j in part], device=x.device)
+        grad, val, pos = _project_rows(im, xb, layer, ch, position, target, method)
+        for i, (b, j) in enumerate(part):
+            images[b, j], values[b, j], positions[b, j] = grad[i], val[i], pos[i]
+    return Projection(layer, channels, images, values, positions)
+
+
+def _project_rows(
+    im: Instrumented,
+    x: Tensor,
+    layer: str,
+    channels: Tensor,
+    position: tuple[int, int] | None,
+    target: Target,
+    method: Method,
+) -> tuple[Tensor, Tensor, Tensor]:
+    if method == "autograd":
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            act = im.run_capturing(x, layer, deconv=True)
+            seed, values, positions = make_seed(act.detach(), channels, position, target, layer)
+            (grad,) = torch.autograd.grad(act, x, seed, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(x)
+        return grad.detach(), values, positions
+    tape = Tape()
+    with torch.no_grad():
+        act = im.run_capturing(x, layer, tape=tape)
+        seed, values, positions = make_seed(act, channels, position, target, layer)
+        return tape.reverse(act, seed), values, positions
+
+
+def make_seed(
+    act: Tensor,
+    channels: Tensor,
+    position: tuple[int, int] | None,
+    target: Target,
+    layer: str = "",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The layer's activations with everything but the chosen one(s) set to zero.
+
+    Row ``r`` keeps channel ``channels[r]``: its strongest activation, the unit at ``position``,
+    or the whole map. Returns the seed, the kept value per row (the map's max for "map") and the
+    kept (row, col) per row.
+    """
+    n = act.shape[0]
+    if act.dim() < 2:
+        raise VizkitError(f"layer '{layer}' has no channel dimension (shape {tuple(act.shape)})")
+    n_channels = act.shape[1]
+    bad = [int(c) for c in channels if not 0 <= int(c) < n_channels]
+    if bad:
+        raise UsageError(
+            f"channel {bad[0]} is out of range for layer '{layer}' (it has {n_channels} channels)"
+        )
+    rows = torch.arange(n, device=act.device)
+    maps = act[rows, channels].reshape(n, -1)  # [n, h*w] (h*w = 1 for fc layers)
+    seed = torch.zeros_like(act)
+    seed_maps = seed[rows, channels].reshape(n, -1)
+    positions = torch.full((n, 2), -1, dtype=torch.long, device=act.device)
+    spatial = act.dim() == 4
+    width = act.shape[-1] if spatial else 1
+    if target == "map" and position is None:
+        seed_maps.copy_(maps)
+        values = maps.max(dim=1).values
+    else:
+        if position is not None and spatial:
+            row, col = int(position[0]), int(position[1])
+            if not (0 <= row < act.shape[2] and 0 <= col < act.shape[3]):
+                raise UsageError(
+                    f"position ({row}, {col}) is outside layer '{layer}' "
+                    f"({act.shape[2]}x{act.shape[3]})"
+                )
+            flat = torch.full((n,), row * width + col, dtype=torch.long, device=act.device)
+        else:
+            flat = maps.argmax(dim=1)  # first maximum: deterministic
+        values = maps.gather(1, flat[:, None])[:, 0]
+        seed_maps.scatter_(1, flat[:, None], values[:, None])
+        if spatial:
+            positions = torch.stack([flat // width, flat % width], dim=1)
+    seed[rows, channels] = seed_maps.reshape(seed[rows, channels].shape)
+    return seed, values, positions
+
+
+# ---------------------------------------------------------------------- explicit reverse pass
+@dataclass
+class _Node:
+    op: str
+    parents: list[int | None]
+    backward: Callable[[Tensor], list[Tensor | None]]
+    name: str = ""
+
+
+@dataclass
+class Tape:
+    """The ops of one forward pass, in order, with what reversing each one needs."""
+
+    nodes: list[_Node] = field(default_factory=list)
+    _node_of: dict[int, int] = field(default_factory=dict)
+    _keep: list[Tensor] = field(default_factory=list)
+
+    def input(self, x: Tensor) -> None:
+        self._add(x, _Node("input", [], lambda s: []))
+
+    def _add(self, output: Tensor, node: _Node) -> None:
+        self.nodes.append(node)
+        self._keep.append(output)  # keeps id() unique for the tape's lifetime
+        self._node_of[id(output)] = len(self.nodes) - 1
+
+    def _parent(self, value: Any) -> int | None:
+        return self._node_of.get(id(value)) if isinstance(value, Tensor) else None
+
+    def record(
+        self,
+        func: Callable,
+        op: str | None,
+        args: tuple,
+        kwargs: dict,
+        output: Any,
+        switches: PoolSwitches | None,
+    ) -> None:
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        tensors += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
+        tensors += [v for v in kwargs.values() if isinstance(v, Tensor)]
+        if not any(self._parent(t) is not None for t in tensors):
+            return  # an op on weights or constants, not on the signal
+        out = output[0] if isinstance(output, tuple) and output else output
+        if not isinstance(out, Tensor):
+            return  # size(), dim(), ... : no signal flows through
+        name = getattr(func, "__name__", str(func))
+        builder = _REVERSERS.get(op or "")
+        if builder is None:
+            first = next(t for t in tensors if self._parent(t) is not None)
+            node = _Node("opaque", [self._parent(first)], _refuse(name), name)
+        else:
+            node = builder(self, args, kwargs, out, switches)
+            node.name = name
+        self._add(out, node)
+
+    def reverse(self, output: Tensor, seed: Tensor) -> Tensor:
+        """Run ``seed`` (a signal on ``output``) down to the tape's input."""
+        start = self._node_of[id(output)]
+        signals: dict[int, Tensor] = {start: seed}
+        for index in range(start, 0, -1):
+            signal = signals.pop(index, None)
+            if signal is None:
+                continue
+            node = self.nodes[index]
+            for parent, contribution in zip(node.parents, node.backward(signal)):
+                if parent is None or contribution is None:
+                    continue
+                signals[parent] = contribution if parent not in signals else signals[parent] + contribution
+        result = signals.get(0)
+        return result if result is not None else torch.zeros_like(self._keep[0])
+
+
+def _refuse(name: str) -> Callable[[Tensor], list]:
+    def backward(signal: Tensor) -> list:
+        raise UnsupportedOpError(
+            f"the explicit deconvnet cannot reverse '{name}'; use method='autograd'"
+        )
+
+    return backward
+
+
+def _first(args: tuple, kwargs: dict) -> Tensor:
+    return args[0] if args else kwargs["input"]
+
+
+def _rev_relu(tape: Tape, args, kwargs, out, switches) -> _Node:
+    return _Node("relu", [tape._parent(_first(args, kwargs))], lambda s: [s.clamp(min=0)])
+
+
+def _rev_pass(tape: Tape, args, kwargs, out, switches) -> _Node:
+    return _Node("pass", [tape._parent(_first(args, kwargs))], lambda s: [s])
+
+
+def _rev_reshape(tape: Tape, args, kwargs, out, switches) -> _Node:
+    x = _first(args, kwargs)
+    shape = x.shape
+    return _Node("reshape", [tape._parent(x)], lambda s: [s.reshape(shape)])
+
+
+def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) -> _Node:
+    x = _first(args, kwargs)
+    if switches is None:
+        raise VizkitError("explicit deconvnet needs the pooling switches (switches=True)")
+    shape, idx = switches.input_shape, switches.indices
+
+    def unpool(s: Tensor) -> list[Tensor]:
+        n, c = s.shape[:2]
+        planes = s.new_zeros((n, c, shape[-2] * shape[-1]))
+        planes.scatter_add_(2, idx.reshape(n, c, -1), s.reshape(n, c, -1))  # shared maxima add
+        return [planes.reshape(shape)]
+
+    return _Node("max_pool2d", [tape._parent(x)], unpool)
+
+
+def _transposed_output_padding(size_in, size_out, kernel, stride, padding, dilation) -> tuple:
+    return tuple(
+        size_in[i] - ((size_out[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
+        for i in range(2)
+    )
+
+
+def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
+    p = ops.bind("conv2d", args, kwargs)
+    x, weight = p["input"], p["weight"].detach()
+    kernel = tuple(weight.shape[-2:])
+    stride, dilation = ops.pair(p["stride"]), ops.pair(p["dilation"])
+    padding = p["padding"]
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same" and all(dilation[i] * (kernel[i] - 1) % 2 == 0 for i in range(2)):
+            padding = tuple(dilation[i] * (kernel[i] - 1) // 2 for i in range(2))
+        else:
+            return _Node("opaque", [tape._parent(x)], _refuse(f"conv2d(padding='{padding}')"))
+    padding = ops.pair(padding)
+    out_pad = _transposed_output_padding(
+        x.shape[-2:], out.shape[-2:], kernel, stride, padding, dilation
+    )
+    groups = p["groups"]
+
+    def filter_down(s: Tensor) -> list[Tensor]:
+        return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, groups, dilation)]
+
+    return _Node("conv2d", [tape._parent(x)], filter_down)
+
+
+def _rev_linear(tape: Tape, args, kwargs, out, switches) -> _Node:
+    p = ops.bind("linear", args, kwargs)
+    weight = p["weight"].detach()
+    return _Node("linear", [tape._parent(p["input"])], lambda s: [s @ weight])
+
+
+def _rev_cat(tape: Tape, args, kwargs, out, switches) -> _Node:
+    p = ops.bind("cat", args, kwargs)
+    parts, dim = list(p["tensors"]), p["dim"]
+    sizes = [t.shape[dim] for t in parts]
+    return _Node("cat", [tape._parent(t) for t in parts], lambda s: list(s.split(sizes, dim)))
+
+
+def _rev_add(tape: Tape, args, kwargs, out, switches) -> _Node:
+    p = ops.bind("add", args, kwargs)
+    a, b, alpha = p["input"], p["other"], p["alpha"]
+    shapes = [t.shape if isinstance(t, Tensor) else None for t in (a, b)]
+
+    def split(s: Tensor) -> list[Tensor | None]:
+        ga = s.sum_to_size(shapes[0]) if shapes[0] is not None else None
+        gb = s.sum_to_size(shapes[1]) * alpha if shapes[1] is not None else None
+        return [ga, gb]
+
+    return _Node("add", [tape._parent(a), tape._parent(b)], split)
+
+
+def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
+    x = _first(args, kwargs)
+    (h, w), (oh, ow) = x.shape[-2:], out.shape[-2:]
+
+    def spread(s: Tensor) -> list[Tensor]:
+        grad = s.new_zeros(x.shape)
+        for i in range(oh):
+            y0, y1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+            for j in range(ow):
+                x0, x1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+                area = (y1 - y0) * (x1 - x0)
+                grad[..., y0:y1, x0:x1] += s[..., i : i + 1, j : j + 1] / area
+        return [grad]
+
+    return _Node("adaptive_avg_pool2d", [tape._parent(x)], spread)
+
+
+def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
+    p = ops.bind("avg_pool2d", args, kwargs)
+    x = p["input"]
+    kernel = ops.pair(p["kernel_size"])
+    stride = ops.pair(p["stride"] if p["stride"] not in (None, [], ()) else p["kernel_size"])
+    padding = ops.pair(p["padding"])
+    exact_fit = all(
+        (x.shape[-2 + i] + 2 * padding[i] - kernel[i]) % stride[i] == 0 for i in range(2)
+    )
+    if p["divisor_override"] is not None or (any(padding) and not p["count_include_pad"]) or (
+        p["ceil_mode"] and not exact_fit
+    ):
+        return _Node("opaque", [tape._parent(x)], _refuse("avg_pool2d with these options"))
+    channels = x.shape[1]
+    out_pad = _transposed_output_padding(x.shape[-2:], out.shape[-2:], kernel, stride, padding, (1, 1))
+
+    def spread(s: Tensor) -> list[Tensor]:
+        weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
+        return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
+
+    return _Node("avg_pool2d", [tape._parent(x)], spread)
+
+
+_REVERSERS: dict[str, Callable[..., _Node]] = {
+    "relu": _rev_relu,
+    "max_pool2d": _rev_max_pool,
+    "conv2d": _rev_conv,
+    "linear": _rev_linear,
+    "local_response_norm": _rev_pass,  # contrast normalisation is not inverted
+    "batch_norm": _rev_pass,
+    "dropout": _rev_pass,
+    "identity": _rev_pass,
+    "reshape": _rev_reshape,
+    "cat": _rev_cat,
+    "add": _rev_add,
+    "adaptive_avg_pool2d": _rev_adaptive_avg_pool,
+    "avg_pool2d": _rev_avg_pool,
+}
+
+
+# ---------------------------------------------------------------------- display
+def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
+    """A projection as a displayable [.., 3, H, W] image in [0, 1], zero at mid-grey.
+
+    The paper's contrast scaling: the signal is signed and centred on zero, so it is scaled
+    symmetrically about grey, with the ``quantile`` of its non-zero magnitudes at full contrast
+    (a few extreme pixels do not wash the rest out), and clipped.
+    """
+    shape = projection.shape
+    flat = projection.detach().float().reshape(-1, shape[-3] * shape[-2] * shape[-1])
+    magnitude = flat.abs()
+    scales = []
+    for row in magnitude:
+        nonzero = row[row > 0]
+        scales.append(torch.quantile(nonzero, quantile).item() if nonzero.numel() else 1.0)
+    scale = torch.tensor(scales, dtype=flat.dtype, device=flat.device).clamp(min=1e-12)
+    return (0.5 + flat / (2 * scale[:, None])).clamp(0, 1).reshape(shape)

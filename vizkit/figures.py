@@ -1,0 +1,65 @@
+"""Figure helpers shared by analyses: matplotlib Figures built without pyplot's global state."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede any pyplot import elsewhere
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+
+def hwc(image: Tensor | np.ndarray) -> np.ndarray:
+    """A [3,H,W] tensor or array in [0, 1] as an [H,W,3] float array for imshow."""
+    array = image.detach().float().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = np.transpose(array, (1, 2, 0))
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.clip(array, 0.0, 1.0)
+
+
+def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def show(ax: Axes, image: Tensor | np.ndarray, title: str | None = None, fontsize: int = 8) -> None:
+    ax.imshow(hwc(image), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+
+
+def grid_shape(count: int, max_columns: int | None = None) -> tuple[int, int]:
+    """Rows and columns of a near-square grid holding ``count`` panels."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    if max_columns:
+        columns = min(columns, max_columns)
+    return math.ceil(count / columns), columns
+
+
+def image_with_grid(
+    left: Tensor | np.ndarray,
+    left_title: str,
+    panels: Sequence[Tensor | np.ndarray],
+    titles: Sequence[str],
+    suptitle: str,
+    panel_size: float = 2.0,
+) -> Figure:
+    """One large image on the left and a grid of titled panels on the right."""
+    rows, columns = grid_shape(len(panels))
+    figure = new_figure(panel_size * (columns + rows) + 0.5, panel_size * rows + 0.8)
+    outer = figure.add_gridspec(1, 2, width_ratios=[rows, columns], wspace=0.05)
+    show(figure.add_subplot(outer[0]), left, left_title, fontsize=9)
+    inner = outer[1].subgridspec(rows, columns, wspace=0.08, hspace=0.25)
+    for index, (panel, title) in enumerate(zip(panels, titles)):
+        show(figure.add_subplot(inner[index // columns, index % columns]), panel, title)
+    figure.suptitle(suptitle, fontsize=10)
+    return figure

@@ -1,0 +1,141 @@
+"""Result objects and writing them to disk atomically.
+
+A saved result is a folder with ``result.json``, ``arrays.npz`` and PNG figures. Each file is
+written to a temporary name and renamed into place, and ``result.json`` is written last, so a
+folder with a ``result.json`` always holds a complete result and an interrupted run never leaves
+a truncated file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vizkit.errors import UsageError
+
+RESULT_FILE = "result.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+def _version() -> str:
+    from vizkit import __version__
+
+    return __version__
+
+
+@dataclass
+class Result:
+    """What an analysis returns: summary numbers, raw arrays and figures."""
+
+    analysis: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    meta: dict[str, Any] = field(default_factory=dict)  # model, params, inputs, seconds
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.summary:
+            return self.summary[key]
+        if key in self.arrays:
+            return self.arrays[key]
+        raise KeyError(key)
+
+    def to_json(self) -> dict[str, Any]:
+        document = {
+            "analysis": self.analysis,
+            "vizkit_version": _version(),
+            "model": self.meta.get("model"),
+            "params": self.meta.get("params", {}),
+            "inputs": self.meta.get("inputs", {}),
+            "seconds": self.meta.get("seconds"),
+        }
+        document.update(self.summary)
+        document["files"] = {
+            "arrays": ARRAYS_FILE if self.arrays else None,
+            "figures": [f"{name}.png" for name in self.figures],
+        }
+        return _jsonable(document)
+
+    def save(self, out: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the result into folder ``out`` and return it."""
+        out = Path(out)
+        check_out_dir(out, overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            (out / RESULT_FILE).unlink(missing_ok=True)  # the folder is incomplete until the end
+        if self.arrays:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in self.arrays.items()})
+            write_atomic(out / ARRAYS_FILE, buffer.getvalue())
+        for name, figure in self.figures.items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=figure.get_dpi(), bbox_inches="tight")
+            write_atomic(out / f"{name}.png", buffer.getvalue())
+        text = json.dumps(self.to_json(), indent=2, allow_nan=False)
+        write_atomic(out / RESULT_FILE, (text + "\n").encode())
+        return out
+
+    def close_figures(self) -> None:
+        import matplotlib.pyplot as plt
+
+        for figure in self.figures.values():
+            plt.close(figure)
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that already holds a result, unless overwriting."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if (out / RESULT_FILE).exists() and not overwrite:
+        raise UsageError(f"--out {out} already holds a result; pass --overwrite or choose another folder")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_result(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A saved result's JSON document and arrays."""
+    folder = Path(folder)
+    document = json.loads((folder / RESULT_FILE).read_text())
+    arrays: dict[str, np.ndarray] = {}
+    if (folder / ARRAYS_FILE).exists():
+        with np.load(folder / ARRAYS_FILE) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    return document, arrays
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
