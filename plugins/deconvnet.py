@@ -45,6 +45,7 @@ def run(
     channels: list[int] | None,
     method: str,
     target: str,
+    rule: str,
 ) -> vizkit.Result:
     im = ctx.instrumented
     x = ctx.images()
@@ -66,7 +67,7 @@ def run(
         if bad:
             raise vizkit.UsageError(f"channel {bad[0]} is out of range: layer '{layer}' has {n_channels} channels")
 
-    projection = vizkit.project(im, x, layer, chosen, target=target, method=method, chunk=ctx.batch_size)
+    projection = vizkit.project(im, x, layer, chosen, target=target, method=method, rule=rule, chunk=ctx.batch_size)
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     squeeze: Callable[[torch.Tensor], np.ndarray] = (
@@ -81,6 +82,7 @@ def run(
             "images": ctx.image_names(),
             "target": target,
             "method": method,
+            "rule": rule,
         },
         arrays={
             "projections": squeeze(projection.images).astype(np.float32),
@@ -89,7 +91,7 @@ def run(
     )
     for index in range(x.shape[0]):
         name = "deconvnet" if single else f"deconvnet_{index}"
-        result.figures[name] = _figure(ctx, x[index], projection, index, layer, predicted)
+        result.figures[name] = _figure(ctx, x[index], projection, index, layer, predicted, rule)
     return result
 
 
@@ -102,7 +104,10 @@ def _top5(logits: torch.Tensor, ctx: vizkit.RunContext) -> list[list[dict]]:
     ]
 
 
-def _figure(ctx, image, projection, index, layer, predicted):
+_RULE_TITLES = {"deconvnet": "Deconvnet projections", "guided": "Guided-backprop projections", "gradient": "Gradients"}
+
+
+def _figure(ctx, image, projection, index, layer, predicted, projection_rule):
     shown = vizkit.to_image(projection.images[index])
     titles = []
     for j, channel in enumerate(projection.channels):
@@ -119,7 +124,7 @@ def _figure(ctx, image, projection, index, layer, predicted):
         caption,
         shown,
         titles,
-        f"Deconvnet projections of layer {layer} ({len(titles)} strongest maps)",
+        f"{_RULE_TITLES[projection_rule]} of layer {layer} ({len(titles)} maps)",
     )
 
 
@@ -136,6 +141,7 @@ def register_analyses(register) -> None:
             vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=parse_channels),
             vizkit.Option("method", ("autograd", "explicit"), "autograd", help="projection path: autograd (any graph) or explicit (switch-based reverse pass)"),
             vizkit.Option("target", ("max", "map"), "max", help="project each map's strongest activation (max) or the whole map"),
+            vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),
         ],
         demo={"layer": "conv5", "top": 9},
     ))

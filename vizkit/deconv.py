@@ -13,6 +13,12 @@ Two paths compute it and must agree:
   forward, using the recorded switches. It is the paper's procedure verbatim and an independent
   check of the first path; it supports conv, linear, ReLU, max/avg pooling, normalisation,
   dropout, reshapes, concatenation and addition, and names any other op it meets.
+
+``rule`` picks what a ReLU does to the signal going down: ``"deconvnet"`` (the paper's:
+rectify the signal), ``"guided"`` (guided back-propagation, Springenberg et al. 2015: rectify and
+keep only units that were active going up; normalisation also bypassed) or ``"gradient"`` (plain
+back-propagation: the gradient of the activation, Simonyan et al. 2014). The last two are for
+comparison; every analysis defaults to the paper's rule.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from vizkit.instrument import Instrumented, PoolSwitches
 
 Target = Literal["max", "map"]
 Method = Literal["autograd", "explicit"]
+Rule = Literal["deconvnet", "guided", "gradient"]
+RULES = ("deconvnet", "guided", "gradient")
 
 
 @dataclass
@@ -55,6 +63,7 @@ def project(
     position: tuple[int, int] | None = None,
     target: Target = "max",
     method: Method = "autograd",
+    rule: Rule = "deconvnet",
     chunk: int = 64,
 ) -> Projection:
     """Deconvnet projections of ``channels`` of ``layer`` for every image in ``x``.
@@ -65,6 +74,8 @@ def project(
     """
     if method not in ("autograd", "explicit"):
         raise UsageError(f"unknown projection method '{method}'; use 'autograd' or 'explicit'")
+    if rule not in RULES:
+        raise UsageError(f"unknown projection rule '{rule}'; use one of {', '.join(RULES)}")
     if target not in ("max", "map"):
         raise UsageError(f"unknown projection target '{target}'; use 'max' or 'map'")
     channels = [int(c) for c in channels]
@@ -80,7 +91,7 @@ def project(
         part = rows[start : start + chunk]
         xb = x[[b for b, _ in part]].detach()
         ch = torch.tensor([channels[j] for _, j in part], device=x.device)
-        grad, val, pos = _project_rows(im, xb, layer, ch, position, target, method)
+        grad, val, pos = _project_rows(im, xb, layer, ch, position, target, method, rule)
         for i, (b, j) in enumerate(part):
             images[b, j], values[b, j], positions[b, j] = grad[i], val[i], pos[i]
     return Projection(layer, channels, images, values, positions)
@@ -94,17 +105,18 @@ def _project_rows(
     position: tuple[int, int] | None,
     target: Target,
     method: Method,
+    rule: Rule = "deconvnet",
 ) -> tuple[Tensor, Tensor, Tensor]:
     if method == "autograd":
         x = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            act = im.run_capturing(x, layer, deconv=True)
+            act = im.run_capturing(x, layer, rule=rule)
             seed, values, positions = make_seed(act.detach(), channels, position, target, layer)
             (grad,) = torch.autograd.grad(act, x, seed, allow_unused=True)
         if grad is None:
             grad = torch.zeros_like(x)
         return grad.detach(), values, positions
-    tape = Tape()
+    tape = Tape(rule=rule)
     with torch.no_grad():
         act = im.run_capturing(x, layer, tape=tape)
         seed, values, positions = make_seed(act, channels, position, target, layer)
@@ -175,6 +187,7 @@ class _Node:
 class Tape:
     """The ops of one forward pass, in order, with what reversing each one needs."""
 
+    rule: Rule = "deconvnet"
     nodes: list[_Node] = field(default_factory=list)
     _node_of: dict[int, int] = field(default_factory=dict)
     _keep: list[Tensor] = field(default_factory=list)
@@ -248,7 +261,20 @@ def _first(args: tuple, kwargs: dict) -> Tensor:
 
 
 def _rev_relu(tape: Tape, args, kwargs, out, switches) -> _Node:
-    return _Node("relu", [tape._parent(_first(args, kwargs))], lambda s: [s.clamp(min=0)])
+    x = _first(args, kwargs)
+    if tape.rule == "deconvnet":  # rectify the signal; the forward input plays no part
+        return _Node("relu", [tape._parent(x)], lambda s: [s.clamp(min=0)])
+    active = x > 0
+    if tape.rule == "guided":
+        return _Node("relu", [tape._parent(x)], lambda s: [s.clamp(min=0) * active])
+    return _Node("relu", [tape._parent(x)], lambda s: [s * active])
+
+
+def _rev_norm(tape: Tape, args, kwargs, out, switches) -> _Node:
+    if tape.rule == "gradient":
+        x = _first(args, kwargs)
+        return _Node("opaque", [tape._parent(x)], _refuse(f"normalisation under rule 'gradient'"))
+    return _rev_pass(tape, args, kwargs, out, switches)
 
 
 def _rev_pass(tape: Tape, args, kwargs, out, switches) -> _Node:
@@ -379,8 +405,8 @@ _REVERSERS: dict[str, Callable[..., _Node]] = {
     "max_pool2d": _rev_max_pool,
     "conv2d": _rev_conv,
     "linear": _rev_linear,
-    "local_response_norm": _rev_pass,  # contrast normalisation is not inverted
-    "batch_norm": _rev_pass,
+    "local_response_norm": _rev_norm,  # contrast normalisation is not inverted
+    "batch_norm": _rev_norm,
     "dropout": _rev_pass,
     "identity": _rev_pass,
     "reshape": _rev_reshape,

@@ -90,6 +90,23 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward keeps only positive signal at units that were active going up."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D401
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (x > 0)
+
+
+RELU_RULES = {"deconvnet": _DeconvReLU, "guided": _GuidedReLU}
+
+
 class Instrumented:
     """An instrumented model: call it like the model; read activations, switches, projections.
 
@@ -119,7 +136,7 @@ class Instrumented:
         self._switches: dict[str, PoolSwitches] = {}
         self._stop_at: str | None = None
         self._capture: dict[str, Tensor] = {}
-        self._deconv = False
+        self._rule: str | None = None
         self._tape: Any = None
         self.input: Tensor | None = None
         self.output: Any = None
@@ -197,21 +214,23 @@ class Instrumented:
         self,
         x: Tensor,
         layer: str,
-        deconv: bool = False,
+        rule: str | None = None,
         tape: Any = None,
     ) -> Tensor:
         """Forward ``x`` up to ``layer`` and return that layer's output *with* its autograd graph.
 
-        With ``deconv`` the ReLUs rectify the signal going down and normalisation is bypassed,
-        so that back-propagation from the layer is the deconvnet projection. With ``tape`` every
-        op is recorded for an explicit reverse pass. Nothing is recorded as an activation.
+        With ``rule="deconvnet"`` the ReLUs rectify the signal going down and normalisation is
+        bypassed, so that back-propagation from the layer is the deconvnet projection
+        (``"guided"``: guided back-propagation; None or ``"gradient"``: plain autograd). With
+        ``tape`` every op is recorded for an explicit reverse pass. Nothing is recorded as an
+        activation, and the activations of the last ordinary forward are kept.
         """
         layer = self.resolve_alias(layer)
         saved = (self._wanted, self.record_switches)
         recorded = (self._infos, self._acts, self._switches)  # the user's last forward stays
         self._wanted, self.record_switches = set(), tape is not None
         self._capture = {}
-        self._deconv, self._tape, self._stop_at = deconv, tape, layer
+        self._rule, self._tape, self._stop_at = rule, tape, layer
         try:
             try:
                 self.model(x)
@@ -224,7 +243,7 @@ class Instrumented:
         finally:
             self._wanted, self.record_switches = saved
             self._infos, self._acts, self._switches = recorded
-            self._deconv, self._tape, self._stop_at = False, None, None
+            self._rule, self._tape, self._stop_at = None, None, None
             self._capture = {}
             self._active = False
 
@@ -353,9 +372,9 @@ class Instrumented:
 
         if op == "max_pool2d" and self.record_switches:
             output = self._max_pool(layer, args, kwargs)
-        elif op == "relu" and self._deconv:
-            output = _DeconvReLU.apply(args[0] if args else kwargs["input"])
-        elif op in ops.NORMALISATION_OPS and self._deconv:
+        elif op == "relu" and self._rule in RELU_RULES:
+            output = RELU_RULES[self._rule].apply(args[0] if args else kwargs["input"])
+        elif op in ops.NORMALISATION_OPS and self._rule in RELU_RULES:
             x = args[0] if args else kwargs["input"]
             with torch.no_grad():
                 normalised = func(*args, **kwargs)

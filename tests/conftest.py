@@ -1,0 +1,58 @@
+"""Shared fixtures: the real data and weights in ../shared (skipped cleanly when absent)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import vizkit
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VIZKIT_SHARED", REPO.parent / "shared"))
+SQUEEZENET_WEIGHTS = SHARED / "models" / "squeezenet1_0_imagenet.pt"
+SAMPLES = SHARED / "data" / "imagenet-samples"
+LABELS = SHARED / "data" / "imagenet_classes.txt"
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def needs_shared(*paths: Path) -> None:
+    for path in paths:
+        if not path.exists():
+            pytest.skip(f"shared data not available: {path}")
+
+
+@pytest.fixture(scope="session")
+def squeezenet():
+    needs_shared(SQUEEZENET_WEIGHTS, LABELS)
+    return vizkit.load_model("torchvision:squeezenet1_0", weights=SQUEEZENET_WEIGHTS, labels=LABELS)
+
+
+def sample(name: str) -> Path:
+    """The imagenet-samples image whose file name contains ``name``."""
+    needs_shared(SAMPLES)
+    matches = sorted(SAMPLES.glob(f"*{name}*"))
+    if not matches:
+        pytest.skip(f"no sample image matching {name}")
+    return matches[0]
+
+
+@pytest.fixture(scope="session")
+def dog_image() -> Path:
+    return sample("golden_retriever")
+
+
+@pytest.fixture(scope="session")
+def dog_tensor(dog_image) -> torch.Tensor:
+    return vizkit.load_images([dog_image], vizkit.Preprocess())
+
+
+def assert_no_hooks(model: torch.nn.Module) -> None:
+    counts = vizkit.hook_counts(model)
+    assert all(count == 0 for count in counts.values()), counts
+    assert torch._C._len_torch_function_stack() == 0, "a TorchFunctionMode was left on the stack"

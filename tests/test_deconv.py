@@ -1,0 +1,282 @@
+"""The deconvnet projection: exact values on hand-weighted nets, both paths agree, captum agrees."""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+import vizkit
+from vizkit.deconv import UnsupportedOpError, project
+from vizkit.models.zfnet import zfnet
+from conftest import assert_no_hooks
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def overlapping_pool_net() -> nn.Module:
+    """1x1 conv (weight 2) -> ReLU -> 2x2 max-pool with stride 1 (overlapping windows)."""
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+    return nn.Sequential(OrderedDict(conv=conv, relu=nn.ReLU(), pool=nn.MaxPool2d(2, stride=1))).eval()
+
+
+PEAK = torch.tensor([[[[1.0, 2, 1], [2, 5, 2], [1, 2, 1]]]])  # every pool window's max is the centre
+
+
+@pytest.mark.parametrize("method", ["autograd", "explicit"])
+def test_shared_maximum_contributions_add(method):
+    # conv -> [[2,4,2],[4,10,4],[2,4,2]]; pool -> [[10,10],[10,10]], all four switches at the centre.
+    # Whole map down: unpool adds 4 x 10 = 40 at the centre, rectify, transposed 1x1 conv (x2) = 80.
+    model = overlapping_pool_net()
+    with vizkit.instrument(model) as im:
+        im(PEAK)
+        whole = project(im, PEAK, "pool", [0], target="map", method=method)
+        strongest = project(im, PEAK, "pool", [0], method=method)
+    expected = torch.zeros(1, 1, 3, 3)
+    expected[0, 0, 1, 1] = 80.0
+    assert torch.equal(whole.images[0, 0], expected[0])
+    expected[0, 0, 1, 1] = 20.0  # one activation (the first maximum, at (0, 0)): 10 x 2
+    assert torch.equal(strongest.images[0, 0], expected[0])
+    assert strongest.positions[0, 0].tolist() == [0, 0]
+    assert strongest.values[0, 0].item() == 10.0
+    assert_no_hooks(model)
+
+
+def test_hand_computed_projection_through_conv_and_pool():
+    # input [[1,2,0],[0,3,1],[2,0,4]], 2x2 conv [[1,0],[0,1]] bias -1 -> [[3,2],[-1,6]]
+    # relu -> [[3,2],[0,6]]; 2x2 pool -> 6 at (1,1); down: 6 at (1,1), transposed conv puts
+    # 6*w[0,0] at (1,1) and 6*w[1,1] at (2,2).
+    conv = nn.Conv2d(1, 1, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]))
+        conv.bias.fill_(-1.0)
+    model = nn.Sequential(OrderedDict(conv=conv, relu=nn.ReLU(), pool=nn.MaxPool2d(2))).eval()
+    x = torch.tensor([[[[1.0, 2, 0], [0, 3, 1], [2, 0, 4]]]])
+    expected = torch.tensor([[[0.0, 0, 0], [0, 6, 0], [0, 0, 6]]])
+    with vizkit.instrument(model) as im:
+        im(x)
+        for method in ("autograd", "explicit"):
+            assert torch.equal(project(im, x, "pool", [0], method=method).images[0, 0], expected)
+
+
+def test_rectification_going_down():
+    # a(x) = relu(x); b = -a + 10. Projecting b: the signal is negated by b's transposed filter,
+    # so the deconvnet's rectification at the ReLU zeroes it; plain gradients keep it.
+    first, second = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        first.weight.fill_(1.0)
+        second.weight.fill_(-1.0)
+        second.bias.fill_(10.0)
+    model = nn.Sequential(OrderedDict(a=first, relu=nn.ReLU(), b=second)).eval()
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # b = [[9, 8], [7, 6]]: strongest at (0, 0)
+    with vizkit.instrument(model) as im:
+        im(x)
+        for method in ("autograd", "explicit"):
+            assert project(im, x, "b", [0], method=method).images.abs().sum() == 0
+            assert project(im, x, "b", [0], method=method, rule="guided").images.abs().sum() == 0
+            gradient = project(im, x, "b", [0], method=method, rule="gradient").images[0, 0, 0]
+            assert gradient.tolist() == [[-9.0, 0.0], [0.0, 0.0]]
+
+
+def reference_deconv(x, conv1, conv2, layer_channel):
+    """Hand-written numpy deconvnet for conv(3x3,s1) -> relu -> maxpool(3,2) -> conv(3x3) -> relu."""
+    w1, w2 = conv1.weight.detach().numpy(), conv2.weight.detach().numpy()
+    b1, b2 = conv1.bias.detach().numpy(), conv2.bias.detach().numpy()
+    img = x[0].numpy()
+
+    def conv(inp, w, b):
+        cout, cin, k, _ = w.shape
+        h = inp.shape[1] - k + 1
+        out = np.zeros((cout, h, h))
+        for o in range(cout):
+            for i in range(h):
+                for j in range(h):
+                    out[o, i, j] = (inp[:, i:i + k, j:j + k] * w[o]).sum() + b[o]
+        return out
+
+    def conv_t(sig, w, size):
+        cout, cin, k, _ = w.shape
+        out = np.zeros((cin, size, size))
+        for o in range(cout):
+            for i in range(sig.shape[1]):
+                for j in range(sig.shape[2]):
+                    out[:, i:i + k, j:j + k] += sig[o, i, j] * w[o]
+        return out
+
+    a1 = np.maximum(conv(img, w1, b1), 0)
+    size = a1.shape[1]
+    ph = (size - 3) // 2 + 1
+    pooled, switch = np.zeros((a1.shape[0], ph, ph)), {}
+    for c in range(a1.shape[0]):
+        for i in range(ph):
+            for j in range(ph):
+                window = a1[c, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+                u, v = np.unravel_index(np.argmax(window), window.shape)  # first maximum
+                pooled[c, i, j] = window[u, v]
+                switch[c, i, j] = (2 * i + u, 2 * j + v)
+    a2 = np.maximum(conv(pooled, w2, b2), 0)
+    m = a2[layer_channel]
+    r, q = np.unravel_index(np.argmax(m), m.shape)
+    seed = np.zeros_like(a2)
+    seed[layer_channel, r, q] = m[r, q]
+    down = conv_t(np.maximum(seed, 0), w2, ph)  # rectify (layer-2 relu), filter
+    unpooled = np.zeros_like(a1)
+    for (c, i, j), (u, v) in switch.items():
+        unpooled[c, u, v] += down[c, i, j]  # shared maxima add
+    return conv_t(np.maximum(unpooled, 0), w1, img.shape[1])
+
+
+def test_matches_hand_written_reference_on_small_random_net():
+    torch.manual_seed(3)
+    conv1, conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 5, 3)
+    model = nn.Sequential(OrderedDict(
+        conv1=conv1, relu1=nn.ReLU(), pool=nn.MaxPool2d(3, 2), conv2=conv2, relu2=nn.ReLU()
+    )).eval()
+    x = torch.randn(1, 3, 15, 15)
+    with vizkit.instrument(model) as im:
+        im(x)
+        for channel in range(5):
+            expected = torch.tensor(reference_deconv(x, conv1, conv2, channel), dtype=torch.float32)
+            for method in ("autograd", "explicit"):
+                got = project(im, x, "relu2", [channel], method=method).images[0, 0]
+                assert torch.allclose(got, expected, atol=1e-5), (channel, method)
+
+
+def _paths_agree(model, x, layers):
+    with vizkit.instrument(model) as im:
+        im(x)
+        for layer in layers:
+            act = im.activation(layer)
+            strengths = act.flatten(2).amax(2)[0] if act.dim() == 4 else act[0]
+            channels = strengths.argsort(descending=True)[:3].tolist()
+            a = project(im, x, layer, channels, method="autograd")
+            e = project(im, x, layer, channels, method="explicit")
+            assert a.images.abs().sum() > 0, f"{layer}: empty projection"
+            assert relative_error(e.images, a.images) < 1e-5, layer
+            assert torch.equal(a.positions, e.positions)
+    assert_no_hooks(model)
+
+
+def test_paths_agree_on_zfnet(dog_tensor):
+    torch.manual_seed(0)
+    _paths_agree(zfnet().eval(), dog_tensor, ["conv1", "conv2", "conv3.relu", "conv5", "fc6", "fc8"])
+
+
+def test_paths_agree_on_alexnet(dog_tensor):
+    torch.manual_seed(0)
+    _paths_agree(tvm.alexnet().eval(), dog_tensor, ["features.1", "features.7", "features.12", "classifier.5"])
+
+
+def test_paths_agree_on_real_squeezenet(squeezenet, dog_tensor):
+    _paths_agree(squeezenet, dog_tensor, ["features.3", "features.7", "features.12", "features.12.squeeze_activation"])
+
+
+def test_paths_agree_through_residual_adds_and_batchnorm(dog_tensor):
+    torch.manual_seed(0)
+    _paths_agree(tvm.resnet18().eval(), dog_tensor, ["layer1.1", "layer2.0.bn2", "layer3.1"])
+
+
+def test_explicit_path_names_ops_it_cannot_reverse():
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3)
+            self.conv2 = nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.conv2(torch.sigmoid(self.conv1(x)))
+
+    model = Gated().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with vizkit.instrument(model) as im:
+        im(x)
+        with pytest.raises(UnsupportedOpError, match="sigmoid"):
+            project(im, x, "conv2", [0], method="explicit")
+        assert project(im, x, "conv2", [0]).images.abs().sum() > 0  # the autograd path copes
+    assert_no_hooks(model)
+
+
+@pytest.mark.parametrize("name,layer", [("alexnet", "features.12"), ("vgg11", "features.20"), ("alexnet", "classifier.5")])
+def test_equals_captum_neuron_deconvolution(name, layer):
+    from captum.attr import NeuronDeconvolution, NeuronGuidedBackprop
+
+    torch.manual_seed(0)
+    model = tvm.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with vizkit.instrument(model) as im:
+        im(x)
+        act = im.activation(layer)
+        strengths = act.flatten(2).amax(2)[0] if act.dim() == 4 else act[0]
+        channel = int(strengths.argmax())
+        ours = project(im, x, layer, [channel])
+        guided = project(im, x, layer, [channel], rule="guided")
+    position = tuple(ours.positions[0, 0].tolist())
+    selector = (channel, *position) if position[0] >= 0 else (channel,)
+    value = ours.values[0, 0]
+    module = dict(model.named_modules())[layer]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = NeuronDeconvolution(model, module).attribute(x, neuron_selector=selector)
+        theirs_guided = NeuronGuidedBackprop(model, module).attribute(x, neuron_selector=selector)
+    # captum back-propagates a unit gradient; the deconvnet feeds the activation's value
+    assert relative_error(ours.images[0, 0] / value, theirs[0]) < 1e-5
+    assert relative_error(guided.images[0, 0] / value, theirs_guided[0]) < 1e-5
+
+
+def test_equals_captum_on_real_squeezenet(squeezenet, dog_tensor):
+    from captum.attr import NeuronDeconvolution
+
+    layer = "features.12"
+    with vizkit.instrument(squeezenet) as im:
+        im(dog_tensor)
+        channel = int(im.activation(layer).flatten(2).amax(2)[0].argmax())
+        ours = project(im, dog_tensor, layer, [channel])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = NeuronDeconvolution(squeezenet, squeezenet.features[12]).attribute(
+            dog_tensor, neuron_selector=(channel, *ours.positions[0, 0].tolist())
+        )
+    assert relative_error(ours.images[0, 0] / ours.values[0, 0], theirs[0]) < 1e-5
+
+
+def test_projection_targets_and_instrumented_api(squeezenet, dog_tensor):
+    with vizkit.instrument(squeezenet, layers=["features.12"]) as im:
+        im(dog_tensor)
+        act = im.activation("features.12")[0]
+        single = im.project("features.12", 7)
+        many = im.project("features.12", [7, 9])
+        assert single.shape == (1, 3, 224, 224) and many.shape == (1, 2, 3, 224, 224)
+        assert relative_error(many[:, 0], single) < 1e-5  # batched vs single: same up to float order
+        result = project(im, dog_tensor, "features.12", [7, 9])
+        for j, channel in enumerate([7, 9]):
+            row, col = result.positions[0, j].tolist()
+            assert act[channel, row, col] == act[channel].max()
+            assert torch.isclose(result.values[0, j], act[channel, row, col], rtol=1e-5)
+        at = project(im, dog_tensor, "features.12", [7], position=(2, 3))
+        assert torch.isclose(at.values[0, 0], act[7, 2, 3], rtol=1e-5) and at.positions[0, 0].tolist() == [2, 3]
+        with pytest.raises(vizkit.UsageError, match="out of range"):
+            project(im, dog_tensor, "features.12", [512])
+        with pytest.raises(vizkit.UsageError, match="outside"):
+            project(im, dog_tensor, "features.12", [7], position=(13, 0))
+        # the user's recorded activations survive the projection forwards
+        assert torch.equal(im.activation("features.12")[0], act)
+    assert_no_hooks(squeezenet)
+
+
+def test_to_image_scaling():
+    signal = torch.zeros(2, 3, 4, 4)
+    signal[0, 0, 1, 1], signal[0, 1, 2, 2] = 5.0, -5.0
+    shown = vizkit.to_image(signal)
+    assert shown.shape == signal.shape
+    assert shown.min() >= 0 and shown.max() <= 1
+    assert shown[0, 0, 1, 1] == 1.0 and shown[0, 1, 2, 2] == 0.0 and shown[0, 2, 0, 0] == 0.5
+    assert torch.all(shown[1] == 0.5)  # an all-zero projection is plain grey
