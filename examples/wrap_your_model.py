@@ -12,7 +12,7 @@ Run it:
 The ``build()`` factory makes the same model usable from the command line:
 
     vizkit layers examples/wrap_your_model.py:build
-    vizkit run deconvnet --model examples/wrap_your_model.py:build --image photo.jpg --layer res.conv2
+    vizkit run deconvnet --model examples/wrap_your_model.py:build --image photo.jpg --layer head
 """
 
 from __future__ import annotations
@@ -70,17 +70,18 @@ def main() -> None:
         print("layers (name, type, output shape):")
         for info in im.layer_infos():
             shape = "x".join(str(d) for d in info.shape[1:]) if info.shape else "-"
-            print(f"  {info.name:<20} {info.type:<18} {shape}")
+            print(f"  {info.name:<20} {info.type:<22} {shape}")
         print("pools with switches:", ", ".join(im.pools))
 
-        layer, channel = "res.conv2", 3
+        layer, channel = "head", 3  # above the residual block: the projection splits at the add
         strongest = im.activation(layer)[0, channel].max().item()
         print(f"projecting channel {channel} of {layer} (strongest activation {strongest:.4f})")
         via_autograd = im.project(layer, channel=channel, method="autograd")  # [1, 3, 224, 224]
         via_explicit = im.project(layer, channel=channel, method="explicit")
 
     difference = (via_autograd - via_explicit).norm() / via_autograd.norm().clamp_min(1e-12)
-    print(f"projection shape {tuple(via_autograd.shape)}; "
+    touched = (via_autograd.abs().sum(dim=1) > 0).sum().item()
+    print(f"projection shape {tuple(via_autograd.shape)}, {touched} non-zero pixels; "
           f"relative difference autograd vs explicit: {difference.item():.2e}")
     print("hooks left on the model:", sum(vizkit.hook_counts(model).values()))
 

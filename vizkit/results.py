@@ -22,6 +22,8 @@ import numpy as np
 from vizkit.errors import UsageError
 
 RESULT_FILE = "result.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 ARRAYS_FILE = "arrays.npz"
 
 
@@ -102,6 +104,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 would surprise readers of results
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()

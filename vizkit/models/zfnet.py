@@ -128,7 +128,7 @@ def clip_feature_scale(model: nn.Module, radius: float = 0.1) -> int:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             rms = filter_rms(module)
-            over = rms > radius
+            over = rms > radius * (1 + 1e-5)  # a filter just rescaled to the radius stays put
             if over.any():
                 scale = torch.where(over, radius / rms, torch.ones_like(rms))
                 module.weight.mul_(scale[:, None, None, None])

@@ -1,0 +1,364 @@
+"""The example third-party plugin in examples/vizkit-channel-stats.
+
+(a) registered in a fresh app without installing it, checked against an independent computation
+with plain torch forward hooks; (b) run through the CLI in-process with a patched app; (c) slow:
+really pip-installed into the venv and run through the ``vizkit`` console script.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import vizkit
+import vizkit.cli
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = REPO / "examples" / "vizkit-channel-stats"
+PLUGIN_NAME = "channel-stats"
+SHARED = Path(os.environ.get("VIZKIT_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+SAMPLES = SHARED / "data" / "imagenet-samples"
+IMAGE = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+# ---------------------------------------------------------------------- helpers
+def assert_no_hooks(model: torch.nn.Module) -> None:
+    counts = vizkit.hook_counts(model)
+    assert all(count == 0 for count in counts.values()), counts
+    stack = getattr(torch._C, "_len_torch_function_stack", None)
+    if stack is not None:
+        assert stack() == 0, "a TorchFunctionMode was left on the stack"
+
+
+def reference_stats(model: torch.nn.Module, x: torch.Tensor, layer: str) -> dict[str, np.ndarray]:
+    """Mean / max / positive fraction per channel, averaged over images, with a plain forward hook."""
+    module = dict(model.named_modules())[layer]
+    captured: list[torch.Tensor] = []
+    # clone: an in-place ReLU after the layer would otherwise change the tensor we keep
+    handle = module.register_forward_hook(lambda m, args, output: captured.append(output.detach().clone()))
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        handle.remove()
+    assert len(captured) == 1
+    activation = captured[0].double()
+    flat = activation.flatten(2) if activation.dim() > 2 else activation[:, :, None]
+    return {
+        "mean": flat.mean(dim=2).mean(dim=0).numpy(),
+        "max": flat.amax(dim=2).mean(dim=0).numpy(),
+        "positive_fraction": (flat > 0).double().mean(dim=2).mean(dim=0).numpy(),
+    }
+
+
+def check_against_reference(result: vizkit.Result, reference: dict[str, np.ndarray]) -> None:
+    channels = reference["mean"].shape[0]
+    for key in ("mean", "max", "positive_fraction"):
+        array = result.arrays[key]
+        assert array.dtype == np.float32 and array.shape == (channels,), (key, array.dtype, array.shape)
+        assert np.allclose(array, reference[key], rtol=1e-4, atol=1e-5), key
+    assert result["channels"] == channels
+    assert result["dead_channels"] == int(np.count_nonzero(reference["positive_fraction"] == 0))
+    top = result["top_channels"]
+    assert len(top) == min(10, channels) and len(set(top)) == len(top)
+    # the reported maps carry the 10 highest means, strongest first (robust to near-ties)
+    assert np.allclose(reference["mean"][top], np.sort(reference["mean"])[::-1][: len(top)], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture
+def plugin_module(monkeypatch):
+    """The example plugin's module, importable from its source folder (not installed)."""
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    module = importlib.import_module("vizkit_channel_stats")
+    assert Path(module.__file__).resolve().is_relative_to(PLUGIN_DIR.resolve())
+    return module
+
+
+@pytest.fixture
+def app(plugin_module):
+    app = vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)])
+    status = app.status(PLUGIN_NAME)
+    assert status is not None and status.error is None, status
+    assert PLUGIN_NAME in app.analyses and app.analyses[PLUGIN_NAME].plugin == PLUGIN_NAME
+    return app
+
+
+@pytest.fixture(scope="module")
+def squeezenet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.squeezenet1_0().eval()  # random weights: no download
+
+
+@pytest.fixture(scope="module")
+def zfnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return vizkit.load_model("zfnet")
+
+
+# ---------------------------------------------------------------------- (a) API, not installed
+def test_plugin_imports_only_vizkit_public_api():
+    tree = ast.parse((PLUGIN_DIR / "vizkit_channel_stats" / "__init__.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    vizkit_modules = {name for name in imported if name == "vizkit" or name.startswith("vizkit.")}
+    assert vizkit_modules <= {"vizkit", "vizkit.figures"}, vizkit_modules
+
+
+def test_entry_point_declared():
+    import tomllib
+
+    project = tomllib.loads((PLUGIN_DIR / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "vizkit-channel-stats"
+    assert project["entry-points"]["vizkit"] == {PLUGIN_NAME: "vizkit_channel_stats"}
+    assert any(dep.split()[0].startswith("vizkit") for dep in project["dependencies"])
+
+
+def test_analysis_declaration(app):
+    analysis = app.analysis(PLUGIN_NAME)
+    assert analysis.description and "\n" not in analysis.description
+    assert analysis.option("layer").required
+    assert analysis.inputs in ("images", "any")
+
+
+@pytest.mark.parametrize("layer", ["features.0", "features.3", "features.12", "classifier.1"])
+def test_matches_forward_hooks_on_squeezenet(app, squeezenet, layer):
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 224, 224)
+    result = vizkit.run(PLUGIN_NAME, squeezenet, images=x, app=app, layer=layer, batch_size=2)
+    assert_no_hooks(squeezenet)
+    check_against_reference(result, reference_stats(squeezenet, x, layer))
+    assert result["layer"] == layer
+    assert result.analysis == PLUGIN_NAME
+    assert_no_hooks(squeezenet)
+
+
+def test_image_files_on_zfnet(app, zfnet, tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.open(IMAGE).convert("L").save(grey)  # greyscale input is converted to RGB
+    paths = [IMAGE, grey]
+    result = vizkit.run(PLUGIN_NAME, zfnet, images=paths, app=app, layer="conv2")
+    assert_no_hooks(zfnet)
+    x = vizkit.load_images(paths, vizkit.Preprocess())
+    check_against_reference(result, reference_stats(zfnet, x, "conv2"))
+    assert result["channels"] == 256
+
+    figure = result.figures["channel_stats"]
+    (ax,) = figure.axes
+    assert "conv2" in ax.get_title()
+    assert ax.get_xlabel() and ax.get_ylabel()
+    heights = [patch.get_height() for patch in ax.patches]
+    assert len(heights) == 256
+    assert np.all(np.diff(heights) <= 1e-9), "bars are not sorted descending"
+    assert np.allclose(heights[0], result.arrays["mean"].max())
+
+    saved = result.save(tmp_path / "out")
+    document, arrays = vizkit.load_result(saved)
+    assert document["analysis"] == PLUGIN_NAME
+    assert document["layer"] == "conv2" and document["channels"] == 256
+    assert document["top_channels"] == result["top_channels"]
+    assert set(arrays) >= {"mean", "max", "positive_fraction"}
+    assert (saved / "channel_stats.png").stat().st_size > 0
+    result.close_figures()
+
+
+def test_data_folder_input(app, zfnet, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    with Image.open(IMAGE) as image:
+        image.convert("RGB").save(folder / "a.jpg")
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("RGB").save(folder / "b.png")
+    result = vizkit.run(PLUGIN_NAME, zfnet, data=folder, app=app, layer="conv1", batch_size=1)
+    assert_no_hooks(zfnet)
+    x = vizkit.load_images(sorted(folder.iterdir()), vizkit.Preprocess())
+    check_against_reference(result, reference_stats(zfnet, x, "conv1"))
+    result.close_figures()
+
+
+def test_imagenet_samples(app, squeezenet):
+    if not SAMPLES.is_dir():
+        pytest.skip(f"shared data not available: {SAMPLES}")
+    paths = sorted(SAMPLES.glob("*.jpg"))[:4]
+    if len(paths) < 2:
+        pytest.skip(f"too few images in {SAMPLES}")
+    result = vizkit.run(PLUGIN_NAME, squeezenet, images=paths, app=app, layer="features.7", batch_size=3)
+    assert_no_hooks(squeezenet)
+    x = vizkit.load_images(paths, vizkit.Preprocess())
+    check_against_reference(result, reference_stats(squeezenet, x, "features.7"))
+    result.close_figures()
+
+
+def test_fc_layer_has_one_unit_per_channel(app, zfnet):
+    result = vizkit.run(PLUGIN_NAME, zfnet, images=[IMAGE], app=app, layer="fc8")
+    assert_no_hooks(zfnet)
+    assert result["channels"] == 1000
+    # a single unit per map: the mean is the max is the activation itself
+    assert np.allclose(result.arrays["mean"], result.arrays["max"])
+    assert set(np.unique(result.arrays["positive_fraction"])) <= {0.0, 1.0}
+    result.close_figures()
+
+
+def test_unknown_layer_fails_cleanly(app, zfnet):
+    with pytest.raises(vizkit.VizkitError) as caught:
+        vizkit.run(PLUGIN_NAME, zfnet, images=[IMAGE], app=app, layer="conv9")
+    assert "conv9" in str(caught.value) and "conv5" in str(caught.value)
+    assert_no_hooks(zfnet)
+
+
+def test_missing_inputs_and_layer_are_usage_errors(app, zfnet):
+    with pytest.raises(vizkit.UsageError, match="--image"):
+        vizkit.run(PLUGIN_NAME, zfnet, app=app, layer="conv2")
+    with pytest.raises(vizkit.UsageError, match="--layer"):
+        vizkit.run(PLUGIN_NAME, zfnet, images=[IMAGE], app=app)
+    assert_no_hooks(zfnet)
+
+
+def test_disabled_by_environment(plugin_module, monkeypatch):
+    monkeypatch.setenv("VIZKIT_DISABLE_PLUGINS", PLUGIN_NAME)
+    app = vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)])
+    assert PLUGIN_NAME not in app.analyses
+    assert app.status(PLUGIN_NAME).disabled
+
+
+# ---------------------------------------------------------------------- (b) CLI, in-process
+@pytest.fixture
+def cli_app(monkeypatch, plugin_module):
+    """Make ``vizkit.cli.main`` build its app with the example plugin; record loaded models."""
+    monkeypatch.setattr(vizkit.cli, "make_app", lambda: vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)]))
+    models: list[torch.nn.Module] = []
+    load_model = vizkit.load_model
+
+    def recording_load_model(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        models.append(model)
+        return model
+
+    monkeypatch.setattr(vizkit, "load_model", recording_load_model)
+    return models
+
+
+def test_cli_run(cli_app, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = vizkit.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Traceback" not in captured.out + captured.err
+    assert (out / "result.json").is_file() and (out / "arrays.npz").is_file()
+    assert list(out.glob("*.png"))
+    document, arrays = vizkit.load_result(out)
+    assert document["analysis"] == PLUGIN_NAME and document["layer"] == "conv2" and document["channels"] == 256
+    assert document["params"]["layer"] == "conv2"
+    assert arrays["mean"].shape == (256,) and arrays["mean"].dtype == np.float32
+    assert len(cli_app) == 1
+    for model in cli_app:
+        assert_no_hooks(model)
+
+
+def test_cli_lists_and_helps(cli_app, capsys):
+    assert vizkit.cli.main(["list", "plugins"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if PLUGIN_NAME in l)
+    assert "ok" in line
+    assert vizkit.cli.main(["list", "analyses", "--json"]) == 0
+    names = [a["name"] for a in json.loads(capsys.readouterr().out)]
+    assert PLUGIN_NAME in names and "deconvnet" in names
+    assert vizkit.cli.main(["run", PLUGIN_NAME, "--help"]) == 0
+    assert "--layer" in capsys.readouterr().out
+
+
+def test_cli_unknown_layer(cli_app, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = vizkit.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv9", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code in (1, 2)
+    assert "Traceback" not in captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vizkit: error:") and "conv9" in lines[0]
+    assert not (out / "result.json").exists()
+    assert len(cli_app) == 1
+    for model in cli_app:
+        assert_no_hooks(model)
+
+
+# ---------------------------------------------------------------------- (c) really installed
+def _installed() -> bool:
+    try:
+        importlib.metadata.distribution("vizkit-channel-stats")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _vizkit_script() -> str:
+    script = Path(sys.executable).parent / ("vizkit.exe" if os.name == "nt" else "vizkit")
+    found = str(script) if script.exists() else shutil.which("vizkit")
+    if not found:
+        pytest.skip("the vizkit console script is not installed next to this Python")
+    return found
+
+
+@pytest.mark.slow
+def test_pip_installed_plugin(tmp_path):
+    vizkit_script = _vizkit_script()
+    pip = [sys.executable, "-m", "pip"]
+    if subprocess.run([*pip, "--version"], capture_output=True).returncode != 0:
+        pytest.skip("pip is not available in this environment")
+    was_installed = _installed()
+    egg_info = PLUGIN_DIR / "vizkit_channel_stats.egg-info"
+    had_egg_info = egg_info.exists()
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("VIZKIT_DISABLE_PLUGINS", None)
+    try:
+        if not was_installed:
+            installed = subprocess.run(
+                [*pip, "install", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN_DIR)],
+                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+            )
+            assert installed.returncode == 0, installed.stdout + installed.stderr
+
+        listed = subprocess.run([vizkit_script, "list", "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        line = next((l for l in listed.stdout.splitlines() if l.split() and l.split()[0] == PLUGIN_NAME), None)
+        assert line is not None, listed.stdout
+        assert "ok" in line and "entry point vizkit_channel_stats" in line, line
+
+        out = tmp_path / "o"
+        ran = subprocess.run(
+            [vizkit_script, "run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert "Traceback" not in ran.stderr
+        document = json.loads((out / "result.json").read_text())
+        assert document["analysis"] == PLUGIN_NAME and document["channels"] == 256
+        assert (out / "arrays.npz").is_file() and (out / "channel_stats.png").is_file()
+
+        disabled = subprocess.run(
+            [vizkit_script, "list", "plugins", "--json"], capture_output=True, text=True,
+            env={**env, "VIZKIT_DISABLE_PLUGINS": PLUGIN_NAME}, cwd=tmp_path, timeout=120,
+        )
+        statuses = {p["name"]: p["status"] for p in json.loads(disabled.stdout)}
+        assert statuses[PLUGIN_NAME] == "disabled"
+    finally:
+        if not was_installed:
+            subprocess.run([*pip, "uninstall", "-y", "vizkit-channel-stats"], capture_output=True, env=env, cwd=tmp_path, timeout=300)
+            if not had_egg_info:
+                shutil.rmtree(egg_info, ignore_errors=True)
+    if not was_installed:
+        assert not _installed(), "uninstalling vizkit-channel-stats failed"

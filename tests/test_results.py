@@ -1,0 +1,53 @@
+"""Results on disk: atomic, complete or absent, never overwritten by accident."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import vizkit
+from vizkit.figures import new_figure
+
+
+def make_result() -> vizkit.Result:
+    figure = new_figure(2, 2)
+    figure.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
+    return vizkit.Result(analysis="demo", summary={"value": np.float32(1.5), "nan": float("nan")},
+                         arrays={"a": np.arange(6).reshape(2, 3)}, figures={"plot": figure})
+
+
+def test_save_and_load(tmp_path):
+    out = make_result().save(tmp_path / "r")
+    document, arrays = vizkit.load_result(out)
+    assert document["analysis"] == "demo" and document["value"] == 1.5 and document["nan"] is None
+    assert document["files"] == {"arrays": "arrays.npz", "figures": ["plot.png"]}
+    assert np.array_equal(arrays["a"], np.arange(6).reshape(2, 3))
+    assert (out / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    json.loads((out / "result.json").read_text())
+    assert not list(out.glob("*.partial"))
+
+
+def test_existing_result_is_refused_without_overwrite(tmp_path):
+    make_result().save(tmp_path / "r")
+    with pytest.raises(vizkit.UsageError, match="already holds a result"):
+        make_result().save(tmp_path / "r")
+    make_result().save(tmp_path / "r", overwrite=True)
+
+
+def test_interrupted_save_leaves_no_result(tmp_path):
+    result = make_result()
+
+    class Broken:
+        def get_dpi(self):
+            return 100
+
+        def savefig(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    result.figures["broken"] = Broken()
+    with pytest.raises(KeyboardInterrupt):
+        result.save(tmp_path / "r")
+    assert not (tmp_path / "r" / "result.json").exists()
+    assert not list((tmp_path / "r").glob(".*partial"))
