@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit.figures import image_with_grid
+from vizkit.deconv import support_box
+from vizkit.figures import projections_beside_patches
 
 
 def parse_channels(text: str | None) -> list[int] | None:
@@ -109,22 +110,24 @@ _RULE_TITLES = {"deconvnet": "Deconvnet projections", "guided": "Guided-backprop
 
 def _figure(ctx, image, projection, index, layer, predicted, projection_rule):
     shown = vizkit.to_image(projection.images[index])
+    boxes = [support_box(p) for p in projection.images[index]]
     titles = []
     for j, channel in enumerate(projection.channels):
         row, col = projection.positions[index, j].tolist()
-        where = f" @({row},{col})" if row >= 0 else ""
+        where = f" @{row},{col}" if row >= 0 else ""
         titles.append(f"map {channel}: {projection.values[index, j].item():.3g}{where}")
     names = ctx.image_names()
     caption = names[index] if index < len(names) else f"image {index}"
     if predicted:
         best = predicted[index][0]
         caption += f"\npredicted: {best['label']} ({best['probability']:.0%})"
-    return image_with_grid(
+    return projections_beside_patches(
         ctx.preprocess.denormalize(image.cpu()),
         caption,
-        shown,
+        list(shown),
+        boxes,
         titles,
-        f"{_RULE_TITLES[projection_rule]} of layer {layer} ({len(titles)} maps)",
+        f"{_RULE_TITLES[projection_rule]} of layer {layer}: each beside the image patch under it",
     )
 
 

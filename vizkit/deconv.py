@@ -434,3 +434,18 @@ def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
         scales.append(torch.quantile(nonzero, quantile).item() if nonzero.numel() else 1.0)
     scale = torch.tensor(scales, dtype=flat.dtype, device=flat.device).clamp(min=1e-12)
     return (0.5 + flat / (2 * scale[:, None])).clamp(0, 1).reshape(shape)
+
+
+def support_box(projection: Tensor, threshold: float = 0.0) -> tuple[int, int, int, int]:
+    """Bounding box (x0, y0, x1, y1), exclusive ends, of where a [3,H,W] projection is non-zero.
+
+    With ``threshold`` only pixels whose magnitude exceeds that fraction of the maximum count.
+    For the deconvnet this lies within the activation's receptive field; an all-zero projection
+    gives the whole image.
+    """
+    magnitude = projection.detach().abs().sum(dim=0)
+    peak = float(magnitude.max()) if magnitude.numel() else 0.0
+    if peak == 0.0:
+        return (0, 0, projection.shape[-1], projection.shape[-2])
+    rows, cols = torch.where(magnitude > threshold * peak)
+    return (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)

@@ -63,3 +63,51 @@ def image_with_grid(
         show(figure.add_subplot(inner[index // columns, index % columns]), panel, title)
     figure.suptitle(suptitle, fontsize=10)
     return figure
+
+
+def _draw_box(ax: Axes, box: Sequence[int], label: str, colour: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = box
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
+    ax.text(x0, y0 - 1, label, color="white", fontsize=7, va="bottom",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8})
+
+
+BOX_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan",
+               "tab:pink", "tab:olive", "tab:brown", "tab:gray")
+
+
+def projections_beside_patches(
+    image: Tensor,
+    image_title: str,
+    projections: Sequence[Tensor],
+    boxes: Sequence[Sequence[int]],
+    titles: Sequence[str],
+    suptitle: str,
+    panel_size: float = 1.6,
+) -> Figure:
+    """The input with each projection's support boxed and numbered, and for each projection the
+    projection cropped to its box beside the image patch under it (the layout of paper Fig. 2)."""
+    count = len(projections)
+    rows, pairs = grid_shape(count, max_columns=4)
+    side = max(2, rows)
+    figure = new_figure(panel_size * (side + 2 * pairs) + 0.6, panel_size * max(rows, 2) * 1.12 + 0.9)
+    outer = figure.add_gridspec(1, 2, width_ratios=[side, 2 * pairs], wspace=0.04)
+    left = figure.add_subplot(outer[0])
+    show(left, image, image_title, fontsize=9)
+    inner = outer[1].subgridspec(rows, 2 * pairs, wspace=0.04, hspace=0.32)
+    for index, (projection, box, title) in enumerate(zip(projections, boxes, titles)):
+        colour = BOX_COLOURS[index % len(BOX_COLOURS)]
+        _draw_box(left, box, str(index + 1), colour)
+        x0, y0, x1, y1 = box
+        row, pair = divmod(index, pairs)
+        ax_projection = figure.add_subplot(inner[row, 2 * pair])
+        ax_patch = figure.add_subplot(inner[row, 2 * pair + 1])
+        show(ax_projection, projection[:, y0:y1, x0:x1])
+        show(ax_patch, image[:, y0:y1, x0:x1])
+        ax_projection.set_title(f"{index + 1}. {title}", fontsize=7, loc="left", color=colour)
+        for spine in (*ax_projection.spines.values(), *ax_patch.spines.values()):
+            spine.set_edgecolor(colour)
+    figure.suptitle(suptitle, fontsize=10)
+    return figure
