@@ -234,7 +234,7 @@ def build_cli(app: App) -> click.Group:
         for line in run_demo(app, Path(out), model_spec, list(images), overwrite):
             click.echo(line)
 
-    for impl in reversed(app.pm.hook.register_commands.get_hookimpls()):
+    for impl in app.pm.hook.register_commands.get_hookimpls():
         try:
             impl.function(cli=cli)
         except Exception as error:

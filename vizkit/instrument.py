@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from vizkit import ops
-from vizkit.errors import VizkitError
+from vizkit.errors import UsageError, VizkitError
 
 
-class UnknownLayerError(VizkitError, KeyError):
+class UnknownLayerError(UsageError, KeyError):
     """A layer name that the model does not have."""
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message

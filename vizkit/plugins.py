@@ -128,7 +128,7 @@ class App:
     def _gather(self, hook_name: str, kind: type, noun: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order: the first to claim a name keeps it
             plugin_name = impl.plugin_name
 
             def register(item: Any, _plugin: str = plugin_name) -> None:
