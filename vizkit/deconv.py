@@ -59,18 +59,20 @@ def project(
     im: Instrumented,
     x: Tensor,
     layer: str,
-    channels: Sequence[int],
-    position: tuple[int, int] | None = None,
+    channels: Sequence[int] | Tensor,
+    position: tuple[int, int] | Sequence[tuple[int, int]] | Tensor | None = None,
     target: Target = "max",
     method: Method = "autograd",
     rule: Rule = "deconvnet",
-    chunk: int = 64,
+    chunk: int = 32,
 ) -> Projection:
     """Deconvnet projections of ``channels`` of ``layer`` for every image in ``x``.
 
-    ``target="max"`` projects each map's strongest activation (the paper's default),
-    ``position=(row, col)`` one given unit, ``target="map"`` the whole map. Images are
-    replicated once per channel and processed ``chunk`` rows at a time.
+    ``target="max"`` projects each map's strongest activation (the paper's default);
+    ``position=(row, col)`` one given unit of every map, or a list / [k,2] tensor of one unit per
+    channel, or a [B,k,2] tensor of one unit per image and channel; ``target="map"`` the whole
+    map. ``channels`` may also be a [B,k] tensor: different maps for each image. Each chunk of
+    ``chunk`` images is run forward once; each map is then one pass down.
     """
     if method not in ("autograd", "explicit"):
         raise UsageError(f"unknown projection method '{method}'; use 'autograd' or 'explicit'")
@@ -78,63 +80,79 @@ def project(
         raise UsageError(f"unknown projection rule '{rule}'; use one of {', '.join(RULES)}")
     if target not in ("max", "map"):
         raise UsageError(f"unknown projection target '{target}'; use 'max' or 'map'")
-    channels = [int(c) for c in channels]
-    if not channels:
-        raise UsageError("no channels to project")
     layer = im.resolve_alias(layer)
-    batch, k = x.shape[0], len(channels)
-    rows = [(b, j) for b in range(batch) for j in range(k)]
+    batch = x.shape[0]
+    table = torch.as_tensor(channels, dtype=torch.long, device=x.device)
+    if table.dim() == 1:
+        table = table.expand(batch, -1)
+    if table.dim() != 2 or table.shape[0] != batch or table.shape[1] == 0:
+        raise UsageError(f"channels must be a non-empty list or a [{batch}, k] table")
+    k = table.shape[1]
+    where = None
+    if position is not None:
+        where = torch.as_tensor(position, dtype=torch.long, device=x.device)
+        where = where.reshape(-1, 2).expand(k, 2) if where.numel() == 2 else where
+        where = where.expand(batch, k, 2) if where.dim() == 2 else where
+        if where.shape != (batch, k, 2):
+            raise UsageError(f"position must be (row, col), one per channel, or a [{batch}, {k}, 2] table")
     images = torch.empty((batch, k, *x.shape[1:]), dtype=x.dtype, device=x.device)
     values = torch.empty((batch, k), dtype=x.dtype, device=x.device)
     positions = torch.full((batch, k, 2), -1, dtype=torch.long, device=x.device)
-    for start in range(0, len(rows), max(1, chunk)):
-        part = rows[start : start + chunk]
-        xb = x[[b for b, _ in part]].detach()
-        ch = torch.tensor([channels[j] for _, j in part], device=x.device)
-        grad, val, pos = _project_rows(im, xb, layer, ch, position, target, method, rule)
-        for i, (b, j) in enumerate(part):
-            images[b, j], values[b, j], positions[b, j] = grad[i], val[i], pos[i]
-    return Projection(layer, channels, images, values, positions)
+    for start in range(0, batch, max(1, chunk)):
+        part = slice(start, min(start + max(1, chunk), batch))
+        run = _AutogradPass(im, x[part], layer, rule) if method == "autograd" else _ExplicitPass(im, x[part], layer, rule)
+        for j in range(k):
+            seed, val, pos = make_seed(
+                run.act, table[part, j], None if where is None else where[part, j], target, layer
+            )
+            images[part, j] = run.down(seed, last=j == k - 1)
+            values[part, j], positions[part, j] = val, pos
+    return Projection(layer, table[0].tolist() if bool((table == table[0]).all()) else table.tolist(), images, values, positions)
 
 
-def _project_rows(
-    im: Instrumented,
-    x: Tensor,
-    layer: str,
-    channels: Tensor,
-    position: tuple[int, int] | None,
-    target: Target,
-    method: Method,
-    rule: Rule = "deconvnet",
-) -> tuple[Tensor, Tensor, Tensor]:
-    if method == "autograd":
-        x = x.clone().requires_grad_(True)
+class _AutogradPass:
+    """One forward to the layer with the rule's ReLUs; each ``down`` is one backward from it."""
+
+    def __init__(self, im: Instrumented, x: Tensor, layer: str, rule: Rule) -> None:
+        self.x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            act = im.run_capturing(x, layer, rule=rule)
-            seed, values, positions = make_seed(act.detach(), channels, position, target, layer)
-            (grad,) = torch.autograd.grad(act, x, seed, allow_unused=True)
-        if grad is None:
-            grad = torch.zeros_like(x)
-        return grad.detach(), values, positions
-    tape = Tape(rule=rule)
-    with torch.no_grad():
-        act = im.run_capturing(x, layer, tape=tape)
-        seed, values, positions = make_seed(act, channels, position, target, layer)
-        return tape.reverse(act, seed), values, positions
+            self.output = im.run_capturing(self.x, layer, rule=rule)
+        self.act = self.output.detach()
+
+    def down(self, seed: Tensor, last: bool) -> Tensor:
+        if self.output.grad_fn is None:  # the layer does not depend on the input
+            return torch.zeros_like(self.x)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.output, self.x, seed, retain_graph=not last, allow_unused=True)
+        return torch.zeros_like(self.x) if grad is None else grad
+
+
+class _ExplicitPass:
+    """One forward to the layer recording a tape; each ``down`` is one explicit reverse pass."""
+
+    def __init__(self, im: Instrumented, x: Tensor, layer: str, rule: Rule) -> None:
+        self.tape = Tape(rule=rule)
+        with torch.no_grad():
+            self.output = im.run_capturing(x.detach(), layer, tape=self.tape)
+        self.act = self.output
+
+    def down(self, seed: Tensor, last: bool) -> Tensor:
+        with torch.no_grad():
+            return self.tape.reverse(self.output, seed)
 
 
 def make_seed(
     act: Tensor,
     channels: Tensor,
-    position: tuple[int, int] | None,
+    position: Tensor | tuple[int, int] | None,
     target: Target,
     layer: str = "",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The layer's activations with everything but the chosen one(s) set to zero.
 
-    Row ``r`` keeps channel ``channels[r]``: its strongest activation, the unit at ``position``,
-    or the whole map. Returns the seed, the kept value per row (the map's max for "map") and the
-    kept (row, col) per row.
+    Row ``r`` keeps channel ``channels[r]``: its strongest activation, the unit at ``position``
+    ((row, col) for every row, or an [n, 2] tensor), or the whole map. Returns the seed, the kept
+    value per row (the map's max for "map") and the kept (row, col) per row.
     """
     n = act.shape[0]
     if act.dim() < 2:
@@ -147,8 +165,7 @@ def make_seed(
         )
     rows = torch.arange(n, device=act.device)
     maps = act[rows, channels].reshape(n, -1)  # [n, h*w] (h*w = 1 for fc layers)
-    seed = torch.zeros_like(act)
-    seed_maps = seed[rows, channels].reshape(n, -1)
+    seed_maps = torch.zeros_like(maps)
     positions = torch.full((n, 2), -1, dtype=torch.long, device=act.device)
     spatial = act.dim() == 4
     width = act.shape[-1] if spatial else 1
@@ -157,20 +174,22 @@ def make_seed(
         values = maps.max(dim=1).values
     else:
         if position is not None and spatial:
-            row, col = int(position[0]), int(position[1])
-            if not (0 <= row < act.shape[2] and 0 <= col < act.shape[3]):
+            where = torch.as_tensor(position, dtype=torch.long, device=act.device).reshape(-1, 2).expand(n, 2)
+            outside = (where[:, 0] < 0) | (where[:, 0] >= act.shape[2]) | (where[:, 1] < 0) | (where[:, 1] >= act.shape[3])
+            if bool(outside.any()):
+                row, col = where[int(outside.nonzero()[0, 0])].tolist()
                 raise UsageError(
-                    f"position ({row}, {col}) is outside layer '{layer}' "
-                    f"({act.shape[2]}x{act.shape[3]})"
+                    f"position ({row}, {col}) is outside layer '{layer}' ({act.shape[2]}x{act.shape[3]})"
                 )
-            flat = torch.full((n,), row * width + col, dtype=torch.long, device=act.device)
+            flat = where[:, 0] * width + where[:, 1]
         else:
             flat = maps.argmax(dim=1)  # first maximum: deterministic
         values = maps.gather(1, flat[:, None])[:, 0]
         seed_maps.scatter_(1, flat[:, None], values[:, None])
         if spatial:
             positions = torch.stack([flat // width, flat % width], dim=1)
-    seed[rows, channels] = seed_maps.reshape(seed[rows, channels].shape)
+    seed = torch.zeros_like(act)
+    seed[rows, channels] = seed_maps.reshape(act[rows, channels].shape)
     return seed, values, positions
 
 
