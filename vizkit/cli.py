@@ -18,6 +18,7 @@ import click
 import torch
 
 import vizkit
+from vizkit.distributed import is_main_process
 from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, ensure_device
 from vizkit.errors import UsageError, VizkitError
 from vizkit.plugins import App, make_app
@@ -135,6 +136,9 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         device=device, batch_size=common["batch_size"], seed=common["seed"], progress=progress,
         out=out, app=app, **kwargs,
     )
+    if not is_main_process():  # under torchrun only rank 0 writes the result
+        result.close_figures()
+        return
     result.save(out, overwrite=common["overwrite"])
     result.close_figures()
     if not common["quiet"]:

@@ -107,6 +107,8 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
     if root.is_file():
         lines = [line.strip() for line in root.read_text().splitlines()]
         paths = [Path(line) if Path(line).is_absolute() else root.parent / line for line in lines if line and not line.startswith("#")]
+        if not paths:
+            raise UsageError(f"no image paths listed in {root}")
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise UsageError(f"{len(missing)} image(s) listed in {root} do not exist, e.g. {missing[0]}")

@@ -200,6 +200,8 @@ class _Node:
     parents: list[int | None]
     backward: Callable[[Tensor], list[Tensor | None]]
     name: str = ""
+    # (kernel, stride, padding, dilation) pairs for ops that look at a spatial window
+    window: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass
@@ -265,6 +267,64 @@ class Tape:
         result = signals.get(0)
         return result if result is not None else torch.zeros_like(self._keep[0])
 
+    def receptive_box(self, output: Tensor, row: int, col: int) -> tuple[int, int, int, int]:
+        """The input pixels unit (row, col) of ``output``'s maps depends on, as a box
+        (x0, y0, x1, y1) with exclusive ends, clipped to the input. Exact for convolution and
+        pooling (stride, padding, dilation) and unions over branches; an op that reshapes the
+        signal (flatten, linear) depends on its whole input."""
+        start = self._node_of[id(output)]
+        boxes: dict[int, Box | None] = {start: (row, row, col, col) if output.dim() == 4 else None}
+        for index in range(start, 0, -1):
+            if index not in boxes:
+                continue
+            box = boxes.pop(index)
+            node = self.nodes[index]
+            for parent in node.parents:
+                if parent is None:
+                    continue
+                parent_box = _box_down(node, box, self._keep[index].shape, self._keep[parent].shape)
+                boxes[parent] = _union(boxes[parent], parent_box) if parent in boxes else parent_box
+        final = boxes.get(0) or _full(self._keep[0].shape)
+        if final is None:
+            raise VizkitError("the model input is not an image batch")
+        y0, y1, x0, x1 = final
+        return (x0, y0, x1 + 1, y1 + 1)
+
+
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), inclusive, in one tensor's map
+
+
+def _full(shape: torch.Size) -> Box | None:
+    return (0, shape[-2] - 1, 0, shape[-1] - 1) if len(shape) == 4 else None
+
+
+def _box_down(node: _Node, box: Box | None, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
+    """The part of a parent's map that ``box`` of the node's output depends on."""
+    if len(in_shape) != 4:
+        return None
+    if box is None or len(out_shape) != 4:
+        return _full(in_shape)
+    y0, y1, x0, x1 = box
+    height, width = in_shape[-2], in_shape[-1]
+    if node.window is not None:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = node.window
+        y0, y1 = y0 * sh - ph, y1 * sh - ph + dh * (kh - 1)
+        x0, x1 = x0 * sw - pw, x1 * sw - pw + dw * (kw - 1)
+    elif node.op == "adaptive_avg_pool2d":
+        oh, ow = out_shape[-2], out_shape[-1]
+        y0, y1 = (y0 * height) // oh, -(-((y1 + 1) * height) // oh) - 1
+        x0, x1 = (x0 * width) // ow, -(-((x1 + 1) * width) // ow) - 1
+    elif tuple(out_shape[-2:]) != (height, width) or node.op in ("reshape", "linear"):
+        return _full(in_shape)  # broadcast or reshaped: the whole parent map
+    # point-wise and channel-wise ops (ReLU, normalisation, concatenation, addition, ...) keep it
+    return (max(0, y0), min(height - 1, y1), max(0, x0), min(width - 1, x1))
+
+
+def _union(a: Box | None, b: Box | None) -> Box | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+
 
 def _refuse(name: str) -> Callable[[Tensor], list]:
     def backward(signal: Tensor) -> list:
@@ -318,7 +378,8 @@ def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) 
         planes.scatter_add_(2, idx.reshape(n, c, -1), s.reshape(n, c, -1))  # shared maxima add
         return [planes.reshape(shape)]
 
-    return _Node("max_pool2d", [tape._parent(x)], unpool)
+    window = (switches.kernel_size, switches.stride, switches.padding, switches.dilation)
+    return _Node("max_pool2d", [tape._parent(x)], unpool, window=window)
 
 
 def _transposed_output_padding(size_in, size_out, kernel, stride, padding, dilation) -> tuple:
@@ -350,7 +411,7 @@ def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
     def filter_down(s: Tensor) -> list[Tensor]:
         return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, groups, dilation)]
 
-    return _Node("conv2d", [tape._parent(x)], filter_down)
+    return _Node("conv2d", [tape._parent(x)], filter_down, window=(kernel, stride, padding, dilation))
 
 
 def _rev_linear(tape: Tape, args, kwargs, out, switches) -> _Node:
@@ -416,7 +477,7 @@ def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
         weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
         return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
 
-    return _Node("avg_pool2d", [tape._parent(x)], spread)
+    return _Node("avg_pool2d", [tape._parent(x)], spread, window=(kernel, stride, padding, (1, 1)))
 
 
 _REVERSERS: dict[str, Callable[..., _Node]] = {
@@ -453,6 +514,22 @@ def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
         scales.append(torch.quantile(nonzero, quantile).item() if nonzero.numel() else 1.0)
     scale = torch.tensor(scales, dtype=flat.dtype, device=flat.device).clamp(min=1e-12)
     return (0.5 + flat / (2 * scale[:, None])).clamp(0, 1).reshape(shape)
+
+
+def receptive_boxes(im: Instrumented, x: Tensor, layer: str) -> Tensor:
+    """For every unit (row, col) of ``layer``'s maps on inputs shaped like ``x``, the box of
+    input pixels it can see: an int64 [h, w, 4] tensor of (x0, y0, x1, y1), exclusive ends,
+    clipped to the image. Computed from the graph of one forward, so it is right for strided,
+    padded and dilated convolutions and pools, branches and concatenations."""
+    tape = Tape()
+    with torch.no_grad():
+        output = im.run_capturing(x[:1].detach(), im.resolve_alias(layer), tape=tape)
+    if output.dim() != 4:
+        height, width = x.shape[-2:]
+        return torch.tensor([[[0, 0, width, height]]], dtype=torch.long)
+    h, w = output.shape[-2:]
+    boxes = [[tape.receptive_box(output, r, c) for c in range(w)] for r in range(h)]
+    return torch.tensor(boxes, dtype=torch.long)
 
 
 def support_box(projection: Tensor, threshold: float = 0.0) -> tuple[int, int, int, int]:

@@ -1,0 +1,355 @@
+"""The ``top9`` analysis: the strongest activations of feature maps across a dataset (paper Fig. 2).
+
+Scan pass: one pass over ``--data`` keeps, per feature map, the k strongest activations with at
+most one per image (the image's strongest location in that map), as a running top-k: memory is
+O(maps x k) whatever the dataset size. It checkpoints every ``--checkpoint-every`` batches into
+``--out``; ``--resume`` continues from there. Under ``torchrun`` each process scans a shard and
+the per-process top-k are merged (ties go to the smaller image index, so the result is the
+single-process one).
+
+Projection pass: only the winning images are run again, each once for all the maps that chose
+it; each winning activation is projected with the deconvnet using that image's own switches,
+and the image patch under its receptive field is cut out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+import vizkit
+from vizkit.distributed import ProcessGroup
+from vizkit.figures import new_figure
+from vizkit.results import write_atomic
+
+CHECKPOINT_VERSION = 1
+
+
+def parse_channel_spec(text: str) -> str:
+    """Validate ``all`` / ``0-63`` / ``3,7,9`` early; the layer's size is known only later."""
+    text = str(text).strip()
+    if text != "all":
+        channel_list(text, None)
+    return text
+
+
+def channel_list(text: str, n_channels: int | None) -> list[int]:
+    if text == "all":
+        return list(range(n_channels or 0))
+    channels: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                low, high = part.split("-", 1)
+                channels.extend(range(int(low), int(high) + 1))
+            else:
+                channels.append(int(part))
+    except ValueError:
+        raise vizkit.UsageError(f"--channels expects all, a range like 0-63 or a list like 3,7,9; not '{text}'") from None
+    if not channels or any(c < 0 for c in channels):
+        raise vizkit.UsageError(f"--channels must name non-negative feature maps, not '{text}'")
+    if n_channels is not None and max(channels) >= n_channels:
+        raise vizkit.UsageError(f"channel {max(channels)} is out of range: the layer has {n_channels} feature maps")
+    return sorted(set(channels))
+
+
+# ------------------------------------------------------------------------------------ scan pass
+def _fingerprint(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, group: ProcessGroup) -> str:
+    paths = "\n".join(str(p) for p in ctx.dataset().paths)
+    model = vizkit.models.describe(ctx.model)
+    text = repr((model["spec"], model["weights_sha256"], layer, channels, k, ctx.batch_size,
+                 ctx.preprocess, group.world, group.rank, hashlib.sha256(paths.encode()).hexdigest()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _checkpoint_path(ctx: vizkit.RunContext, group: ProcessGroup) -> Path | None:
+    if ctx.out is None:
+        return None
+    suffix = f".rank{group.rank}of{group.world}" if group.world > 1 else ""
+    return ctx.out / f".top9-scan{suffix}.pt"
+
+
+def _save_checkpoint(path: Path | None, state: vizkit.RunningTopK, next_batch: int, done: bool, fingerprint: str, seconds: float) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "next_batch": next_batch,
+                "done": done, "seconds": seconds, "state": state.state_dict()}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def scan_batches(loader: DataLoader, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(batch number, images, image indices) from batch ``start`` on (a seam for tests)."""
+    for number, (images, indices) in enumerate(loader, start=start):
+        yield number, images, indices
+
+
+def scan(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, resume: bool,
+         checkpoint_every: int, workers: int, group: ProcessGroup) -> tuple[vizkit.RunningTopK, float]:
+    """The running top-k of ``channels`` of ``layer`` over this process's shard of the data."""
+    im = ctx.instrumented
+    dataset = ctx.dataset()
+    fingerprint = _fingerprint(ctx, layer, channels, k, group)
+    path = _checkpoint_path(ctx, group)
+    state = vizkit.RunningTopK.empty(len(channels), k, ctx.device)
+    start_batch, seconds = 0, 0.0
+    if resume and path is not None and path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("version") != CHECKPOINT_VERSION or saved.get("fingerprint") != fingerprint:
+            raise vizkit.UsageError(f"{path} is a checkpoint of a different run (model, layer, channels, k, batch size or data differ); drop --resume")
+        state = vizkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
+        start_batch, seconds = int(saved["next_batch"]), float(saved["seconds"])
+        if saved["done"]:
+            return state, seconds
+    elif resume and path is None:
+        raise vizkit.UsageError("--resume needs --out (the checkpoint lives there)")
+    shard = list(range(group.rank, len(dataset), group.world))[start_batch * ctx.batch_size:]
+    loader = DataLoader(Subset(dataset, shard), batch_size=ctx.batch_size, shuffle=False,
+                        num_workers=workers, persistent_workers=False)
+    selected = torch.tensor(channels, device=ctx.device)
+    total = math.ceil(len(shard) / ctx.batch_size) + start_batch
+    started = time.perf_counter()
+    progress = vizkit.progress_bar(total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress)
+    next_batch = start_batch
+    try:
+        with torch.no_grad():
+            for number, images, indices in scan_batches(loader, start_batch):
+                activation = im(images.to(ctx.device, non_blocking=True), until=layer)
+                state.update(activation.index_select(1, selected), indices)
+                next_batch = number + 1
+                progress.update(1)
+                if checkpoint_every > 0 and next_batch % checkpoint_every == 0:
+                    _save_checkpoint(path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started)
+    except BaseException:
+        _save_checkpoint(path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started)
+        raise
+    finally:
+        progress.close()
+    seconds += time.perf_counter() - started
+    _save_checkpoint(path, state, next_batch, True, fingerprint, seconds)
+    return state, seconds
+
+
+def merge_shards(state: vizkit.RunningTopK, group: ProcessGroup) -> vizkit.RunningTopK:
+    if group.world == 1:
+        return state
+    merged = vizkit.RunningTopK.empty(state.values.shape[0], state.k, "cpu")
+    for values, images, positions in zip(group.all_gather(state.values), group.all_gather(state.images), group.all_gather(state.positions)):
+        merged.merge(values, images, positions)
+    return merged
+
+
+# ------------------------------------------------------------------------------ projection pass
+def _square_crop(image: torch.Tensor, box: list[int], size: int, fill: float) -> torch.Tensor:
+    """``image`` [C,H,W] cut to ``box`` (x0, y0, x1, y1), padded to a square on the side(s) the
+    image border clipped (so nothing is stretched), resized to ``size`` x ``size``."""
+    x0, y0, x1, y1 = box
+    height, width = image.shape[-2:]
+    crop = image[:, y0:y1, x0:x1]
+    side = max(y1 - y0, x1 - x0)
+    pad_y, pad_x = side - (y1 - y0), side - (x1 - x0)
+    top = pad_y if y0 == 0 and y1 < height else (0 if y1 == height and y0 > 0 else pad_y // 2)
+    left = pad_x if x0 == 0 and x1 < width else (0 if x1 == width and x0 > 0 else pad_x // 2)
+    crop = F.pad(crop, (left, pad_x - left, top, pad_y - top), value=fill)
+    return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def project_winners(ctx: vizkit.RunContext, layer: str, channels: list[int], state: vizkit.RunningTopK,
+                    boxes: torch.Tensor, patch_size: int, rule: str) -> dict[str, np.ndarray]:
+    """Projections and patches of every winning activation, each winning image run once."""
+    dataset = ctx.dataset()
+    maps, k = state.values.shape[0], state.filled()
+    width = boxes.shape[1]
+    by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for m in range(maps):
+        for j in range(k):
+            by_image[int(state.images[m, j])].append((m, j))
+    projections = np.zeros((maps, k, 3, patch_size, patch_size), dtype=np.float16)
+    scales = np.zeros((maps, k), dtype=np.float32)
+    patches = np.zeros((maps, k, patch_size, patch_size, 3), dtype=np.uint8)
+    recomputed = np.zeros((maps, k), dtype=np.float32)
+    winners = sorted(by_image)
+    progress = vizkit.progress_bar(total=len(winners), desc=f"top9 project {layer}", enabled=ctx.progress)
+    for start in range(0, len(winners), ctx.batch_size):
+        chunk = winners[start : start + ctx.batch_size]
+        x = torch.stack([dataset[i][0] for i in chunk]).to(ctx.device)
+        requests = [by_image[i] for i in chunk]
+        longest = max(len(r) for r in requests)
+        padded = [r + [r[0]] * (longest - len(r)) for r in requests]  # repeats are computed, then dropped
+        table = torch.tensor([[channels[m] for m, _ in r] for r in padded])
+        flat = torch.stack([torch.stack([state.positions[m, j] for m, j in r]) for r in padded]).cpu()
+        where = torch.stack([flat // width, flat % width], dim=-1)
+        result = vizkit.project(ctx.instrumented, x, layer, table, position=where, rule=rule, chunk=len(chunk))
+        shown = ctx.preprocess.denormalize(x.cpu())
+        for b, request in enumerate(requests):
+            for slot, (m, j) in enumerate(request):
+                row, col = where[b, slot].tolist()
+                box = boxes[row, col].tolist()
+                signal = _square_crop(result.images[b, slot].cpu(), box, patch_size, 0.0)
+                scale = float(signal.abs().max()) or 1.0
+                projections[m, j] = (signal / scale).numpy().astype(np.float16)
+                scales[m, j] = scale
+                patch = _square_crop(shown[b], box, patch_size, 0.5)
+                patches[m, j] = (patch.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                recomputed[m, j] = float(result.values[b, slot])
+        progress.update(len(chunk))
+    progress.close()
+    return {"projections": projections, "projection_scale": scales, "patches": patches, "recomputed": recomputed}
+
+
+# ----------------------------------------------------------------------------------- figures
+def _mosaic(tiles: np.ndarray, rows: int = 3, gap: int = 2, fill: float = 1.0) -> np.ndarray:
+    """[n, P, P, 3] tiles in [0,1] as one rows x ceil(n/rows) image with white gaps."""
+    n, size = tiles.shape[0], tiles.shape[1]
+    columns = max(1, math.ceil(max(n, 1) / rows))
+    canvas = np.full((rows * size + (rows - 1) * gap, columns * size + (columns - 1) * gap, 3), fill, dtype=np.float32)
+    for index in range(n):
+        r, c = divmod(index, columns)
+        canvas[r * (size + gap): r * (size + gap) + size, c * (size + gap): c * (size + gap) + size] = tiles[index]
+    return canvas
+
+
+def _first_layer_filters(ctx: vizkit.RunContext, layer: str, x: torch.Tensor) -> torch.Tensor | None:
+    """The first convolution's filters when ``layer`` lies no deeper than it (layer 1), else None."""
+    im = ctx.instrumented
+    im.set_layers(None)
+    with torch.no_grad():
+        im(x[:1], until=layer)
+    convs = [name for name in im.layers if im.info(name).type == "Conv2d"]
+    modules = dict(ctx.model.named_modules())
+    if len(convs) != 1 or not isinstance(modules.get(convs[0]), torch.nn.Conv2d) or modules[convs[0]].in_channels != 3:
+        return None
+    return modules[convs[0]].weight.detach().cpu()
+
+
+def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: dict[str, np.ndarray],
+                 filters: torch.Tensor | None, maps_per_page: int, pages: int, n_images: int) -> dict:
+    figures = {}
+    shown_maps = min(len(channels), maps_per_page * pages)
+    per_row = 2
+    for page in range(math.ceil(shown_maps / maps_per_page)):
+        maps = list(range(page * maps_per_page, min(shown_maps, (page + 1) * maps_per_page)))
+        rows = math.ceil(len(maps) / per_row)
+        extra = 1 if filters is not None else 0
+        figure = new_figure(per_row * (6.6 + 1.1 * extra), rows * 3.35 + 0.7)
+        grid = figure.add_gridspec(rows, per_row * (2 + extra), width_ratios=([1] * extra + [3, 3]) * per_row, wspace=0.05, hspace=0.3)
+        for slot, m in enumerate(maps):
+            r, c = divmod(slot, per_row)
+            base = c * (2 + extra)
+            k = int(np.isfinite(values[m]).sum())
+            projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))
+            display = vizkit.to_image(projections).permute(0, 2, 3, 1).numpy()
+            patches = arrays["patches"][m, :k].astype(np.float32) / 255
+            if filters is not None:
+                ax = figure.add_subplot(grid[r, base])
+                weight = filters[channels[m]]
+                ax.imshow(((weight - weight.min()) / (weight.max() - weight.min() + 1e-12)).permute(1, 2, 0).numpy(), interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title("filter", fontsize=7)
+            for offset, (tiles, what) in enumerate([(display, "projections"), (patches, "patches")]):
+                ax = figure.add_subplot(grid[r, base + extra + offset])
+                ax.imshow(_mosaic(tiles), interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                if offset == 0:
+                    ax.set_title(f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})", fontsize=8, loc="left")
+        figure.subplots_adjust(top=1 - 0.55 / (rows * 3.35 + 0.7), bottom=0.02, left=0.02, right=0.98)
+        figure.suptitle(f"Top-{values.shape[1]} activations of layer {layer} over {n_images} images: "
+                        f"deconvnet projections beside their image patches (page {page + 1})", fontsize=10)
+        figures[f"top9_page{page + 1:02d}"] = figure
+    return figures
+
+
+# ----------------------------------------------------------------------------------- analysis
+def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: int, maps_per_page: int,
+        pages: int, resume: bool, checkpoint_every: int, workers: int, rule: str) -> vizkit.Result:
+    if k < 1:
+        raise vizkit.UsageError(f"--k must be at least 1, not {k}")
+    if patch_size < 8:
+        raise vizkit.UsageError(f"--patch-size must be at least 8, not {patch_size}")
+    dataset = ctx.dataset()
+    group = ProcessGroup.join(ctx.device)
+    ctx.device = group.device
+    try:
+        im = ctx.instrumented
+        probe = dataset[0][0][None].to(ctx.device)
+        im.set_layers([layer])
+        im.record_switches = False
+        with torch.no_grad():
+            activation = im(probe, until=layer)
+        if activation is None or activation.dim() < 2:
+            raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
+        layer = im.resolve_alias(layer)
+        chosen = channel_list(channels, activation.shape[1])
+        state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group)
+        state = merge_shards(state, group)
+    finally:
+        group.close()
+    if group.rank != 0:  # only rank 0 projects and writes
+        return vizkit.Result(summary={"layer": layer, "rank": group.rank, "seconds_scan": seconds_scan})
+    im.record_switches = True
+    started = time.perf_counter()
+    boxes = vizkit.receptive_boxes(im, probe, layer)
+    arrays = project_winners(ctx, layer, chosen, state, boxes, patch_size, rule)
+    seconds_project = time.perf_counter() - started
+    filled = state.filled()
+    scanned = state.values[:, :filled].cpu().numpy().astype(np.float32)
+    # reported values come from the projection pass's forward of the winning images, which is
+    # the same computation however the scan was batched or sharded; the scan's own values agree
+    # to float rounding (max_recompute_error)
+    values = arrays["recomputed"][:, :filled].astype(np.float32)
+    image_index = state.images[:, :filled].cpu().numpy()
+    flat = state.positions[:, :filled].cpu()
+    position = torch.stack([flat // boxes.shape[1], flat % boxes.shape[1]], dim=-1).numpy()
+    box = boxes[position[..., 0], position[..., 1]].numpy()
+    filters = _first_layer_filters(ctx, layer, probe)
+    result = vizkit.Result(
+        summary={
+            "layer": layer, "channels": chosen, "k": filled, "images": [str(p) for p in dataset.paths],
+            "n_images": len(dataset), "seconds_scan": round(seconds_scan, 3), "seconds_project": round(seconds_project, 3),
+            "processes": group.world, "receptive_field": int((boxes[..., 2] - boxes[..., 0]).max()),
+            "first_layer_filters": filters is not None,
+            "max_recompute_error": float(np.abs(scanned - values).max()) if values.size else 0.0,
+        },
+        arrays={"values": values, "image_index": image_index, "position": position, "box": box,
+                "projections": arrays["projections"][:, :filled], "projection_scale": arrays["projection_scale"][:, :filled],
+                "patches": arrays["patches"][:, :filled]},
+    )
+    result.figures = figure_pages(layer, chosen, values, result.arrays, filters, maps_per_page, pages, len(dataset))
+    if ctx.out is not None:
+        for path in ctx.out.glob(".top9-scan*.pt"):
+            path.unlink(missing_ok=True)
+    return result
+
+
+@vizkit.hookimpl
+def register_analyses(register) -> None:
+    register(vizkit.Analysis(
+        name="top9",
+        description="Top-k activating patches of feature maps across a dataset, with their deconvnet projections (Fig. 2)",
+        run=run,
+        inputs="data",
+        options=[
+            vizkit.Option("layer", str, required=True, help="layer whose feature maps to rank"),
+            vizkit.Option("channels", str, "all", help="feature maps: all, a range 0-63, or a list 3,7,9", parse=parse_channel_spec),
+            vizkit.Option("k", int, 9, help="activations kept per map (one per image at most)"),
+            vizkit.Option("patch_size", int, 64, help="side of the stored projection and patch crops"),
+            vizkit.Option("maps_per_page", int, 8, help="feature maps per PNG page"),
+            vizkit.Option("pages", int, 8, help="PNG pages to draw at most (the arrays hold every map)"),
+            vizkit.Option("resume", bool, False, help="continue an interrupted scan from its checkpoint in --out"),
+            vizkit.Option("checkpoint_every", int, 20, help="batches between scan checkpoints (0: only at the end)"),
+            vizkit.Option("workers", int, 2, help="data-loading worker processes"),
+            vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="projection rule (the paper's deconvnet by default)"),
+        ],
+    ))

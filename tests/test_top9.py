@@ -1,0 +1,196 @@
+"""top9: exact streaming top-k, receptive fields, resume, and multi-process equivalence."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+import vizkit
+import vizkit_plugins.top9 as top9
+from vizkit.cli import main
+from conftest import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared
+
+IMAGENETTE_VAL = SHARED / "data" / "imagenette" / "val"
+
+
+@pytest.fixture(scope="module")
+def image_file_list(tmp_path_factory) -> Path:
+    """40 real Imagenette images (4 per class) listed in a text file."""
+    needs_shared(IMAGENETTE_VAL)
+    paths = [p for d in sorted(IMAGENETTE_VAL.iterdir()) for p in sorted(d.glob("*.jpg"))[:4]]
+    listing = tmp_path_factory.mktemp("data") / "images.txt"
+    listing.write_text("\n".join(str(p) for p in paths))
+    return listing
+
+
+def run_top9(model, data, **options):
+    options.setdefault("layer", "features.7")
+    options.setdefault("channels", "0-7")
+    options.setdefault("k", 5)
+    options.setdefault("workers", 0)
+    options.setdefault("patch_size", 32)
+    return vizkit.run("top9", model, data=data, batch_size=options.pop("batch_size", 8), **options)
+
+
+def test_values_are_exact_and_match_a_brute_force_top_k(squeezenet, image_file_list):
+    result = run_top9(squeezenet, image_file_list)
+    assert_no_hooks(squeezenet)
+    values, images, positions = result.arrays["values"], result.arrays["image_index"], result.arrays["position"]
+    assert values.shape == images.shape == (8, 5) and positions.shape == (8, 5, 2)
+    paths = result["images"]
+    # brute force: every image alone, through a plain forward hook
+    captured = {}
+    handle = squeezenet.features[7].register_forward_hook(lambda m, i, o: captured.update(a=o.detach()))
+    maxima = []
+    try:
+        with torch.no_grad():
+            for path in paths:
+                squeezenet(vizkit.load_images([path], vizkit.Preprocess()))
+                maxima.append(captured["a"][0, :8])
+    finally:
+        handle.remove()
+    per_image = torch.stack([m.flatten(1).amax(1) for m in maxima])  # [N, 8]
+    for channel in range(8):
+        order = sorted(range(len(paths)), key=lambda i: (-float(per_image[i, channel]), i))[:5]
+        assert images[channel].tolist() == order, channel  # ties -> smaller image index
+        assert len(set(images[channel].tolist())) == 5  # at most one activation per image
+        for j, index in enumerate(order):
+            row, col = positions[channel, j]
+            fresh = maxima[index][channel]
+            assert abs(float(fresh[row, col]) - values[channel, j]) <= 1e-4
+            assert abs(float(fresh.max()) - values[channel, j]) <= 1e-4
+    boxes = result.arrays["box"]
+    assert np.all(boxes[..., 0] < boxes[..., 2]) and np.all(boxes[..., 2] <= 224)
+    assert result.arrays["projections"].shape == (8, 5, 3, 32, 32)
+    assert result.arrays["patches"].shape == (8, 5, 32, 32, 3) and result.arrays["patches"].dtype == np.uint8
+    assert result["max_recompute_error"] <= 1e-4
+    assert not result["first_layer_filters"]
+    result.close_figures()
+
+
+def test_first_layer_shows_filters_and_failing_runs_leave_no_hooks(squeezenet, image_file_list):
+    result = run_top9(squeezenet, image_file_list, layer="features.1", channels="0-3", k=3)
+    assert result["first_layer_filters"] and result["receptive_field"] == 7
+    assert list(result.figures) == ["top9_page01"]
+    result.close_figures()
+    with pytest.raises(vizkit.UsageError, match="out of range"):
+        run_top9(squeezenet, image_file_list, channels="0-600")
+    assert_no_hooks(squeezenet)
+    with pytest.raises(vizkit.VizkitError, match="unknown layer"):
+        run_top9(squeezenet, image_file_list, layer="features.77")
+    assert_no_hooks(squeezenet)
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, image_file_list, tmp_path, monkeypatch):
+    reference = run_top9(squeezenet, image_file_list)
+    reference.close_figures()
+    out = tmp_path / "run"
+    original = top9.scan_batches
+    seen: list[int] = []
+
+    def interrupted(loader, start):
+        for number, images, indices in original(loader, start):
+            if number == 3:
+                raise KeyboardInterrupt
+            seen.append(number)
+            yield number, images, indices
+
+    monkeypatch.setattr(top9, "scan_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_top9(squeezenet, image_file_list, out=out, checkpoint_every=1)
+    assert_no_hooks(squeezenet)
+    assert (out / ".top9-scan.pt").exists() and not (out / "result.json").exists()
+    monkeypatch.setattr(top9, "scan_batches", lambda loader, start: (seen.append(n) or (n, x, i) for n, x, i in original(loader, start)))
+    seen.clear()
+    resumed = run_top9(squeezenet, image_file_list, out=out, checkpoint_every=1, resume=True)
+    assert seen == [3, 4]  # 40 images / batch 8 = 5 batches; 0-2 were done before the interruption
+    for name in ("values", "image_index", "position", "box", "patches"):
+        assert np.array_equal(resumed.arrays[name], reference.arrays[name]), name
+    assert not (out / ".top9-scan.pt").exists()
+    resumed.close_figures()
+    # a checkpoint from other settings is refused, not silently mixed in
+    monkeypatch.setattr(top9, "scan_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_top9(squeezenet, image_file_list, out=tmp_path / "other", checkpoint_every=1)
+    monkeypatch.setattr(top9, "scan_batches", original)
+    with pytest.raises(vizkit.UsageError, match="different run"):
+        run_top9(squeezenet, image_file_list, out=tmp_path / "other", k=4, resume=True)
+    assert_no_hooks(squeezenet)
+
+
+def test_running_top_k_ties_and_merging():
+    state = vizkit.RunningTopK.empty(1, 3)
+    acts = torch.tensor([[[5.0]], [[7.0]], [[5.0]], [[5.0]], [[1.0]]])[:, :, :, None]  # [5,1,1,1]
+    state.update(acts[[4, 3, 2]], torch.tensor([4, 3, 2]))
+    state.update(acts[[1, 0]], torch.tensor([1, 0]))
+    assert state.images[0].tolist() == [1, 0, 2] and state.values[0].tolist() == [7.0, 5.0, 5.0]
+    shard_a, shard_b = vizkit.RunningTopK.empty(1, 3), vizkit.RunningTopK.empty(1, 3)
+    shard_a.update(acts[[0, 2, 4]], torch.tensor([0, 2, 4]))
+    shard_b.update(acts[[1, 3]], torch.tensor([1, 3]))
+    shard_b.merge_state(shard_a)
+    assert torch.equal(shard_b.images, state.images) and torch.equal(shard_b.values, state.values)
+
+
+def test_receptive_fields_known_values_and_dilation():
+    model = tvm.alexnet().eval()
+    x = torch.zeros(1, 3, 224, 224)
+    with vizkit.instrument(model) as im:
+        sizes = {layer: int(vizkit.receptive_boxes(im, x, layer)[6, 6, 2] - vizkit.receptive_boxes(im, x, layer)[6, 6, 0])
+                 for layer in ("features.0", "features.2", "features.5", "features.10")}
+    assert sizes == {"features.0": 11, "features.2": 19, "features.5": 67, "features.10": 163}
+    # a dilated, padded, strided conv stack: compare with the support of the gradient when all
+    # weights are positive (no cancellation), which is exactly the receptive field
+    net = nn.Sequential(OrderedDict(
+        a=nn.Conv2d(1, 2, 3, stride=2, padding=1), b=nn.Conv2d(2, 2, 3, dilation=2, padding=2), c=nn.Conv2d(2, 1, 5, stride=2, dilation=3)
+    ))
+    for conv in net:
+        nn.init.constant_(conv.weight, 1.0)
+    x = torch.ones(1, 1, 61, 61, requires_grad=True)
+    with vizkit.instrument(net) as im:
+        boxes = vizkit.receptive_boxes(im, x.detach(), "c")
+    out = net(x)
+    for row, col in [(0, 0), (3, 5), (out.shape[2] - 1, out.shape[3] - 1)]:
+        (grad,) = torch.autograd.grad(out[0, 0, row, col], x, retain_graph=True)
+        ys, xs = torch.where(grad[0, 0] != 0)
+        assert boxes[row, col].tolist() == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_result(image_file_list, tmp_path):
+    needs_shared(SQUEEZENET_WEIGHTS)
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun ships with torch"
+    common = ["run", "top9", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS),
+              "--data", str(image_file_list), "--layer", "features.7", "--channels", "0-7", "--k", "5",
+              "--batch-size", "4", "--workers", "0", "--patch-size", "32", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # same threads in both runs: same float rounding
+    single_run = subprocess.run([sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "single")],
+                                capture_output=True, text=True, timeout=600, env=env)
+    assert single_run.returncode == 0, single_run.stderr[-3000:]
+    done = subprocess.run(
+        [torchrun, "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+         "-m", "vizkit", *common, "--out", str(tmp_path / "multi")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, multi = vizkit.load_result(tmp_path / "single"), vizkit.load_result(tmp_path / "multi")
+    assert multi[0]["processes"] == 2 and single[0]["processes"] == 1
+    for name in ("values", "image_index", "position", "box", "patches", "projections"):
+        assert np.array_equal(single[1][name], multi[1][name]), name
