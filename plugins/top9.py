@@ -264,7 +264,7 @@ def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: di
                 ax.set_xticks([]), ax.set_yticks([])
                 if offset == 0:
                     ax.set_title(f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})", fontsize=8, loc="left")
-        figure.subplots_adjust(top=1 - 0.55 / (rows * 3.35 + 0.7), bottom=0.02, left=0.02, right=0.98)
+        figure.subplots_adjust(top=1 - 0.75 / (rows * 3.35 + 0.7), bottom=0.02, left=0.02, right=0.98)
         figure.suptitle(f"Top-{values.shape[1]} activations of layer {layer} over {n_images} images: "
                         f"deconvnet projections beside their image patches (page {page + 1})", fontsize=10)
         figures[f"top9_page{page + 1:02d}"] = figure
