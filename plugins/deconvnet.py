@@ -17,33 +17,11 @@ from vizkit.deconv import support_box
 from vizkit.figures import projections_beside_patches
 
 
-def parse_channels(text: str | None) -> list[int] | None:
-    """``3,17,40`` or ``0-63`` or ``all`` -> channel indices (None: pick by strength)."""
-    if text is None or str(text).strip() == "":
-        return None
-    text = str(text).strip()
-    if text == "all":
-        return []
-    channels: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                low, high = part.split("-", 1)
-                channels.extend(range(int(low), int(high) + 1))
-            else:
-                channels.append(int(part))
-    except ValueError:
-        raise vizkit.UsageError(f"--channels expects e.g. 3,17,40 or 0-63, not '{text}'") from None
-    if any(c < 0 for c in channels):
-        raise vizkit.UsageError("--channels must be non-negative")
-    return channels
-
-
 def run(
     ctx: vizkit.RunContext,
     layer: str,
     top: int,
-    channels: list[int] | None,
+    channels: str | None,
     method: str,
     target: str,
     rule: str,
@@ -63,10 +41,7 @@ def run(
             raise vizkit.UsageError(f"--top must be at least 1, not {top}")
         chosen = strengths[0].argsort(descending=True, stable=True)[: min(top, n_channels)].tolist()
     else:
-        chosen = channels or list(range(n_channels))
-        bad = [c for c in chosen if c >= n_channels]
-        if bad:
-            raise vizkit.UsageError(f"channel {bad[0]} is out of range: layer '{layer}' has {n_channels} channels")
+        chosen = vizkit.select_channels(channels, n_channels)
 
     projection = vizkit.project(im, x, layer, chosen, target=target, method=method, rule=rule, chunk=ctx.batch_size)
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
@@ -141,7 +116,7 @@ def register_analyses(register) -> None:
         options=[
             vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
             vizkit.Option("top", int, 9, help="number of strongest feature maps to project"),
-            vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=parse_channels),
+            vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=vizkit.parse_channel_spec),
             vizkit.Option("method", ("autograd", "explicit"), "autograd", help="projection path: autograd (any graph) or explicit (switch-based reverse pass)"),
             vizkit.Option("target", ("max", "map"), "max", help="project each map's strongest activation (max) or the whole map"),
             vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),

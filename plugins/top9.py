@@ -35,35 +35,6 @@ from vizkit.results import write_atomic
 CHECKPOINT_VERSION = 1
 
 
-def parse_channel_spec(text: str) -> str:
-    """Validate ``all`` / ``0-63`` / ``3,7,9`` early; the layer's size is known only later."""
-    text = str(text).strip()
-    if text != "all":
-        channel_list(text, None)
-    return text
-
-
-def channel_list(text: str, n_channels: int | None) -> list[int]:
-    if text == "all":
-        return list(range(n_channels or 0))
-    channels: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                low, high = part.split("-", 1)
-                channels.extend(range(int(low), int(high) + 1))
-            else:
-                channels.append(int(part))
-    except ValueError:
-        raise vizkit.UsageError(f"--channels expects all, a range like 0-63 or a list like 3,7,9; not '{text}'") from None
-    if not channels or any(c < 0 for c in channels):
-        raise vizkit.UsageError(f"--channels must name non-negative feature maps, not '{text}'")
-    if n_channels is not None and max(channels) >= n_channels:
-        raise vizkit.UsageError(f"channel {max(channels)} is out of range: the layer has {n_channels} feature maps")
-    return sorted(set(channels))
-
-
 # ------------------------------------------------------------------------------------ scan pass
 def _fingerprint(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, group: ProcessGroup) -> str:
     paths = "\n".join(str(p) for p in ctx.dataset().paths)
@@ -291,7 +262,7 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
         if activation is None or activation.dim() < 2:
             raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
         layer = im.resolve_alias(layer)
-        chosen = channel_list(channels, activation.shape[1])
+        chosen = vizkit.select_channels(channels, activation.shape[1])
         state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group)
         state = merge_shards(state, group)
     finally:
@@ -342,7 +313,7 @@ def register_analyses(register) -> None:
         inputs="data",
         options=[
             vizkit.Option("layer", str, required=True, help="layer whose feature maps to rank"),
-            vizkit.Option("channels", str, "all", help="feature maps: all, a range 0-63, or a list 3,7,9", parse=parse_channel_spec),
+            vizkit.Option("channels", str, "all", help="feature maps: all, a range 0-63, or a list 3,7,9", parse=vizkit.parse_channel_spec),
             vizkit.Option("k", int, 9, help="activations kept per map (one per image at most)"),
             vizkit.Option("patch_size", int, 64, help="side of the stored projection and patch crops"),
             vizkit.Option("maps_per_page", int, 8, help="feature maps per PNG page"),

@@ -56,3 +56,18 @@ def assert_no_hooks(model: torch.nn.Module) -> None:
     counts = vizkit.hook_counts(model)
     assert all(count == 0 for count in counts.values()), counts
     assert torch._C._len_torch_function_stack() == 0, "a TorchFunctionMode was left on the stack"
+
+
+@pytest.fixture
+def recorded_models(monkeypatch) -> list[torch.nn.Module]:
+    """Every model loaded through ``vizkit.load_model`` during the test (e.g. by the CLI)."""
+    models: list[torch.nn.Module] = []
+    load_model = vizkit.load_model
+
+    def recording_load_model(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        models.append(model)
+        return model
+
+    monkeypatch.setattr(vizkit, "load_model", recording_load_model)
+    return models

@@ -19,6 +19,7 @@ from torch import nn
 import vizkit
 import vizkit.cli
 from vizkit.cli import main
+from conftest import assert_no_hooks
 
 IMAGE = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
@@ -31,26 +32,10 @@ class NotATensor:
 
 
 # ---------------------------------------------------------------------- helpers
-def assert_no_hooks(model: nn.Module) -> None:
-    counts = vizkit.hook_counts(model)
-    assert all(count == 0 for count in counts.values()), counts
-    stack = getattr(torch._C, "_len_torch_function_stack", None)
-    if stack is not None:
-        assert stack() == 0, "a TorchFunctionMode was left on the stack"
-
-
 @pytest.fixture(autouse=True)
-def loaded_models(monkeypatch):
+def loaded_models(monkeypatch, recorded_models):
     """Every model the CLI loads; each must be free of hooks when the test ends."""
-    models: list[nn.Module] = []
-    load_model = vizkit.load_model
-
-    def recording_load_model(*args, **kwargs):
-        model = load_model(*args, **kwargs)
-        models.append(model)
-        return model
-
-    monkeypatch.setattr(vizkit, "load_model", recording_load_model)
+    models = recorded_models
     monkeypatch.delenv("VIZKIT_DISABLE_PLUGINS", raising=False)
     yield models
     for model in models:

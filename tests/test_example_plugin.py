@@ -26,6 +26,7 @@ from PIL import Image
 
 import vizkit
 import vizkit.cli
+from conftest import assert_no_hooks
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "examples" / "vizkit-channel-stats"
@@ -36,14 +37,6 @@ IMAGE = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=Fals
 
 
 # ---------------------------------------------------------------------- helpers
-def assert_no_hooks(model: torch.nn.Module) -> None:
-    counts = vizkit.hook_counts(model)
-    assert all(count == 0 for count in counts.values()), counts
-    stack = getattr(torch._C, "_len_torch_function_stack", None)
-    if stack is not None:
-        assert stack() == 0, "a TorchFunctionMode was left on the stack"
-
-
 def reference_stats(model: torch.nn.Module, x: torch.Tensor, layer: str) -> dict[str, np.ndarray]:
     """Mean / max / positive fraction per channel, averaged over images, with a plain forward hook."""
     module = dict(model.named_modules())[layer]
@@ -239,19 +232,10 @@ def test_disabled_by_environment(plugin_module, monkeypatch):
 
 # ---------------------------------------------------------------------- (b) CLI, in-process
 @pytest.fixture
-def cli_app(monkeypatch, plugin_module):
+def cli_app(monkeypatch, plugin_module, recorded_models):
     """Make ``vizkit.cli.main`` build its app with the example plugin; record loaded models."""
     monkeypatch.setattr(vizkit.cli, "make_app", lambda: vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)]))
-    models: list[torch.nn.Module] = []
-    load_model = vizkit.load_model
-
-    def recording_load_model(*args, **kwargs):
-        model = load_model(*args, **kwargs)
-        models.append(model)
-        return model
-
-    monkeypatch.setattr(vizkit, "load_model", recording_load_model)
-    return models
+    return recorded_models
 
 
 def test_cli_run(cli_app, tmp_path, capsys):

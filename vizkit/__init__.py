@@ -7,6 +7,7 @@ analyses, and write plugins (``hookimpl``, ``Analysis``, ``Option``, ``ModelEntr
 __version__ = "0.1.0"
 
 from vizkit.analysis import Analysis, Option, RunContext, run
+from vizkit.channels import parse_channel_spec, select_channels
 from vizkit.data import Preprocess, image_list, load_image, load_images, read_labels
 from vizkit.deconv import Projection, project, receptive_boxes, support_box, to_image
 from vizkit.errors import UsageError, VizkitError
@@ -24,5 +25,6 @@ __all__ = [
     "Result", "RunContext", "UsageError", "VizkitError", "__version__", "get_app", "hook_counts",
     "hookimpl", "image_list", "instrument", "list_models", "load_image", "load_images",
     "load_model", "load_result", "make_app", "progress_bar", "project", "read_labels",
-    "receptive_boxes", "run", "RunningTopK", "support_box", "to_image",
+    "parse_channel_spec", "receptive_boxes", "run", "RunningTopK", "select_channels",
+    "support_box", "to_image",
 ]
