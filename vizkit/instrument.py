@@ -136,6 +136,7 @@ class Instrumented:
         self._switches: dict[str, PoolSwitches] = {}
         self._stop_at: str | None = None
         self._capture: dict[str, Tensor] = {}
+        self._capture_layer: str | None = None
         self._rule: str | None = None
         self._tape: Any = None
         self.input: Tensor | None = None
@@ -225,26 +226,38 @@ class Instrumented:
         ``tape`` every op is recorded for an explicit reverse pass. Nothing is recorded as an
         activation, and the activations of the last ordinary forward are kept.
         """
+        output, captured = self._isolated_forward(x, layer, rule, tape, stop=True)
+        return captured
+
+    def trace(self, x: Tensor, tape: Any, layer: str) -> tuple[Any, Tensor]:
+        """A whole forward of ``x`` recording every op on ``tape``; returns the model output and
+        ``layer``'s output (both the live tensors the tape knows)."""
+        return self._isolated_forward(x, layer, None, tape, stop=False)
+
+    def _isolated_forward(self, x: Tensor, layer: str, rule: str | None, tape: Any, stop: bool) -> tuple[Any, Tensor]:
         layer = self.resolve_alias(layer)
         saved = (self._wanted, self.record_switches)
         recorded = (self._infos, self._acts, self._switches)  # the user's last forward stays
-        self._wanted, self.record_switches = set(), tape is not None
+        self._wanted, self.record_switches = set(), tape is not None and stop
         self._capture = {}
-        self._rule, self._tape, self._stop_at = rule, tape, layer
+        self._rule, self._tape = rule, tape
+        self._stop_at = layer if stop else None
+        self._capture_layer = layer
+        output = None
         try:
             try:
-                self.model(x)
+                output = self.model(x)
             except _StopForward:
                 pass
             if layer not in self._capture:
                 self._require(layer)
                 raise VizkitError(f"layer '{layer}' does not output a tensor")
-            return self._capture[layer]
+            return output, self._capture[layer]
         finally:
             self._wanted, self.record_switches = saved
             self._infos, self._acts, self._switches = recorded
             self._rule, self._tape, self._stop_at = None, None, None
-            self._capture = {}
+            self._capture, self._capture_layer = {}, None
             self._active = False
 
     # ------------------------------------------------------------------ reading results
@@ -352,7 +365,7 @@ class Instrumented:
         if is_tensor:
             if self._wanted is None or layer in self._wanted:
                 self._acts[layer] = output.detach().clone()
-            if self._stop_at is not None:
+            if layer == self._capture_layer:
                 self._capture[layer] = output
         if layer == self._stop_at:
             raise _StopForward

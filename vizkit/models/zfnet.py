@@ -69,6 +69,8 @@ def _stage(cin: int, cout: int, kernel: int, stride: int, padding: int, pool: bo
 class ZFNet(nn.Module):
     """ZF net: 7x7/2 conv1, 5x5/2 conv2, three 3x3 convs, two 4096-wide fc layers."""
 
+    vizkit_default_layer = "conv5"  # the paper's "layer 5", e.g. for occlusion
+
     def __init__(self, config: ZFConfig = ZF_PAPER) -> None:
         super().__init__()
         self.config = config
