@@ -1,0 +1,123 @@
+"""Occlusion: exact incremental == batched == one position at a time; equal to captum's Occlusion."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models as tvm
+
+import vizkit
+from vizkit.cli import main
+from vizkit.models.zfnet import zfnet
+from vizkit.occlusion import OcclusionGrid, occluded_batch, occlusion_maps, parse_fill
+from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
+
+
+def reference_maps(model, x, layer, feature_map, target, grid, fill):
+    """One occluded image per forward, through a plain forward hook."""
+    module = dict(model.named_modules())[layer]
+    captured = {}
+    handle = module.register_forward_hook(lambda m, i, o: captured.update(a=o.detach()))
+    activity, probability, top = [], [], []
+    try:
+        with torch.no_grad():
+            for corner in grid.corners():
+                p = model(occluded_batch(x[0], [corner], grid.size, fill)).softmax(1)[0]
+                activity.append(float(captured["a"][0, feature_map].sum()))
+                probability.append(float(p[target]))
+                top.append(int(p.argmax()))
+    finally:
+        handle.remove()
+    shape = (grid.rows, grid.cols)
+    return np.array(activity).reshape(shape), np.array(probability).reshape(shape), np.array(top).reshape(shape)
+
+
+@pytest.mark.parametrize("name,layer", [("squeezenet", "features.12"), ("zfnet", "conv5"), ("resnet18", "layer4"), ("googlenet", "inception4e")])
+def test_exact_equals_batched_equals_one_at_a_time(name, layer, squeezenet, dog_tensor):
+    torch.manual_seed(0)
+    model = {"squeezenet": lambda: squeezenet, "zfnet": lambda: zfnet().eval(),
+             "resnet18": lambda: tvm.resnet18().eval(), "googlenet": lambda: tvm.googlenet(init_weights=True).eval()}[name]()
+    grid = OcclusionGrid(224, 224, 48, 40)  # 5 x 5 positions, some at the borders
+    fill = torch.zeros(3)
+    with vizkit.instrument(model) as im:
+        im(dog_tensor)
+        feature_map = int(im.activation(layer)[0].flatten(1).amax(1).argmax())
+        maps = {mode: occlusion_maps(im, dog_tensor, layer, torch.tensor([feature_map]), torch.tensor([259]), grid, fill,
+                                     mode=mode, batch_size=7) for mode in ("exact", "batched")}
+    assert_no_hooks(model)
+    activity, probability, top = reference_maps(model, dog_tensor, layer, feature_map, 259, grid, fill)
+    for mode, got in maps.items():
+        scale = max(1.0, float(np.abs(activity).max()))
+        assert np.abs(got["feature_activity"][0] - activity).max() <= 1e-4 * scale, mode
+        assert np.abs(got["true_class_prob"][0] - probability).max() <= 1e-4, mode
+        assert np.array_equal(got["top_label"][0], top), mode
+
+
+def test_probability_map_equals_captum_occlusion(squeezenet, dog_tensor):
+    """captum's attribution of a pixel is the mean, over the windows covering it, of
+    p(unoccluded) - p(occluded by that window); rebuild it from vizkit's probability map."""
+    from captum.attr import Occlusion
+
+    size, stride, target = 48, 16, 207
+    grid = OcclusionGrid(224, 224, size, stride)
+    with vizkit.instrument(squeezenet) as im:
+        maps = occlusion_maps(im, dog_tensor, "features.12", torch.tensor([0]), torch.tensor([target]), grid, torch.zeros(3))
+        with torch.no_grad():
+            base = float(im(dog_tensor).softmax(1)[0, target])
+    total, count = np.zeros((224, 224)), np.zeros((224, 224))
+    for (y0, x0), p in zip(grid.corners(), maps["true_class_prob"][0].ravel()):
+        total[y0:y0 + size, x0:x0 + size] += base - p
+        count[y0:y0 + size, x0:x0 + size] += 1
+    ours = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = Occlusion(lambda x: squeezenet(x).softmax(1)).attribute(
+            dog_tensor, sliding_window_shapes=(3, size, size), strides=(3, stride, stride), target=target,
+            baselines=0, perturbations_per_eval=32)
+    assert np.abs(theirs[0, 0].numpy() - ours).max() <= 1e-5
+    assert np.allclose(theirs[0, 0].numpy(), theirs[0, 2].numpy())  # the same for every colour channel
+
+
+def test_analysis_from_python_and_cli(squeezenet, tmp_path, capsys):
+    pomeranian, wheel = sample("Pomeranian"), sample("car_wheel")
+    result = vizkit.run("occlusion", squeezenet, images=[pomeranian, wheel], target="259", size=48, stride=44)
+    assert_no_hooks(squeezenet)
+    assert result["target"] == [259, 259] and result["target_name"] == ["Pomeranian", "Pomeranian"]
+    assert result["layer"] == "features.12" and result["positions"] == 25
+    for key in ("feature_activity", "true_class_prob", "top_label"):
+        assert result.arrays[key].shape == (2, 5, 5)
+    assert result.arrays["centers_y"].tolist() == [23.5, 67.5, 111.5, 155.5, 199.5]
+    assert set(result.figures) == {"occlusion_0", "occlusion_1"}
+    assert all(str(label) in result["labels_seen"] for label in np.unique(result.arrays["top_label"]))
+    result.close_figures()
+    out = tmp_path / "occ"
+    argv = ["run", "occlusion", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS),
+            "--labels", str(LABELS), "--image", str(wheel), "--stride", "44", "--fill", "zero", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    document, arrays = vizkit.load_result(out)
+    assert document["target_name"] == ["car wheel"] and arrays["true_class_prob"].shape == (1, 5, 5)
+    assert (out / "occlusion.png").stat().st_size > 20_000
+
+
+def test_bad_values_and_failing_runs_leave_no_hooks(squeezenet, dog_image):
+    with pytest.raises(vizkit.UsageError, match="--fill"):
+        vizkit.run("occlusion", squeezenet, images=[dog_image], fill="grey")
+    with pytest.raises(vizkit.UsageError, match="--size"):
+        vizkit.run("occlusion", squeezenet, images=[dog_image], size=500)
+    with pytest.raises(vizkit.UsageError, match="unknown target class"):
+        vizkit.run("occlusion", squeezenet, images=[dog_image], target="unicorn")
+    with pytest.raises(vizkit.VizkitError, match="unknown layer"):
+        vizkit.run("occlusion", squeezenet, images=[dog_image], layer="features.99")
+    assert_no_hooks(squeezenet)
+
+
+def test_fill_colours():
+    pre = vizkit.Preprocess()
+    assert torch.equal(parse_fill("mean", pre), torch.zeros(3))
+    black = parse_fill("zero", pre)
+    assert torch.allclose(pre.denormalize(black.reshape(3, 1, 1)).flatten(), torch.zeros(3), atol=1e-6)
+    grey = parse_fill("128,128,128", pre)
+    assert torch.allclose(pre.denormalize(grey.reshape(3, 1, 1)).flatten(), torch.full((3,), 128 / 255), atol=1e-6)
