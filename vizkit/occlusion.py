@@ -134,5 +134,9 @@ def occlusion_maps(
 
 def _batched(im: Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor) -> tuple[Tensor, Tensor]:
     im.set_layers([layer])
-    logits = im(occluded_batch(image, corners, size, fill))
+    recording, im.record_switches = im.record_switches, False  # occlusion needs no switches
+    try:
+        logits = im(occluded_batch(image, corners, size, fill))
+    finally:
+        im.record_switches = recording
     return logits, im.activation(layer)
