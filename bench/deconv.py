@@ -11,27 +11,16 @@ vizkit (divided by the activation value) and captum.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 import warnings
-from pathlib import Path
 
 import torch
 
 import vizkit
+from common import SHARED, median_time
 from vizkit.deconv import project
 
-SHARED = Path(os.environ.get("VIZKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
-def timed(function, repeats: int) -> tuple[float, object]:
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
 
 
 def main() -> None:
@@ -49,8 +38,8 @@ def main() -> None:
         im(x)
         act = im.activation(args.layer)
         channels = act.flatten(2).amax(2)[0].argsort(descending=True)[: args.maps].tolist()
-        t_auto, ours = timed(lambda: project(im, x, args.layer, channels), args.repeats)
-        t_expl, _ = timed(lambda: project(im, x, args.layer, channels, method="explicit"), args.repeats)
+        t_auto, ours = median_time(lambda: project(im, x, args.layer, channels), args.repeats)
+        t_expl, _ = median_time(lambda: project(im, x, args.layer, channels, method="explicit"), args.repeats)
     module = dict(model.named_modules())[args.layer]
 
     def captum_all():
@@ -62,7 +51,7 @@ def main() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_captum, theirs = timed(captum_all, args.repeats)
+        t_captum, theirs = median_time(captum_all, args.repeats)
     error = max(
         float((ours.images[0, j] / ours.values[0, j] - theirs[j][0]).norm() / theirs[j][0].norm())
         for j in range(len(channels))

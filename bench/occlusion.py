@@ -11,28 +11,16 @@ top label too. Prints positions per second and the ratios, and checks the probab
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 import warnings
-from pathlib import Path
 
-import numpy as np
 import torch
 
 import vizkit
+from common import SHARED, median_time
 from vizkit.occlusion import OcclusionGrid, occlusion_maps
 
-SHARED = Path(os.environ.get("VIZKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
-def median_time(function, repeats: int):
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
 
 
 def main() -> None:

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 import vizkit
+from common import SHARED
 import vizkit_plugins.top9 as top9
 from vizkit.distributed import ProcessGroup
 
-SHARED = Path(os.environ.get("VIZKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 WEIGHTS = SHARED / "models/squeezenet1_0_imagenet.pt"
 VAL = SHARED / "data/imagenette/val"
 

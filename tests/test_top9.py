@@ -18,7 +18,6 @@ from torch import nn
 
 import vizkit
 import vizkit_plugins.top9 as top9
-from vizkit.cli import main
 from conftest import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared
 
 IMAGENETTE_VAL = SHARED / "data" / "imagenette" / "val"

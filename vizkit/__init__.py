@@ -24,7 +24,7 @@ __all__ = [
     "Analysis", "Instrumented", "LayerInfo", "ModelEntry", "Option", "Preprocess", "Projection",
     "Result", "RunContext", "UsageError", "VizkitError", "__version__", "get_app", "hook_counts",
     "hookimpl", "image_list", "instrument", "list_models", "load_image", "load_images",
-    "load_model", "load_result", "make_app", "progress_bar", "project", "read_labels",
+    "load_model", "load_result", "make_app", "models", "progress_bar", "project", "read_labels",
     "parse_channel_spec", "receptive_boxes", "run", "RunningTopK", "select_channels",
     "support_box", "to_image",
 ]

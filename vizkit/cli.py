@@ -8,7 +8,6 @@ a one-line ``vizkit: error: ...`` and exit status 2 (1 when a run fails), never 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from functools import partial
 from pathlib import Path

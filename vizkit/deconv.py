@@ -352,7 +352,7 @@ def _rev_relu(tape: Tape, args, kwargs, out, switches) -> _Node:
 def _rev_norm(tape: Tape, args, kwargs, out, switches) -> _Node:
     if tape.rule == "gradient":
         x = _first(args, kwargs)
-        return _Node("opaque", [tape._parent(x)], _refuse(f"normalisation under rule 'gradient'"))
+        return _Node("opaque", [tape._parent(x)], _refuse("normalisation under rule 'gradient'"))
     return _rev_pass(tape, args, kwargs, out, switches)
 
 
