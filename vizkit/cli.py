@@ -237,6 +237,46 @@ def build_cli(app: App) -> click.Group:
         for line in run_demo(app, Path(out), model_spec, list(images), overwrite):
             click.echo(line)
 
+    @cli.command("train")
+    @click.option("--model", "model_spec", default="zfnet-compact", show_default=True, help="a ZF-topology model spec")
+    @click.option("--data", required=True, type=click.Path(file_okay=False), help="folder with train/ and val/ ImageFolder trees")
+    @click.option("--epochs", type=int, default=30, show_default=True)
+    @click.option("--batch-size", type=int, default=128, show_default=True)
+    @click.option("--lr", type=float, default=0.01, show_default=True)
+    @click.option("--out", type=click.Path(file_okay=False), default="vizkit-train", show_default=True)
+    @click.option("--resume", is_flag=True, help="continue from --out/checkpoint.pt")
+    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--snapshot-epochs", default="1,2,5,10,20,30,40,64", show_default=True, help="epochs whose weights are kept")
+    @click.option("--no-clip", is_flag=True, help="turn feature scale clipping off")
+    @click.option("--clip-radius", type=float, default=0.1, show_default=True)
+    @click.option("--crop", type=int, default=None, help="training crop size (default: the model's)")
+    @click.option("--workers", type=int, default=2, show_default=True)
+    @click.option("--limit", type=int, default=None, help="use only this many training images")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--quiet", is_flag=True)
+    def train_command(model_spec, data, epochs, batch_size, lr, out, resume, device, snapshot_epochs, no_clip,
+                      clip_radius, crop, workers, limit, seed, quiet) -> None:
+        """Train a ZF backbone with the paper's recipe (SGD, annealing, dropout, crops, clipping)."""
+        from vizkit.training import TrainConfig, train
+
+        try:
+            snapshots = [int(v) for v in snapshot_epochs.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--snapshot-epochs expects e.g. 1,2,5,10; not '{snapshot_epochs}'") from None
+        if epochs < 1 or batch_size < 1 or lr <= 0:
+            raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
+        torch.manual_seed(seed)
+        model = vizkit.load_model(model_spec, app=app)
+        model.train()
+        preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
+        config = TrainConfig(
+            data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+            clip_radius=None if no_clip else clip_radius, crop=crop or preprocess.crop, resize=preprocess.resize,
+            snapshot_epochs=snapshots, workers=workers, seed=seed, device=device, limit=limit,
+        )
+        metrics = train(model, config, preprocess, resume=resume, progress=not quiet and sys.stderr.isatty())
+        click.echo(f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt")
+
     for impl in app.pm.hook.register_commands.get_hookimpls():
         try:
             impl.function(cli=cli)

@@ -1,0 +1,179 @@
+"""Training a ZF-topology backbone with the paper's recipe (PAPER.md §1).
+
+SGD with momentum 0.9, learning rate annealed (x0.1) when validation error plateaus, dropout 0.5
+on fc6/fc7 (in the model), random crops and flips, small-Gaussian initialisation (in the model),
+and feature scale clipping of every conv filter after every step (switchable off). Each epoch
+appends a line to ``metrics.jsonl``, writes ``checkpoint.pt`` (model, optimiser, scheduler, epoch)
+atomically, and keeps a copy of the weights at the snapshot epochs; ``resume`` continues from the
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from vizkit.data import Preprocess, ensure_device
+from vizkit.errors import UsageError
+from vizkit.models.zfnet import clip_feature_scale
+from vizkit.progress import progress_bar
+from vizkit.results import write_atomic
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip_radius: float | None = 0.1  # None: no feature scale clipping
+    crop: int = 144
+    resize: int = 160
+    min_crop_scale: float = 0.25
+    snapshot_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])
+    patience: int = 2
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    limit: int | None = None  # use only this many training images (for quick runs and tests)
+
+
+def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, DataLoader, list[str]]:
+    root = Path(config.data)
+    train_dir, val_dir = root / "train", root / "val"
+    if not train_dir.is_dir() or not val_dir.is_dir():
+        raise UsageError(f"--data {root} must hold train/ and val/ ImageFolder trees")
+    normalise = transforms.Normalize(preprocess.mean, preprocess.std)
+    train_tf = transforms.Compose([
+        transforms.RandomResizedCrop(config.crop, scale=(config.min_crop_scale, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        normalise,
+    ])
+    val_tf = transforms.Compose([
+        transforms.Resize(config.resize), transforms.CenterCrop(config.crop), transforms.ToTensor(), normalise,
+    ])
+    train_set = datasets.ImageFolder(train_dir, train_tf)
+    val_set = datasets.ImageFolder(val_dir, val_tf)
+    if train_set.classes != val_set.classes:
+        raise UsageError("train/ and val/ have different class folders")
+    if config.limit:
+        generator = torch.Generator().manual_seed(config.seed)
+        train_set = torch.utils.data.Subset(train_set, torch.randperm(len(train_set), generator=generator)[: config.limit].tolist())
+    generator = torch.Generator().manual_seed(config.seed)
+    train = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                       generator=generator, drop_last=False, persistent_workers=config.workers > 0)
+    val = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
+                     persistent_workers=config.workers > 0)
+    return train, val, val_set.classes
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(loss, top-1 accuracy) over a loader."""
+    model.eval()
+    loss, correct, count = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
+        count += labels.numel()
+    return loss / max(count, 1), correct / max(count, 1)
+
+
+def _save(path: Path, payload: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def train(
+    model: nn.Module,
+    config: TrainConfig,
+    preprocess: Preprocess,
+    resume: bool = False,
+    progress: bool = False,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
+) -> dict:
+    """Train ``model`` in place; returns the last epoch's metrics."""
+    device = ensure_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    train_loader, val_loader, classes = loaders(config, preprocess)
+    model.to(device)
+    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.1, patience=config.patience)
+    start_epoch = 1
+    checkpoint = out / "checkpoint.pt"
+    if resume:
+        if not checkpoint.exists():
+            raise UsageError(f"--resume: no checkpoint in {out}")
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state["config"] != {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "workers")}:
+            raise UsageError(f"{checkpoint} was written with other training settings; drop --resume or use another --out")
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch = state["epoch"] + 1
+    (out / "classes.txt").write_text("\n".join(classes) + "\n")
+    metrics: dict = {}
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        total, correct, seen, clipped = 0.0, 0, 0, 0
+        bar = progress_bar(total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}", enabled=progress)
+        for images, labels in train_loader:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images)
+            loss = nn.functional.cross_entropy(logits, labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if config.clip_radius is not None:
+                clipped += clip_feature_scale(model, config.clip_radius)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise RuntimeError(f"training diverged at epoch {epoch} (loss {value})")
+            total += value * labels.numel()
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += labels.numel()
+            bar.update(1)
+        bar.close()
+        val_loss, val_accuracy = evaluate(model, val_loader, device)
+        scheduler.step(1.0 - val_accuracy)
+        metrics = {
+            "epoch": epoch, "train_loss": total / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
+            "val_accuracy": val_accuracy, "lr": optimiser.param_groups[0]["lr"], "filters_clipped": clipped,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        with open(out / "metrics.jsonl", "a") as log:
+            log.write(json.dumps(metrics) + "\n")
+        _save(checkpoint, {
+            "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(), "epoch": epoch,
+            "config": {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "workers")},
+        })
+        if epoch in config.snapshot_epochs:
+            _save(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+        if progress:
+            print(json.dumps(metrics), flush=True)
+    _save(out / "weights.pt", model.state_dict())
+    return metrics
