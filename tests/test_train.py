@@ -1,0 +1,67 @@
+"""vizkit train: the recipe runs, clipping holds after every step, checkpoints resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vizkit
+from vizkit.cli import main
+from vizkit.models.zfnet import filter_rms
+from conftest import SHARED, needs_shared
+
+IMAGENETTE = SHARED / "data" / "imagenette"
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenette(tmp_path_factory):
+    """3 classes x (6 train + 3 val) real Imagenette images, linked (not copied) into a tree."""
+    needs_shared(IMAGENETTE)
+    root = tmp_path_factory.mktemp("imagenette")
+    for split, count in (("train", 6), ("val", 3)):
+        for folder in sorted((IMAGENETTE / split).iterdir())[:3]:
+            target = root / split / folder.name
+            target.mkdir(parents=True)
+            for image in sorted(folder.glob("*.jpg"))[:count]:
+                (target / image.name).symlink_to(image)
+    return root
+
+
+def test_train_clips_logs_and_resumes(tiny_imagenette, tmp_path):
+    out = tmp_path / "run"
+
+    def argv(epochs: int, *extra: str) -> list[str]:
+        return ["train", "--model", "zfnet-compact", "--data", str(tiny_imagenette), "--epochs", str(epochs),
+                "--batch-size", "6", "--out", str(out), "--workers", "0", "--snapshot-epochs", "1",
+                "--clip-radius", "0.05", "--quiet", *extra]
+
+    assert main(argv(2)) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "filters_clipped"} <= set(lines[0])
+    assert lines[0]["filters_clipped"] > 0  # He-initialised conv1 filters start above 0.05
+    state = torch.load(out / "weights.pt", weights_only=True)
+    model = vizkit.load_model("zfnet-compact")
+    model.load_state_dict(state)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            assert float(filter_rms(module).max()) <= 0.05 * (1 + 1e-4)
+    assert (out / "weights_epoch001.pt").exists() and (out / "checkpoint.pt").exists()
+    assert (out / "classes.txt").read_text().split() == sorted(p.name for p in (tiny_imagenette / "train").iterdir())
+    # resume continues at epoch 3 with the same settings; other settings are refused
+    assert main(argv(3, "--resume")) == 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert main(argv(4, "--resume", "--lr", "0.1")) == 2
+
+
+def test_no_clip_switch(tiny_imagenette, tmp_path):
+    out = tmp_path / "noclip"
+    assert main(["train", "--data", str(tiny_imagenette), "--epochs", "1", "--batch-size", "6", "--out", str(out),
+                 "--workers", "0", "--no-clip", "--quiet"]) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["filters_clipped"] == 0
+
+
+def test_bad_training_data(tmp_path):
+    assert main(["train", "--data", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
