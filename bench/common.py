@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 SHARED = Path(os.environ.get("VIZKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SQUEEZENET_WEIGHTS = SHARED / "models/squeezenet1_0_imagenet.pt"
+POMERANIAN = SHARED / "data/imagenet-samples/n02112018_Pomeranian.jpg"
+
+
+def squeezenet():
+    """The real ImageNet SqueezeNet from ../shared, in eval mode."""
+    import vizkit
+
+    return vizkit.load_model("torchvision:squeezenet1_0", weights=SQUEEZENET_WEIGHTS)
 
 
 def median_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -16,11 +16,8 @@ import warnings
 import torch
 
 import vizkit
-from common import SHARED, median_time
+from common import POMERANIAN, median_time, squeezenet
 from vizkit.deconv import project
-
-
-
 
 
 def main() -> None:
@@ -28,11 +25,11 @@ def main() -> None:
     parser.add_argument("--layer", default="features.12")
     parser.add_argument("--maps", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--image", default=str(SHARED / "data/imagenet-samples/n02112018_Pomeranian.jpg"))
+    parser.add_argument("--image", default=str(POMERANIAN))
     args = parser.parse_args()
     from captum.attr import NeuronDeconvolution
 
-    model = vizkit.load_model("torchvision:squeezenet1_0", weights=SHARED / "models/squeezenet1_0_imagenet.pt")
+    model = squeezenet()
     x = vizkit.load_images([args.image], vizkit.Preprocess())
     with vizkit.instrument(model) as im:
         im(x)

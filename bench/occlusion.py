@@ -16,11 +16,8 @@ import warnings
 import torch
 
 import vizkit
-from common import SHARED, median_time
+from common import POMERANIAN, median_time, squeezenet
 from vizkit.occlusion import OcclusionGrid, occlusion_maps
-
-
-
 
 
 def main() -> None:
@@ -28,11 +25,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--image", default=str(SHARED / "data/imagenet-samples/n02112018_Pomeranian.jpg"))
+    parser.add_argument("--image", default=str(POMERANIAN))
     args = parser.parse_args()
     from captum.attr import Occlusion
 
-    model = vizkit.load_model("torchvision:squeezenet1_0", weights=SHARED / "models/squeezenet1_0_imagenet.pt")
+    model = squeezenet()
     x = vizkit.load_images([args.image], vizkit.Preprocess())
     grid = OcclusionGrid(224, 224, args.size, args.stride)
     target = 259

@@ -23,11 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import vizkit
-from common import SHARED
+from common import SHARED, squeezenet
 import vizkit_plugins.top9 as top9
 from vizkit.distributed import ProcessGroup
 
-WEIGHTS = SHARED / "models/squeezenet1_0_imagenet.pt"
 VAL = SHARED / "data/imagenette/val"
 
 
@@ -58,7 +57,7 @@ def vizkit_scan(model: torch.nn.Module, data, layer: str, batch_size: int, worke
 
 
 def child(count: int, layer: str, batch_size: int, workers: int) -> None:
-    model = vizkit.load_model("torchvision:squeezenet1_0", weights=WEIGHTS)
+    model = squeezenet()
     seconds, _ = vizkit_scan(model, dataset(count), layer, batch_size, workers)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"images": count, "seconds": seconds, "peak_rss_mb": peak_mb}))
@@ -78,7 +77,7 @@ def main() -> None:
         child(args.child, args.layer, args.batch_size, args.workers)
         return
 
-    model = vizkit.load_model("torchvision:squeezenet1_0", weights=WEIGHTS)
+    model = squeezenet()
     data = dataset(args.images)
     plain_forward(model, dataset(args.batch_size * 2), args.batch_size, 0)  # warm-up
     plain, scan = [], []

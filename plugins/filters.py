@@ -34,12 +34,8 @@ def first_conv(model: nn.Module, im: vizkit.Instrumented, probe: torch.Tensor, l
             valid = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
             raise vizkit.UsageError(f"--layer {name} is not a Conv2d module; convolutions: {', '.join(valid[:20])}")
         return name, module
-    im.set_layers(None)
-    with torch.no_grad():
-        im(probe)
-    for name in im.layers:
-        module = modules.get(name)
-        if isinstance(module, nn.Conv2d) and module.in_channels == probe.shape[1]:
+    for name, module in im.convolutions(probe):
+        if module.in_channels == probe.shape[1]:
             return name, module
     raise vizkit.UsageError("no convolution applied to the input image found; pass --layer")
 

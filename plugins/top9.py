@@ -194,15 +194,10 @@ def _mosaic(tiles: np.ndarray, rows: int = 3, gap: int = 2, fill: float = 1.0) -
 
 def _first_layer_filters(ctx: vizkit.RunContext, layer: str, x: torch.Tensor) -> torch.Tensor | None:
     """The first convolution's filters when ``layer`` lies no deeper than it (layer 1), else None."""
-    im = ctx.instrumented
-    im.set_layers(None)
-    with torch.no_grad():
-        im(x[:1], until=layer)
-    convs = [name for name in im.layers if im.info(name).type == "Conv2d"]
-    modules = dict(ctx.model.named_modules())
-    if len(convs) != 1 or not isinstance(modules.get(convs[0]), torch.nn.Conv2d) or modules[convs[0]].in_channels != 3:
+    convs = ctx.instrumented.convolutions(x, until=layer)
+    if len(convs) != 1 or convs[0][1].in_channels != x.shape[1]:
         return None
-    return modules[convs[0]].weight.detach().cpu()
+    return convs[0][1].weight.detach().cpu()
 
 
 def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: dict[str, np.ndarray],

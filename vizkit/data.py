@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from vizkit.errors import UsageError, VizkitError
+from vizkit.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -180,10 +180,3 @@ def ensure_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unsupported device '{name}'; use cpu or cuda")
     return device
-
-
-def tensor_image(x: Tensor) -> Tensor:
-    """Guard for user-supplied tensors: a [N, 3, H, W] float batch."""
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise VizkitError(f"expected images as a [N, 3, H, W] tensor, got shape {tuple(x.shape)}")
-    return x

@@ -45,26 +45,6 @@ def grid_shape(count: int, max_columns: int | None = None) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def image_with_grid(
-    left: Tensor | np.ndarray,
-    left_title: str,
-    panels: Sequence[Tensor | np.ndarray],
-    titles: Sequence[str],
-    suptitle: str,
-    panel_size: float = 2.0,
-) -> Figure:
-    """One large image on the left and a grid of titled panels on the right."""
-    rows, columns = grid_shape(len(panels))
-    figure = new_figure(panel_size * (columns + rows) + 0.5, panel_size * rows + 0.8)
-    outer = figure.add_gridspec(1, 2, width_ratios=[rows, columns], wspace=0.05)
-    show(figure.add_subplot(outer[0]), left, left_title, fontsize=9)
-    inner = outer[1].subgridspec(rows, columns, wspace=0.08, hspace=0.25)
-    for index, (panel, title) in enumerate(zip(panels, titles)):
-        show(figure.add_subplot(inner[index // columns, index % columns]), panel, title)
-    figure.suptitle(suptitle, fontsize=10)
-    return figure
-
-
 def _draw_box(ax: Axes, box: Sequence[int], label: str, colour: str) -> None:
     from matplotlib.patches import Rectangle
 

@@ -305,6 +305,23 @@ class Instrumented:
             raise VizkitError("run a forward pass first: the layers are known after one")
         raise UnknownLayerError(unknown_layer_message(name, list(self._infos) + list(self.aliases)))
 
+    def convolutions(self, x: Tensor, until: str | None = None) -> list[tuple[str, nn.Conv2d]]:
+        """The ``nn.Conv2d`` modules a forward of ``x`` runs (up to ``until``), in order.
+
+        The first one is the model's first layer, the one Fig. 6 and Fig. 2's layer-1 panels
+        draw as filters. The activations recorded by the last ordinary forward are kept.
+        """
+        saved = (self._wanted, self._infos, self._acts, self._switches, self.input, self.output)
+        self._wanted = set()
+        try:
+            with torch.no_grad():
+                self(x[:1], until=until)
+            ran = list(self._infos)
+        finally:
+            self._wanted, self._infos, self._acts, self._switches, self.input, self.output = saved
+        modules = dict(self.model.named_modules())
+        return [(name, modules[name]) for name in ran if isinstance(modules.get(name), nn.Conv2d)]
+
     def project(self, layer: str, channel: int | Sequence[int], **options: Any) -> Tensor:
         """Deconvnet projection of the last input's ``layer``/``channel`` to pixel space.
 

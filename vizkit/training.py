@@ -51,6 +51,11 @@ class TrainConfig:
     limit: int | None = None  # use only this many training images (for quick runs and tests)
 
 
+def resumable_settings(config: TrainConfig) -> dict:
+    """The settings a resumed run must share with the checkpoint (not epochs, device or workers)."""
+    return {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "workers")}
+
+
 def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, DataLoader, list[str]]:
     root = Path(config.data)
     train_dir, val_dir = root / "train", root / "val"
@@ -124,7 +129,7 @@ def train(
         if not checkpoint.exists():
             raise UsageError(f"--resume: no checkpoint in {out}")
         state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["config"] != {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "workers")}:
+        if state["config"] != resumable_settings(config):
             raise UsageError(f"{checkpoint} was written with other training settings; drop --resume or use another --out")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -167,7 +172,7 @@ def train(
         _save(checkpoint, {
             "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(), "epoch": epoch,
-            "config": {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "workers")},
+            "config": resumable_settings(config),
         })
         if epoch in config.snapshot_epochs:
             _save(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
