@@ -54,7 +54,7 @@ def run(ctx: vizkit.RunContext, target: str, layer: str | None, size: int, strid
     if stride < 1:
         raise vizkit.UsageError(f"--stride must be at least 1, not {stride}")
     fill_value = parse_fill(fill, ctx.preprocess)
-    im.set_layers(None)
+    im.set_layers([layer] if layer else "all")  # one forward gives the logits and the layer
     with torch.no_grad():
         logits = im(x)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
@@ -62,11 +62,7 @@ def run(ctx: vizkit.RunContext, target: str, layer: str | None, size: int, strid
     num_classes = logits.shape[1]
     vizkit.data.check_labels(ctx.labels, num_classes)
     layer = im.resolve_alias(layer) if layer else default_layer(ctx.model, im, num_classes)
-    im.info(layer)  # unknown layer -> clear error listing valid ones
-    im.set_layers([layer])
-    with torch.no_grad():
-        im(x)
-    activation = im.activation(layer)
+    activation = im.activation(layer)  # unknown layer -> clear error listing valid ones
     if activation.dim() != 4:
         raise vizkit.UsageError(f"layer '{layer}' has no spatial feature maps (shape {tuple(activation.shape)})")
     strongest = activation.flatten(2).amax(2).argmax(1)  # per image

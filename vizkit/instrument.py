@@ -381,7 +381,8 @@ class Instrumented:
         )
         if is_tensor:
             if self._wanted is None or layer in self._wanted:
-                self._acts[layer] = output.detach().clone()
+                # the forward ends at ``until``, so nothing can change that output: no copy needed
+                self._acts[layer] = output.detach() if layer == self._stop_at else output.detach().clone()
             if layer == self._capture_layer:
                 self._capture[layer] = output
         if layer == self._stop_at:
