@@ -23,8 +23,8 @@ comparison; every analysis defaults to the paper's rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torch import Tensor
 from vizkit import ops
 from vizkit.errors import UsageError, VizkitError
 from vizkit.instrument import Instrumented, PoolSwitches
+from vizkit.tape import OpRecorder
 
 Target = Literal["max", "map"]
 Method = Literal["autograd", "explicit"]
@@ -204,87 +205,59 @@ class _Node:
     window: tuple[tuple[int, int], ...] | None = None
 
 
-@dataclass
-class Tape:
+class Tape(OpRecorder):
     """The ops of one forward pass, in order, with what reversing each one needs."""
 
-    rule: Rule = "deconvnet"
-    nodes: list[_Node] = field(default_factory=list)
-    _node_of: dict[int, int] = field(default_factory=dict)
-    _keep: list[Tensor] = field(default_factory=list)
+    def __init__(self, rule: Rule = "deconvnet") -> None:
+        super().__init__()
+        self.rule = rule
 
-    def input(self, x: Tensor) -> None:
-        self._add(x, _Node("input", [], lambda s: []))
+    def _input_entry(self, x: Tensor) -> _Node:
+        return _Node("input", [], lambda s: [])
 
-    def _add(self, output: Tensor, node: _Node) -> None:
-        self.nodes.append(node)
-        self._keep.append(output)  # keeps id() unique for the tape's lifetime
-        self._node_of[id(output)] = len(self.nodes) - 1
-
-    def _parent(self, value: Any) -> int | None:
-        return self._node_of.get(id(value)) if isinstance(value, Tensor) else None
-
-    def record(
-        self,
-        func: Callable,
-        op: str | None,
-        args: tuple,
-        kwargs: dict,
-        output: Any,
-        switches: PoolSwitches | None,
-    ) -> None:
-        tensors = [a for a in args if isinstance(a, Tensor)]
-        tensors += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
-        tensors += [v for v in kwargs.values() if isinstance(v, Tensor)]
-        if not any(self._parent(t) is not None for t in tensors):
-            return  # an op on weights or constants, not on the signal
-        out = output[0] if isinstance(output, tuple) and output else output
-        if not isinstance(out, Tensor):
-            return  # size(), dim(), ... : no signal flows through
+    def _entry(self, func, op, args, kwargs, out, output, switches) -> _Node:
         name = getattr(func, "__name__", str(func))
         builder = _REVERSERS.get(op or "")
         if builder is None:
-            first = next(t for t in tensors if self._parent(t) is not None)
-            node = _Node("opaque", [self._parent(first)], _refuse(name), name)
-        else:
-            node = builder(self, args, kwargs, out, switches)
-            node.name = name
-        self._add(out, node)
+            return _Node("opaque", self.signal_inputs(args, kwargs)[:1], _refuse(name), name)
+        node = builder(self, args, kwargs, out, switches)
+        node.name = name
+        return node
 
     def reverse(self, output: Tensor, seed: Tensor) -> Tensor:
         """Run ``seed`` (a signal on ``output``) down to the tape's input."""
-        start = self._node_of[id(output)]
+        start = self.index(output)
         signals: dict[int, Tensor] = {start: seed}
         for index in range(start, 0, -1):
             signal = signals.pop(index, None)
             if signal is None:
                 continue
-            node = self.nodes[index]
+            node = self.entries[index]
             for parent, contribution in zip(node.parents, node.backward(signal)):
                 if parent is None or contribution is None:
                     continue
                 signals[parent] = contribution if parent not in signals else signals[parent] + contribution
         result = signals.get(0)
-        return result if result is not None else torch.zeros_like(self._keep[0])
+        return result if result is not None else torch.zeros_like(self.outputs[0])
 
     def receptive_box(self, output: Tensor, row: int, col: int) -> tuple[int, int, int, int]:
         """The input pixels unit (row, col) of ``output``'s maps depends on, as a box
         (x0, y0, x1, y1) with exclusive ends, clipped to the input. Exact for convolution and
         pooling (stride, padding, dilation) and unions over branches; an op that reshapes the
         signal (flatten, linear) depends on its whole input."""
-        start = self._node_of[id(output)]
+        start = self.index(output)
         boxes: dict[int, Box | None] = {start: (row, row, col, col) if output.dim() == 4 else None}
         for index in range(start, 0, -1):
             if index not in boxes:
                 continue
             box = boxes.pop(index)
-            node = self.nodes[index]
+            node = self.entries[index]
             for parent in node.parents:
                 if parent is None:
                     continue
-                parent_box = _box_down(node, box, self._keep[index].shape, self._keep[parent].shape)
+                parent_box = _box_down(node, box, self.outputs[index].shape, self.outputs[parent].shape)
                 boxes[parent] = _union(boxes[parent], parent_box) if parent in boxes else parent_box
-        final = boxes.get(0) or _full(self._keep[0].shape)
+        final = boxes.get(0) or _full(self.outputs[0].shape)
         if final is None:
             raise VizkitError("the model input is not an image batch")
         y0, y1, x0, x1 = final
@@ -342,28 +315,28 @@ def _first(args: tuple, kwargs: dict) -> Tensor:
 def _rev_relu(tape: Tape, args, kwargs, out, switches) -> _Node:
     x = _first(args, kwargs)
     if tape.rule == "deconvnet":  # rectify the signal; the forward input plays no part
-        return _Node("relu", [tape._parent(x)], lambda s: [s.clamp(min=0)])
+        return _Node("relu", [tape.index(x)], lambda s: [s.clamp(min=0)])
     active = x > 0
     if tape.rule == "guided":
-        return _Node("relu", [tape._parent(x)], lambda s: [s.clamp(min=0) * active])
-    return _Node("relu", [tape._parent(x)], lambda s: [s * active])
+        return _Node("relu", [tape.index(x)], lambda s: [s.clamp(min=0) * active])
+    return _Node("relu", [tape.index(x)], lambda s: [s * active])
 
 
 def _rev_norm(tape: Tape, args, kwargs, out, switches) -> _Node:
     if tape.rule == "gradient":
         x = _first(args, kwargs)
-        return _Node("opaque", [tape._parent(x)], _refuse("normalisation under rule 'gradient'"))
+        return _Node("opaque", [tape.index(x)], _refuse("normalisation under rule 'gradient'"))
     return _rev_pass(tape, args, kwargs, out, switches)
 
 
 def _rev_pass(tape: Tape, args, kwargs, out, switches) -> _Node:
-    return _Node("pass", [tape._parent(_first(args, kwargs))], lambda s: [s])
+    return _Node("pass", [tape.index(_first(args, kwargs))], lambda s: [s])
 
 
 def _rev_reshape(tape: Tape, args, kwargs, out, switches) -> _Node:
     x = _first(args, kwargs)
     shape = x.shape
-    return _Node("reshape", [tape._parent(x)], lambda s: [s.reshape(shape)])
+    return _Node("reshape", [tape.index(x)], lambda s: [s.reshape(shape)])
 
 
 def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) -> _Node:
@@ -379,7 +352,7 @@ def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) 
         return [planes.reshape(shape)]
 
     window = (switches.kernel_size, switches.stride, switches.padding, switches.dilation)
-    return _Node("max_pool2d", [tape._parent(x)], unpool, window=window)
+    return _Node("max_pool2d", [tape.index(x)], unpool, window=window)
 
 
 def _transposed_output_padding(size_in, size_out, kernel, stride, padding, dilation) -> tuple:
@@ -401,7 +374,7 @@ def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
         elif padding == "same" and all(dilation[i] * (kernel[i] - 1) % 2 == 0 for i in range(2)):
             padding = tuple(dilation[i] * (kernel[i] - 1) // 2 for i in range(2))
         else:
-            return _Node("opaque", [tape._parent(x)], _refuse(f"conv2d(padding='{padding}')"))
+            return _Node("opaque", [tape.index(x)], _refuse(f"conv2d(padding='{padding}')"))
     padding = ops.pair(padding)
     out_pad = _transposed_output_padding(
         x.shape[-2:], out.shape[-2:], kernel, stride, padding, dilation
@@ -411,20 +384,20 @@ def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
     def filter_down(s: Tensor) -> list[Tensor]:
         return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, groups, dilation)]
 
-    return _Node("conv2d", [tape._parent(x)], filter_down, window=(kernel, stride, padding, dilation))
+    return _Node("conv2d", [tape.index(x)], filter_down, window=(kernel, stride, padding, dilation))
 
 
 def _rev_linear(tape: Tape, args, kwargs, out, switches) -> _Node:
     p = ops.bind("linear", args, kwargs)
     weight = p["weight"].detach()
-    return _Node("linear", [tape._parent(p["input"])], lambda s: [s @ weight])
+    return _Node("linear", [tape.index(p["input"])], lambda s: [s @ weight])
 
 
 def _rev_cat(tape: Tape, args, kwargs, out, switches) -> _Node:
     p = ops.bind("cat", args, kwargs)
     parts, dim = list(p["tensors"]), p["dim"]
     sizes = [t.shape[dim] for t in parts]
-    return _Node("cat", [tape._parent(t) for t in parts], lambda s: list(s.split(sizes, dim)))
+    return _Node("cat", [tape.index(t) for t in parts], lambda s: list(s.split(sizes, dim)))
 
 
 def _rev_add(tape: Tape, args, kwargs, out, switches) -> _Node:
@@ -437,7 +410,7 @@ def _rev_add(tape: Tape, args, kwargs, out, switches) -> _Node:
         gb = s.sum_to_size(shapes[1]) * alpha if shapes[1] is not None else None
         return [ga, gb]
 
-    return _Node("add", [tape._parent(a), tape._parent(b)], split)
+    return _Node("add", [tape.index(a), tape.index(b)], split)
 
 
 def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
@@ -454,7 +427,7 @@ def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
                 grad[..., y0:y1, x0:x1] += s[..., i : i + 1, j : j + 1] / area
         return [grad]
 
-    return _Node("adaptive_avg_pool2d", [tape._parent(x)], spread)
+    return _Node("adaptive_avg_pool2d", [tape.index(x)], spread)
 
 
 def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
@@ -469,7 +442,7 @@ def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
     if p["divisor_override"] is not None or (any(padding) and not p["count_include_pad"]) or (
         p["ceil_mode"] and not exact_fit
     ):
-        return _Node("opaque", [tape._parent(x)], _refuse("avg_pool2d with these options"))
+        return _Node("opaque", [tape.index(x)], _refuse("avg_pool2d with these options"))
     channels = x.shape[1]
     out_pad = _transposed_output_padding(x.shape[-2:], out.shape[-2:], kernel, stride, padding, (1, 1))
 
@@ -477,7 +450,7 @@ def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
         weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
         return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
 
-    return _Node("avg_pool2d", [tape._parent(x)], spread, window=(kernel, stride, padding, (1, 1)))
+    return _Node("avg_pool2d", [tape.index(x)], spread, window=(kernel, stride, padding, (1, 1)))
 
 
 _REVERSERS: dict[str, Callable[..., _Node]] = {

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from vizkit import ops
 from vizkit.instrument import Instrumented
+from vizkit.tape import OpRecorder
 
 POINTWISE = frozenset({"relu", "local_response_norm", "batch_norm", "dropout", "identity"})
 
@@ -55,45 +56,27 @@ class _Window:
         return self.values.shape[-2], self.values.shape[-1]
 
 
-class ReplayTape:
+class ReplayTape(OpRecorder):
     """Records each op of one forward with its arguments and its (cloned) output."""
 
-    def __init__(self) -> None:
-        self.calls: list[_Call] = []
-        self._node_of: dict[int, int] = {}
-        self._keep: list[Tensor] = []
-
-    def input(self, x: Tensor) -> None:
-        self._add(x, _Call(lambda: None, "input", (), {}, [], x.detach().clone(), False))
-
-    def _add(self, output: Tensor, call: _Call) -> None:
-        self.calls.append(call)
-        self._keep.append(output)
-        self._node_of[id(output)] = len(self.calls) - 1
-
-    def node(self, tensor: Tensor) -> int:
-        return self._node_of[id(tensor)]
+    def _input_entry(self, x: Tensor) -> _Call:
+        return _Call(lambda: None, "input", (), {}, [], x.detach().clone(), False)
 
     def _template(self, value: Any, parents: list[int]) -> Any:
-        if isinstance(value, Tensor) and id(value) in self._node_of:
-            index = self._node_of[id(value)]
+        index = self.index(value)
+        if index is not None:
             parents.append(index)
             return _Ref(index)
         if isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value):
             return type(value)(self._template(v, parents) for v in value)
         return value
 
-    def record(self, func, op, args, kwargs, output, switches) -> None:
+    def _entry(self, func, op, args, kwargs, out, output, switches) -> _Call:
         parents: list[int] = []
         args_t = tuple(self._template(a, parents) for a in args)
         kwargs_t = {k: self._template(v, parents) for k, v in kwargs.items()}
-        if not parents:
-            return
-        out = output[0] if isinstance(output, tuple) and output else output
-        if not isinstance(out, Tensor):
-            return
-        self._add(out, _Call(func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(),
-                             isinstance(output, tuple)))
+        return _Call(func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(),
+                     isinstance(output, tuple))
 
 
 def _fill(value: Any, lookup: Callable[[int], Tensor]) -> Any:
@@ -152,9 +135,9 @@ class IncrementalOcclusion:
         self.tape = ReplayTape()
         with torch.no_grad():
             output, captured = im.trace(x, self.tape, layer)
-        self.output_node = self.tape.node(output)
-        self.layer_node = self.tape.node(captured)
-        self.base = [call.value for call in self.tape.calls]
+        self.output_node = self.tape.index(output)
+        self.layer_node = self.tape.index(captured)
+        self.base = [call.value for call in self.tape.entries]
         self.padded = [_Padded(value) if value.dim() == 4 else None for value in self.base]
 
     def evaluate(self, corners: list[tuple[int, int]], size: int, fill: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,7 +150,7 @@ class IncrementalOcclusion:
         states: dict[int, _Window | Tensor] = {0: _Window(y0, x0, colour)}
         last = max(self.output_node, self.layer_node)
         for index in range(1, last + 1):
-            call = self.tape.calls[index]
+            call = self.tape.entries[index]
             changed = [p for p in call.parents if p in states]
             if not changed:
                 continue

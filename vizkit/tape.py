@@ -1,0 +1,55 @@
+"""Recording the ops of one forward pass, in order, as a graph over the tensors they produce.
+
+The instrumented model calls ``input(x)`` at the start of a forward and ``record(...)`` after
+every torch call. An op is kept only if it reads a tensor already on the tape (the signal coming
+from the input), so ops on weights, constants and shape queries are left out. Subclasses say
+what each entry holds: the deconvnet's reverse rules (:class:`vizkit.deconv.Tape`) or a call to
+replay (:class:`vizkit.incremental.ReplayTape`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor
+
+
+class OpRecorder:
+    """Entries in forward order, each found by the id of the tensor it produced."""
+
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+        self.outputs: list[Tensor] = []  # the live outputs: keeps every id() unique meanwhile
+        self._index_of: dict[int, int] = {}
+
+    def index(self, value: Any) -> int | None:
+        """The entry that produced ``value``, or None when it is not a tensor on the tape."""
+        return self._index_of.get(id(value)) if isinstance(value, Tensor) else None
+
+    def input(self, x: Tensor) -> None:
+        self._add(x, self._input_entry(x))
+
+    def signal_inputs(self, args: tuple, kwargs: dict) -> list[int]:
+        """The entries whose outputs a call reads (also inside lists, as for torch.cat)."""
+        inputs = [*args, *kwargs.values()]
+        inputs += [item for value in inputs if isinstance(value, (list, tuple)) for item in value]
+        return [index for index in map(self.index, inputs) if index is not None]
+
+    def record(self, func: Callable, op: str | None, args: tuple, kwargs: dict, output: Any, switches: Any) -> None:
+        if not self.signal_inputs(args, kwargs):
+            return  # an op on weights or constants, not on the signal
+        out = output[0] if isinstance(output, tuple) and output else output
+        if not isinstance(out, Tensor):
+            return  # size(), dim(), ...: no signal flows on
+        self._add(out, self._entry(func, op, args, kwargs, out, output, switches))
+
+    def _add(self, output: Tensor, entry: Any) -> None:
+        self.entries.append(entry)
+        self.outputs.append(output)
+        self._index_of[id(output)] = len(self.entries) - 1
+
+    def _input_entry(self, x: Tensor) -> Any:
+        raise NotImplementedError
+
+    def _entry(self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any) -> Any:
+        raise NotImplementedError
