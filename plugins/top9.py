@@ -18,13 +18,11 @@ import hashlib
 import io
 import math
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 import vizkit
@@ -122,64 +120,6 @@ def merge_shards(state: vizkit.RunningTopK, group: ProcessGroup) -> vizkit.Runni
     return merged
 
 
-# ------------------------------------------------------------------------------ projection pass
-def _square_crop(image: torch.Tensor, box: list[int], size: int, fill: float) -> torch.Tensor:
-    """``image`` [C,H,W] cut to ``box`` (x0, y0, x1, y1), padded to a square on the side(s) the
-    image border clipped (so nothing is stretched), resized to ``size`` x ``size``."""
-    x0, y0, x1, y1 = box
-    height, width = image.shape[-2:]
-    crop = image[:, y0:y1, x0:x1]
-    side = max(y1 - y0, x1 - x0)
-    pad_y, pad_x = side - (y1 - y0), side - (x1 - x0)
-    top = pad_y if y0 == 0 and y1 < height else (0 if y1 == height and y0 > 0 else pad_y // 2)
-    left = pad_x if x0 == 0 and x1 < width else (0 if x1 == width and x0 > 0 else pad_x // 2)
-    crop = F.pad(crop, (left, pad_x - left, top, pad_y - top), value=fill)
-    return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-def project_winners(ctx: vizkit.RunContext, layer: str, channels: list[int], state: vizkit.RunningTopK,
-                    boxes: torch.Tensor, patch_size: int, rule: str) -> dict[str, np.ndarray]:
-    """Projections and patches of every winning activation, each winning image run once."""
-    dataset = ctx.dataset()
-    maps, k = state.values.shape[0], state.filled()
-    width = boxes.shape[1]
-    by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for m in range(maps):
-        for j in range(k):
-            by_image[int(state.images[m, j])].append((m, j))
-    projections = np.zeros((maps, k, 3, patch_size, patch_size), dtype=np.float16)
-    scales = np.zeros((maps, k), dtype=np.float32)
-    patches = np.zeros((maps, k, patch_size, patch_size, 3), dtype=np.uint8)
-    recomputed = np.zeros((maps, k), dtype=np.float32)
-    winners = sorted(by_image)
-    progress = vizkit.progress_bar(total=len(winners), desc=f"top9 project {layer}", enabled=ctx.progress)
-    for start in range(0, len(winners), ctx.batch_size):
-        chunk = winners[start : start + ctx.batch_size]
-        x = torch.stack([dataset[i][0] for i in chunk]).to(ctx.device)
-        requests = [by_image[i] for i in chunk]
-        longest = max(len(r) for r in requests)
-        padded = [r + [r[0]] * (longest - len(r)) for r in requests]  # repeats are computed, then dropped
-        table = torch.tensor([[channels[m] for m, _ in r] for r in padded])
-        flat = torch.stack([torch.stack([state.positions[m, j] for m, j in r]) for r in padded]).cpu()
-        where = torch.stack([flat // width, flat % width], dim=-1)
-        result = vizkit.project(ctx.instrumented, x, layer, table, position=where, rule=rule, chunk=len(chunk))
-        shown = ctx.preprocess.denormalize(x.cpu())
-        for b, request in enumerate(requests):
-            for slot, (m, j) in enumerate(request):
-                row, col = where[b, slot].tolist()
-                box = boxes[row, col].tolist()
-                signal = _square_crop(result.images[b, slot].cpu(), box, patch_size, 0.0)
-                scale = float(signal.abs().max()) or 1.0
-                projections[m, j] = (signal / scale).numpy().astype(np.float16)
-                scales[m, j] = scale
-                patch = _square_crop(shown[b], box, patch_size, 0.5)
-                patches[m, j] = (patch.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                recomputed[m, j] = float(result.values[b, slot])
-        progress.update(len(chunk))
-    progress.close()
-    return {"projections": projections, "projection_scale": scales, "patches": patches, "recomputed": recomputed}
-
-
 # ----------------------------------------------------------------------------------- figures
 def _mosaic(tiles: np.ndarray, rows: int = 3, gap: int = 2, fill: float = 1.0) -> np.ndarray:
     """[n, P, P, 3] tiles in [0,1] as one rows x ceil(n/rows) image with white gaps."""
@@ -267,7 +207,8 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
     im.record_switches = True
     started = time.perf_counter()
     boxes = vizkit.receptive_boxes(im, probe, layer)
-    arrays = project_winners(ctx, layer, chosen, state, boxes, patch_size, rule)
+    arrays = vizkit.project_winners(im, dataset, ctx.preprocess, layer, chosen, state, boxes, patch_size, rule,
+                                    batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress)
     seconds_project = time.perf_counter() - started
     filled = state.filled()
     scanned = state.values[:, :filled].cpu().numpy().astype(np.float32)

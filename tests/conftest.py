@@ -16,6 +16,7 @@ SHARED = Path(os.environ.get("VIZKIT_SHARED", REPO.parent / "shared"))
 SQUEEZENET_WEIGHTS = SHARED / "models" / "squeezenet1_0_imagenet.pt"
 SAMPLES = SHARED / "data" / "imagenet-samples"
 LABELS = SHARED / "data" / "imagenet_classes.txt"
+IMAGENETTE = SHARED / "data" / "imagenette"
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -71,3 +72,17 @@ def recorded_models(monkeypatch) -> list[torch.nn.Module]:
 
     monkeypatch.setattr(vizkit, "load_model", recording_load_model)
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenette(tmp_path_factory):
+    """3 classes x (6 train + 3 val) real Imagenette images, linked (not copied) into a tree."""
+    needs_shared(IMAGENETTE)
+    root = tmp_path_factory.mktemp("imagenette")
+    for split, count in (("train", 6), ("val", 3)):
+        for folder in sorted((IMAGENETTE / split).iterdir())[:3]:
+            target = root / split / folder.name
+            target.mkdir(parents=True)
+            for image in sorted(folder.glob("*.jpg"))[:count]:
+                (target / image.name).symlink_to(image)
+    return root

@@ -10,23 +10,6 @@ import torch
 import vizkit
 from vizkit.cli import main
 from vizkit.models.zfnet import filter_rms
-from conftest import SHARED, needs_shared
-
-IMAGENETTE = SHARED / "data" / "imagenette"
-
-
-@pytest.fixture(scope="module")
-def tiny_imagenette(tmp_path_factory):
-    """3 classes x (6 train + 3 val) real Imagenette images, linked (not copied) into a tree."""
-    needs_shared(IMAGENETTE)
-    root = tmp_path_factory.mktemp("imagenette")
-    for split, count in (("train", 6), ("val", 3)):
-        for folder in sorted((IMAGENETTE / split).iterdir())[:3]:
-            target = root / split / folder.name
-            target.mkdir(parents=True)
-            for image in sorted(folder.glob("*.jpg"))[:count]:
-                (target / image.name).symlink_to(image)
-    return root
 
 
 def test_train_clips_logs_and_resumes(tiny_imagenette, tmp_path):
@@ -49,6 +32,9 @@ def test_train_clips_logs_and_resumes(tiny_imagenette, tmp_path):
         if isinstance(module, torch.nn.Conv2d):
             assert float(filter_rms(module).max()) <= 0.05 * (1 + 1e-4)
     assert (out / "weights_epoch001.pt").exists() and (out / "checkpoint.pt").exists()
+    info = json.loads((out / "run.json").read_text())  # what `vizkit run evolution --run` rebuilds from
+    assert info["model"] == "zfnet-compact" and info["command"] == ["vizkit", *argv(2)]
+    assert info["config"]["clip_radius"] == 0.05 and info["preprocess"]["crop"] == 144
     assert (out / "classes.txt").read_text().split() == sorted(p.name for p in (tiny_imagenette / "train").iterdir())
     # resume continues at epoch 3 with the same settings; other settings are refused
     assert main(argv(3, "--resume")) == 0

@@ -18,6 +18,7 @@ from vizkit.plugins import get_app, make_app
 from vizkit.progress import progress_bar
 from vizkit.results import Result, load_result
 from vizkit.topk import RunningTopK
+from vizkit.winners import crop_to_box, project_winners
 from vizkit import models
 
 __all__ = [
@@ -26,5 +27,5 @@ __all__ = [
     "hookimpl", "image_list", "instrument", "list_models", "load_image", "load_images",
     "load_model", "load_result", "make_app", "models", "progress_bar", "project", "read_labels",
     "parse_channel_spec", "receptive_boxes", "run", "RunningTopK", "select_channels",
-    "support_box", "to_image",
+    "support_box", "to_image", "crop_to_box", "project_winners",
 ]

@@ -72,6 +72,9 @@ class Analysis:
     options: list[Option] = field(default_factory=list)
     inputs: Literal["images", "data", "any", "none"] = "images"
     demo: dict[str, Any] | None = None  # options for `vizkit demo`; None: not part of the demo
+    # the model spec to use when none is given, from the resolved options (e.g. the one a
+    # training run recorded); None: a model must be given
+    model_from: Callable[[dict[str, Any]], str] | None = None
     plugin: str = field(default="", compare=False)
 
     def option(self, name: str) -> Option:
@@ -79,6 +82,12 @@ class Analysis:
             if option.name == name:
                 return option
         raise KeyError(name)
+
+    def default_model(self, given: dict[str, Any]) -> str:
+        """The model spec this analysis uses when the caller names none."""
+        if self.model_from is None:
+            raise UsageError(f"analysis '{self.name}' needs --model")
+        return self.model_from(self.resolve_options(given))
 
     def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, values converted; unknown or missing options refused."""
@@ -149,7 +158,7 @@ def seed_everything(seed: int) -> None:
 
 def run(
     analysis: str,
-    model: nn.Module,
+    model: nn.Module | None,
     images: Sequence[str | os.PathLike] | Tensor | None = None,
     data: str | os.PathLike | ImageList | None = None,
     labels: Sequence[str] | None = None,
@@ -165,14 +174,19 @@ def run(
     """Run a registered analysis on ``model`` and return its Result (not yet saved).
 
     ``images`` are file paths or an already-preprocessed [N,3,H,W] tensor; ``data`` a folder,
-    ImageFolder tree or text file of paths. Every hook is removed afterwards, also on error.
+    ImageFolder tree or text file of paths. ``model`` None: the analysis's own default (e.g. the
+    architecture a training run recorded), if it has one. Every hook is removed afterwards, also
+    on error.
     """
+    from vizkit import load_model  # looked up at call time (tests record the models it loads)
     from vizkit.plugins import get_app
 
     app = app or get_app()
     spec = app.analysis(analysis)
     opts = spec.resolve_options(options)
     device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
+    if model is None:
+        model = load_model(spec.default_model(options), device=device, app=app)
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()

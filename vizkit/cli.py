@@ -45,7 +45,7 @@ def model_options(function):
 
 
 RUN_OPTIONS = [
-    click.Option(["--model"], required=True, help="zfnet | torchvision:<builder> | file.py:factory | package.module:factory"),
+    click.Option(["--model"], help="zfnet | torchvision:<builder> | file.py:factory | package.module:factory"),
     click.Option(["--weights"], type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"),
     click.Option(["--trust-weights"], is_flag=True, help="allow arbitrary unpickling of --weights"),
     click.Option(["--labels"], type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"),
@@ -119,7 +119,7 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
     check_out_dir(out, common["overwrite"])
     device = ensure_device(common["device"])
     model = vizkit.load_model(
-        common["model"], weights=common["weights"], labels=common["labels"], device=device,
+        common["model"] or analysis.default_model(kwargs), weights=common["weights"], labels=common["labels"], device=device,
         trust_weights=common["trust_weights"], app=app,
     )
     base = getattr(model, "vizkit_preprocess", None) or Preprocess()
@@ -274,7 +274,8 @@ def build_cli(app: App) -> click.Group:
             clip_radius=None if no_clip else clip_radius, crop=crop or preprocess.crop, resize=preprocess.resize,
             snapshot_epochs=snapshots, workers=workers, seed=seed, device=device, limit=limit,
         )
-        metrics = train(model, config, preprocess, resume=resume, progress=not quiet and sys.stderr.isatty())
+        metrics = train(model, config, preprocess, resume=resume, progress=not quiet and sys.stderr.isatty(),
+                        model_spec=model_spec, command=["vizkit", *(click.get_current_context().find_root().obj or {}).get("argv", [])])
         click.echo(f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt")
 
     for impl in app.pm.hook.register_commands.get_hookimpls():
@@ -290,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = make_app()
         cli = build_cli(app)
-        cli.main(args=argv, prog_name="vizkit", standalone_mode=False)
+        args = list(argv if argv is not None else sys.argv[1:])
+        cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
     except click.ClickException as error:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from vizkit.data import Preprocess, ensure_device
-from vizkit.errors import UsageError
+from vizkit.errors import UsageError, VizkitError
 from vizkit.models.zfnet import clip_feature_scale
 from vizkit.progress import progress_bar
 from vizkit.results import write_atomic
@@ -106,6 +106,39 @@ def _save(path: Path, payload: dict) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+RUN_FILE = "run.json"
+
+
+def write_run_info(out: Path, model_spec: str, config: TrainConfig, preprocess: Preprocess,
+                   command: list[str] | None = None) -> None:
+    """``run.json``: what a training run is (model spec, data, settings, preprocessing, command),
+    so that analyses of its snapshots (``vizkit run evolution --run DIR``) need nothing else."""
+    info = {"model": model_spec, "data": str(Path(config.data).resolve()), "config": asdict(config),
+            "preprocess": preprocess.to_dict(), "command": command}
+    write_atomic(out / RUN_FILE, (json.dumps(info, indent=2) + "\n").encode())
+
+
+def read_run_info(run_dir: str | Path) -> dict:
+    """The ``run.json`` of a training run folder (a one-line error if there is none)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a vizkit training run (no {RUN_FILE}; vizkit train writes one)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+
+
+def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
+    """{epoch: weights file} of the snapshots a training run kept, in epoch order."""
+    found = {}
+    for path in Path(run_dir).glob("weights_epoch*.pt"):
+        digits = path.stem[len("weights_epoch"):]
+        if digits.isdigit():
+            found[int(digits)] = path
+    return dict(sorted(found.items()))
+
+
 def train(
     model: nn.Module,
     config: TrainConfig,
@@ -113,8 +146,13 @@ def train(
     resume: bool = False,
     progress: bool = False,
     on_epoch: Callable[[int, nn.Module], None] | None = None,
+    model_spec: str | None = None,
+    command: list[str] | None = None,
 ) -> dict:
-    """Train ``model`` in place; returns the last epoch's metrics."""
+    """Train ``model`` in place; returns the last epoch's metrics.
+
+    ``model_spec`` (how ``vizkit.load_model`` rebuilds the architecture) is recorded in
+    ``run.json`` together with the settings and ``command``."""
     device = ensure_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +175,9 @@ def train(
         torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
+    spec = model_spec or getattr(model, "vizkit_spec", None)
+    if spec:
+        write_run_info(out, spec, config, preprocess, command)
     metrics: dict = {}
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
@@ -154,7 +195,7 @@ def train(
                 clipped += clip_feature_scale(model, config.clip_radius)
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise RuntimeError(f"training diverged at epoch {epoch} (loss {value})")
+                raise VizkitError(f"training diverged at epoch {epoch} (loss {value}); try a lower --lr")
             total += value * labels.numel()
             correct += int((logits.argmax(1) == labels).sum())
             seen += labels.numel()

@@ -1,0 +1,349 @@
+"""The ``evolution`` analysis: how features develop during training (paper Fig. 4).
+
+For a training run written by ``vizkit train`` (``--run DIR``: its ``run.json`` and the weight
+snapshots ``weights_epochNNN.pt`` kept at the snapshot epochs), and for a chosen subset of
+feature maps per layer: at every snapshot, the single strongest activation of each map over a
+fixed sample of training images and its deconvnet projection. The figure has a block per layer,
+rows = feature maps, columns = epochs, as in the paper (whose lower layers settle within a few
+epochs while the upper ones only develop after 40-50).
+
+The maps are picked at random (``--seed``) among those active at the last snapshot, so that no
+row is blank by construction. Each snapshot's result is kept in ``--out`` as it is finished, so an
+interrupted run continues with ``--resume`` without redoing finished snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import vizkit
+from vizkit.data import ImageList, image_list
+from vizkit.figures import new_figure
+from vizkit.models import apply_state_dict, read_state_dict, sha256_file
+from vizkit.results import write_atomic
+from vizkit.training import read_run_info, snapshot_paths
+
+ZF_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+CACHE_VERSION = 1
+
+
+def model_of_run(options: dict) -> str:
+    """The architecture a training run recorded (``model`` in its run.json)."""
+    return read_run_info(options["run"])["model"]
+
+
+def default_layers(im: vizkit.Instrumented) -> list[str]:
+    found = [name for name in ZF_LAYERS if name in im.layers]
+    if not found:
+        raise vizkit.UsageError("this model has no conv1..conv5 blocks; pass --layers (see `vizkit layers`)")
+    return found
+
+
+def training_sample(ctx: vizkit.RunContext, info: dict, size: int) -> ImageList:
+    """A fixed sample of training images: --data if given, else the run's train/ folder."""
+    if ctx.data is not None:
+        source = ctx.data
+    else:
+        train = Path(info["data"]) / "train"
+        if not train.is_dir():
+            raise vizkit.UsageError(f"the run's training images ({train}) are not here; pass --data with a sample of them")
+        source = image_list(train, ctx.preprocess)
+    count = min(size, len(source))
+    order = torch.randperm(len(source), generator=torch.Generator().manual_seed(ctx.seed))[:count].sort().values
+    paths = [source.paths[int(i)] for i in order]
+    return ImageList(paths, preprocess=ctx.preprocess)
+
+
+def pick_epochs(available: dict[int, Path], spec: str) -> dict[int, Path]:
+    if spec == "all":
+        return available
+    try:
+        wanted = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise vizkit.UsageError(f"--epochs expects 'all' or e.g. 1,5,20; not '{spec}'") from None
+    missing = [e for e in wanted if e not in available]
+    if missing:
+        raise vizkit.UsageError(f"no snapshot for epoch {missing[0]} (snapshots: {', '.join(map(str, available))})")
+    return {e: available[e] for e in sorted(set(wanted))}
+
+
+def scan(ctx: vizkit.RunContext, sample: ImageList, layers: list[str]) -> dict[str, vizkit.RunningTopK]:
+    """Per layer, each map's strongest activation (k=1) over the sample."""
+    im = ctx.instrumented
+    im.set_layers(layers)
+    im.record_switches = False
+    deepest = layers[-1]
+    states: dict[str, vizkit.RunningTopK] = {}
+    loader = DataLoader(_Indexed(sample), batch_size=ctx.batch_size, shuffle=False)
+    with torch.no_grad():
+        for images, indices in loader:
+            im(images.to(ctx.device), until=deepest)
+            for layer in layers:
+                activation = im.activation(layer)
+                if layer not in states:
+                    states[layer] = vizkit.RunningTopK.empty(activation.shape[1], 1, ctx.device)
+                states[layer].update(activation, indices)
+    im.record_switches = True
+    return states
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, images: ImageList) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index][0], index
+
+
+def choose_maps(states: dict[str, vizkit.RunningTopK], count: int, seed: int) -> dict[str, list[int]]:
+    chosen = {}
+    generator = torch.Generator().manual_seed(seed)
+    for layer, state in states.items():
+        active = torch.nonzero(state.values[:, 0].cpu() > 0).flatten()
+        order = torch.randperm(active.numel(), generator=generator)[:count]
+        chosen[layer] = sorted(int(active[i]) for i in order)
+    return chosen
+
+
+def _select(state: vizkit.RunningTopK, channels: list[int]) -> vizkit.RunningTopK:
+    index = torch.tensor(channels, dtype=torch.long, device=state.values.device)
+    return vizkit.RunningTopK(state.values[index], state.images[index], state.positions[index])
+
+
+class SnapshotCache:
+    """One file per finished snapshot in ``out/.evolution``, valid only for the same run settings."""
+
+    def __init__(self, out: Path | None, fingerprint: str, resume: bool) -> None:
+        self.folder = out / ".evolution" if out is not None else None
+        self.fingerprint = fingerprint
+        if resume and self.folder is None:
+            raise vizkit.UsageError("--resume needs --out (finished snapshots are kept there)")
+        if not resume and self.folder is not None and self.folder.exists():
+            for path in self.folder.glob("*.pt"):
+                path.unlink()
+
+    def _path(self, tag: str) -> Path | None:
+        return self.folder / f"{tag}.pt" if self.folder is not None else None
+
+    def load(self, tag: str) -> dict | None:
+        path = self._path(tag)
+        if path is None or not path.exists():
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("version") != CACHE_VERSION or saved.get("fingerprint") != self.fingerprint:
+            raise vizkit.UsageError(f"{path} belongs to a different evolution run (other run, layers, sample or options); drop --resume")
+        return saved["data"]
+
+    def save(self, tag: str, data: dict) -> None:
+        path = self._path(tag)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save({"version": CACHE_VERSION, "fingerprint": self.fingerprint, "data": data}, buffer)
+        write_atomic(path, buffer.getvalue())
+
+    def clear(self) -> None:
+        if self.folder is not None and self.folder.exists():
+            for path in self.folder.glob("*.pt"):
+                path.unlink()
+            self.folder.rmdir()
+
+
+def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sample: int, epochs: str,
+        patch_size: int, rule: str, resume: bool) -> vizkit.Result:
+    if maps < 1 or sample < 1:
+        raise vizkit.UsageError("--maps and --sample must be at least 1")
+    if patch_size < 8:
+        raise vizkit.UsageError(f"--patch-size must be at least 8, not {patch_size}")
+    info = read_run_info(run)
+    snapshots = pick_epochs(snapshot_paths(run), epochs)
+    if not snapshots:
+        raise vizkit.UsageError(f"{run} holds no weight snapshots (weights_epochNNN.pt); train with --snapshot-epochs")
+    im = ctx.instrumented
+    images = training_sample(ctx, info, sample)
+    probe = images[0][0][None].to(ctx.device)
+    im.set_layers(None)
+    with torch.no_grad():
+        im(probe)  # learns the layer names
+    names = [im.resolve_alias(n) for n in layers] if layers else default_layers(im)
+    for name in names:
+        im.info(name)  # unknown layers fail here, with the list of valid ones
+    names = sorted(set(names), key=im.layers.index)
+    fingerprint = hashlib.sha256(repr((
+        [sha256_file(p) for p in snapshots.values()], names, maps, [str(p) for p in images.paths],
+        patch_size, rule, ctx.seed, ctx.preprocess,
+    )).encode()).hexdigest()
+    cache = SnapshotCache(ctx.out, fingerprint, resume)
+
+    def load_snapshot(epoch: int) -> None:
+        apply_state_dict(ctx.model, read_state_dict(snapshots[epoch]), str(snapshots[epoch]))
+
+    last = max(snapshots)
+    final = cache.load("choice")
+    if final is None:
+        load_snapshot(last)
+        final = {"channels": choose_maps(scan(ctx, images, names), maps, ctx.seed)}
+        cache.save("choice", final)
+    chosen: dict[str, list[int]] = final["channels"]
+    boxes = {layer: vizkit.receptive_boxes(im, probe, layer) for layer in names}
+    per_epoch = {}
+    progress = vizkit.progress_bar(total=len(snapshots), desc="evolution snapshots", enabled=ctx.progress)
+    for epoch in snapshots:
+        done = cache.load(f"epoch{epoch:03d}")
+        if done is None:
+            load_snapshot(epoch)
+            states = scan(ctx, images, names)
+            done = {}
+            for layer in names:
+                state = _select(states[layer], chosen[layer])
+                arrays = vizkit.project_winners(im, images, ctx.preprocess, layer, chosen[layer], state, boxes[layer],
+                                                patch_size, rule, batch_size=ctx.batch_size, device=ctx.device)
+                flat = state.positions[:, 0].cpu()
+                done[layer] = {
+                    "values": torch.from_numpy(arrays["recomputed"][:, 0]),
+                    "image": state.images[:, 0].cpu(),
+                    "position": torch.stack([flat // boxes[layer].shape[1], flat % boxes[layer].shape[1]], dim=-1),
+                    "projection": torch.from_numpy(arrays["projections"][:, 0].astype(np.float32)).half(),
+                    "patch": torch.from_numpy(arrays["patches"][:, 0]),
+                }
+            cache.save(f"epoch{epoch:03d}", done)
+        per_epoch[epoch] = done
+        progress.update(1)
+    progress.close()
+    result = assemble(run, info, names, chosen, per_epoch, images, patch_size)
+    ctx.model.vizkit_weights, ctx.model.vizkit_weights_sha256 = str(snapshots[last]), sha256_file(snapshots[last])
+    cache.clear()
+    return result
+
+
+def assemble(run: str, info: dict, layers: list[str], chosen: dict[str, list[int]], per_epoch: dict[int, dict],
+             images: ImageList, patch_size: int) -> vizkit.Result:
+    epochs = sorted(per_epoch)
+    width = max(len(chosen[layer]) for layer in layers)
+    shape = (len(layers), width, len(epochs))
+    channels = np.full((len(layers), width), -1, dtype=np.int64)
+    values = np.full(shape, np.nan, dtype=np.float32)
+    image = np.full(shape, -1, dtype=np.int64)
+    position = np.zeros(shape + (2,), dtype=np.int64)
+    projections = np.zeros(shape + (3, patch_size, patch_size), dtype=np.float16)
+    patches = np.zeros(shape + (patch_size, patch_size, 3), dtype=np.uint8)
+    for l, layer in enumerate(layers):
+        count = len(chosen[layer])
+        channels[l, :count] = chosen[layer]
+        for e, epoch in enumerate(epochs):
+            done = per_epoch[epoch][layer]
+            values[l, :count, e] = done["values"].numpy()
+            image[l, :count, e] = done["image"].numpy()
+            position[l, :count, e] = done["position"].numpy()
+            projections[l, :count, e] = done["projection"].numpy()
+            patches[l, :count, e] = done["patch"].numpy()
+    settled = {}
+    for l, layer in enumerate(layers):
+        count = len(chosen[layer])
+        # the first snapshot from which a map's winning image no longer changes
+        firsts = []
+        for m in range(count):
+            e = len(epochs) - 1
+            while e > 0 and image[l, m, e - 1] == image[l, m, -1]:
+                e -= 1
+            firsts.append(epochs[e])
+        settled[layer] = float(np.median(firsts)) if firsts else None
+    result = vizkit.Result(
+        summary={
+            "run": str(run), "model": info.get("model"), "epochs": epochs, "layers": layers,
+            "channels": {layer: chosen[layer] for layer in layers}, "sample_images": len(images),
+            "images": [str(p) for p in images.paths],
+            "median_settled_epoch": settled,
+            "winner_changes": {layer: float(np.mean([
+                int((image[l, m, 1:] != image[l, m, :-1]).sum()) for m in range(len(chosen[layer]))
+            ] or [0])) for l, layer in enumerate(layers)},
+        },
+        arrays={"epochs": np.array(epochs), "channels": channels, "values": values, "image_index": image,
+                "position": position, "projections": projections, "patches": patches},
+    )
+    result.figures["evolution"] = evolution_figure(layers, channels, epochs, projections, len(images))
+    result.figures["evolution_strength"] = strength_figure(layers, channels, epochs, values)
+    return result
+
+
+def _block(tiles: np.ndarray, gap: int = 2) -> np.ndarray:
+    """[rows, cols, P, P, 3] tiles as one image with white gaps."""
+    rows, cols, size = tiles.shape[0], tiles.shape[1], tiles.shape[2]
+    canvas = np.ones((rows * (size + gap) - gap, cols * (size + gap) - gap, 3), dtype=np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            canvas[r * (size + gap): r * (size + gap) + size, c * (size + gap): c * (size + gap) + size] = tiles[r, c]
+    return canvas
+
+
+def evolution_figure(layers: list[str], channels: np.ndarray, epochs: list[int], projections: np.ndarray, n_images: int):
+    rows, cols, size = channels.shape[1], len(epochs), projections.shape[-1]
+    figure = new_figure(max(6.0, 1.0 + len(layers) * (0.55 * cols + 0.5)), 1.4 + 0.55 * rows)
+    grid = figure.add_gridspec(1, len(layers), wspace=0.12)
+    for l, layer in enumerate(layers):
+        count = int((channels[l] >= 0).sum())
+        flat = torch.from_numpy(projections[l, :count].reshape(-1, 3, size, size).astype(np.float32))
+        shown = vizkit.to_image(flat).permute(0, 2, 3, 1).numpy().reshape(count, cols, size, size, 3)
+        ax = figure.add_subplot(grid[0, l])
+        ax.imshow(_block(shown), interpolation="nearest")
+        step = size + 2
+        ax.set_xticks([c * step + size / 2 for c in range(cols)], [str(e) for e in epochs], fontsize=6)
+        ax.set_yticks([r * step + size / 2 for r in range(count)], [f"map {int(m)}" for m in channels[l, :count]], fontsize=6)
+        ax.tick_params(length=0)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.set_title(layer, fontsize=9)
+    figure.suptitle(f"Feature evolution: the strongest activation of each map over {n_images} training images, "
+                    "projected to pixels, at each snapshot epoch", fontsize=9)
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.86)
+    return figure
+
+
+def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], values: np.ndarray):
+    figure = new_figure(max(6.0, 2.6 * len(layers)), 2.8)
+    for l, layer in enumerate(layers):
+        ax = figure.add_subplot(1, len(layers), l + 1)
+        for m in range(int((channels[l] >= 0).sum())):
+            ax.plot(epochs, values[l, m], marker="o", markersize=3, linewidth=1, label=f"map {channels[l, m]}")
+        ax.set_xscale("log")
+        ax.set_xticks(epochs, [str(e) for e in epochs], fontsize=6)
+        ax.minorticks_off()
+        ax.set_xlabel("epoch", fontsize=7)
+        if l == 0:
+            ax.set_ylabel("strongest activation", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_title(layer, fontsize=9)
+        ax.legend(fontsize=5, loc="best", ncol=2, frameon=False)
+    figure.suptitle("Strongest activation of each chosen map over the sample, per snapshot", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+@vizkit.hookimpl
+def register_analyses(register) -> None:
+    register(vizkit.Analysis(
+        name="evolution",
+        description="Feature evolution during training: strongest activation per map at each snapshot epoch, projected (Fig. 4)",
+        run=run,
+        inputs="none",
+        model_from=model_of_run,
+        options=[
+            vizkit.Option("run", str, required=True, help="training run folder written by `vizkit train` (run.json + weights_epochNNN.pt)"),
+            vizkit.Option("layers", str, multiple=True, help="layers to follow (default: conv1..conv5); repeat the option"),
+            vizkit.Option("maps", int, 6, help="feature maps per layer, picked at random among those active at the last snapshot"),
+            vizkit.Option("sample", int, 512, help="training images in the fixed sample (default source: the run's train/ folder)"),
+            vizkit.Option("epochs", str, "all", help="snapshot epochs to show: all, or e.g. 1,5,20"),
+            vizkit.Option("patch_size", int, 48, help="side of each projection tile"),
+            vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="projection rule"),
+            vizkit.Option("resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"),
+        ],
+    ))

@@ -1,0 +1,143 @@
+"""evolution (Fig. 4): per snapshot, each chosen map's strongest activation over a fixed sample,
+checked against a plain forward of the snapshot weights; resume; errors; no hooks left."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vizkit
+from vizkit.cli import main
+from vizkit.data import ImageList
+from conftest import assert_no_hooks
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+
+
+@pytest.fixture(scope="module")
+def training_run(tiny_imagenette, tmp_path_factory):
+    """A real 3-epoch `vizkit train` run keeping snapshots at epochs 1 and 3."""
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--data", str(tiny_imagenette), "--epochs", "3", "--batch-size", "6", "--out", str(out),
+                 "--workers", "0", "--snapshot-epochs", "1,3", "--quiet"]) == 0
+    return out
+
+
+def plain_maxima(run_dir, epoch: int, paths) -> dict[str, torch.Tensor]:
+    """[maps, images] maximum of every map of every ZF block, by calling the blocks in order."""
+    model = vizkit.models.zfnet.zfnet_compact()
+    model.load_state_dict(torch.load(run_dir / f"weights_epoch{epoch:03d}.pt", weights_only=True))
+    model.eval()
+    x = vizkit.load_images(paths, vizkit.Preprocess(resize=160, crop=144))
+    maxima = {}
+    with torch.no_grad():
+        for name in LAYERS:
+            x = getattr(model, name)(x)
+            maxima[name] = x.flatten(2).amax(dim=2).t()
+    return maxima
+
+
+def test_evolution_matches_a_plain_forward_of_each_snapshot(training_run, recorded_models, tmp_path):
+    out = tmp_path / "evo"
+    assert main(["run", "evolution", "--run", str(training_run), "--sample", "10", "--maps", "3",
+                 "--patch-size", "24", "--out", str(out), "--quiet"]) == 0
+    model, = recorded_models
+    assert_no_hooks(model)
+    summary, arrays = vizkit.load_result(out)
+    assert summary["epochs"] == [1, 3] and summary["layers"] == list(LAYERS) and summary["sample_images"] == 10
+    assert {"evolution", "evolution_strength"} <= {p.stem for p in out.glob("*.png")}
+    assert arrays["projections"].shape == (5, 3, 2, 3, 24, 24) and arrays["patches"].shape == (5, 3, 2, 24, 24, 3)
+    paths = summary["images"]
+    for e, epoch in enumerate([1, 3]):
+        maxima = plain_maxima(training_run, epoch, paths)
+        for l, layer in enumerate(LAYERS):
+            channels = summary["channels"][layer]
+            assert len(channels) == 3 and arrays["channels"][l].tolist() == channels
+            reference = maxima[layer][channels]  # [maps, images]
+            np.testing.assert_allclose(arrays["values"][l, :, e], reference.amax(dim=1).numpy(), rtol=1e-4, atol=1e-5)
+            best = reference.argmax(dim=1).numpy()
+            np.testing.assert_array_equal(arrays["image_index"][l, :, e], best)
+            assert np.abs(arrays["projections"][l, :, e].astype(np.float32)).reshape(3, -1).max(axis=1) == pytest.approx(1.0, abs=1e-3)
+    # the maps are active at the last snapshot (no blank rows by construction)
+    final = plain_maxima(training_run, 3, paths)
+    for layer in LAYERS:
+        assert (final[layer][summary["channels"][layer]].amax(dim=1) > 0).all()
+
+
+def test_projection_is_the_deconvnet_of_that_activation(training_run):
+    """One tile against vizkit.project run directly on the winning image at the winning position."""
+    result = vizkit.run("evolution", None, run=str(training_run), sample=6, maps=2, layers=("conv3",), patch_size=32)
+    arrays, summary = result.arrays, result.summary
+    model = vizkit.models.zfnet.zfnet_compact()
+    model.load_state_dict(torch.load(training_run / "weights_epoch003.pt", weights_only=True))
+    model.eval()
+    image = summary["images"][int(arrays["image_index"][0, 0, 1])]
+    x = vizkit.load_images([image], vizkit.Preprocess(resize=160, crop=144))
+    channel = int(arrays["channels"][0, 0])
+    with vizkit.instrument(model) as im:
+        direct = vizkit.project(im, x, "conv3", [channel], position=tuple(arrays["position"][0, 0, 1].tolist()))
+        boxes = vizkit.receptive_boxes(im, x, "conv3")
+    assert float(direct.values[0, 0]) == pytest.approx(float(arrays["values"][0, 0, 1]), rel=1e-5)
+    row, col = arrays["position"][0, 0, 1]
+    tile = vizkit.crop_to_box(direct.images[0, 0], boxes[row, col].tolist(), 32, 0.0)
+    tile = tile / tile.abs().max()
+    np.testing.assert_allclose(arrays["projections"][0, 0, 1].astype(np.float32), tile.numpy(), atol=2e-3)
+    assert_no_hooks(model)
+
+
+def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
+    import vizkit_plugins.evolution as evolution
+
+    options = dict(run=str(training_run), sample=6, maps=2, patch_size=16)
+    reference = vizkit.run("evolution", None, **options)
+    calls = []
+    scan = evolution.scan
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # choice (last snapshot), epoch 1, then stop during epoch 3
+            raise KeyboardInterrupt
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(evolution, "scan", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vizkit.run("evolution", None, out=tmp_path, **options)
+    assert sorted(p.name for p in (tmp_path / ".evolution").iterdir()) == ["choice.pt", "epoch001.pt"]
+    calls.clear()
+    resumed = vizkit.run("evolution", None, out=tmp_path, resume=True, **options)
+    assert len(calls) == 1  # only epoch 3 was scanned again
+    for key in ("values", "image_index", "channels", "projections"):
+        np.testing.assert_array_equal(resumed.arrays[key], reference.arrays[key])
+    assert not (tmp_path / ".evolution").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "2"], "no snapshot for epoch 2"),
+    (["--layers", "nope"], "nope"),
+    (["--maps", "0"], "--maps"),
+])
+def test_bad_options_fail_in_one_line(training_run, recorded_models, tmp_path, capsys, extra, message):
+    assert main(["run", "evolution", "--run", str(training_run), "--sample", "4", "--out", str(tmp_path / "o"), "--quiet", *extra]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
+    assert not (tmp_path / "o" / "result.json").exists()
+    for model in recorded_models:
+        assert_no_hooks(model)
+
+
+def test_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["run", "evolution", "--run", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a vizkit training run" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text(json.dumps({"model": "zfnet-compact", "data": str(tmp_path)}))
+    assert main(["run", "evolution", "--run", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no weight snapshots" in capsys.readouterr().err
+
+
+def test_sample_from_data_option(training_run, tiny_imagenette):
+    data = ImageList(sorted((tiny_imagenette / "val").rglob("*.jpg")), preprocess=vizkit.Preprocess(resize=160, crop=144))
+    result = vizkit.run("evolution", None, run=str(training_run), data=data, sample=100, maps=1, layers=("conv1",))
+    assert result.summary["sample_images"] == 9
+    assert all("/val/" in p for p in result.summary["images"])
