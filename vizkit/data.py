@@ -49,6 +49,11 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocess":
+        return cls(resize=int(values["resize"]), crop=int(values["crop"]),
+                   mean=tuple(values["mean"]), std=tuple(values["std"]))
+
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """An image file as RGB (greyscale, RGBA and palette images are converted)."""

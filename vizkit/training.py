@@ -223,3 +223,40 @@ def train(
             print(json.dumps(metrics), flush=True)
     _save(out / "weights.pt", model.state_dict())
     return metrics
+
+
+def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str, str] | None = None,
+                   half: bool = True) -> dict:
+    """Package a training run's latest weights for shipping: ``<destination>.pt`` (a bare
+    state_dict, fp16 by default) and ``<destination>.json`` (model, classes, preprocessing, the
+    epoch and its validation accuracy, and the command that reproduces the run).
+
+    ``names`` maps class folder names (e.g. WordNet ids) to readable names."""
+    run_dir, destination = Path(run_dir), Path(destination)
+    info = read_run_info(run_dir)
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise UsageError(f"{run_dir} has no checkpoint.pt to export")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = next(m for m in reversed(metrics) if m["epoch"] == state["epoch"])
+    folders = (run_dir / "classes.txt").read_text().split()
+    meta = {
+        "model": info["model"],
+        "classes": [(names or {}).get(folder, folder) for folder in folders],
+        "class_folders": folders,
+        "preprocess": info["preprocess"],
+        "epoch": state["epoch"],
+        "val_accuracy": last["val_accuracy"],
+        "train_accuracy": last["train_accuracy"],
+        "dtype": "float16" if half else "float32",
+        "train_command": info.get("command"),
+        "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device")},
+    }
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    write_atomic(destination.with_suffix(".pt"), buffer.getvalue())
+    write_atomic(destination.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+    return meta
