@@ -51,3 +51,16 @@ def test_no_clip_switch(tiny_imagenette, tmp_path):
 
 def test_bad_training_data(tmp_path):
     assert main(["train", "--data", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+
+
+def test_training_starts_from_the_recipe_initialisation_not_the_shipped_weights():
+    from vizkit.training import untrained_model
+
+    shipped = vizkit.load_model("zfnet-compact")
+    model, preprocess = untrained_model("zfnet-compact")
+    assert preprocess == shipped.vizkit_preprocess and model.vizkit_spec == "zfnet-compact"
+    conv = model.conv1.conv.weight
+    assert not torch.allclose(conv, shipped.conv1.conv.weight)
+    fan_in = conv[0].numel()
+    assert float(conv.std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)  # fan-in-scaled Gaussian
+    assert float(model.conv1.conv.bias.abs().max()) == 0.0

@@ -257,7 +257,7 @@ def build_cli(app: App) -> click.Group:
     def train_command(model_spec, data, epochs, batch_size, lr, out, resume, device, snapshot_epochs, no_clip,
                       clip_radius, crop, workers, limit, seed, quiet) -> None:
         """Train a ZF backbone with the paper's recipe (SGD, annealing, dropout, crops, clipping)."""
-        from vizkit.training import TrainConfig, train
+        from vizkit.training import TrainConfig, train, untrained_model
 
         try:
             snapshots = [int(v) for v in snapshot_epochs.split(",") if v.strip()]
@@ -266,9 +266,7 @@ def build_cli(app: App) -> click.Group:
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
         torch.manual_seed(seed)
-        model = vizkit.load_model(model_spec, app=app)
-        model.train()
-        preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
+        model, preprocess = untrained_model(model_spec, app)
         config = TrainConfig(
             data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
             clip_radius=None if no_clip else clip_radius, crop=crop or preprocess.crop, resize=preprocess.resize,

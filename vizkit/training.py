@@ -109,6 +109,16 @@ def _save(path: Path, payload: dict) -> None:
 RUN_FILE = "run.json"
 
 
+def untrained_model(spec: str, app=None) -> tuple[nn.Module, Preprocess]:
+    """The architecture ``spec`` names, freshly initialised (never a registered model's shipped
+    weights: training starts from the recipe's initialisation), and its preprocessing."""
+    from vizkit.models import build_model
+
+    model, entry = build_model(spec, app)
+    model.vizkit_spec = spec
+    return model, (entry.preprocess if entry and entry.preprocess else Preprocess())
+
+
 def write_run_info(out: Path, model_spec: str, config: TrainConfig, preprocess: Preprocess,
                    command: list[str] | None = None) -> None:
     """``run.json``: what a training run is (model spec, data, settings, preprocessing, command),
