@@ -260,7 +260,7 @@ def assemble(run: str, info: dict, layers: list[str], chosen: dict[str, list[int
         settled[layer] = float(np.median(firsts)) if firsts else None
     result = vizkit.Result(
         summary={
-            "run": str(run), "model": info.get("model"), "epochs": epochs, "layers": layers,
+            "run": str(run), "run_model": info.get("model"), "epochs": epochs, "layers": layers,
             "channels": {layer: chosen[layer] for layer in layers}, "sample_images": len(images),
             "images": [str(p) for p in images.paths],
             "median_settled_epoch": settled,

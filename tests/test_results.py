@@ -51,3 +51,12 @@ def test_interrupted_save_leaves_no_result(tmp_path):
         result.save(tmp_path / "r")
     assert not (tmp_path / "r" / "result.json").exists()
     assert not list((tmp_path / "r").glob(".*partial"))
+
+
+@pytest.mark.parametrize("key", ["model", "params", "files", "analysis"])
+def test_a_summary_may_not_overwrite_the_reserved_keys(tmp_path, key):
+    result = make_result()
+    result.summary[key] = "mine"
+    with pytest.raises(vizkit.VizkitError, match=f"reserved result key.*{key}"):
+        result.save(tmp_path / "r")
+    assert not (tmp_path / "r" / "result.json").exists()

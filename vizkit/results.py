@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vizkit.errors import UsageError
+from vizkit.errors import UsageError, VizkitError
 
 RESULT_FILE = "result.json"
 _UMASK = os.umask(0o022)
@@ -59,6 +59,9 @@ class Result:
             "inputs": self.meta.get("inputs", {}),
             "seconds": self.meta.get("seconds"),
         }
+        clash = sorted(set(self.summary) & (set(document) | {"files"}))
+        if clash:  # a plugin bug: its summary would overwrite what every result.json must hold
+            raise VizkitError(f"analysis '{self.analysis}' uses reserved result key(s) {', '.join(clash)} in its summary")
         document.update(self.summary)
         document["files"] = {
             "arrays": ARRAYS_FILE if self.arrays else None,
