@@ -189,12 +189,12 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
         apply_state_dict(ctx.model, read_state_dict(snapshots[epoch]), str(snapshots[epoch]))
 
     last = max(snapshots)
-    final = cache.load("choice")
-    if final is None:
+    choice = cache.load("choice")
+    if choice is None:
         load_snapshot(last)
-        final = {"channels": choose_maps(scan(ctx, images, names), maps, ctx.seed)}
-        cache.save("choice", final)
-    chosen: dict[str, list[int]] = final["channels"]
+        choice = {"channels": choose_maps(scan(ctx, images, names), maps, ctx.seed)}
+        cache.save("choice", choice)
+    chosen: dict[str, list[int]] = choice["channels"]
     boxes = {layer: vizkit.receptive_boxes(im, probe, layer) for layer in names}
     per_epoch = {}
     progress = vizkit.progress_bar(total=len(snapshots), desc="evolution snapshots", enabled=ctx.progress)
