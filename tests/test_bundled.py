@@ -27,6 +27,8 @@ def test_weights_ship_inside_the_package_with_their_metadata():
     assert {v.dtype for v in state.values()} == {torch.float16}
     assert len(meta["classes"]) == 10 and meta["classes"][0] == "tench" and meta["preprocess"]["crop"] == 144
     assert meta["train_command"][:2] == ["vizkit", "train"] and meta["recipe"]["clip_radius"] == 0.1
+    command = meta["reproduce_command"]
+    assert command[command.index("--epochs") + 1] == str(meta["epoch"])
     model = vizkit.load_model("zfnet-compact")
     assert model.vizkit_labels == meta["classes"] and model.vizkit_weights == str(COMPACT_WEIGHTS)
     assert model.vizkit_preprocess == vizkit.Preprocess.from_dict(meta["preprocess"])

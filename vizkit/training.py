@@ -262,6 +262,8 @@ def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str
         "train_accuracy": last["train_accuracy"],
         "dtype": "float16" if half else "float32",
         "train_command": info.get("command"),
+        # the same run stopped at the exported epoch (the schedule does not depend on --epochs)
+        "reproduce_command": _with_epochs(info.get("command"), state["epoch"]),
         "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device")},
     }
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -270,3 +272,14 @@ def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str
     write_atomic(destination.with_suffix(".pt"), buffer.getvalue())
     write_atomic(destination.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+def _with_epochs(command: list[str] | None, epochs: int) -> list[str] | None:
+    if not command:
+        return command
+    out = [arg for arg in command]
+    if "--epochs" in out and out.index("--epochs") + 1 < len(out):
+        out[out.index("--epochs") + 1] = str(epochs)
+    else:
+        out += ["--epochs", str(epochs)]
+    return out
