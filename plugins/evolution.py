@@ -15,7 +15,6 @@ interrupted run continues with ``--resume`` without redoing finished snapshots.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ from torch.utils.data import DataLoader
 
 import vizkit
 from vizkit.data import ImageList, image_list
-from vizkit.figures import new_figure
+from vizkit.figures import new_figure, tile_mosaic
 from vizkit.models import apply_state_dict, read_state_dict, sha256_file
-from vizkit.results import write_atomic
+from vizkit.results import save_torch_atomic
 from vizkit.training import read_run_info, snapshot_paths
 
 ZF_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -80,7 +79,7 @@ def scan(ctx: vizkit.RunContext, sample: ImageList, layers: list[str]) -> dict[s
     im.record_switches = False
     deepest = layers[-1]
     states: dict[str, vizkit.RunningTopK] = {}
-    loader = DataLoader(_Indexed(sample), batch_size=ctx.batch_size, shuffle=False)
+    loader = DataLoader(sample, batch_size=ctx.batch_size, shuffle=False)  # yields (images, indices)
     with torch.no_grad():
         for images, indices in loader:
             im(images.to(ctx.device), until=deepest)
@@ -91,17 +90,6 @@ def scan(ctx: vizkit.RunContext, sample: ImageList, layers: list[str]) -> dict[s
                 states[layer].update(activation, indices)
     im.record_switches = True
     return states
-
-
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, images: ImageList) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.images[index][0], index
 
 
 def choose_maps(states: dict[str, vizkit.RunningTopK], count: int, seed: int) -> dict[str, list[int]]:
@@ -147,10 +135,7 @@ class SnapshotCache:
         path = self._path(tag)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save({"version": CACHE_VERSION, "fingerprint": self.fingerprint, "data": data}, buffer)
-        write_atomic(path, buffer.getvalue())
+        save_torch_atomic(path, {"version": CACHE_VERSION, "fingerprint": self.fingerprint, "data": data})
 
     def clear(self) -> None:
         if self.folder is not None and self.folder.exists():
@@ -189,10 +174,12 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
         apply_state_dict(ctx.model, read_state_dict(snapshots[epoch]), str(snapshots[epoch]))
 
     last = max(snapshots)
+    last_states = None  # the choice's scan of the last snapshot, reused for its column
     choice = cache.load("choice")
     if choice is None:
         load_snapshot(last)
-        choice = {"channels": choose_maps(scan(ctx, images, names), maps, ctx.seed)}
+        last_states = scan(ctx, images, names)
+        choice = {"channels": choose_maps(last_states, maps, ctx.seed)}
         cache.save("choice", choice)
     chosen: dict[str, list[int]] = choice["channels"]
     boxes = {layer: vizkit.receptive_boxes(im, probe, layer) for layer in names}
@@ -202,17 +189,16 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
         done = cache.load(f"epoch{epoch:03d}")
         if done is None:
             load_snapshot(epoch)
-            states = scan(ctx, images, names)
+            states = last_states if epoch == last and last_states is not None else scan(ctx, images, names)
             done = {}
             for layer in names:
                 state = _select(states[layer], chosen[layer])
                 arrays = vizkit.project_winners(im, images, ctx.preprocess, layer, chosen[layer], state, boxes[layer],
                                                 patch_size, rule, batch_size=ctx.batch_size, device=ctx.device)
-                flat = state.positions[:, 0].cpu()
                 done[layer] = {
                     "values": torch.from_numpy(arrays["recomputed"][:, 0]),
                     "image": state.images[:, 0].cpu(),
-                    "position": torch.stack([flat // boxes[layer].shape[1], flat % boxes[layer].shape[1]], dim=-1),
+                    "position": torch.from_numpy(arrays["position"][:, 0]),
                     "projection": torch.from_numpy(arrays["projections"][:, 0].astype(np.float32)).half(),
                     "patch": torch.from_numpy(arrays["patches"][:, 0]),
                 }
@@ -276,16 +262,6 @@ def assemble(run: str, info: dict, layers: list[str], chosen: dict[str, list[int
     return result
 
 
-def _block(tiles: np.ndarray, gap: int = 2) -> np.ndarray:
-    """[rows, cols, P, P, 3] tiles as one image with white gaps."""
-    rows, cols, size = tiles.shape[0], tiles.shape[1], tiles.shape[2]
-    canvas = np.ones((rows * (size + gap) - gap, cols * (size + gap) - gap, 3), dtype=np.float32)
-    for r in range(rows):
-        for c in range(cols):
-            canvas[r * (size + gap): r * (size + gap) + size, c * (size + gap): c * (size + gap) + size] = tiles[r, c]
-    return canvas
-
-
 def evolution_figure(layers: list[str], channels: np.ndarray, epochs: list[int], projections: np.ndarray, n_images: int):
     rows, cols, size = channels.shape[1], len(epochs), projections.shape[-1]
     figure = new_figure(max(6.0, 1.0 + len(layers) * (0.55 * cols + 0.5)), 1.4 + 0.55 * rows)
@@ -293,9 +269,9 @@ def evolution_figure(layers: list[str], channels: np.ndarray, epochs: list[int],
     for l, layer in enumerate(layers):
         count = int((channels[l] >= 0).sum())
         flat = torch.from_numpy(projections[l, :count].reshape(-1, 3, size, size).astype(np.float32))
-        shown = vizkit.to_image(flat).permute(0, 2, 3, 1).numpy().reshape(count, cols, size, size, 3)
+        shown = vizkit.to_image(flat).permute(0, 2, 3, 1).numpy()  # [maps x epochs, P, P, 3], row by row
         ax = figure.add_subplot(grid[0, l])
-        ax.imshow(_block(shown), interpolation="nearest")
+        ax.imshow(tile_mosaic(shown, rows=count), interpolation="nearest")
         step = size + 2
         ax.set_xticks([c * step + size / 2 for c in range(cols)], [str(e) for e in epochs], fontsize=6)
         ax.set_yticks([r * step + size / 2 for r in range(count)], [f"map {int(m)}" for m in channels[l, :count]], fontsize=6)

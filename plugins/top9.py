@@ -15,7 +15,6 @@ and the image patch under its receptive field is cut out.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ from torch.utils.data import DataLoader, Subset
 
 import vizkit
 from vizkit.distributed import ProcessGroup
-from vizkit.figures import new_figure
-from vizkit.results import write_atomic
+from vizkit.figures import new_figure, tile_mosaic
+from vizkit.results import save_torch_atomic
 
 CHECKPOINT_VERSION = 1
 
@@ -52,11 +51,8 @@ def _checkpoint_path(ctx: vizkit.RunContext, group: ProcessGroup) -> Path | None
 def _save_checkpoint(path: Path | None, state: vizkit.RunningTopK, next_batch: int, done: bool, fingerprint: str, seconds: float) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "next_batch": next_batch,
-                "done": done, "seconds": seconds, "state": state.state_dict()}, buffer)
-    write_atomic(path, buffer.getvalue())
+    save_torch_atomic(path, {"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "next_batch": next_batch,
+                             "done": done, "seconds": seconds, "state": state.state_dict()})
 
 
 def scan_batches(loader: DataLoader, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -121,17 +117,6 @@ def merge_shards(state: vizkit.RunningTopK, group: ProcessGroup) -> vizkit.Runni
 
 
 # ----------------------------------------------------------------------------------- figures
-def _mosaic(tiles: np.ndarray, rows: int = 3, gap: int = 2, fill: float = 1.0) -> np.ndarray:
-    """[n, P, P, 3] tiles in [0,1] as one rows x ceil(n/rows) image with white gaps."""
-    n, size = tiles.shape[0], tiles.shape[1]
-    columns = max(1, math.ceil(max(n, 1) / rows))
-    canvas = np.full((rows * size + (rows - 1) * gap, columns * size + (columns - 1) * gap, 3), fill, dtype=np.float32)
-    for index in range(n):
-        r, c = divmod(index, columns)
-        canvas[r * (size + gap): r * (size + gap) + size, c * (size + gap): c * (size + gap) + size] = tiles[index]
-    return canvas
-
-
 def _first_layer_filters(ctx: vizkit.RunContext, layer: str, x: torch.Tensor) -> torch.Tensor | None:
     """The first convolution's filters when ``layer`` lies no deeper than it (layer 1), else None."""
     convs = ctx.instrumented.convolutions(x, until=layer)
@@ -166,7 +151,7 @@ def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: di
                 ax.set_title("filter", fontsize=7)
             for offset, (tiles, what) in enumerate([(display, "projections"), (patches, "patches")]):
                 ax = figure.add_subplot(grid[r, base + extra + offset])
-                ax.imshow(_mosaic(tiles), interpolation="nearest")
+                ax.imshow(tile_mosaic(tiles, rows=3), interpolation="nearest")
                 ax.set_xticks([]), ax.set_yticks([])
                 if offset == 0:
                     ax.set_title(f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})", fontsize=8, loc="left")
@@ -217,8 +202,7 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
     # to float rounding (max_recompute_error)
     values = arrays["recomputed"][:, :filled].astype(np.float32)
     image_index = state.images[:, :filled].cpu().numpy()
-    flat = state.positions[:, :filled].cpu()
-    position = torch.stack([flat // boxes.shape[1], flat % boxes.shape[1]], dim=-1).numpy()
+    position = arrays["position"]
     box = boxes[position[..., 0], position[..., 1]].numpy()
     filters = _first_layer_filters(ctx, layer, probe)
     result = vizkit.Result(

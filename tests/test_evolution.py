@@ -93,16 +93,21 @@ def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
 
     options = dict(run=str(training_run), sample=6, maps=2, patch_size=16)
     reference = vizkit.run("evolution", None, **options)
-    calls = []
-    scan = evolution.scan
+    calls, projected = [], []
+    scan, project_winners = evolution.scan, vizkit.project_winners
 
-    def interrupted(*args, **kwargs):
+    def counted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # choice (last snapshot), epoch 1, then stop during epoch 3
-            raise KeyboardInterrupt
         return scan(*args, **kwargs)
 
-    monkeypatch.setattr(evolution, "scan", interrupted)
+    def interrupted(*args, **kwargs):
+        projected.append(1)
+        if len(projected) == len(LAYERS) + 1:  # epoch 1 done (one call per layer), stop during epoch 3
+            raise KeyboardInterrupt
+        return project_winners(*args, **kwargs)
+
+    monkeypatch.setattr(evolution, "scan", counted)
+    monkeypatch.setattr(vizkit, "project_winners", interrupted)
     with pytest.raises(KeyboardInterrupt):
         vizkit.run("evolution", None, out=tmp_path, **options)
     assert sorted(p.name for p in (tmp_path / ".evolution").iterdir()) == ["choice.pt", "epoch001.pt"]

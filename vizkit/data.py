@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,6 +31,10 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def transform(self) -> transforms.Compose:
+        return self._pipeline
+
+    @cached_property
+    def _pipeline(self) -> transforms.Compose:  # built once, not per image
         return transforms.Compose([
             transforms.Resize(self.resize),
             transforms.CenterCrop(self.crop),

@@ -29,6 +29,18 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
     return Figure(figsize=(width, height), dpi=dpi)
 
 
+def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -> np.ndarray:
+    """[n, P, P, 3] tiles in [0,1] as one image of ``rows`` x ceil(n/rows) tiles, row by row,
+    with ``fill``-coloured gaps (Fig. 2 tile blocks, Fig. 4 map x epoch grids)."""
+    n, size = tiles.shape[0], tiles.shape[1]
+    columns = max(1, math.ceil(max(n, 1) / rows))
+    canvas = np.full((rows * size + (rows - 1) * gap, columns * size + (columns - 1) * gap, 3), fill, dtype=np.float32)
+    for index in range(n):
+        r, c = divmod(index, columns)
+        canvas[r * (size + gap): r * (size + gap) + size, c * (size + gap): c * (size + gap) + size] = tiles[index]
+    return canvas
+
+
 def show(ax: Axes, image: Tensor | np.ndarray, title: str | None = None, fontsize: int = 8) -> None:
     ax.imshow(hwc(image), interpolation="nearest")
     ax.set_xticks([])

@@ -118,6 +118,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def save_torch_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """``torch.save`` that never leaves a truncated file (checkpoints, caches, weights)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
 def load_result(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A saved result's JSON document and arrays."""
     folder = Path(folder)

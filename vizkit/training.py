@@ -10,13 +10,11 @@ checkpoint.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -27,7 +25,7 @@ from vizkit.data import Preprocess, ensure_device
 from vizkit.errors import UsageError, VizkitError
 from vizkit.models.zfnet import clip_feature_scale
 from vizkit.progress import progress_bar
-from vizkit.results import write_atomic
+from vizkit.results import save_torch_atomic, write_atomic
 
 
 @dataclass
@@ -68,9 +66,7 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         transforms.ToTensor(),
         normalise,
     ])
-    val_tf = transforms.Compose([
-        transforms.Resize(config.resize), transforms.CenterCrop(config.crop), transforms.ToTensor(), normalise,
-    ])
+    val_tf = replace(preprocess, resize=config.resize, crop=config.crop).transform()
     train_set = datasets.ImageFolder(train_dir, train_tf)
     val_set = datasets.ImageFolder(val_dir, val_tf)
     if train_set.classes != val_set.classes:
@@ -98,12 +94,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
         correct += int((logits.argmax(1) == labels).sum())
         count += labels.numel()
     return loss / max(count, 1), correct / max(count, 1)
-
-
-def _save(path: Path, payload: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomic(path, buffer.getvalue())
 
 
 RUN_FILE = "run.json"
@@ -155,7 +145,6 @@ def train(
     preprocess: Preprocess,
     resume: bool = False,
     progress: bool = False,
-    on_epoch: Callable[[int, nn.Module], None] | None = None,
     model_spec: str | None = None,
     command: list[str] | None = None,
 ) -> dict:
@@ -220,18 +209,16 @@ def train(
         }
         with open(out / "metrics.jsonl", "a") as log:
             log.write(json.dumps(metrics) + "\n")
-        _save(checkpoint, {
+        save_torch_atomic(checkpoint, {
             "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(), "epoch": epoch,
             "config": resumable_settings(config),
         })
         if epoch in config.snapshot_epochs:
-            _save(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
-        if on_epoch is not None:
-            on_epoch(epoch, model)
+            save_torch_atomic(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
         if progress:
             print(json.dumps(metrics), flush=True)
-    _save(out / "weights.pt", model.state_dict())
+    save_torch_atomic(out / "weights.pt", model.state_dict())
     return metrics
 
 
@@ -266,10 +253,7 @@ def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str
         "reproduce_command": _with_epochs(info.get("command"), state["epoch"]),
         "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device")},
     }
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
-    write_atomic(destination.with_suffix(".pt"), buffer.getvalue())
+    save_torch_atomic(destination.with_suffix(".pt"), weights)
     write_atomic(destination.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
 
@@ -277,7 +261,7 @@ def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str
 def _with_epochs(command: list[str] | None, epochs: int) -> list[str] | None:
     if not command:
         return command
-    out = [arg for arg in command]
+    out = list(command)
     if "--epochs" in out and out.index("--epochs") + 1 < len(out):
         out[out.index("--epochs") + 1] = str(epochs)
     else:

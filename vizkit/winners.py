@@ -41,7 +41,8 @@ def project_winners(im: Instrumented, dataset: ImageList, preprocess: Preprocess
     """For every filled slot [map, j] of ``state`` (maps = ``channels`` of ``layer``): the
     projection cut to its receptive box and scaled to max |value| 1 (``projections`` fp16
     [M,k,3,P,P], ``projection_scale``), the image patch under the box (``patches`` uint8
-    [M,k,P,P,3]) and the activation recomputed by the projection's forward (``recomputed``)."""
+    [M,k,P,P,3]), the activation recomputed by the projection's forward (``recomputed``) and its
+    (row, col) in the map (``position`` [M,k,2])."""
     maps, k = state.values.shape[0], state.filled()
     width = boxes.shape[1]
     by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -52,6 +53,7 @@ def project_winners(im: Instrumented, dataset: ImageList, preprocess: Preprocess
     scales = np.zeros((maps, k), dtype=np.float32)
     patches = np.zeros((maps, k, patch_size, patch_size, 3), dtype=np.uint8)
     recomputed = np.zeros((maps, k), dtype=np.float32)
+    position = np.zeros((maps, k, 2), dtype=np.int64)
     winners = sorted(by_image)
     bar = progress_bar(total=len(winners), desc=f"project {layer}", enabled=progress)
     for start in range(0, len(winners), batch_size):
@@ -76,6 +78,8 @@ def project_winners(im: Instrumented, dataset: ImageList, preprocess: Preprocess
                 patch = crop_to_box(shown[b], box, patch_size, 0.5)
                 patches[m, j] = (patch.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                 recomputed[m, j] = float(result.values[b, slot])
+                position[m, j] = (row, col)
         bar.update(len(chunk))
     bar.close()
-    return {"projections": projections, "projection_scale": scales, "patches": patches, "recomputed": recomputed}
+    return {"projections": projections, "projection_scale": scales, "patches": patches, "recomputed": recomputed,
+            "position": position}
