@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import vizkit
+from vizkit.deconv import RULES
 from vizkit.deconv import support_box
 from vizkit.figures import projections_beside_patches
 
@@ -119,7 +120,7 @@ def register_analyses(register) -> None:
             vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=vizkit.parse_channel_spec),
             vizkit.Option("method", ("autograd", "explicit"), "autograd", help="projection path: autograd (any graph) or explicit (switch-based reverse pass)"),
             vizkit.Option("target", ("max", "map"), "max", help="project each map's strongest activation (max) or the whole map"),
-            vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),
+            vizkit.Option("rule", RULES, "deconvnet", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),
         ],
         demo={"layer": "conv5", "top": 9},
     ))

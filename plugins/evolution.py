@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 import vizkit
 from vizkit.data import ImageList, image_list
+from vizkit.deconv import RULES
 from vizkit.figures import new_figure, tile_mosaic
 from vizkit.models import apply_state_dict, read_state_dict, sha256_file
 from vizkit.results import save_torch_atomic
@@ -319,7 +320,7 @@ def register_analyses(register) -> None:
             vizkit.Option("sample", int, 512, help="training images in the fixed sample (default source: the run's train/ folder)"),
             vizkit.Option("epochs", str, "all", help="snapshot epochs to show: all, or e.g. 1,5,20"),
             vizkit.Option("patch_size", int, 48, help="side of each projection tile"),
-            vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="projection rule"),
+            vizkit.Option("rule", RULES, "deconvnet", help="projection rule"),
             vizkit.Option("resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"),
         ],
     ))

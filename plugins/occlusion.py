@@ -25,7 +25,7 @@ from torch import nn
 import vizkit
 from vizkit.data import resolve_target
 from vizkit.figures import new_figure, show
-from vizkit.occlusion import OcclusionGrid, occlusion_maps, parse_fill
+from vizkit.occlusion import OcclusionGrid, occluded_batch, occlusion_maps, parse_fill
 
 
 def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -> str:
@@ -98,7 +98,6 @@ def run(ctx: vizkit.RunContext, target: str, layer: str | None, size: int, strid
     for index in range(x.shape[0]):
         name = "occlusion" if x.shape[0] == 1 else f"occlusion_{index}"
         result.figures[name] = _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value)
-    result.meta["seconds"] = round(seconds, 3)
     return result
 
 
@@ -126,9 +125,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     ax = figure.add_subplot(grid_spec[0])
     row, col = np.unravel_index(int(probability.argmin()), probability.shape)
     y0, x0 = grid.top_left(row, col)
-    occluded = image.copy()
-    occluded[y0:y0 + grid.size, x0:x0 + grid.size] = vizkit.figures.hwc(
-        ctx.preprocess.denormalize(fill_value.reshape(3, 1, 1).expand(3, grid.size, grid.size)))
+    occluded = vizkit.figures.hwc(ctx.preprocess.denormalize(occluded_batch(x[index].cpu(), [(y0, x0)], grid.size, fill_value)[0]))
     show(ax, occluded, f"(a) {names[index]}\noccluder {grid.size}px at its most damaging place", fontsize=8)
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), grid.size, grid.size, fill=False, edgecolor="yellow", linewidth=1.2))
 

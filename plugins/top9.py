@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import vizkit
+from vizkit.deconv import RULES
 from vizkit.distributed import ProcessGroup
 from vizkit.figures import new_figure, tile_mosaic
 from vizkit.results import save_torch_atomic
@@ -241,6 +242,6 @@ def register_analyses(register) -> None:
             vizkit.Option("resume", bool, False, help="continue an interrupted scan from its checkpoint in --out"),
             vizkit.Option("checkpoint_every", int, 20, help="batches between scan checkpoints (0: only at the end)"),
             vizkit.Option("workers", int, 2, help="data-loading worker processes"),
-            vizkit.Option("rule", ("deconvnet", "guided", "gradient"), "deconvnet", help="projection rule (the paper's deconvnet by default)"),
+            vizkit.Option("rule", RULES, "deconvnet", help="projection rule (the paper's deconvnet by default)"),
         ],
     ))

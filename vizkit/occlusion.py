@@ -108,35 +108,37 @@ def occlusion_maps(
     top = np.zeros((n, grid.count), dtype=np.int64)
     corners = grid.corners()
     bar = progress_bar(total=n * grid.count, desc="occlusion", enabled=progress)
-    for i in range(n):
-        if mode == "exact":
-            from vizkit.incremental import IncrementalOcclusion
+    recording = im.record_switches
+    if mode == "batched":  # full forwards: record the tracked layer only, and no switches (set once)
+        im.set_layers([layer])
+        im.record_switches = False
+    try:
+        for i in range(n):
+            if mode == "exact":
+                from vizkit.incremental import IncrementalOcclusion
 
-            engine = IncrementalOcclusion(im, x[i:i + 1], layer)
-            evaluate = lambda part: engine.evaluate(part, grid.size, fill)  # noqa: E731
-        else:
-            evaluate = lambda part: _batched(im, x[i], layer, part, grid.size, fill)  # noqa: E731
-        for start in range(0, grid.count, batch_size):
-            part = corners[start:start + batch_size]
-            with torch.no_grad():
-                logits, layer_out = evaluate(part)
-            p = logits.float().softmax(dim=1)
-            window = slice(start, start + len(part))
-            activity[i, window] = layer_out[:, int(feature_maps[i])].sum(dim=(1, 2)).cpu().numpy()
-            probability[i, window] = p[:, int(targets[i])].cpu().numpy()
-            top[i, window] = p.argmax(dim=1).cpu().numpy()
-            bar.update(len(part))
-    bar.close()
+                engine = IncrementalOcclusion(im, x[i:i + 1], layer)
+                evaluate = lambda part: engine.evaluate(part, grid.size, fill)  # noqa: E731
+            else:
+                evaluate = lambda part: _batched(im, x[i], layer, part, grid.size, fill)  # noqa: E731
+            for start in range(0, grid.count, batch_size):
+                part = corners[start:start + batch_size]
+                with torch.no_grad():
+                    logits, layer_out = evaluate(part)
+                p = logits.float().softmax(dim=1)
+                window = slice(start, start + len(part))
+                activity[i, window] = layer_out[:, int(feature_maps[i])].sum(dim=(1, 2)).cpu().numpy()
+                probability[i, window] = p[:, int(targets[i])].cpu().numpy()
+                top[i, window] = p.argmax(dim=1).cpu().numpy()
+                bar.update(len(part))
+    finally:
+        im.record_switches = recording
+        bar.close()
     shape = (n, grid.rows, grid.cols)
     return {"feature_activity": activity.reshape(shape), "true_class_prob": probability.reshape(shape),
             "top_label": top.reshape(shape)}
 
 
 def _batched(im: Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor) -> tuple[Tensor, Tensor]:
-    im.set_layers([layer])
-    recording, im.record_switches = im.record_switches, False  # occlusion needs no switches
-    try:
-        logits = im(occluded_batch(image, corners, size, fill))
-    finally:
-        im.record_switches = recording
+    logits = im(occluded_batch(image, corners, size, fill))
     return logits, im.activation(layer)
