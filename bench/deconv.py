@@ -17,7 +17,7 @@ import torch
 
 import vizkit
 from common import POMERANIAN, median_time, squeezenet
-from vizkit.deconv import project
+from vizkit.engine.deconv import project
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import torch
 
 import vizkit
 from common import POMERANIAN, median_time, squeezenet
-from vizkit.occlusion import OcclusionGrid, occlusion_maps
+from vizkit_plugins.occlusion import OcclusionGrid, occlusion_maps
 
 
 def main() -> None:

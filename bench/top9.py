@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 import vizkit
 from common import SHARED, squeezenet
 import vizkit_plugins.top9 as top9
-from vizkit.distributed import ProcessGroup
+from vizkit.toolkit.distributed import ProcessGroup
 
 VAL = SHARED / "data/imagenette/val"
 

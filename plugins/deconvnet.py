@@ -13,9 +13,7 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit.deconv import RULES
-from vizkit.deconv import support_box
-from vizkit.figures import projections_beside_patches
+from vizkit import projections_beside_patches, support_box
 
 
 def run(
@@ -29,8 +27,8 @@ def run(
 ) -> vizkit.Result:
     im = ctx.instrumented
     x = ctx.images()
-    im.set_layers([layer])
-    with torch.no_grad():
+    projection_rule = ctx.rule(rule)
+    with im.configured(layers=[layer]), torch.no_grad():
         logits = im(x)
     activation = im.activation(layer)
     if activation.dim() < 2:
@@ -44,7 +42,7 @@ def run(
     else:
         chosen = vizkit.select_channels(channels, n_channels)
 
-    projection = vizkit.project(im, x, layer, chosen, target=target, method=method, rule=rule, chunk=ctx.batch_size)
+    projection = vizkit.project(im, x, layer, chosen, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size)
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     squeeze: Callable[[torch.Tensor], np.ndarray] = (
@@ -68,7 +66,7 @@ def run(
     )
     for index in range(x.shape[0]):
         name = "deconvnet" if single else f"deconvnet_{index}"
-        result.figures[name] = _figure(ctx, x[index], projection, index, layer, predicted, rule)
+        result.figures[name] = _figure(ctx, x[index], projection, index, layer, predicted, projection_rule)
     return result
 
 
@@ -79,9 +77,6 @@ def _top5(logits: torch.Tensor, ctx: vizkit.RunContext) -> list[list[dict]]:
         [{"index": int(i), "label": ctx.label(int(i)), "probability": round(float(p), 5)} for p, i in zip(vs, ids)]
         for vs, ids in zip(values, indices)
     ]
-
-
-_RULE_TITLES = {"deconvnet": "Deconvnet projections", "guided": "Guided-backprop projections", "gradient": "Gradients"}
 
 
 def _figure(ctx, image, projection, index, layer, predicted, projection_rule):
@@ -103,7 +98,7 @@ def _figure(ctx, image, projection, index, layer, predicted, projection_rule):
         list(shown),
         boxes,
         titles,
-        f"{_RULE_TITLES[projection_rule]} of layer {layer}: each beside the image patch under it",
+        f"{projection_rule.title} of layer {layer}: each beside the image patch under it",
     )
 
 
@@ -120,7 +115,7 @@ def register_analyses(register) -> None:
             vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=vizkit.parse_channel_spec),
             vizkit.Option("method", ("autograd", "explicit"), "autograd", help="projection path: autograd (any graph) or explicit (switch-based reverse pass)"),
             vizkit.Option("target", ("max", "map"), "max", help="project each map's strongest activation (max) or the whole map"),
-            vizkit.Option("rule", RULES, "deconvnet", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),
+            vizkit.Option("rule", str, "deconvnet", registry="rules", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),
         ],
         demo={"layer": "conv5", "top": 9},
     ))

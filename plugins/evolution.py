@@ -22,12 +22,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import vizkit
-from vizkit.data import ImageList, image_list
-from vizkit.deconv import RULES
-from vizkit.figures import new_figure, tile_mosaic
-from vizkit.models import apply_state_dict, read_state_dict, sha256_file
-from vizkit.results import save_torch_atomic
-from vizkit.training import read_run_info, snapshot_paths
+from vizkit import (
+    ImageList, apply_state_dict, image_list, new_figure, read_run_info, read_state_dict, save_torch_atomic,
+    sha256_file, snapshot_paths, tile_mosaic,
+)
 
 ZF_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 CACHE_VERSION = 1
@@ -76,12 +74,10 @@ def pick_epochs(available: dict[int, Path], spec: str) -> dict[int, Path]:
 def scan(ctx: vizkit.RunContext, sample: ImageList, layers: list[str]) -> dict[str, vizkit.RunningTopK]:
     """Per layer, each map's strongest activation (k=1) over the sample."""
     im = ctx.instrumented
-    im.set_layers(layers)
-    im.record_switches = False
     deepest = layers[-1]
     states: dict[str, vizkit.RunningTopK] = {}
     loader = DataLoader(sample, batch_size=ctx.batch_size, shuffle=False)  # yields (images, indices)
-    with torch.no_grad():
+    with im.configured(layers=layers, switches=False), torch.no_grad():
         for images, indices in loader:
             im(images.to(ctx.device), until=deepest)
             for layer in layers:
@@ -89,7 +85,6 @@ def scan(ctx: vizkit.RunContext, sample: ImageList, layers: list[str]) -> dict[s
                 if layer not in states:
                     states[layer] = vizkit.RunningTopK.empty(activation.shape[1], 1, ctx.device)
                 states[layer].update(activation, indices)
-    im.record_switches = True
     return states
 
 
@@ -158,8 +153,7 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
     im = ctx.instrumented
     images = training_sample(ctx, info, sample)
     probe = images[0][0][None].to(ctx.device)
-    im.set_layers(None)
-    with torch.no_grad():
+    with im.configured(layers=None), torch.no_grad():
         im(probe)  # learns the layer names
     names = [im.resolve_alias(n) for n in layers] if layers else default_layers(im)
     for name in names:
@@ -174,6 +168,29 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
     def load_snapshot(epoch: int) -> None:
         apply_state_dict(ctx.model, read_state_dict(snapshots[epoch]), str(snapshots[epoch]))
 
+    # the snapshots are loaded into the caller's model one after the other: its own weights
+    # come back at the end, also on error or interruption
+    original = {name: value.detach().clone() for name, value in ctx.model.state_dict().items()}
+    try:
+        chosen, per_epoch = _project_snapshots(ctx, cache, snapshots, load_snapshot, images, names, maps, probe,
+                                               patch_size, rule)
+    finally:
+        ctx.model.load_state_dict(original)
+    result = assemble(run, info, names, chosen, per_epoch, images, patch_size)
+    last = max(snapshots)
+    # the figures show the snapshots, so result.json names the last one's weights, not the model's own
+    result.meta["model"] = vizkit.describe_model(ctx.model, weights=snapshots[last])
+    cache.clear()
+    return result
+
+
+def _project_snapshots(ctx: vizkit.RunContext, cache: SnapshotCache, snapshots: dict[int, Path], load_snapshot,
+                       images: ImageList, names: list[str], maps: int, probe: torch.Tensor, patch_size: int,
+                       rule: str) -> tuple[dict[str, list[int]], dict[int, dict]]:
+    """The maps chosen per layer, and each snapshot's winners and projections (cached per
+    snapshot for --resume)."""
+    im = ctx.instrumented
+    projection_rule = ctx.rule(rule)
     last = max(snapshots)
     last_states = None  # the choice's scan of the last snapshot, reused for its column
     choice = cache.load("choice")
@@ -195,7 +212,7 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
             for layer in names:
                 state = _select(states[layer], chosen[layer])
                 arrays = vizkit.project_winners(im, images, ctx.preprocess, layer, chosen[layer], state, boxes[layer],
-                                                patch_size, rule, batch_size=ctx.batch_size, device=ctx.device)
+                                                patch_size, projection_rule, batch_size=ctx.batch_size, device=ctx.device)
                 done[layer] = {
                     "values": torch.from_numpy(arrays["recomputed"][:, 0]),
                     "image": state.images[:, 0].cpu(),
@@ -207,10 +224,7 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
         per_epoch[epoch] = done
         progress.update(1)
     progress.close()
-    result = assemble(run, info, names, chosen, per_epoch, images, patch_size)
-    ctx.model.vizkit_weights, ctx.model.vizkit_weights_sha256 = str(snapshots[last]), sha256_file(snapshots[last])
-    cache.clear()
-    return result
+    return chosen, per_epoch
 
 
 def assemble(run: str, info: dict, layers: list[str], chosen: dict[str, list[int]], per_epoch: dict[int, dict],
@@ -320,7 +334,7 @@ def register_analyses(register) -> None:
             vizkit.Option("sample", int, 512, help="training images in the fixed sample (default source: the run's train/ folder)"),
             vizkit.Option("epochs", str, "all", help="snapshot epochs to show: all, or e.g. 1,5,20"),
             vizkit.Option("patch_size", int, 48, help="side of each projection tile"),
-            vizkit.Option("rule", RULES, "deconvnet", help="projection rule"),
+            vizkit.Option("rule", str, "deconvnet", registry="rules", help="projection rule"),
             vizkit.Option("resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"),
         ],
     ))

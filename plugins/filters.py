@@ -13,13 +13,14 @@ feature scale clipping keeps any filter from dominating.
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 import vizkit
-from vizkit.figures import new_figure
+from vizkit import new_figure
 
 SPECTRUM_SIZE = 32
 BANDS = ("low", "mid", "high")
@@ -53,26 +54,26 @@ def band_energy(weight: torch.Tensor) -> np.ndarray:
     ], dim=1).numpy()
 
 
-def activity(ctx: vizkit.RunContext, layer: str) -> np.ndarray | None:
-    """Per filter, the largest output of the convolution over the sample images (None: no sample)."""
-    batches = []
+def _sample_batches(ctx: vizkit.RunContext) -> Iterator[torch.Tensor]:
+    """The --image inputs, then --data in batches, one batch in memory at a time."""
     if ctx.image_paths or ctx.image_tensors is not None:
-        batches.append(ctx.images())
+        yield ctx.images()
     if ctx.data is not None:
         data = ctx.dataset()
         for start in range(0, len(data), ctx.batch_size):
-            batches.append(torch.stack([data[i][0] for i in range(start, min(len(data), start + ctx.batch_size))]).to(ctx.device))
-    if not batches:
-        return None
+            yield torch.stack([data[i][0] for i in range(start, min(len(data), start + ctx.batch_size))]).to(ctx.device)
+
+
+def activity(ctx: vizkit.RunContext, layer: str) -> np.ndarray | None:
+    """Per filter, the largest output of the convolution over the sample images (None: no sample)."""
     im = ctx.instrumented
-    im.set_layers([layer])
     peak = None
-    with torch.no_grad():
-        for batch in batches:
+    with im.configured(layers=[layer], switches=False), torch.no_grad():
+        for batch in _sample_batches(ctx):
             out = im(batch, until=layer)
             value = out.transpose(0, 1).flatten(1).amax(dim=1)
             peak = value if peak is None else torch.maximum(peak, value)
-    return peak.cpu().numpy()
+    return None if peak is None else peak.cpu().numpy()
 
 
 def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: int) -> vizkit.Result:

@@ -25,10 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import vizkit
-from vizkit.deconv import RULES
-from vizkit.distributed import ProcessGroup
-from vizkit.figures import new_figure, tile_mosaic
-from vizkit.results import save_torch_atomic
+from vizkit import ProcessGroup, new_figure, save_torch_atomic, tile_mosaic
 
 CHECKPOINT_VERSION = 1
 
@@ -36,7 +33,7 @@ CHECKPOINT_VERSION = 1
 # ------------------------------------------------------------------------------------ scan pass
 def _fingerprint(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, group: ProcessGroup) -> str:
     paths = "\n".join(str(p) for p in ctx.dataset().paths)
-    model = vizkit.models.describe(ctx.model)
+    model = vizkit.describe_model(ctx.model)
     text = repr((model["spec"], model["weights_sha256"], layer, channels, k, ctx.batch_size,
                  ctx.preprocess, group.world, group.rank, hashlib.sha256(paths.encode()).hexdigest()))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -173,27 +170,26 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
     dataset = ctx.dataset()
     group = ProcessGroup.join(ctx.device)
     ctx.device = group.device
+    im = ctx.instrumented
+    projection_rule = ctx.rule(rule)
     try:
-        im = ctx.instrumented
         probe = dataset[0][0][None].to(ctx.device)
-        im.set_layers([layer])
-        im.record_switches = False
-        with torch.no_grad():
-            activation = im(probe, until=layer)
-        if activation is None or activation.dim() < 2:
-            raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
-        layer = im.resolve_alias(layer)
-        chosen = vizkit.select_channels(channels, activation.shape[1])
-        state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group)
+        with im.configured(layers=[layer], switches=False):  # the scan records one layer, no switches
+            with torch.no_grad():
+                activation = im(probe, until=layer)
+            if activation is None or activation.dim() < 2:
+                raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
+            layer = im.resolve_alias(layer)
+            chosen = vizkit.select_channels(channels, activation.shape[1])
+            state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group)
         state = merge_shards(state, group)
     finally:
         group.close()
     if group.rank != 0:  # only rank 0 projects and writes
         return vizkit.Result(summary={"layer": layer, "rank": group.rank, "seconds_scan": seconds_scan})
-    im.record_switches = True
     started = time.perf_counter()
     boxes = vizkit.receptive_boxes(im, probe, layer)
-    arrays = vizkit.project_winners(im, dataset, ctx.preprocess, layer, chosen, state, boxes, patch_size, rule,
+    arrays = vizkit.project_winners(im, dataset, ctx.preprocess, layer, chosen, state, boxes, patch_size, projection_rule,
                                     batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress)
     seconds_project = time.perf_counter() - started
     filled = state.filled()
@@ -242,6 +238,6 @@ def register_analyses(register) -> None:
             vizkit.Option("resume", bool, False, help="continue an interrupted scan from its checkpoint in --out"),
             vizkit.Option("checkpoint_every", int, 20, help="batches between scan checkpoints (0: only at the end)"),
             vizkit.Option("workers", int, 2, help="data-loading worker processes"),
-            vizkit.Option("rule", RULES, "deconvnet", help="projection rule (the paper's deconvnet by default)"),
+            vizkit.Option("rule", str, "deconvnet", registry="rules", help="projection rule (the paper's deconvnet by default)"),
         ],
     ))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vizkit.models.builtin import COMPACT_WEIGHTS
-from vizkit.training import export_weights
+from vizkit.models.bundled import COMPACT_WEIGHTS
+from vizkit_plugins.train import export_weights
 
 
 def main() -> None:

@@ -61,16 +61,19 @@ def assert_no_hooks(model: torch.nn.Module) -> None:
 
 @pytest.fixture
 def recorded_models(monkeypatch) -> list[torch.nn.Module]:
-    """Every model loaded through ``vizkit.load_model`` during the test (e.g. by the CLI)."""
+    """Every model built by spec during the test (``vizkit.load_model``, the CLI, a run's
+    default model, training)."""
+    from vizkit.framework import loading
+
     models: list[torch.nn.Module] = []
-    load_model = vizkit.load_model
+    build_model = loading.build_model
 
-    def recording_load_model(*args, **kwargs):
-        model = load_model(*args, **kwargs)
+    def recording_build_model(*args, **kwargs):
+        model, entry = build_model(*args, **kwargs)
         models.append(model)
-        return model
+        return model, entry
 
-    monkeypatch.setattr(vizkit, "load_model", recording_load_model)
+    monkeypatch.setattr(loading, "build_model", recording_build_model)
     return models
 
 

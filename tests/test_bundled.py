@@ -13,9 +13,9 @@ from PIL import Image
 from torchvision import datasets, transforms
 
 import vizkit
-from vizkit.cli import main
-from vizkit.demo import sample_image
-from vizkit.models.builtin import COMPACT_META, COMPACT_WEIGHTS
+from vizkit.app.cli import main
+from vizkit.app.demo import sample_image
+from vizkit.models.bundled import COMPACT_META, COMPACT_WEIGHTS
 from conftest import IMAGENETTE, assert_no_hooks, needs_shared
 
 

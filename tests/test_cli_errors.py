@@ -1,4 +1,4 @@
-"""The CLI's behaviour on user mistakes, run in-process through ``vizkit.cli.main(argv)``.
+"""The CLI's behaviour on user mistakes, run in-process through ``vizkit.app.cli.main(argv)``.
 
 Every bad input ends with exit status 2 (usage error) or 1 (run failure), a one-line
 ``vizkit: error: ...`` (or click's own usage error) and never a traceback. Also: ``list`` /
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import vizkit
-import vizkit.cli
-from vizkit.cli import main
+import vizkit.app.cli
+from vizkit.app.cli import main
 from conftest import assert_no_hooks
 
 IMAGE = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
@@ -288,7 +288,7 @@ def test_broken_plugins_are_reported_and_others_keep_working():
 def test_broken_plugin_does_not_take_the_cli_down(capsys, monkeypatch, tmp_path, loaded_models):
     raising = _plugin("raising", register_analyses=_raising)
     misspelled = _plugin("misspelled", register_analysis=lambda register: None)
-    monkeypatch.setattr(vizkit.cli, "make_app", lambda: vizkit.make_app(extra=[("raising", raising), ("misspelled", misspelled)]))
+    monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: vizkit.make_app(extra=[("raising", raising), ("misspelled", misspelled)]))
 
     code, out, err = cli(capsys, "list", "plugins")
     assert code == 0, err

@@ -12,7 +12,7 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from vizkit.deconv import UnsupportedOpError, project
+from vizkit.engine.deconv import UnsupportedOpError, project
 from vizkit.models.zfnet import zfnet
 from conftest import assert_no_hooks
 

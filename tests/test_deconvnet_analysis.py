@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vizkit
-from vizkit.cli import main
+from vizkit.app.cli import main
 from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 
 
@@ -39,7 +39,6 @@ def test_strongest_maps_of_real_squeezenet(squeezenet, dog_image):
     assert result["predicted"][0]["index"] == int(logits.argmax())
     assert np.all(np.abs(projections).reshape(9, -1).max(1) > 0)
     assert set(result.figures) == {"deconvnet"}
-    result.close_figures()
 
 
 def test_several_images_and_explicit_channels(squeezenet, dog_image):
@@ -48,7 +47,6 @@ def test_several_images_and_explicit_channels(squeezenet, dog_image):
     assert result["channels"] == [3, 5, 6]
     assert result.arrays["projections"].shape == (2, 3, 3, 224, 224)
     assert set(result.figures) == {"deconvnet_0", "deconvnet_1"}
-    result.close_figures()
     assert_no_hooks(squeezenet)
 
 
@@ -71,7 +69,6 @@ def test_any_layer_of_other_models(spec, layer, dog_image):
     result = vizkit.run("deconvnet", model, images=[dog_image], layer=layer, top=2)
     assert result.arrays["projections"].shape[0] == 2
     assert np.isfinite(result.arrays["projections"]).all()
-    result.close_figures()
     assert_no_hooks(model)
 
 

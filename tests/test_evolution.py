@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vizkit
-from vizkit.cli import main
+from vizkit.app.cli import main
 from vizkit.data import ImageList
 from conftest import assert_no_hooks
 

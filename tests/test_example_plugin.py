@@ -25,7 +25,7 @@ import torchvision
 from PIL import Image
 
 import vizkit
-import vizkit.cli
+import vizkit.app.cli
 from conftest import assert_no_hooks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_plugin_imports_only_vizkit_public_api():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
     vizkit_modules = {name for name in imported if name == "vizkit" or name.startswith("vizkit.")}
-    assert vizkit_modules <= {"vizkit", "vizkit.figures"}, vizkit_modules
+    assert vizkit_modules == {"vizkit"}, vizkit_modules
 
 
 def test_entry_point_declared():
@@ -169,7 +169,6 @@ def test_image_files_on_zfnet(app, zfnet, tmp_path):
     assert document["top_channels"] == result["top_channels"]
     assert set(arrays) >= {"mean", "max", "positive_fraction"}
     assert (saved / "channel_stats.png").stat().st_size > 0
-    result.close_figures()
 
 
 def test_data_folder_input(app, zfnet, tmp_path):
@@ -182,7 +181,6 @@ def test_data_folder_input(app, zfnet, tmp_path):
     assert_no_hooks(zfnet)
     x = vizkit.load_images(sorted(folder.iterdir()), vizkit.Preprocess())
     check_against_reference(result, reference_stats(zfnet, x, "conv1"))
-    result.close_figures()
 
 
 def test_imagenet_samples(app, squeezenet):
@@ -195,7 +193,6 @@ def test_imagenet_samples(app, squeezenet):
     assert_no_hooks(squeezenet)
     x = vizkit.load_images(paths, vizkit.Preprocess())
     check_against_reference(result, reference_stats(squeezenet, x, "features.7"))
-    result.close_figures()
 
 
 def test_fc_layer_has_one_unit_per_channel(app, zfnet):
@@ -205,7 +202,6 @@ def test_fc_layer_has_one_unit_per_channel(app, zfnet):
     # a single unit per map: the mean is the max is the activation itself
     assert np.allclose(result.arrays["mean"], result.arrays["max"])
     assert set(np.unique(result.arrays["positive_fraction"])) <= {0.0, 1.0}
-    result.close_figures()
 
 
 def test_unknown_layer_fails_cleanly(app, zfnet):
@@ -233,14 +229,14 @@ def test_disabled_by_environment(plugin_module, monkeypatch):
 # ---------------------------------------------------------------------- (b) CLI, in-process
 @pytest.fixture
 def cli_app(monkeypatch, plugin_module, recorded_models):
-    """Make ``vizkit.cli.main`` build its app with the example plugin; record loaded models."""
-    monkeypatch.setattr(vizkit.cli, "make_app", lambda: vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)]))
+    """Make ``vizkit.app.cli.main`` build its app with the example plugin; record loaded models."""
+    monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)]))
     return recorded_models
 
 
 def test_cli_run(cli_app, tmp_path, capsys):
     out = tmp_path / "o"
-    code = vizkit.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)])
+    code = vizkit.app.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Traceback" not in captured.out + captured.err
@@ -256,19 +252,19 @@ def test_cli_run(cli_app, tmp_path, capsys):
 
 
 def test_cli_lists_and_helps(cli_app, capsys):
-    assert vizkit.cli.main(["list", "plugins"]) == 0
+    assert vizkit.app.cli.main(["list", "plugins"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if PLUGIN_NAME in l)
     assert "ok" in line
-    assert vizkit.cli.main(["list", "analyses", "--json"]) == 0
+    assert vizkit.app.cli.main(["list", "analyses", "--json"]) == 0
     names = [a["name"] for a in json.loads(capsys.readouterr().out)]
     assert PLUGIN_NAME in names and "deconvnet" in names
-    assert vizkit.cli.main(["run", PLUGIN_NAME, "--help"]) == 0
+    assert vizkit.app.cli.main(["run", PLUGIN_NAME, "--help"]) == 0
     assert "--layer" in capsys.readouterr().out
 
 
 def test_cli_unknown_layer(cli_app, tmp_path, capsys):
     out = tmp_path / "o"
-    code = vizkit.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv9", "--out", str(out)])
+    code = vizkit.app.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv9", "--out", str(out)])
     captured = capsys.readouterr()
     assert code in (1, 2)
     assert "Traceback" not in captured.out + captured.err

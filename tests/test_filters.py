@@ -44,7 +44,6 @@ def test_known_filters(dog_image):
     assert result["dead_low_rms"] == 2 and result["dead_never_active"] == 2  # zero filter and the biased one
     assert result["dominance"] == pytest.approx(1.0 / 2.01)
     assert result["high_frequency_filters"] == 1
-    result.close_figures()
 
 
 @pytest.mark.parametrize("spec,layer,count", [("zfnet", "conv1.conv", 96), ("torchvision:alexnet", "features.0", 64)])
@@ -54,7 +53,6 @@ def test_first_layer_of_other_models(spec, layer, count):
     result = vizkit.run("filters", model)
     assert result["layer"] == layer and result["filters"] == count and result["dead_never_active"] is None
     assert set(result.figures) == {"filters", "filter_diagnostics"}
-    result.close_figures()
     with pytest.raises(vizkit.UsageError, match="not a Conv2d"):
         vizkit.run("filters", model, layer="features" if "alexnet" in spec else "conv1")
     assert_no_hooks(model)
@@ -65,4 +63,3 @@ def test_real_squeezenet_filters_are_alive(squeezenet, dog_image):
     assert result["layer"] == "features.0" and result["filters"] == 96 and result["kernel"] == [7, 7]
     assert result["dead"] == 0
     assert 0.05 < result["dominance"] < 0.2  # no filter dominates a trained first layer
-    result.close_figures()

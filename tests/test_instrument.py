@@ -9,7 +9,7 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from vizkit.instrument import UnknownLayerError
+from vizkit import UnknownLayerError
 from conftest import assert_no_hooks
 
 MODELS = {

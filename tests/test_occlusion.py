@@ -10,9 +10,9 @@ import torch
 import torchvision.models as tvm
 
 import vizkit
-from vizkit.cli import main
+from vizkit.app.cli import main
 from vizkit.models.zfnet import zfnet
-from vizkit.occlusion import OcclusionGrid, occluded_batch, occlusion_maps, parse_fill
+from vizkit_plugins.occlusion import OcclusionGrid, occluded_batch, occlusion_maps, parse_fill
 from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 
 
@@ -92,7 +92,6 @@ def test_analysis_from_python_and_cli(squeezenet, tmp_path, capsys):
     assert result.arrays["centers_y"].tolist() == [23.5, 67.5, 111.5, 155.5, 199.5]
     assert set(result.figures) == {"occlusion_0", "occlusion_1"}
     assert all(str(label) in result["labels_seen"] for label in np.unique(result.arrays["top_label"]))
-    result.close_figures()
     out = tmp_path / "occ"
     argv = ["run", "occlusion", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS),
             "--labels", str(LABELS), "--image", str(wheel), "--stride", "44", "--fill", "zero", "--out", str(out), "--quiet"]

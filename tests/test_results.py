@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vizkit
-from vizkit.figures import new_figure
+from vizkit.toolkit.figures import new_figure
 
 
 def make_result() -> vizkit.Result:

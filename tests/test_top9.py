@@ -75,14 +75,12 @@ def test_values_are_exact_and_match_a_brute_force_top_k(squeezenet, image_file_l
     assert result.arrays["patches"].shape == (8, 5, 32, 32, 3) and result.arrays["patches"].dtype == np.uint8
     assert result["max_recompute_error"] <= 1e-4
     assert not result["first_layer_filters"]
-    result.close_figures()
 
 
 def test_first_layer_shows_filters_and_failing_runs_leave_no_hooks(squeezenet, image_file_list):
     result = run_top9(squeezenet, image_file_list, layer="features.1", channels="0-3", k=3)
     assert result["first_layer_filters"] and result["receptive_field"] == 7
     assert list(result.figures) == ["top9_page01"]
-    result.close_figures()
     with pytest.raises(vizkit.UsageError, match="out of range"):
         run_top9(squeezenet, image_file_list, channels="0-600")
     assert_no_hooks(squeezenet)
@@ -93,7 +91,6 @@ def test_first_layer_shows_filters_and_failing_runs_leave_no_hooks(squeezenet, i
 
 def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, image_file_list, tmp_path, monkeypatch):
     reference = run_top9(squeezenet, image_file_list)
-    reference.close_figures()
     out = tmp_path / "run"
     original = top9.scan_batches
     seen: list[int] = []
@@ -117,7 +114,6 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, im
     for name in ("values", "image_index", "position", "box", "patches"):
         assert np.array_equal(resumed.arrays[name], reference.arrays[name]), name
     assert not (out / ".top9-scan.pt").exists()
-    resumed.close_figures()
     # a checkpoint from other settings is refused, not silently mixed in
     monkeypatch.setattr(top9, "scan_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vizkit
-from vizkit.cli import main
+from vizkit.app.cli import main
 from vizkit.models.zfnet import filter_rms
 
 
@@ -54,7 +54,7 @@ def test_bad_training_data(tmp_path):
 
 
 def test_training_starts_from_the_recipe_initialisation_not_the_shipped_weights():
-    from vizkit.training import untrained_model
+    from vizkit_plugins.train import untrained_model
 
     shipped = vizkit.load_model("zfnet-compact")
     model, preprocess = untrained_model("zfnet-compact")

@@ -2,6 +2,6 @@
 
 import sys
 
-from vizkit.cli import main
+from vizkit.app.cli import main
 
 sys.exit(main())

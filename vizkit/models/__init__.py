@@ -1,9 +1,11 @@
-"""Model specs and loading.
+"""Model specs and weights: what a model is and how it is built and loaded.
 
-A spec names a model: a registered name (``zfnet``), ``torchvision:<builder>``,
-``path/to/file.py:factory`` or ``package.module:factory``. Weights are a state_dict loaded with
-``torch.load(weights_only=True)``. A loaded model carries what vizkit learnt about it as
-attributes: ``vizkit_spec``, ``vizkit_weights_sha256``, ``vizkit_labels``, ``vizkit_preprocess``.
+A spec names a model: a registered name (``zfnet``), or a form some :class:`ModelSource`
+understands: ``torchvision:<builder>``, ``path/to/file.py:factory``, ``package.module:factory``
+(vizkit's own sources), or whatever a plugin adds (e.g. ``timm:<name>``). Which names and
+sources exist is the plugin registry's business (:func:`vizkit.load_model` consults it); this
+package holds the pieces: the entries, the built-in sources, and weights read with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -17,16 +19,13 @@ import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from vizkit.data import Preprocess, read_labels
+from vizkit.data import Preprocess
 from vizkit.errors import UsageError, VizkitError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from vizkit.plugins import App
 
 
 @dataclass
@@ -43,12 +42,30 @@ class ModelEntry:
     plugin: str = field(default="", compare=False)
 
 
-def list_models(app: "App | None" = None, pattern: str = "*") -> list[str]:
-    """Names of the registered models matching a shell-style ``pattern`` (timm style)."""
-    import fnmatch
+@dataclass
+class ModelSource:
+    """A form of model spec and how to build it: ``prefix:<rest>`` specs (``build(rest)``), or
+    specs that ``accepts(spec)`` recognises (``build(spec)``)."""
 
-    app = app or _default_app()
-    return sorted(name for name in app.models if fnmatch.fnmatch(name, pattern))
+    name: str
+    build: Callable[[str], nn.Module]
+    usage: str  # how a spec of this form is written, e.g. "torchvision:<builder>"
+    description: str = ""
+    prefix: str | None = None
+    accepts: Callable[[str], bool] | None = None
+    plugin: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.prefix is None) == (self.accepts is None):
+            raise TypeError(f"model source '{self.name}' needs exactly one of prefix= or accepts=")
+
+    def handles(self, spec: str) -> str | None:
+        """What ``build`` receives for ``spec``, or None when the spec is not of this form."""
+        if self.prefix is not None:
+            head, sep, rest = spec.partition(":")
+            return rest if sep and head == self.prefix else None
+        assert self.accepts is not None
+        return spec if self.accepts(spec) else None
 
 
 def torchvision_builders() -> list[str]:
@@ -58,52 +75,36 @@ def torchvision_builders() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
 
-def build_model(spec: str, app: "App | None" = None) -> tuple[nn.Module, ModelEntry | None]:
-    """Instantiate the model a spec names (untrained unless a registered entry ships weights)."""
-    if not spec or not isinstance(spec, str):
-        raise UsageError("no model given; use e.g. --model zfnet or --model torchvision:alexnet")
-    if spec.startswith("torchvision:"):
-        builder = spec.split(":", 1)[1]
-        names = torchvision_builders()
-        if builder not in names:
-            close = difflib.get_close_matches(builder, names, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(f"unknown torchvision model '{builder}'{hint}; see torchvision.models.list_models()")
-        import torchvision.models as tvm
-
-        return tvm.get_model(builder, weights=None), None
-    if ":" in spec:
-        return _call_factory(spec), None
-    app = app or _default_app()
-    entry = app.models.get(spec)
-    if entry is None:
-        known = ", ".join(sorted(app.models)) or "none"
-        close = difflib.get_close_matches(spec, list(app.models), n=3)
+def build_torchvision(builder: str) -> nn.Module:
+    """An untrained torchvision classification model by builder name."""
+    names = torchvision_builders()
+    if builder not in names:
+        close = difflib.get_close_matches(builder, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UsageError(
-            f"unknown model '{spec}'{hint}; registered models: {known}; "
-            "or use torchvision:<builder>, path/to/file.py:factory, package.module:factory"
-        )
-    return entry.factory(), entry
+        raise UsageError(f"unknown torchvision model '{builder}'{hint}; see torchvision.models.list_models()")
+    import torchvision.models as tvm
+
+    return tvm.get_model(builder, weights=None)
 
 
-def _call_factory(spec: str) -> nn.Module:
+def is_file_factory(spec: str) -> bool:
+    """``path/to/file.py:factory``."""
+    target, sep, _ = spec.rpartition(":")
+    return bool(sep) and (target.endswith(".py") or os.sep in target)
+
+
+def is_module_factory(spec: str) -> bool:
+    """``package.module:factory`` (any other ``a:b`` spec, so that a bad one gets its error)."""
+    return ":" in spec and not is_file_factory(spec)
+
+
+def call_factory(spec: str) -> nn.Module:
+    """The module a ``file.py:factory`` or ``package.module:factory`` spec's callable returns."""
     target, _, name = spec.rpartition(":")
     if not target or not name.isidentifier():
         raise UsageError(f"bad model spec '{spec}'; expected file.py:factory or package.module:factory")
-    if target.endswith(".py") or os.sep in target:
-        path = Path(target)
-        if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
-        module_name = f"vizkit_user_model_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
-        sys.modules[module_name] = module
-        try:
-            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as error:
-            del sys.modules[module_name]
-            raise VizkitError(f"cannot import {path}: {type(error).__name__}: {error}") from error
+    if is_file_factory(spec):
+        module = _import_file(Path(target))
     else:
         try:
             module = importlib.import_module(target)
@@ -116,6 +117,23 @@ def _call_factory(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    module_name = f"vizkit_user_model_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise UsageError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        raise VizkitError(f"cannot import {path}: {type(error).__name__}: {error}") from error
+    return module
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -180,46 +198,15 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
-def load_model(
-    spec: str,
-    weights: str | os.PathLike | None = None,
-    labels: str | os.PathLike | Iterable[str] | None = None,
-    device: str | torch.device = "cpu",
-    trust_weights: bool = False,
-    app: "App | None" = None,
-) -> nn.Module:
-    """A model, in eval mode, from a spec and optional weights / labels."""
-    model, entry = build_model(spec, app)
-    weights_path = Path(weights) if weights is not None else (entry.weights if entry else None)
-    sha = None
-    if weights_path is not None:
-        apply_state_dict(model, read_state_dict(weights_path, trust_weights), str(weights_path))
-        sha = sha256_file(weights_path)
-    if labels is None:
-        label_list = entry.labels if entry else None
-    elif isinstance(labels, (str, os.PathLike)):
-        label_list = read_labels(labels)
-    else:
-        label_list = list(labels)
-    model.vizkit_spec = spec
-    model.vizkit_weights = str(weights_path) if weights_path else None
-    model.vizkit_weights_sha256 = sha
-    model.vizkit_labels = label_list
-    model.vizkit_preprocess = entry.preprocess if entry and entry.preprocess else None
-    return model.to(device).eval()
-
-
-def describe(model: nn.Module) -> dict[str, Any]:
-    """What result.json records about a model."""
+def describe(model: nn.Module, weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What result.json records about a model: its spec, class and weights (``weights``: the
+    file whose weights it holds now, when an analysis loaded others than it was built with)."""
+    if weights is not None:
+        return {"spec": getattr(model, "vizkit_spec", type(model).__name__), "class": type(model).__name__,
+                "weights": str(weights), "weights_sha256": sha256_file(weights)}
     return {
         "spec": getattr(model, "vizkit_spec", type(model).__name__),
         "class": type(model).__name__,
         "weights": getattr(model, "vizkit_weights", None),
         "weights_sha256": getattr(model, "vizkit_weights_sha256", None),
     }
-
-
-def _default_app() -> "App":
-    from vizkit.plugins import get_app
-
-    return get_app()

@@ -10,7 +10,7 @@ and records, for every feature map (channel) of L's output:
 A map that is never positive (on any image, at any position) is counted as dead. Fully connected
 layers ([N, C] outputs) are treated as C maps of one unit each.
 
-The plugin uses only vizkit's public API (``vizkit`` and ``vizkit.figures``), exactly as any
+The plugin uses only vizkit's public API (``vizkit`` only), exactly as any
 third-party package would: the ``register_analyses`` hook below is found through the
 ``vizkit`` entry-point group declared in this package's ``pyproject.toml``.
 """
@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit.figures import new_figure
 
 __version__ = "0.1.0"
 
@@ -56,16 +55,16 @@ def channel_stats(activation: torch.Tensor, layer: str) -> tuple[torch.Tensor, t
 
 def run(ctx: vizkit.RunContext, layer: str) -> vizkit.Result:
     im = ctx.instrumented
-    im.set_layers([layer])  # record only this layer's activation
     sums: list[torch.Tensor] | None = None
     count = 0
-    for x in _batches(ctx):
-        with torch.no_grad():
-            im(x)
-        stats = channel_stats(im.activation(layer), layer)  # unknown layer -> vizkit.VizkitError
-        batch_sums = [s.sum(dim=0) for s in stats]
-        sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
-        count += x.shape[0]
+    with im.configured(layers=[layer], switches=False):  # record only this layer, for this block
+        for x in _batches(ctx):
+            with torch.no_grad():
+                im(x)
+            stats = channel_stats(im.activation(layer), layer)  # unknown layer -> vizkit.VizkitError
+            batch_sums = [s.sum(dim=0) for s in stats]
+            sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
+            count += x.shape[0]
     if sums is None or count == 0:
         raise vizkit.UsageError("channel-stats got no images; give --image FILE or --data PATH")
 
@@ -91,7 +90,7 @@ def run(ctx: vizkit.RunContext, layer: str) -> vizkit.Result:
 def _figure(mean: np.ndarray, order: np.ndarray, layer: str, images: int):
     """A bar chart of the per-channel mean activation, sorted descending."""
     channels = mean.shape[0]
-    figure = new_figure(min(16.0, max(6.0, 0.12 * channels + 2.0)), 4.0)
+    figure = vizkit.new_figure(min(16.0, max(6.0, 0.12 * channels + 2.0)), 4.0)
     ax = figure.add_subplot(1, 1, 1)
     positions = np.arange(channels)
     ax.bar(positions, mean[order], width=0.85, color="tab:blue")

@@ -8,7 +8,6 @@ A plugin declares an :class:`Analysis`: a name, a one-line description, its :cla
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from vizkit.data import ImageList, Preprocess, ensure_device, image_list, label_name, load_images
+from vizkit.engine.instrument import Instrumented, instrument
+from vizkit.engine.rules import ProjectionRule
 from vizkit.errors import UsageError
-from vizkit.instrument import Instrumented, instrument
+from vizkit.framework import loading
+from vizkit.framework.results import Result
 from vizkit.models import describe
-from vizkit.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vizkit.plugins import App
+    from vizkit.framework.plugins import App
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class Option:
     """One option of an analysis: ``--name-with-dashes`` on the CLI, ``name`` in Python.
 
     ``type`` is int, float, str, bool (a flag) or a tuple of allowed strings (a choice);
-    ``parse`` optionally turns the value into what ``run`` receives (and raises UsageError).
+    ``parse`` optionally turns the value into what ``run`` receives (and raises UsageError);
+    ``registry`` ("rules") makes the value a name registered there by some plugin (the CLI
+    offers them as choices), e.g. ``Option("rule", registry="rules", default="deconvnet")``.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Option:
     required: bool = False
     multiple: bool = False
     parse: Callable[[Any], Any] | None = None
+    registry: Literal["rules"] | None = None
 
     @property
     def flag(self) -> str:
@@ -89,8 +93,9 @@ class Analysis:
             raise UsageError(f"analysis '{self.name}' needs --model")
         return self.model_from(self.resolve_options(given))
 
-    def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Defaults filled in, values converted; unknown or missing options refused."""
+    def resolve_options(self, given: dict[str, Any], app: "App | None" = None) -> dict[str, Any]:
+        """Defaults filled in, values converted; unknown or missing options refused (and,
+        with ``app``, names that its registries do not hold)."""
         names = {o.name for o in self.options}
         unknown = sorted(set(given) - names)
         if unknown:
@@ -105,6 +110,11 @@ class Analysis:
                 value = tuple(option.convert(v) for v in (value or ()))
             else:
                 value = option.convert(value)
+            if option.registry and app is not None and value is not None:
+                registered = getattr(app, option.registry)
+                for name in value if option.multiple else (value,):
+                    if name not in registered:
+                        raise UsageError(f"{option.flag} must be one of {', '.join(sorted(registered))}, not '{name}'")
             resolved[option.name] = value
         return resolved
 
@@ -126,6 +136,17 @@ class RunContext:
     progress: bool = False
     out: Path | None = None  # where the result will be saved (for checkpoints), if known
     analysis: str = ""
+    app: "App | None" = None
+    generator: torch.Generator = field(default_factory=torch.Generator)  # seeded with ``seed``
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)  # seeded with ``seed``
+
+    def rule(self, name: str | ProjectionRule) -> ProjectionRule:
+        """The projection rule registered under ``name`` (built-in or a plugin's)."""
+        if self.app is None:
+            from vizkit.engine.rules import resolve_rule
+
+            return resolve_rule(name)
+        return self.app.rule(name)
 
     def images(self) -> Tensor:
         """The --image inputs as one preprocessed batch on the device."""
@@ -150,12 +171,6 @@ class RunContext:
         return [f"image {i}" for i in range(count)]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def run(
     analysis: str,
     model: nn.Module | None,
@@ -175,18 +190,18 @@ def run(
 
     ``images`` are file paths or an already-preprocessed [N,3,H,W] tensor; ``data`` a folder,
     ImageFolder tree or text file of paths. ``model`` None: the analysis's own default (e.g. the
-    architecture a training run recorded), if it has one. Every hook is removed afterwards, also
-    on error.
+    architecture a training run recorded), if it has one. ``seed`` seeds the run's own random
+    generators (``ctx.generator``, ``ctx.rng``); the global ones are left alone. Every hook is
+    removed afterwards and the model is left in the mode it was in, also on error.
     """
-    from vizkit import load_model  # looked up at call time (tests record the models it loads)
-    from vizkit.plugins import get_app
+    from vizkit.framework.plugins import get_app
 
     app = app or get_app()
     spec = app.analysis(analysis)
-    opts = spec.resolve_options(options)
+    opts = spec.resolve_options(options, app)
     device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
     if model is None:
-        model = load_model(spec.default_model(options), device=device, app=app)
+        model = loading.load_model(spec.default_model(options), device=device, app=app)
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()
@@ -200,19 +215,23 @@ def run(
     dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)
     _check_inputs(spec, bool(paths) or tensors is not None, dataset is not None)
 
-    seed_everything(seed)
+    was_training = model.training
     model = model.to(device).eval()
     started = time.perf_counter()
-    with instrument(model) as im:
-        ctx = RunContext(
-            model=model, instrumented=im, preprocess=preprocess, device=device, labels=labels,
-            image_paths=paths, image_tensors=tensors, data=dataset, batch_size=batch_size,
-            seed=seed, progress=progress, out=Path(out) if out else None, analysis=spec.name,
-        )
-        result = spec.run(ctx, **opts)
+    try:
+        with instrument(model) as im:
+            ctx = RunContext(
+                model=model, instrumented=im, preprocess=preprocess, device=device, labels=labels,
+                image_paths=paths, image_tensors=tensors, data=dataset, batch_size=batch_size,
+                seed=seed, progress=progress, out=Path(out) if out else None, analysis=spec.name,
+                app=app, generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed),
+            )
+            result = spec.run(ctx, **opts)
+    finally:
+        model.train(was_training)
     result.analysis = spec.name
     result.meta.setdefault("seconds", round(time.perf_counter() - started, 3))
-    result.meta["model"] = describe(model)
+    result.meta.setdefault("model", describe(model))  # an analysis that loaded other weights says which
     result.meta["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
     result.meta["params"].update({"device": str(device), "batch_size": batch_size, "seed": seed})
     result.meta["inputs"] = {

@@ -17,11 +17,11 @@ import click
 import torch
 
 import vizkit
-from vizkit.distributed import is_main_process
+from vizkit.toolkit.distributed import is_main_process
 from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, ensure_device
 from vizkit.errors import UsageError, VizkitError
-from vizkit.plugins import App, make_app
-from vizkit.results import check_out_dir
+from vizkit.framework.plugins import App, make_app
+from vizkit.framework.results import check_out_dir
 
 
 def _floats3(text: str | None, flag: str) -> tuple[float, float, float] | None:
@@ -45,7 +45,7 @@ def model_options(function):
 
 
 RUN_OPTIONS = [
-    click.Option(["--model"], help="zfnet | torchvision:<builder> | file.py:factory | package.module:factory"),
+    click.Option(["--model"], help="a registered name (vizkit list models) or torchvision:<builder>, file.py:factory, package.module:factory"),
     click.Option(["--weights"], type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"),
     click.Option(["--trust-weights"], is_flag=True, help="allow arbitrary unpickling of --weights"),
     click.Option(["--labels"], type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"),
@@ -65,9 +65,11 @@ RUN_OPTIONS = [
 ]
 
 
-def _click_option(option: vizkit.Option) -> click.Option:
+def _click_option(option: vizkit.Option, app: App) -> click.Option:
     kwargs: dict[str, Any] = {"help": option.help, "default": option.default, "show_default": option.default is not None}
-    if option.type is bool:
+    if option.registry:
+        kwargs["type"] = click.Choice(sorted(getattr(app, option.registry)))
+    elif option.type is bool:
         kwargs.update(is_flag=True, default=bool(option.default))
     elif isinstance(option.type, tuple):
         kwargs["type"] = click.Choice(option.type)
@@ -93,7 +95,7 @@ class RunGroup(click.Group):
         analysis = self.app.analyses.get(name)
         if analysis is None:
             return None
-        params = list(RUN_OPTIONS) + [_click_option(o) for o in analysis.options]
+        params = list(RUN_OPTIONS) + [_click_option(o, self.app) for o in analysis.options]
         return click.Command(
             name,
             params=params,
@@ -136,10 +138,8 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         out=out, app=app, **kwargs,
     )
     if not is_main_process():  # under torchrun only rank 0 writes the result
-        result.close_figures()
         return
     result.save(out, overwrite=common["overwrite"])
-    result.close_figures()
     if not common["quiet"]:
         click.echo(f"{analysis.name}: wrote {out} ({result.meta.get('seconds', 0):.1f}s)")
 
@@ -175,9 +175,9 @@ def build_cli(app: App) -> click.Group:
                     click.echo(f"  {row['name']:<20} {detail}  ({row['source']})")
                 else:
                     click.echo(f"  {row['name']:<20} {row['description']}")
-            if title == "models" and (what in (None, "models")):
-                click.echo(f"  {'torchvision:<name>':<20} any torchvision classification builder")
-                click.echo(f"  {'file.py:factory':<20} a callable in a Python file, or package.module:factory")
+            if title == "models":
+                for source in app.model_sources.values():
+                    click.echo(f"  {source.usage:<20} {source.description}")
 
     @cli.command("layers")
     @click.argument("model_spec", metavar="MODEL")
@@ -220,7 +220,7 @@ def build_cli(app: App) -> click.Group:
     @click.argument("folder", type=click.Path(file_okay=False, exists=True))
     def report_command(folder: str) -> None:
         """Write FOLDER/index.html showing every result found below FOLDER."""
-        from vizkit.report import write_report
+        from vizkit.app.report import write_report
 
         path, count = write_report(Path(folder))
         click.echo(f"report: {count} result(s) in {path}")
@@ -232,49 +232,10 @@ def build_cli(app: App) -> click.Group:
     @click.option("--overwrite", is_flag=True, help="replace results already in --out")
     def demo_command(out: str, model_spec: str | None, images: tuple[str, ...], overwrite: bool) -> None:
         """Run every analysis that has a demo on the bundled model and write a report."""
-        from vizkit.demo import run_demo
+        from vizkit.app.demo import run_demo
 
         for line in run_demo(app, Path(out), model_spec, list(images), overwrite):
             click.echo(line)
-
-    @cli.command("train")
-    @click.option("--model", "model_spec", default="zfnet-compact", show_default=True, help="a ZF-topology model spec")
-    @click.option("--data", required=True, type=click.Path(file_okay=False), help="folder with train/ and val/ ImageFolder trees")
-    @click.option("--epochs", type=int, default=30, show_default=True)
-    @click.option("--batch-size", type=int, default=128, show_default=True)
-    @click.option("--lr", type=float, default=0.01, show_default=True)
-    @click.option("--out", type=click.Path(file_okay=False), default="vizkit-train", show_default=True)
-    @click.option("--resume", is_flag=True, help="continue from --out/checkpoint.pt")
-    @click.option("--device", default="cpu", show_default=True)
-    @click.option("--snapshot-epochs", default="1,2,5,10,20,30,40,64", show_default=True, help="epochs whose weights are kept")
-    @click.option("--no-clip", is_flag=True, help="turn feature scale clipping off")
-    @click.option("--clip-radius", type=float, default=0.1, show_default=True)
-    @click.option("--crop", type=int, default=None, help="training crop size (default: the model's)")
-    @click.option("--workers", type=int, default=2, show_default=True)
-    @click.option("--limit", type=int, default=None, help="use only this many training images")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--quiet", is_flag=True)
-    def train_command(model_spec, data, epochs, batch_size, lr, out, resume, device, snapshot_epochs, no_clip,
-                      clip_radius, crop, workers, limit, seed, quiet) -> None:
-        """Train a ZF backbone with the paper's recipe (SGD, annealing, dropout, crops, clipping)."""
-        from vizkit.training import TrainConfig, train, untrained_model
-
-        try:
-            snapshots = [int(v) for v in snapshot_epochs.split(",") if v.strip()]
-        except ValueError:
-            raise UsageError(f"--snapshot-epochs expects e.g. 1,2,5,10; not '{snapshot_epochs}'") from None
-        if epochs < 1 or batch_size < 1 or lr <= 0:
-            raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
-        torch.manual_seed(seed)
-        model, preprocess = untrained_model(model_spec, app)
-        config = TrainConfig(
-            data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-            clip_radius=None if no_clip else clip_radius, crop=crop or preprocess.crop, resize=preprocess.resize,
-            snapshot_epochs=snapshots, workers=workers, seed=seed, device=device, limit=limit,
-        )
-        metrics = train(model, config, preprocess, resume=resume, progress=not quiet and sys.stderr.isatty(),
-                        model_spec=model_spec, command=["vizkit", *(click.get_current_context().find_root().obj or {}).get("argv", [])])
-        click.echo(f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt")
 
     for impl in app.pm.hook.register_commands.get_hookimpls():
         try:
@@ -290,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         app = make_app()
         cli = build_cli(app)
         args = list(argv if argv is not None else sys.argv[1:])
-        cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args})
+        cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args, "app": app})
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
     except click.ClickException as error:

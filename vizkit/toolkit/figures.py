@@ -1,16 +1,18 @@
-"""Figure helpers shared by analyses: matplotlib Figures built without pyplot's global state."""
+"""Figure helpers shared by analyses: matplotlib Figures built without pyplot's global state.
+
+Every figure is a :class:`matplotlib.figure.Figure` attached to its own Agg canvas, so no
+display is needed and nothing switches the backend of the program that imports vizkit (a
+notebook keeps its inline or widget backend).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display needed; must precede any pyplot import elsewhere
-
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -26,7 +28,11 @@ def hwc(image: Tensor | np.ndarray) -> np.ndarray:
 
 
 def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
-    return Figure(figsize=(width, height), dpi=dpi)
+    """A ``width`` x ``height`` inch figure on its own Agg canvas (not registered with pyplot,
+    so it needs no closing and is freed with its last reference)."""
+    figure = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -> np.ndarray:

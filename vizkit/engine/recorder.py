@@ -1,6 +1,6 @@
-"""Instrumentation: record activations and max-pooling switches of any ``nn.Module``.
+"""Recording: activations and max-pooling switches of any ``nn.Module``.
 
-``instrument(model)`` is a context manager. Inside it every forward records, for the requested
+A :class:`Recorder` is a context manager. Inside it every forward records, for the requested
 layers, a clone of the layer's output and, for every max-pooling op, its switches (the argmax
 indices). It works for models that are not Sequentials: pooling, ReLU and normalisation calls are
 seen by a ``TorchFunctionMode`` whether a module or the model's own ``forward`` makes them, so
@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from vizkit import ops
+from vizkit.engine import ops
+from vizkit.engine.geometry import Window, pool_window
+from vizkit.engine.rules import ProjectionRule
+from vizkit.engine.tape import OpRecorder
 from vizkit.errors import UsageError, VizkitError
 
 
@@ -53,64 +57,63 @@ class PoolSwitches:
 
     indices: Tensor  # [B, C, h, w], flat index into each input plane (H*W)
     input_shape: tuple[int, ...]
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
+    window: Window
     ceil_mode: bool
+
+
+_KEEP: Any = object()  # configured(): leave this setting as it is
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an instrumented forward records. Changed only for the length of a ``with
+    im.configured(...)`` block, so nothing an analysis does outlives it."""
+
+    layers: frozenset[str] | None = None  # None: every layer; an empty set: none
+    switches: bool = True  # record max-pooling switches
+    rule: ProjectionRule | None = None  # projection rule of the autograd path, if any
+    tape: OpRecorder | None = None  # records every op of the forward, if any
+    capture: str | None = None  # layer whose live output (with its graph) is kept
+
+
+@dataclass
+class _Recording:
+    """What one forward has recorded so far (replaced at the start of each forward)."""
+
+    active: bool = False
+    stack: list[tuple[str, nn.Module]] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    infos: dict[str, LayerInfo] = field(default_factory=dict)
+    acts: dict[str, Tensor] = field(default_factory=dict)
+    switches: dict[str, PoolSwitches] = field(default_factory=dict)
+    captured: dict[str, Tensor] = field(default_factory=dict)
+    stop_at: str | None = None
 
 
 class _Interceptor(TorchFunctionMode):
     """Routes the torch calls made during an instrumented forward to their handlers."""
 
-    def __init__(self, owner: "Instrumented") -> None:
+    def __init__(self, owner: "Recorder") -> None:
         super().__init__()
         self.owner = owner
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         owner = self.owner
-        if not owner._active:
+        if not owner._rec.active:
             return func(*args, **kwargs)
         op = ops.op_of(func)
-        if op is None and owner._tape is None:
+        if op is None and owner._settings.tape is None:
             return func(*args, **kwargs)
         return owner._handle(func, op, args, kwargs)
 
 
-class _DeconvReLU(torch.autograd.Function):
-    """ReLU going up, ReLU of the incoming signal going down (the deconvnet's rectification)."""
+class Recorder:
+    """A model whose forwards record activations and switches: call it like the model.
 
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D401
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.clamp(min=0)
-
-
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU whose backward keeps only positive signal at units that were active going up."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D401
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (x > 0)
-
-
-RELU_RULES = {"deconvnet": _DeconvReLU, "guided": _GuidedReLU}
-
-
-class Instrumented:
-    """An instrumented model: call it like the model; read activations, switches, projections.
-
-    Create it with :func:`instrument` and use it as a context manager.
+    :class:`vizkit.Instrumented` adds projections to it; create one with
+    :func:`vizkit.instrument` and use it as a context manager. What a forward records
+    is its :attr:`settings`; change them for a block with :meth:`configured`.
     """
 
     def __init__(
@@ -121,29 +124,16 @@ class Instrumented:
     ) -> None:
         self.model = model
         self.aliases: dict[str, str] = dict(getattr(model, "vizkit_aliases", {}) or {})
-        self.record_switches = switches
-        self._wanted: set[str] | None = None
-        self.set_layers(layers)
+        self._settings = Settings(layers=self._layer_set(layers), switches=bool(switches))
         self._names = {module: name for name, module in model.named_modules()}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._mode: _Interceptor | None = None
-        # per-forward state
-        self._active = False
-        self._stack: list[tuple[str, nn.Module]] = []
-        self._calls: Counter[str] = Counter()
-        self._infos: dict[str, LayerInfo] = {}
-        self._acts: dict[str, Tensor] = {}
-        self._switches: dict[str, PoolSwitches] = {}
-        self._stop_at: str | None = None
-        self._capture: dict[str, Tensor] = {}
-        self._capture_layer: str | None = None
-        self._rule: str | None = None
-        self._tape: Any = None
+        self._rec = _Recording()
         self.input: Tensor | None = None
         self.output: Any = None
 
     # ------------------------------------------------------------------ context management
-    def __enter__(self) -> "Instrumented":
+    def __enter__(self) -> "Recorder":
         if self._handles:
             raise RuntimeError("this Instrumented is already active")
         try:
@@ -172,20 +162,69 @@ class Instrumented:
         if self._mode is not None:
             mode, self._mode = self._mode, None
             mode.__exit__(None, None, None)
-        self._active = False
-        self._stack.clear()
+        self._rec.active = False
+        self._rec.stack.clear()
 
     # ------------------------------------------------------------------ configuration
-    def set_layers(self, layers: str | Iterable[str] | None) -> None:
-        """Choose the layers whose activations are recorded: "all", None (none) or names."""
+    @property
+    def settings(self) -> Settings:
+        """What forwards record now (a frozen value: compare it, never mutate it)."""
+        return self._settings
+
+    @property
+    def record_switches(self) -> bool:
+        return self._settings.switches
+
+    @contextmanager
+    def configured(
+        self,
+        layers: str | Iterable[str] | None = _KEEP,
+        switches: bool = _KEEP,
+        rule: ProjectionRule | None = _KEEP,
+        tape: OpRecorder | None = _KEEP,
+        capture: str | None = _KEEP,
+    ) -> Iterator["Recorder"]:
+        """Record differently inside a ``with`` block; the previous settings return on exit,
+        also on error. ``layers``: "all", None (none) or names whose activations to keep;
+        ``switches``: record max-pooling switches. (``rule``, ``tape`` and ``capture`` are the
+        projection engine's.)"""
+        changes: dict[str, Any] = {}
+        if layers is not _KEEP:
+            changes["layers"] = self._layer_set(layers)
+        if switches is not _KEEP:
+            changes["switches"] = bool(switches)
+        if rule is not _KEEP:
+            changes["rule"] = rule
+        if tape is not _KEEP:
+            changes["tape"] = tape
+        if capture is not _KEEP:
+            changes["capture"] = None if capture is None else self.resolve_alias(capture)
+        saved = self._settings
+        self._settings = replace(saved, **changes)
+        try:
+            yield self
+        finally:
+            self._settings = saved
+
+    @contextmanager
+    def _keeping_last_forward(self) -> Iterator[None]:
+        """Forwards inside the block leave the user's last recorded forward (activations,
+        switches, input and output) as it was."""
+        saved = (self._rec, self.input, self.output)
+        try:
+            yield
+        finally:
+            self._rec, self.input, self.output = saved
+            self._rec.active = False
+
+    def _layer_set(self, layers: str | Iterable[str] | None) -> frozenset[str] | None:
         if layers == "all":
-            self._wanted = None
-        elif layers is None:
-            self._wanted = set()
-        elif isinstance(layers, str):
-            self._wanted = {self.resolve_alias(layers)}
-        else:
-            self._wanted = {self.resolve_alias(name) for name in layers}
+            return None
+        if layers is None:
+            return frozenset()
+        if isinstance(layers, str):
+            return frozenset({self.resolve_alias(layers)})
+        return frozenset(self.resolve_alias(name) for name in layers)
 
     def resolve_alias(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -198,93 +237,88 @@ class Instrumented:
             raise RuntimeError("use the instrumented model inside its `with` block")
         self.input = x.detach()
         stop = self.resolve_alias(until) if until else None
-        self._stop_at = stop
         try:
-            self.output = self.model(x, *args, **kwargs)
+            self.output = self._forward(x, stop, *args, **kwargs)
         except _StopForward:
             self.output = None
-            return self._acts.get(stop)
-        finally:
-            self._stop_at = None
-            self._active = False
+            return self._rec.acts.get(stop) if stop else None
         if stop is not None:
             self._require(stop)
         return self.output
+
+    def _forward(self, x: Tensor, stop: str | None, *args: Any, **kwargs: Any) -> Any:
+        self._stop_next = stop  # read by the root pre-hook, which starts the recording
+        try:
+            return self.model(x, *args, **kwargs)
+        finally:
+            self._stop_next = None
+            self._rec.active = False
 
     def run_capturing(
         self,
         x: Tensor,
         layer: str,
-        rule: str | None = None,
-        tape: Any = None,
+        rule: ProjectionRule | None = None,
+        tape: OpRecorder | None = None,
     ) -> Tensor:
         """Forward ``x`` up to ``layer`` and return that layer's output *with* its autograd graph.
 
-        With ``rule="deconvnet"`` the ReLUs rectify the signal going down and normalisation is
-        bypassed, so that back-propagation from the layer is the deconvnet projection
-        (``"guided"``: guided back-propagation; None or ``"gradient"``: plain autograd). With
-        ``tape`` every op is recorded for an explicit reverse pass. Nothing is recorded as an
-        activation, and the activations of the last ordinary forward are kept.
+        With a ``rule`` the ReLUs and normalisation layers behave as the rule says going down,
+        so that back-propagation from the layer is that rule's projection (None: plain
+        autograd). With ``tape`` every op is recorded for an explicit reverse pass. Nothing is
+        recorded as an activation, and the activations of the last ordinary forward are kept.
         """
         output, captured = self._isolated_forward(x, layer, rule, tape, stop=True)
         return captured
 
-    def trace(self, x: Tensor, tape: Any, layer: str) -> tuple[Any, Tensor]:
+    def trace(self, x: Tensor, tape: OpRecorder, layer: str) -> tuple[Any, Tensor]:
         """A whole forward of ``x`` recording every op on ``tape``; returns the model output and
         ``layer``'s output (both the live tensors the tape knows)."""
         return self._isolated_forward(x, layer, None, tape, stop=False)
 
-    def _isolated_forward(self, x: Tensor, layer: str, rule: str | None, tape: Any, stop: bool) -> tuple[Any, Tensor]:
+    def _isolated_forward(
+        self, x: Tensor, layer: str, rule: ProjectionRule | None, tape: OpRecorder | None, stop: bool
+    ) -> tuple[Any, Tensor]:
         layer = self.resolve_alias(layer)
-        saved = (self._wanted, self.record_switches)
-        recorded = (self._infos, self._acts, self._switches)  # the user's last forward stays
-        self._wanted, self.record_switches = set(), tape is not None and stop
-        self._capture = {}
-        self._rule, self._tape = rule, tape
-        self._stop_at = layer if stop else None
-        self._capture_layer = layer
-        output = None
-        try:
+        switches = tape is not None and stop  # the explicit deconvnet unpools with them
+        with self._keeping_last_forward(), self.configured(
+            layers=None, switches=switches, rule=rule, tape=tape, capture=layer
+        ):
+            output = None
             try:
-                output = self.model(x)
+                output = self._forward(x, layer if stop else None)
             except _StopForward:
                 pass
-            if layer not in self._capture:
+            if layer not in self._rec.captured:
                 self._require(layer)
                 raise VizkitError(f"layer '{layer}' does not output a tensor")
-            return output, self._capture[layer]
-        finally:
-            self._wanted, self.record_switches = saved
-            self._infos, self._acts, self._switches = recorded
-            self._rule, self._tape, self._stop_at = None, None, None
-            self._capture, self._capture_layer = {}, None
-            self._active = False
+            return output, self._rec.captured[layer]
 
     # ------------------------------------------------------------------ reading results
     @property
     def layers(self) -> list[str]:
         """Names of the layers seen in the last forward, in the order their outputs appeared."""
-        return list(self._infos)
+        return list(self._rec.infos)
 
     def layer_infos(self) -> list[LayerInfo]:
-        return list(self._infos.values())
+        return list(self._rec.infos.values())
 
     @property
     def pools(self) -> list[str]:
         """Names of the max-pooling layers whose switches the last forward recorded."""
-        return list(self._switches)
+        return list(self._rec.switches)
 
     def info(self, layer: str) -> LayerInfo:
-        return self._infos[self._require(layer)]
+        return self._rec.infos[self._require(layer)]
 
     def activation(self, layer: str) -> Tensor:
         """The recorded output of ``layer`` in the last forward (a clone, detached)."""
         name = self._require(layer)
-        if name not in self._acts:
+        if name not in self._rec.acts:
             raise VizkitError(
                 f"layer '{name}' was not recorded; pass it to instrument(..., layers=[...])"
             )
-        return self._acts[name]
+        return self._rec.acts[name]
 
     def switches(self, layer: str) -> Tensor:
         """The argmax indices of the max-pool ``layer`` in the last forward."""
@@ -292,18 +326,18 @@ class Instrumented:
 
     def pool_switches(self, layer: str) -> PoolSwitches:
         name = self._require(layer)
-        if name not in self._switches:
-            pools = ", ".join(self._switches) or "none"
+        if name not in self._rec.switches:
+            pools = ", ".join(self._rec.switches) or "none"
             raise VizkitError(f"layer '{name}' is not a max-pool with switches (pools: {pools})")
-        return self._switches[name]
+        return self._rec.switches[name]
 
     def _require(self, layer: str) -> str:
         name = self.resolve_alias(layer)
-        if name in self._infos:
+        if name in self._rec.infos:
             return name
-        if not self._infos:
+        if not self._rec.infos:
             raise VizkitError("run a forward pass first: the layers are known after one")
-        raise UnknownLayerError(unknown_layer_message(name, list(self._infos) + list(self.aliases)))
+        raise UnknownLayerError(unknown_layer_message(name, list(self._rec.infos) + list(self.aliases)))
 
     def convolutions(self, x: Tensor, until: str | None = None) -> list[tuple[str, nn.Conv2d]]:
         """The ``nn.Conv2d`` modules a forward of ``x`` runs (up to ``until``), in order.
@@ -311,110 +345,90 @@ class Instrumented:
         The first one is the model's first layer, the one Fig. 6 and Fig. 2's layer-1 panels
         draw as filters. The activations recorded by the last ordinary forward are kept.
         """
-        saved = (self._wanted, self._infos, self._acts, self._switches, self.input, self.output)
-        self._wanted = set()
-        try:
-            with torch.no_grad():
-                self(x[:1], until=until)
-            ran = list(self._infos)
-        finally:
-            self._wanted, self._infos, self._acts, self._switches, self.input, self.output = saved
+        with self._keeping_last_forward(), self.configured(layers=None, switches=False), torch.no_grad():
+            self(x[:1], until=until)
+            ran = list(self._rec.infos)
         modules = dict(self.model.named_modules())
         return [(name, modules[name]) for name in ran if isinstance(modules.get(name), nn.Conv2d)]
 
-    def project(self, layer: str, channel: int | Sequence[int], **options: Any) -> Tensor:
-        """Deconvnet projection of the last input's ``layer``/``channel`` to pixel space.
-
-        ``channel`` an int gives [B,3,H,W]; a list gives [B,k,3,H,W]. Options are those of
-        :func:`vizkit.deconv.project` (``position``, ``target``, ``method``).
-        """
-        from vizkit.deconv import project
-
-        if self.input is None:
-            raise VizkitError("run a forward pass first: project() projects the last input")
-        single = isinstance(channel, int)
-        channels = [channel] if single else list(channel)
-        result = project(self, self.input, layer, channels, **options)
-        return result.images[:, 0] if single else result.images
-
     # ------------------------------------------------------------------ hooks
+    _stop_next: str | None = None
+
     def _root_pre(self, module: nn.Module, args: Any) -> None:
-        self._active = True
-        self._stack = [("", module)]
-        self._calls = Counter()
-        self._infos = {}
-        self._acts = {}
-        self._switches = {}
-        if self._tape is not None and args and isinstance(args[0], Tensor):
-            self._tape.input(args[0])
+        self._rec = _Recording(active=True, stack=[("", module)], stop_at=self._stop_next)
+        tape = self._settings.tape
+        if tape is not None and args and isinstance(args[0], Tensor):
+            tape.input(args[0])
 
     def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._active = False
+        self._rec.active = False
 
     def _make_pre(self, name: str) -> Callable:
         def pre(module: nn.Module, args: Any) -> None:
-            if not self._active:
+            rec = self._rec
+            if not rec.active:
                 return
-            count = self._calls[name]
-            self._calls[name] += 1
-            self._stack.append((name if count == 0 else f"{name}#{count}", module))
+            count = rec.calls[name]
+            rec.calls[name] += 1
+            rec.stack.append((name if count == 0 else f"{name}#{count}", module))
 
         return pre
 
     def _make_post(self, name: str) -> Callable:
         def post(module: nn.Module, args: Any, output: Any) -> None:
-            if not self._active or len(self._stack) < 2:
+            rec = self._rec
+            if not rec.active or len(rec.stack) < 2:
                 return
-            layer, _ = self._stack.pop()
+            layer, _ = rec.stack.pop()
             self._record(layer, type(module).__name__, False, output)
 
         return post
 
     def _record(self, layer: str, type_name: str, functional: bool, output: Any) -> None:
+        rec, settings = self._rec, self._settings
         is_tensor = isinstance(output, Tensor)
-        self._infos[layer] = LayerInfo(
+        rec.infos[layer] = LayerInfo(
             name=layer,
             type=type_name,
             functional=functional,
             shape=tuple(output.shape) if is_tensor else None,
-            has_switches=layer in self._switches,
+            has_switches=layer in rec.switches,
         )
         if is_tensor:
-            if self._wanted is None or layer in self._wanted:
+            if settings.layers is None or layer in settings.layers:
                 # the forward ends at ``until``, so nothing can change that output: no copy needed
-                self._acts[layer] = output.detach() if layer == self._stop_at else output.detach().clone()
-            if layer == self._capture_layer:
-                self._capture[layer] = output
-        if layer == self._stop_at:
+                rec.acts[layer] = output.detach() if layer == rec.stop_at else output.detach().clone()
+            if layer == settings.capture:
+                rec.captured[layer] = output
+        if layer == rec.stop_at:
             raise _StopForward
 
     # ------------------------------------------------------------------ intercepted calls
     def _handle(self, func: Callable, op: str | None, args: tuple, kwargs: dict) -> Any:
-        top_name, top_module = self._stack[-1]
+        rec, settings = self._rec, self._settings
+        top_name, top_module = rec.stack[-1]
         owner = ops.OWNER_TYPES.get(op) if op else None
         own_call = owner is not None and isinstance(top_module, owner)
         if own_call or op not in ops.LAYER_OPS:
             layer = top_name
         else:  # a functional pool/ReLU/norm called from a composite module's forward
-            base = f"{top_name}.{op}" if top_name else op
-            count = self._calls[base]
-            self._calls[base] += 1
+            base = f"{top_name}.{op}" if top_name else str(op)
+            count = rec.calls[base]
+            rec.calls[base] += 1
             layer = base if count == 0 else f"{base}#{count}"
 
-        if op == "max_pool2d" and self.record_switches:
+        rule = settings.rule
+        if op == "max_pool2d" and settings.switches:
             output = self._max_pool(layer, args, kwargs)
-        elif op == "relu" and self._rule in RELU_RULES:
-            output = RELU_RULES[self._rule].apply(args[0] if args else kwargs["input"])
-        elif op in ops.NORMALISATION_OPS and self._rule in RELU_RULES:
-            x = args[0] if args else kwargs["input"]
-            with torch.no_grad():
-                normalised = func(*args, **kwargs)
-            output = x + (normalised - x).detach()  # identity going down
+        elif op == "relu" and rule is not None:
+            output = rule.autograd_relu(func, args, kwargs)
+        elif op in ops.NORMALISATION_OPS and rule is not None:
+            output = rule.autograd_normalisation(func, args, kwargs)
         else:
             output = func(*args, **kwargs)
 
-        if self._tape is not None:
-            self._tape.record(func, op, args, kwargs, output, self._switches.get(layer))
+        if settings.tape is not None:
+            settings.tape.record(func, op, args, kwargs, output, rec.switches.get(layer))
         if op in ops.LAYER_OPS and not own_call:
             self._record(layer, f"F.{op}", True, output)
         return output
@@ -422,19 +436,13 @@ class Instrumented:
     def _max_pool(self, layer: str, args: tuple, kwargs: dict) -> Any:
         p = ops.bind("max_pool2d", args, kwargs)
         x = p["input"]
-        stride = p["stride"] if p["stride"] not in (None, [], ()) else p["kernel_size"]
+        window = pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
         out, idx = F.max_pool2d_with_indices(
-            x, p["kernel_size"], stride, p["padding"], p["dilation"],
+            x, window.kernel, window.stride, window.padding, window.dilation,
             ceil_mode=p["ceil_mode"], return_indices=True,
         )
-        self._switches[layer] = PoolSwitches(
-            indices=idx,
-            input_shape=tuple(x.shape),
-            kernel_size=ops.pair(p["kernel_size"]),
-            stride=ops.pair(stride),
-            padding=ops.pair(p["padding"]),
-            dilation=ops.pair(p["dilation"]),
-            ceil_mode=bool(p["ceil_mode"]),
+        self._rec.switches[layer] = PoolSwitches(
+            indices=idx, input_shape=tuple(x.shape), window=window, ceil_mode=bool(p["ceil_mode"])
         )
         return (out, idx) if p["return_indices"] else out
 
@@ -443,34 +451,3 @@ def unknown_layer_message(name: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return f"unknown layer '{name}'{hint}; valid layers: {', '.join(valid)}"
-
-
-def instrument(
-    model: nn.Module,
-    layers: str | Iterable[str] | None = "all",
-    switches: bool = True,
-) -> Instrumented:
-    """Instrument ``model`` for the duration of a ``with`` block.
-
-    ``layers``: "all" (default), None, or the names whose activations to record (clones).
-    ``switches``: record the argmax indices of every max-pool (needed by the explicit deconvnet).
-    """
-    return Instrumented(model, layers=layers, switches=switches)
-
-
-def hook_counts(model: nn.Module) -> dict[str, int]:
-    """Number of hooks of each kind left on ``model`` and its submodules (0 when clean)."""
-    kinds = (
-        "_forward_hooks",
-        "_forward_pre_hooks",
-        "_backward_hooks",
-        "_backward_pre_hooks",
-        "_forward_hooks_always_called",
-        "_forward_hooks_with_kwargs",
-        "_forward_pre_hooks_with_kwargs",
-    )
-    counts = {kind: 0 for kind in kinds}
-    for module in model.modules():
-        for kind in kinds:
-            counts[kind] += len(getattr(module, kind, {}) or {})
-    return counts

@@ -20,17 +20,12 @@ from typing import Any
 import numpy as np
 
 from vizkit.errors import UsageError, VizkitError
+from vizkit.version import __version__
 
 RESULT_FILE = "result.json"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 ARRAYS_FILE = "arrays.npz"
-
-
-def _version() -> str:
-    from vizkit import __version__
-
-    return __version__
 
 
 @dataclass
@@ -53,7 +48,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         document = {
             "analysis": self.analysis,
-            "vizkit_version": _version(),
+            "vizkit_version": __version__,
             "model": self.meta.get("model"),
             "params": self.meta.get("params", {}),
             "inputs": self.meta.get("inputs", {}),
@@ -87,12 +82,6 @@ class Result:
         text = json.dumps(self.to_json(), indent=2, allow_nan=False)
         write_atomic(out / RESULT_FILE, (text + "\n").encode())
         return out
-
-    def close_figures(self) -> None:
-        import matplotlib.pyplot as plt
-
-        for figure in self.figures.values():
-            plt.close(figure)
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:

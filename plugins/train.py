@@ -1,4 +1,6 @@
-"""Training a ZF-topology backbone with the paper's recipe (PAPER.md §1).
+"""``vizkit train``: a ZF-topology backbone trained with the paper's recipe (PAPER.md §1).
+
+A command, contributed through the ``register_commands`` hook like any plugin's.
 
 SGD with momentum 0.9, learning rate annealed (x0.1) when validation error plateaus, dropout 0.5
 on fc6/fc7 (in the model), random crops and flips, small-Gaussian initialisation (in the model),
@@ -12,20 +14,19 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import click
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from vizkit.data import Preprocess, ensure_device
-from vizkit.errors import UsageError, VizkitError
-from vizkit.models.zfnet import clip_feature_scale
-from vizkit.progress import progress_bar
-from vizkit.results import save_torch_atomic, write_atomic
+import vizkit
+from vizkit import Preprocess, UsageError, VizkitError, clip_feature_scale, progress_bar, save_torch_atomic, write_atomic
 
 
 @dataclass
@@ -96,47 +97,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
     return loss / max(count, 1), correct / max(count, 1)
 
 
-RUN_FILE = "run.json"
-
-
 def untrained_model(spec: str, app=None) -> tuple[nn.Module, Preprocess]:
     """The architecture ``spec`` names, freshly initialised (never a registered model's shipped
     weights: training starts from the recipe's initialisation), and its preprocessing."""
-    from vizkit.models import build_model
-
-    model, entry = build_model(spec, app)
+    model, entry = vizkit.build_model(spec, app)
     model.vizkit_spec = spec
     return model, (entry.preprocess if entry and entry.preprocess else Preprocess())
-
-
-def write_run_info(out: Path, model_spec: str, config: TrainConfig, preprocess: Preprocess,
-                   command: list[str] | None = None) -> None:
-    """``run.json``: what a training run is (model spec, data, settings, preprocessing, command),
-    so that analyses of its snapshots (``vizkit run evolution --run DIR``) need nothing else."""
-    info = {"model": model_spec, "data": str(Path(config.data).resolve()), "config": asdict(config),
-            "preprocess": preprocess.to_dict(), "command": command}
-    write_atomic(out / RUN_FILE, (json.dumps(info, indent=2) + "\n").encode())
-
-
-def read_run_info(run_dir: str | Path) -> dict:
-    """The ``run.json`` of a training run folder (a one-line error if there is none)."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise UsageError(f"{run_dir} is not a vizkit training run (no {RUN_FILE}; vizkit train writes one)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-
-
-def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
-    """{epoch: weights file} of the snapshots a training run kept, in epoch order."""
-    found = {}
-    for path in Path(run_dir).glob("weights_epoch*.pt"):
-        digits = path.stem[len("weights_epoch"):]
-        if digits.isdigit():
-            found[int(digits)] = path
-    return dict(sorted(found.items()))
 
 
 def train(
@@ -152,7 +118,7 @@ def train(
 
     ``model_spec`` (how ``vizkit.load_model`` rebuilds the architecture) is recorded in
     ``run.json`` together with the settings and ``command``."""
-    device = ensure_device(config.device)
+    device = vizkit.data.ensure_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -176,7 +142,7 @@ def train(
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
     spec = model_spec or getattr(model, "vizkit_spec", None)
     if spec:
-        write_run_info(out, spec, config, preprocess, command)
+        vizkit.write_run_info(out, spec, config.data, asdict(config), preprocess, command)
     metrics: dict = {}
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
@@ -230,7 +196,7 @@ def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str
 
     ``names`` maps class folder names (e.g. WordNet ids) to readable names."""
     run_dir, destination = Path(run_dir), Path(destination)
-    info = read_run_info(run_dir)
+    info = vizkit.read_run_info(run_dir)
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():
         raise UsageError(f"{run_dir} has no checkpoint.pt to export")
@@ -267,3 +233,47 @@ def _with_epochs(command: list[str] | None, epochs: int) -> list[str] | None:
     else:
         out += ["--epochs", str(epochs)]
     return out
+
+
+@vizkit.hookimpl
+def register_commands(cli: click.Group) -> None:
+    @cli.command("train")
+    @click.option("--model", "model_spec", default="zfnet-compact", show_default=True, help="a ZF-topology model spec")
+    @click.option("--data", required=True, type=click.Path(file_okay=False), help="folder with train/ and val/ ImageFolder trees")
+    @click.option("--epochs", type=int, default=30, show_default=True)
+    @click.option("--batch-size", type=int, default=128, show_default=True)
+    @click.option("--lr", type=float, default=0.01, show_default=True)
+    @click.option("--out", type=click.Path(file_okay=False), default="vizkit-train", show_default=True)
+    @click.option("--resume", is_flag=True, help="continue from --out/checkpoint.pt")
+    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--snapshot-epochs", default="1,2,5,10,20,30,40,64", show_default=True, help="epochs whose weights are kept")
+    @click.option("--no-clip", is_flag=True, help="turn feature scale clipping off")
+    @click.option("--clip-radius", type=float, default=0.1, show_default=True)
+    @click.option("--crop", type=int, default=None, help="training crop size (default: the model's)")
+    @click.option("--workers", type=int, default=2, show_default=True)
+    @click.option("--limit", type=int, default=None, help="use only this many training images")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--quiet", is_flag=True)
+    @click.pass_context
+    def train_command(context: click.Context, model_spec: str, data: str, epochs: int, batch_size: int, lr: float,
+                      out: str, resume: bool, device: str, snapshot_epochs: str, no_clip: bool, clip_radius: float,
+                      crop: int | None, workers: int, limit: int | None, seed: int, quiet: bool) -> None:
+        """Train a ZF backbone with the paper's recipe (SGD, annealing, dropout, crops, clipping)."""
+        try:
+            snapshots = [int(v) for v in snapshot_epochs.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--snapshot-epochs expects e.g. 1,2,5,10; not '{snapshot_epochs}'") from None
+        if epochs < 1 or batch_size < 1 or lr <= 0:
+            raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
+        torch.manual_seed(seed)  # a training command owns its process: the model's initialisation
+        app = (context.find_root().obj or {}).get("app")
+        model, preprocess = untrained_model(model_spec, app)
+        config = TrainConfig(
+            data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+            clip_radius=None if no_clip else clip_radius, crop=crop or preprocess.crop, resize=preprocess.resize,
+            snapshot_epochs=snapshots, workers=workers, seed=seed, device=device, limit=limit,
+        )
+        argv = (context.find_root().obj or {}).get("argv", [])
+        metrics = train(model, config, preprocess, resume=resume, progress=not quiet and sys.stderr.isatty(),
+                        model_spec=model_spec, command=["vizkit", *argv])
+        click.echo(f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt")

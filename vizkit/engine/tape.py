@@ -3,8 +3,8 @@
 The instrumented model calls ``input(x)`` at the start of a forward and ``record(...)`` after
 every torch call. An op is kept only if it reads a tensor already on the tape (the signal coming
 from the input), so ops on weights, constants and shape queries are left out. Subclasses say
-what each entry holds: the deconvnet's reverse rules (:class:`vizkit.deconv.Tape`) or a call to
-replay (:class:`vizkit.incremental.ReplayTape`).
+what each entry holds: the deconvnet's reverse rules (:class:`vizkit.engine.deconv.Tape`) or a call to
+replay (:class:`vizkit.engine.incremental.ReplayTape`).
 """
 
 from __future__ import annotations

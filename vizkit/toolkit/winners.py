@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vizkit.data import ImageList, Preprocess
-from vizkit.deconv import project
-from vizkit.instrument import Instrumented
-from vizkit.progress import progress_bar
-from vizkit.topk import RunningTopK
+from vizkit.engine.deconv import project
+from vizkit.engine.recorder import Recorder
+from vizkit.engine.rules import ProjectionRule
+from vizkit.toolkit.progress import progress_bar
+from vizkit.toolkit.topk import RunningTopK
 
 
 def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor:
@@ -35,8 +36,8 @@ def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor
     return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def project_winners(im: Instrumented, dataset: ImageList, preprocess: Preprocess, layer: str, channels: list[int],
-                    state: RunningTopK, boxes: Tensor, patch_size: int, rule: str = "deconvnet",
+def project_winners(im: Recorder, dataset: ImageList, preprocess: Preprocess, layer: str, channels: list[int],
+                    state: RunningTopK, boxes: Tensor, patch_size: int, rule: str | ProjectionRule = "deconvnet",
                     batch_size: int = 32, device: torch.device | str = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
     """For every filled slot [map, j] of ``state`` (maps = ``channels`` of ``layer``): the
     projection cut to its receptive box and scaled to max |value| 1 (``projections`` fp16

@@ -83,10 +83,3 @@ def bind(op: str, args: tuple, kwargs: dict | None) -> dict[str, Any]:
     bound = _SIGNATURES[op].bind(*args, **(kwargs or {}))
     bound.apply_defaults()
     return dict(bound.arguments)
-
-
-def pair(value: Any) -> tuple[int, int]:
-    """An int-or-pair pooling/conv parameter as a pair."""
-    if isinstance(value, (tuple, list)):
-        return (int(value[0]), int(value[-1]))
-    return (int(value), int(value))

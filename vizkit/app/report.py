@@ -6,7 +6,7 @@ import html
 import json
 from pathlib import Path
 
-from vizkit.results import RESULT_FILE, write_atomic
+from vizkit.framework.results import RESULT_FILE, write_atomic
 
 _SKIP = {"analysis", "vizkit_version", "model", "params", "inputs", "files", "seconds"}
 

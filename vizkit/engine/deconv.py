@@ -14,11 +14,9 @@ Two paths compute it and must agree:
   check of the first path; it supports conv, linear, ReLU, max/avg pooling, normalisation,
   dropout, reshapes, concatenation and addition, and names any other op it meets.
 
-``rule`` picks what a ReLU does to the signal going down: ``"deconvnet"`` (the paper's:
-rectify the signal), ``"guided"`` (guided back-propagation, Springenberg et al. 2015: rectify and
-keep only units that were active going up; normalisation also bypassed) or ``"gradient"`` (plain
-back-propagation: the gradient of the activation, Simonyan et al. 2014). The last two are for
-comparison; every analysis defaults to the paper's rule.
+``rule`` picks what a ReLU and a normalisation layer do to the signal going down (a
+:class:`~vizkit.engine.rules.ProjectionRule`, or the name of a built-in one): ``"deconvnet"``
+(the paper's), ``"guided"`` or ``"gradient"``. Every analysis defaults to the paper's rule.
 """
 
 from __future__ import annotations
@@ -30,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vizkit import ops
+from vizkit.engine import ops
+from vizkit.engine.geometry import Window, adaptive_bin, conv_window, pool_window
+from vizkit.engine.recorder import PoolSwitches, Recorder
+from vizkit.engine.rules import ProjectionRule, resolve_rule
+from vizkit.engine.tape import OpRecorder
 from vizkit.errors import UsageError, VizkitError
-from vizkit.instrument import Instrumented, PoolSwitches
-from vizkit.tape import OpRecorder
 
 Target = Literal["max", "map"]
 Method = Literal["autograd", "explicit"]
-Rule = Literal["deconvnet", "guided", "gradient"]
-RULES = ("deconvnet", "guided", "gradient")
 
 
 @dataclass
@@ -57,14 +55,14 @@ class UnsupportedOpError(VizkitError):
 
 
 def project(
-    im: Instrumented,
+    im: Recorder,
     x: Tensor,
     layer: str,
     channels: Sequence[int] | Tensor,
     position: tuple[int, int] | Sequence[tuple[int, int]] | Tensor | None = None,
     target: Target = "max",
     method: Method = "autograd",
-    rule: Rule = "deconvnet",
+    rule: str | ProjectionRule = "deconvnet",
     chunk: int = 32,
 ) -> Projection:
     """Deconvnet projections of ``channels`` of ``layer`` for every image in ``x``.
@@ -77,8 +75,7 @@ def project(
     """
     if method not in ("autograd", "explicit"):
         raise UsageError(f"unknown projection method '{method}'; use 'autograd' or 'explicit'")
-    if rule not in RULES:
-        raise UsageError(f"unknown projection rule '{rule}'; use one of {', '.join(RULES)}")
+    rule = resolve_rule(rule)
     if target not in ("max", "map"):
         raise UsageError(f"unknown projection target '{target}'; use 'max' or 'map'")
     layer = im.resolve_alias(layer)
@@ -114,7 +111,7 @@ def project(
 class _AutogradPass:
     """One forward to the layer with the rule's ReLUs; each ``down`` is one backward from it."""
 
-    def __init__(self, im: Instrumented, x: Tensor, layer: str, rule: Rule) -> None:
+    def __init__(self, im: Recorder, x: Tensor, layer: str, rule: ProjectionRule) -> None:
         self.x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             self.output = im.run_capturing(self.x, layer, rule=rule)
@@ -131,7 +128,7 @@ class _AutogradPass:
 class _ExplicitPass:
     """One forward to the layer recording a tape; each ``down`` is one explicit reverse pass."""
 
-    def __init__(self, im: Instrumented, x: Tensor, layer: str, rule: Rule) -> None:
+    def __init__(self, im: Recorder, x: Tensor, layer: str, rule: ProjectionRule) -> None:
         self.tape = Tape(rule=rule)
         with torch.no_grad():
             self.output = im.run_capturing(x.detach(), layer, tape=self.tape)
@@ -201,16 +198,15 @@ class _Node:
     parents: list[int | None]
     backward: Callable[[Tensor], list[Tensor | None]]
     name: str = ""
-    # (kernel, stride, padding, dilation) pairs for ops that look at a spatial window
-    window: tuple[tuple[int, int], ...] | None = None
+    window: Window | None = None  # for ops that look at a spatial window
 
 
 class Tape(OpRecorder):
     """The ops of one forward pass, in order, with what reversing each one needs."""
 
-    def __init__(self, rule: Rule = "deconvnet") -> None:
+    def __init__(self, rule: str | ProjectionRule = "deconvnet") -> None:
         super().__init__()
-        self.rule = rule
+        self.rule = resolve_rule(rule)
 
     def _input_entry(self, x: Tensor) -> _Node:
         return _Node("input", [], lambda s: [])
@@ -280,13 +276,12 @@ def _box_down(node: _Node, box: Box | None, out_shape: torch.Size, in_shape: tor
     y0, y1, x0, x1 = box
     height, width = in_shape[-2], in_shape[-1]
     if node.window is not None:
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = node.window
-        y0, y1 = y0 * sh - ph, y1 * sh - ph + dh * (kh - 1)
-        x0, x1 = x0 * sw - pw, x1 * sw - pw + dw * (kw - 1)
+        y0, y1 = node.window.input_range(0, y0, y1)
+        x0, x1 = node.window.input_range(1, x0, x1)
     elif node.op == "adaptive_avg_pool2d":
         oh, ow = out_shape[-2], out_shape[-1]
-        y0, y1 = (y0 * height) // oh, -(-((y1 + 1) * height) // oh) - 1
-        x0, x1 = (x0 * width) // ow, -(-((x1 + 1) * width) // ow) - 1
+        y0, y1 = adaptive_bin(y0, height, oh)[0], adaptive_bin(y1, height, oh)[1] - 1
+        x0, x1 = adaptive_bin(x0, width, ow)[0], adaptive_bin(x1, width, ow)[1] - 1
     elif tuple(out_shape[-2:]) != (height, width) or node.op in ("reshape", "linear"):
         return _full(in_shape)  # broadcast or reshaped: the whole parent map
     # point-wise and channel-wise ops (ReLU, normalisation, concatenation, addition, ...) keep it
@@ -314,18 +309,15 @@ def _first(args: tuple, kwargs: dict) -> Tensor:
 
 def _rev_relu(tape: Tape, args, kwargs, out, switches) -> _Node:
     x = _first(args, kwargs)
-    if tape.rule == "deconvnet":  # rectify the signal; the forward input plays no part
-        return _Node("relu", [tape.index(x)], lambda s: [s.clamp(min=0)])
-    active = x > 0
-    if tape.rule == "guided":
-        return _Node("relu", [tape.index(x)], lambda s: [s.clamp(min=0) * active])
-    return _Node("relu", [tape.index(x)], lambda s: [s * active])
+    rule = tape.rule
+    forward_input = x.detach().clone() if rule.uses_forward_input else None  # safe from later in-place ops
+    return _Node("relu", [tape.index(x)], lambda s: [rule.relu_down(s, forward_input)])
 
 
 def _rev_norm(tape: Tape, args, kwargs, out, switches) -> _Node:
-    if tape.rule == "gradient":
+    if not tape.rule.passes_normalisation:
         x = _first(args, kwargs)
-        return _Node("opaque", [tape.index(x)], _refuse("normalisation under rule 'gradient'"))
+        return _Node("opaque", [tape.index(x)], _refuse(f"normalisation under rule '{tape.rule.name}'"))
     return _rev_pass(tape, args, kwargs, out, switches)
 
 
@@ -351,40 +343,22 @@ def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) 
         planes.scatter_add_(2, idx.reshape(n, c, -1), s.reshape(n, c, -1))  # shared maxima add
         return [planes.reshape(shape)]
 
-    window = (switches.kernel_size, switches.stride, switches.padding, switches.dilation)
-    return _Node("max_pool2d", [tape.index(x)], unpool, window=window)
-
-
-def _transposed_output_padding(size_in, size_out, kernel, stride, padding, dilation) -> tuple:
-    return tuple(
-        size_in[i] - ((size_out[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
-        for i in range(2)
-    )
+    return _Node("max_pool2d", [tape.index(x)], unpool, window=switches.window)
 
 
 def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
     p = ops.bind("conv2d", args, kwargs)
     x, weight = p["input"], p["weight"].detach()
-    kernel = tuple(weight.shape[-2:])
-    stride, dilation = ops.pair(p["stride"]), ops.pair(p["dilation"])
-    padding = p["padding"]
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = (0, 0)
-        elif padding == "same" and all(dilation[i] * (kernel[i] - 1) % 2 == 0 for i in range(2)):
-            padding = tuple(dilation[i] * (kernel[i] - 1) // 2 for i in range(2))
-        else:
-            return _Node("opaque", [tape.index(x)], _refuse(f"conv2d(padding='{padding}')"))
-    padding = ops.pair(padding)
-    out_pad = _transposed_output_padding(
-        x.shape[-2:], out.shape[-2:], kernel, stride, padding, dilation
-    )
+    window = conv_window((weight.shape[-2], weight.shape[-1]), p["stride"], p["padding"], p["dilation"])
+    if window is None:
+        return _Node("opaque", [tape.index(x)], _refuse(f"conv2d(padding='{p['padding']}')"))
+    out_pad = window.transposed_output_padding(tuple(x.shape[-2:]), tuple(out.shape[-2:]))
     groups = p["groups"]
 
     def filter_down(s: Tensor) -> list[Tensor]:
-        return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, groups, dilation)]
+        return [F.conv_transpose2d(s, weight, None, window.stride, window.padding, out_pad, groups, window.dilation)]
 
-    return _Node("conv2d", [tape.index(x)], filter_down, window=(kernel, stride, padding, dilation))
+    return _Node("conv2d", [tape.index(x)], filter_down, window=window)
 
 
 def _rev_linear(tape: Tape, args, kwargs, out, switches) -> _Node:
@@ -420,9 +394,9 @@ def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
     def spread(s: Tensor) -> list[Tensor]:
         grad = s.new_zeros(x.shape)
         for i in range(oh):
-            y0, y1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+            y0, y1 = adaptive_bin(i, h, oh)
             for j in range(ow):
-                x0, x1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+                x0, x1 = adaptive_bin(j, w, ow)
                 area = (y1 - y0) * (x1 - x0)
                 grad[..., y0:y1, x0:x1] += s[..., i : i + 1, j : j + 1] / area
         return [grad]
@@ -433,9 +407,8 @@ def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
 def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
     p = ops.bind("avg_pool2d", args, kwargs)
     x = p["input"]
-    kernel = ops.pair(p["kernel_size"])
-    stride = ops.pair(p["stride"] if p["stride"] not in (None, [], ()) else p["kernel_size"])
-    padding = ops.pair(p["padding"])
+    window = pool_window(p["kernel_size"], p["stride"], p["padding"])
+    kernel, stride, padding = window.kernel, window.stride, window.padding
     exact_fit = all(
         (x.shape[-2 + i] + 2 * padding[i] - kernel[i]) % stride[i] == 0 for i in range(2)
     )
@@ -444,13 +417,13 @@ def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
     ):
         return _Node("opaque", [tape.index(x)], _refuse("avg_pool2d with these options"))
     channels = x.shape[1]
-    out_pad = _transposed_output_padding(x.shape[-2:], out.shape[-2:], kernel, stride, padding, (1, 1))
+    out_pad = window.transposed_output_padding(tuple(x.shape[-2:]), tuple(out.shape[-2:]))
 
     def spread(s: Tensor) -> list[Tensor]:
         weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
         return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
 
-    return _Node("avg_pool2d", [tape.index(x)], spread, window=(kernel, stride, padding, (1, 1)))
+    return _Node("avg_pool2d", [tape.index(x)], spread, window=window)
 
 
 _REVERSERS: dict[str, Callable[..., _Node]] = {
@@ -489,7 +462,7 @@ def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
     return (0.5 + flat / (2 * scale[:, None])).clamp(0, 1).reshape(shape)
 
 
-def receptive_boxes(im: Instrumented, x: Tensor, layer: str) -> Tensor:
+def receptive_boxes(im: Recorder, x: Tensor, layer: str) -> Tensor:
     """For every unit (row, col) of ``layer``'s maps on inputs shaped like ``x``, the box of
     input pixels it can see: an int64 [h, w, 4] tensor of (x0, y0, x1, y1), exclusive ends,
     clipped to the image. Computed from the graph of one forward, so it is right for strided,

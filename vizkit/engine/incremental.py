@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vizkit import ops
-from vizkit.instrument import Instrumented
-from vizkit.tape import OpRecorder
+from vizkit.engine import ops
+from vizkit.engine.geometry import conv_window, pool_window
+from vizkit.engine.recorder import Recorder
+from vizkit.engine.tape import OpRecorder
 
 POINTWISE = frozenset({"relu", "local_response_norm", "batch_norm", "dropout", "identity"})
 
@@ -131,7 +132,7 @@ def _span(lo: Tensor, hi: Tensor, limit: int) -> tuple[Tensor, int]:
 class IncrementalOcclusion:
     """Occlusion of one image evaluated incrementally against its cached forward."""
 
-    def __init__(self, im: Instrumented, x: Tensor, layer: str) -> None:
+    def __init__(self, im: Recorder, x: Tensor, layer: str) -> None:
         self.tape = ReplayTape()
         with torch.no_grad():
             output, captured = im.trace(x, self.tape, layer)
@@ -174,8 +175,9 @@ class IncrementalOcclusion:
         spatial = all(isinstance(s, _Window) for s in windows.values()) and call.value.dim() == 4
         if spatial and call.op in ("conv2d", "max_pool2d"):
             (parent,) = call.parents if len(call.parents) == 1 else (None,)
-            if parent is not None:
-                return self._sliding(call, parent, windows[parent])
+            sliding = self._sliding(call, parent, windows[parent]) if parent is not None else None
+            if sliding is not None:
+                return sliding
         if spatial and call.op in POINTWISE and len(call.parents) == 1:
             parent = call.parents[0]
             if self.base[parent].shape[-2:] == call.value.shape[-2:]:
@@ -215,40 +217,35 @@ class IncrementalOcclusion:
             return (tensor, shape) if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else (tensor, *shape)
         return args
 
-    def _sliding(self, call: _Call, parent: int, window: _Window) -> _Window:
+    def _sliding(self, call: _Call, parent: int, window: _Window) -> _Window | None:
+        """The outputs whose windows meet the parent's changed window, recomputed from the
+        cached parent with that window pasted in; None when no window describes the call."""
         out_h, out_w = call.value.shape[-2:]
         if call.op == "conv2d":
             p = ops.bind("conv2d", call.args, call.kwargs)
-            weight = p["weight"]
-            kernel, stride, dilation = tuple(weight.shape[-2:]), ops.pair(p["stride"]), ops.pair(p["dilation"])
-            padding = p["padding"]
-            if isinstance(padding, str):
-                padding = (0, 0) if padding == "valid" else tuple(dilation[i] * (kernel[i] - 1) // 2 for i in range(2))
-            padding, pad_value = ops.pair(padding), 0.0
+            geometry = conv_window((p["weight"].shape[-2], p["weight"].shape[-1]), p["stride"], p["padding"], p["dilation"])
+            pad_value = 0.0
         else:
             p = ops.bind("max_pool2d", call.args, call.kwargs)
-            kernel = ops.pair(p["kernel_size"])
-            stride = ops.pair(p["stride"] if p["stride"] not in (None, [], ()) else p["kernel_size"])
-            padding, dilation, pad_value = ops.pair(p["padding"]), ops.pair(p["dilation"]), float("-inf")
+            geometry = pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
+            pad_value = float("-inf")
+        if geometry is None:  # asymmetric 'same' padding
+            return None
         h, w = window.size
         starts, sizes = [], []
         for axis, (origin, length, limit) in enumerate([(window.y0, h, out_h), (window.x0, w, out_w)]):
-            reach = dilation[axis] * (kernel[axis] - 1)
-            lo = torch.div(origin + padding[axis] - reach + stride[axis] - 1, stride[axis], rounding_mode="floor")
-            hi = torch.div(origin + length - 1 + padding[axis], stride[axis], rounding_mode="floor")
+            lo, hi = geometry.output_range(axis, origin, origin + length - 1)
             start, size = _span(lo, hi, limit)
             starts.append(start)
             sizes.append(size)
-        in_y = starts[0] * stride[0] - padding[0]
-        in_x = starts[1] * stride[1] - padding[1]
-        in_h = (sizes[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
-        in_w = (sizes[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
-        slab = self.padded[parent].gather(in_y, in_x, in_h, in_w, pad_value)
+        in_y = geometry.input_range(0, starts[0], starts[0])[0]
+        in_x = geometry.input_range(1, starts[1], starts[1])[0]
+        slab = self.padded[parent].gather(in_y, in_x, geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]), pad_value)
         slab = paste(slab, in_y, in_x, window)
         if call.op == "conv2d":
-            values = F.conv2d(slab, p["weight"], p["bias"], stride, 0, dilation, p["groups"])
+            values = F.conv2d(slab, p["weight"], p["bias"], geometry.stride, 0, geometry.dilation, p["groups"])
         else:
-            values = F.max_pool2d(slab, kernel, stride, 0, dilation)
+            values = F.max_pool2d(slab, geometry.kernel, geometry.stride, 0, geometry.dilation)
         return _Window(starts[0], starts[1], values[:, :, : sizes[0], : sizes[1]])
 
     def _union(self, call: _Call, windows: dict, count: int) -> _Window:

@@ -1,7 +1,7 @@
 """The plugin manager and the registry of what plugins contribute.
 
 ``make_plugin_manager()`` builds a fresh pluggy manager (no import-time globals): vizkit's own
-model registrations, then every entry point in the ``vizkit`` group (the built-in analyses in
+contributions (:mod:`vizkit.framework.builtins`), then every entry point in the ``vizkit`` group (the built-in analyses in
 ``vizkit_plugins`` are registered exactly like a third party's). A plugin that fails to import,
 implements a hook that does not exist (a misspelling), or raises while registering is recorded
 with its error and left out; the rest keep working. ``VIZKIT_DISABLE_PLUGINS=a,b`` blocks plugins
@@ -20,12 +20,13 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from vizkit import hookspecs
-from vizkit.analysis import Analysis
+from vizkit.engine.rules import ProjectionRule
 from vizkit.errors import UsageError, VizkitError
-from vizkit.models import ModelEntry
+from vizkit.framework import hookspecs
+from vizkit.framework.analysis import Analysis
+from vizkit.models import ModelEntry, ModelSource
 
-CORE_PLUGINS = ("vizkit.models.builtin",)
+CORE_PLUGINS = {"builtin": "vizkit.framework.builtins"}
 DISABLE_ENV = "VIZKIT_DISABLE_PLUGINS"
 
 
@@ -55,8 +56,8 @@ def make_plugin_manager(
     pm.add_hookspecs(hookspecs)
     statuses = statuses if statuses is not None else []
     blocked = disabled_plugins()
-    for module_name in CORE_PLUGINS:
-        _register(pm, module_name.rsplit(".", 1)[-1], lambda m=module_name: importlib.import_module(m), "core", blocked, statuses)
+    for name, module_name in CORE_PLUGINS.items():
+        _register(pm, name, lambda m=module_name: importlib.import_module(m), "core", blocked, statuses)
     if entry_point_group:
         for ep in sorted(entry_points(group=entry_point_group), key=lambda e: e.name):
             _register(pm, ep.name, ep.load, f"entry point {ep.value}", blocked, statuses)
@@ -102,12 +103,14 @@ def _register(
 
 @dataclass
 class App:
-    """The analyses, models and plugin statuses of one plugin manager."""
+    """What the plugins of one plugin manager contributed, by name, and their statuses."""
 
     pm: pluggy.PluginManager
     statuses: list[PluginStatus] = field(default_factory=list)
     analyses: dict[str, Analysis] = field(default_factory=dict)
     models: dict[str, ModelEntry] = field(default_factory=dict)
+    model_sources: dict[str, ModelSource] = field(default_factory=dict)
+    rules: dict[str, ProjectionRule] = field(default_factory=dict)
 
     def analysis(self, name: str) -> Analysis:
         if name not in self.analyses:
@@ -123,7 +126,17 @@ class App:
     def collect(self) -> "App":
         self.analyses = self._gather("register_analyses", Analysis, "analysis")
         self.models = self._gather("register_models", ModelEntry, "model")
+        self.model_sources = self._gather("register_model_sources", ModelSource, "model source")
+        self.rules = self._gather("register_rules", ProjectionRule, "projection rule")
         return self
+
+    def rule(self, name: str | ProjectionRule) -> ProjectionRule:
+        """A registered projection rule by name (a one-line error listing them otherwise)."""
+        if isinstance(name, ProjectionRule):
+            return name
+        if name not in self.rules:
+            raise UsageError(f"unknown projection rule '{name}'; available: {', '.join(sorted(self.rules)) or 'none'}")
+        return self.rules[name]
 
     def _gather(self, hook_name: str, kind: type, noun: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -134,6 +147,8 @@ class App:
             def register(item: Any, _plugin: str = plugin_name) -> None:
                 if not isinstance(item, kind):
                     raise TypeError(f"register() expects a vizkit.{kind.__name__}, got {type(item).__name__}")
+                if not item.name:
+                    raise TypeError(f"a {noun} registered without a name")
                 if item.name in found:
                     other = found[item.name].plugin
                     raise DuplicateNameError(

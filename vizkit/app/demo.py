@@ -8,8 +8,8 @@ from typing import Iterator
 import matplotlib.cbook
 
 import vizkit
-from vizkit.plugins import App
-from vizkit.report import write_report
+from vizkit.framework.plugins import App
+from vizkit.app.report import write_report
 
 
 def sample_image() -> Path:
@@ -35,7 +35,6 @@ def run_demo(app: App, out: Path, model_spec: str | None, images: list[str], ove
         target = out / analysis.name
         result = vizkit.run(analysis.name, model, images=paths, app=app, out=target, **analysis.demo)
         result.save(target, overwrite=overwrite)
-        result.close_figures()
         yield f"demo: {analysis.name} -> {target} ({result.meta.get('seconds', 0):.1f}s)"
     report, count = write_report(out)
     yield f"demo: report with {count} result(s): {report}"

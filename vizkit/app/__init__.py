@@ -1,0 +1,1 @@
+"""The application: the ``vizkit`` command line, the demo and the HTML report."""

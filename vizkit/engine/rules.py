@@ -1,0 +1,134 @@
+"""Projection rules: what a ReLU and a normalisation layer do to the signal going down.
+
+A rule is one class. The paper's deconvnet rectifies the signal at every ReLU and passes it
+through normalisation unchanged; guided back-propagation (Springenberg et al. 2015) also keeps
+only units that were active going up; the plain gradient (Simonyan et al. 2014) is ordinary
+back-propagation. Every other op (convolution, pooling with switches, concatenation, ...) is
+reversed the same way under all rules.
+
+Both projection paths read the same object: the autograd path swaps each ReLU for
+:meth:`ProjectionRule.autograd_relu` and each normalisation for
+:meth:`ProjectionRule.autograd_normalisation` during the forward, and the explicit path calls
+:meth:`ProjectionRule.relu_down` and reads :attr:`ProjectionRule.passes_normalisation` when it
+reverses a tape. A plugin adds a rule by registering an instance through the
+``register_rules`` hook; it is then a valid ``--rule`` everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+from torch import Tensor
+
+from vizkit.errors import UsageError
+
+
+class _RuleReLU(torch.autograd.Function):
+    """ReLU going up; the rule's :meth:`~ProjectionRule.relu_down` going down."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, rule: "ProjectionRule") -> Tensor:
+        ctx.rule = rule
+        if rule.uses_forward_input:
+            ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None]:
+        forward_input = ctx.saved_tensors[0] if ctx.rule.uses_forward_input else None
+        return ctx.rule.relu_down(grads[0], forward_input), None
+
+
+class ProjectionRule:
+    """How the signal crosses ReLUs and normalisation on its way down to pixel space.
+
+    Subclass it, give it a ``name`` (the ``--rule`` value), a ``title`` (how figures name its
+    pictures) and a ``description``, and implement :meth:`relu_down`. Set
+    ``uses_forward_input = False`` when :meth:`relu_down` ignores the forward input (so it is
+    not kept in memory), and ``passes_normalisation = False`` to differentiate through
+    normalisation layers instead of passing the signal through them.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = "Projections"
+    description: ClassVar[str] = ""
+    uses_forward_input: ClassVar[bool] = True
+    passes_normalisation: ClassVar[bool] = True
+    plugin: str = ""  # set when registered: the plugin that contributed the rule
+
+    def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
+        """The signal below a ReLU, given the signal above it and the ReLU's forward input."""
+        raise NotImplementedError
+
+    def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
+        """The ReLU call during a forward whose backward is this rule's projection."""
+        x = args[0] if args else kwargs["input"]
+        return _RuleReLU.apply(x, self)
+
+    def autograd_normalisation(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
+        """A normalisation call during such a forward: its output going up and, when the rule
+        passes normalisation, the identity going down."""
+        if not self.passes_normalisation:
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs["input"]
+        with torch.no_grad():
+            normalised = func(*args, **kwargs)
+        return x + (normalised - x).detach()
+
+    def __repr__(self) -> str:
+        return f"<projection rule {self.name!r}>"
+
+
+class DeconvnetRule(ProjectionRule):
+    """The paper's deconvnet: rectify the signal; the forward input plays no part."""
+
+    name = "deconvnet"
+    title = "Deconvnet projections"
+    description = "the paper's rule: rectify the signal at each ReLU, pass normalisation"
+    uses_forward_input = False
+
+    def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
+        return signal.clamp(min=0)
+
+
+class GuidedRule(ProjectionRule):
+    """Guided back-propagation: rectify the signal and keep units that were active going up."""
+
+    name = "guided"
+    title = "Guided-backprop projections"
+    description = "guided back-propagation: rectified signal at units active going up"
+
+    def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
+        assert forward_input is not None
+        return signal.clamp(min=0) * (forward_input > 0)
+
+
+class GradientRule(ProjectionRule):
+    """Plain back-propagation: the gradient of the activation with respect to the input."""
+
+    name = "gradient"
+    title = "Gradients"
+    description = "plain gradient of the activation (saliency), through normalisation too"
+    passes_normalisation = False
+
+    def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
+        assert forward_input is not None
+        return signal * (forward_input > 0)
+
+    def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
+        return func(*args, **kwargs)  # autograd's own ReLU backward is this rule
+
+
+BUILTIN_RULES: tuple[type[ProjectionRule], ...] = (DeconvnetRule, GuidedRule, GradientRule)
+
+
+def resolve_rule(rule: str | ProjectionRule, known: Mapping[str, ProjectionRule] | None = None) -> ProjectionRule:
+    """A rule object from a rule or a name; names are looked up in ``known`` (a registry,
+    e.g. ``vizkit.get_app().rules``), or among the built-in rules when it is None."""
+    if isinstance(rule, ProjectionRule):
+        return rule
+    table = dict(known) if known is not None else {cls.name: cls() for cls in BUILTIN_RULES}
+    if rule not in table:
+        raise UsageError(f"unknown projection rule '{rule}'; use one of {', '.join(table)}")
+    return table[rule]

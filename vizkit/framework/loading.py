@@ -1,0 +1,87 @@
+"""Building and loading models by spec, through the names and sources plugins registered."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+from torch import nn
+
+from vizkit.data import read_labels
+from vizkit.errors import UsageError
+from vizkit.models import ModelEntry, apply_state_dict, read_state_dict, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vizkit.framework.plugins import App
+
+
+def _app(app: "App | None") -> "App":
+    from vizkit.framework.plugins import get_app  # the registry of the installed plugins
+
+    return app or get_app()
+
+
+def list_models(app: "App | None" = None, pattern: str = "*") -> list[str]:
+    """Names of the registered models matching a shell-style ``pattern`` (timm style)."""
+    return sorted(name for name in _app(app).models if fnmatch.fnmatch(name, pattern))
+
+
+def build_model(spec: str, app: "App | None" = None) -> tuple[nn.Module, ModelEntry | None]:
+    """Instantiate the model a spec names (untrained unless a registered entry ships weights):
+    a registered name, else the first registered source whose form the spec has."""
+    if not spec or not isinstance(spec, str):
+        raise UsageError("no model given; use e.g. --model zfnet or --model torchvision:alexnet")
+    app = _app(app)
+    entry = app.models.get(spec)
+    if entry is not None:
+        return entry.factory(), entry
+    sources = sorted(app.model_sources.values(), key=lambda s: s.prefix is None)  # prefixes first
+    for source in sources:
+        argument = source.handles(spec)
+        if argument is not None:
+            return source.build(argument), None
+    known = ", ".join(sorted(app.models)) or "none"
+    close = difflib.get_close_matches(spec, list(app.models), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    forms = ", ".join(s.usage for s in app.model_sources.values()) or "none"
+    raise UsageError(f"unknown model '{spec}'{hint}; registered models: {known}; or use {forms}")
+
+
+def load_model(
+    spec: str,
+    weights: str | os.PathLike | None = None,
+    labels: str | os.PathLike | Iterable[str] | None = None,
+    device: str | torch.device = "cpu",
+    trust_weights: bool = False,
+    app: "App | None" = None,
+) -> nn.Module:
+    """A model, in eval mode, from a spec and optional weights / labels.
+
+    ``weights``: a state_dict file, read with ``weights_only=True`` unless ``trust_weights``
+    (default: the registered model's bundled weights, if any). ``labels``: a file of class
+    names (one per line, or ``wnid<TAB>name``) or a list. The model carries what vizkit learnt
+    about it as ``vizkit_spec``, ``vizkit_weights``, ``vizkit_weights_sha256``,
+    ``vizkit_labels`` and ``vizkit_preprocess``.
+    """
+    model, entry = build_model(spec, app)
+    weights_path = Path(weights) if weights is not None else (entry.weights if entry else None)
+    sha = None
+    if weights_path is not None:
+        apply_state_dict(model, read_state_dict(weights_path, trust_weights), str(weights_path))
+        sha = sha256_file(weights_path)
+    if labels is None:
+        label_list = entry.labels if entry else None
+    elif isinstance(labels, (str, os.PathLike)):
+        label_list = read_labels(labels)
+    else:
+        label_list = list(labels)
+    model.vizkit_spec = spec
+    model.vizkit_weights = str(weights_path) if weights_path else None
+    model.vizkit_weights_sha256 = sha
+    model.vizkit_labels = label_list
+    model.vizkit_preprocess = entry.preprocess if entry and entry.preprocess else None
+    return model.to(device).eval()
