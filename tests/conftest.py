@@ -1,4 +1,6 @@
-"""Shared fixtures: the real data and weights in ../shared (skipped cleanly when absent)."""
+"""Shared fixtures: the real data and weights in ../shared (skipped cleanly when absent), and
+offline stand-ins that run everywhere: photographs that ship with matplotlib and scikit-learn,
+the bundled trained model, and random weights."""
 
 from __future__ import annotations
 
@@ -6,8 +8,11 @@ import os
 import warnings
 from pathlib import Path
 
+import matplotlib.cbook
 import pytest
+import sklearn.datasets
 import torch
+from PIL import Image
 
 import vizkit
 
@@ -89,3 +94,50 @@ def tiny_imagenette(tmp_path_factory):
             for image in sorted(folder.glob("*.jpg"))[:count]:
                 (target / image.name).symlink_to(image)
     return root
+
+
+# ------------------------------------------------------------------------------- offline stand-ins
+def shipped_photos() -> list[Path]:
+    """Photographs that ship with the dependencies: matplotlib's Grace Hopper, scikit-learn's
+    china and flower."""
+    images = Path(sklearn.datasets.__file__).parent / "images"
+    return [Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+            images / "china.jpg", images / "flower.jpg"]
+
+
+@pytest.fixture(scope="session")
+def photo_path() -> Path:
+    return shipped_photos()[0]
+
+
+@pytest.fixture(scope="session")
+def photo_tensor(photo_path) -> torch.Tensor:
+    """A real photograph at 224x224, ImageNet-normalised, from no ../shared."""
+    return vizkit.load_images([photo_path], vizkit.Preprocess())
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> torch.nn.Module:
+    """The trained zfnet-compact that ships with vizkit (Imagenette, 144x144)."""
+    return vizkit.load_model("zfnet-compact")
+
+
+@pytest.fixture(scope="session")
+def offline_photo_list(tmp_path_factory) -> Path:
+    """A text file listing 24 photographs made from the shipped ones (crops, flips, turns)."""
+    root = tmp_path_factory.mktemp("photos")
+    paths = []
+    for source in shipped_photos():
+        image = Image.open(source).convert("RGB")
+        width, height = image.size
+        for i in range(8):
+            box = (i * width // 24, (7 - i) * height // 28, width - (7 - i) * width // 24, height - i * height // 28)
+            variant = image.crop(box).rotate(11 * i)
+            if i % 2:
+                variant = variant.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            path = root / f"{source.stem}_{i}.jpg"
+            variant.save(path)
+            paths.append(path)
+    listing = root / "images.txt"
+    listing.write_text("\n".join(str(p) for p in paths))
+    return listing

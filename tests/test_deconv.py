@@ -166,23 +166,35 @@ def _paths_agree(model, x, layers):
     assert_no_hooks(model)
 
 
-def test_paths_agree_on_zfnet(dog_tensor):
+# offline: random weights or the bundled model, and a photograph that ships with matplotlib
+def test_paths_agree_on_zfnet(photo_tensor):
     torch.manual_seed(0)
-    _paths_agree(zfnet().eval(), dog_tensor, ["conv1", "conv2", "conv3.relu", "conv5", "fc6", "fc8"])
+    _paths_agree(zfnet().eval(), photo_tensor, ["conv1", "conv2", "conv3.relu", "conv5", "fc6", "fc8"])
 
 
-def test_paths_agree_on_alexnet(dog_tensor):
+def test_paths_agree_on_the_bundled_trained_model(bundled_model, photo_path):
+    x = vizkit.load_images([photo_path], bundled_model.vizkit_preprocess)
+    _paths_agree(bundled_model, x, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"])
+
+
+def test_paths_agree_on_alexnet(photo_tensor):
     torch.manual_seed(0)
-    _paths_agree(tvm.alexnet().eval(), dog_tensor, ["features.1", "features.7", "features.12", "classifier.5"])
+    _paths_agree(tvm.alexnet().eval(), photo_tensor, ["features.1", "features.7", "features.12", "classifier.5"])
 
 
+def test_paths_agree_on_random_squeezenet(photo_tensor):
+    torch.manual_seed(0)
+    _paths_agree(tvm.squeezenet1_0().eval(), photo_tensor, ["features.3", "features.7", "features.12"])
+
+
+def test_paths_agree_through_residual_adds_and_batchnorm(photo_tensor):
+    torch.manual_seed(0)
+    _paths_agree(tvm.resnet18().eval(), photo_tensor, ["layer1.1", "layer2.0.bn2", "layer3.1"])
+
+
+# real data: the ImageNet SqueezeNet on a real ImageNet photograph
 def test_paths_agree_on_real_squeezenet(squeezenet, dog_tensor):
     _paths_agree(squeezenet, dog_tensor, ["features.3", "features.7", "features.12", "features.12.squeeze_activation"])
-
-
-def test_paths_agree_through_residual_adds_and_batchnorm(dog_tensor):
-    torch.manual_seed(0)
-    _paths_agree(tvm.resnet18().eval(), dog_tensor, ["layer1.1", "layer2.0.bn2", "layer3.1"])
 
 
 def test_explicit_path_names_ops_it_cannot_reverse():

@@ -35,20 +35,37 @@ def reference_maps(model, x, layer, feature_map, target, grid, fill):
     return np.array(activity).reshape(shape), np.array(probability).reshape(shape), np.array(top).reshape(shape)
 
 
-@pytest.mark.parametrize("name,layer", [("squeezenet", "features.12"), ("zfnet", "conv5"), ("resnet18", "layer4"), ("googlenet", "inception4e")])
-def test_exact_equals_batched_equals_one_at_a_time(name, layer, squeezenet, dog_tensor):
+MODELS = {
+    "squeezenet-real": lambda request: request.getfixturevalue("squeezenet"),  # needs ../shared
+    "squeezenet-random": lambda request: tvm.squeezenet1_0().eval(),
+    "zfnet-compact-bundled": lambda request: request.getfixturevalue("bundled_model"),
+    "zfnet": lambda request: zfnet().eval(),
+    "resnet18": lambda request: tvm.resnet18().eval(),
+    "googlenet": lambda request: tvm.googlenet(init_weights=True).eval(),
+}
+
+
+@pytest.mark.parametrize("name,layer,target", [
+    ("squeezenet-real", "features.12", 259), ("squeezenet-random", "features.12", 259),
+    ("zfnet-compact-bundled", "conv5", 0), ("zfnet", "conv5", 259), ("resnet18", "layer4", 259),
+    ("googlenet", "inception4e", 259),
+])
+def test_exact_equals_batched_equals_one_at_a_time(name, layer, target, request, photo_path):
     torch.manual_seed(0)
-    model = {"squeezenet": lambda: squeezenet, "zfnet": lambda: zfnet().eval(),
-             "resnet18": lambda: tvm.resnet18().eval(), "googlenet": lambda: tvm.googlenet(init_weights=True).eval()}[name]()
-    grid = OcclusionGrid(224, 224, 48, 40)  # 5 x 5 positions, some at the borders
+    model = MODELS[name](request)
+    preprocess = getattr(model, "vizkit_preprocess", None) or vizkit.Preprocess()
+    image = request.getfixturevalue("dog_image") if name.endswith("-real") else photo_path
+    x = vizkit.load_images([image], preprocess)
+    size = x.shape[-1]
+    grid = OcclusionGrid(size, size, 48, (size - 48) // 4)  # 5 x 5 positions, some at the borders
     fill = torch.zeros(3)
     with vizkit.instrument(model) as im:
-        im(dog_tensor)
+        im(x)
         feature_map = int(im.activation(layer)[0].flatten(1).amax(1).argmax())
-        maps = {mode: occlusion_maps(im, dog_tensor, layer, torch.tensor([feature_map]), torch.tensor([259]), grid, fill,
+        maps = {mode: occlusion_maps(im, x, layer, torch.tensor([feature_map]), torch.tensor([target]), grid, fill,
                                      mode=mode, batch_size=7) for mode in ("exact", "batched")}
     assert_no_hooks(model)
-    activity, probability, top = reference_maps(model, dog_tensor, layer, feature_map, 259, grid, fill)
+    activity, probability, top = reference_maps(model, x, layer, feature_map, target, grid, fill)
     for mode, got in maps.items():
         scale = max(1.0, float(np.abs(activity).max()))
         assert np.abs(got["feature_activity"][0] - activity).max() <= 1e-4 * scale, mode
