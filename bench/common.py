@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SHARED = Path(os.environ.get("VIZKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SQUEEZENET_WEIGHTS = SHARED / "models/squeezenet1_0_imagenet.pt"

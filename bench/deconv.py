@@ -42,8 +42,7 @@ def main() -> None:
     def captum_all():
         deconv = NeuronDeconvolution(model, module)
         return [
-            deconv.attribute(x, neuron_selector=(c, *ours.positions[0, j].tolist()))
-            for j, c in enumerate(channels)
+            deconv.attribute(x, neuron_selector=(c, *ours.positions[0, j].tolist())) for j, c in enumerate(channels)
         ]
 
     with warnings.catch_warnings():

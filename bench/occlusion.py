@@ -36,35 +36,68 @@ def main() -> None:
     rows = []
     with vizkit.instrument(model) as im:
         for mode, batch in [("exact", 32), ("exact", 16), ("batched", 32), ("batched", 16)]:
-            seconds, maps = median_time(lambda: occlusion_maps(im, x, "features.12", torch.tensor([0]), torch.tensor([target]),
-                                                               grid, torch.zeros(3), mode=mode, batch_size=batch), args.repeats)
+            seconds, maps = median_time(
+                lambda mode=mode, batch=batch: occlusion_maps(
+                    im,
+                    x,
+                    "features.12",
+                    torch.tensor([0]),
+                    torch.tensor([target]),
+                    grid,
+                    torch.zeros(3),
+                    mode=mode,
+                    batch_size=batch,
+                ),
+                args.repeats,
+            )
             rows.append((f"vizkit {mode} (batch {batch})", seconds))
             if mode == "exact" and batch == 32:
                 exact_prob = maps["true_class_prob"][0]
-    probability = lambda inputs: model(inputs).softmax(1)  # noqa: E731
+    probability = lambda inputs: model(inputs).softmax(1)
     best = None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         for per_eval in (8, 16, 32, 64):
-            seconds, _ = median_time(lambda: Occlusion(probability).attribute(
-                x, sliding_window_shapes=(3, args.size, args.size), strides=(3, args.stride, args.stride),
-                target=target, baselines=0, perturbations_per_eval=per_eval), args.repeats)
+            seconds, _ = median_time(
+                lambda per_eval=per_eval: Occlusion(probability).attribute(
+                    x,
+                    sliding_window_shapes=(3, args.size, args.size),
+                    strides=(3, args.stride, args.stride),
+                    target=target,
+                    baselines=0,
+                    perturbations_per_eval=per_eval,
+                ),
+                args.repeats,
+            )
             rows.append((f"captum Occlusion (perturbations_per_eval {per_eval})", seconds))
             best = min(best or seconds, seconds)
         # agreement: captum's attribution of the top-left pixel is p0 - p(first window) when only it covers it
         p0 = float(probability(x)[0, target])
-        first = Occlusion(probability).attribute(x, sliding_window_shapes=(3, args.size, args.size),
-                                                 strides=(3, args.stride, args.stride), target=target, baselines=0,
-                                                 perturbations_per_eval=32)[0, 0, 0, 0].item()
-    print(f"squeezenet1_0 224x224, {args.size}px square, stride {args.stride}: {grid.count} positions, "
-          f"torch threads {torch.get_num_threads()}")
+        first = (
+            Occlusion(probability)
+            .attribute(
+                x,
+                sliding_window_shapes=(3, args.size, args.size),
+                strides=(3, args.stride, args.stride),
+                target=target,
+                baselines=0,
+                perturbations_per_eval=32,
+            )[0, 0, 0, 0]
+            .item()
+        )
+    print(
+        f"squeezenet1_0 224x224, {args.size}px square, stride {args.stride}: {grid.count} positions, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     for name, seconds in rows:
         print(f"  {name:46s} {seconds:7.2f} s  {grid.count / seconds:7.1f} positions/s")
     exact = min(seconds for name, seconds in rows if "exact" in name)
     batched = min(seconds for name, seconds in rows if "batched" in name)
     print(f"  captum best / vizkit exact best   = {best / exact:.2f}x")
     print(f"  captum best / vizkit batched best = {best / batched:.2f}x")
-    print(f"  top-left pixel: captum attribution {first:.6f}, vizkit p0 - p(window 0) {p0 - float(exact_prob[0, 0]):.6f}")
+    print(
+        f"  top-left pixel: captum attribution {first:.6f}, vizkit p0 - p(window 0) {p0 - float(exact_prob[0, 0]):.6f}"
+    )
 
 
 if __name__ == "__main__":

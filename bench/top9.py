@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import vizkit
-from common import SHARED, squeezenet
 import vizkit_plugins.top9 as top9
+from common import SHARED, squeezenet
 from vizkit.toolkit.distributed import ProcessGroup
 
 VAL = SHARED / "data/imagenette/val"
@@ -45,14 +45,25 @@ def plain_forward(model: torch.nn.Module, data, batch_size: int, workers: int) -
     return time.perf_counter() - started
 
 
-def vizkit_scan(model: torch.nn.Module, data, layer: str, batch_size: int, workers: int) -> tuple[float, vizkit.RunningTopK]:
+def vizkit_scan(
+    model: torch.nn.Module, data, layer: str, batch_size: int, workers: int
+) -> tuple[float, vizkit.RunningTopK]:
     with vizkit.instrument(model, layers=[layer], switches=False) as im:
         with torch.no_grad():
             channels = list(range(im(data[0][0][None], until=layer).shape[1]))
-        ctx = vizkit.RunContext(model=model, instrumented=im, preprocess=data.preprocess, device=torch.device("cpu"),
-                                data=data, batch_size=batch_size, analysis="top9")
+        ctx = vizkit.RunContext(
+            model=model,
+            instrumented=im,
+            preprocess=data.preprocess,
+            device=torch.device("cpu"),
+            data=data,
+            batch_size=batch_size,
+            analysis="top9",
+        )
         started = time.perf_counter()
-        state, _ = top9.scan(ctx, layer, channels, 9, resume=False, checkpoint_every=0, workers=workers, group=ProcessGroup())
+        state, _ = top9.scan(
+            ctx, layer, channels, 9, resume=False, checkpoint_every=0, workers=workers, group=ProcessGroup()
+        )
         return time.perf_counter() - started, state
 
 
@@ -85,22 +96,40 @@ def main() -> None:
         plain.append(plain_forward(model, data, args.batch_size, args.workers))
         scan.append(vizkit_scan(model, data, args.layer, args.batch_size, args.workers)[0])
     p, s = statistics.median(plain), statistics.median(scan)
-    print(f"squeezenet1_0, {len(data)} Imagenette val images, batch {args.batch_size}, {args.workers} loader workers, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"squeezenet1_0, {len(data)} Imagenette val images, batch {args.batch_size}, {args.workers} loader workers, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"  plain no_grad forward : {p:.2f} s ({len(data) / p:.1f} img/s)  runs {[round(t, 2) for t in plain]}")
     print(f"  vizkit top9 scan {args.layer}: {s:.2f} s ({len(data) / s:.1f} img/s)  runs {[round(t, 2) for t in scan]}")
     print(f"  scan / plain = {s / p:.3f}x")
 
     peaks = []
     for size in [int(v) for v in args.memory_sizes.split(",")]:
-        done = subprocess.run([sys.executable, __file__, "--child", str(size), "--layer", args.layer,
-                               "--batch-size", str(args.batch_size), "--workers", str(args.workers)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(size),
+                "--layer",
+                args.layer,
+                "--batch-size",
+                str(args.batch_size),
+                "--workers",
+                str(args.workers),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"  peak RSS scanning {size} images: {peaks[-1]['peak_rss_mb']:.0f} MB ({peaks[-1]['seconds']:.1f} s)")
     if len(peaks) == 2:
-        print(f"  peak memory ratio {peaks[1]['images']} / {peaks[0]['images']} images = "
-              f"{peaks[1]['peak_rss_mb'] / peaks[0]['peak_rss_mb']:.3f}")
+        print(
+            f"  peak memory ratio {peaks[1]['images']} / {peaks[0]['images']} images = "
+            f"{peaks[1]['peak_rss_mb'] / peaks[0]['peak_rss_mb']:.3f}"
+        )
 
 
 if __name__ == "__main__":

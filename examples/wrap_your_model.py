@@ -81,8 +81,10 @@ def main() -> None:
 
     difference = (via_autograd - via_explicit).norm() / via_autograd.norm().clamp_min(1e-12)
     touched = (via_autograd.abs().sum(dim=1) > 0).sum().item()
-    print(f"projection shape {tuple(via_autograd.shape)}, {touched} non-zero pixels; "
-          f"relative difference autograd vs explicit: {difference.item():.2e}")
+    print(
+        f"projection shape {tuple(via_autograd.shape)}, {touched} non-zero pixels; "
+        f"relative difference autograd vs explicit: {difference.item():.2e}"
+    )
     print("hooks left on the model:", sum(vizkit.hook_counts(model).values()))
 
 

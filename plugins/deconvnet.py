@@ -7,7 +7,8 @@ from its strongest activation, using the image's own pooling switches.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ def run(
     layer: str,
     top: int,
     channels: str | None,
-    method: str,
-    target: str,
+    method: Literal["autograd", "explicit"],
+    target: Literal["max", "map"],
     rule: str,
 ) -> vizkit.Result:
     im = ctx.instrumented
@@ -42,7 +43,9 @@ def run(
     else:
         chosen = vizkit.select_channels(channels, n_channels)
 
-    projection = vizkit.project(im, x, layer, chosen, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size)
+    projection = vizkit.project(
+        im, x, layer, chosen, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size
+    )
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     squeeze: Callable[[torch.Tensor], np.ndarray] = (
@@ -104,18 +107,42 @@ def _figure(ctx, image, projection, index, layer, predicted, projection_rule):
 
 @vizkit.hookimpl
 def register_analyses(register) -> None:
-    register(vizkit.Analysis(
-        name="deconvnet",
-        description="Project a layer's strongest feature maps to pixel space with the deconvnet (Fig. 1)",
-        run=run,
-        inputs="images",
-        options=[
-            vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
-            vizkit.Option("top", int, 9, help="number of strongest feature maps to project"),
-            vizkit.Option("channels", str, None, help="feature maps to project instead, e.g. 3,17,40 or 0-15", parse=vizkit.parse_channel_spec),
-            vizkit.Option("method", ("autograd", "explicit"), "autograd", help="projection path: autograd (any graph) or explicit (switch-based reverse pass)"),
-            vizkit.Option("target", ("max", "map"), "max", help="project each map's strongest activation (max) or the whole map"),
-            vizkit.Option("rule", str, "deconvnet", registry="rules", help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)"),
-        ],
-        demo={"layer": "conv5", "top": 9},
-    ))
+    register(
+        vizkit.Analysis(
+            name="deconvnet",
+            description="Project a layer's strongest feature maps to pixel space with the deconvnet (Fig. 1)",
+            run=run,
+            inputs="images",
+            options=[
+                vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
+                vizkit.Option("top", int, 9, help="number of strongest feature maps to project"),
+                vizkit.Option(
+                    "channels",
+                    str,
+                    None,
+                    help="feature maps to project instead, e.g. 3,17,40 or 0-15",
+                    parse=vizkit.parse_channel_spec,
+                ),
+                vizkit.Option(
+                    "method",
+                    ("autograd", "explicit"),
+                    "autograd",
+                    help="projection path: autograd (any graph) or explicit (switch-based reverse pass)",
+                ),
+                vizkit.Option(
+                    "target",
+                    ("max", "map"),
+                    "max",
+                    help="project each map's strongest activation (max) or the whole map",
+                ),
+                vizkit.Option(
+                    "rule",
+                    str,
+                    "deconvnet",
+                    registry="rules",
+                    help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)",
+                ),
+            ],
+            demo={"layer": "conv5", "top": 9},
+        )
+    )

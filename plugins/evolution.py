@@ -23,8 +23,16 @@ from torch.utils.data import DataLoader
 
 import vizkit
 from vizkit import (
-    ImageList, apply_state_dict, image_list, new_figure, read_run_info, read_state_dict, save_torch_atomic,
-    sha256_file, snapshot_paths, tile_mosaic,
+    ImageList,
+    apply_state_dict,
+    image_list,
+    new_figure,
+    read_run_info,
+    read_state_dict,
+    save_torch_atomic,
+    sha256_file,
+    snapshot_paths,
+    tile_mosaic,
 )
 
 ZF_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -50,7 +58,9 @@ def training_sample(ctx: vizkit.RunContext, info: dict, size: int) -> ImageList:
     else:
         train = Path(info["data"]) / "train"
         if not train.is_dir():
-            raise vizkit.UsageError(f"the run's training images ({train}) are not here; pass --data with a sample of them")
+            raise vizkit.UsageError(
+                f"the run's training images ({train}) are not here; pass --data with a sample of them"
+            )
         source = image_list(train, ctx.preprocess)
     count = min(size, len(source))
     order = torch.randperm(len(source), generator=torch.Generator().manual_seed(ctx.seed))[:count].sort().values
@@ -124,7 +134,9 @@ class SnapshotCache:
             return None
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("version") != CACHE_VERSION or saved.get("fingerprint") != self.fingerprint:
-            raise vizkit.UsageError(f"{path} belongs to a different evolution run (other run, layers, sample or options); drop --resume")
+            raise vizkit.UsageError(
+                f"{path} belongs to a different evolution run (other run, layers, sample or options); drop --resume"
+            )
         return saved["data"]
 
     def save(self, tag: str, data: dict) -> None:
@@ -140,8 +152,17 @@ class SnapshotCache:
             self.folder.rmdir()
 
 
-def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sample: int, epochs: str,
-        patch_size: int, rule: str, resume: bool) -> vizkit.Result:
+def run(
+    ctx: vizkit.RunContext,
+    run: str,
+    layers: tuple[str, ...],
+    maps: int,
+    sample: int,
+    epochs: str,
+    patch_size: int,
+    rule: str,
+    resume: bool,
+) -> vizkit.Result:
     if maps < 1 or sample < 1:
         raise vizkit.UsageError("--maps and --sample must be at least 1")
     if patch_size < 8:
@@ -159,10 +180,20 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
     for name in names:
         im.info(name)  # unknown layers fail here, with the list of valid ones
     names = sorted(set(names), key=im.layers.index)
-    fingerprint = hashlib.sha256(repr((
-        [sha256_file(p) for p in snapshots.values()], names, maps, [str(p) for p in images.paths],
-        patch_size, rule, ctx.seed, ctx.preprocess,
-    )).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        repr(
+            (
+                [sha256_file(p) for p in snapshots.values()],
+                names,
+                maps,
+                [str(p) for p in images.paths],
+                patch_size,
+                rule,
+                ctx.seed,
+                ctx.preprocess,
+            )
+        ).encode()
+    ).hexdigest()
     cache = SnapshotCache(ctx.out, fingerprint, resume)
 
     def load_snapshot(epoch: int) -> None:
@@ -172,8 +203,9 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
     # come back at the end, also on error or interruption
     original = {name: value.detach().clone() for name, value in ctx.model.state_dict().items()}
     try:
-        chosen, per_epoch = _project_snapshots(ctx, cache, snapshots, load_snapshot, images, names, maps, probe,
-                                               patch_size, rule)
+        chosen, per_epoch = _project_snapshots(
+            ctx, cache, snapshots, load_snapshot, images, names, maps, probe, patch_size, rule
+        )
     finally:
         ctx.model.load_state_dict(original)
     result = assemble(run, info, names, chosen, per_epoch, images, patch_size)
@@ -184,9 +216,18 @@ def run(ctx: vizkit.RunContext, run: str, layers: tuple[str, ...], maps: int, sa
     return result
 
 
-def _project_snapshots(ctx: vizkit.RunContext, cache: SnapshotCache, snapshots: dict[int, Path], load_snapshot,
-                       images: ImageList, names: list[str], maps: int, probe: torch.Tensor, patch_size: int,
-                       rule: str) -> tuple[dict[str, list[int]], dict[int, dict]]:
+def _project_snapshots(
+    ctx: vizkit.RunContext,
+    cache: SnapshotCache,
+    snapshots: dict[int, Path],
+    load_snapshot,
+    images: ImageList,
+    names: list[str],
+    maps: int,
+    probe: torch.Tensor,
+    patch_size: int,
+    rule: str,
+) -> tuple[dict[str, list[int]], dict[int, dict]]:
     """The maps chosen per layer, and each snapshot's winners and projections (cached per
     snapshot for --resume)."""
     im = ctx.instrumented
@@ -211,8 +252,19 @@ def _project_snapshots(ctx: vizkit.RunContext, cache: SnapshotCache, snapshots: 
             done = {}
             for layer in names:
                 state = _select(states[layer], chosen[layer])
-                arrays = vizkit.project_winners(im, images, ctx.preprocess, layer, chosen[layer], state, boxes[layer],
-                                                patch_size, projection_rule, batch_size=ctx.batch_size, device=ctx.device)
+                arrays = vizkit.project_winners(
+                    im,
+                    images,
+                    ctx.preprocess,
+                    layer,
+                    chosen[layer],
+                    state,
+                    boxes[layer],
+                    patch_size,
+                    projection_rule,
+                    batch_size=ctx.batch_size,
+                    device=ctx.device,
+                )
                 done[layer] = {
                     "values": torch.from_numpy(arrays["recomputed"][:, 0]),
                     "image": state.images[:, 0].cpu(),
@@ -227,17 +279,24 @@ def _project_snapshots(ctx: vizkit.RunContext, cache: SnapshotCache, snapshots: 
     return chosen, per_epoch
 
 
-def assemble(run: str, info: dict, layers: list[str], chosen: dict[str, list[int]], per_epoch: dict[int, dict],
-             images: ImageList, patch_size: int) -> vizkit.Result:
+def assemble(
+    run: str,
+    info: dict,
+    layers: list[str],
+    chosen: dict[str, list[int]],
+    per_epoch: dict[int, dict],
+    images: ImageList,
+    patch_size: int,
+) -> vizkit.Result:
     epochs = sorted(per_epoch)
     width = max(len(chosen[layer]) for layer in layers)
     shape = (len(layers), width, len(epochs))
     channels = np.full((len(layers), width), -1, dtype=np.int64)
     values = np.full(shape, np.nan, dtype=np.float32)
     image = np.full(shape, -1, dtype=np.int64)
-    position = np.zeros(shape + (2,), dtype=np.int64)
-    projections = np.zeros(shape + (3, patch_size, patch_size), dtype=np.float16)
-    patches = np.zeros(shape + (patch_size, patch_size, 3), dtype=np.uint8)
+    position = np.zeros((*shape, 2), dtype=np.int64)
+    projections = np.zeros((*shape, 3, patch_size, patch_size), dtype=np.float16)
+    patches = np.zeros((*shape, patch_size, patch_size, 3), dtype=np.uint8)
     for l, layer in enumerate(layers):
         count = len(chosen[layer])
         channels[l, :count] = chosen[layer]
@@ -261,23 +320,41 @@ def assemble(run: str, info: dict, layers: list[str], chosen: dict[str, list[int
         settled[layer] = float(np.median(firsts)) if firsts else None
     result = vizkit.Result(
         summary={
-            "run": str(run), "run_model": info.get("model"), "epochs": epochs, "layers": layers,
-            "channels": {layer: chosen[layer] for layer in layers}, "sample_images": len(images),
+            "run": str(run),
+            "run_model": info.get("model"),
+            "epochs": epochs,
+            "layers": layers,
+            "channels": {layer: chosen[layer] for layer in layers},
+            "sample_images": len(images),
             "images": [str(p) for p in images.paths],
             "median_settled_epoch": settled,
-            "winner_changes": {layer: float(np.mean([
-                int((image[l, m, 1:] != image[l, m, :-1]).sum()) for m in range(len(chosen[layer]))
-            ] or [0])) for l, layer in enumerate(layers)},
+            "winner_changes": {
+                layer: float(
+                    np.mean(
+                        [int((image[l, m, 1:] != image[l, m, :-1]).sum()) for m in range(len(chosen[layer]))] or [0]
+                    )
+                )
+                for l, layer in enumerate(layers)
+            },
         },
-        arrays={"epochs": np.array(epochs), "channels": channels, "values": values, "image_index": image,
-                "position": position, "projections": projections, "patches": patches},
+        arrays={
+            "epochs": np.array(epochs),
+            "channels": channels,
+            "values": values,
+            "image_index": image,
+            "position": position,
+            "projections": projections,
+            "patches": patches,
+        },
     )
     result.figures["evolution"] = evolution_figure(layers, channels, epochs, projections, len(images))
     result.figures["evolution_strength"] = strength_figure(layers, channels, epochs, values)
     return result
 
 
-def evolution_figure(layers: list[str], channels: np.ndarray, epochs: list[int], projections: np.ndarray, n_images: int):
+def evolution_figure(
+    layers: list[str], channels: np.ndarray, epochs: list[int], projections: np.ndarray, n_images: int
+):
     rows, cols, size = channels.shape[1], len(epochs), projections.shape[-1]
     figure = new_figure(max(6.0, 1.0 + len(layers) * (0.55 * cols + 0.5)), 1.4 + 0.55 * rows)
     grid = figure.add_gridspec(1, len(layers), wspace=0.12)
@@ -289,12 +366,17 @@ def evolution_figure(layers: list[str], channels: np.ndarray, epochs: list[int],
         ax.imshow(tile_mosaic(shown, rows=count), interpolation="nearest")
         step = size + 2
         ax.set_xticks([c * step + size / 2 for c in range(cols)], [str(e) for e in epochs], fontsize=6)
-        ax.set_yticks([r * step + size / 2 for r in range(count)], [f"map {int(m)}" for m in channels[l, :count]], fontsize=6)
+        ax.set_yticks(
+            [r * step + size / 2 for r in range(count)], [f"map {int(m)}" for m in channels[l, :count]], fontsize=6
+        )
         ax.tick_params(length=0)
         ax.set_xlabel("epoch", fontsize=7)
         ax.set_title(layer, fontsize=9)
-    figure.suptitle(f"Feature evolution: the strongest activation of each map over {n_images} training images, "
-                    "projected to pixels, at each snapshot epoch", fontsize=9)
+    figure.suptitle(
+        f"Feature evolution: the strongest activation of each map over {n_images} training images, "
+        "projected to pixels, at each snapshot epoch",
+        fontsize=9,
+    )
     figure.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.86)
     return figure
 
@@ -321,20 +403,41 @@ def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], 
 
 @vizkit.hookimpl
 def register_analyses(register) -> None:
-    register(vizkit.Analysis(
-        name="evolution",
-        description="Feature evolution during training: strongest activation per map at each snapshot epoch, projected (Fig. 4)",
-        run=run,
-        inputs="none",
-        model_from=model_of_run,
-        options=[
-            vizkit.Option("run", str, required=True, help="training run folder written by `vizkit train` (run.json + weights_epochNNN.pt)"),
-            vizkit.Option("layers", str, multiple=True, help="layers to follow (default: conv1..conv5); repeat the option"),
-            vizkit.Option("maps", int, 6, help="feature maps per layer, picked at random among those active at the last snapshot"),
-            vizkit.Option("sample", int, 512, help="training images in the fixed sample (default source: the run's train/ folder)"),
-            vizkit.Option("epochs", str, "all", help="snapshot epochs to show: all, or e.g. 1,5,20"),
-            vizkit.Option("patch_size", int, 48, help="side of each projection tile"),
-            vizkit.Option("rule", str, "deconvnet", registry="rules", help="projection rule"),
-            vizkit.Option("resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"),
-        ],
-    ))
+    register(
+        vizkit.Analysis(
+            name="evolution",
+            description="Feature evolution during training: strongest activation per map at each snapshot epoch, projected (Fig. 4)",
+            run=run,
+            inputs="none",
+            model_from=model_of_run,
+            options=[
+                vizkit.Option(
+                    "run",
+                    str,
+                    required=True,
+                    help="training run folder written by `vizkit train` (run.json + weights_epochNNN.pt)",
+                ),
+                vizkit.Option(
+                    "layers", str, multiple=True, help="layers to follow (default: conv1..conv5); repeat the option"
+                ),
+                vizkit.Option(
+                    "maps",
+                    int,
+                    6,
+                    help="feature maps per layer, picked at random among those active at the last snapshot",
+                ),
+                vizkit.Option(
+                    "sample",
+                    int,
+                    512,
+                    help="training images in the fixed sample (default source: the run's train/ folder)",
+                ),
+                vizkit.Option("epochs", str, "all", help="snapshot epochs to show: all, or e.g. 1,5,20"),
+                vizkit.Option("patch_size", int, 48, help="side of each projection tile"),
+                vizkit.Option("rule", str, "deconvnet", registry="rules", help="projection rule"),
+                vizkit.Option(
+                    "resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"
+                ),
+            ],
+        )
+    )

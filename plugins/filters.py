@@ -12,8 +12,9 @@ feature scale clipping keeps any filter from dominating.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ SPECTRUM_SIZE = 32
 BANDS = ("low", "mid", "high")
 
 
-def first_conv(model: nn.Module, im: vizkit.Instrumented, probe: torch.Tensor, layer: str | None) -> tuple[str, nn.Conv2d]:
+def first_conv(
+    model: nn.Module, im: vizkit.Instrumented, probe: torch.Tensor, layer: str | None
+) -> tuple[str, nn.Conv2d]:
     modules = dict(model.named_modules())
     if layer:
         name = im.resolve_alias(layer)
@@ -49,9 +52,9 @@ def band_energy(weight: torch.Tensor) -> np.ndarray:
     radius = (frequencies[:, None].pow(2) + frequencies[None, :].pow(2)).sqrt() / 0.5  # 1 = Nyquist
     edges = [0.0, 1 / 3, 2 / 3, math.inf]
     total = spectrum.sum(dim=(1, 2)).clamp(min=1e-30)
-    return torch.stack([
-        spectrum[:, (radius >= lo) & (radius < hi)].sum(dim=1) / total for lo, hi in zip(edges[:-1], edges[1:])
-    ], dim=1).numpy()
+    return torch.stack(
+        [spectrum[:, (radius >= lo) & (radius < hi)].sum(dim=1) / total for lo, hi in itertools.pairwise(edges)], dim=1
+    ).numpy()
 
 
 def _sample_batches(ctx: vizkit.RunContext) -> Iterator[torch.Tensor]:
@@ -92,19 +95,34 @@ def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: in
     bands = band_energy(weight)
     result = vizkit.Result(
         summary={
-            "layer": name, "filters": int(rms.size), "kernel": list(conv.kernel_size), "stride": list(conv.stride),
-            "rms_mean": float(rms.mean()), "rms_median": median, "rms_max": float(rms.max()), "rms_min": float(rms.min()),
-            "dead": int(dead.sum()), "dead_low_rms": int(tiny.sum()),
+            "layer": name,
+            "filters": int(rms.size),
+            "kernel": list(conv.kernel_size),
+            "stride": list(conv.stride),
+            "rms_mean": float(rms.mean()),
+            "rms_median": median,
+            "rms_max": float(rms.max()),
+            "rms_min": float(rms.min()),
+            "dead": int(dead.sum()),
+            "dead_low_rms": int(tiny.sum()),
             "dead_never_active": int(silent.sum()) if peak is not None else None,
-            "sample_images": (len(ctx.image_paths) + (len(ctx.data) if ctx.data is not None else 0)) if peak is not None else 0,
-            "dominance_top": top, "dominance": float(rms[order[:top]].sum() / max(rms.sum(), 1e-30)),
+            "sample_images": (len(ctx.image_paths) + (len(ctx.data) if ctx.data is not None else 0))
+            if peak is not None
+            else 0,
+            "dominance_top": top,
+            "dominance": float(rms[order[:top]].sum() / max(rms.sum(), 1e-30)),
             "rms_share_uniform": top / rms.size,
             "band_energy_mean": dict(zip(BANDS, bands.mean(axis=0).round(4).tolist())),
             "high_frequency_filters": int((bands[:, 2] > 0.5).sum()),
             "low_frequency_filters": int((bands[:, 0] > 0.8).sum()),
         },
-        arrays={"weights": weight.numpy(), "rms": rms.astype(np.float32), "band_energy": bands.astype(np.float32),
-                "dead": dead, "peak_activation": peak if peak is not None else np.zeros(0, dtype=np.float32)},
+        arrays={
+            "weights": weight.numpy(),
+            "rms": rms.astype(np.float32),
+            "band_energy": bands.astype(np.float32),
+            "dead": dead,
+            "peak_activation": peak if peak is not None else np.zeros(0, dtype=np.float32),
+        },
     )
     result.figures["filters"] = _grid(weight, rms, dead, name)
     result.figures["filter_diagnostics"] = _diagnostics(rms, bands, dead, dead_fraction * median, name, result.summary)
@@ -113,21 +131,29 @@ def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: in
 
 def _grid(weight: torch.Tensor, rms: np.ndarray, dead: np.ndarray, name: str):
     count, channels, kh, kw = weight.shape
-    columns = int(math.ceil(math.sqrt(count)))
-    rows = int(math.ceil(count / columns))
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
     gap = 1
     canvas = np.ones((rows * (kh + gap) + gap, columns * (kw + gap) + gap, 3), dtype=np.float32)
     for index in range(count):
         w = weight[index]
         w = (w - w.mean()) / (2 * w.abs().max().clamp(min=1e-12)) + 0.5  # each filter contrast-normalised about grey
-        tile = w.permute(1, 2, 0).numpy() if channels == 3 else np.repeat(w.mean(0, keepdim=True).permute(1, 2, 0).numpy(), 3, axis=2)
+        tile = (
+            w.permute(1, 2, 0).numpy()
+            if channels == 3
+            else np.repeat(w.mean(0, keepdim=True).permute(1, 2, 0).numpy(), 3, axis=2)
+        )
         r, c = divmod(index, columns)
-        canvas[gap + r * (kh + gap): gap + r * (kh + gap) + kh, gap + c * (kw + gap): gap + c * (kw + gap) + kw] = np.clip(tile, 0, 1)
+        canvas[gap + r * (kh + gap) : gap + r * (kh + gap) + kh, gap + c * (kw + gap) : gap + c * (kw + gap) + kw] = (
+            np.clip(tile, 0, 1)
+        )
     figure = new_figure(7, 7 * rows / columns + 0.6)
     ax = figure.add_subplot(1, 1, 1)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(f"{name}: {count} filters {kh}x{kw} (each scaled to its own range; {int(dead.sum())} dead)", fontsize=9)
+    ax.set_title(
+        f"{name}: {count} filters {kh}x{kw} (each scaled to its own range; {int(dead.sum())} dead)", fontsize=9
+    )
     return figure
 
 
@@ -140,8 +166,11 @@ def _diagnostics(rms: np.ndarray, bands: np.ndarray, dead: np.ndarray, threshold
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8, label=f"dead below {threshold:.3g}")
     ax.set_xlabel("filter (sorted by RMS)")
     ax.set_ylabel("RMS of weights")
-    ax.set_title(f"{name}: top {summary['dominance_top']} hold {summary['dominance']:.0%} of the summed RMS "
-                 f"(uniform: {summary['rms_share_uniform']:.0%}); {summary['dead']} dead", fontsize=9)
+    ax.set_title(
+        f"{name}: top {summary['dominance_top']} hold {summary['dominance']:.0%} of the summed RMS "
+        f"(uniform: {summary['rms_share_uniform']:.0%}); {summary['dead']} dead",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     ax = figure.add_subplot(1, 2, 2)
     by_high = np.argsort(bands[:, 2])
@@ -153,7 +182,9 @@ def _diagnostics(rms: np.ndarray, bands: np.ndarray, dead: np.ndarray, threshold
     ax.set_xlabel("filter (sorted by high-frequency share)")
     ax.set_ylabel("share of spectral energy")
     mean = summary["band_energy_mean"]
-    ax.set_title(f"frequency bands (mean low {mean['low']:.2f} / mid {mean['mid']:.2f} / high {mean['high']:.2f})", fontsize=9)
+    ax.set_title(
+        f"frequency bands (mean low {mean['low']:.2f} / mid {mean['mid']:.2f} / high {mean['high']:.2f})", fontsize=9
+    )
     ax.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     return figure
@@ -161,15 +192,23 @@ def _diagnostics(rms: np.ndarray, bands: np.ndarray, dead: np.ndarray, threshold
 
 @vizkit.hookimpl
 def register_analyses(register) -> None:
-    register(vizkit.Analysis(
-        name="filters",
-        description="First-layer filter diagnostics: filter grid, RMS, dead filters, dominance, frequency bands (Fig. 6)",
-        run=run,
-        inputs="none",
-        options=[
-            vizkit.Option("layer", str, None, help="convolution to diagnose (default: the first one applied to the image)"),
-            vizkit.Option("dead_fraction", float, 0.05, help="a filter is dead below this fraction of the median RMS"),
-            vizkit.Option("top", int, 5, help="dominance: share of the summed RMS held by this many largest filters"),
-        ],
-        demo={},
-    ))
+    register(
+        vizkit.Analysis(
+            name="filters",
+            description="First-layer filter diagnostics: filter grid, RMS, dead filters, dominance, frequency bands (Fig. 6)",
+            run=run,
+            inputs="none",
+            options=[
+                vizkit.Option(
+                    "layer", str, None, help="convolution to diagnose (default: the first one applied to the image)"
+                ),
+                vizkit.Option(
+                    "dead_fraction", float, 0.05, help="a filter is dead below this fraction of the median RMS"
+                ),
+                vizkit.Option(
+                    "top", int, 5, help="dominance: share of the summed RMS held by this many largest filters"
+                ),
+            ],
+            demo={},
+        )
+    )

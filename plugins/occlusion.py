@@ -15,6 +15,7 @@ changed window cannot be bounded fall back to batched computation from that op o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +91,7 @@ def occluded_batch(x: Tensor, corners: list[tuple[int, int]], size: int, fill: T
     batch = x.unsqueeze(0).repeat(len(corners), 1, 1, 1)
     colour = fill.to(x.device, x.dtype).reshape(3, 1, 1)
     for k, (y0, x0) in enumerate(corners):
-        batch[k, :, y0:y0 + size, x0:x0 + size] = colour
+        batch[k, :, y0 : y0 + size, x0 : x0 + size] = colour
     return batch
 
 
@@ -117,16 +118,16 @@ def occlusion_maps(
     corners = grid.corners()
     bar = vizkit.progress_bar(total=n * grid.count, desc="occlusion", enabled=progress)
     # batched: full forwards that record the tracked layer only, and no switches
-    settings = {"layers": [layer], "switches": False} if mode == "batched" else {}
-    with im.configured(**settings):
+    scope = im.configured(layers=[layer], switches=False) if mode == "batched" else contextlib.nullcontext(im)
+    with scope:
         for i in range(n):
             if mode == "exact":
-                engine = vizkit.IncrementalOcclusion(im, x[i:i + 1], layer)
-                evaluate = lambda part: engine.evaluate(part, grid.size, fill)  # noqa: E731
+                engine = vizkit.IncrementalOcclusion(im, x[i : i + 1], layer)
+                evaluate = lambda part, engine=engine: engine.evaluate(part, grid.size, fill)
             else:
-                evaluate = lambda part: _batched(im, x[i], layer, part, grid.size, fill)  # noqa: E731
+                evaluate = lambda part, i=i: _batched(im, x[i], layer, part, grid.size, fill)
             for start in range(0, grid.count, batch_size):
-                part = corners[start:start + batch_size]
+                part = corners[start : start + batch_size]
                 with torch.no_grad():
                     logits, layer_out = evaluate(part)
                 p = logits.float().softmax(dim=1)
@@ -137,11 +138,16 @@ def occlusion_maps(
                 bar.update(len(part))
     bar.close()
     shape = (n, grid.rows, grid.cols)
-    return {"feature_activity": activity.reshape(shape), "true_class_prob": probability.reshape(shape),
-            "top_label": top.reshape(shape)}
+    return {
+        "feature_activity": activity.reshape(shape),
+        "true_class_prob": probability.reshape(shape),
+        "top_label": top.reshape(shape),
+    }
 
 
-def _batched(im: vizkit.Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor) -> tuple[Tensor, Tensor]:
+def _batched(
+    im: vizkit.Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor
+) -> tuple[Tensor, Tensor]:
     logits = im(occluded_batch(image, corners, size, fill))
     return logits, im.activation(layer)
 
@@ -156,8 +162,12 @@ def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -
     if declared:
         return declared
     candidates = [
-        info.name for info in im.layer_infos()
-        if info.shape is not None and len(info.shape) == 4 and info.shape[2] > 1 and info.shape[1] != num_classes
+        info.name
+        for info in im.layer_infos()
+        if info.shape is not None
+        and len(info.shape) == 4
+        and info.shape[2] > 1
+        and info.shape[1] != num_classes
         and info.type not in ("Dropout", "Dropout2d", "Identity", "Sequential", "ModuleList")
     ]
     if not candidates:
@@ -165,8 +175,9 @@ def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -
     return candidates[-1]
 
 
-def run(ctx: vizkit.RunContext, target: str, layer: str | None, size: int, stride: int, fill: str,
-        mode: str) -> vizkit.Result:
+def run(
+    ctx: vizkit.RunContext, target: str, layer: str | None, size: int, stride: int, fill: str, mode: str
+) -> vizkit.Result:
     x = ctx.images()
     im = ctx.instrumented
     height, width = x.shape[-2:]
@@ -191,8 +202,9 @@ def run(ctx: vizkit.RunContext, target: str, layer: str | None, size: int, strid
 
     grid = OcclusionGrid(height, width, size, stride)
     started = time.perf_counter()
-    maps = occlusion_maps(im, x, layer, strongest, targets, grid, fill_value, mode=mode,
-                          batch_size=ctx.batch_size, progress=ctx.progress)
+    maps = occlusion_maps(
+        im, x, layer, strongest, targets, grid, fill_value, mode=mode, batch_size=ctx.batch_size, progress=ctx.progress
+    )
     seconds = time.perf_counter() - started
 
     # projection.images[j, i]: the strongest map of image i, projected in image j
@@ -245,14 +257,22 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     ax = figure.add_subplot(grid_spec[0])
     row, col = np.unravel_index(int(probability.argmin()), probability.shape)
     y0, x0 = grid.top_left(row, col)
-    occluded = vizkit.figures.hwc(ctx.preprocess.denormalize(occluded_batch(x[index].cpu(), [(y0, x0)], grid.size, fill_value)[0]))
+    occluded = vizkit.figures.hwc(
+        ctx.preprocess.denormalize(occluded_batch(x[index].cpu(), [(y0, x0)], grid.size, fill_value)[0])
+    )
     show(ax, occluded, f"(a) {names[index]}\noccluder {grid.size}px at its most damaging place", fontsize=8)
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), grid.size, grid.size, fill=False, edgecolor="yellow", linewidth=1.2))
 
     # (b) total activity of the strongest feature map
     ax = figure.add_subplot(grid_spec[1])
-    shown = _overlay(ax, image, maps["feature_activity"][index], grid,
-                     f"(b) total activity of {layer}\nmap {int(strongest[index])}", cmap="viridis")
+    shown = _overlay(
+        ax,
+        image,
+        maps["feature_activity"][index],
+        grid,
+        f"(b) total activity of {layer}\nmap {int(strongest[index])}",
+        cmap="viridis",
+    )
     figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
     # (c) deconvnet projection of that map's strongest activation, and in the other images
@@ -260,13 +280,25 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     for slot, j in enumerate(columns):
         ax = figure.add_subplot(grid_spec[2 + slot])
         where = "this image" if j == index else names[j]
-        show(ax, vizkit.to_image(projection.images[j, index]),
-             f"(c) map {int(strongest[index])} projected\n({where})", fontsize=8)
+        show(
+            ax,
+            vizkit.to_image(projection.images[j, index]),
+            f"(c) map {int(strongest[index])} projected\n({where})",
+            fontsize=8,
+        )
 
     # (d) probability of the true class
     ax = figure.add_subplot(grid_spec[3 + others])
-    shown = _overlay(ax, image, probability, grid,
-                     f"(d) p({ctx.label(int(targets[index]))})", cmap="magma", vmin=0.0, vmax=max(1e-6, float(probability.max())))
+    shown = _overlay(
+        ax,
+        image,
+        probability,
+        grid,
+        f"(d) p({ctx.label(int(targets[index]))})",
+        cmap="magma",
+        vmin=0.0,
+        vmax=max(1e-6, float(probability.max())),
+    )
     figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
     # (e) most probable label
@@ -280,31 +312,63 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     from matplotlib.colors import ListedColormap
 
     colours = [palette(k % 20) for k in range(len(order))]
-    _overlay(ax, image, coded, grid, "(e) most probable label", cmap=ListedColormap(colours),
-             vmin=-0.5, vmax=len(order) - 0.5)
+    _overlay(
+        ax,
+        image,
+        coded,
+        grid,
+        "(e) most probable label",
+        cmap=ListedColormap(colours),
+        vmin=-0.5,
+        vmax=len(order) - 0.5,
+    )
     shown_labels = order[:8]
-    ax.legend(handles=[Patch(color=colours[lookup[int(v)]], label=f"{ctx.label(int(v))} ({int(c)})")
-                       for v, c in zip(shown_labels, counts[np.argsort(-counts)][:8])],
-              fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, title="label (positions)",
-              title_fontsize=6)
+    ax.legend(
+        handles=[
+            Patch(color=colours[lookup[int(v)]], label=f"{ctx.label(int(v))} ({int(c)})")
+            for v, c in zip(shown_labels, counts[np.argsort(-counts)][:8])
+        ],
+        fontsize=6,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0,
+        title="label (positions)",
+        title_fontsize=6,
+    )
     figure.suptitle(f"Occlusion sensitivity: {names[index]}, target {ctx.label(int(targets[index]))}", fontsize=10)
     return figure
 
 
 @vizkit.hookimpl
 def register_analyses(register) -> None:
-    register(vizkit.Analysis(
-        name="occlusion",
-        description="Occlusion sensitivity: feature activity, true-class probability and top label per occluder position (Fig. 7)",
-        run=run,
-        inputs="images",
-        options=[
-            vizkit.Option("target", str, "auto", help="true class: auto (the model's top-1), an index, or a label name"),
-            vizkit.Option("layer", str, None, help="layer whose strongest map's activity is tracked (default: the last conv layer)"),
-            vizkit.Option("size", int, 48, help="side of the grey square, in input pixels"),
-            vizkit.Option("stride", int, 8, help="step between occluder positions, in input pixels"),
-            vizkit.Option("fill", str, "mean", help="occluder colour: mean (dataset mean), zero (black), or R,G,B in 0-255"),
-            vizkit.Option("mode", ("exact", "batched"), "exact", help="exact: incremental recomputation of changed windows; batched: full forward per position"),
-        ],
-        demo={"size": 48, "stride": 16},
-    ))
+    register(
+        vizkit.Analysis(
+            name="occlusion",
+            description="Occlusion sensitivity: feature activity, true-class probability and top label per occluder position (Fig. 7)",
+            run=run,
+            inputs="images",
+            options=[
+                vizkit.Option(
+                    "target", str, "auto", help="true class: auto (the model's top-1), an index, or a label name"
+                ),
+                vizkit.Option(
+                    "layer",
+                    str,
+                    None,
+                    help="layer whose strongest map's activity is tracked (default: the last conv layer)",
+                ),
+                vizkit.Option("size", int, 48, help="side of the grey square, in input pixels"),
+                vizkit.Option("stride", int, 8, help="step between occluder positions, in input pixels"),
+                vizkit.Option(
+                    "fill", str, "mean", help="occluder colour: mean (dataset mean), zero (black), or R,G,B in 0-255"
+                ),
+                vizkit.Option(
+                    "mode",
+                    ("exact", "batched"),
+                    "exact",
+                    help="exact: incremental recomputation of changed windows; batched: full forward per position",
+                ),
+            ],
+            demo={"size": 48, "stride": 16},
+        )
+    )

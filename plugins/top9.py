@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,8 +34,20 @@ CHECKPOINT_VERSION = 1
 def _fingerprint(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, group: ProcessGroup) -> str:
     paths = "\n".join(str(p) for p in ctx.dataset().paths)
     model = vizkit.describe_model(ctx.model)
-    text = repr((model["spec"], model["weights_sha256"], layer, channels, k, ctx.batch_size,
-                 ctx.preprocess, group.world, group.rank, hashlib.sha256(paths.encode()).hexdigest()))
+    text = repr(
+        (
+            model["spec"],
+            model["weights_sha256"],
+            layer,
+            channels,
+            k,
+            ctx.batch_size,
+            ctx.preprocess,
+            group.world,
+            group.rank,
+            hashlib.sha256(paths.encode()).hexdigest(),
+        )
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -46,11 +58,22 @@ def _checkpoint_path(ctx: vizkit.RunContext, group: ProcessGroup) -> Path | None
     return ctx.out / f".top9-scan{suffix}.pt"
 
 
-def _save_checkpoint(path: Path | None, state: vizkit.RunningTopK, next_batch: int, done: bool, fingerprint: str, seconds: float) -> None:
+def _save_checkpoint(
+    path: Path | None, state: vizkit.RunningTopK, next_batch: int, done: bool, fingerprint: str, seconds: float
+) -> None:
     if path is None:
         return
-    save_torch_atomic(path, {"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "next_batch": next_batch,
-                             "done": done, "seconds": seconds, "state": state.state_dict()})
+    save_torch_atomic(
+        path,
+        {
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "next_batch": next_batch,
+            "done": done,
+            "seconds": seconds,
+            "state": state.state_dict(),
+        },
+    )
 
 
 def scan_batches(loader: DataLoader, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -59,8 +82,16 @@ def scan_batches(loader: DataLoader, start: int) -> Iterator[tuple[int, torch.Te
         yield number, images, indices
 
 
-def scan(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, resume: bool,
-         checkpoint_every: int, workers: int, group: ProcessGroup) -> tuple[vizkit.RunningTopK, float]:
+def scan(
+    ctx: vizkit.RunContext,
+    layer: str,
+    channels: list[int],
+    k: int,
+    resume: bool,
+    checkpoint_every: int,
+    workers: int,
+    group: ProcessGroup,
+) -> tuple[vizkit.RunningTopK, float]:
     """The running top-k of ``channels`` of ``layer`` over this process's shard of the data."""
     im = ctx.instrumented
     dataset = ctx.dataset()
@@ -71,16 +102,19 @@ def scan(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, resume
     if resume and path is not None and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("version") != CHECKPOINT_VERSION or saved.get("fingerprint") != fingerprint:
-            raise vizkit.UsageError(f"{path} is a checkpoint of a different run (model, layer, channels, k, batch size or data differ); drop --resume")
+            raise vizkit.UsageError(
+                f"{path} is a checkpoint of a different run (model, layer, channels, k, batch size or data differ); drop --resume"
+            )
         state = vizkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
         start_batch, seconds = int(saved["next_batch"]), float(saved["seconds"])
         if saved["done"]:
             return state, seconds
     elif resume and path is None:
         raise vizkit.UsageError("--resume needs --out (the checkpoint lives there)")
-    shard = list(range(group.rank, len(dataset), group.world))[start_batch * ctx.batch_size:]
-    loader = DataLoader(Subset(dataset, shard), batch_size=ctx.batch_size, shuffle=False,
-                        num_workers=workers, persistent_workers=False)
+    shard = list(range(group.rank, len(dataset), group.world))[start_batch * ctx.batch_size :]
+    loader = DataLoader(
+        Subset(dataset, shard), batch_size=ctx.batch_size, shuffle=False, num_workers=workers, persistent_workers=False
+    )
     selected = torch.tensor(channels, device=ctx.device)
     total = math.ceil(len(shard) / ctx.batch_size) + start_batch
     started = time.perf_counter()
@@ -94,7 +128,9 @@ def scan(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, resume
                 next_batch = number + 1
                 progress.update(1)
                 if checkpoint_every > 0 and next_batch % checkpoint_every == 0:
-                    _save_checkpoint(path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started)
+                    _save_checkpoint(
+                        path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started
+                    )
     except BaseException:
         _save_checkpoint(path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started)
         raise
@@ -109,7 +145,9 @@ def merge_shards(state: vizkit.RunningTopK, group: ProcessGroup) -> vizkit.Runni
     if group.world == 1:
         return state
     merged = vizkit.RunningTopK.empty(state.values.shape[0], state.k, "cpu")
-    for values, images, positions in zip(group.all_gather(state.values), group.all_gather(state.images), group.all_gather(state.positions)):
+    for values, images, positions in zip(
+        group.all_gather(state.values), group.all_gather(state.images), group.all_gather(state.positions)
+    ):
         merged.merge(values, images, positions)
     return merged
 
@@ -123,8 +161,16 @@ def _first_layer_filters(ctx: vizkit.RunContext, layer: str, x: torch.Tensor) ->
     return convs[0][1].weight.detach().cpu()
 
 
-def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: dict[str, np.ndarray],
-                 filters: torch.Tensor | None, maps_per_page: int, pages: int, n_images: int) -> dict:
+def figure_pages(
+    layer: str,
+    channels: list[int],
+    values: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    filters: torch.Tensor | None,
+    maps_per_page: int,
+    pages: int,
+    n_images: int,
+) -> dict:
     figures = {}
     shown_maps = min(len(channels), maps_per_page * pages)
     per_row = 2
@@ -133,7 +179,9 @@ def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: di
         rows = math.ceil(len(maps) / per_row)
         extra = 1 if filters is not None else 0
         figure = new_figure(per_row * (6.6 + 1.1 * extra), rows * 3.35 + 0.7)
-        grid = figure.add_gridspec(rows, per_row * (2 + extra), width_ratios=([1] * extra + [3, 3]) * per_row, wspace=0.05, hspace=0.3)
+        grid = figure.add_gridspec(
+            rows, per_row * (2 + extra), width_ratios=([1] * extra + [3, 3]) * per_row, wspace=0.05, hspace=0.3
+        )
         for slot, m in enumerate(maps):
             r, c = divmod(slot, per_row)
             base = c * (2 + extra)
@@ -144,25 +192,46 @@ def figure_pages(layer: str, channels: list[int], values: np.ndarray, arrays: di
             if filters is not None:
                 ax = figure.add_subplot(grid[r, base])
                 weight = filters[channels[m]]
-                ax.imshow(((weight - weight.min()) / (weight.max() - weight.min() + 1e-12)).permute(1, 2, 0).numpy(), interpolation="nearest")
+                ax.imshow(
+                    ((weight - weight.min()) / (weight.max() - weight.min() + 1e-12)).permute(1, 2, 0).numpy(),
+                    interpolation="nearest",
+                )
                 ax.set_xticks([]), ax.set_yticks([])
                 ax.set_title("filter", fontsize=7)
-            for offset, (tiles, what) in enumerate([(display, "projections"), (patches, "patches")]):
+            for offset, (tiles, _what) in enumerate([(display, "projections"), (patches, "patches")]):
                 ax = figure.add_subplot(grid[r, base + extra + offset])
                 ax.imshow(tile_mosaic(tiles, rows=3), interpolation="nearest")
                 ax.set_xticks([]), ax.set_yticks([])
                 if offset == 0:
-                    ax.set_title(f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})", fontsize=8, loc="left")
+                    ax.set_title(
+                        f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})",
+                        fontsize=8,
+                        loc="left",
+                    )
         figure.subplots_adjust(top=1 - 0.75 / (rows * 3.35 + 0.7), bottom=0.02, left=0.02, right=0.98)
-        figure.suptitle(f"Top-{values.shape[1]} activations of layer {layer} over {n_images} images: "
-                        f"deconvnet projections beside their image patches (page {page + 1})", fontsize=10)
+        figure.suptitle(
+            f"Top-{values.shape[1]} activations of layer {layer} over {n_images} images: "
+            f"deconvnet projections beside their image patches (page {page + 1})",
+            fontsize=10,
+        )
         figures[f"top9_page{page + 1:02d}"] = figure
     return figures
 
 
 # ----------------------------------------------------------------------------------- analysis
-def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: int, maps_per_page: int,
-        pages: int, resume: bool, checkpoint_every: int, workers: int, rule: str) -> vizkit.Result:
+def run(
+    ctx: vizkit.RunContext,
+    layer: str,
+    channels: str,
+    k: int,
+    patch_size: int,
+    maps_per_page: int,
+    pages: int,
+    resume: bool,
+    checkpoint_every: int,
+    workers: int,
+    rule: str,
+) -> vizkit.Result:
     if k < 1:
         raise vizkit.UsageError(f"--k must be at least 1, not {k}")
     if patch_size < 8:
@@ -189,8 +258,20 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
         return vizkit.Result(summary={"layer": layer, "rank": group.rank, "seconds_scan": seconds_scan})
     started = time.perf_counter()
     boxes = vizkit.receptive_boxes(im, probe, layer)
-    arrays = vizkit.project_winners(im, dataset, ctx.preprocess, layer, chosen, state, boxes, patch_size, projection_rule,
-                                    batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress)
+    arrays = vizkit.project_winners(
+        im,
+        dataset,
+        ctx.preprocess,
+        layer,
+        chosen,
+        state,
+        boxes,
+        patch_size,
+        projection_rule,
+        batch_size=ctx.batch_size,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
     seconds_project = time.perf_counter() - started
     filled = state.filled()
     scanned = state.values[:, :filled].cpu().numpy().astype(np.float32)
@@ -204,15 +285,27 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
     filters = _first_layer_filters(ctx, layer, probe)
     result = vizkit.Result(
         summary={
-            "layer": layer, "channels": chosen, "k": filled, "images": [str(p) for p in dataset.paths],
-            "n_images": len(dataset), "seconds_scan": round(seconds_scan, 3), "seconds_project": round(seconds_project, 3),
-            "processes": group.world, "receptive_field": int((boxes[..., 2] - boxes[..., 0]).max()),
+            "layer": layer,
+            "channels": chosen,
+            "k": filled,
+            "images": [str(p) for p in dataset.paths],
+            "n_images": len(dataset),
+            "seconds_scan": round(seconds_scan, 3),
+            "seconds_project": round(seconds_project, 3),
+            "processes": group.world,
+            "receptive_field": int((boxes[..., 2] - boxes[..., 0]).max()),
             "first_layer_filters": filters is not None,
             "max_recompute_error": float(np.abs(scanned - values).max()) if values.size else 0.0,
         },
-        arrays={"values": values, "image_index": image_index, "position": position, "box": box,
-                "projections": arrays["projections"][:, :filled], "projection_scale": arrays["projection_scale"][:, :filled],
-                "patches": arrays["patches"][:, :filled]},
+        arrays={
+            "values": values,
+            "image_index": image_index,
+            "position": position,
+            "box": box,
+            "projections": arrays["projections"][:, :filled],
+            "projection_scale": arrays["projection_scale"][:, :filled],
+            "patches": arrays["patches"][:, :filled],
+        },
     )
     result.figures = figure_pages(layer, chosen, values, result.arrays, filters, maps_per_page, pages, len(dataset))
     if ctx.out is not None:
@@ -223,21 +316,37 @@ def run(ctx: vizkit.RunContext, layer: str, channels: str, k: int, patch_size: i
 
 @vizkit.hookimpl
 def register_analyses(register) -> None:
-    register(vizkit.Analysis(
-        name="top9",
-        description="Top-k activating patches of feature maps across a dataset, with their deconvnet projections (Fig. 2)",
-        run=run,
-        inputs="data",
-        options=[
-            vizkit.Option("layer", str, required=True, help="layer whose feature maps to rank"),
-            vizkit.Option("channels", str, "all", help="feature maps: all, a range 0-63, or a list 3,7,9", parse=vizkit.parse_channel_spec),
-            vizkit.Option("k", int, 9, help="activations kept per map (one per image at most)"),
-            vizkit.Option("patch_size", int, 64, help="side of the stored projection and patch crops"),
-            vizkit.Option("maps_per_page", int, 8, help="feature maps per PNG page"),
-            vizkit.Option("pages", int, 8, help="PNG pages to draw at most (the arrays hold every map)"),
-            vizkit.Option("resume", bool, False, help="continue an interrupted scan from its checkpoint in --out"),
-            vizkit.Option("checkpoint_every", int, 20, help="batches between scan checkpoints (0: only at the end)"),
-            vizkit.Option("workers", int, 2, help="data-loading worker processes"),
-            vizkit.Option("rule", str, "deconvnet", registry="rules", help="projection rule (the paper's deconvnet by default)"),
-        ],
-    ))
+    register(
+        vizkit.Analysis(
+            name="top9",
+            description="Top-k activating patches of feature maps across a dataset, with their deconvnet projections (Fig. 2)",
+            run=run,
+            inputs="data",
+            options=[
+                vizkit.Option("layer", str, required=True, help="layer whose feature maps to rank"),
+                vizkit.Option(
+                    "channels",
+                    str,
+                    "all",
+                    help="feature maps: all, a range 0-63, or a list 3,7,9",
+                    parse=vizkit.parse_channel_spec,
+                ),
+                vizkit.Option("k", int, 9, help="activations kept per map (one per image at most)"),
+                vizkit.Option("patch_size", int, 64, help="side of the stored projection and patch crops"),
+                vizkit.Option("maps_per_page", int, 8, help="feature maps per PNG page"),
+                vizkit.Option("pages", int, 8, help="PNG pages to draw at most (the arrays hold every map)"),
+                vizkit.Option("resume", bool, False, help="continue an interrupted scan from its checkpoint in --out"),
+                vizkit.Option(
+                    "checkpoint_every", int, 20, help="batches between scan checkpoints (0: only at the end)"
+                ),
+                vizkit.Option("workers", int, 2, help="data-loading worker processes"),
+                vizkit.Option(
+                    "rule",
+                    str,
+                    "deconvnet",
+                    registry="rules",
+                    help="projection rule (the paper's deconvnet by default)",
+                ),
+            ],
+        )
+    )

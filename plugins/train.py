@@ -26,7 +26,15 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import vizkit
-from vizkit import Preprocess, UsageError, VizkitError, clip_feature_scale, progress_bar, save_torch_atomic, write_atomic
+from vizkit import (
+    Preprocess,
+    UsageError,
+    VizkitError,
+    clip_feature_scale,
+    progress_bar,
+    save_torch_atomic,
+    write_atomic,
+)
 
 
 @dataclass
@@ -61,12 +69,14 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
     if not train_dir.is_dir() or not val_dir.is_dir():
         raise UsageError(f"--data {root} must hold train/ and val/ ImageFolder trees")
     normalise = transforms.Normalize(preprocess.mean, preprocess.std)
-    train_tf = transforms.Compose([
-        transforms.RandomResizedCrop(config.crop, scale=(config.min_crop_scale, 1.0)),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        normalise,
-    ])
+    train_tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(config.crop, scale=(config.min_crop_scale, 1.0)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalise,
+        ]
+    )
     val_tf = replace(preprocess, resize=config.resize, crop=config.crop).transform()
     train_set = datasets.ImageFolder(train_dir, train_tf)
     val_set = datasets.ImageFolder(val_dir, val_tf)
@@ -74,12 +84,26 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         raise UsageError("train/ and val/ have different class folders")
     if config.limit:
         generator = torch.Generator().manual_seed(config.seed)
-        train_set = torch.utils.data.Subset(train_set, torch.randperm(len(train_set), generator=generator)[: config.limit].tolist())
+        train_set = torch.utils.data.Subset(
+            train_set, torch.randperm(len(train_set), generator=generator)[: config.limit].tolist()
+        )
     generator = torch.Generator().manual_seed(config.seed)
-    train = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
-                       generator=generator, drop_last=False, persistent_workers=config.workers > 0)
-    val = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
-                     persistent_workers=config.workers > 0)
+    train = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=config.workers,
+        generator=generator,
+        drop_last=False,
+        persistent_workers=config.workers > 0,
+    )
+    val = DataLoader(
+        val_set,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+    )
     return train, val, val_set.classes
 
 
@@ -101,7 +125,7 @@ def untrained_model(spec: str, app=None) -> tuple[nn.Module, Preprocess]:
     """The architecture ``spec`` names, freshly initialised (never a registered model's shipped
     weights: training starts from the recipe's initialisation), and its preprocessing."""
     model, entry = vizkit.build_model(spec, app)
-    model.vizkit_spec = spec
+    setattr(model, "vizkit_spec", spec)  # noqa: B010 - a plain attribute on an nn.Module
     return model, (entry.preprocess if entry and entry.preprocess else Preprocess())
 
 
@@ -124,7 +148,9 @@ def train(
     torch.manual_seed(config.seed)
     train_loader, val_loader, classes = loaders(config, preprocess)
     model.to(device)
-    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.1, patience=config.patience)
     start_epoch = 1
     checkpoint = out / "checkpoint.pt"
@@ -133,7 +159,9 @@ def train(
             raise UsageError(f"--resume: no checkpoint in {out}")
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         if state["config"] != resumable_settings(config):
-            raise UsageError(f"{checkpoint} was written with other training settings; drop --resume or use another --out")
+            raise UsageError(
+                f"{checkpoint} was written with other training settings; drop --resume or use another --out"
+            )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
@@ -169,17 +197,28 @@ def train(
         val_loss, val_accuracy = evaluate(model, val_loader, device)
         scheduler.step(1.0 - val_accuracy)
         metrics = {
-            "epoch": epoch, "train_loss": total / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
-            "val_accuracy": val_accuracy, "lr": optimiser.param_groups[0]["lr"], "filters_clipped": clipped,
+            "epoch": epoch,
+            "train_loss": total / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": optimiser.param_groups[0]["lr"],
+            "filters_clipped": clipped,
             "seconds": round(time.perf_counter() - started, 1),
         }
         with open(out / "metrics.jsonl", "a") as log:
             log.write(json.dumps(metrics) + "\n")
-        save_torch_atomic(checkpoint, {
-            "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(), "epoch": epoch,
-            "config": resumable_settings(config),
-        })
+        save_torch_atomic(
+            checkpoint,
+            {
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "config": resumable_settings(config),
+            },
+        )
         if epoch in config.snapshot_epochs:
             save_torch_atomic(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
         if progress:
@@ -188,8 +227,9 @@ def train(
     return metrics
 
 
-def export_weights(run_dir: str | Path, destination: str | Path, names: dict[str, str] | None = None,
-                   half: bool = True) -> dict:
+def export_weights(
+    run_dir: str | Path, destination: str | Path, names: dict[str, str] | None = None, half: bool = True
+) -> dict:
     """Package a training run's latest weights for shipping: ``<destination>.pt`` (a bare
     state_dict, fp16 by default) and ``<destination>.json`` (model, classes, preprocessing, the
     epoch and its validation accuracy, and the command that reproduces the run).
@@ -239,14 +279,18 @@ def _with_epochs(command: list[str] | None, epochs: int) -> list[str] | None:
 def register_commands(cli: click.Group) -> None:
     @cli.command("train")
     @click.option("--model", "model_spec", default="zfnet-compact", show_default=True, help="a ZF-topology model spec")
-    @click.option("--data", required=True, type=click.Path(file_okay=False), help="folder with train/ and val/ ImageFolder trees")
+    @click.option(
+        "--data", required=True, type=click.Path(file_okay=False), help="folder with train/ and val/ ImageFolder trees"
+    )
     @click.option("--epochs", type=int, default=30, show_default=True)
     @click.option("--batch-size", type=int, default=128, show_default=True)
     @click.option("--lr", type=float, default=0.01, show_default=True)
     @click.option("--out", type=click.Path(file_okay=False), default="vizkit-train", show_default=True)
     @click.option("--resume", is_flag=True, help="continue from --out/checkpoint.pt")
     @click.option("--device", default="cpu", show_default=True)
-    @click.option("--snapshot-epochs", default="1,2,5,10,20,30,40,64", show_default=True, help="epochs whose weights are kept")
+    @click.option(
+        "--snapshot-epochs", default="1,2,5,10,20,30,40,64", show_default=True, help="epochs whose weights are kept"
+    )
     @click.option("--no-clip", is_flag=True, help="turn feature scale clipping off")
     @click.option("--clip-radius", type=float, default=0.1, show_default=True)
     @click.option("--crop", type=int, default=None, help="training crop size (default: the model's)")
@@ -255,9 +299,25 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--quiet", is_flag=True)
     @click.pass_context
-    def train_command(context: click.Context, model_spec: str, data: str, epochs: int, batch_size: int, lr: float,
-                      out: str, resume: bool, device: str, snapshot_epochs: str, no_clip: bool, clip_radius: float,
-                      crop: int | None, workers: int, limit: int | None, seed: int, quiet: bool) -> None:
+    def train_command(
+        context: click.Context,
+        model_spec: str,
+        data: str,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        out: str,
+        resume: bool,
+        device: str,
+        snapshot_epochs: str,
+        no_clip: bool,
+        clip_radius: float,
+        crop: int | None,
+        workers: int,
+        limit: int | None,
+        seed: int,
+        quiet: bool,
+    ) -> None:
         """Train a ZF backbone with the paper's recipe (SGD, annealing, dropout, crops, clipping)."""
         try:
             snapshots = [int(v) for v in snapshot_epochs.split(",") if v.strip()]
@@ -269,11 +329,30 @@ def register_commands(cli: click.Group) -> None:
         app = (context.find_root().obj or {}).get("app")
         model, preprocess = untrained_model(model_spec, app)
         config = TrainConfig(
-            data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-            clip_radius=None if no_clip else clip_radius, crop=crop or preprocess.crop, resize=preprocess.resize,
-            snapshot_epochs=snapshots, workers=workers, seed=seed, device=device, limit=limit,
+            data=data,
+            out=out,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            clip_radius=None if no_clip else clip_radius,
+            crop=crop or preprocess.crop,
+            resize=preprocess.resize,
+            snapshot_epochs=snapshots,
+            workers=workers,
+            seed=seed,
+            device=device,
+            limit=limit,
         )
         argv = (context.find_root().obj or {}).get("argv", [])
-        metrics = train(model, config, preprocess, resume=resume, progress=not quiet and sys.stderr.isatty(),
-                        model_spec=model_spec, command=["vizkit", *argv])
-        click.echo(f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt")
+        metrics = train(
+            model,
+            config,
+            preprocess,
+            resume=resume,
+            progress=not quiet and sys.stderr.isatty(),
+            model_spec=model_spec,
+            command=["vizkit", *argv],
+        )
+        click.echo(
+            f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt"
+        )

@@ -101,8 +101,11 @@ def shipped_photos() -> list[Path]:
     """Photographs that ship with the dependencies: matplotlib's Grace Hopper, scikit-learn's
     china and flower."""
     images = Path(sklearn.datasets.__file__).parent / "images"
-    return [Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
-            images / "china.jpg", images / "flower.jpg"]
+    return [
+        Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+        images / "china.jpg",
+        images / "flower.jpg",
+    ]
 
 
 @pytest.fixture(scope="session")

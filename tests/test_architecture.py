@@ -16,9 +16,9 @@ from torch import nn
 
 import vizkit
 import vizkit.app.cli
+from conftest import assert_no_hooks
 from vizkit.engine.geometry import Window, conv_window, pool_window
 from vizkit.framework import hookspecs
-from conftest import assert_no_hooks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,11 +91,18 @@ class Absolute(vizkit.ProjectionRule):
 
 def tiny_net(width: int) -> nn.Module:
     torch.manual_seed(width)
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(3, width, 5, stride=2), relu=nn.ReLU(), pool=nn.MaxPool2d(3, 2),
-        conv2=nn.Conv2d(width, width, 3, padding=1), relu2=nn.ReLU(),
-        gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(width, 4),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(3, width, 5, stride=2),
+            relu=nn.ReLU(),
+            pool=nn.MaxPool2d(3, 2),
+            conv2=nn.Conv2d(width, width, 3, padding=1),
+            relu2=nn.ReLU(),
+            gap=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(width, 4),
+        )
+    )
 
 
 def echo(ctx: vizkit.RunContext, word: str) -> vizkit.Result:
@@ -115,7 +122,9 @@ class EveryHook:
 
     @vizkit.hookimpl
     def register_model_sources(self, register):
-        register(vizkit.ModelSource("tiny", lambda rest: tiny_net(int(rest)), "tiny:<width>", "tiny nets", prefix="tiny"))
+        register(
+            vizkit.ModelSource("tiny", lambda rest: tiny_net(int(rest)), "tiny:<width>", "tiny nets", prefix="tiny")
+        )
 
     @vizkit.hookimpl
     def register_rules(self, register):
@@ -171,10 +180,25 @@ def test_a_plugin_rule_drives_both_projection_paths_and_the_cli(monkeypatch, cap
 
     monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: app)
     out = tmp_path / "absolute"
-    argv = ["run", "deconvnet", "--model", "zfnet-compact", "--image", str(photo_path), "--layer", "conv2",
-            "--top", "2", "--rule", "absolute", "--out", str(out), "--quiet"]
+    argv = [
+        "run",
+        "deconvnet",
+        "--model",
+        "zfnet-compact",
+        "--image",
+        str(photo_path),
+        "--layer",
+        "conv2",
+        "--top",
+        "2",
+        "--rule",
+        "absolute",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert vizkit.app.cli.main(argv) == 0
-    document, arrays = vizkit.load_result(out)
+    document, _arrays = vizkit.load_result(out)
     assert document["params"]["rule"] == "absolute" and document["rule"] == "absolute"
     assert vizkit.app.cli.main(["run", "deconvnet", "--help"]) == 0
     assert "absolute" in capsys.readouterr().out
@@ -196,6 +220,7 @@ def _settings_probe(app: vizkit.App) -> list[tuple[vizkit.Settings, vizkit.Setti
     """Wrap every analysis's run to record the instrumented model's settings before and after."""
     seen: list[tuple[vizkit.Settings, vizkit.Settings]] = []
     for analysis in app.analyses.values():
+
         def wrapped(ctx, _run=analysis.run, **options):
             before = ctx.instrumented.settings
             try:
@@ -216,14 +241,18 @@ def test_settings_are_restored_after_every_analysis_also_on_error(name, bundled_
     app = vizkit.make_app()
     seen = _settings_probe(app)
     options = dict(ANALYSES[name])
-    inputs = {"images": [photo_path]} if options.pop("images", False) else {"data": offline_photo_list if options.pop("data") else None}
+    inputs = (
+        {"images": [photo_path]}
+        if options.pop("images", False)
+        else {"data": offline_photo_list if options.pop("data") else None}
+    )
     vizkit.run(name, bundled_model, app=app, batch_size=8, **inputs, **options)
     forwards = 0
     # then fail at each of the first forwards in turn: wherever it stops, nothing is left changed
     for fail_at in range(6):
         calls = {"n": 0}
 
-        def bomb(module, args, _at=fail_at):
+        def bomb(module, args, _at=fail_at, calls=calls):
             calls["n"] += 1
             if calls["n"] > _at:
                 raise _Explode(f"forward {calls['n']}")
@@ -279,9 +308,8 @@ def test_configured_is_scoped_and_nests():
                 assert im.settings.layers == frozenset() and not im.settings.switches
             im(x)
             assert "relu" in im._rec.acts and "conv" not in im._rec.acts and not im.pools
-            with pytest.raises(ZeroDivisionError):
-                with im.configured(switches=True):
-                    1 / 0
+            with pytest.raises(ZeroDivisionError), im.configured(switches=True):
+                raise ZeroDivisionError
             assert not im.settings.switches
         assert im.settings == start
         im(x)
@@ -320,7 +348,9 @@ def test_model_mode_is_restored_after_a_failing_run(bundled_model, photo_path):
 
 
 # ------------------------------------------------------------------------------- window geometry
-@pytest.mark.parametrize("kernel,stride,padding,dilation", [(3, 1, 1, 1), (7, 2, 3, 1), (3, 2, 0, 2), (5, 3, 2, 1), (1, 1, 0, 1)])
+@pytest.mark.parametrize(
+    "kernel,stride,padding,dilation", [(3, 1, 1, 1), (7, 2, 3, 1), (3, 2, 0, 2), (5, 3, 2, 1), (1, 1, 0, 1)]
+)
 def test_window_ranges_match_brute_force(kernel, stride, padding, dilation):
     window = conv_window((kernel, kernel), stride, padding, dilation)
     assert window is not None
@@ -342,7 +372,9 @@ def test_window_ranges_match_brute_force(kernel, stride, padding, dilation):
             # which can leave inputs that no window reads inside the span
             assert all(clipped[0] <= o <= clipped[1] for o in touched), (lo, hi)
             if dilation == 1:
-                assert clipped == ((touched[0], touched[-1]) if touched else clipped) and (touched or clipped[0] > clipped[1])
+                assert clipped == ((touched[0], touched[-1]) if touched else clipped) and (
+                    touched or clipped[0] > clipped[1]
+                )
 
 
 def test_pool_stride_defaults_to_the_kernel_and_same_padding_resolves():

@@ -13,10 +13,10 @@ from PIL import Image
 from torchvision import datasets, transforms
 
 import vizkit
+from conftest import IMAGENETTE, assert_no_hooks, needs_shared
 from vizkit.app.cli import main
 from vizkit.app.demo import sample_image
 from vizkit.models.bundled import COMPACT_META, COMPACT_WEIGHTS
-from conftest import IMAGENETTE, assert_no_hooks, needs_shared
 
 
 def test_weights_ship_inside_the_package_with_their_metadata():
@@ -41,10 +41,17 @@ def test_accuracy_on_imagenette_val_matches_the_recorded_one():
     needs_shared(IMAGENETTE)
     meta = json.loads(COMPACT_META.read_text())
     p = meta["preprocess"]
-    folder = datasets.ImageFolder(IMAGENETTE / "val", transforms.Compose([
-        transforms.Resize(p["resize"]), transforms.CenterCrop(p["crop"]), transforms.ToTensor(),
-        transforms.Normalize(p["mean"], p["std"]),
-    ]))
+    folder = datasets.ImageFolder(
+        IMAGENETTE / "val",
+        transforms.Compose(
+            [
+                transforms.Resize(p["resize"]),
+                transforms.CenterCrop(p["crop"]),
+                transforms.ToTensor(),
+                transforms.Normalize(p["mean"], p["std"]),
+            ]
+        ),
+    )
     assert folder.classes == meta["class_folders"]
     targets = np.array(folder.targets)
     chosen = np.concatenate([np.flatnonzero(targets == c)[:40] for c in range(10)])
@@ -52,7 +59,7 @@ def test_accuracy_on_imagenette_val_matches_the_recorded_one():
     correct = 0
     with torch.no_grad():
         for start in range(0, len(chosen), 100):
-            batch = [folder[int(i)] for i in chosen[start:start + 100]]
+            batch = [folder[int(i)] for i in chosen[start : start + 100]]
             x = torch.stack([b[0] for b in batch])
             correct += int((model(x).argmax(1) == torch.tensor([b[1] for b in batch])).sum())
     accuracy = correct / len(chosen)
@@ -77,13 +84,67 @@ def test_every_analysis_runs_offline_on_the_bundled_model(offline_images, tmp_pa
     hopper = str(sample_image())
     base = ["--model", "zfnet-compact", "--quiet"]
     assert main(["run", "deconvnet", *base, "--image", hopper, "--layer", "conv5", "--out", str(tmp_path / "d")]) == 0
-    assert main(["run", "occlusion", *base, "--image", hopper, "--size", "36", "--stride", "12", "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "occlusion",
+                *base,
+                "--image",
+                hopper,
+                "--size",
+                "36",
+                "--stride",
+                "12",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     assert main(["run", "filters", *base, "--image", hopper, "--out", str(tmp_path / "f")]) == 0
-    assert main(["run", "top9", *base, "--data", str(offline_images / "train"), "--layer", "conv4", "--channels", "0-3",
-                 "--workers", "0", "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "top9",
+                *base,
+                "--data",
+                str(offline_images / "train"),
+                "--layer",
+                "conv4",
+                "--channels",
+                "0-3",
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    assert main(["train", "--data", str(offline_images), "--epochs", "1", "--batch-size", "4", "--workers", "0",
-                 "--snapshot-epochs", "1", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(offline_images),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--snapshot-epochs",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["run", "evolution", "--run", str(run), "--maps", "2", "--quiet", "--out", str(tmp_path / "e")]) == 0
     for name in "dofte":
         assert (tmp_path / name / "result.json").is_file()

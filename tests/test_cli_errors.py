@@ -18,8 +18,8 @@ from torch import nn
 
 import vizkit
 import vizkit.app.cli
-from vizkit.app.cli import main
 from conftest import assert_no_hooks
+from vizkit.app.cli import main
 
 IMAGE = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
@@ -86,12 +86,36 @@ def assert_clean(models: list[nn.Module], count: int = 1) -> None:
 
 # ---------------------------------------------------------------------- models and weights
 def test_unknown_model(capsys, tmp_path):
-    result = cli(capsys, "run", "deconvnet", "--model", "nosuchmodel", "--image", IMAGE, "--layer", "conv2", "--out", tmp_path / "o")
+    result = cli(
+        capsys,
+        "run",
+        "deconvnet",
+        "--model",
+        "nosuchmodel",
+        "--image",
+        IMAGE,
+        "--layer",
+        "conv2",
+        "--out",
+        tmp_path / "o",
+    )
     assert_error(result, 2, "nosuchmodel", "zfnet", "torchvision:")
 
 
 def test_unknown_torchvision_builder(capsys, tmp_path):
-    result = cli(capsys, "run", "deconvnet", "--model", "torchvision:alexnett", "--image", IMAGE, "--layer", "x", "--out", tmp_path / "o")
+    result = cli(
+        capsys,
+        "run",
+        "deconvnet",
+        "--model",
+        "torchvision:alexnett",
+        "--image",
+        IMAGE,
+        "--layer",
+        "x",
+        "--out",
+        tmp_path / "o",
+    )
     message = assert_error(result, 2, "alexnett")
     assert "did you mean alexnet" in message
 
@@ -143,7 +167,9 @@ def test_unknown_analysis(capsys, tmp_path):
 
 
 def test_unknown_layer_lists_valid_layers(capsys, tmp_path, loaded_models):
-    result = cli(capsys, "run", "deconvnet", "--model", "zfnet", "--image", IMAGE, "--layer", "conv9", "--out", tmp_path / "o")
+    result = cli(
+        capsys, "run", "deconvnet", "--model", "zfnet", "--image", IMAGE, "--layer", "conv9", "--out", tmp_path / "o"
+    )
     message = assert_error(result, 2, "conv9", "valid layers")
     for name in ("conv1", "conv5", "fc6", "fc7", "conv2.pool"):
         assert name in message
@@ -152,14 +178,28 @@ def test_unknown_layer_lists_valid_layers(capsys, tmp_path, loaded_models):
 
 
 def test_missing_image_file(capsys, tmp_path):
-    result = cli(capsys, "run", "deconvnet", "--model", "zfnet", "--image", tmp_path / "nope.jpg", "--layer", "conv2", "--out", tmp_path / "o")
+    result = cli(
+        capsys,
+        "run",
+        "deconvnet",
+        "--model",
+        "zfnet",
+        "--image",
+        tmp_path / "nope.jpg",
+        "--layer",
+        "conv2",
+        "--out",
+        tmp_path / "o",
+    )
     assert_error(result, 2, "nope.jpg")
 
 
 def test_unreadable_image(capsys, tmp_path, loaded_models):
     fake = tmp_path / "x.jpg"
     fake.write_text("this is not an image\n")
-    result = cli(capsys, "run", "deconvnet", "--model", "zfnet", "--image", fake, "--layer", "conv2", "--out", tmp_path / "o")
+    result = cli(
+        capsys, "run", "deconvnet", "--model", "zfnet", "--image", fake, "--layer", "conv2", "--out", tmp_path / "o"
+    )
     assert_error(result, 2, "x.jpg")
     for model in loaded_models:
         assert_no_hooks(model)
@@ -171,7 +211,21 @@ def test_missing_required_layer(capsys, tmp_path):
 
 
 def test_channel_out_of_range(capsys, tmp_path, loaded_models):
-    result = cli(capsys, "run", "deconvnet", "--model", "zfnet", "--image", IMAGE, "--layer", "conv2", "--channels", "9999", "--out", tmp_path / "o")
+    result = cli(
+        capsys,
+        "run",
+        "deconvnet",
+        "--model",
+        "zfnet",
+        "--image",
+        IMAGE,
+        "--layer",
+        "conv2",
+        "--channels",
+        "9999",
+        "--out",
+        tmp_path / "o",
+    )
     assert_error(result, 2, "9999", "256")
     assert not (tmp_path / "o" / "result.json").exists()
     assert_clean(loaded_models)
@@ -179,7 +233,7 @@ def test_channel_out_of_range(capsys, tmp_path, loaded_models):
 
 def test_missing_model_is_a_one_line_usage_error(capsys, tmp_path):
     """--model may only be left out where an analysis names its own model (evolution --run)."""
-    status, out, err = cli(capsys, "run", "deconvnet", "--image", IMAGE, "--layer", "conv2", "--out", tmp_path / "o")
+    status, _out, err = cli(capsys, "run", "deconvnet", "--image", IMAGE, "--layer", "conv2", "--out", tmp_path / "o")
     assert status == 2 and err.strip() == "vizkit: error: analysis 'deconvnet' needs --model"
     assert not (tmp_path / "o").exists()
 
@@ -259,7 +313,9 @@ def _plugin(name: str, **hooks) -> types.ModuleType:
 
 
 def _analysis(name: str) -> vizkit.Analysis:
-    return vizkit.Analysis(name=name, description=f"the {name} analysis", run=lambda ctx: vizkit.Result(), inputs="none")
+    return vizkit.Analysis(
+        name=name, description=f"the {name} analysis", run=lambda ctx: vizkit.Result(), inputs="none"
+    )
 
 
 def _raising(register):
@@ -288,7 +344,9 @@ def test_broken_plugins_are_reported_and_others_keep_working():
 def test_broken_plugin_does_not_take_the_cli_down(capsys, monkeypatch, tmp_path, loaded_models):
     raising = _plugin("raising", register_analyses=_raising)
     misspelled = _plugin("misspelled", register_analysis=lambda register: None)
-    monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: vizkit.make_app(extra=[("raising", raising), ("misspelled", misspelled)]))
+    monkeypatch.setattr(
+        vizkit.app.cli, "make_app", lambda: vizkit.make_app(extra=[("raising", raising), ("misspelled", misspelled)])
+    )
 
     code, out, err = cli(capsys, "list", "plugins")
     assert code == 0, err

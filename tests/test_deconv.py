@@ -12,9 +12,9 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
+from conftest import assert_no_hooks
 from vizkit.engine.deconv import UnsupportedOpError, project
 from vizkit.models.zfnet import zfnet
-from conftest import assert_no_hooks
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -94,13 +94,13 @@ def reference_deconv(x, conv1, conv2, layer_channel):
     img = x[0].numpy()
 
     def conv(inp, w, b):
-        cout, cin, k, _ = w.shape
+        cout, _cin, k, _ = w.shape
         h = inp.shape[1] - k + 1
         out = np.zeros((cout, h, h))
         for o in range(cout):
             for i in range(h):
                 for j in range(h):
-                    out[o, i, j] = (inp[:, i:i + k, j:j + k] * w[o]).sum() + b[o]
+                    out[o, i, j] = (inp[:, i : i + k, j : j + k] * w[o]).sum() + b[o]
         return out
 
     def conv_t(sig, w, size):
@@ -109,7 +109,7 @@ def reference_deconv(x, conv1, conv2, layer_channel):
         for o in range(cout):
             for i in range(sig.shape[1]):
                 for j in range(sig.shape[2]):
-                    out[:, i:i + k, j:j + k] += sig[o, i, j] * w[o]
+                    out[:, i : i + k, j : j + k] += sig[o, i, j] * w[o]
         return out
 
     a1 = np.maximum(conv(img, w1, b1), 0)
@@ -119,7 +119,7 @@ def reference_deconv(x, conv1, conv2, layer_channel):
     for c in range(a1.shape[0]):
         for i in range(ph):
             for j in range(ph):
-                window = a1[c, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+                window = a1[c, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
                 u, v = np.unravel_index(np.argmax(window), window.shape)  # first maximum
                 pooled[c, i, j] = window[u, v]
                 switch[c, i, j] = (2 * i + u, 2 * j + v)
@@ -138,9 +138,9 @@ def reference_deconv(x, conv1, conv2, layer_channel):
 def test_matches_hand_written_reference_on_small_random_net():
     torch.manual_seed(3)
     conv1, conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 5, 3)
-    model = nn.Sequential(OrderedDict(
-        conv1=conv1, relu1=nn.ReLU(), pool=nn.MaxPool2d(3, 2), conv2=conv2, relu2=nn.ReLU()
-    )).eval()
+    model = nn.Sequential(
+        OrderedDict(conv1=conv1, relu1=nn.ReLU(), pool=nn.MaxPool2d(3, 2), conv2=conv2, relu2=nn.ReLU())
+    ).eval()
     x = torch.randn(1, 3, 15, 15)
     with vizkit.instrument(model) as im:
         im(x)
@@ -217,7 +217,9 @@ def test_explicit_path_names_ops_it_cannot_reverse():
     assert_no_hooks(model)
 
 
-@pytest.mark.parametrize("name,layer", [("alexnet", "features.12"), ("vgg11", "features.20"), ("alexnet", "classifier.5")])
+@pytest.mark.parametrize(
+    "name,layer", [("alexnet", "features.12"), ("vgg11", "features.20"), ("alexnet", "classifier.5")]
+)
 def test_equals_captum_neuron_deconvolution(name, layer):
     from captum.attr import NeuronDeconvolution, NeuronGuidedBackprop
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import vizkit
-from vizkit.app.cli import main
 from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
+from vizkit.app.cli import main
 
 
 def test_strongest_maps_of_real_squeezenet(squeezenet, dog_image):
@@ -59,10 +59,16 @@ def test_failing_run_leaves_no_hooks(squeezenet, dog_image):
     assert_no_hooks(squeezenet)
 
 
-@pytest.mark.parametrize("spec,layer", [
-    ("zfnet", "conv5"), ("zfnet", "fc7"), ("torchvision:resnet18", "layer4"),
-    ("torchvision:googlenet", "inception4c"), ("torchvision:inception_v3", "Mixed_6a.max_pool2d"),
-])
+@pytest.mark.parametrize(
+    "spec,layer",
+    [
+        ("zfnet", "conv5"),
+        ("zfnet", "fc7"),
+        ("torchvision:resnet18", "layer4"),
+        ("torchvision:googlenet", "inception4c"),
+        ("torchvision:inception_v3", "Mixed_6a.max_pool2d"),
+    ],
+)
 def test_any_layer_of_other_models(spec, layer, dog_image):
     torch.manual_seed(0)
     model = vizkit.load_model(spec)
@@ -74,9 +80,25 @@ def test_any_layer_of_other_models(spec, layer, dog_image):
 
 def test_cli_end_to_end(tmp_path, dog_image, capsys):
     out = tmp_path / "deconv"
-    argv = ["run", "deconvnet", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS),
-            "--labels", str(LABELS), "--image", str(dog_image), "--layer", "features.12", "--top", "4",
-            "--out", str(out), "--quiet"]
+    argv = [
+        "run",
+        "deconvnet",
+        "--model",
+        "torchvision:squeezenet1_0",
+        "--weights",
+        str(SQUEEZENET_WEIGHTS),
+        "--labels",
+        str(LABELS),
+        "--image",
+        str(dog_image),
+        "--layer",
+        "features.12",
+        "--top",
+        "4",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     document, arrays = vizkit.load_result(out)
     assert document["analysis"] == "deconvnet" and document["layer"] == "features.12"
@@ -86,15 +108,19 @@ def test_cli_end_to_end(tmp_path, dog_image, capsys):
     assert (out / "deconvnet.png").stat().st_size > 10_000
     assert main(argv) == 2  # refuses to overwrite
     assert "already holds a result" in capsys.readouterr().err
-    assert main(argv + ["--overwrite", "--method", "explicit"]) == 0
+    assert main([*argv, "--overwrite", "--method", "explicit"]) == 0
     explicit = vizkit.load_result(out)[1]["projections"]
     assert np.abs(explicit - arrays["projections"]).max() <= 1e-5 * np.abs(arrays["projections"]).max()
 
 
 def test_console_script_and_module_entry_points(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "vizkit", "list", "analyses"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "vizkit", "list", "analyses"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and "deconvnet" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "vizkit", "layers", "nosuchmodel"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vizkit", "layers", "nosuchmodel"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("vizkit: error: unknown model 'nosuchmodel'")
     assert len(bad.stderr.strip().splitlines()) == 1

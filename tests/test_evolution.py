@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import vizkit
+from conftest import assert_no_hooks
 from vizkit.app.cli import main
 from vizkit.data import ImageList
-from conftest import assert_no_hooks
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
@@ -21,8 +21,27 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 def training_run(tiny_imagenette, tmp_path_factory):
     """A real 3-epoch `vizkit train` run keeping snapshots at epochs 1 and 3."""
     out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--data", str(tiny_imagenette), "--epochs", "3", "--batch-size", "6", "--out", str(out),
-                 "--workers", "0", "--snapshot-epochs", "1,3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_imagenette),
+                "--epochs",
+                "3",
+                "--batch-size",
+                "6",
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--snapshot-epochs",
+                "1,3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -42,9 +61,27 @@ def plain_maxima(run_dir, epoch: int, paths) -> dict[str, torch.Tensor]:
 
 def test_evolution_matches_a_plain_forward_of_each_snapshot(training_run, recorded_models, tmp_path):
     out = tmp_path / "evo"
-    assert main(["run", "evolution", "--run", str(training_run), "--sample", "10", "--maps", "3",
-                 "--patch-size", "24", "--out", str(out), "--quiet"]) == 0
-    model, = recorded_models
+    assert (
+        main(
+            [
+                "run",
+                "evolution",
+                "--run",
+                str(training_run),
+                "--sample",
+                "10",
+                "--maps",
+                "3",
+                "--patch-size",
+                "24",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    (model,) = recorded_models
     assert_no_hooks(model)
     summary, arrays = vizkit.load_result(out)
     assert summary["epochs"] == [1, 3] and summary["layers"] == list(LAYERS) and summary["sample_images"] == 10
@@ -60,7 +97,9 @@ def test_evolution_matches_a_plain_forward_of_each_snapshot(training_run, record
             np.testing.assert_allclose(arrays["values"][l, :, e], reference.amax(dim=1).numpy(), rtol=1e-4, atol=1e-5)
             best = reference.argmax(dim=1).numpy()
             np.testing.assert_array_equal(arrays["image_index"][l, :, e], best)
-            assert np.abs(arrays["projections"][l, :, e].astype(np.float32)).reshape(3, -1).max(axis=1) == pytest.approx(1.0, abs=1e-3)
+            assert np.abs(arrays["projections"][l, :, e].astype(np.float32)).reshape(3, -1).max(
+                axis=1
+            ) == pytest.approx(1.0, abs=1e-3)
     # the maps are active at the last snapshot (no blank rows by construction)
     final = plain_maxima(training_run, 3, paths)
     for layer in LAYERS:
@@ -119,13 +158,32 @@ def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
     assert not (tmp_path / ".evolution").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--epochs", "2"], "no snapshot for epoch 2"),
-    (["--layers", "nope"], "nope"),
-    (["--maps", "0"], "--maps"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "2"], "no snapshot for epoch 2"),
+        (["--layers", "nope"], "nope"),
+        (["--maps", "0"], "--maps"),
+    ],
+)
 def test_bad_options_fail_in_one_line(training_run, recorded_models, tmp_path, capsys, extra, message):
-    assert main(["run", "evolution", "--run", str(training_run), "--sample", "4", "--out", str(tmp_path / "o"), "--quiet", *extra]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "evolution",
+                "--run",
+                str(training_run),
+                "--sample",
+                "4",
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
     assert not (tmp_path / "o" / "result.json").exists()
@@ -142,7 +200,9 @@ def test_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_sample_from_data_option(training_run, tiny_imagenette):
-    data = ImageList(sorted((tiny_imagenette / "val").rglob("*.jpg")), preprocess=vizkit.Preprocess(resize=160, crop=144))
+    data = ImageList(
+        sorted((tiny_imagenette / "val").rglob("*.jpg")), preprocess=vizkit.Preprocess(resize=160, crop=144)
+    )
     result = vizkit.run("evolution", None, run=str(training_run), data=data, sample=100, maps=1, layers=("conv1",))
     assert result.summary["sample_images"] == 9
     assert all("/val/" in p for p in result.summary["images"])

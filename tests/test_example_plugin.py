@@ -236,7 +236,9 @@ def cli_app(monkeypatch, plugin_module, recorded_models):
 
 def test_cli_run(cli_app, tmp_path, capsys):
     out = tmp_path / "o"
-    code = vizkit.app.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)])
+    code = vizkit.app.cli.main(
+        ["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Traceback" not in captured.out + captured.err
@@ -264,7 +266,9 @@ def test_cli_lists_and_helps(cli_app, capsys):
 
 def test_cli_unknown_layer(cli_app, tmp_path, capsys):
     out = tmp_path / "o"
-    code = vizkit.app.cli.main(["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv9", "--out", str(out)])
+    code = vizkit.app.cli.main(
+        ["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv9", "--out", str(out)]
+    )
     captured = capsys.readouterr()
     assert code in (1, 2)
     assert "Traceback" not in captured.out + captured.err
@@ -308,11 +312,17 @@ def test_pip_installed_plugin(tmp_path):
         if not was_installed:
             installed = subprocess.run(
                 [*pip, "install", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN_DIR)],
-                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=300,
             )
             assert installed.returncode == 0, installed.stdout + installed.stderr
 
-        listed = subprocess.run([vizkit_script, "list", "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        listed = subprocess.run(
+            [vizkit_script, "list", "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        )
         assert listed.returncode == 0, listed.stderr
         line = next((l for l in listed.stdout.splitlines() if l.split() and l.split()[0] == PLUGIN_NAME), None)
         assert line is not None, listed.stdout
@@ -320,8 +330,24 @@ def test_pip_installed_plugin(tmp_path):
 
         out = tmp_path / "o"
         ran = subprocess.run(
-            [vizkit_script, "run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--out", str(out)],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+            [
+                vizkit_script,
+                "run",
+                PLUGIN_NAME,
+                "--model",
+                "zfnet",
+                "--image",
+                str(IMAGE),
+                "--layer",
+                "conv2",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
         )
         assert ran.returncode == 0, ran.stderr
         assert "Traceback" not in ran.stderr
@@ -330,14 +356,24 @@ def test_pip_installed_plugin(tmp_path):
         assert (out / "arrays.npz").is_file() and (out / "channel_stats.png").is_file()
 
         disabled = subprocess.run(
-            [vizkit_script, "list", "plugins", "--json"], capture_output=True, text=True,
-            env={**env, "VIZKIT_DISABLE_PLUGINS": PLUGIN_NAME}, cwd=tmp_path, timeout=120,
+            [vizkit_script, "list", "plugins", "--json"],
+            capture_output=True,
+            text=True,
+            env={**env, "VIZKIT_DISABLE_PLUGINS": PLUGIN_NAME},
+            cwd=tmp_path,
+            timeout=120,
         )
         statuses = {p["name"]: p["status"] for p in json.loads(disabled.stdout)}
         assert statuses[PLUGIN_NAME] == "disabled"
     finally:
         if not was_installed:
-            subprocess.run([*pip, "uninstall", "-y", "vizkit-channel-stats"], capture_output=True, env=env, cwd=tmp_path, timeout=300)
+            subprocess.run(
+                [*pip, "uninstall", "-y", "vizkit-channel-stats"],
+                capture_output=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=300,
+            )
             if not had_egg_info:
                 shutil.rmtree(egg_info, ignore_errors=True)
     if not was_installed:

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import vizkit
-import vizkit_plugins.filters as filters
 from conftest import assert_no_hooks
 
 
@@ -39,7 +38,9 @@ def test_known_filters(dog_image):
     assert result["layer"] == "conv" and result["filters"] == 4
     assert np.allclose(result.arrays["rms"], [1.0, 1.0, 0.0, 0.01])
     bands = result.arrays["band_energy"]
-    assert bands[0, 0] > 0.7 > 0.2 > bands[0, 2] and bands[1, 2] > 0.99  # flat -> low (a 4-tap box leaks), checkerboard -> high
+    assert (
+        bands[0, 0] > 0.7 > 0.2 > bands[0, 2] and bands[1, 2] > 0.99
+    )  # flat -> low (a 4-tap box leaks), checkerboard -> high
     assert result.arrays["dead"].tolist() == [False, False, True, True]
     assert result["dead_low_rms"] == 2 and result["dead_never_active"] == 2  # zero filter and the biased one
     assert result["dominance"] == pytest.approx(1.0 / 2.01)

@@ -20,18 +20,20 @@ def test_torchvision_spec_and_unknown_names():
     assert type(model).__name__ == "AlexNet" and not model.training
     with pytest.raises(vizkit.UsageError, match="did you mean alexnet"):
         vizkit.load_model("torchvision:alexnett")
-    with pytest.raises(vizkit.UsageError, match="unknown model 'zfnett'.*zfnet"):
+    with pytest.raises(vizkit.UsageError, match=r"unknown model 'zfnett'.*zfnet"):
         vizkit.load_model("zfnett")
 
 
 def test_file_and_module_factories(tmp_path, monkeypatch):
     source = tmp_path / "mymodels.py"
-    source.write_text(textwrap.dedent("""
+    source.write_text(
+        textwrap.dedent("""
         import torch.nn as nn
         def tiny():
             return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
         not_a_model = 3
-    """))
+    """)
+    )
     assert len(list(vizkit.load_model(f"{source}:tiny").children())) == 5
     monkeypatch.syspath_prepend(str(tmp_path))
     assert len(list(vizkit.load_model("mymodels:tiny").children())) == 5

@@ -10,10 +10,10 @@ import torch
 import torchvision.models as tvm
 
 import vizkit
+from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 from vizkit.app.cli import main
 from vizkit.models.zfnet import zfnet
 from vizkit_plugins.occlusion import OcclusionGrid, occluded_batch, occlusion_maps, parse_fill
-from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 
 
 def reference_maps(model, x, layer, feature_map, target, grid, fill):
@@ -45,11 +45,17 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name,layer,target", [
-    ("squeezenet-real", "features.12", 259), ("squeezenet-random", "features.12", 259),
-    ("zfnet-compact-bundled", "conv5", 0), ("zfnet", "conv5", 259), ("resnet18", "layer4", 259),
-    ("googlenet", "inception4e", 259),
-])
+@pytest.mark.parametrize(
+    "name,layer,target",
+    [
+        ("squeezenet-real", "features.12", 259),
+        ("squeezenet-random", "features.12", 259),
+        ("zfnet-compact-bundled", "conv5", 0),
+        ("zfnet", "conv5", 259),
+        ("resnet18", "layer4", 259),
+        ("googlenet", "inception4e", 259),
+    ],
+)
 def test_exact_equals_batched_equals_one_at_a_time(name, layer, target, request, photo_path):
     torch.manual_seed(0)
     model = MODELS[name](request)
@@ -62,8 +68,12 @@ def test_exact_equals_batched_equals_one_at_a_time(name, layer, target, request,
     with vizkit.instrument(model) as im:
         im(x)
         feature_map = int(im.activation(layer)[0].flatten(1).amax(1).argmax())
-        maps = {mode: occlusion_maps(im, x, layer, torch.tensor([feature_map]), torch.tensor([target]), grid, fill,
-                                     mode=mode, batch_size=7) for mode in ("exact", "batched")}
+        maps = {
+            mode: occlusion_maps(
+                im, x, layer, torch.tensor([feature_map]), torch.tensor([target]), grid, fill, mode=mode, batch_size=7
+            )
+            for mode in ("exact", "batched")
+        }
     assert_no_hooks(model)
     activity, probability, top = reference_maps(model, x, layer, feature_map, target, grid, fill)
     for mode, got in maps.items():
@@ -81,19 +91,26 @@ def test_probability_map_equals_captum_occlusion(squeezenet, dog_tensor):
     size, stride, target = 48, 16, 207
     grid = OcclusionGrid(224, 224, size, stride)
     with vizkit.instrument(squeezenet) as im:
-        maps = occlusion_maps(im, dog_tensor, "features.12", torch.tensor([0]), torch.tensor([target]), grid, torch.zeros(3))
+        maps = occlusion_maps(
+            im, dog_tensor, "features.12", torch.tensor([0]), torch.tensor([target]), grid, torch.zeros(3)
+        )
         with torch.no_grad():
             base = float(im(dog_tensor).softmax(1)[0, target])
     total, count = np.zeros((224, 224)), np.zeros((224, 224))
     for (y0, x0), p in zip(grid.corners(), maps["true_class_prob"][0].ravel()):
-        total[y0:y0 + size, x0:x0 + size] += base - p
-        count[y0:y0 + size, x0:x0 + size] += 1
+        total[y0 : y0 + size, x0 : x0 + size] += base - p
+        count[y0 : y0 + size, x0 : x0 + size] += 1
     ours = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = Occlusion(lambda x: squeezenet(x).softmax(1)).attribute(
-            dog_tensor, sliding_window_shapes=(3, size, size), strides=(3, stride, stride), target=target,
-            baselines=0, perturbations_per_eval=32)
+            dog_tensor,
+            sliding_window_shapes=(3, size, size),
+            strides=(3, stride, stride),
+            target=target,
+            baselines=0,
+            perturbations_per_eval=32,
+        )
     assert np.abs(theirs[0, 0].numpy() - ours).max() <= 1e-5
     assert np.allclose(theirs[0, 0].numpy(), theirs[0, 2].numpy())  # the same for every colour channel
 
@@ -110,8 +127,25 @@ def test_analysis_from_python_and_cli(squeezenet, tmp_path, capsys):
     assert set(result.figures) == {"occlusion_0", "occlusion_1"}
     assert all(str(label) in result["labels_seen"] for label in np.unique(result.arrays["top_label"]))
     out = tmp_path / "occ"
-    argv = ["run", "occlusion", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS),
-            "--labels", str(LABELS), "--image", str(wheel), "--stride", "44", "--fill", "zero", "--out", str(out), "--quiet"]
+    argv = [
+        "run",
+        "occlusion",
+        "--model",
+        "torchvision:squeezenet1_0",
+        "--weights",
+        str(SQUEEZENET_WEIGHTS),
+        "--labels",
+        str(LABELS),
+        "--image",
+        str(wheel),
+        "--stride",
+        "44",
+        "--fill",
+        "zero",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     document, arrays = vizkit.load_result(out)
     assert document["target_name"] == ["car wheel"] and arrays["true_class_prob"].shape == (1, 5, 5)

@@ -14,8 +14,12 @@ from vizkit.toolkit.figures import new_figure
 def make_result() -> vizkit.Result:
     figure = new_figure(2, 2)
     figure.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
-    return vizkit.Result(analysis="demo", summary={"value": np.float32(1.5), "nan": float("nan")},
-                         arrays={"a": np.arange(6).reshape(2, 3)}, figures={"plot": figure})
+    return vizkit.Result(
+        analysis="demo",
+        summary={"value": np.float32(1.5), "nan": float("nan")},
+        arrays={"a": np.arange(6).reshape(2, 3)},
+        figures={"plot": figure},
+    )
 
 
 def test_save_and_load(tmp_path):

@@ -107,7 +107,9 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, im
         run_top9(squeezenet, image_file_list, out=out, checkpoint_every=1)
     assert_no_hooks(squeezenet)
     assert (out / ".top9-scan.pt").exists() and not (out / "result.json").exists()
-    monkeypatch.setattr(top9, "scan_batches", lambda loader, start: (seen.append(n) or (n, x, i) for n, x, i in original(loader, start)))
+    monkeypatch.setattr(
+        top9, "scan_batches", lambda loader, start: (seen.append(n) or (n, x, i) for n, x, i in original(loader, start))
+    )
     seen.clear()
     resumed = run_top9(squeezenet, image_file_list, out=out, checkpoint_every=1, resume=True)
     assert seen == [3, 4]  # 40 images / batch 8 = 5 batches; 0-2 were done before the interruption
@@ -141,14 +143,20 @@ def test_receptive_fields_known_values_and_dilation():
     model = tvm.alexnet().eval()
     x = torch.zeros(1, 3, 224, 224)
     with vizkit.instrument(model) as im:
-        sizes = {layer: int(vizkit.receptive_boxes(im, x, layer)[6, 6, 2] - vizkit.receptive_boxes(im, x, layer)[6, 6, 0])
-                 for layer in ("features.0", "features.2", "features.5", "features.10")}
+        sizes = {
+            layer: int(vizkit.receptive_boxes(im, x, layer)[6, 6, 2] - vizkit.receptive_boxes(im, x, layer)[6, 6, 0])
+            for layer in ("features.0", "features.2", "features.5", "features.10")
+        }
     assert sizes == {"features.0": 11, "features.2": 19, "features.5": 67, "features.10": 163}
     # a dilated, padded, strided conv stack: compare with the support of the gradient when all
     # weights are positive (no cancellation), which is exactly the receptive field
-    net = nn.Sequential(OrderedDict(
-        a=nn.Conv2d(1, 2, 3, stride=2, padding=1), b=nn.Conv2d(2, 2, 3, dilation=2, padding=2), c=nn.Conv2d(2, 1, 5, stride=2, dilation=3)
-    ))
+    net = nn.Sequential(
+        OrderedDict(
+            a=nn.Conv2d(1, 2, 3, stride=2, padding=1),
+            b=nn.Conv2d(2, 2, 3, dilation=2, padding=2),
+            c=nn.Conv2d(2, 1, 5, stride=2, dilation=3),
+        )
+    )
     for conv in net:
         nn.init.constant_(conv.weight, 1.0)
     x = torch.ones(1, 1, 61, 61, requires_grad=True)
@@ -172,17 +180,59 @@ def test_two_processes_give_the_single_process_result(image_file_list, tmp_path)
     needs_shared(SQUEEZENET_WEIGHTS)
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun ships with torch"
-    common = ["run", "top9", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS),
-              "--data", str(image_file_list), "--layer", "features.7", "--channels", "0-7", "--k", "5",
-              "--batch-size", "4", "--workers", "0", "--patch-size", "32", "--quiet"]
+    common = [
+        "run",
+        "top9",
+        "--model",
+        "torchvision:squeezenet1_0",
+        "--weights",
+        str(SQUEEZENET_WEIGHTS),
+        "--data",
+        str(image_file_list),
+        "--layer",
+        "features.7",
+        "--channels",
+        "0-7",
+        "--k",
+        "5",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--patch-size",
+        "32",
+        "--quiet",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")  # same threads in both runs: same float rounding
-    single_run = subprocess.run([sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "single")],
-                                capture_output=True, text=True, timeout=600, env=env)
+    single_run = subprocess.run(
+        [sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert single_run.returncode == 0, single_run.stderr[-3000:]
     done = subprocess.run(
-        [torchrun, "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-         "-m", "vizkit", *common, "--out", str(tmp_path / "multi")],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            torchrun,
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "vizkit",
+            *common,
+            "--out",
+            str(tmp_path / "multi"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     single, multi = vizkit.load_result(tmp_path / "single"), vizkit.load_result(tmp_path / "multi")

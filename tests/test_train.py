@@ -16,9 +16,27 @@ def test_train_clips_logs_and_resumes(tiny_imagenette, tmp_path):
     out = tmp_path / "run"
 
     def argv(epochs: int, *extra: str) -> list[str]:
-        return ["train", "--model", "zfnet-compact", "--data", str(tiny_imagenette), "--epochs", str(epochs),
-                "--batch-size", "6", "--out", str(out), "--workers", "0", "--snapshot-epochs", "1",
-                "--clip-radius", "0.05", "--quiet", *extra]
+        return [
+            "train",
+            "--model",
+            "zfnet-compact",
+            "--data",
+            str(tiny_imagenette),
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "6",
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--snapshot-epochs",
+            "1",
+            "--clip-radius",
+            "0.05",
+            "--quiet",
+            *extra,
+        ]
 
     assert main(argv(2)) == 0
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -44,8 +62,26 @@ def test_train_clips_logs_and_resumes(tiny_imagenette, tmp_path):
 
 def test_no_clip_switch(tiny_imagenette, tmp_path):
     out = tmp_path / "noclip"
-    assert main(["train", "--data", str(tiny_imagenette), "--epochs", "1", "--batch-size", "6", "--out", str(out),
-                 "--workers", "0", "--no-clip", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_imagenette),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "6",
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--no-clip",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["filters_clipped"] == 0
 
 

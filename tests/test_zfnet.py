@@ -8,10 +8,17 @@ import vizkit
 from vizkit.models.zfnet import ZFConfig, ZFNet, clip_feature_scale, filter_rms, zfnet
 
 PAPER_SHAPES = {
-    "conv1": (96, 55, 55), "conv1.pool": (96, 55, 55), "conv1.norm": (96, 55, 55),
-    "conv2": (256, 13, 13), "conv2.pool": (256, 13, 13),
-    "conv3": (384, 13, 13), "conv4": (384, 13, 13), "conv5": (256, 6, 6),
-    "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
+    "conv1": (96, 55, 55),
+    "conv1.pool": (96, 55, 55),
+    "conv1.norm": (96, 55, 55),
+    "conv2": (256, 13, 13),
+    "conv2.pool": (256, 13, 13),
+    "conv3": (384, 13, 13),
+    "conv4": (384, 13, 13),
+    "conv5": (256, 6, 6),
+    "fc6": (4096,),
+    "fc7": (4096,),
+    "fc8": (1000,),
 }
 
 

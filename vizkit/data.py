@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -35,12 +35,14 @@ class Preprocess:
 
     @cached_property
     def _pipeline(self) -> transforms.Compose:  # built once, not per image
-        return transforms.Compose([
-            transforms.Resize(self.resize),
-            transforms.CenterCrop(self.crop),
-            transforms.ToTensor(),
-            transforms.Normalize(self.mean, self.std),
-        ])
+        return transforms.Compose(
+            [
+                transforms.Resize(self.resize),
+                transforms.CenterCrop(self.crop),
+                transforms.ToTensor(),
+                transforms.Normalize(self.mean, self.std),
+            ]
+        )
 
     def __call__(self, image: Image.Image) -> Tensor:
         return self.transform()(image)
@@ -55,9 +57,10 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Preprocess":
-        return cls(resize=int(values["resize"]), crop=int(values["crop"]),
-                   mean=tuple(values["mean"]), std=tuple(values["std"]))
+    def from_dict(cls, values: dict) -> Preprocess:
+        return cls(
+            resize=int(values["resize"]), crop=int(values["crop"]), mean=tuple(values["mean"]), std=tuple(values["std"])
+        )
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -116,7 +119,11 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
         raise UsageError(f"data not found: {root}")
     if root.is_file():
         lines = [line.strip() for line in root.read_text().splitlines()]
-        paths = [Path(line) if Path(line).is_absolute() else root.parent / line for line in lines if line and not line.startswith("#")]
+        paths = [
+            Path(line) if Path(line).is_absolute() else root.parent / line
+            for line in lines
+            if line and not line.startswith("#")
+        ]
         if not paths:
             raise UsageError(f"no image paths listed in {root}")
         missing = [p for p in paths if not p.exists()]

@@ -17,41 +17,54 @@ import click
 import torch
 
 import vizkit
-from vizkit.toolkit.distributed import is_main_process
 from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, ensure_device
 from vizkit.errors import UsageError, VizkitError
 from vizkit.framework.plugins import App, make_app
 from vizkit.framework.results import check_out_dir
+from vizkit.toolkit.distributed import is_main_process
 
 
 def _floats3(text: str | None, flag: str) -> tuple[float, float, float] | None:
     if text is None:
         return None
     try:
-        values = tuple(float(v) for v in text.split(","))
+        values = [float(v) for v in text.split(",")]
     except ValueError:
-        values = ()
+        values = []
     if len(values) != 3:
         raise UsageError(f"{flag} expects three comma-separated numbers (R,G,B), not '{text}'")
-    return values  # type: ignore[return-value]
+    return (values[0], values[1], values[2])
 
 
 def model_options(function):
     """--weights, --labels, --trust-weights: shared by every command that loads a model."""
-    function = click.option("--trust-weights", is_flag=True, help="allow arbitrary unpickling of --weights (only for files you trust)")(function)
-    function = click.option("--labels", type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name")(function)
-    function = click.option("--weights", type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)")(function)
+    function = click.option(
+        "--trust-weights", is_flag=True, help="allow arbitrary unpickling of --weights (only for files you trust)"
+    )(function)
+    function = click.option(
+        "--labels", type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"
+    )(function)
+    function = click.option(
+        "--weights", type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"
+    )(function)
     return function
 
 
 RUN_OPTIONS = [
-    click.Option(["--model"], help="a registered name (vizkit list models) or torchvision:<builder>, file.py:factory, package.module:factory"),
-    click.Option(["--weights"], type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"),
+    click.Option(
+        ["--model"],
+        help="a registered name (vizkit list models) or torchvision:<builder>, file.py:factory, package.module:factory",
+    ),
+    click.Option(
+        ["--weights"], type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"
+    ),
     click.Option(["--trust-weights"], is_flag=True, help="allow arbitrary unpickling of --weights"),
     click.Option(["--labels"], type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"),
     click.Option(["--image", "images"], multiple=True, help="input image (repeat, or list several after --image)"),
     click.Option(["--data"], help="folder of images, ImageFolder tree, or text file of image paths"),
-    click.Option(["--out"], type=click.Path(file_okay=False), help="result folder (default: vizkit-results/<analysis>)"),
+    click.Option(
+        ["--out"], type=click.Path(file_okay=False), help="result folder (default: vizkit-results/<analysis>)"
+    ),
     click.Option(["--overwrite"], is_flag=True, help="replace a result already in --out"),
     click.Option(["--device"], default="cpu", show_default=True, help="cpu or cuda"),
     click.Option(["--batch-size"], type=int, default=32, show_default=True),
@@ -66,7 +79,11 @@ RUN_OPTIONS = [
 
 
 def _click_option(option: vizkit.Option, app: App) -> click.Option:
-    kwargs: dict[str, Any] = {"help": option.help, "default": option.default, "show_default": option.default is not None}
+    kwargs: dict[str, Any] = {
+        "help": option.help,
+        "default": option.default,
+        "show_default": option.default is not None,
+    }
     if option.registry:
         kwargs["type"] = click.Choice(sorted(getattr(app, option.registry)))
     elif option.type is bool:
@@ -104,7 +121,9 @@ class RunGroup(click.Group):
             short_help=analysis.description,
         )
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and not name.startswith("-") and name not in self.app.analyses:
             self.app.analysis(name)  # raises the "unknown analysis ... available: ..." error
@@ -113,16 +132,36 @@ class RunGroup(click.Group):
 
 def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
     images = list(kwargs.pop("images")) + list(kwargs.pop("more_images"))
-    common = {key: kwargs.pop(key) for key in [
-        "model", "weights", "trust_weights", "labels", "data", "out", "overwrite", "device",
-        "batch_size", "seed", "resize", "crop", "mean", "std", "quiet",
-    ]}
+    common = {
+        key: kwargs.pop(key)
+        for key in [
+            "model",
+            "weights",
+            "trust_weights",
+            "labels",
+            "data",
+            "out",
+            "overwrite",
+            "device",
+            "batch_size",
+            "seed",
+            "resize",
+            "crop",
+            "mean",
+            "std",
+            "quiet",
+        ]
+    }
     out = Path(common["out"] or Path("vizkit-results") / analysis.name)
     check_out_dir(out, common["overwrite"])
     device = ensure_device(common["device"])
     model = vizkit.load_model(
-        common["model"] or analysis.default_model(kwargs), weights=common["weights"], labels=common["labels"], device=device,
-        trust_weights=common["trust_weights"], app=app,
+        common["model"] or analysis.default_model(kwargs),
+        weights=common["weights"],
+        labels=common["labels"],
+        device=device,
+        trust_weights=common["trust_weights"],
+        app=app,
     )
     base = getattr(model, "vizkit_preprocess", None) or Preprocess()
     preprocess = Preprocess(
@@ -133,9 +172,18 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
     )
     progress = not common["quiet"] and sys.stderr.isatty()
     result = vizkit.run(
-        analysis.name, model, images=images or None, data=common["data"], preprocess=preprocess,
-        device=device, batch_size=common["batch_size"], seed=common["seed"], progress=progress,
-        out=out, app=app, **kwargs,
+        analysis.name,
+        model,
+        images=images or None,
+        data=common["data"],
+        preprocess=preprocess,
+        device=device,
+        batch_size=common["batch_size"],
+        seed=common["seed"],
+        progress=progress,
+        out=out,
+        app=app,
+        **kwargs,
     )
     if not is_main_process():  # under torchrun only rank 0 writes the result
         return
@@ -157,10 +205,24 @@ def build_cli(app: App) -> click.Group:
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     def list_command(what: str | None, as_json: bool) -> None:
         """List registered analyses, models and plugins (with errors of broken ones)."""
-        sections = {
-            "analyses": [{"name": a.name, "description": a.description, "plugin": a.plugin} for a in sorted(app.analyses.values(), key=lambda a: a.name)],
-            "models": [{"name": m.name, "description": m.description, "plugin": m.plugin, "tags": list(m.tags)} for m in sorted(app.models.values(), key=lambda m: m.name)],
-            "plugins": [{"name": s.name, "source": s.source, "status": "disabled" if s.disabled else ("error" if s.error else "ok"), "error": s.error} for s in app.statuses],
+        sections: dict[str, list[dict[str, Any]]] = {
+            "analyses": [
+                {"name": a.name, "description": a.description, "plugin": a.plugin}
+                for a in sorted(app.analyses.values(), key=lambda a: a.name)
+            ],
+            "models": [
+                {"name": m.name, "description": m.description, "plugin": m.plugin, "tags": list(m.tags)}
+                for m in sorted(app.models.values(), key=lambda m: m.name)
+            ],
+            "plugins": [
+                {
+                    "name": s.name,
+                    "source": s.source,
+                    "status": "disabled" if s.disabled else ("error" if s.error else "ok"),
+                    "error": s.error,
+                }
+                for s in app.statuses
+            ],
         }
         chosen = {what: sections[what]} if what else sections
         if as_json:
@@ -184,7 +246,9 @@ def build_cli(app: App) -> click.Group:
     @model_options
     @click.option("--size", type=int, default=None, help="input size for the shapes (default: the model's crop, 224)")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def layers_command(model_spec: str, weights: str | None, labels: str | None, trust_weights: bool, size: int | None, as_json: bool) -> None:
+    def layers_command(
+        model_spec: str, weights: str | None, labels: str | None, trust_weights: bool, size: int | None, as_json: bool
+    ) -> None:
         """List MODEL's layers: names, types and output shapes (pools marked)."""
         model = vizkit.load_model(model_spec, weights=weights, labels=labels, trust_weights=trust_weights, app=app)
         preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
@@ -200,10 +264,21 @@ def build_cli(app: App) -> click.Group:
                 raise VizkitError(f"{model_spec} cannot run on a {size}x{size} input: {error}") from None
             infos = im.layer_infos()
         if as_json:
-            click.echo(json.dumps([
-                {"name": i.name, "type": i.type, "functional": i.functional, "shape": list(i.shape[1:]) if i.shape else None, "switches": i.has_switches}
-                for i in infos
-            ], indent=2))
+            click.echo(
+                json.dumps(
+                    [
+                        {
+                            "name": i.name,
+                            "type": i.type,
+                            "functional": i.functional,
+                            "shape": list(i.shape[1:]) if i.shape else None,
+                            "switches": i.has_switches,
+                        }
+                        for i in infos
+                    ],
+                    indent=2,
+                )
+            )
             return
         width = max(len(i.name) for i in infos) + 2
         click.echo(f"{'layer':<{width}}{'type':<24}{'output':<18}")

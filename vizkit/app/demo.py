@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib.cbook
 
 import vizkit
-from vizkit.framework.plugins import App
 from vizkit.app.report import write_report
+from vizkit.framework.plugins import App
 
 
 def sample_image() -> Path:

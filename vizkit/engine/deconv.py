@@ -21,8 +21,9 @@ Two paths compute it and must agree:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -98,14 +99,18 @@ def project(
     positions = torch.full((batch, k, 2), -1, dtype=torch.long, device=x.device)
     for start in range(0, batch, max(1, chunk)):
         part = slice(start, min(start + max(1, chunk), batch))
-        run = _AutogradPass(im, x[part], layer, rule) if method == "autograd" else _ExplicitPass(im, x[part], layer, rule)
+        run = (
+            _AutogradPass(im, x[part], layer, rule) if method == "autograd" else _ExplicitPass(im, x[part], layer, rule)
+        )
         for j in range(k):
             seed, val, pos = make_seed(
                 run.act, table[part, j], None if where is None else where[part, j], target, layer
             )
             images[part, j] = run.down(seed, last=j == k - 1)
             values[part, j], positions[part, j] = val, pos
-    return Projection(layer, table[0].tolist() if bool((table == table[0]).all()) else table.tolist(), images, values, positions)
+    return Projection(
+        layer, table[0].tolist() if bool((table == table[0]).all()) else table.tolist(), images, values, positions
+    )
 
 
 class _AutogradPass:
@@ -158,9 +163,7 @@ def make_seed(
     n_channels = act.shape[1]
     bad = [int(c) for c in channels if not 0 <= int(c) < n_channels]
     if bad:
-        raise UsageError(
-            f"channel {bad[0]} is out of range for layer '{layer}' (it has {n_channels} channels)"
-        )
+        raise UsageError(f"channel {bad[0]} is out of range for layer '{layer}' (it has {n_channels} channels)")
     rows = torch.arange(n, device=act.device)
     maps = act[rows, channels].reshape(n, -1)  # [n, h*w] (h*w = 1 for fc layers)
     seed_maps = torch.zeros_like(maps)
@@ -173,12 +176,12 @@ def make_seed(
     else:
         if position is not None and spatial:
             where = torch.as_tensor(position, dtype=torch.long, device=act.device).reshape(-1, 2).expand(n, 2)
-            outside = (where[:, 0] < 0) | (where[:, 0] >= act.shape[2]) | (where[:, 1] < 0) | (where[:, 1] >= act.shape[3])
+            outside = (
+                (where[:, 0] < 0) | (where[:, 0] >= act.shape[2]) | (where[:, 1] < 0) | (where[:, 1] >= act.shape[3])
+            )
             if bool(outside.any()):
                 row, col = where[int(outside.nonzero()[0, 0])].tolist()
-                raise UsageError(
-                    f"position ({row}, {col}) is outside layer '{layer}' ({act.shape[2]}x{act.shape[3]})"
-                )
+                raise UsageError(f"position ({row}, {col}) is outside layer '{layer}' ({act.shape[2]}x{act.shape[3]})")
             flat = where[:, 0] * width + where[:, 1]
         else:
             flat = maps.argmax(dim=1)  # first maximum: deterministic
@@ -195,8 +198,8 @@ def make_seed(
 @dataclass
 class _Node:
     op: str
-    parents: list[int | None]
-    backward: Callable[[Tensor], list[Tensor | None]]
+    parents: Sequence[int | None]
+    backward: Callable[[Tensor], Sequence[Tensor | None]]
     name: str = ""
     window: Window | None = None  # for ops that look at a spatial window
 
@@ -211,7 +214,9 @@ class Tape(OpRecorder):
     def _input_entry(self, x: Tensor) -> _Node:
         return _Node("input", [], lambda s: [])
 
-    def _entry(self, func, op, args, kwargs, out, output, switches) -> _Node:
+    def _entry(
+        self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any
+    ) -> _Node:
         name = getattr(func, "__name__", str(func))
         builder = _REVERSERS.get(op or "")
         if builder is None:
@@ -222,7 +227,7 @@ class Tape(OpRecorder):
 
     def reverse(self, output: Tensor, seed: Tensor) -> Tensor:
         """Run ``seed`` (a signal on ``output``) down to the tape's input."""
-        start = self.index(output)
+        start = self.require_index(output)
         signals: dict[int, Tensor] = {start: seed}
         for index in range(start, 0, -1):
             signal = signals.pop(index, None)
@@ -241,7 +246,7 @@ class Tape(OpRecorder):
         (x0, y0, x1, y1) with exclusive ends, clipped to the input. Exact for convolution and
         pooling (stride, padding, dilation) and unions over branches; an op that reshapes the
         signal (flatten, linear) depends on its whole input."""
-        start = self.index(output)
+        start = self.require_index(output)
         boxes: dict[int, Box | None] = {start: (row, row, col, col) if output.dim() == 4 else None}
         for index in range(start, 0, -1):
             if index not in boxes:
@@ -296,9 +301,7 @@ def _union(a: Box | None, b: Box | None) -> Box | None:
 
 def _refuse(name: str) -> Callable[[Tensor], list]:
     def backward(signal: Tensor) -> list:
-        raise UnsupportedOpError(
-            f"the explicit deconvnet cannot reverse '{name}'; use method='autograd'"
-        )
+        raise UnsupportedOpError(f"the explicit deconvnet cannot reverse '{name}'; use method='autograd'")
 
     return backward
 
@@ -307,31 +310,31 @@ def _first(args: tuple, kwargs: dict) -> Tensor:
     return args[0] if args else kwargs["input"]
 
 
-def _rev_relu(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_relu(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     x = _first(args, kwargs)
     rule = tape.rule
     forward_input = x.detach().clone() if rule.uses_forward_input else None  # safe from later in-place ops
     return _Node("relu", [tape.index(x)], lambda s: [rule.relu_down(s, forward_input)])
 
 
-def _rev_norm(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_norm(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     if not tape.rule.passes_normalisation:
         x = _first(args, kwargs)
         return _Node("opaque", [tape.index(x)], _refuse(f"normalisation under rule '{tape.rule.name}'"))
     return _rev_pass(tape, args, kwargs, out, switches)
 
 
-def _rev_pass(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_pass(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     return _Node("pass", [tape.index(_first(args, kwargs))], lambda s: [s])
 
 
-def _rev_reshape(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_reshape(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     x = _first(args, kwargs)
     shape = x.shape
     return _Node("reshape", [tape.index(x)], lambda s: [s.reshape(shape)])
 
 
-def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) -> _Node:
+def _rev_max_pool(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: PoolSwitches | None) -> _Node:
     x = _first(args, kwargs)
     if switches is None:
         raise VizkitError("explicit deconvnet needs the pooling switches (switches=True)")
@@ -346,13 +349,13 @@ def _rev_max_pool(tape: Tape, args, kwargs, out, switches: PoolSwitches | None) 
     return _Node("max_pool2d", [tape.index(x)], unpool, window=switches.window)
 
 
-def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_conv(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     p = ops.bind("conv2d", args, kwargs)
     x, weight = p["input"], p["weight"].detach()
     window = conv_window((weight.shape[-2], weight.shape[-1]), p["stride"], p["padding"], p["dilation"])
     if window is None:
         return _Node("opaque", [tape.index(x)], _refuse(f"conv2d(padding='{p['padding']}')"))
-    out_pad = window.transposed_output_padding(tuple(x.shape[-2:]), tuple(out.shape[-2:]))
+    out_pad = window.transposed_output_padding((x.shape[-2], x.shape[-1]), (out.shape[-2], out.shape[-1]))
     groups = p["groups"]
 
     def filter_down(s: Tensor) -> list[Tensor]:
@@ -361,20 +364,20 @@ def _rev_conv(tape: Tape, args, kwargs, out, switches) -> _Node:
     return _Node("conv2d", [tape.index(x)], filter_down, window=window)
 
 
-def _rev_linear(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_linear(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     p = ops.bind("linear", args, kwargs)
     weight = p["weight"].detach()
     return _Node("linear", [tape.index(p["input"])], lambda s: [s @ weight])
 
 
-def _rev_cat(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_cat(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     p = ops.bind("cat", args, kwargs)
     parts, dim = list(p["tensors"]), p["dim"]
     sizes = [t.shape[dim] for t in parts]
     return _Node("cat", [tape.index(t) for t in parts], lambda s: list(s.split(sizes, dim)))
 
 
-def _rev_add(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_add(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     p = ops.bind("add", args, kwargs)
     a, b, alpha = p["input"], p["other"], p["alpha"]
     shapes = [t.shape if isinstance(t, Tensor) else None for t in (a, b)]
@@ -387,7 +390,7 @@ def _rev_add(tape: Tape, args, kwargs, out, switches) -> _Node:
     return _Node("add", [tape.index(a), tape.index(b)], split)
 
 
-def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_adaptive_avg_pool(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     x = _first(args, kwargs)
     (h, w), (oh, ow) = x.shape[-2:], out.shape[-2:]
 
@@ -404,20 +407,20 @@ def _rev_adaptive_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
     return _Node("adaptive_avg_pool2d", [tape.index(x)], spread)
 
 
-def _rev_avg_pool(tape: Tape, args, kwargs, out, switches) -> _Node:
+def _rev_avg_pool(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
     p = ops.bind("avg_pool2d", args, kwargs)
     x = p["input"]
     window = pool_window(p["kernel_size"], p["stride"], p["padding"])
     kernel, stride, padding = window.kernel, window.stride, window.padding
-    exact_fit = all(
-        (x.shape[-2 + i] + 2 * padding[i] - kernel[i]) % stride[i] == 0 for i in range(2)
-    )
-    if p["divisor_override"] is not None or (any(padding) and not p["count_include_pad"]) or (
-        p["ceil_mode"] and not exact_fit
+    exact_fit = all((x.shape[-2 + i] + 2 * padding[i] - kernel[i]) % stride[i] == 0 for i in range(2))
+    if (
+        p["divisor_override"] is not None
+        or (any(padding) and not p["count_include_pad"])
+        or (p["ceil_mode"] and not exact_fit)
     ):
         return _Node("opaque", [tape.index(x)], _refuse("avg_pool2d with these options"))
     channels = x.shape[1]
-    out_pad = window.transposed_output_padding(tuple(x.shape[-2:]), tuple(out.shape[-2:]))
+    out_pad = window.transposed_output_padding((x.shape[-2], x.shape[-1]), (out.shape[-2], out.shape[-1]))
 
     def spread(s: Tensor) -> list[Tensor]:
         weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))

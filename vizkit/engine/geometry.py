@@ -9,9 +9,12 @@ arithmetic between an output range and the input range it depends on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from torch import Tensor
 
 Pair = tuple[int, int]
+Index = TypeVar("Index", int, Tensor)  # one position, or one per occluder position
 
 
 def pair(value: Any) -> Pair:
@@ -34,13 +37,13 @@ class Window:
         """How far past its first input a window extends: dilation x (kernel - 1)."""
         return self.dilation[axis] * (self.kernel[axis] - 1)
 
-    def input_range(self, axis: int, lo: int, hi: int) -> tuple[int, int]:
+    def input_range(self, axis: int, lo: Index, hi: Index) -> tuple[Index, Index]:
         """The input indices (inclusive, unclipped; padding may make them negative or too
         large) that outputs ``lo..hi`` along ``axis`` read."""
         start = lo * self.stride[axis] - self.padding[axis]
         return start, hi * self.stride[axis] - self.padding[axis] + self.reach(axis)
 
-    def output_range(self, axis: int, lo: Any, hi: Any) -> tuple[Any, Any]:
+    def output_range(self, axis: int, lo: Index, hi: Index) -> tuple[Index, Index]:
         """The outputs (inclusive, unclipped) whose windows meet inputs ``lo..hi`` along
         ``axis``; ints or integer tensors (floor division works on both)."""
         stride, padding = self.stride[axis], self.padding[axis]

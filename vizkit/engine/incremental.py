@@ -13,8 +13,9 @@ forward would use (Krypton, Nakandala et al., SIGMOD 2019, without its approxima
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from vizkit.engine import ops
 from vizkit.engine.geometry import conv_window, pool_window
 from vizkit.engine.recorder import Recorder
 from vizkit.engine.tape import OpRecorder
+from vizkit.errors import VizkitError
 
 POINTWISE = frozenset({"relu", "local_response_norm", "batch_norm", "dropout", "identity"})
 
@@ -72,12 +74,15 @@ class ReplayTape(OpRecorder):
             return type(value)(self._template(v, parents) for v in value)
         return value
 
-    def _entry(self, func, op, args, kwargs, out, output, switches) -> _Call:
+    def _entry(
+        self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any
+    ) -> _Call:
         parents: list[int] = []
         args_t = tuple(self._template(a, parents) for a in args)
         kwargs_t = {k: self._template(v, parents) for k, v in kwargs.items()}
-        return _Call(func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(),
-                     isinstance(output, tuple))
+        return _Call(
+            func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(), isinstance(output, tuple)
+        )
 
 
 def _fill(value: Any, lookup: Callable[[int], Tensor]) -> Any:
@@ -136,10 +141,18 @@ class IncrementalOcclusion:
         self.tape = ReplayTape()
         with torch.no_grad():
             output, captured = im.trace(x, self.tape, layer)
-        self.output_node = self.tape.index(output)
-        self.layer_node = self.tape.index(captured)
+        output_node, layer_node = self.tape.index(output), self.tape.index(captured)
+        if output_node is None or layer_node is None:
+            raise VizkitError("incremental occlusion needs a model whose output and layer depend on its input")
+        self.output_node, self.layer_node = output_node, layer_node
         self.base = [call.value for call in self.tape.entries]
-        self.padded = [_Padded(value) if value.dim() == 4 else None for value in self.base]
+        self._padded = [_Padded(value) if value.dim() == 4 else None for value in self.base]
+
+    def padded(self, index: int) -> _Padded:
+        """The cached output of op ``index`` to gather spatial blocks from."""
+        padded = self._padded[index]
+        assert padded is not None, "only image-shaped tensors are gathered from"
+        return padded
 
     def evaluate(self, corners: list[tuple[int, int]], size: int, fill: Tensor) -> tuple[Tensor, Tensor]:
         """Logits [P, classes] and the layer's output [P, ...] for each occluder position."""
@@ -182,7 +195,9 @@ class IncrementalOcclusion:
             parent = call.parents[0]
             if self.base[parent].shape[-2:] == call.value.shape[-2:]:
                 return _Window(windows[parent].y0, windows[parent].x0, self._call(call, lambda n: windows[n].values))
-        if spatial and (call.op == "add" or (call.op == "cat" and ops.bind("cat", call.args, call.kwargs)["dim"] in (1, -3))):
+        if spatial and (
+            call.op == "add" or (call.op == "cat" and ops.bind("cat", call.args, call.kwargs)["dim"] in (1, -3))
+        ):
             shapes = {tuple(self.base[p].shape[-2:]) for p in call.parents}
             if shapes == {tuple(call.value.shape[-2:])}:
                 return self._union(call, windows, count)
@@ -190,7 +205,7 @@ class IncrementalOcclusion:
             (parent,) = call.parents
             window = windows[parent]
             h, w = window.size
-            old = self.padded[parent].gather(window.y0, window.x0, h, w)
+            old = self.padded(parent).gather(window.y0, window.x0, h, w)
             area = self.base[parent].shape[-1] * self.base[parent].shape[-2]
             change = (window.values - old).sum(dim=(2, 3), keepdim=True) / area
             return call.value + change
@@ -208,13 +223,17 @@ class IncrementalOcclusion:
         out = call.func(*args, **kwargs)
         return out[0] if call.tuple_output else out
 
-    def _rebatch(self, args: tuple, lookup) -> tuple:
+    def _rebatch(self, args: tuple, lookup: Callable[[int], Tensor]) -> tuple:
         tensor = args[0]
         rest = list(args[1:])
         shape = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else rest
         if shape and isinstance(shape[0], int) and shape[0] == 1 and tensor.shape[0] != 1:
             shape = [tensor.shape[0], *shape[1:]]
-            return (tensor, shape) if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else (tensor, *shape)
+            return (
+                (tensor, shape)
+                if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size))
+                else (tensor, *shape)
+            )
         return args
 
     def _sliding(self, call: _Call, parent: int, window: _Window) -> _Window | None:
@@ -223,7 +242,9 @@ class IncrementalOcclusion:
         out_h, out_w = call.value.shape[-2:]
         if call.op == "conv2d":
             p = ops.bind("conv2d", call.args, call.kwargs)
-            geometry = conv_window((p["weight"].shape[-2], p["weight"].shape[-1]), p["stride"], p["padding"], p["dilation"])
+            geometry = conv_window(
+                (p["weight"].shape[-2], p["weight"].shape[-1]), p["stride"], p["padding"], p["dilation"]
+            )
             pad_value = 0.0
         else:
             p = ops.bind("max_pool2d", call.args, call.kwargs)
@@ -240,7 +261,9 @@ class IncrementalOcclusion:
             sizes.append(size)
         in_y = geometry.input_range(0, starts[0], starts[0])[0]
         in_x = geometry.input_range(1, starts[1], starts[1])[0]
-        slab = self.padded[parent].gather(in_y, in_x, geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]), pad_value)
+        slab = self.padded(parent).gather(
+            in_y, in_x, geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]), pad_value
+        )
         slab = paste(slab, in_y, in_x, window)
         if call.op == "conv2d":
             values = F.conv2d(slab, p["weight"], p["bias"], geometry.stride, 0, geometry.dilation, p["groups"])
@@ -259,6 +282,6 @@ class IncrementalOcclusion:
         x0, w = _span(lo_x, hi_x, out_w)
         blocks = {}
         for parent in call.parents:
-            block = self.padded[parent].gather(y0, x0, h, w)
+            block = self.padded(parent).gather(y0, x0, h, w)
             blocks[parent] = paste(block, y0, x0, windows[parent]) if parent in windows else block
         return _Window(y0, x0, self._call(call, lambda n: blocks[n]))

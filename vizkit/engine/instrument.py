@@ -7,7 +7,8 @@ removed when its ``with`` block ends, also on error; :func:`hook_counts` checks 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -34,7 +35,7 @@ class Instrumented(Recorder):
         result = project(self, self.input, layer, channels, **options)
         return result.images[:, 0] if isinstance(channel, int) else result.images
 
-    def __enter__(self) -> "Instrumented":
+    def __enter__(self) -> Instrumented:
         super().__enter__()
         return self
 
@@ -50,6 +51,8 @@ def instrument(
     ``switches``: record the argmax indices of every max-pool (needed by the explicit deconvnet).
     """
     return Instrumented(model, layers=layers, switches=switches)
+
+
 def hook_counts(model: nn.Module) -> dict[str, int]:
     """Number of hooks of each kind left on ``model`` and its submodules (0 when clean)."""
     kinds = (

@@ -9,7 +9,8 @@ the arguments of the operations whose parameters the deconvnet needs.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -57,7 +58,7 @@ def op_of(func: Callable) -> str | None:
 
 def _signature(text: str) -> inspect.Signature:
     namespace: dict[str, Any] = {}
-    exec(f"def f{text}: pass", namespace)  # noqa: S102 - fixed, module-level signatures only
+    exec(f"def f{text}: pass", namespace)
     return inspect.signature(namespace["f"])
 
 
@@ -66,8 +67,7 @@ _SIGNATURES = {
         "(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)"
     ),
     "avg_pool2d": _signature(
-        "(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,"
-        " divisor_override=None)"
+        "(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)"
     ),
     "conv2d": _signature("(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)"),
     "linear": _signature("(input, weight, bias=None)"),

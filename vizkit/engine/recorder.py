@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ class _Recording:
 class _Interceptor(TorchFunctionMode):
     """Routes the torch calls made during an instrumented forward to their handlers."""
 
-    def __init__(self, owner: "Recorder") -> None:
+    def __init__(self, owner: Recorder) -> None:
         super().__init__()
         self.owner = owner
 
@@ -133,7 +134,7 @@ class Recorder:
         self.output: Any = None
 
     # ------------------------------------------------------------------ context management
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         if self._handles:
             raise RuntimeError("this Instrumented is already active")
         try:
@@ -183,7 +184,7 @@ class Recorder:
         rule: ProjectionRule | None = _KEEP,
         tape: OpRecorder | None = _KEEP,
         capture: str | None = _KEEP,
-    ) -> Iterator["Recorder"]:
+    ) -> Iterator[Recorder]:
         """Record differently inside a ``with`` block; the previous settings return on exit,
         also on error. ``layers``: "all", None (none) or names whose activations to keep;
         ``switches``: record max-pooling switches. (``rule``, ``tape`` and ``capture`` are the
@@ -268,7 +269,7 @@ class Recorder:
         autograd). With ``tape`` every op is recorded for an explicit reverse pass. Nothing is
         recorded as an activation, and the activations of the last ordinary forward are kept.
         """
-        output, captured = self._isolated_forward(x, layer, rule, tape, stop=True)
+        _output, captured = self._isolated_forward(x, layer, rule, tape, stop=True)
         return captured
 
     def trace(self, x: Tensor, tape: OpRecorder, layer: str) -> tuple[Any, Tensor]:
@@ -281,14 +282,13 @@ class Recorder:
     ) -> tuple[Any, Tensor]:
         layer = self.resolve_alias(layer)
         switches = tape is not None and stop  # the explicit deconvnet unpools with them
-        with self._keeping_last_forward(), self.configured(
-            layers=None, switches=switches, rule=rule, tape=tape, capture=layer
+        with (
+            self._keeping_last_forward(),
+            self.configured(layers=None, switches=switches, rule=rule, tape=tape, capture=layer),
         ):
             output = None
-            try:
+            with suppress(_StopForward):
                 output = self._forward(x, layer if stop else None)
-            except _StopForward:
-                pass
             if layer not in self._rec.captured:
                 self._require(layer)
                 raise VizkitError(f"layer '{layer}' does not output a tensor")
@@ -315,9 +315,7 @@ class Recorder:
         """The recorded output of ``layer`` in the last forward (a clone, detached)."""
         name = self._require(layer)
         if name not in self._rec.acts:
-            raise VizkitError(
-                f"layer '{name}' was not recorded; pass it to instrument(..., layers=[...])"
-            )
+            raise VizkitError(f"layer '{name}' was not recorded; pass it to instrument(..., layers=[...])")
         return self._rec.acts[name]
 
     def switches(self, layer: str) -> Tensor:
@@ -438,8 +436,13 @@ class Recorder:
         x = p["input"]
         window = pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
         out, idx = F.max_pool2d_with_indices(
-            x, window.kernel, window.stride, window.padding, window.dilation,
-            ceil_mode=p["ceil_mode"], return_indices=True,
+            x,
+            window.kernel,
+            window.stride,
+            window.padding,
+            window.dilation,
+            ceil_mode=p["ceil_mode"],
+            return_indices=True,
         )
         self._rec.switches[layer] = PoolSwitches(
             indices=idx, input_shape=tuple(x.shape), window=window, ceil_mode=bool(p["ceil_mode"])

@@ -16,7 +16,8 @@ reverses a tape. A plugin adds a rule by registering an instance through the
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,7 +29,7 @@ class _RuleReLU(torch.autograd.Function):
     """ReLU going up; the rule's :meth:`~ProjectionRule.relu_down` going down."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, rule: "ProjectionRule") -> Tensor:
+    def forward(ctx: Any, x: Tensor, rule: ProjectionRule) -> Tensor:
         ctx.rule = rule
         if rule.uses_forward_input:
             ctx.save_for_backward(x)

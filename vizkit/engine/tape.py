@@ -9,7 +9,8 @@ replay (:class:`vizkit.engine.incremental.ReplayTape`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 
@@ -25,6 +26,13 @@ class OpRecorder:
     def index(self, value: Any) -> int | None:
         """The entry that produced ``value``, or None when it is not a tensor on the tape."""
         return self._index_of.get(id(value)) if isinstance(value, Tensor) else None
+
+    def require_index(self, value: Tensor) -> int:
+        """The entry that produced ``value``, which must be on the tape."""
+        index = self.index(value)
+        if index is None:
+            raise ValueError("this tensor was not produced by the recorded forward")
+        return index
 
     def input(self, x: Tensor) -> None:
         self._add(x, self._input_entry(x))
@@ -51,5 +59,7 @@ class OpRecorder:
     def _input_entry(self, x: Tensor) -> Any:
         raise NotImplementedError
 
-    def _entry(self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any) -> Any:
+    def _entry(
+        self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any
+    ) -> Any:
         raise NotImplementedError

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ class Analysis:
             raise UsageError(f"analysis '{self.name}' needs --model")
         return self.model_from(self.resolve_options(given))
 
-    def resolve_options(self, given: dict[str, Any], app: "App | None" = None) -> dict[str, Any]:
+    def resolve_options(self, given: dict[str, Any], app: App | None = None) -> dict[str, Any]:
         """Defaults filled in, values converted; unknown or missing options refused (and,
         with ``app``, names that its registries do not hold)."""
         names = {o.name for o in self.options}
@@ -136,7 +137,7 @@ class RunContext:
     progress: bool = False
     out: Path | None = None  # where the result will be saved (for checkpoints), if known
     analysis: str = ""
-    app: "App | None" = None
+    app: App | None = None
     generator: torch.Generator = field(default_factory=torch.Generator)  # seeded with ``seed``
     rng: np.random.Generator = field(default_factory=np.random.default_rng)  # seeded with ``seed``
 
@@ -183,7 +184,7 @@ def run(
     seed: int = 0,
     progress: bool = False,
     out: str | os.PathLike | None = None,
-    app: "App | None" = None,
+    app: App | None = None,
     **options: Any,
 ) -> Result:
     """Run a registered analysis on ``model`` and return its Result (not yet saved).
@@ -221,10 +222,22 @@ def run(
     try:
         with instrument(model) as im:
             ctx = RunContext(
-                model=model, instrumented=im, preprocess=preprocess, device=device, labels=labels,
-                image_paths=paths, image_tensors=tensors, data=dataset, batch_size=batch_size,
-                seed=seed, progress=progress, out=Path(out) if out else None, analysis=spec.name,
-                app=app, generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed),
+                model=model,
+                instrumented=im,
+                preprocess=preprocess,
+                device=device,
+                labels=labels,
+                image_paths=paths,
+                image_tensors=tensors,
+                data=dataset,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress,
+                out=Path(out) if out else None,
+                analysis=spec.name,
+                app=app,
+                generator=torch.Generator().manual_seed(seed),
+                rng=np.random.default_rng(seed),
             )
             result = spec.run(ctx, **opts)
     finally:

@@ -4,13 +4,18 @@ projection rules (deconvnet, guided, gradient)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from vizkit.data import Preprocess
 from vizkit.engine.rules import BUILTIN_RULES, ProjectionRule
 from vizkit.framework.hookspecs import hookimpl
 from vizkit.models import (
-    ModelEntry, ModelSource, build_torchvision, call_factory, is_file_factory, is_module_factory,
+    ModelEntry,
+    ModelSource,
+    build_torchvision,
+    call_factory,
+    is_file_factory,
+    is_module_factory,
 )
 from vizkit.models.bundled import COMPACT_PREPROCESS, COMPACT_WEIGHTS, bundled_meta
 from vizkit.models.zfnet import zfnet, zfnet_compact
@@ -18,33 +23,62 @@ from vizkit.models.zfnet import zfnet, zfnet_compact
 
 @hookimpl
 def register_models(register: Callable[[ModelEntry], None]) -> None:
-    register(ModelEntry(
-        name="zfnet",
-        factory=zfnet,
-        description="Zeiler & Fergus 2013 layout at 224x224, 1000 classes (untrained)",
-        tags=("paper", "untrained"),
-    ))
+    register(
+        ModelEntry(
+            name="zfnet",
+            factory=zfnet,
+            description="Zeiler & Fergus 2013 layout at 224x224, 1000 classes (untrained)",
+            tags=("paper", "untrained"),
+        )
+    )
     meta = bundled_meta()
-    register(ModelEntry(
-        name="zfnet-compact",
-        factory=zfnet_compact,
-        description="compact ZF variant for 144x144 crops, 10 Imagenette classes"
-        + (f" (bundled weights: {meta['val_accuracy']:.1%} Imagenette val top-1)" if meta else " (untrained: no bundled weights)"),
-        weights=COMPACT_WEIGHTS if meta else None,
-        labels=meta["classes"] if meta else None,
-        preprocess=Preprocess.from_dict(meta["preprocess"]) if meta else COMPACT_PREPROCESS,
-        tags=("compact", "trained" if meta else "untrained"),
-    ))
+    register(
+        ModelEntry(
+            name="zfnet-compact",
+            factory=zfnet_compact,
+            description="compact ZF variant for 144x144 crops, 10 Imagenette classes"
+            + (
+                f" (bundled weights: {meta['val_accuracy']:.1%} Imagenette val top-1)"
+                if meta
+                else " (untrained: no bundled weights)"
+            ),
+            weights=COMPACT_WEIGHTS if meta else None,
+            labels=meta["classes"] if meta else None,
+            preprocess=Preprocess.from_dict(meta["preprocess"]) if meta else COMPACT_PREPROCESS,
+            tags=("compact", "trained" if meta else "untrained"),
+        )
+    )
 
 
 @hookimpl
 def register_model_sources(register: Callable[[ModelSource], None]) -> None:
-    register(ModelSource("torchvision", build_torchvision, "torchvision:<builder>",
-                         "any torchvision classification builder", prefix="torchvision"))
-    register(ModelSource("python-file", call_factory, "file.py:factory",
-                         "a callable in a Python file that returns an nn.Module", accepts=is_file_factory))
-    register(ModelSource("python-module", call_factory, "package.module:factory",
-                         "a callable in an importable module that returns an nn.Module", accepts=is_module_factory))
+    register(
+        ModelSource(
+            "torchvision",
+            build_torchvision,
+            "torchvision:<builder>",
+            "any torchvision classification builder",
+            prefix="torchvision",
+        )
+    )
+    register(
+        ModelSource(
+            "python-file",
+            call_factory,
+            "file.py:factory",
+            "a callable in a Python file that returns an nn.Module",
+            accepts=is_file_factory,
+        )
+    )
+    register(
+        ModelSource(
+            "python-module",
+            call_factory,
+            "package.module:factory",
+            "a callable in an importable module that returns an nn.Module",
+            accepts=is_module_factory,
+        )
+    )
 
 
 @hookimpl

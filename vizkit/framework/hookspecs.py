@@ -9,7 +9,8 @@ these same hooks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -25,27 +26,27 @@ hookimpl = pluggy.HookimplMarker("vizkit")
 
 
 @hookspec
-def register_analyses(register: "Callable[[Analysis], None]") -> None:
+def register_analyses(register: Callable[[Analysis], None]) -> None:
     """Contribute analyses: call ``register(vizkit.Analysis(...))`` once per analysis."""
 
 
 @hookspec
-def register_models(register: "Callable[[ModelEntry], None]") -> None:
+def register_models(register: Callable[[ModelEntry], None]) -> None:
     """Contribute named models: call ``register(vizkit.ModelEntry(...))`` once per model."""
 
 
 @hookspec
-def register_model_sources(register: "Callable[[ModelSource], None]") -> None:
+def register_model_sources(register: Callable[[ModelSource], None]) -> None:
     """Contribute model spec forms: call ``register(vizkit.ModelSource(...))``, e.g. a
     ``timm:`` prefix, so that ``--model timm:resnet18`` builds through it."""
 
 
 @hookspec
-def register_rules(register: "Callable[[ProjectionRule], None]") -> None:
+def register_rules(register: Callable[[ProjectionRule], None]) -> None:
     """Contribute projection rules: call ``register(MyRule())`` with a
     ``vizkit.ProjectionRule`` instance; its ``name`` becomes a valid ``--rule``."""
 
 
 @hookspec
-def register_commands(cli: "click.Group") -> None:
+def register_commands(cli: click.Group) -> None:
     """Add commands to the ``vizkit`` command-line group (``@cli.command()``)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,18 +20,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from vizkit.framework.plugins import App
 
 
-def _app(app: "App | None") -> "App":
+def _app(app: App | None) -> App:
     from vizkit.framework.plugins import get_app  # the registry of the installed plugins
 
     return app or get_app()
 
 
-def list_models(app: "App | None" = None, pattern: str = "*") -> list[str]:
+def list_models(app: App | None = None, pattern: str = "*") -> list[str]:
     """Names of the registered models matching a shell-style ``pattern`` (timm style)."""
     return sorted(name for name in _app(app).models if fnmatch.fnmatch(name, pattern))
 
 
-def build_model(spec: str, app: "App | None" = None) -> tuple[nn.Module, ModelEntry | None]:
+def build_model(spec: str, app: App | None = None) -> tuple[nn.Module, ModelEntry | None]:
     """Instantiate the model a spec names (untrained unless a registered entry ships weights):
     a registered name, else the first registered source whose form the spec has."""
     if not spec or not isinstance(spec, str):
@@ -57,7 +58,7 @@ def load_model(
     labels: str | os.PathLike | Iterable[str] | None = None,
     device: str | torch.device = "cpu",
     trust_weights: bool = False,
-    app: "App | None" = None,
+    app: App | None = None,
 ) -> nn.Module:
     """A model, in eval mode, from a spec and optional weights / labels.
 
@@ -79,9 +80,13 @@ def load_model(
         label_list = read_labels(labels)
     else:
         label_list = list(labels)
-    model.vizkit_spec = spec
-    model.vizkit_weights = str(weights_path) if weights_path else None
-    model.vizkit_weights_sha256 = sha
-    model.vizkit_labels = label_list
-    model.vizkit_preprocess = entry.preprocess if entry and entry.preprocess else None
+    facts = {
+        "vizkit_spec": spec,
+        "vizkit_weights": str(weights_path) if weights_path else None,
+        "vizkit_weights_sha256": sha,
+        "vizkit_labels": label_list,
+        "vizkit_preprocess": entry.preprocess if entry and entry.preprocess else None,
+    }
+    for name, value in facts.items():
+        setattr(model, name, value)  # plain attributes, not parameters or buffers
     return model.to(device).eval()

@@ -13,10 +13,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib.metadata import entry_points
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -57,14 +58,18 @@ def make_plugin_manager(
     statuses = statuses if statuses is not None else []
     blocked = disabled_plugins()
     for name, module_name in CORE_PLUGINS.items():
-        _register(pm, name, lambda m=module_name: importlib.import_module(m), "core", blocked, statuses)
+        _register(pm, name, partial(importlib.import_module, module_name), "core", blocked, statuses)
     if entry_point_group:
         for ep in sorted(entry_points(group=entry_point_group), key=lambda e: e.name):
             _register(pm, ep.name, ep.load, f"entry point {ep.value}", blocked, statuses)
     for name, plugin in extra:
-        _register(pm, name, lambda p=plugin: p, "registered", blocked, statuses)
+        _register(pm, name, partial(_given, plugin), "registered", blocked, statuses)
     pm.check_pending()  # offenders were unregistered above, so this passes unless a bug lets one in
     return pm
+
+
+def _given(plugin: Any) -> Any:
+    return plugin
 
 
 def _register(
@@ -123,7 +128,7 @@ class App:
     def status(self, name: str) -> PluginStatus | None:
         return next((s for s in self.statuses if s.name == name), None)
 
-    def collect(self) -> "App":
+    def collect(self) -> App:
         self.analyses = self._gather("register_analyses", Analysis, "analysis")
         self.models = self._gather("register_models", ModelEntry, "model")
         self.model_sources = self._gather("register_model_sources", ModelSource, "model source")
@@ -138,7 +143,7 @@ class App:
             raise UsageError(f"unknown projection rule '{name}'; available: {', '.join(sorted(self.rules)) or 'none'}")
         return self.rules[name]
 
-    def _gather(self, hook_name: str, kind: type, noun: str) -> dict[str, Any]:
+    def _gather(self, hook_name: str, kind: type[Any], noun: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():  # registration order: the first to claim a name keeps it

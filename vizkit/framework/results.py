@@ -56,7 +56,9 @@ class Result:
         }
         clash = sorted(set(self.summary) & (set(document) | {"files"}))
         if clash:  # a plugin bug: its summary would overwrite what every result.json must hold
-            raise VizkitError(f"analysis '{self.analysis}' uses reserved result key(s) {', '.join(clash)} in its summary")
+            raise VizkitError(
+                f"analysis '{self.analysis}' uses reserved result key(s) {', '.join(clash)} in its summary"
+            )
         document.update(self.summary)
         document["files"] = {
             "arrays": ARRAYS_FILE if self.arrays else None,
@@ -73,7 +75,7 @@ class Result:
             (out / RESULT_FILE).unlink(missing_ok=True)  # the folder is incomplete until the end
         if self.arrays:
             buffer = io.BytesIO()
-            np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in self.arrays.items()})
+            np.savez_compressed(buffer, allow_pickle=False, **{k: np.asarray(v) for k, v in self.arrays.items()})
             write_atomic(out / ARRAYS_FILE, buffer.getvalue())
         for name, figure in self.figures.items():
             buffer = io.BytesIO()

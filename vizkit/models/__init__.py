@@ -17,9 +17,10 @@ import importlib.util
 import os
 import pickle
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -173,7 +174,7 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise UsageError(f"{path} does not hold a state_dict")
     if data and all(k.startswith("module.") for k in data):
-        data = {k[len("module."):]: v for k, v in data.items()}
+        data = {k[len("module.") :]: v for k, v in data.items()}
     return dict(data)
 
 
@@ -202,8 +203,12 @@ def describe(model: nn.Module, weights: str | os.PathLike | None = None) -> dict
     """What result.json records about a model: its spec, class and weights (``weights``: the
     file whose weights it holds now, when an analysis loaded others than it was built with)."""
     if weights is not None:
-        return {"spec": getattr(model, "vizkit_spec", type(model).__name__), "class": type(model).__name__,
-                "weights": str(weights), "weights_sha256": sha256_file(weights)}
+        return {
+            "spec": getattr(model, "vizkit_spec", type(model).__name__),
+            "class": type(model).__name__,
+            "weights": str(weights),
+            "weights_sha256": sha256_file(weights),
+        }
     return {
         "spec": getattr(model, "vizkit_spec", type(model).__name__),
         "class": type(model).__name__,

@@ -86,17 +86,25 @@ class ZFNet(nn.Module):
         self.conv4 = _stage(c3, c4, 3, 1, 1, pool=False, norm=False)
         self.conv5 = _stage(c4, c5, 3, 1, 1, pool=True, norm=False)
         spatial = conv5_size(config.input_size)
-        self.fc6 = nn.Sequential(OrderedDict([
-            ("flatten", nn.Flatten()),
-            ("fc", nn.Linear(c5 * spatial * spatial, config.fc_width)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("dropout", nn.Dropout(config.dropout)),
-        ]))
-        self.fc7 = nn.Sequential(OrderedDict([
-            ("fc", nn.Linear(config.fc_width, config.fc_width)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("dropout", nn.Dropout(config.dropout)),
-        ]))
+        self.fc6 = nn.Sequential(
+            OrderedDict(
+                [
+                    ("flatten", nn.Flatten()),
+                    ("fc", nn.Linear(c5 * spatial * spatial, config.fc_width)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("dropout", nn.Dropout(config.dropout)),
+                ]
+            )
+        )
+        self.fc7 = nn.Sequential(
+            OrderedDict(
+                [
+                    ("fc", nn.Linear(config.fc_width, config.fc_width)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("dropout", nn.Dropout(config.dropout)),
+                ]
+            )
+        )
         self.fc8 = nn.Linear(config.fc_width, config.num_classes)
         self.reset_parameters(config.init_std)
 
@@ -108,7 +116,8 @@ class ZFNet(nn.Module):
                     nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 else:
                     nn.init.normal_(module.weight, 0.0, std)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.fc6, self.fc7):
@@ -123,8 +132,11 @@ def zfnet(num_classes: int = 1000) -> ZFNet:
 
 def zfnet_compact(num_classes: int = 10) -> ZFNet:
     """The compact ZF variant (7x7/2 conv1, 5x5/2 conv2, three 3x3 convs, two 512-wide fc layers)."""
-    return ZFNet(ZFConfig(ZF_COMPACT.channels, ZF_COMPACT.fc_width, ZF_COMPACT.input_size, num_classes,
-                          init_std=ZF_COMPACT.init_std))
+    return ZFNet(
+        ZFConfig(
+            ZF_COMPACT.channels, ZF_COMPACT.fc_width, ZF_COMPACT.input_size, num_classes, init_std=ZF_COMPACT.init_std
+        )
+    )
 
 
 @torch.no_grad()

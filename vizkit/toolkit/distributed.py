@@ -6,7 +6,7 @@ Outside torchrun everything here is a no-op: rank 0 of a world of 1.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -31,11 +31,11 @@ class ProcessGroup:
 
     rank: int = 0
     world: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _owns_group: bool = False
 
     @classmethod
-    def join(cls, device: torch.device) -> "ProcessGroup":
+    def join(cls, device: torch.device) -> ProcessGroup:
         world = world_size()
         if world <= 1:
             return cls(0, 1, device)

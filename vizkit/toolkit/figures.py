@@ -8,7 +8,7 @@ notebook keeps its inline or widget backend).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -43,7 +43,7 @@ def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -
     canvas = np.full((rows * size + (rows - 1) * gap, columns * size + (columns - 1) * gap, 3), fill, dtype=np.float32)
     for index in range(n):
         r, c = divmod(index, columns)
-        canvas[r * (size + gap): r * (size + gap) + size, c * (size + gap): c * (size + gap) + size] = tiles[index]
+        canvas[r * (size + gap) : r * (size + gap) + size, c * (size + gap) : c * (size + gap) + size] = tiles[index]
     return canvas
 
 
@@ -68,12 +68,29 @@ def _draw_box(ax: Axes, box: Sequence[int], label: str, colour: str) -> None:
 
     x0, y0, x1, y1 = box
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
-    ax.text(x0, y0 - 1, label, color="white", fontsize=7, va="bottom",
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8})
+    ax.text(
+        x0,
+        y0 - 1,
+        label,
+        color="white",
+        fontsize=7,
+        va="bottom",
+        bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8},
+    )
 
 
-BOX_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan",
-               "tab:pink", "tab:olive", "tab:brown", "tab:gray")
+BOX_COLOURS = (
+    "tab:red",
+    "tab:blue",
+    "tab:green",
+    "tab:orange",
+    "tab:purple",
+    "tab:cyan",
+    "tab:pink",
+    "tab:olive",
+    "tab:brown",
+    "tab:gray",
+)
 
 
 def projections_beside_patches(

@@ -17,12 +17,23 @@ from vizkit.framework.results import write_atomic
 RUN_FILE = "run.json"
 
 
-def write_run_info(out: Path, model_spec: str, data: str | Path, settings: dict[str, Any],
-                   preprocess: Preprocess, command: list[str] | None = None) -> None:
+def write_run_info(
+    out: Path,
+    model_spec: str,
+    data: str | Path,
+    settings: dict[str, Any],
+    preprocess: Preprocess,
+    command: list[str] | None = None,
+) -> None:
     """``run.json``: what a training run is, so that analyses of its snapshots
     (``vizkit run evolution --run DIR``) need nothing else."""
-    info = {"model": model_spec, "data": str(Path(data).resolve()), "config": settings,
-            "preprocess": preprocess.to_dict(), "command": command}
+    info = {
+        "model": model_spec,
+        "data": str(Path(data).resolve()),
+        "config": settings,
+        "preprocess": preprocess.to_dict(),
+        "command": command,
+    }
     write_atomic(Path(out) / RUN_FILE, (json.dumps(info, indent=2) + "\n").encode())
 
 
@@ -42,7 +53,7 @@ def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
     """{epoch: weights file} of the snapshots a training run kept, in epoch order."""
     found = {}
     for path in Path(run_dir).glob("weights_epoch*.pt"):
-        digits = path.stem[len("weights_epoch"):]
+        digits = path.stem[len("weights_epoch") :]
         if digits.isdigit():
             found[int(digits)] = path
     return dict(sorted(found.items()))

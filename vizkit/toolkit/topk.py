@@ -24,7 +24,7 @@ class RunningTopK:
     positions: Tensor  # [C, k] int64 flat position in the map (row * width + col)
 
     @classmethod
-    def empty(cls, maps: int, k: int, device: torch.device | str = "cpu") -> "RunningTopK":
+    def empty(cls, maps: int, k: int, device: torch.device | str = "cpu") -> RunningTopK:
         return cls(
             torch.full((maps, k), float("-inf"), device=device),
             torch.full((maps, k), NO_IMAGE, dtype=torch.long, device=device),
@@ -58,7 +58,7 @@ class RunningTopK:
         self.images = all_images.gather(1, order)
         self.positions = all_positions.gather(1, order)
 
-    def merge_state(self, other: "RunningTopK") -> None:
+    def merge_state(self, other: RunningTopK) -> None:
         self.merge(other.values, other.images, other.positions)
 
     def filled(self) -> int:
@@ -69,5 +69,5 @@ class RunningTopK:
         return {"values": self.values.cpu(), "images": self.images.cpu(), "positions": self.positions.cpu()}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor], device: torch.device | str = "cpu") -> "RunningTopK":
+    def from_state_dict(cls, state: dict[str, Tensor], device: torch.device | str = "cpu") -> RunningTopK:
         return cls(state["values"].to(device), state["images"].to(device), state["positions"].to(device))

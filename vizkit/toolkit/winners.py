@@ -36,9 +36,20 @@ def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor
     return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def project_winners(im: Recorder, dataset: ImageList, preprocess: Preprocess, layer: str, channels: list[int],
-                    state: RunningTopK, boxes: Tensor, patch_size: int, rule: str | ProjectionRule = "deconvnet",
-                    batch_size: int = 32, device: torch.device | str = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
+def project_winners(
+    im: Recorder,
+    dataset: ImageList,
+    preprocess: Preprocess,
+    layer: str,
+    channels: list[int],
+    state: RunningTopK,
+    boxes: Tensor,
+    patch_size: int,
+    rule: str | ProjectionRule = "deconvnet",
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """For every filled slot [map, j] of ``state`` (maps = ``channels`` of ``layer``): the
     projection cut to its receptive box and scaled to max |value| 1 (``projections`` fp16
     [M,k,3,P,P], ``projection_scale``), the image patch under the box (``patches`` uint8
@@ -82,5 +93,10 @@ def project_winners(im: Recorder, dataset: ImageList, preprocess: Preprocess, la
                 position[m, j] = (row, col)
         bar.update(len(chunk))
     bar.close()
-    return {"projections": projections, "projection_scale": scales, "patches": patches, "recomputed": recomputed,
-            "position": position}
+    return {
+        "projections": projections,
+        "projection_scale": scales,
+        "patches": patches,
+        "recomputed": recomputed,
+        "position": position,
+    }

@@ -17,7 +17,7 @@ third-party package would: the ``register_analyses`` hook below is found through
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -102,8 +102,16 @@ def _figure(mean: np.ndarray, order: np.ndarray, layer: str, images: int):
         ax.set_xlabel("feature map (sorted by mean activation)")
     else:  # too many bars to label each: list the strongest maps in a corner
         strongest = ", ".join(str(int(c)) for c in order[:TOP])
-        ax.text(0.99, 0.95, f"strongest maps: {strongest}", transform=ax.transAxes, ha="right", va="top",
-                fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+        ax.text(
+            0.99,
+            0.95,
+            f"strongest maps: {strongest}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+        )
         ax.set_xlabel("feature maps, sorted by mean activation (rank)")
     ax.margins(y=0.1)
     ax.set_ylabel("mean activation")
@@ -115,13 +123,20 @@ def _figure(mean: np.ndarray, order: np.ndarray, layer: str, images: int):
 
 @vizkit.hookimpl
 def register_analyses(register) -> None:
-    register(vizkit.Analysis(
-        name="channel-stats",
-        description="Per-feature-map activation statistics of a layer: mean, max, fraction positive, dead maps",
-        run=run,
-        inputs="any",
-        options=[
-            vizkit.Option("layer", str, required=True, help="layer whose feature maps to summarise (see `vizkit layers MODEL`)"),
-        ],
-        demo={"layer": "conv5"},
-    ))
+    register(
+        vizkit.Analysis(
+            name="channel-stats",
+            description="Per-feature-map activation statistics of a layer: mean, max, fraction positive, dead maps",
+            run=run,
+            inputs="any",
+            options=[
+                vizkit.Option(
+                    "layer",
+                    str,
+                    required=True,
+                    help="layer whose feature maps to summarise (see `vizkit layers MODEL`)",
+                ),
+            ],
+            demo={"layer": "conv5"},
+        )
+    )
