@@ -294,7 +294,25 @@ def test_evolution_restores_settings_weights_and_reports_the_snapshot(tmp_path, 
     assert result.meta["model"]["weights"] == str(run_dir / "weights_epoch002.pt")
     assert result.meta["model"]["weights_sha256"] == vizkit.sha256_file(run_dir / "weights_epoch002.pt")
     assert not hasattr(model, "vizkit_weights") or model.vizkit_weights != str(run_dir / "weights_epoch002.pt")
-    assert seen and all(before == after == vizkit.Settings() for before, after in seen)
+    # a run that fails part-way (after loading a snapshot) also gives the caller's weights back
+    for fail_at in (1, 4, 9):
+        calls = {"n": 0}
+
+        def bomb(module, args, _at=fail_at, calls=calls):
+            calls["n"] += 1
+            if calls["n"] > _at:
+                raise _Explode(f"forward {calls['n']}")
+
+        handle = model.conv1.register_forward_pre_hook(bomb)
+        try:
+            with pytest.raises(_Explode):
+                vizkit.run("evolution", model, app=app, data=offline_photo_list, run=str(run_dir), maps=2, sample=6)
+        finally:
+            handle.remove()
+        assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items()), fail_at
+        assert model.training
+        assert_no_hooks(model)
+    assert len(seen) == 4 and all(before == after == vizkit.Settings() for before, after in seen)
 
 
 def test_configured_is_scoped_and_nests():

@@ -64,7 +64,11 @@ class Preprocess:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """An image file as RGB (greyscale, RGBA and palette images are converted)."""
+    """An image file as RGB (greyscale, RGBA and palette images are converted).
+
+    Args:
+        path: the image file; a missing file, a folder or an unreadable image is a UsageError.
+    """
     path = Path(path)
     if not path.exists():
         raise UsageError(f"image not found: {path}")
@@ -79,7 +83,12 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def load_images(paths: Sequence[str | os.PathLike], preprocess: Preprocess) -> Tensor:
-    """Several image files as one preprocessed batch [N, 3, crop, crop]."""
+    """Several image files as one preprocessed batch [N, 3, crop, crop].
+
+    Args:
+        paths: the image files, in batch order (at least one).
+        preprocess: the resize / crop / normalisation applied to each image.
+    """
     if not paths:
         raise UsageError("no images given")
     return torch.stack([preprocess(load_image(p)) for p in paths])
@@ -112,6 +121,12 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
     """The images under ``source``: a folder, an ImageFolder tree, or a text file of paths.
 
     Order is deterministic (sorted paths; the text file's own order), so indices are stable.
+
+    Args:
+        source: a folder (searched recursively; an ImageFolder tree when every image is in a
+            sub-folder, whose names become the classes), or a text file of image paths, one per
+            line (relative to the file's folder; blank lines and ``#`` comments skipped).
+        preprocess: how the dataset's items are preprocessed; None: the ImageNet default.
     """
     root = Path(source)
     preprocess = preprocess or Preprocess()
@@ -143,7 +158,11 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line: ``name`` or ``wnid<TAB>name`` (the name is kept)."""
+    """Class names, one per line: ``name`` or ``wnid<TAB>name`` (the name is kept).
+
+    Args:
+        path: a UTF-8 text file; blank lines are skipped, and an empty file is a UsageError.
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"labels file not found: {path}")
@@ -158,16 +177,36 @@ def read_labels(path: str | os.PathLike) -> list[str]:
 
 
 def check_labels(labels: Sequence[str] | None, num_classes: int) -> None:
+    """Refuse class names that do not match the model's outputs one to one (a UsageError), so a
+    wrong labels file is caught before it mislabels every figure.
+
+    Args:
+        labels: the class names; None (no labels) always passes.
+        num_classes: how many outputs the model's classifier has.
+    """
     if labels is not None and len(labels) != num_classes:
         raise UsageError(f"{len(labels)} labels given but the model has {num_classes} outputs")
 
 
 def label_name(labels: Sequence[str] | None, index: int) -> str:
+    """How figures and summaries name a class: its label, or ``class <index>`` without one.
+
+    Args:
+        labels: the class names, or None when there are none.
+        index: the class index (an index outside ``labels`` gets the ``class <index>`` form).
+    """
     return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
 
 
 def resolve_target(target: str | int, labels: Sequence[str] | None, num_classes: int) -> int | None:
-    """``auto`` -> None (use the model's top-1), an index, or a class name from the labels."""
+    """``auto`` -> None (use the model's top-1), an index, or a class name from the labels.
+
+    Args:
+        target: ``"auto"``, a class index (an int or its digits), or a class name, matched
+            case-insensitively against ``labels`` (the first match wins).
+        labels: the class names; needed only when ``target`` is a name.
+        num_classes: how many outputs the model has; an index outside it is a UsageError.
+    """
     if isinstance(target, int):
         index = target
     elif str(target).lower() == "auto":

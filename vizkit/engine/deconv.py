@@ -68,11 +68,24 @@ def project(
 ) -> Projection:
     """Deconvnet projections of ``channels`` of ``layer`` for every image in ``x``.
 
-    ``target="max"`` projects each map's strongest activation (the paper's default);
-    ``position=(row, col)`` one given unit of every map, or a list / [k,2] tensor of one unit per
-    channel, or a [B,k,2] tensor of one unit per image and channel; ``target="map"`` the whole
-    map. ``channels`` may also be a [B,k] tensor: different maps for each image. Each chunk of
-    ``chunk`` images is run forward once; each map is then one pass down.
+    Each chunk of ``chunk`` images is run forward once; each map is then one pass down.
+
+    Args:
+        im: the instrumented model (:func:`vizkit.instrument`).
+        x: the [B,3,H,W] preprocessed input batch.
+        layer: the layer (or alias) whose feature maps are projected.
+        channels: the k feature maps to project, the same for every image, or a [B,k] tensor:
+            different maps for each image.
+        position: None: each map's strongest unit (``target="max"``) or the whole map
+            (``target="map"``); ``(row, col)``: that unit of every map; a list / [k,2] tensor: one
+            unit per channel; a [B,k,2] tensor: one unit per image and channel.
+        target: ``"max"`` (the paper's default: the strongest activation) or ``"map"`` (the
+            whole map); ignored when ``position`` is given.
+        method: ``"autograd"`` (works through any graph) or ``"explicit"`` (the paper's op-by-op
+            reverse pass, an independent check; it names any op it cannot reverse).
+        rule: a :class:`~vizkit.engine.rules.ProjectionRule` or a built-in one's name:
+            ``"deconvnet"`` (the paper's), ``"guided"`` or ``"gradient"``.
+        chunk: how many images each forward pass holds (bounds memory).
     """
     if method not in ("autograd", "explicit"):
         raise UsageError(f"unknown projection method '{method}'; use 'autograd' or 'explicit'")
@@ -453,6 +466,11 @@ def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
     The paper's contrast scaling: the signal is signed and centred on zero, so it is scaled
     symmetrically about grey, with the ``quantile`` of its non-zero magnitudes at full contrast
     (a few extreme pixels do not wash the rest out), and clipped.
+
+    Args:
+        projection: one or more projections, [.., 3, H, W] in input space (e.g.
+            ``Projection.images``); each [3, H, W] image is scaled on its own.
+        quantile: the quantile of non-zero magnitudes shown at full contrast (1.0: the maximum).
     """
     shape = projection.shape
     flat = projection.detach().float().reshape(-1, shape[-3] * shape[-2] * shape[-1])
@@ -469,7 +487,15 @@ def receptive_boxes(im: Recorder, x: Tensor, layer: str) -> Tensor:
     """For every unit (row, col) of ``layer``'s maps on inputs shaped like ``x``, the box of
     input pixels it can see: an int64 [h, w, 4] tensor of (x0, y0, x1, y1), exclusive ends,
     clipped to the image. Computed from the graph of one forward, so it is right for strided,
-    padded and dilated convolutions and pools, branches and concatenations."""
+    padded and dilated convolutions and pools, branches and concatenations.
+
+    Args:
+        im: the instrumented model (:func:`vizkit.instrument`).
+        x: an input batch [N,3,H,W] of the size to analyse; only its first image is run, and only
+            its shape matters.
+        layer: the layer (or alias) whose units' boxes are wanted; a layer without spatial maps
+            (e.g. fully connected) gives one [1, 1, 4] box covering the whole image.
+    """
     tape = Tape()
     with torch.no_grad():
         output = im.run_capturing(x[:1].detach(), im.resolve_alias(layer), tape=tape)
@@ -487,6 +513,11 @@ def support_box(projection: Tensor, threshold: float = 0.0) -> tuple[int, int, i
     With ``threshold`` only pixels whose magnitude exceeds that fraction of the maximum count.
     For the deconvnet this lies within the activation's receptive field; an all-zero projection
     gives the whole image.
+
+    Args:
+        projection: one [3,H,W] projection (its magnitude is summed over the colour channels).
+        threshold: the fraction of the peak magnitude a pixel must exceed to count (0.0: any
+            non-zero pixel).
     """
     magnitude = projection.detach().abs().sum(dim=0)
     peak = float(magnitude.max()) if magnitude.numel() else 0.0

@@ -189,11 +189,29 @@ def run(
 ) -> Result:
     """Run a registered analysis on ``model`` and return its Result (not yet saved).
 
-    ``images`` are file paths or an already-preprocessed [N,3,H,W] tensor; ``data`` a folder,
-    ImageFolder tree or text file of paths. ``model`` None: the analysis's own default (e.g. the
-    architecture a training run recorded), if it has one. ``seed`` seeds the run's own random
-    generators (``ctx.generator``, ``ctx.rng``); the global ones are left alone. Every hook is
-    removed afterwards and the model is left in the mode it was in, also on error.
+    Every hook is removed afterwards and the model is left in the mode it was in, also on error.
+
+    Args:
+        analysis: the registered analysis's name (``vizkit list`` shows them).
+        model: the model to analyse; None: the analysis's own default (e.g. the architecture a
+            training run recorded), if it has one.
+        images: image file paths or an already-preprocessed [N,3,H,W] tensor, for analyses of
+            single images.
+        data: a folder, ImageFolder tree or text file of paths (see :func:`vizkit.image_list`), or
+            an ImageList, for analyses over a dataset.
+        labels: class names, one per model output; None: those the model was loaded with, if any.
+        preprocess: how image files are turned into tensors; None: the model's own (its
+            ``vizkit_preprocess``), else the ImageNet default.
+        device: where the model and inputs run (``"cpu"``, ``"cuda"``, a ``torch.device``).
+        batch_size: images per forward pass (at least 1).
+        seed: seeds the run's own random generators (``ctx.generator``, ``ctx.rng``); the global
+            ones are left alone.
+        progress: show progress bars on stderr.
+        out: the folder the result will be saved to, for analyses that checkpoint there; None:
+            none is known.
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        **options: the analysis's own options by name (its :class:`Option` s); unknown or missing
+            required ones are a UsageError.
     """
     from vizkit.framework.plugins import get_app
 

@@ -27,13 +27,26 @@ def _app(app: App | None) -> App:
 
 
 def list_models(app: App | None = None, pattern: str = "*") -> list[str]:
-    """Names of the registered models matching a shell-style ``pattern`` (timm style)."""
+    """Names of the registered models matching a shell-style ``pattern`` (timm style).
+
+    Args:
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        pattern: a shell-style pattern such as ``"zf*"``; ``"*"`` lists every name.
+    """
     return sorted(name for name in _app(app).models if fnmatch.fnmatch(name, pattern))
 
 
 def build_model(spec: str, app: App | None = None) -> tuple[nn.Module, ModelEntry | None]:
-    """Instantiate the model a spec names (untrained unless a registered entry ships weights):
-    a registered name, else the first registered source whose form the spec has."""
+    """Instantiate the model a spec names, with its initial weights (load_model applies files):
+    a registered name, else the first registered source whose form the spec has.
+
+    Returns the model and the registered entry it came from (None when a source built it).
+
+    Args:
+        spec: a registered model name (``zfnet``) or a spec form a source understands
+            (``torchvision:<builder>``, ``file.py:factory``, ``package.module:factory``, ...).
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+    """
     if not spec or not isinstance(spec, str):
         raise UsageError("no model given; use e.g. --model zfnet or --model torchvision:alexnet")
     app = _app(app)
@@ -62,11 +75,18 @@ def load_model(
 ) -> nn.Module:
     """A model, in eval mode, from a spec and optional weights / labels.
 
-    ``weights``: a state_dict file, read with ``weights_only=True`` unless ``trust_weights``
-    (default: the registered model's bundled weights, if any). ``labels``: a file of class
-    names (one per line, or ``wnid<TAB>name``) or a list. The model carries what vizkit learnt
-    about it as ``vizkit_spec``, ``vizkit_weights``, ``vizkit_weights_sha256``,
-    ``vizkit_labels`` and ``vizkit_preprocess``.
+    The model carries what vizkit learnt about it as ``vizkit_spec``, ``vizkit_weights``,
+    ``vizkit_weights_sha256``, ``vizkit_labels`` and ``vizkit_preprocess``.
+
+    Args:
+        spec: what to build, as for :func:`build_model` (a registered name or a source's form).
+        weights: a state_dict file, read with ``weights_only=True`` unless ``trust_weights``;
+            None: the registered model's bundled weights, if any (else it stays untrained).
+        labels: a file of class names (one per line, or ``wnid<TAB>name``) or a list of them;
+            None: the registered model's labels, if any.
+        device: where the model is moved (``"cpu"``, ``"cuda"``, a ``torch.device``).
+        trust_weights: allow arbitrary unpickling of ``weights``; only for trusted files.
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
     """
     model, entry = build_model(spec, app)
     weights_path = Path(weights) if weights is not None else (entry.weights if entry else None)

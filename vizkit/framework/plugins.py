@@ -180,7 +180,14 @@ def make_app(
     entry_point_group: str | None = "vizkit",
     extra: Iterable[tuple[str, Any]] = (),
 ) -> App:
-    """A fresh App: a new plugin manager and the registry built from it."""
+    """A fresh App: a new plugin manager and the registry built from it.
+
+    Args:
+        entry_point_group: the entry-point group whose plugins are loaded; None loads none (only
+            vizkit's own contributions and ``extra``, e.g. for an isolated test registry).
+        extra: ``(name, plugin)`` pairs registered after the entry points; a plugin is a module
+            or object with ``@vizkit.hookimpl`` functions.
+    """
     statuses: list[PluginStatus] = []
     pm = make_plugin_manager(entry_point_group, extra, statuses)
     return App(pm, statuses).collect()

@@ -110,7 +110,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def save_torch_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """``torch.save`` that never leaves a truncated file (checkpoints, caches, weights)."""
+    """``torch.save`` that never leaves a truncated file (checkpoints, caches, weights).
+
+    Args:
+        path: the destination file; missing parent folders are created, an existing file replaced.
+        payload: anything ``torch.save`` accepts (a state_dict, a checkpoint dict, tensors).
+    """
     import torch
 
     path = Path(path)
@@ -121,7 +126,12 @@ def save_torch_atomic(path: str | os.PathLike, payload: Any) -> None:
 
 
 def load_result(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A saved result's JSON document and arrays."""
+    """A saved result's JSON document and arrays.
+
+    Args:
+        folder: a folder :meth:`Result.save` wrote (its ``result.json``, and ``arrays.npz`` when
+            the result has arrays; without one the arrays come back empty).
+    """
     folder = Path(folder)
     document = json.loads((folder / RESULT_FILE).read_text())
     arrays: dict[str, np.ndarray] = {}

@@ -138,6 +138,11 @@ def _import_file(path: Path) -> Any:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, so results can say exactly which weights they used.
+
+    Args:
+        path: the file to hash (typically a weights file).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -150,6 +155,10 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
 
     Accepts a bare state_dict or a checkpoint holding one under ``state_dict`` / ``model`` /
     ``model_state_dict``; strips a DataParallel ``module.`` prefix.
+
+    Args:
+        path: the weights file (a state_dict, a checkpoint holding one, or a pickled module).
+        trust: allow arbitrary unpickling; only for files from a trusted source.
     """
     path = Path(path)
     if not path.is_file():
@@ -179,6 +188,14 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
 
 
 def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load weights into ``model`` only if they fit it exactly, so a wrong file fails with a
+    one-line UsageError naming the missing, unexpected and mis-shaped keys instead of half loading.
+
+    Args:
+        model: the module to load into (in place); each tensor is cast to its parameter's dtype.
+        state: the state_dict, e.g. from :func:`read_state_dict`.
+        source: where the weights came from (usually the file path), for the error message.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -200,8 +217,14 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
 
 
 def describe(model: nn.Module, weights: str | os.PathLike | None = None) -> dict[str, Any]:
-    """What result.json records about a model: its spec, class and weights (``weights``: the
-    file whose weights it holds now, when an analysis loaded others than it was built with)."""
+    """What result.json records about a model: its spec, class and weights.
+
+    Args:
+        model: the model, with the ``vizkit_*`` attributes :func:`vizkit.load_model` sets (a
+            model built otherwise is described by its class name).
+        weights: the file whose weights it holds now, when an analysis loaded others than it was
+            built with (hashed here); None: the weights it was loaded with.
+    """
     if weights is not None:
         return {
             "spec": getattr(model, "vizkit_spec", type(model).__name__),

@@ -151,6 +151,10 @@ def clip_feature_scale(model: nn.Module, radius: float = 0.1) -> int:
 
     Applied after each update in the paper's recipe so no first-layer filter comes to dominate.
     Returns how many filters were rescaled.
+
+    Args:
+        model: the model whose ``nn.Conv2d`` filters (all of them, every layer) are clipped in place.
+        radius: the largest RMS a filter may keep, over its input channels and taps (the paper's 1e-1).
     """
     clipped = 0
     for module in model.modules():

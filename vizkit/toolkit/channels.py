@@ -23,7 +23,13 @@ def _indices(text: str) -> list[int]:
 
 
 def parse_channel_spec(text: str | None) -> str | None:
-    """Check a selection's syntax as soon as it is given (the layer's size is known later)."""
+    """Check a selection's syntax as soon as it is given (the layer's size is known later).
+
+    Returns the selection stripped, or None for an empty one; bad syntax is a UsageError.
+
+    Args:
+        text: ``all``, a range like ``0-63``, a list like ``3,7,9``, or a mix; None or blank: none given.
+    """
     if text is None or str(text).strip() == "":
         return None
     text = str(text).strip()
@@ -33,7 +39,12 @@ def parse_channel_spec(text: str | None) -> str | None:
 
 
 def select_channels(spec: str | None, n_channels: int) -> list[int]:
-    """The feature maps a selection names in a layer of ``n_channels`` maps (None: all)."""
+    """The feature maps a selection names in a layer of ``n_channels`` maps (None: all).
+
+    Args:
+        spec: a selection as :func:`parse_channel_spec` accepts it; None or ``all``: every map.
+        n_channels: how many feature maps the layer has; a map beyond it is a UsageError.
+    """
     if spec is None or spec == "all":
         return list(range(n_channels))
     channels = _indices(spec)

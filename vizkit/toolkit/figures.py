@@ -18,7 +18,12 @@ from torch import Tensor
 
 
 def hwc(image: Tensor | np.ndarray) -> np.ndarray:
-    """A [3,H,W] tensor or array in [0, 1] as an [H,W,3] float array for imshow."""
+    """A [3,H,W] tensor or array in [0, 1] as an [H,W,3] float array for imshow.
+
+    Args:
+        image: a [3,H,W] or [1,H,W] (greyscale, repeated to RGB) tensor or array, or one already
+            [H,W,3]; values outside [0, 1] are clipped.
+    """
     array = image.detach().float().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
     if array.ndim == 3 and array.shape[0] in (1, 3):
         array = np.transpose(array, (1, 2, 0))
@@ -29,7 +34,13 @@ def hwc(image: Tensor | np.ndarray) -> np.ndarray:
 
 def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
     """A ``width`` x ``height`` inch figure on its own Agg canvas (not registered with pyplot,
-    so it needs no closing and is freed with its last reference)."""
+    so it needs no closing and is freed with its last reference).
+
+    Args:
+        width: the figure's width in inches.
+        height: the figure's height in inches.
+        dpi: dots per inch, which sets the saved PNG's pixel size.
+    """
     figure = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(figure)
     return figure
@@ -37,7 +48,14 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -> np.ndarray:
     """[n, P, P, 3] tiles in [0,1] as one image of ``rows`` x ceil(n/rows) tiles, row by row,
-    with ``fill``-coloured gaps (Fig. 2 tile blocks, Fig. 4 map x epoch grids)."""
+    with ``fill``-coloured gaps (Fig. 2 tile blocks, Fig. 4 map x epoch grids).
+
+    Args:
+        tiles: the [n, P, P, 3] square tiles, values in [0, 1].
+        rows: how many rows of tiles the mosaic has.
+        gap: the gap between neighbouring tiles, in pixels.
+        fill: the grey level of the gaps and of unused cells (1.0: white).
+    """
     n, size = tiles.shape[0], tiles.shape[1]
     columns = max(1, math.ceil(max(n, 1) / rows))
     canvas = np.full((rows * size + (rows - 1) * gap, columns * size + (columns - 1) * gap, 3), fill, dtype=np.float32)
@@ -48,6 +66,14 @@ def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -
 
 
 def show(ax: Axes, image: Tensor | np.ndarray, title: str | None = None, fontsize: int = 8) -> None:
+    """Draw an image on ``ax`` pixel for pixel (no smoothing, no ticks), as every figure's panels are.
+
+    Args:
+        ax: the axes to draw on.
+        image: a [3,H,W] tensor or array in [0, 1] (anything :func:`hwc` accepts).
+        title: the panel's title; None or empty: no title.
+        fontsize: the title's font size, in points.
+    """
     ax.imshow(hwc(image), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -103,7 +129,17 @@ def projections_beside_patches(
     panel_size: float = 1.6,
 ) -> Figure:
     """The input with each projection's support boxed and numbered, and for each projection the
-    projection cropped to its box beside the image patch under it (the layout of paper Fig. 2)."""
+    projection cropped to its box beside the image patch under it (the layout of paper Fig. 2).
+
+    Args:
+        image: the input image, [3,H,W] in [0, 1] (denormalised).
+        image_title: the title over the input image.
+        projections: one displayable [3,H,W] projection in [0, 1] per box (e.g. from :func:`to_image`).
+        boxes: one (x0, y0, x1, y1) box per projection, exclusive ends, in input pixels.
+        titles: one title per projection, shown numbered in its box's colour.
+        suptitle: the figure's overall title.
+        panel_size: the side of one small panel, in inches (the figure's size follows from it).
+    """
     count = len(projections)
     rows, pairs = grid_shape(count, max_columns=4)
     side = max(2, rows)

@@ -26,7 +26,16 @@ def write_run_info(
     command: list[str] | None = None,
 ) -> None:
     """``run.json``: what a training run is, so that analyses of its snapshots
-    (``vizkit run evolution --run DIR``) need nothing else."""
+    (``vizkit run evolution --run DIR``) need nothing else.
+
+    Args:
+        out: the run folder (it must exist); ``run.json`` is written into it atomically.
+        model_spec: the spec the model was built from (e.g. ``zfnet-compact``), to rebuild it.
+        data: the training data (recorded as an absolute path).
+        settings: the training configuration (JSON-serialisable), recorded as ``config``.
+        preprocess: the preprocessing the model was trained with.
+        command: the command line that started the run, if known.
+    """
     info = {
         "model": model_spec,
         "data": str(Path(data).resolve()),
@@ -38,7 +47,11 @@ def write_run_info(
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
-    """The ``run.json`` of a training run folder (a one-line error if there is none)."""
+    """The ``run.json`` of a training run folder (a one-line error if there is none).
+
+    Args:
+        run_dir: the folder ``vizkit train`` wrote (see :func:`write_run_info`).
+    """
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a vizkit training run (no {RUN_FILE}; vizkit train writes one)")
@@ -50,7 +63,12 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
 
 
 def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
-    """{epoch: weights file} of the snapshots a training run kept, in epoch order."""
+    """{epoch: weights file} of the snapshots a training run kept, in epoch order.
+
+    Args:
+        run_dir: the training run folder; its ``weights_epochNNN.pt`` files are the snapshots
+            (none: an empty dict).
+    """
     found = {}
     for path in Path(run_dir).glob("weights_epoch*.pt"):
         digits = path.stem[len("weights_epoch") :]

@@ -24,7 +24,14 @@ from vizkit.toolkit.topk import RunningTopK
 
 def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor:
     """``image`` [C,H,W] cut to ``box`` (x0, y0, x1, y1), padded to a square on the side(s) the
-    image border clipped (so nothing is stretched), resized to ``size`` x ``size``."""
+    image border clipped (so nothing is stretched), resized to ``size`` x ``size``.
+
+    Args:
+        image: a [C,H,W] image or projection.
+        box: (x0, y0, x1, y1) in pixels, exclusive ends, inside the image (e.g. a receptive box).
+        size: the side of the square result, in pixels.
+        fill: the value of the padding (e.g. 0.0 for a projection, 0.5 grey for an image).
+    """
     x0, y0, x1, y1 = box
     height, width = image.shape[-2:]
     crop = image[:, y0:y1, x0:x1]
@@ -54,7 +61,22 @@ def project_winners(
     projection cut to its receptive box and scaled to max |value| 1 (``projections`` fp16
     [M,k,3,P,P], ``projection_scale``), the image patch under the box (``patches`` uint8
     [M,k,P,P,3]), the activation recomputed by the projection's forward (``recomputed``) and its
-    (row, col) in the map (``position`` [M,k,2])."""
+    (row, col) in the map (``position`` [M,k,2]).
+
+    Args:
+        im: the instrumented model (:func:`vizkit.instrument`).
+        dataset: the images ``state`` was computed over; its indices are ``state.images``.
+        preprocess: the dataset's preprocessing, used to turn inputs back into [0, 1] patches.
+        layer: the layer whose maps ``state`` ranks.
+        channels: the M feature maps of ``layer`` that the rows of ``state`` stand for.
+        state: the running top-k over ``dataset`` of those maps (M rows, k slots each).
+        boxes: the layer's receptive boxes, [h, w, 4] from :func:`vizkit.receptive_boxes`.
+        patch_size: P, the side of every projection and patch, in pixels.
+        rule: the projection rule, or a built-in one's name (``"deconvnet"``: the paper's).
+        batch_size: how many winning images are run together.
+        device: where the winning images are run (the model's device).
+        progress: show a progress bar on stderr.
+    """
     maps, k = state.values.shape[0], state.filled()
     width = boxes.shape[1]
     by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
