@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import vizkit
-from vizkit import new_figure, resolve_target, show
+from vizkit import new_figure, parse_fill, resolve_target, show
 
 
 # ------------------------------------------------------------------------ the grid and the maps
@@ -67,23 +67,6 @@ class OcclusionGrid:
         half = self.stride / 2
         cy, cx = self.centers_y(), self.centers_x()
         return (float(cx[0] - half), float(cx[-1] + half), float(cy[-1] + half), float(cy[0] - half))
-
-
-def parse_fill(text: str, preprocess: vizkit.Preprocess) -> Tensor:
-    """The occluder colour in the model's (normalised) input space, as a [3] tensor."""
-    mean, std = torch.tensor(preprocess.mean), torch.tensor(preprocess.std)
-    text = str(text).strip().lower()
-    if text == "mean":
-        return torch.zeros(3)  # the dataset mean is zero after normalisation
-    if text == "zero":
-        return (0 - mean) / std  # black
-    try:
-        rgb = torch.tensor([float(v) for v in text.split(",")])
-    except ValueError:
-        rgb = torch.tensor([])
-    if rgb.numel() != 3 or bool((rgb < 0).any()) or bool((rgb > 255).any()):
-        raise vizkit.UsageError(f"--fill expects mean, zero, or R,G,B with values 0-255; not '{text}'")
-    return (rgb / 255 - mean) / std
 
 
 def occluded_batch(x: Tensor, corners: list[tuple[int, int]], size: int, fill: Tensor) -> Tensor:

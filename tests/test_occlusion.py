@@ -11,9 +11,10 @@ import torchvision.models as tvm
 
 import vizkit
 from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
+from vizkit import parse_fill
 from vizkit.app.cli import main
 from vizkit.models.zfnet import zfnet
-from vizkit_plugins.occlusion import OcclusionGrid, occluded_batch, occlusion_maps, parse_fill
+from vizkit_plugins.occlusion import OcclusionGrid, occluded_batch, occlusion_maps
 
 
 def reference_maps(model, x, layer, feature_map, target, grid, fill):

@@ -25,6 +25,7 @@ from vizkit.data import (
     label_name,
     load_image,
     load_images,
+    parse_fill,
     read_labels,
     resolve_target,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "models",
     "new_figure",
     "parse_channel_spec",
+    "parse_fill",
     "progress_bar",
     "project",
     "project_winners",

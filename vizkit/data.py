@@ -47,6 +47,28 @@ class Preprocess:
     def __call__(self, image: Image.Image) -> Tensor:
         return self.transform()(image)
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of a ``width`` x ``height`` image after the shorter-side resize
+        (torchvision's rule: the longer side is truncated to an int)."""
+        if width <= height:
+            return self.resize, int(self.resize * height / width)
+        return int(self.resize * width / height), self.resize
+
+    def input_point(self, x: float, y: float, width: int, height: int) -> tuple[float, float]:
+        """Where pixel (``x``, ``y``) of a stored ``width`` x ``height`` image lands in the model's
+        input (resize, then centre crop), in input pixels; outside [0, crop) when cropped away.
+
+        Pixel (x, y) is the square [x, x+1) x [y, y+1); its centre is mapped, so integer input
+        coordinates are pixel centres again.
+        """
+        new_width, new_height = self.resized_size(width, height)
+        mapped = []
+        for value, old, new in ((x, width, new_width), (y, height, new_height)):
+            # torchvision's CenterCrop: offset round((new - crop) / 2), or padding when smaller
+            offset = round((new - self.crop) / 2.0) if new >= self.crop else -((self.crop - new) // 2)
+            mapped.append((value + 0.5) * new / old - 0.5 - offset)
+        return mapped[0], mapped[1]
+
     def denormalize(self, x: Tensor) -> Tensor:
         """Back from the model's input space to displayable [0, 1] RGB."""
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
@@ -223,6 +245,29 @@ def resolve_target(target: str | int, labels: Sequence[str] | None, num_classes:
     if not 0 <= index < num_classes:
         raise UsageError(f"target {index} is out of range (the model has {num_classes} classes)")
     return index
+
+
+def parse_fill(text: str, preprocess: Preprocess) -> Tensor:
+    """An occluder's colour in the model's (normalised) input space, as a [3] tensor.
+
+    Args:
+        text: ``mean`` (the dataset mean: zero after normalisation), ``zero`` (black), or
+            ``R,G,B`` with values 0-255.
+        preprocess: the model's preprocessing, whose mean and std normalise the colour.
+    """
+    mean, std = torch.tensor(preprocess.mean), torch.tensor(preprocess.std)
+    text = str(text).strip().lower()
+    if text == "mean":
+        return torch.zeros(3)
+    if text == "zero":
+        return (0 - mean) / std
+    try:
+        rgb = torch.tensor([float(v) for v in text.split(",")])
+    except ValueError:
+        rgb = torch.tensor([])
+    if rgb.numel() != 3 or bool((rgb < 0).any()) or bool((rgb > 255).any()):
+        raise UsageError(f"--fill expects mean, zero, or R,G,B with values 0-255; not '{text}'")
+    return (rgb / 255 - mean) / std
 
 
 def ensure_device(name: str) -> torch.device:
