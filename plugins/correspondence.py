@@ -251,14 +251,6 @@ def feature_changes(
 
 
 # ------------------------------------------------------------------------------------ analysis
-def _layer_list(value: Any) -> list[str]:
-    names = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(name).strip() for name in names if str(name).strip()]
-    if not names:
-        raise vizkit.UsageError("--layers needs at least one layer, e.g. --layers conv5,fc7")
-    return names
-
-
 def run(
     ctx: vizkit.RunContext,
     landmarks: str,
@@ -279,7 +271,7 @@ def run(
     if not 1 <= size <= crop:
         raise vizkit.UsageError(f"--size must be between 1 and the input size {crop}, not {size}")
     fill_value = parse_fill(fill, preprocess)
-    names = _layer_list(layers)
+    names = vizkit.parse_layers(layers)
 
     # parts mapped to input pixels; a part the crop cuts away is reported and skipped
     mapped: list[dict[str, tuple[float, float]]] = []
@@ -495,7 +487,7 @@ def register_analyses(register: Any) -> None:
                     str,
                     required=True,
                     help="layers to compare, comma-separated (e.g. conv5,fc7)",
-                    parse=_layer_list,
+                    parse=vizkit.parse_layers,
                 ),
                 vizkit.Option("size", int, 40, help="side of each occluding square, in input pixels"),
                 vizkit.Option(

@@ -213,7 +213,14 @@ ANALYSES = {
     "occlusion": {"images": True, "size": 48, "stride": 48, "mode": "batched"},
     "filters": {"images": True},
     "top9": {"data": True, "layer": "conv3", "channels": "0-3", "k": 2, "workers": 0, "patch_size": 16},
+    "correspondence": {"landmarks": True, "layers": "conv3,fc7", "random": 2, "size": 30},
+    "invariance": {"images": True, "layers": "conv1,fc7", "steps": 3, "transforms": "translate,rotate"},
 }
+
+
+def test_every_analysis_is_checked_for_scoped_settings():
+    # a new analysis fails here until it is added to ANALYSES (evolution has its own test below)
+    assert set(vizkit.make_app().analyses) == {*ANALYSES, "evolution"}
 
 
 def _settings_probe(app: vizkit.App) -> list[tuple[vizkit.Settings, vizkit.Settings]]:
@@ -237,15 +244,21 @@ class _Explode(RuntimeError):
 
 
 @pytest.mark.parametrize("name", sorted(ANALYSES))
-def test_settings_are_restored_after_every_analysis_also_on_error(name, bundled_model, photo_path, offline_photo_list):
+def test_settings_are_restored_after_every_analysis_also_on_error(
+    name, bundled_model, photo_path, offline_photo_list, tmp_path
+):
     app = vizkit.make_app()
     seen = _settings_probe(app)
     options = dict(ANALYSES[name])
-    inputs = (
-        {"images": [photo_path]}
-        if options.pop("images", False)
-        else {"data": offline_photo_list if options.pop("data") else None}
-    )
+    inputs: dict = {}
+    if options.pop("images", False):
+        inputs["images"] = [photo_path]
+    if options.pop("data", False):
+        inputs["data"] = offline_photo_list
+    if options.pop("landmarks", False):
+        marks = [{"image": str(path), "eye": [250, 300], "nose": [260, 340]} for path in (photo_path, photo_path)]
+        (tmp_path / "marks.json").write_text(json.dumps(marks))
+        options["landmarks"] = str(tmp_path / "marks.json")
     vizkit.run(name, bundled_model, app=app, batch_size=8, **inputs, **options)
     forwards = 0
     # then fail at each of the first forwards in turn: wherever it stops, nothing is left changed

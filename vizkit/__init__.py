@@ -50,7 +50,7 @@ from vizkit.models import (
 from vizkit.models import describe as describe_model
 from vizkit.models.zfnet import clip_feature_scale
 from vizkit.toolkit import figures
-from vizkit.toolkit.channels import parse_channel_spec, select_channels
+from vizkit.toolkit.channels import parse_channel_spec, parse_layers, select_channels
 from vizkit.toolkit.distributed import ProcessGroup, is_main_process
 from vizkit.toolkit.figures import hwc, new_figure, projections_beside_patches, show, tile_mosaic
 from vizkit.toolkit.progress import progress_bar
@@ -109,6 +109,7 @@ __all__ = [
     "new_figure",
     "parse_channel_spec",
     "parse_fill",
+    "parse_layers",
     "progress_bar",
     "project",
     "project_winners",

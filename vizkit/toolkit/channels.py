@@ -1,6 +1,9 @@
-"""Feature-map selections as users write them: ``all``, ``0-63``, ``3,7,9`` (or a mix)."""
+"""Selections as users write them: feature maps (``all``, ``0-63``, ``3,7,9``, or a mix) and
+lists of layers (``conv5,fc7``)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from vizkit.errors import UsageError
 
@@ -51,3 +54,16 @@ def select_channels(spec: str | None, n_channels: int) -> list[int]:
     if max(channels) >= n_channels:
         raise UsageError(f"channel {max(channels)} is out of range: the layer has {n_channels} feature maps")
     return channels
+
+
+def parse_layers(value: str | Sequence[str] | None) -> list[str]:
+    """A list of layer names from ``"conv5,fc7"`` (the CLI) or a list (Python), order kept.
+
+    Args:
+        value: comma-separated names, or a sequence of names.
+    """
+    names = value.split(",") if isinstance(value, str) else list(value or [])
+    layers = list(dict.fromkeys(str(name).strip() for name in names if str(name).strip()))
+    if not layers:
+        raise UsageError("--layers needs at least one layer name, e.g. --layers conv1,fc7")
+    return layers
