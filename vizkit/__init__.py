@@ -52,7 +52,10 @@ from vizkit.models.zfnet import clip_feature_scale
 from vizkit.toolkit import figures
 from vizkit.toolkit.channels import parse_channel_spec, parse_layers, select_channels
 from vizkit.toolkit.distributed import ProcessGroup, is_main_process
+from vizkit.toolkit.features import CachedFeatures, extract_features, parse_pool, pool_features
 from vizkit.toolkit.figures import hwc, new_figure, projections_beside_patches, show, tile_mosaic
+from vizkit.toolkit.linear import GRID as PROBE_GRID
+from vizkit.toolkit.linear import LinearProbe, Standardizer, fit_probe, mean_class_accuracy, select_probe
 from vizkit.toolkit.progress import progress_bar
 from vizkit.toolkit.runs import read_run_info, snapshot_paths, write_run_info
 from vizkit.toolkit.topk import RunningTopK
@@ -60,8 +63,10 @@ from vizkit.toolkit.winners import crop_to_box, project_winners
 from vizkit.version import __version__
 
 __all__ = [
+    "PROBE_GRID",
     "Analysis",
     "App",
+    "CachedFeatures",
     "DeconvnetRule",
     "GradientRule",
     "GuidedRule",
@@ -69,6 +74,7 @@ __all__ = [
     "IncrementalOcclusion",
     "Instrumented",
     "LayerInfo",
+    "LinearProbe",
     "ModelEntry",
     "ModelSource",
     "Option",
@@ -80,6 +86,7 @@ __all__ = [
     "RunContext",
     "RunningTopK",
     "Settings",
+    "Standardizer",
     "UnknownLayerError",
     "UsageError",
     "VizkitError",
@@ -90,7 +97,9 @@ __all__ = [
     "clip_feature_scale",
     "crop_to_box",
     "describe_model",
+    "extract_features",
     "figures",
+    "fit_probe",
     "get_app",
     "hook_counts",
     "hookimpl",
@@ -105,11 +114,14 @@ __all__ = [
     "load_model",
     "load_result",
     "make_app",
+    "mean_class_accuracy",
     "models",
     "new_figure",
     "parse_channel_spec",
     "parse_fill",
     "parse_layers",
+    "parse_pool",
+    "pool_features",
     "progress_bar",
     "project",
     "project_winners",
@@ -122,6 +134,7 @@ __all__ = [
     "run",
     "save_torch_atomic",
     "select_channels",
+    "select_probe",
     "sha256_file",
     "show",
     "snapshot_paths",

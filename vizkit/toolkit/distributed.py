@@ -57,6 +57,11 @@ class ProcessGroup:
         dist.all_gather(gathered, local)
         return [g.cpu() for g in gathered]
 
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op in a single process)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
     def close(self) -> None:
         if self._owns_group and dist.is_initialized():
             dist.barrier()

@@ -1,0 +1,129 @@
+"""Benchmark: linear probes, vizkit (torch) vs scikit-learn, on the same cached features and folds;
+and feature extraction vs a plain forward.
+
+    python bench/probes.py [--layers features.3,features.7,features.12] [--pool max:4] [--folds 1]
+                           [--train-per-class 30] [--extract-images 320]
+
+Features of the real SqueezeNet over Caltech-101 (``BACKGROUND_Google`` excluded) come from
+vizkit's feature cache (extracted on the first run). For each layer and fold, both libraries choose
+C from the same grid by the same 3-fold stratified cross-validation on the training split (score:
+mean per-class accuracy = scikit-learn's ``balanced_accuracy``), refit on the whole training split
+and are scored on the test split: vizkit's ``select_probe(kind="svm"|"softmax")`` against
+``LinearSVC`` and ``LogisticRegression`` (lbfgs), both after ``StandardScaler``. Prints accuracy and
+fit time of each and the time ratio, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import vizkit
+from common import SHARED, median_time, squeezenet
+from vizkit_plugins.probes import default_cache, draw_folds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", default="features.3,features.7,features.12")
+    parser.add_argument("--pool", default="max:4")
+    parser.add_argument("--folds", type=int, default=1)
+    parser.add_argument("--train-per-class", type=int, default=30)
+    parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--extract-images", type=int, default=320)
+    parser.add_argument(
+        "--skip-sklearn-above", type=int, default=20000, help="feature dims above which sklearn is not run"
+    )
+    args = parser.parse_args()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    model = squeezenet()
+    data = vizkit.image_list(SHARED / "data" / "caltech101", vizkit.Preprocess())
+    targets = np.asarray(data.targets)
+    classes = [i for i, name in enumerate(data.classes) if name != "BACKGROUND_Google"]
+    kept, _, splits = draw_folds(targets, classes, args.train_per_class, args.test_per_class, args.folds, seed=0)
+    used = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
+    subset = vizkit.ImageList([data.paths[i] for i in used], preprocess=data.preprocess)
+    row_of = {int(i): r for r, i in enumerate(used)}
+    layers = vizkit.parse_layers(args.layers)
+    print(
+        f"squeezenet1_0, Caltech-101: {len(kept)} classes, {len(used)} images, pool {args.pool}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+
+    # extraction throughput against a plain no-grad forward over the same images
+    sample = vizkit.ImageList(subset.paths[: args.extract_images], preprocess=data.preprocess)
+    batches = [
+        torch.stack([sample[i][0] for i in range(s, min(len(sample), s + 32))]) for s in range(0, len(sample), 32)
+    ]
+
+    def plain() -> None:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+
+    plain_seconds, _ = median_time(plain, 1)
+    with vizkit.instrument(model) as im:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            vizkit.extract_features(im, model, sample, layers, scratch, pool=args.pool, batch_size=32, workers=2)
+            extract_seconds = time.perf_counter() - started
+        features = vizkit.extract_features(
+            im, model, subset, layers, default_cache(), pool=args.pool, batch_size=32, workers=2
+        )
+    print(
+        f"  extraction of {len(sample)} images (decode included): {len(sample) / extract_seconds:.1f} img/s; "
+        f"plain forward of the same decoded batches: {len(sample) / plain_seconds:.1f} img/s"
+    )
+    grid = vizkit.PROBE_GRID
+    for layer in layers:
+        matrix = np.asarray(features.layer(layer), dtype=np.float32)
+        for fold, (train, test) in enumerate(splits):
+            x_train, x_test = matrix[[row_of[int(i)] for i in train]], matrix[[row_of[int(i)] for i in test]]
+            y_train, y_test = targets[train], targets[test]
+            for kind in ("svm", "softmax"):
+                started = time.perf_counter()
+                probe, c_ours, _ = vizkit.select_probe(
+                    torch.from_numpy(x_train), torch.from_numpy(y_train), kind, grid=grid, cv_folds=3, seed=fold
+                )
+                ours_seconds = time.perf_counter() - started
+                ours, _ = vizkit.mean_class_accuracy(probe.predict(torch.from_numpy(x_test)).numpy(), y_test, kept)
+                line = (
+                    f"  {layer:<14} d={matrix.shape[1]:<6} fold {fold} {kind:<8} vizkit {100 * ours:5.1f}% "
+                    f"(C={c_ours:g}) {ours_seconds:7.1f} s"
+                )
+                if matrix.shape[1] <= args.skip_sklearn_above:
+                    estimator = LinearSVC(C=1.0) if kind == "svm" else LogisticRegression(C=1.0, max_iter=5000)
+                    name = "linearsvc" if kind == "svm" else "logisticregression"
+                    search = GridSearchCV(
+                        make_pipeline(StandardScaler(), estimator),
+                        {f"{name}__C": list(grid)},
+                        cv=StratifiedKFold(3, shuffle=True, random_state=fold),
+                        scoring="balanced_accuracy",
+                        n_jobs=1,
+                    )
+                    started = time.perf_counter()
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        search.fit(x_train, y_train)
+                    theirs_seconds = time.perf_counter() - started
+                    theirs, _ = vizkit.mean_class_accuracy(search.predict(x_test), y_test, kept)
+                    line += (
+                        f" | sklearn {100 * theirs:5.1f}% (C={search.best_params_[f'{name}__C']:g}) "
+                        f"{theirs_seconds:7.1f} s | sklearn / vizkit time = {theirs_seconds / ours_seconds:.1f}x"
+                    )
+                print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

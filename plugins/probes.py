@@ -1,0 +1,288 @@
+"""The ``probes`` analysis: how linearly separable are the classes in each layer's features?
+(paper §8, Table 7)
+
+The model is frozen. For an ImageFolder tree (``--data``, e.g. Caltech-101), ``--folds`` random
+splits draw, per class, ``--train-per-class`` training images and up to ``--test-per-class`` test
+images from the rest (seeded; classes with too few images are reported and dropped; the indices
+are saved). Every image that any fold uses goes through the model once: the features of all
+``--layers`` are written to an on-disk cache (:func:`vizkit.extract_features`), so a second run
+with other classifiers, folds or training sizes skips extraction. For each layer, fold and
+classifier (``svm``: one-vs-rest squared-hinge linear SVM; ``softmax``: multinomial logistic
+regression; both L2, in torch, :mod:`vizkit.toolkit.linear`), the regularisation C is chosen by
+cross-validation on the training split only, the probe is refitted on the whole training split and
+scored by the mean of per-class accuracies on the test split (the paper's metric); the table
+reports mean ± std over folds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import vizkit
+from vizkit import new_figure
+
+CLASSIFIERS = ("svm", "softmax")
+DEFAULT_EXCLUDE = ("BACKGROUND_Google",)
+
+
+def default_cache() -> Path:
+    """``$VIZKIT_CACHE/features``, else ``~/.cache/vizkit/features``."""
+    root = os.environ.get("VIZKIT_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "vizkit") / "features"
+
+
+def draw_folds(
+    targets: np.ndarray, classes: list[int], train_per_class: int, test_per_class: int, folds: int, seed: int
+) -> tuple[list[int], dict[int, int], list[tuple[np.ndarray, np.ndarray]]]:
+    """Per fold and class, ``train_per_class`` training images and up to ``test_per_class`` test
+    images from the rest. Returns the classes kept, the dropped ones with their image counts
+    (fewer than ``train_per_class + 1``), and the (train, test) dataset indices of each fold."""
+    counts = Counter(int(t) for t in targets)
+    kept = [c for c in classes if counts[c] > train_per_class]
+    dropped = {c: counts[c] for c in classes if counts[c] <= train_per_class}
+    rng = np.random.default_rng(seed)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(folds if kept else 0):
+        train, test = [], []
+        for c in kept:
+            order = rng.permutation(np.flatnonzero(targets == c))
+            train.append(order[:train_per_class])
+            test.append(order[train_per_class : train_per_class + test_per_class])
+        out.append((np.concatenate(train), np.concatenate(test)))
+    return kept, dropped, out
+
+
+def run(
+    ctx: vizkit.RunContext,
+    layers: list[str],
+    train_per_class: int,
+    test_per_class: int,
+    folds: int,
+    classifiers: str,
+    pool: str,
+    exclude: tuple[str, ...],
+    cache: str | None,
+    cache_dtype: str,
+    workers: int,
+    cv_folds: int,
+) -> vizkit.Result:
+    kinds = [k.strip() for k in classifiers.split(",") if k.strip()]
+    if not kinds or any(k not in CLASSIFIERS for k in kinds):
+        raise vizkit.UsageError(f"--classifiers takes {', '.join(CLASSIFIERS)} (comma-separated), not '{classifiers}'")
+    if train_per_class < 2 or test_per_class < 1 or folds < 1 or cv_folds < 2:
+        raise vizkit.UsageError(
+            "--train-per-class must be at least 2, --test-per-class and --folds at least 1, --cv-folds at least 2"
+        )
+    if cv_folds > train_per_class:
+        raise vizkit.UsageError(f"--cv-folds ({cv_folds}) cannot exceed --train-per-class ({train_per_class})")
+    vizkit.parse_pool(pool)
+    dataset = ctx.dataset()
+    if not dataset.classes:
+        raise vizkit.UsageError("probes needs an ImageFolder tree (--data DIR with one sub-folder per class)")
+    unknown = [name for name in exclude if name not in dataset.classes]
+    if unknown and tuple(exclude) != DEFAULT_EXCLUDE:  # the default only matters for Caltech-101
+        raise vizkit.UsageError(f"--exclude {unknown[0]}: no such class folder in --data")
+    exclude = tuple(name for name in exclude if name in dataset.classes)
+    targets = np.asarray(dataset.targets)
+    candidates = [i for i, name in enumerate(dataset.classes) if name not in exclude]
+    kept, dropped, splits = draw_folds(targets, candidates, train_per_class, test_per_class, folds, ctx.seed)
+    if len(kept) < 2:
+        raise vizkit.UsageError(f"fewer than two classes have more than {train_per_class} images")
+
+    # every image a fold uses, extracted once (in dataset order, so the cache is shared by any split)
+    used = np.unique(np.concatenate([np.concatenate(split) for split in splits]))
+    subset = vizkit.ImageList([dataset.paths[i] for i in used], preprocess=dataset.preprocess)
+    row_of = {int(index): row for row, index in enumerate(used)}
+    group = vizkit.ProcessGroup.join(ctx.device)
+    try:
+        features = vizkit.extract_features(
+            ctx.instrumented,
+            ctx.model,
+            subset,
+            layers,
+            cache or default_cache(),
+            pool=pool,
+            dtype=cache_dtype,
+            batch_size=ctx.batch_size,
+            workers=workers,
+            device=group.device,
+            progress=ctx.progress,
+            group=group,
+        )
+    finally:
+        group.close()
+    if group.rank != 0:  # only rank 0 fits and writes
+        return vizkit.Result(summary={"rank": group.rank, "seconds_extract": round(features.seconds, 3)})
+
+    started = time.perf_counter()
+    names = features.layers
+    accuracy = np.zeros((len(names), len(kinds), folds), dtype=np.float32)
+    per_class = np.zeros((len(names), len(kinds), folds, len(kept)), dtype=np.float32)
+    chosen_c = np.zeros((len(names), len(kinds), folds), dtype=np.float32)
+    labels = torch.as_tensor(targets)
+    bar = vizkit.progress_bar(total=len(names) * folds * len(kinds), desc="probes", enabled=ctx.progress)
+    for l, layer in enumerate(names):
+        matrix = torch.from_numpy(np.array(features.layer(layer), dtype=np.float32))  # one layer in memory
+        for f, (train, test) in enumerate(splits):
+            x_train = matrix[[row_of[int(i)] for i in train]].to(ctx.device)
+            x_test = matrix[[row_of[int(i)] for i in test]].to(ctx.device)
+            y_train, y_test = labels[train].to(ctx.device), labels[test]
+            for k, kind in enumerate(kinds):
+                probe, c_value, _ = vizkit.select_probe(x_train, y_train, kind, cv_folds=cv_folds, seed=ctx.seed + f)
+                predicted = probe.predict(x_test).cpu()
+                mean, classwise = vizkit.mean_class_accuracy(predicted, y_test, kept)
+                accuracy[l, k, f], per_class[l, k, f], chosen_c[l, k, f] = mean, classwise, c_value
+                bar.update(1)
+        del matrix
+    bar.close()
+    seconds_fit = time.perf_counter() - started
+
+    table = {
+        layer: {
+            kind: {
+                "mean": round(float(accuracy[l, k].mean()), 5),
+                "std": round(float(accuracy[l, k].std()), 5),
+                "C": [float(c) for c in chosen_c[l, k]],
+            }
+            for k, kind in enumerate(kinds)
+        }
+        for l, layer in enumerate(names)
+    }
+    longest_test = max(len(test) for _, test in splits)
+    result = vizkit.Result(
+        summary={
+            "table": table,
+            "layers": names,
+            "classifiers": kinds,
+            "dims": features.dims,
+            "classes": [dataset.classes[c] for c in kept],
+            "dropped_classes": {dataset.classes[c]: n for c, n in dropped.items()},
+            "excluded_classes": list(exclude),
+            "folds": folds,
+            "train_per_class": train_per_class,
+            "test_per_class": test_per_class,
+            "test_images": [len(test) for _, test in splits],
+            "pool": pool,
+            "cv_folds": cv_folds,
+            "seconds_extract": round(features.seconds, 3),
+            "seconds_fit": round(seconds_fit, 3),
+            "cache": {"folder": str(features.folder), "reused": features.reused, "dtype": cache_dtype},
+        },
+        arrays={
+            "accuracy": accuracy,
+            "per_class_accuracy": per_class,
+            "C": chosen_c,
+            "train_index": np.stack([train for train, _ in splits]),
+            "test_index": np.stack(
+                [np.pad(test, (0, longest_test - len(test)), constant_values=-1) for _, test in splits]
+            ),
+        },
+    )
+    result.figures["probes"] = accuracy_figure(names, kinds, accuracy, features.dims, train_per_class, len(kept))
+    result.figures["probes_table"] = table_figure(names, kinds, accuracy, features.dims)
+    return result
+
+
+def accuracy_figure(
+    layers: list[str], kinds: list[str], accuracy: np.ndarray, dims: dict[str, int], train: int, classes: int
+) -> Any:
+    """Table 7 as a plot: mean per-class accuracy against layer, error bars = std over folds."""
+    figure = new_figure(max(6.0, 1.1 * len(layers) + 2), 4.0)
+    ax = figure.add_subplot(1, 1, 1)
+    x = np.arange(len(layers))
+    for k, kind in enumerate(kinds):
+        ax.errorbar(
+            x + (k - (len(kinds) - 1) / 2) * 0.08,
+            100 * accuracy[:, k].mean(axis=1),
+            yerr=100 * accuracy[:, k].std(axis=1),
+            marker="o",
+            capsize=3,
+            linewidth=1.2,
+            label=kind,
+        )
+    ax.set_xticks(x, [f"{layer}\n(d={dims[layer]})" for layer in layers], fontsize=7)
+    ax.set_ylabel("mean per-class accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"Linear probes on frozen features: {classes} classes, {train} training images per class, "
+        f"{accuracy.shape[2]} folds",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def table_figure(layers: list[str], kinds: list[str], accuracy: np.ndarray, dims: dict[str, int]) -> Any:
+    cells = [
+        [f"{dims[layer]}"]
+        + [f"{100 * accuracy[l, k].mean():.1f} ± {100 * accuracy[l, k].std():.1f}" for k in range(len(kinds))]
+        for l, layer in enumerate(layers)
+    ]
+    best = [int(np.argmax(accuracy[:, k].mean(axis=1))) for k in range(len(kinds))]
+    colours = [
+        ["white"] + ["#fff2b3" if best[k] == l else "white" for k in range(len(kinds))] for l in range(len(layers))
+    ]
+    figure = new_figure(2.2 + 1.6 * (len(kinds) + 1), 0.8 + 0.32 * len(layers))
+    ax = figure.add_subplot(1, 1, 1)
+    ax.axis("off")
+    drawn = ax.table(
+        cellText=cells, cellColours=colours, rowLabels=layers, colLabels=["dim", *kinds], loc="center", cellLoc="center"
+    )
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(8)
+    drawn.scale(1.0, 1.4)
+    ax.set_title(
+        "Mean per-class accuracy (%), mean ± std over folds; best layer per classifier highlighted", fontsize=8
+    )
+    return figure
+
+
+@vizkit.hookimpl
+def register_analyses(register: Any) -> None:
+    register(
+        vizkit.Analysis(
+            name="probes",
+            description="Linear probes (SVM, softmax) on each layer's frozen features: accuracy vs depth (Table 7)",
+            run=run,
+            inputs="data",
+            options=[
+                vizkit.Option(
+                    "layers", str, required=True, help="layers to probe, comma-separated", parse=vizkit.parse_layers
+                ),
+                vizkit.Option("train_per_class", int, 30, help="training images per class and fold"),
+                vizkit.Option(
+                    "test_per_class", int, 50, help="test images per class and fold, at most (from the rest)"
+                ),
+                vizkit.Option("folds", int, 5, help="random train/test splits (seeded with --seed)"),
+                vizkit.Option("classifiers", str, "svm,softmax", help="svm (one-vs-rest squared hinge) and/or softmax"),
+                vizkit.Option(
+                    "pool", str, "none", help="none, avg (global average) or max:S (adaptive max-pool to SxS)"
+                ),
+                vizkit.Option(
+                    "exclude",
+                    str,
+                    DEFAULT_EXCLUDE,
+                    multiple=True,
+                    help="class folders to leave out (the paper drops Caltech's background class)",
+                ),
+                vizkit.Option(
+                    "cache",
+                    str,
+                    None,
+                    help="feature cache root (default: $VIZKIT_CACHE/features or ~/.cache/vizkit/features)",
+                ),
+                vizkit.Option("cache_dtype", ("float32", "float16"), "float32", help="how features are stored"),
+                vizkit.Option("workers", int, 2, help="data-loading worker processes"),
+                vizkit.Option("cv_folds", int, 3, help="cross-validation folds on the training split that choose C"),
+            ],
+        )
+    )
