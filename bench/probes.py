@@ -29,6 +29,7 @@ from vizkit_plugins.probes import default_cache, draw_folds
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="squeezenet", help="squeezenet (the real one in ../shared) or a model spec")
     parser.add_argument("--layers", default="features.3,features.7,features.12")
     parser.add_argument("--pool", default="max:4")
     parser.add_argument("--folds", type=int, default=1)
@@ -45,8 +46,8 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    model = squeezenet()
-    data = vizkit.image_list(SHARED / "data" / "caltech101", vizkit.Preprocess())
+    model = squeezenet() if args.model == "squeezenet" else vizkit.load_model(args.model)
+    data = vizkit.image_list(SHARED / "data" / "caltech101", getattr(model, "vizkit_preprocess", None) or vizkit.Preprocess())
     targets = np.asarray(data.targets)
     classes = [i for i, name in enumerate(data.classes) if name != "BACKGROUND_Google"]
     kept, _, splits = draw_folds(targets, classes, args.train_per_class, args.test_per_class, args.folds, seed=0)
@@ -55,7 +56,7 @@ def main() -> None:
     row_of = {int(i): r for r, i in enumerate(used)}
     layers = vizkit.parse_layers(args.layers)
     print(
-        f"squeezenet1_0, Caltech-101: {len(kept)} classes, {len(used)} images, pool {args.pool}, "
+        f"{args.model}, Caltech-101: {len(kept)} classes, {len(used)} images, pool {args.pool}, "
         f"torch threads {torch.get_num_threads()}"
     )
 
