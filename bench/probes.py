@@ -47,7 +47,9 @@ def main() -> None:
     from sklearn.svm import LinearSVC
 
     model = squeezenet() if args.model == "squeezenet" else vizkit.load_model(args.model)
-    data = vizkit.image_list(SHARED / "data" / "caltech101", getattr(model, "vizkit_preprocess", None) or vizkit.Preprocess())
+    data = vizkit.image_list(
+        SHARED / "data" / "caltech101", getattr(model, "vizkit_preprocess", None) or vizkit.Preprocess()
+    )
     targets = np.asarray(data.targets)
     classes = [i for i, name in enumerate(data.classes) if name != "BACKGROUND_Google"]
     kept, _, splits = draw_folds(targets, classes, args.train_per_class, args.test_per_class, args.folds, seed=0)

@@ -161,9 +161,7 @@ def _gram(x: Tensor, standardizer: Standardizer) -> Tensor:
 
 def _collapse(x: Tensor, standardizer: Standardizer, alpha: Tensor) -> Tensor:
     """W = Zᵀ α [d, K], one block of features at a time."""
-    return torch.cat(
-        [standardizer.block(x, start, start + _BLOCK).T @ alpha for start in range(0, x.shape[1], _BLOCK)]
-    )
+    return torch.cat([standardizer.block(x, start, start + _BLOCK).T @ alpha for start in range(0, x.shape[1], _BLOCK)])
 
 
 def _factor(gram: Tensor) -> Tensor:
