@@ -16,7 +16,7 @@ from torch import nn
 
 import vizkit
 import vizkit.app.cli
-from conftest import assert_no_hooks
+from conftest import assert_no_hooks, shipped_photos
 from vizkit.engine.geometry import Window, conv_window, pool_window
 from vizkit.framework import hookspecs
 
@@ -215,6 +215,16 @@ ANALYSES = {
     "top9": {"data": True, "layer": "conv3", "channels": "0-3", "k": 2, "workers": 0, "patch_size": 16},
     "correspondence": {"landmarks": True, "layers": "conv3,fc7", "random": 2, "size": 30},
     "invariance": {"images": True, "layers": "conv1,fc7", "steps": 3, "transforms": "translate,rotate"},
+    "probes": {
+        "tree": True,
+        "layers": "conv5,fc7",
+        "train_per_class": 2,
+        "test_per_class": 1,
+        "folds": 1,
+        "cv_folds": 2,
+        "workers": 0,
+        "classifiers": "softmax",
+    },
 }
 
 
@@ -255,6 +265,15 @@ def test_settings_are_restored_after_every_analysis_also_on_error(
         inputs["images"] = [photo_path]
     if options.pop("data", False):
         inputs["data"] = offline_photo_list
+    if options.pop("tree", False):  # three classes of three crops of the shipped photographs
+        from PIL import Image
+
+        for label, source in zip(("a", "b", "c"), shipped_photos()):
+            (tmp_path / "tree" / label).mkdir(parents=True)
+            for i in range(3):
+                Image.open(source).convert("RGB").rotate(9 * i).save(tmp_path / "tree" / label / f"{i}.jpg")
+        inputs["data"] = tmp_path / "tree"
+        options["cache"] = str(tmp_path / "cache")
     if options.pop("landmarks", False):
         marks = [{"image": str(path), "eye": [250, 300], "nose": [260, 340]} for path in (photo_path, photo_path)]
         (tmp_path / "marks.json").write_text(json.dumps(marks))
@@ -270,6 +289,8 @@ def test_settings_are_restored_after_every_analysis_also_on_error(
             if calls["n"] > _at:
                 raise _Explode(f"forward {calls['n']}")
 
+        if "cache" in options:  # a fresh feature cache, or the features come without a forward
+            options["cache"] = str(tmp_path / f"cache{fail_at}")
         handle = bundled_model.conv1.register_forward_pre_hook(bomb)
         try:
             vizkit.run(name, bundled_model, app=app, batch_size=8, **inputs, **options)

@@ -43,7 +43,11 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 def parse_pool(text: str) -> tuple[str, int]:
-    """``none``, ``avg`` (global average) or ``max:S`` (adaptive max-pool to SxS)."""
+    """The pooling a ``--pool`` value names, as (kind, size).
+
+    Args:
+        text: ``none``, ``avg`` (global average) or ``max:S`` (adaptive max-pool to SxS).
+    """
     text = str(text).strip().lower()
     if text in ("none", "avg"):
         return text, 1
@@ -54,7 +58,12 @@ def parse_pool(text: str) -> tuple[str, int]:
 
 def pool_features(activation: Tensor, pool: str) -> Tensor:
     """A layer's output as [B, D] rows: flattened, after the spatial pooling ``pool`` asks for
-    (fully connected outputs are kept as they are)."""
+    (fully connected outputs are kept as they are).
+
+    Args:
+        activation: [B, C, H, W] maps or [B, C] vectors.
+        pool: ``none``, ``avg`` or ``max:S`` (see :func:`parse_pool`).
+    """
     kind, size = parse_pool(pool)
     if activation.dim() == 4 and kind == "avg":
         activation = activation.mean(dim=(2, 3))
