@@ -125,7 +125,7 @@ def run(
     names = features.layers
     accuracy = np.zeros((len(names), len(kinds), folds), dtype=np.float32)
     per_class = np.zeros((len(names), len(kinds), folds, len(kept)), dtype=np.float32)
-    chosen_c = np.zeros((len(names), len(kinds), folds), dtype=np.float32)
+    chosen_c = np.zeros((len(names), len(kinds), folds), dtype=np.float64)
     labels = torch.as_tensor(targets)
     bar = vizkit.progress_bar(total=len(names) * folds * len(kinds), desc="probes", enabled=ctx.progress)
     for l, layer in enumerate(names):
