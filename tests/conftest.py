@@ -144,3 +144,12 @@ def offline_photo_list(tmp_path_factory) -> Path:
     listing = root / "images.txt"
     listing.write_text("\n".join(str(p) for p in paths))
     return listing
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

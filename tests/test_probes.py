@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from PIL import Image
 
 import vizkit
 import vizkit.toolkit.features as features_module
-from conftest import SHARED, assert_no_hooks, needs_shared, shipped_photos
+from conftest import SHARED, assert_no_hooks, free_port, needs_shared, shipped_photos
 from vizkit.app.cli import main
 from vizkit_plugins.probes import draw_folds
 
@@ -124,12 +123,6 @@ def test_interrupted_extraction_resumes_without_redoing_batches(photo_tree, tmp_
     assert np.array_equal(np.asarray(resumed.layer("conv3")), np.asarray(reference.layer("conv3")))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_processes_fill_the_same_cache_as_one(photo_tree, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun ships with torch"
@@ -177,7 +170,7 @@ def test_torchrun_two_processes_fill_the_same_cache_as_one(photo_tree, tmp_path)
             "--master-addr",
             "127.0.0.1",
             "--master-port",
-            str(_free_port()),
+            str(free_port()),
             "-m",
             "vizkit",
             *common,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections import OrderedDict
@@ -18,7 +17,7 @@ from torch import nn
 
 import vizkit
 import vizkit_plugins.top9 as top9
-from conftest import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared
+from conftest import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, free_port, needs_shared
 
 IMAGENETTE_VAL = SHARED / "data" / "imagenette" / "val"
 
@@ -169,12 +168,6 @@ def test_receptive_fields_known_values_and_dilation():
         assert boxes[row, col].tolist() == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_single_process_result(image_file_list, tmp_path):
     needs_shared(SQUEEZENET_WEIGHTS)
@@ -222,7 +215,7 @@ def test_two_processes_give_the_single_process_result(image_file_list, tmp_path)
             "--master-addr",
             "127.0.0.1",
             "--master-port",
-            str(_free_port()),
+            str(free_port()),
             "-m",
             "vizkit",
             *common,

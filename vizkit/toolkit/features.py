@@ -240,7 +240,3 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
-
-
-def describe_cache(features: CachedFeatures) -> dict[str, Any]:
-    return {"folder": str(features.folder), "reused": features.reused, "dims": features.dims}
