@@ -209,11 +209,13 @@ def run(
     fill = list(preprocess.mean)  # the dataset mean colour, zero after normalisation
     started = time.perf_counter()
     per_image = []
+    first_resized: Tensor | None = None  # the figure's example strip transforms the first image again
     for path in ctx.image_paths:
         picture = vizkit.load_image(path)
         resized = tf.to_dtype(
             tf.to_image(tf.resize(picture, [preprocess.resize], antialias=True)), torch.float32, scale=True
         )
+        first_resized = resized if first_resized is None else first_resized
         per_image.append(measure(ctx, resized, families, layers, fill, normalize))
     n = len(per_image)
     originals = torch.stack([first for _, _, first in per_image])
@@ -273,7 +275,16 @@ def run(
         },
         arrays=arrays,
     )
-    result.figures["invariance"] = curves_figure(ctx, families, layers, arrays, names, normalize, fill)
+    result.figures["invariance"] = curves_figure(
+        ctx,
+        first_resized if first_resized is not None else torch.empty(0),
+        families,
+        layers,
+        arrays,
+        names,
+        normalize,
+        fill,
+    )
     result.figures["invariance_top1"] = top1_figure(ctx, families, arrays, names)
     return result
 
@@ -292,6 +303,7 @@ def _mean(values: list[Any]) -> float | None:
 # ------------------------------------------------------------------------------------ figures
 def curves_figure(
     ctx: vizkit.RunContext,
+    resized: Tensor,
     families: list[Transform],
     layers: list[str],
     arrays: dict[str, np.ndarray],
@@ -304,8 +316,6 @@ def curves_figure(
     figure = new_figure(3.1 * columns, 2.8 * rows + 0.6)
     grid = figure.add_gridspec(rows, columns, width_ratios=[1.7] + [1] * (columns - 1), wspace=0.32, hspace=0.45)
     preprocess = ctx.preprocess
-    first = vizkit.load_image(ctx.image_paths[0])
-    resized = tf.to_dtype(tf.to_image(tf.resize(first, [preprocess.resize], antialias=True)), torch.float32, scale=True)
     colours = [f"C{i}" for i in range(len(names))]
     for r, family in enumerate(families):
         t = family.name
