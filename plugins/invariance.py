@@ -217,6 +217,7 @@ def run(
         )
         first_resized = resized if first_resized is None else first_resized
         per_image.append(measure(ctx, resized, families, layers, fill, normalize))
+    assert first_resized is not None  # run() refuses a call without image files
     n = len(per_image)
     originals = torch.stack([first for _, _, first in per_image])
     classes = originals.shape[1]
@@ -277,7 +278,7 @@ def run(
     )
     result.figures["invariance"] = curves_figure(
         ctx,
-        first_resized if first_resized is not None else torch.empty(0),
+        first_resized,
         families,
         layers,
         arrays,
