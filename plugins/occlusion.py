@@ -16,6 +16,7 @@ changed window cannot be bounded fall back to batched computation from that op o
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -89,50 +90,111 @@ def occlusion_maps(
     mode: str = "exact",
     batch_size: int = 32,
     progress: bool = False,
+    tau: float = 1.0,
+    drill_down: float = 1.0,
+    costs: list[vizkit.OcclusionCost] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per image [N, rows, cols]: ``feature_activity`` (sum of map ``feature_maps[i]`` of
-    ``layer``), ``true_class_prob`` (softmax of ``targets[i]``) and ``top_label``."""
-    if mode not in ("exact", "batched"):
-        raise vizkit.UsageError(f"unknown occlusion mode '{mode}'; use exact or batched")
+    ``layer``), ``true_class_prob`` (softmax of ``targets[i]``) and ``top_label``.
+
+    ``mode="fast"`` is incremental with ``tau`` (projective field thresholding) and, for
+    ``drill_down`` < 1, adaptive drill-down: a pass over every other row and column of the
+    grid, then the full grid only over the ``drill_down`` fraction of positions whose
+    interpolated probability drop is largest; the rest keeps the interpolated coarse values.
+    Each image's :class:`vizkit.OcclusionCost` is appended to ``costs`` when given."""
+    if mode not in MODES:
+        raise vizkit.UsageError(f"unknown occlusion mode '{mode}'; use {', '.join(MODES)}")
+    if not 0 < tau <= 1:
+        raise vizkit.UsageError(f"--tau must be in (0, 1], not {tau}")
+    if not 0 <= drill_down <= 1:
+        raise vizkit.UsageError(f"--drill-down must be in [0, 1], not {drill_down}")
+    if mode != "fast":
+        tau, drill_down = 1.0, 1.0
     n = x.shape[0]
-    activity = np.zeros((n, grid.count), dtype=np.float32)
-    probability = np.zeros((n, grid.count), dtype=np.float32)
-    top = np.zeros((n, grid.count), dtype=np.int64)
-    corners = grid.corners()
-    bar = vizkit.progress_bar(total=n * grid.count, desc="occlusion", enabled=progress)
+    activity = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
+    probability = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
+    top = np.zeros((n, grid.rows, grid.cols), dtype=np.int64)
+    bar = vizkit.progress_bar(total=n * grid.count if drill_down >= 1 else None, desc="occlusion", enabled=progress)
     # batched: full forwards that record the tracked layer only, and no switches
     scope = im.configured(layers=[layer], switches=False) if mode == "batched" else contextlib.nullcontext(im)
     with scope:
         for i in range(n):
-            if mode == "exact":
-                engine = vizkit.IncrementalOcclusion(im, x[i : i + 1], layer)
-                evaluate = lambda part, engine=engine: engine.evaluate(part, grid.size, fill)
+            channel, target = int(feature_maps[i]), int(targets[i])
+            if mode == "batched":
+                evaluate = lambda part, i=i, channel=channel: _batched(im, x[i], layer, part, grid.size, fill, channel)
             else:
-                evaluate = lambda part, i=i: _batched(im, x[i], layer, part, grid.size, fill)
-            for start in range(0, grid.count, batch_size):
-                part = corners[start : start + batch_size]
-                with torch.no_grad():
-                    logits, layer_out = evaluate(part)
-                p = logits.float().softmax(dim=1)
-                window = slice(start, start + len(part))
-                activity[i, window] = layer_out[:, int(feature_maps[i])].sum(dim=(1, 2)).cpu().numpy()
-                probability[i, window] = p[:, int(targets[i])].cpu().numpy()
-                top[i, window] = p.argmax(dim=1).cpu().numpy()
-                bar.update(len(part))
+                engine = vizkit.IncrementalOcclusion(im, x[i : i + 1], layer, tau=tau)
+                evaluate = lambda part, engine=engine, channel=channel: engine.evaluate(
+                    part, grid.size, fill, channel=channel
+                )
+
+            def compute(cells: list[tuple[int, int]], i: int = i, target: int = target, evaluate=evaluate) -> None:
+                for start in range(0, len(cells), batch_size):
+                    part = cells[start : start + batch_size]
+                    with torch.no_grad():
+                        logits, sums = evaluate([grid.top_left(r, c) for r, c in part])
+                    p = logits.float().softmax(dim=1)
+                    rows, cols = np.array(part).T
+                    activity[i, rows, cols] = sums.float().cpu().numpy()
+                    probability[i, rows, cols] = p[:, target].cpu().numpy()
+                    top[i, rows, cols] = p.argmax(dim=1).cpu().numpy()
+                    bar.update(len(part))
+
+            cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
+            if drill_down >= 1:
+                compute(cells)
+            else:
+                coarse_rows, coarse_cols = _coarse(grid.rows), _coarse(grid.cols)
+                compute([(r, c) for r in coarse_rows for c in coarse_cols])
+                for maps in (activity, probability):
+                    maps[i] = _interpolate(maps[i][np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
+                top[i] = _nearest(top[i][np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
+                refine = _to_refine(probability[i], coarse_rows, coarse_cols, drill_down)
+                compute(refine)
+            if costs is not None and mode != "batched":
+                costs.append(engine.cost)
     bar.close()
-    shape = (n, grid.rows, grid.cols)
-    return {
-        "feature_activity": activity.reshape(shape),
-        "true_class_prob": probability.reshape(shape),
-        "top_label": top.reshape(shape),
-    }
+    return {"feature_activity": activity, "true_class_prob": probability, "top_label": top}
+
+
+MODES = ("exact", "fast", "batched")
+FAST_TAU = 0.5  # measured on SqueezeNet, bench/occlusion.py
+FAST_DRILL_DOWN = 0.25
+
+
+def _coarse(count: int) -> list[int]:
+    """Every other index of a grid axis, and the last one (so interpolation covers the edges)."""
+    return sorted(set(range(0, count, 2)) | {count - 1})
+
+
+def _interpolate(values: np.ndarray, rows: list[int], cols: list[int], grid: OcclusionGrid) -> np.ndarray:
+    """A coarse map on ``rows`` x ``cols`` of the grid, linearly interpolated to the whole grid."""
+    along_cols = np.stack([np.interp(np.arange(grid.cols), cols, row) for row in values])
+    return np.stack([np.interp(np.arange(grid.rows), rows, column) for column in along_cols.T], axis=1)
+
+
+def _nearest(values: np.ndarray, rows: list[int], cols: list[int], grid: OcclusionGrid) -> np.ndarray:
+    """A coarse map on ``rows`` x ``cols``, each grid cell taking its nearest coarse cell's value."""
+    near_row = np.abs(np.arange(grid.rows)[:, None] - np.array(rows)[None]).argmin(1)
+    near_col = np.abs(np.arange(grid.cols)[:, None] - np.array(cols)[None]).argmin(1)
+    return values[np.ix_(near_row, near_col)]
+
+
+def _to_refine(probability: np.ndarray, rows: list[int], cols: list[int], fraction: float) -> list[tuple[int, int]]:
+    """The ``fraction`` of grid cells with the lowest (interpolated) probability, i.e. the largest
+    drop, less the coarse cells already computed."""
+    count = round(fraction * probability.size)
+    order = np.argsort(probability, axis=None, kind="stable")[:count]
+    computed = {(r, c) for r in rows for c in cols}
+    cells = [divmod(int(k), probability.shape[1]) for k in order]
+    return sorted(cell for cell in cells if cell not in computed)
 
 
 def _batched(
-    im: vizkit.Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor
+    im: vizkit.Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor, channel: int
 ) -> tuple[Tensor, Tensor]:
     logits = im(occluded_batch(image, corners, size, fill))
-    return logits, im.activation(layer)
+    return logits, im.activation(layer)[:, channel].flatten(1).sum(1)
 
 
 # ----------------------------------------------------------------------------------- analysis
@@ -159,7 +221,17 @@ def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -
 
 
 def run(
-    ctx: vizkit.RunContext, target: str, layer: str | None, size: int, stride: int, fill: str, mode: str
+    ctx: vizkit.RunContext,
+    target: str,
+    layer: str | None,
+    size: int,
+    stride: int,
+    fill: str,
+    mode: str,
+    tau: float,
+    drill_down: float,
+    check: int,
+    explain: bool,
 ) -> vizkit.Result:
     x = ctx.images()
     im = ctx.instrumented
@@ -183,12 +255,31 @@ def run(
     fixed = resolve_target(target, ctx.labels, num_classes)
     targets = logits.argmax(1) if fixed is None else torch.full((x.shape[0],), fixed, dtype=torch.long)
 
+    if check < 0:
+        raise vizkit.UsageError(f"--check must be 0 or more, not {check}")
     grid = OcclusionGrid(height, width, size, stride)
+    costs: list[vizkit.OcclusionCost] = []
     started = time.perf_counter()
     maps = occlusion_maps(
-        im, x, layer, strongest, targets, grid, fill_value, mode=mode, batch_size=ctx.batch_size, progress=ctx.progress
+        im,
+        x,
+        layer,
+        strongest,
+        targets,
+        grid,
+        fill_value,
+        mode=mode,
+        batch_size=ctx.batch_size,
+        progress=ctx.progress,
+        tau=tau,
+        drill_down=drill_down,
+        costs=costs,
     )
     seconds = time.perf_counter() - started
+    fidelity = _fidelity(ctx, x, layer, strongest, targets, grid, fill_value, maps, check) if mode == "fast" else None
+    if explain:
+        for name, cost in zip(ctx.image_names(), costs):
+            print(f"occlusion cost, {name}: {explain_cost(cost)}", file=sys.stderr)
 
     # projection.images[j, i]: the strongest map of image i, projected in image j
     projection = vizkit.project(im, x, layer, strongest.tolist())
@@ -203,6 +294,11 @@ def run(
             "grid": [grid.rows, grid.cols],
             "layer": layer,
             "mode": mode,
+            "tau": tau if mode == "fast" else 1.0,
+            "drill_down": drill_down if mode == "fast" else 1.0,
+            "positions_evaluated": [cost.positions for cost in costs] if costs else [grid.count] * x.shape[0],
+            "cost": [cost.as_dict() for cost in costs],
+            "fidelity": fidelity,
             "seconds_maps": round(seconds, 3),  # the occlusion maps alone (result.json's seconds: the whole run)
             "unoccluded_probability": [float(p) for p in logits.softmax(1)[torch.arange(x.shape[0]), targets]],
             "min_probability": [float(m.min()) for m in maps["true_class_prob"]],
@@ -214,6 +310,56 @@ def run(
         name = "occlusion" if x.shape[0] == 1 else f"occlusion_{index}"
         result.figures[name] = _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value)
     return result
+
+
+def explain_cost(cost: vizkit.OcclusionCost) -> str:
+    """One line: the multiply-adds of a full forward, needed and executed per position, the bound."""
+    numbers = cost.as_dict()
+    return (
+        f"full forward {numbers['macs_full_forward'] / 1e9:.3f} GMAC; per position needed "
+        f"{numbers['macs_needed_per_position'] / 1e9:.3f} GMAC, executed {numbers['macs_executed_per_position'] / 1e9:.3f}"
+        f" GMAC (padding x{numbers['padding_overhead']:.2f}); bound {numbers['bound']:.2f}x full forwards"
+        f" over {cost.positions} positions"
+    )
+
+
+def _fidelity(ctx, x, layer, strongest, targets, grid, fill, maps, check: int) -> dict[str, Any] | None:
+    """Fast mode against exact incremental occlusion at ``check`` random positions (all of them,
+    and SSIM of the maps, when ``check`` covers the grid): what the approximation costs."""
+    if check == 0:
+        return None
+    whole = check >= grid.count
+    cells = np.arange(grid.count) if whole else np.sort(ctx.rng.choice(grid.count, size=check, replace=False))
+    report: dict[str, Any] = {"positions_checked": len(cells), "per_image": []}
+    for i in range(x.shape[0]):
+        engine = vizkit.IncrementalOcclusion(ctx.instrumented, x[i : i + 1], layer)
+        exact_p, exact_a, exact_top = [], [], []
+        for start in range(0, len(cells), ctx.batch_size):
+            part = [grid.top_left(*divmod(int(k), grid.cols)) for k in cells[start : start + ctx.batch_size]]
+            with torch.no_grad():
+                logits, sums = engine.evaluate(part, grid.size, fill, channel=int(strongest[i]))
+            p = logits.float().softmax(1)
+            exact_p.append(p[:, int(targets[i])].cpu().numpy())
+            exact_a.append(sums.float().cpu().numpy())
+            exact_top.append(p.argmax(1).cpu().numpy())
+        fast_p = maps["true_class_prob"][i].reshape(-1)[cells]
+        fast_top = maps["top_label"][i].reshape(-1)[cells]
+        delta = np.abs(fast_p - np.concatenate(exact_p))
+        entry = {
+            "max_abs_delta_p": round(float(delta.max()), 5),
+            "mean_abs_delta_p": round(float(delta.mean()), 5),
+            "top_label_agreement": round(float((fast_top == np.concatenate(exact_top)).mean()), 4),
+        }
+        if whole:
+            shape = (grid.rows, grid.cols)
+            entry["ssim_probability"] = round(
+                vizkit.ssim(maps["true_class_prob"][i], np.concatenate(exact_p).reshape(shape)), 4
+            )
+            entry["ssim_activity"] = round(
+                vizkit.ssim(maps["feature_activity"][i], np.concatenate(exact_a).reshape(shape)), 4
+            )
+        report["per_image"].append(entry)
+    return report
 
 
 def _overlay(ax, image: np.ndarray, values: np.ndarray, grid: OcclusionGrid, title: str, **imshow: Any):
@@ -347,10 +493,32 @@ def register_analyses(register) -> None:
                 ),
                 vizkit.Option(
                     "mode",
-                    ("exact", "batched"),
+                    MODES,
                     "exact",
-                    help="exact: incremental recomputation of changed windows; batched: full forward per position",
+                    help="exact: incremental recomputation of changed windows; fast: approximate incremental "
+                    "(--tau, --drill-down); batched: full forward per position",
                 ),
+                vizkit.Option(
+                    "tau",
+                    float,
+                    FAST_TAU,
+                    help="fast mode: cap each layer's changed window at this fraction of the layer's size (1: off)",
+                ),
+                vizkit.Option(
+                    "drill_down",
+                    float,
+                    FAST_DRILL_DOWN,
+                    help="fast mode: coarse pass at twice the stride, then the stride only over this fraction of "
+                    "positions with the largest probability drop (1: off)",
+                ),
+                vizkit.Option(
+                    "check",
+                    int,
+                    32,
+                    help="fast mode: positions recomputed exactly to report the approximation's error in "
+                    "result.json (0: none; the grid size or more: all, with SSIM)",
+                ),
+                vizkit.Option("explain", bool, False, help="print the multiply-add cost model and its bound"),
             ],
             demo={"size": 48, "stride": 16},
         )

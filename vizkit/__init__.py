@@ -30,7 +30,7 @@ from vizkit.data import (
     resolve_target,
 )
 from vizkit.engine.deconv import Projection, project, receptive_boxes, support_box, to_image
-from vizkit.engine.incremental import IncrementalOcclusion
+from vizkit.engine.incremental import IncrementalOcclusion, OcclusionCost
 from vizkit.engine.instrument import Instrumented, hook_counts, instrument
 from vizkit.engine.recorder import LayerInfo, Settings, UnknownLayerError
 from vizkit.engine.rules import DeconvnetRule, GradientRule, GuidedRule, ProjectionRule
@@ -58,6 +58,7 @@ from vizkit.toolkit.linear import GRID as PROBE_GRID
 from vizkit.toolkit.linear import LinearProbe, Standardizer, fit_probe, mean_class_accuracy, select_probe
 from vizkit.toolkit.progress import progress_bar
 from vizkit.toolkit.runs import read_run_info, snapshot_paths, write_run_info
+from vizkit.toolkit.similarity import ssim
 from vizkit.toolkit.topk import RunningTopK
 from vizkit.toolkit.winners import crop_to_box, project_winners
 from vizkit.version import __version__
@@ -77,6 +78,7 @@ __all__ = [
     "LinearProbe",
     "ModelEntry",
     "ModelSource",
+    "OcclusionCost",
     "Option",
     "Preprocess",
     "ProcessGroup",
@@ -138,6 +140,7 @@ __all__ = [
     "sha256_file",
     "show",
     "snapshot_paths",
+    "ssim",
     "support_box",
     "tile_mosaic",
     "to_image",

@@ -13,6 +13,8 @@ forward would use (Krypton, Nakandala et al., SIGMOD 2019, without its approxima
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,37 +96,51 @@ def _fill(value: Any, lookup: Callable[[int], Tensor]) -> Any:
 
 
 class _Padded:
-    """A cached [1, C, H, W] tensor, padded once per fill value, for gathering blocks from."""
+    """A cached [1, C, H, W] tensor, padded once per fill value, for gathering blocks from.
+
+    Blocks come out channels-last: on CPU, convolutions run 2-2.5x and max pooling ~15x faster
+    on channels-last batches than on NCHW ones of the same shape (measured on SqueezeNet's)."""
 
     def __init__(self, base: Tensor) -> None:
         self.base = base
-        self._padded: dict[float, tuple[int, Tensor]] = {}
+        self._padded: dict[float, tuple[int, Tensor]] = {}  # fill -> (margin, [H + 2m, W + 2m, C])
 
-    def gather(self, y0: Tensor, x0: Tensor, h: int, w: int, pad_value: float = 0.0) -> Tensor:
-        """[P, C, h, w] blocks at (y0[p], x0[p]), ``pad_value`` outside the tensor."""
+    def gather(
+        self, y0: Tensor, x0: Tensor, h: int, w: int, pad_value: float = 0.0, channel: int | None = None
+    ) -> Tensor:
+        """[P, C, h, w] blocks at (y0[p], x0[p]), ``pad_value`` outside the tensor; only
+        channel ``channel`` ([P, 1, h, w]) when given."""
         height, width = self.base.shape[-2:]
         need = max(0, int(-y0.min()), int(-x0.min()), int((y0 + h).max()) - height, int((x0 + w).max()) - width)
-        margin, padded = self._padded.get(pad_value, (-1, self.base[0]))
+        margin, padded = self._padded.get(pad_value, (-1, self.base))
         if need > margin:
             margin = max(need, 8)
-            padded = F.pad(self.base[0], (margin,) * 4, value=pad_value)
+            padded = F.pad(self.base[0], (margin,) * 4, value=pad_value).permute(1, 2, 0).contiguous()
             self._padded[pad_value] = (margin, padded)
-        rows = (y0[:, None] + margin + torch.arange(h, device=padded.device))[:, :, None]
-        cols = (x0[:, None] + margin + torch.arange(w, device=padded.device))[:, None, :]
-        return padded[:, rows, cols].permute(1, 0, 2, 3)
+        if channel is not None:
+            padded = padded[:, :, channel : channel + 1]
+        # one slice per position, stacked: several times faster than advanced indexing on CPU
+        blocks = [padded[a : a + h, b : b + w] for a, b in zip((y0 + margin).tolist(), (x0 + margin).tolist())]
+        return torch.stack(blocks).permute(0, 3, 1, 2)
 
 
 def paste(canvas: Tensor, cy0: Tensor, cx0: Tensor, window: _Window) -> Tensor:
-    """``canvas`` [P, C, Hc, Wc] (top-left at (cy0, cx0)) with ``window`` written over it, clipped."""
-    p, c, hc, wc = canvas.shape
+    """``canvas`` [P, C, Hc, Wc] (top-left at (cy0, cx0)) with ``window`` written over it, clipped.
+    Writes into ``canvas`` (callers pass a fresh tensor) and returns it."""
+    hc, wc = canvas.shape[-2:]
     h, w = window.size
-    rows = window.y0[:, None] - cy0[:, None] + torch.arange(h, device=canvas.device)
-    cols = window.x0[:, None] - cx0[:, None] + torch.arange(w, device=canvas.device)
-    valid = ((rows >= 0) & (rows < hc))[:, :, None] & ((cols >= 0) & (cols < wc))[:, None, :]
-    flat = torch.where(valid, rows[:, :, None] * wc + cols[:, None, :], hc * wc)  # hc*wc: a spare slot
-    buffer = torch.cat([canvas.reshape(p, c, -1), canvas.new_zeros(p, c, 1)], dim=2)
-    buffer.scatter_(2, flat.reshape(p, 1, -1).expand(p, c, -1), window.values.reshape(p, c, -1))
-    return buffer[:, :, :-1].reshape(p, c, hc, wc)
+    rows = (window.y0 - cy0).tolist()
+    cols = (window.x0 - cx0).tolist()
+    for p, (top, left) in enumerate(zip(rows, cols)):
+        r0, r1, c0, c1 = max(top, 0), min(top + h, hc), max(left, 0), min(left + w, wc)
+        if r0 < r1 and c0 < c1:
+            canvas[p, :, r0:r1, c0:c1] = window.values[p, :, r0 - top : r1 - top, c0 - left : c1 - left]
+    return canvas
+
+
+def _same_place(y0: Tensor, x0: Tensor, window: _Window) -> bool:
+    """Whether ``window`` starts at (y0[p], x0[p]) for every position p."""
+    return bool(torch.equal(window.y0, y0) and torch.equal(window.x0, x0))
 
 
 def _span(lo: Tensor, hi: Tensor, limit: int) -> tuple[Tensor, int]:
@@ -134,10 +150,66 @@ def _span(lo: Tensor, hi: Tensor, limit: int) -> tuple[Tensor, int]:
     return lo.clamp(max=limit - size), size
 
 
-class IncrementalOcclusion:
-    """Occlusion of one image evaluated incrementally against its cached forward."""
+def _crop(lo: Tensor, hi: Tensor, limit: int, tau: float) -> tuple[Tensor, Tensor]:
+    """Clip [lo, hi] to [0, limit) and, for tau < 1, centre-crop it to at most ceil(tau * limit)
+    (Krypton's projective field thresholding)."""
+    lo, hi = lo.clamp(min=0), hi.clamp(max=limit - 1)
+    if tau < 1:
+        excess = (hi - lo + 1 - max(1, math.ceil(tau * limit))).clamp(min=0)
+        lo, hi = lo + excess // 2, hi - (excess - excess // 2)
+    return lo, hi
 
-    def __init__(self, im: Recorder, x: Tensor, layer: str) -> None:
+
+@dataclass
+class OcclusionCost:
+    """Multiply-adds of convolutions and linear layers (the ops that dominate a convnet) for one
+    image's occlusion: what a full forward costs, what each position's changed windows need,
+    and what was actually computed (windows padded to their batch's common size, fallbacks)."""
+
+    full: int
+    needed: int = 0
+    executed: int = 0
+    positions: int = 0
+
+    @property
+    def bound(self) -> float:
+        """Speed-up over full forwards if only the needed multiply-adds were done."""
+        return self.full * self.positions / max(1, self.needed)
+
+    def as_dict(self) -> dict[str, float]:
+        per = max(1, self.positions)
+        return {
+            "macs_full_forward": self.full,
+            "macs_needed_per_position": round(self.needed / per),
+            "macs_executed_per_position": round(self.executed / per),
+            "bound": round(self.bound, 3),
+            "padding_overhead": round(self.executed / max(1, self.needed), 3),
+        }
+
+
+def _macs(call: _Call, output: Tensor) -> int:
+    """Multiply-adds of a conv2d or linear call producing ``output``; 0 for other ops."""
+    if call.op == "conv2d":
+        weight = ops.bind("conv2d", call.args, call.kwargs)["weight"]
+        return output.numel() * weight[0].numel()
+    if call.op == "linear":
+        weight = ops.bind("linear", call.args, call.kwargs)["weight"]
+        return output.numel() * weight.shape[-1]
+    return 0
+
+
+class IncrementalOcclusion:
+    """Occlusion of one image evaluated incrementally against its cached forward.
+
+    ``tau`` < 1 caps each convolution's and pooling's changed window at ``tau`` times the
+    layer's width and height, centred (Krypton's projective field thresholding): faster and
+    approximate. ``tau`` = 1 is exact. :attr:`cost` counts the multiply-adds as positions run.
+    """
+
+    def __init__(self, im: Recorder, x: Tensor, layer: str, tau: float = 1.0) -> None:
+        if not 0 < tau <= 1:
+            raise VizkitError(f"tau must be in (0, 1], not {tau}")
+        self.tau = tau
         self.tape = ReplayTape()
         with torch.no_grad():
             output, captured = im.trace(x, self.tape, layer)
@@ -145,8 +217,18 @@ class IncrementalOcclusion:
         if output_node is None or layer_node is None:
             raise VizkitError("incremental occlusion needs a model whose output and layer depend on its input")
         self.output_node, self.layer_node = output_node, layer_node
-        self.base = [call.value for call in self.tape.entries]
+        self.base = [
+            call.value.contiguous(memory_format=torch.channels_last) if call.value.dim() == 4 else call.value
+            for call in self.tape.entries
+        ]
         self._padded = [_Padded(value) if value.dim() == 4 else None for value in self.base]
+        # ops whose output only one later op reads (and that are not returned): their windows,
+        # always computed afresh per batch, may be overwritten in place
+        readers = Counter(parent for call in self.tape.entries for parent in call.parents)
+        self._private = {index for index, n in readers.items() if n == 1 and index not in (0, output_node, layer_node)}
+        self.cost = OcclusionCost(
+            full=sum(_macs(call, call.value) for call in self.tape.entries[: max(output_node, layer_node) + 1])
+        )
 
     def padded(self, index: int) -> _Padded:
         """The cached output of op ``index`` to gather spatial blocks from."""
@@ -154,14 +236,17 @@ class IncrementalOcclusion:
         assert padded is not None, "only image-shaped tensors are gathered from"
         return padded
 
-    def evaluate(self, corners: list[tuple[int, int]], size: int, fill: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits [P, classes] and the layer's output [P, ...] for each occluder position."""
+    def evaluate(
+        self, corners: list[tuple[int, int]], size: int, fill: Tensor, channel: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Logits [P, classes] and the layer's output [P, ...] for each occluder position; with
+        ``channel``, the sum of that channel of the layer [P] instead of the whole output."""
         base0 = self.base[0]
         device, count = base0.device, len(corners)
         y0 = torch.tensor([c[0] for c in corners], device=device)
         x0 = torch.tensor([c[1] for c in corners], device=device)
-        colour = fill.to(device, base0.dtype).reshape(1, 3, 1, 1).expand(count, 3, size, size).clone()
-        states: dict[int, _Window | Tensor] = {0: _Window(y0, x0, colour)}
+        colour = fill.to(device, base0.dtype).reshape(1, 3, 1, 1).expand(count, 3, size, size)
+        states: dict[int, _Window | Tensor] = {0: _Window(y0, x0, colour.contiguous(memory_format=torch.channels_last))}
         last = max(self.output_node, self.layer_node)
         for index in range(1, last + 1):
             call = self.tape.entries[index]
@@ -169,7 +254,24 @@ class IncrementalOcclusion:
             if not changed:
                 continue
             states[index] = self._step(index, call, states, count)
-        return self._full(self.output_node, states, count), self._full(self.layer_node, states, count)
+        self.cost.positions += count
+        logits = self._full(self.output_node, states, count)
+        if channel is None:
+            return logits, self._full(self.layer_node, states, count)
+        return logits, self._channel_sum(self.layer_node, states, count, channel)
+
+    def _channel_sum(self, index: int, states: dict, count: int, channel: int) -> Tensor:
+        """Sum of one channel of op ``index``'s output per position: the cached total plus the
+        window's change, without building the whole output."""
+        state, base = states.get(index), self.base[index]
+        total = base[0, channel].sum()
+        if state is None:
+            return total.expand(count)
+        if isinstance(state, Tensor):
+            return state[:, channel].flatten(1).sum(1)
+        h, w = state.size
+        old = self.padded(index).gather(state.y0, state.x0, h, w, channel=channel)
+        return total + (state.values[:, channel : channel + 1] - old).sum(dim=(1, 2, 3))
 
     # ----------------------------------------------------------------------------- one op
     def _full(self, index: int, states: dict, count: int) -> Tensor:
@@ -194,7 +296,10 @@ class IncrementalOcclusion:
         if spatial and call.op in POINTWISE and len(call.parents) == 1:
             parent = call.parents[0]
             if self.base[parent].shape[-2:] == call.value.shape[-2:]:
-                return _Window(windows[parent].y0, windows[parent].x0, self._call(call, lambda n: windows[n].values))
+                window = windows[parent]
+                if call.op == "relu" and parent in self._private:  # no one else reads it: 3-5x faster
+                    return _Window(window.y0, window.x0, torch.relu_(window.values))
+                return _Window(window.y0, window.x0, self._call(call, lambda n: windows[n].values))
         if spatial and (
             call.op == "add" or (call.op == "cat" and ops.bind("cat", call.args, call.kwargs)["dim"] in (1, -3))
         ):
@@ -211,6 +316,9 @@ class IncrementalOcclusion:
             return call.value + change
         # unbounded or unknown: recompute the whole tensor for every position
         value = self._call(call, lambda n: self._full(n, states, count))
+        macs = _macs(call, value)
+        self.cost.needed += macs
+        self.cost.executed += macs
         return value
 
     def _call(self, call: _Call, lookup: Callable[[int], Tensor]) -> Tensor:
@@ -253,20 +361,25 @@ class IncrementalOcclusion:
         if geometry is None:  # asymmetric 'same' padding
             return None
         h, w = window.size
-        starts, sizes = [], []
+        starts, sizes, extents = [], [], []
         for axis, (origin, length, limit) in enumerate([(window.y0, h, out_h), (window.x0, w, out_w)]):
-            lo, hi = geometry.output_range(axis, origin, origin + length - 1)
+            lo, hi = _crop(*geometry.output_range(axis, origin, origin + length - 1), limit, self.tau)
+            extents.append((hi - lo + 1).clamp(min=0))
             start, size = _span(lo, hi, limit)
             starts.append(start)
             sizes.append(size)
         in_y = geometry.input_range(0, starts[0], starts[0])[0]
         in_x = geometry.input_range(1, starts[1], starts[1])[0]
-        slab = self.padded(parent).gather(
-            in_y, in_x, geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]), pad_value
-        )
-        slab = paste(slab, in_y, in_x, window)
+        extent = (geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]))
+        if extent == (h, w) and _same_place(in_y, in_x, window):  # e.g. a 1x1 conv: the window is the input
+            slab = window.values
+        else:
+            slab = paste(self.padded(parent).gather(in_y, in_x, *extent, pad_value), in_y, in_x, window)
         if call.op == "conv2d":
             values = F.conv2d(slab, p["weight"], p["bias"], geometry.stride, 0, geometry.dilation, p["groups"])
+            per_output = p["weight"][0].numel() * p["weight"].shape[0]
+            self.cost.needed += int((extents[0] * extents[1]).sum()) * per_output
+            self.cost.executed += values.shape[0] * values.shape[-2] * values.shape[-1] * per_output
         else:
             values = F.max_pool2d(slab, geometry.kernel, geometry.stride, 0, geometry.dilation)
         return _Window(starts[0], starts[1], values[:, :, : sizes[0], : sizes[1]])
@@ -282,6 +395,10 @@ class IncrementalOcclusion:
         x0, w = _span(lo_x, hi_x, out_w)
         blocks = {}
         for parent in call.parents:
+            window = windows.get(parent)
+            if window is not None and window.size == (h, w) and _same_place(y0, x0, window):
+                blocks[parent] = window.values  # this parent's window is the union
+                continue
             block = self.padded(parent).gather(y0, x0, h, w)
-            blocks[parent] = paste(block, y0, x0, windows[parent]) if parent in windows else block
+            blocks[parent] = paste(block, y0, x0, window) if window is not None else block
         return _Window(y0, x0, self._call(call, lambda n: blocks[n]))

@@ -1,0 +1,172 @@
+"""Occlusion's cost model and fast mode: projective field thresholding, adaptive drill-down, SSIM."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+import vizkit
+from conftest import assert_no_hooks
+from vizkit.app.cli import main
+from vizkit_plugins.occlusion import OcclusionGrid, _coarse, occluded_batch, occlusion_maps
+
+
+class TwoConvs(nn.Module):
+    """conv 3x3 -> relu -> conv 3x3 -> global average -> linear: small enough to redo by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.conv2(torch.relu(self.conv1(x)))
+        return self.fc(nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def maps_for(model, x, layer, grid, mode, **options):
+    costs: list[vizkit.OcclusionCost] = []
+    with vizkit.instrument(model) as im:
+        maps = occlusion_maps(
+            im, x, layer, torch.tensor([0]), torch.tensor([1]), grid, torch.zeros(3), mode=mode, costs=costs, **options
+        )
+    assert_no_hooks(model)
+    return maps, costs
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "resnet18", "two-convs"])
+def test_fast_mode_with_tau_one_and_no_drill_down_equals_exact(name):
+    model = {"squeezenet": tvm.squeezenet1_0, "resnet18": tvm.resnet18, "two-convs": TwoConvs}[name]().eval()
+    size = 16 if name == "two-convs" else 96
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    layer = {"squeezenet": "features.12", "resnet18": "layer3", "two-convs": "conv2"}[name]
+    grid = OcclusionGrid(size, size, size // 4, size // 8)
+    exact, _ = maps_for(model, x, layer, grid, "exact")
+    fast, _ = maps_for(model, x, layer, grid, "fast", tau=1.0, drill_down=1.0)
+    for key in exact:
+        assert np.array_equal(exact[key], fast[key]), key
+
+
+def test_tau_crops_each_layers_change_to_its_centre_as_written_by_hand():
+    """16x16 input, a 2 px occluder at (6, 6), tau = 0.25: at most 4 rows and columns of each
+    16x16 conv output may change. conv1's change (rows/cols 5..8) fits; conv2's (4..9) is cut
+    to its centre, 5..8, and everything outside keeps the unoccluded values."""
+    model = TwoConvs().eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    occluded = occluded_batch(x[0], [(6, 6)], 2, torch.zeros(3))
+    with torch.no_grad():
+        base1, base2 = model.conv1(x), model.conv2(torch.relu(model.conv1(x)))
+        new1 = model.conv1(occluded)
+        kept1 = base1.clone()
+        kept1[..., 5:9, 5:9] = new1[..., 5:9, 5:9]  # conv1 changes rows 5..8 only: nothing cut
+        new2 = model.conv2(torch.relu(kept1))
+        kept2 = base2.clone()
+        kept2[..., 5:9, 5:9] = new2[..., 5:9, 5:9]
+        expected = model.fc(kept2.mean(dim=(2, 3))).softmax(1)[0, 1]
+        exact = model.conv2(torch.relu(model.conv1(occluded)))
+    with vizkit.instrument(model) as im, torch.no_grad():
+        engine = vizkit.IncrementalOcclusion(im, x, "conv2", tau=0.25)
+        logits, layer = engine.evaluate([(6, 6)], 2, torch.zeros(3))
+    assert torch.allclose(logits.softmax(1)[0, 1], expected, atol=1e-6)
+    assert torch.allclose(layer[0], kept2[0], atol=1e-5)
+    assert (exact[0] - layer[0]).abs().amax() > 1e-3  # the cut made a difference (on the ring 4 and 9)
+    assert_no_hooks(model)
+
+
+def test_cost_model_counts_multiply_adds_by_hand():
+    """conv 3->4 and 4->5 (3x3) on 16x16 and a 5->3 linear: full = 256*4*27 + 256*5*36 + 15.
+    A 2 px occluder at (6, 6) changes conv1 at 4x4 outputs and conv2 at 6x6; the linear layer
+    after the global average is recomputed whole for every position."""
+    model = TwoConvs().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with vizkit.instrument(model) as im, torch.no_grad():
+        engine = vizkit.IncrementalOcclusion(im, x, "conv2")
+        engine.evaluate([(6, 6)], 2, torch.zeros(3))
+    full = 256 * 4 * 27 + 256 * 5 * 36 + 15
+    needed = 16 * 4 * 27 + 36 * 5 * 36 + 15
+    assert engine.cost.full == full and engine.cost.needed == needed and engine.cost.positions == 1
+    assert engine.cost.bound == pytest.approx(full / needed)
+    assert engine.cost.as_dict()["padding_overhead"] == 1.0
+
+
+def test_drill_down_keeps_coarse_values_where_it_does_not_refine():
+    model = TwoConvs().eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    grid = OcclusionGrid(32, 32, 4, 2)  # 15 x 15 positions
+    exact, _ = maps_for(model, x, "conv2", grid, "exact")
+    coarse_only, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.0)
+    rows = cols = _coarse(15)
+    assert rows == [0, 2, 4, 6, 8, 10, 12, 14] and costs[0].positions == 64
+    p, q = exact["true_class_prob"][0], coarse_only["true_class_prob"][0]
+    assert np.allclose(q[np.ix_(rows, cols)], p[np.ix_(rows, cols)], atol=1e-6)  # computed exactly
+    assert q[0, 1] == pytest.approx((p[0, 0] + p[0, 2]) / 2, abs=1e-6)  # between two coarse cells
+    assert q[1, 1] == pytest.approx((p[0, 0] + p[0, 2] + p[2, 0] + p[2, 2]) / 4, abs=1e-6)
+    assert coarse_only["top_label"][0][1, 1] == exact["top_label"][0][0, 0]  # nearest coarse cell (ties: first)
+    assert coarse_only["top_label"][0][1, 3] == exact["top_label"][0][0, 2]
+    refined, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.25)
+    r = refined["true_class_prob"][0]
+    drop_order = np.argsort(q, axis=None, kind="stable")[: round(0.25 * 225)]
+    chosen = np.zeros(225, bool)
+    chosen[drop_order] = True
+    chosen = chosen.reshape(15, 15)
+    chosen[np.ix_(rows, cols)] = True
+    assert np.allclose(r[chosen], p[chosen], atol=1e-6)  # refined cells are exact
+    assert np.array_equal(r[~chosen], q[~chosen])  # the others keep the interpolated coarse values
+    assert costs[0].positions == int(chosen.sum())
+
+
+def test_ssim_hand_examples():
+    a = np.arange(49, dtype=np.float64).reshape(7, 7)
+    assert vizkit.ssim(a, a) == pytest.approx(1.0)
+    # one 7x7 window; b = a + 1: equal variances, so SSIM is the luminance term alone
+    c1 = (0.01 * 48) ** 2
+    assert vizkit.ssim(a + 1, a) == pytest.approx((2 * 24 * 25 + c1) / (24**2 + 25**2 + c1))
+    # anti-correlated: covariance = -variance
+    variance = a.var(ddof=1)
+    c2 = (0.03 * 48) ** 2
+    expected = ((2 * 24 * 24 + c1) * (-2 * variance + c2)) / ((2 * 24**2 + c1) * (2 * variance + c2))
+    assert vizkit.ssim(48 - a, a) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="same shape"):
+        vizkit.ssim(a, a[:6])
+    skimage = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((23, 23)), rng.random((23, 23))
+    assert vizkit.ssim(x, y, data_range=1.0) == pytest.approx(skimage.structural_similarity(x, y, data_range=1.0))
+
+
+def test_fast_mode_from_the_cli_reports_fidelity_and_cost(tmp_path, photo_path, capsys):
+    out = tmp_path / "fast"
+    argv = ["run", "occlusion", "--model", "zfnet-compact", "--image", str(photo_path), "--size", "32"]
+    argv += ["--stride", "16", "--mode", "fast", "--tau", "0.6", "--drill-down", "0.3", "--check", "1000"]
+    assert main([*argv, "--explain", "--out", str(out), "--quiet"]) == 0
+    assert "occlusion cost" in capsys.readouterr().err
+    document = json.loads((out / "result.json").read_text())
+    summary = document.get("summary", document)
+    assert summary["mode"] == "fast" and summary["tau"] == 0.6 and summary["drill_down"] == 0.3
+    (fidelity,) = summary["fidelity"]["per_image"]
+    assert summary["fidelity"]["positions_checked"] == summary["positions"]  # --check covers the grid
+    assert 0 <= fidelity["max_abs_delta_p"] <= 1 and 0 <= fidelity["top_label_agreement"] <= 1
+    assert -1 <= fidelity["ssim_probability"] <= 1 and -1 <= fidelity["ssim_activity"] <= 1
+    assert summary["positions_evaluated"][0] < summary["positions"]
+    cost = summary["cost"][0]
+    assert cost["bound"] > 1 and cost["macs_full_forward"] > cost["macs_needed_per_position"] > 0
+    assert math.isfinite(cost["padding_overhead"])
+
+
+@pytest.mark.parametrize(
+    "option,value", [("--tau", "0"), ("--tau", "1.5"), ("--drill-down", "-0.1"), ("--check", "-1")]
+)
+def test_bad_fast_options_are_one_line_errors(option, value, photo_path, tmp_path, capsys):
+    argv = ["run", "occlusion", "--model", "zfnet-compact", "--image", str(photo_path), "--mode", "fast"]
+    assert main([*argv, option, value, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert option in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
