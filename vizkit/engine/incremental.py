@@ -50,15 +50,31 @@ class _Call:
 
 @dataclass
 class _Window:
-    """Per position p, values[p] is the tensor's [C, h, w] block at (y0[p], x0[p])."""
+    """Per position p, values[p] is the tensor's [C, h, w] block at (y0[p], x0[p]). Blocks of a
+    batch share one size; ``first`` and ``last`` bound, per axis and position, the part of the
+    block that differs from the unoccluded tensor (outside it the block holds cached values).
+    None: the whole block."""
 
     y0: Tensor
     x0: Tensor
     values: Tensor
+    first: tuple[Tensor, Tensor] | None = None
+    last: tuple[Tensor, Tensor] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
         return self.values.shape[-2], self.values.shape[-1]
+
+    def bounds(self, axis: int) -> tuple[Tensor, Tensor]:
+        """The changed rows (axis 0) or columns (axis 1), inclusive, per position."""
+        if self.first is None or self.last is None:
+            origin = self.y0 if axis == 0 else self.x0
+            return origin, origin + self.size[axis] - 1
+        return self.first[axis], self.last[axis]
+
+    def with_values(self, values: Tensor) -> _Window:
+        """The same place and changed part, other values (a point-wise op's output)."""
+        return _Window(self.y0, self.x0, values, self.first, self.last)
 
 
 class ReplayTape(OpRecorder):
@@ -290,7 +306,7 @@ class IncrementalOcclusion:
         spatial = all(isinstance(s, _Window) for s in windows.values()) and call.value.dim() == 4
         if spatial and call.op in ("conv2d", "max_pool2d"):
             (parent,) = call.parents if len(call.parents) == 1 else (None,)
-            sliding = self._sliding(call, parent, windows[parent]) if parent is not None else None
+            sliding = self._sliding(index, call, parent, windows[parent]) if parent is not None else None
             if sliding is not None:
                 return sliding
         if spatial and call.op in POINTWISE and len(call.parents) == 1:
@@ -298,8 +314,8 @@ class IncrementalOcclusion:
             if self.base[parent].shape[-2:] == call.value.shape[-2:]:
                 window = windows[parent]
                 if call.op == "relu" and parent in self._private:  # no one else reads it: 3-5x faster
-                    return _Window(window.y0, window.x0, torch.relu_(window.values))
-                return _Window(window.y0, window.x0, self._call(call, lambda n: windows[n].values))
+                    return window.with_values(torch.relu_(window.values))
+                return window.with_values(self._call(call, lambda n: windows[n].values))
         if spatial and (
             call.op == "add" or (call.op == "cat" and ops.bind("cat", call.args, call.kwargs)["dim"] in (1, -3))
         ):
@@ -344,7 +360,7 @@ class IncrementalOcclusion:
             )
         return args
 
-    def _sliding(self, call: _Call, parent: int, window: _Window) -> _Window | None:
+    def _sliding(self, index: int, call: _Call, parent: int, window: _Window) -> _Window | None:
         """The outputs whose windows meet the parent's changed window, recomputed from the
         cached parent with that window pasted in; None when no window describes the call."""
         out_h, out_w = call.value.shape[-2:]
@@ -361,10 +377,12 @@ class IncrementalOcclusion:
         if geometry is None:  # asymmetric 'same' padding
             return None
         h, w = window.size
-        starts, sizes, extents = [], [], []
-        for axis, (origin, length, limit) in enumerate([(window.y0, h, out_h), (window.x0, w, out_w)]):
-            lo, hi = _crop(*geometry.output_range(axis, origin, origin + length - 1), limit, self.tau)
+        starts, sizes, extents, firsts, lasts = [], [], [], [], []
+        for axis, limit in enumerate((out_h, out_w)):
+            lo, hi = _crop(*geometry.output_range(axis, *window.bounds(axis)), limit, self.tau)
             extents.append((hi - lo + 1).clamp(min=0))
+            firsts.append(lo)
+            lasts.append(hi)
             start, size = _span(lo, hi, limit)
             starts.append(start)
             sizes.append(size)
@@ -382,17 +400,28 @@ class IncrementalOcclusion:
             self.cost.executed += values.shape[0] * values.shape[-2] * values.shape[-1] * per_output
         else:
             values = F.max_pool2d(slab, geometry.kernel, geometry.stride, 0, geometry.dilation)
-        return _Window(starts[0], starts[1], values[:, :, : sizes[0], : sizes[1]])
+        values = values[:, :, : sizes[0], : sizes[1]]
+        if self.tau < 1 and not all(bool((e == size).all()) for e, size in zip(extents, sizes)):
+            # outputs outside a position's capped window keep their unoccluded values, so that a
+            # position's result does not depend on the other positions of its batch
+            inside = [
+                (torch.arange(size, device=values.device) >= (first - start)[:, None])
+                & (torch.arange(size, device=values.device) < (first - start + extent)[:, None])
+                for first, start, extent, size in zip(firsts, starts, extents, sizes)
+            ]
+            mask = inside[0][:, None, :, None] & inside[1][:, None, None, :]
+            values = torch.where(mask, values, self.padded(index).gather(starts[0], starts[1], *sizes))
+        return _Window(starts[0], starts[1], values, (firsts[0], firsts[1]), (lasts[0], lasts[1]))
 
     def _union(self, call: _Call, windows: dict, count: int) -> _Window:
         out_h, out_w = call.value.shape[-2:]
         changed = list(windows.values())
-        lo_y = torch.stack([s.y0 for s in changed]).min(0).values
-        hi_y = torch.stack([s.y0 + s.size[0] - 1 for s in changed]).max(0).values
-        lo_x = torch.stack([s.x0 for s in changed]).min(0).values
-        hi_x = torch.stack([s.x0 + s.size[1] - 1 for s in changed]).max(0).values
-        y0, h = _span(lo_y, hi_y, out_h)
-        x0, w = _span(lo_x, hi_x, out_w)
+        firsts, lasts = [], []
+        for axis in range(2):
+            firsts.append(torch.stack([window.bounds(axis)[0] for window in changed]).min(0).values)
+            lasts.append(torch.stack([window.bounds(axis)[1] for window in changed]).max(0).values)
+        y0, h = _span(firsts[0], lasts[0], out_h)
+        x0, w = _span(firsts[1], lasts[1], out_w)
         blocks = {}
         for parent in call.parents:
             window = windows.get(parent)
@@ -401,4 +430,4 @@ class IncrementalOcclusion:
                 continue
             block = self.padded(parent).gather(y0, x0, h, w)
             blocks[parent] = paste(block, y0, x0, window) if window is not None else block
-        return _Window(y0, x0, self._call(call, lambda n: blocks[n]))
+        return _Window(y0, x0, self._call(call, lambda n: blocks[n]), (firsts[0], firsts[1]), (lasts[0], lasts[1]))
