@@ -158,8 +158,8 @@ def occlusion_maps(
 
 
 MODES = ("exact", "fast", "batched")
-FAST_TAU = 0.5  # measured on SqueezeNet, bench/occlusion.py
-FAST_DRILL_DOWN = 0.25
+FAST_TAU = 0.6  # mean SSIM 0.90 of p over the 12 benchmark images with FAST_DRILL_DOWN (bench/occlusion.py --fidelity)
+FAST_DRILL_DOWN = 0.2
 
 
 def _coarse(count: int) -> list[int]:
@@ -181,12 +181,17 @@ def _nearest(values: np.ndarray, rows: list[int], cols: list[int], grid: Occlusi
 
 
 def _to_refine(probability: np.ndarray, rows: list[int], cols: list[int], fraction: float) -> list[tuple[int, int]]:
-    """The ``fraction`` of grid cells with the lowest (interpolated) probability, i.e. the largest
-    drop, less the coarse cells already computed."""
+    """The ``fraction`` of grid cells with the largest (interpolated) probability drop in their 3x3
+    neighbourhood, less the coarse cells already computed. Taking the neighbourhood's lowest
+    probability refines the edges of a drop too, where interpolation errs most: on the twelve
+    benchmark images it gives the SSIM of refining 25% by the cell's own drop at 20%."""
+    padded = np.pad(probability, 1, mode="edge")
+    height, width = probability.shape
+    lowest = np.min([padded[i : i + height, j : j + width] for i in range(3) for j in range(3)], axis=0)
     count = round(fraction * probability.size)
-    order = np.argsort(probability, axis=None, kind="stable")[:count]
+    order = np.argsort(lowest, axis=None, kind="stable")[:count]
     computed = {(r, c) for r in rows for c in cols}
-    cells = [divmod(int(k), probability.shape[1]) for k in order]
+    cells = [divmod(int(k), width) for k in order]
     return sorted(cell for cell in cells if cell not in computed)
 
 
