@@ -17,6 +17,7 @@ reports mean ± std over folds.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,6 +60,17 @@ def draw_folds(
     return kept, dropped, out
 
 
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``--grid``: positive C values, comma-separated, returned sorted."""
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise vizkit.UsageError(f"--grid takes positive numbers, comma-separated, not '{text}'") from None
+    if not values or values[0] <= 0 or not all(np.isfinite(values)):
+        raise vizkit.UsageError(f"--grid takes positive numbers, comma-separated, not '{text}'")
+    return tuple(values)
+
+
 def run(
     ctx: vizkit.RunContext,
     layers: list[str],
@@ -72,7 +84,9 @@ def run(
     cache_dtype: str,
     workers: int,
     cv_folds: int,
+    grid: str,
 ) -> vizkit.Result:
+    c_grid = parse_grid(grid)
     kinds = [k.strip() for k in classifiers.split(",") if k.strip()]
     if not kinds or any(k not in CLASSIFIERS for k in kinds):
         raise vizkit.UsageError(f"--classifiers takes {', '.join(CLASSIFIERS)} (comma-separated), not '{classifiers}'")
@@ -135,7 +149,9 @@ def run(
             x_test = matrix[[row_of[int(i)] for i in test]].to(ctx.device)
             y_train, y_test = labels[train].to(ctx.device), labels[test]
             for k, kind in enumerate(kinds):
-                probe, c_value, _ = vizkit.select_probe(x_train, y_train, kind, cv_folds=cv_folds, seed=ctx.seed + f)
+                probe, c_value, _ = vizkit.select_probe(
+                    x_train, y_train, kind, grid=c_grid, cv_folds=cv_folds, seed=ctx.seed + f
+                )
                 predicted = probe.predict(x_test).cpu()
                 mean, classwise = vizkit.mean_class_accuracy(predicted, y_test, kept)
                 accuracy[l, k, f], per_class[l, k, f], chosen_c[l, k, f] = mean, classwise, c_value
@@ -143,6 +159,17 @@ def run(
         del matrix
     bar.close()
     seconds_fit = time.perf_counter() - started
+    # a C chosen at an end of the grid may mean the best one lies beyond it: say so
+    at_edge = {
+        layer: {kind: int(np.isin(chosen_c[l, k], [c_grid[0], c_grid[-1]]).sum()) for k, kind in enumerate(kinds)}
+        for l, layer in enumerate(names)
+    }
+    if any(count for per_layer in at_edge.values() for count in per_layer.values()):
+        print(
+            f"probes: the chosen C was at an end of the grid {list(c_grid)} in some folds (see c_at_grid_edge in "
+            "result.json); widening --grid may raise accuracy",
+            file=sys.stderr,
+        )
 
     table = {
         layer: {
@@ -171,6 +198,8 @@ def run(
             "test_images": [len(test) for _, test in splits],
             "pool": pool,
             "cv_folds": cv_folds,
+            "grid": list(c_grid),
+            "c_at_grid_edge": at_edge,
             "seconds_extract": round(features.seconds, 3),
             "seconds_fit": round(seconds_fit, 3),
             "cache": {"folder": str(features.folder), "reused": features.reused, "dtype": cache_dtype},
@@ -283,6 +312,12 @@ def register_analyses(register: Any) -> None:
                 vizkit.Option("cache_dtype", ("float32", "float16"), "float32", help="how features are stored"),
                 vizkit.Option("workers", int, 2, help="data-loading worker processes"),
                 vizkit.Option("cv_folds", int, 3, help="cross-validation folds on the training split that choose C"),
+                vizkit.Option(
+                    "grid",
+                    str,
+                    ",".join(f"{c:g}" for c in vizkit.PROBE_GRID),
+                    help="C values cross-validation chooses from, comma-separated",
+                ),
             ],
         )
     )

@@ -253,6 +253,8 @@ def test_analysis_end_to_end_and_the_cache_on_a_second_run(photo_tree, tmp_path,
         (["--exclude", "cats"], "--exclude cats: no such class folder"),
         (["--train-per-class", "9"], "fewer than two classes have more than 9 images"),
         (["--layers", "conv9"], "unknown layer 'conv9'"),
+        (["--grid", "0.1,x"], "--grid takes positive numbers"),
+        (["--grid", "0,1"], "--grid takes positive numbers"),
     ],
 )
 def test_bad_options_are_one_line_errors(extra, message, photo_tree, tmp_path, capsys):
@@ -304,6 +306,9 @@ def test_caltech_on_the_real_squeezenet(squeezenet, tmp_path):
     )
     assert_no_hooks(squeezenet)
     table = result["table"]
+    assert result["grid"] == list(vizkit.PROBE_GRID)
+    for layer in ("features.3", "features.12"):  # how many of the 2 folds chose an end of the grid
+        assert all(0 <= result["c_at_grid_edge"][layer][kind] <= 2 for kind in ("svm", "softmax"))
     assert table["features.12"]["softmax"]["mean"] > table["features.3"]["softmax"]["mean"]  # deeper separates better
     assert table["features.12"]["svm"]["mean"] > 0.8
 
