@@ -158,8 +158,11 @@ def occlusion_maps(
 
 
 MODES = ("exact", "fast", "batched")
-FAST_TAU = 0.6  # mean SSIM 0.90 of p over the 12 benchmark images with FAST_DRILL_DOWN (bench/occlusion.py --fidelity)
-FAST_DRILL_DOWN = 0.2
+# Defaults from bench/occlusion.py on SqueezeNet (48 px, stride 8, twelve images): drill-down 0.15
+# alone keeps the mean SSIM of p at 0.906 and runs 2.7x faster than exact; tau < 1 lowers SSIM and,
+# at these 13-55 px maps, costs more in bookkeeping than it saves (tau 0.7: 1.24 s vs 0.98 s).
+FAST_TAU = 1.0
+FAST_DRILL_DOWN = 0.15
 
 
 def _coarse(count: int) -> list[int]:
@@ -198,7 +201,8 @@ def _to_refine(probability: np.ndarray, rows: list[int], cols: list[int], fracti
 def _batched(
     im: vizkit.Instrumented, image: Tensor, layer: str, corners, size: int, fill: Tensor, channel: int
 ) -> tuple[Tensor, Tensor]:
-    logits = im(occluded_batch(image, corners, size, fill))
+    # channels-last: on CPU convolutions and max pooling run several times faster in that layout
+    logits = im(occluded_batch(image, corners, size, fill).contiguous(memory_format=torch.channels_last))
     return logits, im.activation(layer)[:, channel].flatten(1).sum(1)
 
 

@@ -401,16 +401,23 @@ class IncrementalOcclusion:
         else:
             values = F.max_pool2d(slab, geometry.kernel, geometry.stride, 0, geometry.dilation)
         values = values[:, :, : sizes[0], : sizes[1]]
-        if self.tau < 1 and not all(bool((e == size).all()) for e, size in zip(extents, sizes)):
+        if self.tau < 1:
             # outputs outside a position's capped window keep their unoccluded values, so that a
-            # position's result does not depend on the other positions of its batch
-            inside = [
-                (torch.arange(size, device=values.device) >= (first - start)[:, None])
-                & (torch.arange(size, device=values.device) < (first - start + extent)[:, None])
-                for first, start, extent, size in zip(firsts, starts, extents, sizes)
-            ]
-            mask = inside[0][:, None, :, None] & inside[1][:, None, None, :]
-            values = torch.where(mask, values, self.padded(index).gather(starts[0], starts[1], *sizes))
+            # position's result does not depend on the other positions of its batch (only the
+            # positions whose capped window is smaller than the batch's block need it)
+            short = ((extents[0] < sizes[0]) | (extents[1] < sizes[1])).nonzero().flatten()
+            if short.numel():
+                inside = [
+                    (torch.arange(size, device=values.device) >= (first[short] - start[short])[:, None])
+                    & (
+                        torch.arange(size, device=values.device)
+                        < (first[short] - start[short] + extent[short])[:, None]
+                    )
+                    for first, start, extent, size in zip(firsts, starts, extents, sizes)
+                ]
+                mask = inside[0][:, None, :, None] & inside[1][:, None, None, :]
+                base = self.padded(index).gather(starts[0][short], starts[1][short], *sizes)
+                values[short] = torch.where(mask, values[short], base)
         return _Window(starts[0], starts[1], values, (firsts[0], firsts[1]), (lasts[0], lasts[1]))
 
     def _union(self, call: _Call, windows: dict, count: int) -> _Window:
