@@ -83,6 +83,8 @@ class CanonicalModel(nn.Module):
         self.relus = nn.ModuleList()
         self.probability = probability
         self.counting = False
+        self.layer_calls = 0  # how often the layer given to build() ran in its probe forward
+        self.probe_output: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         with _ReluRouter(self):
@@ -90,38 +92,46 @@ class CanonicalModel(nn.Module):
         return logits.softmax(1) if self.probability else logits
 
     @classmethod
-    def build(cls, model: nn.Module, x: Tensor, probability: bool = False) -> CanonicalModel:
-        """The copy for ``model``; one forward of ``x[:1]`` counts its ReLU calls."""
+    def build(cls, model: nn.Module, x: Tensor, probability: bool = False, layer: str | None = None) -> CanonicalModel:
+        """The copy for ``model``. One probe forward of ``x[:1]`` counts its ReLU calls and the
+        calls of module ``layer`` (a UsageError when the copy has no such module)."""
         duplicate = hook_free_copy(model).eval()
         for name, module in list(duplicate.named_modules(remove_duplicate=False)):
             if isinstance(module, nn.ReLU):  # every occurrence of a reused one, too
                 parent, _, child = name.rpartition(".")
                 setattr(duplicate.get_submodule(parent), child, _PlainReLU())
         canonical = cls(duplicate, probability)
+        handle = None
+        if layer is not None:
+
+            def count(*_: Any) -> None:
+                canonical.layer_calls += 1
+
+            handle = canonical.layer(layer).register_forward_hook(count)
         canonical.counting = True
         try:
             with torch.no_grad():
-                canonical(x[:1])
+                output = canonical(x[:1])
         finally:
             canonical.counting = False
+            if handle is not None:
+                handle.remove()
+        canonical.probe_output = output
         return canonical.to(x.device)
 
     def layer(self, name: str) -> nn.Module:
-        return self.model.get_submodule(name)
-
-    def calls_of(self, name: str, x: Tensor) -> int:
-        """How often the module ``name`` runs in one forward of ``x``."""
-        calls = [0]
-        handle = self.layer(name).register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        """The copy's module ``name`` (a UsageError when it has none)."""
         try:
-            with torch.no_grad():
-                self(x)
-        finally:
-            handle.remove()
-        return calls[0]
+            return self.model.get_submodule(name)
+        except AttributeError:
+            raise vizkit.UsageError(
+                f"--layer '{name}' is not a module of the model (a functional call or a repeated one); captum's "
+                "layer methods and the deconvnet column hook a module: pick one from `vizkit layers MODEL`"
+            ) from None
 
 
 _HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_FLAGS = ("_forward_hooks_always_called", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs")
 
 
 def _is_vizkit_hook(hook: Any) -> bool:
@@ -133,10 +143,16 @@ def hook_free_copy(model: nn.Module) -> nn.Module:
     instrumentation put on it (the user's own hooks are copied); the model is not touched."""
     memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
     for module in model.modules():
+        kept: set[int] = set()
         for kind in _HOOK_KINDS:
             hooks = getattr(module, kind, None)
             if hooks:
                 memo[id(hooks)] = OrderedDict((k, v) for k, v in hooks.items() if not _is_vizkit_hook(v))
+                kept.update(memo[id(hooks)])
+        for kind in _HOOK_FLAGS:  # per-hook flags, keyed like the hooks
+            flags = getattr(module, kind, None)
+            if flags:
+                memo[id(flags)] = OrderedDict((k, v) for k, v in flags.items() if k in kept)
     try:
         return copy.deepcopy(model, memo)
     except Exception as error:  # an attribute deepcopy cannot handle
@@ -356,6 +372,7 @@ SIGNS = ("absolute_value", "all", "positive", "negative")
 OVERLAYS = ("blended_heat_map", "heat_map", "masked_image", "alpha_scaling")
 SCORES = ("logit", "probability")
 DECONVNET = "deconvnet"  # the column of vizkit's own projection
+RANDOM_DRAWS = 3  # random deletion orders averaged into the reference curve
 
 
 def parse_methods(text: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -422,10 +439,23 @@ def spearman_matrix(maps: np.ndarray) -> np.ndarray:
     return np.clip(matrix, -1.0, 1.0)
 
 
-def deletion_order(map_2d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flat pixel indices, most |attributed| first; ties in random order."""
-    magnitude = np.abs(map_2d).ravel()
-    return np.lexsort((rng.permutation(magnitude.size), -magnitude))
+def deletion_order(
+    map_2d: np.ndarray | None, rng: np.random.Generator, patch: int = 1, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Flat pixel indices in the order a deletion curve removes them: ``patch`` x ``patch``
+    squares (those at the right and bottom may be cut by the border), the one with the largest
+    mean |attribution| first, ties in random order (``map_2d`` None: the squares of a ``shape``
+    image in random order); inside a square, row by row."""
+    height, width = map_2d.shape if map_2d is not None else shape  # type: ignore[misc]
+    rows, cols = np.divmod(np.arange(height * width), width)
+    square = (rows // patch) * -(-width // patch) + cols // patch
+    count = int(square.max()) + 1
+    score = np.zeros(count)
+    if map_2d is not None:
+        score = np.bincount(square, weights=np.abs(map_2d).ravel(), minlength=count) / np.bincount(square)
+    rank = np.empty(count, dtype=np.int64)
+    rank[np.lexsort((rng.permutation(count), -score))] = np.arange(count)
+    return np.lexsort((np.arange(height * width), rank[square]))
 
 
 def deletion_curve(
@@ -454,12 +484,40 @@ def deletion_curve(
     return torch.cat(probabilities).numpy()
 
 
+def _mean_of_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _best(columns: list[str], auc: np.ndarray, maps: np.ndarray) -> str | None:
+    """The column with the lowest deletion AUC among the maps that are not all zero."""
+    scored = [(float(auc[k]), column) for k, column in enumerate(columns) if np.any(maps[k])]
+    return min(scored)[1] if scored else None
+
+
 def area_under(fractions: np.ndarray, curve: np.ndarray) -> float:
     """Trapezoidal area under a deletion curve over the removed fraction (0 to 1)."""
     return float(np.sum((curve[1:] + curve[:-1]) * np.diff(fractions)) / 2.0)
 
 
 # ----------------------------------------------------------------------------------- analysis
+def resolve_targets(text: str, labels: list[str] | None, logits: Tensor) -> Tensor:
+    """``--target``: auto (each image's top-1), an index or a label name, for every image, or
+    one per image separated by commas (``259,car wheel``)."""
+    n, num_classes = logits.shape
+    try:
+        given = [resolve_target(text, labels, num_classes)]
+    except vizkit.UsageError:
+        if "," not in str(text):
+            raise
+        given = [resolve_target(part.strip(), labels, num_classes) for part in str(text).split(",")]
+    if len(given) not in (1, n):
+        raise vizkit.UsageError(f"give one --target for all images or one per image ({n}), not {len(given)}")
+    given = given * n if len(given) == 1 else given
+    top = logits.argmax(1).tolist()
+    return torch.tensor([top[i] if t is None else t for i, t in enumerate(given)], device=logits.device)
+
+
 def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -> str:
     """The model's declared default (``vizkit_default_layer``), else its last module with
     spatial maps before the classifier that runs once per forward (captum hooks modules)."""
@@ -484,21 +542,24 @@ def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -
     return candidates[-1]
 
 
-def _check_layer(canonical: CanonicalModel, layer: str, x: Tensor) -> nn.Module:
-    try:
-        module = canonical.layer(layer)
-    except AttributeError:
+def _check_canonical(canonical: CanonicalModel, layer: str, logits: Tensor) -> nn.Module:
+    """The copy's ``layer`` module, refused unless it runs once per forward; and the copy's
+    output on the first image must be the model's (a ReLU whose in-place effect the model
+    relies on, without using its result, would change it)."""
+    if canonical.layer_calls != 1:
         raise vizkit.UsageError(
-            f"--layer '{layer}' is not a module of the model (a functional call or a repeated one); captum's layer "
-            "methods and the deconvnet column hook a module: pick one from `vizkit layers MODEL`"
-        ) from None
-    calls = canonical.calls_of(layer, x[:1])
-    if calls != 1:
-        raise vizkit.UsageError(
-            f"--layer '{layer}' runs {calls} times in one forward; captum's layer methods need a module that runs "
-            "once: pick its block or another layer"
+            f"--layer '{layer}' runs {canonical.layer_calls} times in one forward; captum's layer methods need a "
+            "module that runs once: pick its block or another layer"
         )
-    return module
+    expected = logits[:1].softmax(1) if canonical.probability else logits[:1]
+    got = canonical.probe_output
+    scale = float(expected.abs().max()) or 1.0
+    if got is None or got.shape != expected.shape or float((got - expected).abs().max()) > 1e-3 * scale:
+        raise vizkit.VizkitError(
+            "captum's copy of the model (each ReLU call a separate, not in-place module) computes other outputs "
+            "than the model: does it rely on an in-place ReLU whose result it does not use?"
+        )
+    return canonical.layer(layer)
 
 
 def _deconvnet_column(
@@ -558,6 +619,7 @@ def run(
     nt_type: str,
     stdev: float,
     deletion_steps: int,
+    deletion_patch: int,
     sign: str,
     outlier_perc: float,
     overlay: str,
@@ -568,14 +630,14 @@ def run(
     x = ctx.images()
     im = ctx.instrumented
     height, width = x.shape[-2:]
-    for flag, value, least in (
-        ("--steps", steps, 1),
-        ("--samples", samples, 1),
-        ("--deletion-steps", deletion_steps, 1),
-    ):
-        if value < least:
-            raise vizkit.UsageError(f"{flag} must be at least {least}, not {value}")
-    if not 1 <= window <= min(height, width):
+    for flag, value in (("--steps", steps), ("--samples", samples), ("--deletion-steps", deletion_steps)):
+        if value < 1:
+            raise vizkit.UsageError(f"{flag} must be at least 1, not {value}")
+    if deletion_patch < 1:
+        raise vizkit.UsageError(f"--deletion-patch must be at least 1, not {deletion_patch}")
+    deletion_patch = min(deletion_patch, height, width)
+    occluding = any(name.removeprefix(NT_PREFIX) == "occlusion" for name in method)
+    if occluding and not 1 <= window <= min(height, width):
         raise vizkit.UsageError(f"--window must be between 1 and {min(height, width)}, not {window}")
     if stride < 1:
         raise vizkit.UsageError(f"--stride must be at least 1, not {stride}")
@@ -602,13 +664,11 @@ def run(
     activation = im.activation(layer)  # unknown layer -> an error listing the valid ones
     if activation.dim() != 4:
         raise vizkit.UsageError(f"layer '{layer}' has no spatial feature maps (shape {tuple(activation.shape)})")
-    fixed = resolve_target(target, ctx.labels, num_classes)
-    targets = logits.argmax(1) if fixed is None else torch.full((x.shape[0],), fixed, dtype=torch.long)
-    targets = targets.to(x.device)
+    targets = resolve_targets(target, ctx.labels, logits)
     probability = logits.float().softmax(1)[torch.arange(x.shape[0]), targets].tolist()
 
-    canonical = CanonicalModel.build(ctx.model, x, probability=score == "probability")
-    module = _check_layer(canonical, layer, x)
+    canonical = CanonicalModel.build(ctx.model, x, probability=score == "probability", layer=layer)
+    module = _check_canonical(canonical, layer, logits)
     settings = MethodSettings(
         steps=steps,
         baseline=baseline_colour,
@@ -635,6 +695,7 @@ def run(
     started = time.perf_counter()
     projection, units = _deconvnet_column(ctx, canonical, module, x, layer, targets, rule)
     seconds_deconvnet = round(time.perf_counter() - started, 3)
+    seconds_shown = {**seconds, DECONVNET: seconds_deconvnet}
     bar.update(1)
 
     columns = [*method, DECONVNET]
@@ -644,11 +705,26 @@ def run(
     started = time.perf_counter()
     curves = np.zeros((len(columns) + 1, x.shape[0], len(fractions)), dtype=np.float32)
     for i in range(x.shape[0]):
-        orders = [deletion_order(maps[k, i], ctx.rng) for k in range(len(columns))]
-        orders.append(ctx.rng.permutation(height * width))  # the random reference
+        orders = [deletion_order(maps[k, i], ctx.rng, deletion_patch) for k in range(len(columns))]
         for k, order in enumerate(orders):
             curves[k, i] = deletion_curve(im, x[i], order, int(targets[i]), fractions, baseline_colour, ctx.batch_size)
+        curves[-1, i] = np.mean(  # the reference: squares in random order, averaged over a few draws
+            [
+                deletion_curve(
+                    im,
+                    x[i],
+                    deletion_order(None, ctx.rng, deletion_patch, (height, width)),
+                    int(targets[i]),
+                    fractions,
+                    baseline_colour,
+                    ctx.batch_size,
+                )
+                for _ in range(RANDOM_DRAWS)
+            ],
+            axis=0,
+        )
     auc = np.array([[area_under(fractions, curve) for curve in rows] for rows in curves])  # [K + 1, N]
+    relative = auc / np.maximum(curves[:, :, 0], 1e-12)  # the area as a fraction of the unaltered probability
     seconds_deletion = round(time.perf_counter() - started, 3)
     bar.update(1)
     bar.close()
@@ -679,12 +755,18 @@ def run(
                 for i, image in enumerate(names)
             },
             "rank_correlation_mean": {
-                a: {b: float(np.nanmean(correlation[:, p, q])) for q, b in enumerate(columns)}
+                a: {b: _mean_of_finite(correlation[:, p, q]) for q, b in enumerate(columns)}
                 for p, a in enumerate(columns)
             },
             "deletion_fractions": fractions.tolist(),
+            "deletion_patch": deletion_patch,
             "deletion_auc": {name: [round(float(v), 5) for v in auc[k]] for k, name in enumerate(labels)},
-            "deletion_best": [labels[int(np.argmin(auc[: len(columns), i]))] for i in range(x.shape[0])],
+            "deletion_auc_relative": {name: [round(float(v), 4) for v in relative[k]] for k, name in enumerate(labels)},
+            "all_zero": {  # such a map ranks nothing: its deletion order is random, its correlations NaN
+                image: [column for k, column in enumerate(columns) if not np.any(maps[k, i])]
+                for i, image in enumerate(names)
+            },
+            "deletion_best": [_best(columns, auc[:, i], maps[:, i]) for i in range(x.shape[0])],
             "images": names,
         },
         arrays={
@@ -699,10 +781,10 @@ def run(
     )
     shown = {"sign": sign, "outlier_perc": outlier_perc, "overlay": overlay}
     result.figures["attribution"] = _maps_figure(
-        ctx, x, columns, maps, targets, probability, seconds, layer, units, shown, score
+        ctx, x, columns, maps, targets, probability, seconds_shown, layer, units, shown, score
     )
     result.figures["attribution_comparison"] = _comparison_figure(
-        ctx, columns, correlation, fractions, curves, auc, targets
+        ctx, columns, maps, correlation, fractions, curves, auc, targets
     )
     return result
 
@@ -719,8 +801,18 @@ def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc:
         "absolute_value": np.abs(map_2d),
     }[sign]
     if not np.any(selected):  # captum cannot scale an empty map
-        ax.imshow(image.mean(axis=2), cmap="gray", vmin=0, vmax=1)
-        ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", va="center", fontsize=8, color="red")
+        ax.imshow(image.mean(axis=2), cmap="gray", vmin=0, vmax=1, alpha=0.5)
+        ax.text(
+            0.5,
+            0.5,
+            "all zero" if not np.any(map_2d) else f"no {sign} values",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="darkred",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
         ax.set_xticks([]), ax.set_yticks([])
         return
     with warnings.catch_warnings():
@@ -739,8 +831,8 @@ def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc:
 def _maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, units, shown, score):
     names = ctx.image_names()
     n, k = x.shape[0], len(columns)
-    figure = new_figure(1.9 * (k + 1), 2.1 * n + 0.7)
-    grid = figure.add_gridspec(n, k + 1, wspace=0.06, hspace=0.28)
+    figure = new_figure(2.4 * (k + 1), 2.75 * n + 0.5)
+    grid = figure.add_gridspec(n, k + 1, wspace=0.05, hspace=0.3)
     for i in range(n):
         image = vizkit.hwc(ctx.preprocess.denormalize(x[i].cpu()))
         ax = figure.add_subplot(grid[i, 0])
@@ -755,21 +847,21 @@ def _maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, un
             draw_map(ax, maps[j, i], image, **shown)
             if i == 0:
                 if column == DECONVNET:
-                    title = f"vizkit deconvnet\n{layer} map {units[i]['channel']}"
+                    title = f"vizkit deconvnet ({seconds[DECONVNET]:.2f} s)\n{layer} map {units[i]['channel']}"
                 else:
-                    title = f"{column}\n{make_method(column).label}, {seconds[column]:.2f} s"
-                ax.set_title(title, fontsize=7)
+                    title = f"{column}\n{make_method(column).label}\n{seconds[column]:.2f} s"
+                ax.set_title(title, fontsize=8)
             elif column == DECONVNET:
                 ax.set_title(f"map {units[i]['channel']}", fontsize=7)
     figure.suptitle(
-        f"Attributions of the target's {score}, drawn as captum's visualize_image_attr ({shown['overlay']}, sign {shown['sign']}, top {shown['outlier_perc']:g}% clipped); "
+        f"Attributions of the target's {score}, drawn as captum's visualize_image_attr ({shown['overlay']}, sign {shown['sign']}, outlier_perc {shown['outlier_perc']:g}); "
         "last column: vizkit's deconvnet projection of the layer unit contributing most to the target",
         fontsize=8,
     )
     return figure
 
 
-def _comparison_figure(ctx, columns, correlation, fractions, curves, auc, targets):
+def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, targets):
     from matplotlib import colormaps
 
     names = ctx.image_names()
@@ -800,7 +892,8 @@ def _comparison_figure(ctx, columns, correlation, fractions, curves, auc, target
                 style = {"color": "grey", "linestyle": "--"}
             elif column == DECONVNET:
                 style = {"color": "black", "linestyle": ":"}
-            ax.plot(fractions, curves[j, i], label=f"{column} ({auc[j, i]:.3g})", linewidth=1.2, **style)
+            note = ", all zero: random order" if column != "random" and not np.any(maps[j, i]) else ""
+            ax.plot(fractions, curves[j, i], label=f"{column} ({auc[j, i]:.3g}{note})", linewidth=1.2, **style)
         ax.set_xlabel("fraction of pixels removed, most |attributed| first", fontsize=7)
         ax.set_ylabel(f"p({ctx.label(int(targets[i]))})", fontsize=7)
         ax.set_xlim(0, 1), ax.set_ylim(bottom=0)
@@ -814,7 +907,7 @@ def _comparison_figure(ctx, columns, correlation, fractions, curves, auc, target
             title="map (AUC)",
             title_fontsize=6,
         )
-        best = columns[int(np.argmin(auc[:k, i]))]
+        best = _best(columns, auc[:, i], maps[:, i])
         ax.set_title(f"{names[i]}: deletion curves (lower AUC = the model depends on it; best: {best})", fontsize=8)
     return figure
 
@@ -836,13 +929,16 @@ def register_analyses(register) -> None:
                     parse=parse_methods,
                 ),
                 vizkit.Option(
-                    "target", str, "auto", help="class to explain: auto (the model's top-1), an index, or a label name"
+                    "target",
+                    str,
+                    "auto",
+                    help="class to explain: auto (the model's top-1), an index or a label name; or one per image, comma-separated",
                 ),
                 vizkit.Option(
                     "layer",
                     str,
                     None,
-                    help="module for layergradcam, guidedgradcam and the deconvnet column (default: the last conv layer)",
+                    help="module for layergradcam, guidedgradcam and the deconvnet column (default: the model's own, else its last module with spatial maps)",
                 ),
                 vizkit.Option(
                     "score",
@@ -870,7 +966,13 @@ def register_analyses(register) -> None:
                 ),
                 vizkit.Option("stdev", float, 0.15, help="nt-<method>: noise std as a fraction of the input's range"),
                 vizkit.Option(
-                    "deletion_steps", int, 20, help="deletion curve: points between 0 and 100%% of pixels removed"
+                    "deletion_steps", int, 20, help="deletion curve: steps from 0 to 100% of the pixels removed"
+                ),
+                vizkit.Option(
+                    "deletion_patch",
+                    int,
+                    16,
+                    help="deletion curve: pixels go in squares of this side, by mean |attribution| (1: pixel by pixel)",
                 ),
                 vizkit.Option(
                     "sign",
@@ -879,7 +981,12 @@ def register_analyses(register) -> None:
                     help=f"figure: which values to show, as captum's visualize_image_attr: {', '.join(SIGNS)}",
                     parse=_choice("--sign", SIGNS),
                 ),
-                vizkit.Option("outlier_perc", float, 2.0, help="figure: percent of the largest values clipped"),
+                vizkit.Option(
+                    "outlier_perc",
+                    float,
+                    2.0,
+                    help="figure: the largest values, holding this percent of the total, are drawn saturated (captum's outlier_perc)",
+                ),
                 vizkit.Option(
                     "overlay",
                     str,

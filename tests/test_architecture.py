@@ -211,6 +211,7 @@ def test_a_plugin_rule_drives_both_projection_paths_and_the_cli(monkeypatch, cap
 ANALYSES = {
     "deconvnet": {"images": True, "layer": "conv3", "top": 2},
     "occlusion": {"images": True, "size": 48, "stride": 48, "mode": "batched"},
+    "attribution": {"images": True, "method": "saliency,guidedbackprop,layergradcam", "deletion_steps": 2},
     "filters": {"images": True},
     "top9": {"data": True, "layer": "conv3", "channels": "0-3", "k": 2, "workers": 0, "patch_size": 16},
     "correspondence": {"landmarks": True, "layers": "conv3,fc7", "random": 2, "size": 30},

@@ -21,6 +21,7 @@ from vizkit_plugins.attribution import (
     CanonicalModel,
     average_ranks,
     deletion_curve,
+    deletion_order,
     parse_methods,
     spearman_matrix,
 )
@@ -246,6 +247,16 @@ def test_rank_correlation_and_deletion_helpers(random_squeezenet, small_images):
     matrix = spearman_matrix(np.stack([a, 2 * a**3, -a, rng.normal(size=(8, 8)), np.zeros((8, 8))]))
     assert matrix[0, 1] == pytest.approx(1.0) and matrix[0, 2] == pytest.approx(1.0)  # ranks of |map|
     assert abs(matrix[0, 3]) < 0.5 and np.isnan(matrix[0, 4])
+    # squares by mean |map|, ties in random order, each square row by row; None: all in random order
+    attribution = np.zeros((4, 5))
+    attribution[2:, 2:4] = -3.0
+    attribution[0, 4] = 1.0
+    order = deletion_order(attribution, rng, patch=2)
+    assert order[:4].tolist() == [12, 13, 17, 18]  # rows 2-3, columns 2-3
+    assert order[4:6].tolist() == [4, 9]  # the border square (one column wide)
+    assert sorted(order.tolist()) == list(range(20))
+    random_order = deletion_order(None, rng, patch=2, shape=(4, 5))
+    assert sorted(random_order.tolist()) == list(range(20))
     image = small_images[0]
     fractions = np.array([0.0, 0.5, 1.0])
     with vizkit.instrument(random_squeezenet) as im:
@@ -276,17 +287,36 @@ def test_method_names_and_bad_options(random_squeezenet, small_images):
         ({"method": ","}, "at least one method"),
         ({"steps": 0}, "--steps must be at least 1"),
         ({"samples": 0}, "--samples must be at least 1"),
-        ({"window": 65}, "--window must be between 1 and 64"),
+        ({"window": 65, "method": "nt-occlusion"}, "--window must be between 1 and 64"),
         ({"stride": 0}, "--stride must be at least 1"),
         ({"baseline": "grey"}, "--baseline expects"),
         ({"sign": "both"}, "--sign must be one of"),
         ({"overlay": "alpha_scaling", "sign": "all"}, "alpha_scaling"),
         ({"target": "unicorn"}, "no --labels"),
+        ({"target": "1,2,3"}, "one per image \\(2\\), not 3"),
         ({"layer": "features.99"}, "unknown layer"),
     ):
         with pytest.raises(vizkit.UsageError, match=match):
             vizkit.run("attribution", random_squeezenet, images=small_images, **{"method": "saliency", **bad})
     assert_no_hooks(random_squeezenet)
+
+
+def test_a_model_relying_on_an_in_place_relus_side_effect_is_refused():
+    class SideEffect(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y.relu_()  # the result is not used: only the in-place change counts
+            return self.fc(y.mean((2, 3)))
+
+    model = SideEffect().eval()
+    with pytest.raises(vizkit.VizkitError, match="in-place ReLU whose result it does not use"):
+        vizkit.run("attribution", model, images=torch.randn(1, 3, 16, 16), method="saliency", layer="conv")
+    assert_no_hooks(model)
 
 
 def test_layers_captum_cannot_hook_are_refused():
@@ -314,7 +344,7 @@ def test_real_squeezenet_pomeranian(squeezenet):
     )
     assert_no_hooks(squeezenet)
     assert result["target"] == [259] and result["target_name"] == ["Pomeranian"]
-    assert result["probability"][0] > 0.5 and result["layer"] == "features.12"
+    assert result["probability"][0] > 0.1 and result["layer"] == "features.12"
     x = vizkit.load_images([pomeranian], vizkit.Preprocess())
     with vizkit.instrument(squeezenet) as im:
         im(x)
@@ -367,6 +397,8 @@ def test_real_squeezenet_cli_both_images(tmp_path):
         str(sample("car_wheel")),
         "--method",
         "guidedbackprop,layergradcam",
+        "--target",
+        "Pomeranian,car wheel",
         "--deletion-steps",
         "4",
         "--out",
