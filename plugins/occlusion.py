@@ -317,7 +317,10 @@ def run(
     )
     for index in range(x.shape[0]):
         name = "occlusion" if x.shape[0] == 1 else f"occlusion_{index}"
-        result.figures[name] = _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value)
+        how = "exact" if mode != "fast" else f"fast, approximate: tau {tau:g}, drill-down {drill_down:g}"
+        result.figures[name] = _figure(
+            ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value, how
+        )
     return result
 
 
@@ -380,7 +383,7 @@ def _overlay(ax, image: np.ndarray, values: np.ndarray, grid: OcclusionGrid, tit
     return shown
 
 
-def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value):
+def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value, how):
     from matplotlib import colormaps
     from matplotlib.patches import Patch, Rectangle
 
@@ -473,7 +476,11 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
         title="label (positions)",
         title_fontsize=6,
     )
-    figure.suptitle(f"Occlusion sensitivity: {names[index]}, target {ctx.label(int(targets[index]))}", fontsize=10)
+    figure.suptitle(
+        f"Occlusion sensitivity: {names[index]}, target {ctx.label(int(targets[index]))} ({how}, "
+        f"{grid.size}px square, stride {grid.stride})",
+        fontsize=10,
+    )
     return figure
 
 
