@@ -5,9 +5,12 @@ A command, contributed through the ``register_commands`` hook like any plugin's.
 SGD with momentum 0.9, learning rate annealed (x0.1) when validation error plateaus, dropout 0.5
 on fc6/fc7 (in the model), random crops and flips, small-Gaussian initialisation (in the model),
 and feature scale clipping of every conv filter after every step (switchable off). Each epoch
-appends a line to ``metrics.jsonl``, writes ``checkpoint.pt`` (model, optimiser, scheduler, epoch)
-atomically, and keeps a copy of the weights at the snapshot epochs; ``resume`` continues from the
-checkpoint.
+appends a line to ``metrics.jsonl`` (``best`` marks a new best validation accuracy), writes
+``checkpoint.pt`` (model, optimiser, scheduler, epoch, best so far) atomically, keeps ``best.pt``
+(the weights of the best validation epoch) and a copy of the weights at the snapshot epochs;
+``resume`` continues from the checkpoint. ``--schedule cosine`` anneals to 0 over ``--epochs``
+instead of cutting on plateaus; ``--patience`` and ``--min-epochs-before-decay`` tune the plateau
+rule (the bundled model's note: the rate was cut while validation accuracy was still rising).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -52,15 +56,29 @@ class TrainConfig:
     min_crop_scale: float = 0.25
     snapshot_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])
     patience: int = 2
+    schedule: str = "plateau"  # plateau: x0.1 when validation error stops falling; cosine: to 0 over the epochs
+    min_epochs_before_decay: int = 0  # plateau: no decay before this many epochs
     workers: int = 2
     seed: int = 0
     device: str = "cpu"
     limit: int | None = None  # use only this many training images (for quick runs and tests)
 
 
+SCHEDULES = ("plateau", "cosine")
+
+
 def resumable_settings(config: TrainConfig) -> dict:
-    """The settings a resumed run must share with the checkpoint (not epochs, device or workers)."""
-    return {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "workers")}
+    """The settings a resumed run must share with the checkpoint (not device or workers, nor
+    epochs unless the schedule depends on them)."""
+    free = ("device", "workers") if config.schedule == "cosine" else ("epochs", "device", "workers")
+    return {k: v for k, v in asdict(config).items() if k not in free}
+
+
+def make_scheduler(optimiser: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The learning-rate schedule of ``config.schedule`` (stepped once per epoch by :func:`train`)."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.1, patience=config.patience)
 
 
 def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, DataLoader, list[str]]:
@@ -151,8 +169,9 @@ def train(
     optimiser = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.1, patience=config.patience)
+    scheduler = make_scheduler(optimiser, config)
     start_epoch = 1
+    best = {"epoch": 0, "val_accuracy": -1.0}  # the best validation epoch so far (kept in best.pt)
     checkpoint = out / "checkpoint.pt"
     if resume:
         if not checkpoint.exists():
@@ -167,6 +186,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
+        best = state.get("best", best)
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
     spec = model_spec or getattr(model, "vizkit_spec", None)
     if spec:
@@ -195,7 +215,14 @@ def train(
             bar.update(1)
         bar.close()
         val_loss, val_accuracy = evaluate(model, val_loader, device)
-        scheduler.step(1.0 - val_accuracy)
+        if config.schedule == "cosine":
+            scheduler.step()
+        elif epoch > config.min_epochs_before_decay:
+            scheduler.step(1.0 - val_accuracy)
+        improved = val_accuracy > best["val_accuracy"]
+        if improved:
+            best = {"epoch": epoch, "val_accuracy": val_accuracy}
+            save_torch_atomic(out / "best.pt", {"model": model.state_dict(), **best})
         metrics = {
             "epoch": epoch,
             "train_loss": total / seen,
@@ -205,6 +232,8 @@ def train(
             "lr": optimiser.param_groups[0]["lr"],
             "filters_clipped": clipped,
             "seconds": round(time.perf_counter() - started, 1),
+            "best": improved,  # a new best validation accuracy: best.pt holds this epoch
+            "best_epoch": best["epoch"],
         }
         with open(out / "metrics.jsonl", "a") as log:
             log.write(json.dumps(metrics) + "\n")
@@ -216,6 +245,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
                 "epoch": epoch,
+                "best": best,
                 "config": resumable_settings(config),
             },
         )
@@ -228,23 +258,33 @@ def train(
 
 
 def export_weights(
-    run_dir: str | Path, destination: str | Path, names: dict[str, str] | None = None, half: bool = True
+    run_dir: str | Path,
+    destination: str | Path,
+    names: dict[str, str] | None = None,
+    half: bool = True,
+    which: str = "best",
 ) -> dict:
-    """Package a training run's latest weights for shipping: ``<destination>.pt`` (a bare
-    state_dict, fp16 by default) and ``<destination>.json`` (model, classes, preprocessing, the
-    epoch and its validation accuracy, and the command that reproduces the run).
+    """Package a training run's weights for shipping: ``<destination>.pt`` (a bare state_dict,
+    fp16 by default) and ``<destination>.json`` (model, classes, preprocessing, the epoch and its
+    validation accuracy, the best epoch and when the learning rate was cut, and the command that
+    reproduces the run).
 
+    ``which``: ``best`` (best.pt, the best validation epoch) or ``last`` (checkpoint.pt).
     ``names`` maps class folder names (e.g. WordNet ids) to readable names."""
     run_dir, destination = Path(run_dir), Path(destination)
     info = vizkit.read_run_info(run_dir)
-    checkpoint = run_dir / "checkpoint.pt"
+    if which not in ("best", "last"):
+        raise UsageError(f"which must be best or last, not '{which}'")
+    checkpoint = run_dir / ("best.pt" if which == "best" else "checkpoint.pt")
     if not checkpoint.is_file():
-        raise UsageError(f"{run_dir} has no checkpoint.pt to export")
+        raise UsageError(f"{run_dir} has no {checkpoint.name} to export")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = next(m for m in reversed(metrics) if m["epoch"] == state["epoch"])
     folders = (run_dir / "classes.txt").read_text().split()
+    rates = [info["config"]["lr"]] + [m["lr"] for m in metrics]  # metrics' lr: after that epoch's step
+    cuts = [m["epoch"] for m, before in zip(metrics, rates) if m["lr"] < before]
     meta = {
         "model": info["model"],
         "classes": [(names or {}).get(folder, folder) for folder in folders],
@@ -254,9 +294,17 @@ def export_weights(
         "val_accuracy": last["val_accuracy"],
         "train_accuracy": last["train_accuracy"],
         "dtype": "float16" if half else "float32",
+        "exported": which,
+        "lr_cut_after_epochs": cuts,
+        "val_curve": [round(m["val_accuracy"], 4) for m in metrics],
         "train_command": info.get("command"),
-        # the same run stopped at the exported epoch (the schedule does not depend on --epochs)
-        "reproduce_command": _with_epochs(info.get("command"), state["epoch"]),
+        # best: the whole run (its best.pt is this epoch); last: the same run stopped here, which
+        # the plateau schedule allows (it does not depend on --epochs) but the cosine one does not
+        "reproduce_command": (
+            info.get("command")
+            if which == "best" or info["config"].get("schedule") == "cosine"
+            else _with_epochs(info.get("command"), state["epoch"])
+        ),
         "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device")},
     }
     save_torch_atomic(destination.with_suffix(".pt"), weights)
@@ -285,6 +333,19 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--epochs", type=int, default=30, show_default=True)
     @click.option("--batch-size", type=int, default=128, show_default=True)
     @click.option("--lr", type=float, default=0.01, show_default=True)
+    @click.option(
+        "--schedule",
+        type=click.Choice(SCHEDULES),
+        default="plateau",
+        show_default=True,
+        help="plateau: x0.1 when validation error stops falling; cosine: to 0 over --epochs",
+    )
+    @click.option(
+        "--patience", type=int, default=2, show_default=True, help="plateau: epochs without improvement before a cut"
+    )
+    @click.option(
+        "--min-epochs-before-decay", type=int, default=0, show_default=True, help="plateau: never cut before this epoch"
+    )
     @click.option("--out", type=click.Path(file_okay=False), default="vizkit-train", show_default=True)
     @click.option("--resume", is_flag=True, help="continue from --out/checkpoint.pt")
     @click.option("--device", default="cpu", show_default=True)
@@ -306,6 +367,9 @@ def register_commands(cli: click.Group) -> None:
         epochs: int,
         batch_size: int,
         lr: float,
+        schedule: str,
+        patience: int,
+        min_epochs_before_decay: int,
         out: str,
         resume: bool,
         device: str,
@@ -325,6 +389,8 @@ def register_commands(cli: click.Group) -> None:
             raise UsageError(f"--snapshot-epochs expects e.g. 1,2,5,10; not '{snapshot_epochs}'") from None
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
+        if patience < 0 or min_epochs_before_decay < 0:
+            raise UsageError("--patience and --min-epochs-before-decay must be 0 or more")
         torch.manual_seed(seed)  # a training command owns its process: the model's initialisation
         app = (context.find_root().obj or {}).get("app")
         model, preprocess = untrained_model(model_spec, app)
@@ -334,6 +400,9 @@ def register_commands(cli: click.Group) -> None:
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            schedule=schedule,
+            patience=patience,
+            min_epochs_before_decay=min_epochs_before_decay,
             clip_radius=None if no_clip else clip_radius,
             crop=crop or preprocess.crop,
             resize=preprocess.resize,
@@ -354,5 +423,6 @@ def register_commands(cli: click.Group) -> None:
             command=["vizkit", *argv],
         )
         click.echo(
-            f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in {out}/weights.pt"
+            f"train: epoch {metrics.get('epoch')} val accuracy {metrics.get('val_accuracy', 0):.4f}; weights in "
+            f"{out}/weights.pt; best epoch {metrics.get('best_epoch')} in {out}/best.pt"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -100,3 +101,94 @@ def test_training_starts_from_the_recipe_initialisation_not_the_shipped_weights(
     fan_in = conv[0].numel()
     assert float(conv.std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)  # fan-in-scaled Gaussian
     assert float(model.conv1.conv.bias.abs().max()) == 0.0
+
+
+def scripted_validation(monkeypatch, accuracies: list[float]) -> None:
+    """Make each epoch's validation accuracy the next of ``accuracies`` (training still runs)."""
+    import vizkit_plugins.train as train_module
+
+    script = iter(accuracies)
+    monkeypatch.setattr(train_module, "evaluate", lambda model, loader, device: (1.0, next(script)))
+
+
+def short_run(data, out, epochs: int, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "6",
+        "--limit",
+        "12",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--snapshot-epochs",
+        "1,2,3,4,5",
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_best_epoch_is_kept_across_resume_and_exported(tiny_imagenette, tmp_path, monkeypatch):
+    from vizkit_plugins.train import export_weights
+
+    out = tmp_path / "run"
+    scripted_validation(monkeypatch, [0.3, 0.5, 0.4])
+    assert main(short_run(tiny_imagenette, out, 3)) == 0
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == 2 and best["val_accuracy"] == 0.5
+    snapshot = torch.load(out / "weights_epoch002.pt", weights_only=True)
+    assert all(torch.equal(best["model"][k], snapshot[k]) for k in snapshot)
+    # resumed: epoch 4 (0.45) is worse than the best before the interruption, epoch 5 is better
+    scripted_validation(monkeypatch, [0.45, 0.6])
+    assert main(short_run(tiny_imagenette, out, 4, "--resume")) == 0
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == 2
+    assert main(short_run(tiny_imagenette, out, 5, "--resume")) == 0
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == 5
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["best"] for m in lines] == [True, True, False, False, True]
+    assert [m["best_epoch"] for m in lines] == [1, 2, 2, 2, 5]
+    meta = export_weights(out, tmp_path / "bundle")
+    assert meta["epoch"] == 5 and meta["val_accuracy"] == 0.6 and meta["exported"] == "best"
+    assert meta["val_curve"] == [0.3, 0.5, 0.4, 0.45, 0.6]
+    assert meta["reproduce_command"] == json.loads((out / "run.json").read_text())["command"]  # the whole run
+    scripted_validation(monkeypatch, [0.1])
+    assert main(short_run(tiny_imagenette, out, 6, "--resume")) == 0
+    last = export_weights(out, tmp_path / "last", which="last")
+    assert last["epoch"] == 6 and last["val_accuracy"] == 0.1
+    command = last["reproduce_command"]
+    assert command[command.index("--epochs") + 1] == "6"
+
+
+def test_plateau_patience_and_min_epochs_before_decay(tiny_imagenette, tmp_path, monkeypatch):
+    out = tmp_path / "plateau"
+    scripted_validation(monkeypatch, [0.5] * 6)  # never improves
+    argv = short_run(tiny_imagenette, out, 6, "--patience", "1", "--min-epochs-before-decay", "3")
+    assert main(argv) == 0
+    rates = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # epochs 1-3: no decay; 4: the plateau rule's first look; 5: one bad epoch (= patience); 6: cut
+    assert rates == pytest.approx([0.01] * 5 + [0.001])
+    from vizkit_plugins.train import export_weights
+
+    assert export_weights(out, tmp_path / "b")["lr_cut_after_epochs"] == [6]
+
+
+def test_cosine_schedule_anneals_to_zero_and_pins_epochs_on_resume(tiny_imagenette, tmp_path, monkeypatch):
+    out = tmp_path / "cosine"
+    scripted_validation(monkeypatch, [0.1, 0.2, 0.3, 0.4])
+    assert main(short_run(tiny_imagenette, out, 4, "--schedule", "cosine")) == 0
+    rates = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = [0.01 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(1, 5)]
+    assert rates == pytest.approx(expected, abs=1e-9) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    # the cosine schedule depends on --epochs: resuming with more epochs is another run
+    assert main(short_run(tiny_imagenette, out, 6, "--schedule", "cosine", "--resume")) == 2
+
+
+@pytest.mark.parametrize("option", ["--patience", "--min-epochs-before-decay"])
+def test_negative_schedule_options_are_refused(option, tiny_imagenette, tmp_path, capsys):
+    assert main(short_run(tiny_imagenette, tmp_path / "o", 1, option, "-1")) == 2
+    assert option in capsys.readouterr().err
