@@ -96,8 +96,8 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         ]
     )
     val_tf = replace(preprocess, resize=config.resize, crop=config.crop).transform()
-    train_set = datasets.ImageFolder(train_dir, train_tf)
-    val_set = datasets.ImageFolder(val_dir, val_tf)
+    train_set = datasets.ImageFolder(train_dir, train_tf, loader=vizkit.load_image)  # EXIF, 16-bit, alpha
+    val_set = datasets.ImageFolder(val_dir, val_tf, loader=vizkit.load_image)
     if train_set.classes != val_set.classes:
         raise UsageError("train/ and val/ have different class folders")
     if config.limit:

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms
@@ -85,8 +86,44 @@ class Preprocess:
         )
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, upright, the way a person sees the file.
+
+    - EXIF orientation (phone photos) is applied, so nothing is analysed sideways.
+    - 16-bit integer images (``I;16*``) are scaled by 65535 / 255, not clipped to white.
+    - 32-bit integer images (``I``, e.g. 16-bit PNGs in some Pillow versions): kept when their values
+      lie in 0..255, scaled by 65535 when in 0..65535, otherwise stretched from min..max.
+    - float images (``F``): values in [0, 1] are scaled by 255, others stretched from min..max.
+    - transparency (RGBA, LA, PA, palette images with a transparent colour) is composited over
+      white, so hidden colours under transparent pixels never show through.
+
+    Args:
+        image: a PIL image of any mode.
+    """
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
+            scaled = values / 65535.0 * 255.0
+        elif mode == "I" and low >= 0 and high <= 255:
+            scaled = values
+        elif mode == "F" and low >= 0 and high <= 1:
+            scaled = values * 255.0
+        else:  # no known range: stretch what is there
+            scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+        return Image.fromarray(np.round(scaled).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if (mode == "P" and "transparency" in image.info) or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """An image file as RGB (greyscale, RGBA and palette images are converted).
+    """An image file as upright 8-bit RGB (see :func:`to_rgb` for orientation, bit depths and
+    transparency).
 
     Args:
         path: the image file; a missing file, a folder or an unreadable image is a UsageError.
@@ -99,7 +136,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise UsageError(f"cannot read image {path}: {error}") from None
 

@@ -1,0 +1,97 @@
+"""Real-world image files read as a person sees them: EXIF orientation, bit depths, transparency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vizkit
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(vizkit.load_image(path))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo: stored landscape (left half red), tagged 'rotate 90 clockwise' (6)."""
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :30] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    upright = pixels(path)
+    assert upright.shape == (60, 40, 3)  # portrait, as the phone showed it
+    assert upright[:25, :, 0].mean() > 200 and upright[35:, :, 0].mean() < 50  # red on top after the turn
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_white(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / "depth.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    got = pixels(path)[..., 0].astype(float)
+    assert got.min() == 0 and got.max() == 255
+    assert np.abs(got - ramp / 257.0).max() <= 0.5 + 1e-9  # 8-bit rounding of the 16-bit values
+
+
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        (np.array([[0, 100], [200, 255]], np.int32), [[0, 100], [200, 255]]),  # 8-bit data in 32 bits
+        (np.array([[0, 65535], [257, 514]], np.int32), [[0, 255], [1, 2]]),  # 16-bit data in 32 bits
+        (np.array([[-10, 0], [10, 90]], np.int32), [[0, 26], [51, 255]]),  # unknown range: stretched
+    ],
+)
+def test_32_bit_integer_images(values, expected, tmp_path):
+    path = tmp_path / "i32.tiff"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == "I"
+    assert pixels(path)[..., 1].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        (np.array([[0.0, 0.5], [0.25, 1.0]], np.float32), [[0, 128], [64, 255]]),  # [0, 1]: x255
+        (np.array([[-1.0, 0.0], [1.0, 3.0]], np.float32), [[0, 64], [128, 255]]),  # stretched
+    ],
+)
+def test_float_images(values, expected, tmp_path):
+    path = tmp_path / "f.tiff"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == "F"
+    assert pixels(path)[..., 2].tolist() == expected
+
+
+def test_transparent_pixels_are_white_whatever_colour_they_hide(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (0, 0, 0)  # black under full transparency
+    rgba[0, 0] = (255, 0, 0, 255)  # one opaque red pixel
+    rgba[1, 1] = (0, 0, 255, 128)  # half-transparent blue
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    got = pixels(path)
+    assert got[3, 3].tolist() == [255, 255, 255] and got[0, 0].tolist() == [255, 0, 0]
+    assert got[1, 1].tolist() == [127, 127, 255] or got[1, 1].tolist() == [128, 128, 255]
+
+
+def test_palette_image_with_a_transparent_colour(tmp_path):
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0, 0, 255, 0] + [0] * (254 * 3))  # index 0 black, 1 green
+    palette.putpixel((2, 2), 1)
+    path = tmp_path / "palette.png"
+    palette.save(path, transparency=0)
+    got = pixels(path)
+    assert got[0, 0].tolist() == [255, 255, 255] and got[2, 2].tolist() == [0, 255, 0]
+
+
+def test_plain_images_are_unchanged(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "plain.png"
+    Image.fromarray(rgb).save(path)
+    assert np.array_equal(pixels(path), rgb)
+    grey = tmp_path / "grey.png"
+    Image.fromarray(rgb[..., 0]).save(grey)
+    assert np.array_equal(pixels(grey), np.repeat(rgb[..., :1], 3, axis=2))
