@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 import vizkit
+from conftest import LABELS, needs_shared
+from vizkit.app.cli import main
 
 
 def pixels(path) -> np.ndarray:
@@ -95,3 +97,17 @@ def test_plain_images_are_unchanged(tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(rgb[..., 0]).save(grey)
     assert np.array_equal(pixels(grey), np.repeat(rgb[..., :1], 3, axis=2))
+
+
+def test_labels_of_another_length_are_refused_by_every_analysis(bundled_model, photo_path, tmp_path, capsys):
+    """A 10-class model with the 1,000 ImageNet names would say 'goldfish' for class 1."""
+    needs_shared(LABELS)
+    names = LABELS.read_text().splitlines()
+    for analysis, options in (("deconvnet", {"layer": "conv5"}), ("filters", {}), ("top9", {"layer": "conv5"})):
+        with pytest.raises(vizkit.UsageError, match="1000 labels given but the model has 10 outputs"):
+            vizkit.run(analysis, bundled_model, images=[photo_path], data=photo_path.parent, labels=names, **options)
+    argv = ["run", "deconvnet", "--model", "zfnet-compact", "--image", str(photo_path), "--labels", str(LABELS)]
+    argv += ["--layer", "conv5"]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "1000 labels given but the model has 10 outputs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

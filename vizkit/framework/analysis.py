@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vizkit.data import ImageList, Preprocess, ensure_device, image_list, label_name, load_images
+from vizkit.data import ImageList, Preprocess, check_labels, ensure_device, image_list, label_name, load_images
 from vizkit.engine.instrument import Instrumented, instrument
 from vizkit.engine.rules import ProjectionRule
 from vizkit.errors import UsageError
@@ -236,6 +236,12 @@ def run(
 
     was_training = model.training
     model = model.to(device).eval()
+    try:
+        if labels is not None:
+            _check_label_count(model, labels, preprocess, device)
+    except BaseException:
+        model.train(was_training)
+        raise
     started = time.perf_counter()
     try:
         with instrument(model) as im:
@@ -271,6 +277,18 @@ def run(
         "preprocess": preprocess.to_dict(),
     }
     return result
+
+
+def _check_label_count(model: nn.Module, labels: Sequence[str], preprocess: Preprocess, device: torch.device) -> None:
+    """Refuse labels whose number differs from the model's outputs (a 10-class model labelled
+    with 1,000 ImageNet names would call everything 'goldfish'): one blank forward tells."""
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, 3, preprocess.crop, preprocess.crop, device=device))
+    except Exception:  # a model that needs other inputs: the analysis reports its own error
+        return
+    if isinstance(output, Tensor) and output.dim() == 2:
+        check_labels(labels, output.shape[1])
 
 
 def _check_inputs(spec: Analysis, has_images: bool, has_data: bool) -> None:
