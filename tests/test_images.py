@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import vizkit
-from conftest import LABELS, needs_shared
+from conftest import LABELS, SQUEEZENET_WEIGHTS, needs_shared, sample
 from vizkit.app.cli import main
 
 
@@ -111,3 +111,32 @@ def test_labels_of_another_length_are_refused_by_every_analysis(bundled_model, p
     assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "1000 labels given but the model has 10 outputs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_target_names_that_two_classes_share_are_refused_and_wnids_accepted(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("n01\ttench\nn02\tcrane\nn03\tcrane\nn04\tPomeranian\n")
+    labels = vizkit.read_labels(path)
+    assert labels == ["tench", "crane", "crane", "Pomeranian"] and labels.wnids == ["n01", "n02", "n03", "n04"]
+    with pytest.raises(
+        vizkit.UsageError, match=r"target 'crane' names several classes \(1 and 2\); give the index or the wnid"
+    ):
+        vizkit.resolve_target("crane", labels, 4)
+    assert vizkit.resolve_target("n03", labels, 4) == 2
+    assert vizkit.resolve_target("pomeranian", labels, 4) == 3
+    plain = tmp_path / "plain.txt"
+    plain.write_text("tench\ncrane\n")
+    assert vizkit.read_labels(plain).wnids is None
+    with pytest.raises(vizkit.UsageError, match="unknown target class 'n01'"):
+        vizkit.resolve_target("n01", vizkit.read_labels(plain), 2)
+
+
+def test_a_wnid_target_from_the_cli(squeezenet, tmp_path):
+    needs_shared(LABELS)
+
+    argv = ["run", "occlusion", "--model", "torchvision:squeezenet1_0", "--weights", str(SQUEEZENET_WEIGHTS)]
+    argv += ["--labels", str(LABELS), "--image", str(sample("Pomeranian")), "--target", "n02112018"]
+    assert main([*argv, "--stride", "88", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    document, _ = vizkit.load_result(tmp_path / "o")
+    assert document["target"] == [259] and document["target_name"] == ["Pomeranian"]
+    assert main([*argv[:-1], "crane", "--stride", "88", "--out", str(tmp_path / "c"), "--quiet"]) == 2

@@ -217,7 +217,8 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line: ``name`` or ``wnid<TAB>name`` (the name is kept).
+    """Class names, one per line: ``name`` or ``wnid<TAB>name`` (the name is kept, the wnids too
+    when every line has one: see :class:`Labels`).
 
     Args:
         path: a UTF-8 text file; blank lines are skipped, and an empty file is a UsageError.
@@ -229,10 +230,20 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise UsageError(f"labels file is not UTF-8 text: {path}") from None
-    labels = [line.split("\t", 1)[-1].strip() for line in lines if line.strip()]
-    if not labels:
+    rows = [line.split("\t", 1) for line in lines if line.strip()]
+    if not rows:
         raise UsageError(f"labels file is empty: {path}")
+    labels = Labels(row[-1].strip() for row in rows)
+    if all(len(row) == 2 for row in rows):
+        labels.wnids = [row[0].strip() for row in rows]
     return labels
+
+
+class Labels(list):
+    """Class names (a plain list of str) that may carry the WordNet ids they were read with
+    (``wnids``), so a target can be given as ``n02112018`` as well as ``Pomeranian``."""
+
+    wnids: list[str] | None = None
 
 
 def check_labels(labels: Sequence[str] | None, num_classes: int) -> None:
@@ -261,8 +272,9 @@ def resolve_target(target: str | int, labels: Sequence[str] | None, num_classes:
     """``auto`` -> None (use the model's top-1), an index, or a class name from the labels.
 
     Args:
-        target: ``"auto"``, a class index (an int or its digits), or a class name, matched
-            case-insensitively against ``labels`` (the first match wins).
+        target: ``"auto"``, a class index (an int or its digits), a class name matched
+            case-insensitively against ``labels`` (a name two classes share is a UsageError
+            naming both), or a WordNet id when the labels came with them (:func:`read_labels`).
         labels: the class names; needed only when ``target`` is a name.
         num_classes: how many outputs the model has; an index outside it is a UsageError.
     """
@@ -275,9 +287,15 @@ def resolve_target(target: str | int, labels: Sequence[str] | None, num_classes:
     else:
         if not labels:
             raise UsageError(f"target '{target}' is a name but no --labels were given")
+        wnids = getattr(labels, "wnids", None) or []
         matches = [i for i, name in enumerate(labels) if name.lower() == str(target).lower()]
+        matches = matches or [i for i, wnid in enumerate(wnids) if wnid.lower() == str(target).lower()]
         if not matches:
             raise UsageError(f"unknown target class '{target}' (not in the labels)")
+        if len(matches) > 1:
+            where = " and ".join(str(i) for i in matches)
+            hint = " or the wnid" if wnids else ""
+            raise UsageError(f"target '{target}' names several classes ({where}); give the index{hint}")
         index = matches[0]
     if not 0 <= index < num_classes:
         raise UsageError(f"target {index} is out of range (the model has {num_classes} classes)")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vizkit.data import ImageList, Preprocess, check_labels, ensure_device, image_list, label_name, load_images
+from vizkit.data import ImageList, Labels, Preprocess, check_labels, ensure_device, image_list, label_name, load_images
 from vizkit.engine.instrument import Instrumented, instrument
 from vizkit.engine.rules import ProjectionRule
 from vizkit.errors import UsageError
@@ -224,7 +224,11 @@ def run(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()
-    labels = list(labels) if labels is not None else getattr(model, "vizkit_labels", None)
+    labels = (
+        (labels if isinstance(labels, Labels) else list(labels))
+        if labels is not None
+        else getattr(model, "vizkit_labels", None)
+    )
     paths: list[Path] = []
     tensors = None
     if isinstance(images, Tensor):
