@@ -64,3 +64,20 @@ def test_a_summary_may_not_overwrite_the_reserved_keys(tmp_path, key):
     with pytest.raises(vizkit.VizkitError, match=f"reserved result key.*{key}"):
         result.save(tmp_path / "r")
     assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_overwrite_leaves_exactly_the_new_result_and_keeps_unrelated_files(tmp_path):
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "r"
+    first = vizkit.Result(summary={"x": 1}, arrays={"a": np.zeros(3)})
+    first.figures = {"one": Figure(), "two": Figure()}
+    first.save(out)
+    (out / "notes.txt").write_text("mine")
+    (out / "checkpoint.pt").write_bytes(b"resume me")
+    second = vizkit.Result(summary={"x": 2})
+    second.figures = {"one": Figure()}
+    second.save(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.txt", "one.png", "result.json"]
+    document, arrays = vizkit.load_result(out)
+    assert document["x"] == 2 and arrays == {}

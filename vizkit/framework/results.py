@@ -71,6 +71,7 @@ class Result:
         out = Path(out)
         check_out_dir(out, overwrite)
         out.mkdir(parents=True, exist_ok=True)
+        previous = _result_files(out) if overwrite else set()
         if overwrite:
             (out / RESULT_FILE).unlink(missing_ok=True)  # the folder is incomplete until the end
         if self.arrays:
@@ -82,8 +83,21 @@ class Result:
             figure.savefig(buffer, format="png", dpi=figure.get_dpi(), bbox_inches="tight")
             write_atomic(out / f"{name}.png", buffer.getvalue())
         text = json.dumps(self.to_json(), indent=2, allow_nan=False)
+        written = {f"{name}.png" for name in self.figures} | ({ARRAYS_FILE} if self.arrays else set())
+        for stale in previous - written:  # the old result's figures and arrays, never other files
+            (out / stale).unlink(missing_ok=True)
         write_atomic(out / RESULT_FILE, (text + "\n").encode())
         return out
+
+
+def _result_files(out: Path) -> set[str]:
+    """The figure and array files the result saved in ``out`` lists (none if there is none)."""
+    try:
+        files = json.loads((out / RESULT_FILE).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    names = set(files.get("figures") or []) | ({files["arrays"]} if files.get("arrays") else set())
+    return {name for name in names if isinstance(name, str) and "/" not in name and name != RESULT_FILE}
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
