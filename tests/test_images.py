@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import vizkit
@@ -140,3 +141,20 @@ def test_a_wnid_target_from_the_cli(squeezenet, tmp_path):
     document, _ = vizkit.load_result(tmp_path / "o")
     assert document["target"] == [259] and document["target_name"] == ["Pomeranian"]
     assert main([*argv[:-1], "crane", "--stride", "88", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("analysis,options", [("deconvnet", {"layer": "conv5"}), ("occlusion", {}), ("filters", {})])
+def test_nan_weights_are_refused_naming_the_tensor(analysis, options, photo_path):
+    model = vizkit.load_model("zfnet-compact")
+    with torch.no_grad():
+        model.conv2.conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(vizkit.UsageError, match=r"parameter 'conv2.conv.weight' has 1 NaN or infinite values"):
+        vizkit.run(analysis, model, images=[photo_path], **options)
+    assert all(count == 0 for count in vizkit.hook_counts(model).values())
+
+
+def test_nan_input_tensors_are_refused(bundled_model):
+    x = torch.zeros(1, 3, 144, 144)
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(vizkit.UsageError, match="input images contain NaN"):
+        vizkit.run("deconvnet", bundled_model, images=x, layer="conv5")

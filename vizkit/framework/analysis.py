@@ -238,6 +238,7 @@ def run(
     dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)
     _check_inputs(spec, bool(paths) or tensors is not None, dataset is not None)
 
+    _check_finite(model, tensors)
     was_training = model.training
     model = model.to(device).eval()
     try:
@@ -281,6 +282,18 @@ def run(
         "preprocess": preprocess.to_dict(),
     }
     return result
+
+
+def _check_finite(model: nn.Module, images: Tensor | None) -> None:
+    """Refuse NaN or infinite weights, buffers or input tensors up front: every map computed
+    from them would be NaN (or a torch error far from the cause)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise UsageError(f"the model's {kind} '{name}' has {bad} NaN or infinite values")
+    if images is not None and images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise UsageError("the input images contain NaN or infinite values")
 
 
 def _check_label_count(model: nn.Module, labels: Sequence[str], preprocess: Preprocess, device: torch.device) -> None:
