@@ -87,6 +87,8 @@ def run(
     grid: str,
 ) -> vizkit.Result:
     c_grid = parse_grid(grid)
+    if workers < 0:
+        raise vizkit.UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
     kinds = [k.strip() for k in classifiers.split(",") if k.strip()]
     if not kinds or any(k not in CLASSIFIERS for k in kinds):
         raise vizkit.UsageError(f"--classifiers takes {', '.join(CLASSIFIERS)} (comma-separated), not '{classifiers}'")

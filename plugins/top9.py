@@ -236,6 +236,10 @@ def run(
         raise vizkit.UsageError(f"--k must be at least 1, not {k}")
     if patch_size < 8:
         raise vizkit.UsageError(f"--patch-size must be at least 8, not {patch_size}")
+    if maps_per_page < 1 or pages < 1:
+        raise vizkit.UsageError(f"--maps-per-page and --pages must be at least 1, not {maps_per_page} and {pages}")
+    if workers < 0:
+        raise vizkit.UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
     dataset = ctx.dataset()
     group = ProcessGroup.join(ctx.device)
     ctx.device = group.device

@@ -389,3 +389,59 @@ def test_disable_plugins_environment(monkeypatch, capsys, tmp_path):
     assert code == 0, err
     assert {p["name"]: p["status"] for p in json.loads(out)}["deconvnet"] == "disabled"
     assert_error(cli(capsys, *deconvnet("--out", tmp_path / "o")), 2, "deconvnet")
+
+
+@pytest.mark.parametrize(
+    "argv,fragments",
+    [
+        (["run", "top9", "--model", "zfnet-compact", "--data", IMAGE, "--layer", "conv5"], ["is one image", "--image"]),
+        (
+            ["run", "top9", "--model", "zfnet-compact", "--data", IMAGE.parent, "--layer", "conv5", "--workers", "-1"],
+            ["--workers"],
+        ),
+        (
+            [
+                "run",
+                "top9",
+                "--model",
+                "zfnet-compact",
+                "--data",
+                IMAGE.parent,
+                "--layer",
+                "conv5",
+                "--maps-per-page",
+                "0",
+            ],
+            ["--maps-per-page"],
+        ),
+        (
+            ["run", "deconvnet", "--model", "zfnet-compact", "--image", IMAGE, "--layer", "conv5", "--std", "0,0,0"],
+            ["--std must be three positive"],
+        ),
+        (
+            ["run", "deconvnet", "--model", "zfnet-compact", "--image", IMAGE, "--layer", "conv5", "--crop", "400"],
+            ["--crop 400 is larger than --resize 160"],
+        ),
+        (
+            [
+                "run",
+                "deconvnet",
+                "--model",
+                "zfnet-compact",
+                "--image",
+                IMAGE,
+                "--layer",
+                "conv5",
+                "--resize",
+                "400",
+                "--crop",
+                "400",
+            ],
+            ["the model cannot take 3x400x400 inputs", "--crop"],
+        ),
+    ],
+)
+def test_option_values_that_used_to_reach_torch(argv, fragments, capsys, tmp_path):
+    out = tmp_path / "o"
+    assert_error(cli(capsys, *argv, "--out", out), 2, *fragments)
+    assert not out.exists()

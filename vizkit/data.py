@@ -45,6 +45,14 @@ class Preprocess:
             ]
         )
 
+    def __post_init__(self) -> None:
+        if self.resize < 1 or self.crop < 1:
+            raise UsageError(f"--resize and --crop must be positive, not {self.resize} and {self.crop}")
+        if self.crop > self.resize:
+            raise UsageError(f"--crop {self.crop} is larger than --resize {self.resize}: the crop would be padded")
+        if len(self.std) != 3 or any(not v > 0 for v in self.std):
+            raise UsageError(f"--std must be three positive numbers, not {','.join(str(v) for v in self.std)}")
+
     def __call__(self, image: Image.Image) -> Tensor:
         return self.transform()(image)
 
@@ -191,8 +199,13 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
     preprocess = preprocess or Preprocess()
     if not root.exists():
         raise UsageError(f"data not found: {root}")
+    if root.is_file() and is_image_file(root):
+        raise UsageError(f"--data {root} is one image; --data takes a folder or a text file of paths (use --image)")
     if root.is_file():
-        lines = [line.strip() for line in root.read_text().splitlines()]
+        try:
+            lines = [line.strip() for line in root.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError:
+            raise UsageError(f"--data {root} is neither a folder nor a UTF-8 text file of image paths") from None
         paths = [
             Path(line) if Path(line).is_absolute() else root.parent / line
             for line in lines

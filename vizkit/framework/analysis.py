@@ -242,8 +242,7 @@ def run(
     was_training = model.training
     model = model.to(device).eval()
     try:
-        if labels is not None:
-            _check_label_count(model, labels, preprocess, device)
+        _check_model_takes_images(model, labels, preprocess, device, tensors)
     except BaseException:
         model.train(was_training)
         raise
@@ -296,15 +295,21 @@ def _check_finite(model: nn.Module, images: Tensor | None) -> None:
         raise UsageError("the input images contain NaN or infinite values")
 
 
-def _check_label_count(model: nn.Module, labels: Sequence[str], preprocess: Preprocess, device: torch.device) -> None:
-    """Refuse labels whose number differs from the model's outputs (a 10-class model labelled
-    with 1,000 ImageNet names would call everything 'goldfish'): one blank forward tells."""
+def _check_model_takes_images(
+    model: nn.Module, labels: Sequence[str] | None, preprocess: Preprocess, device: torch.device, images: Tensor | None
+) -> None:
+    """One blank forward at the size the analysis will feed: a model that cannot take it (a
+    fixed-size classifier given another --crop) is a one-line UsageError, and labels whose count
+    differs from the outputs are refused (a 10-class model labelled with 1,000 ImageNet names
+    would call everything 'goldfish')."""
+    shape = tuple(images.shape[1:]) if images is not None else (3, preprocess.crop, preprocess.crop)
     try:
         with torch.no_grad():
-            output = model(torch.zeros(1, 3, preprocess.crop, preprocess.crop, device=device))
-    except Exception:  # a model that needs other inputs: the analysis reports its own error
-        return
-    if isinstance(output, Tensor) and output.dim() == 2:
+            output = model(torch.zeros(1, *shape, device=device))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"the model cannot take {'x'.join(map(str, shape))} inputs ({first}); check --crop") from None
+    if labels is not None and isinstance(output, Tensor) and output.dim() == 2:
         check_labels(labels, output.shape[1])
 
 
