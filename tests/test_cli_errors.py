@@ -445,3 +445,10 @@ def test_option_values_that_used_to_reach_torch(argv, fragments, capsys, tmp_pat
     out = tmp_path / "o"
     assert_error(cli(capsys, *argv, "--out", out), 2, *fragments)
     assert not out.exists()
+
+
+def test_an_out_folder_that_cannot_be_created_is_refused_before_the_run(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["run", "deconvnet", "--model", "zfnet-compact", "--image", IMAGE, "--layer", "conv5"]
+    assert_error(cli(capsys, *argv, "--out", blocker / "x"), 2, "cannot be created", "is not a folder")

@@ -106,6 +106,12 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {out} exists and is not a folder")
     if (out / RESULT_FILE).exists() and not overwrite:
         raise UsageError(f"--out {out} already holds a result; pass --overwrite or choose another folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:  # the folder that would hold it
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise UsageError(f"--out {out} cannot be created: {existing} {why}")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
