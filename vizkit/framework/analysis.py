@@ -306,7 +306,7 @@ def _check_model_takes_images(
     try:
         with torch.no_grad():
             output = model(torch.zeros(1, *shape, device=device))
-    except Exception as error:
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:  # what torch raises for bad shapes
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"the model cannot take {'x'.join(map(str, shape))} inputs ({first}); check --crop") from None
     if labels is not None and isinstance(output, Tensor) and output.dim() == 2:
