@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=30)
     parser.add_argument("--test-per-class", type=int, default=50)
     parser.add_argument("--extract-images", type=int, default=320)
+    parser.add_argument("--classifiers", default="svm,softmax", help="which to compare, in this order")
     parser.add_argument(
         "--fixed-c",
         action="store_true",
@@ -102,7 +103,7 @@ def main() -> None:
         for fold, (train, test) in enumerate(splits):
             x_train, x_test = matrix[[row_of[int(i)] for i in train]], matrix[[row_of[int(i)] for i in test]]
             y_train, y_test = targets[train], targets[test]
-            for kind in ("svm", "softmax"):
+            for kind in [k.strip() for k in args.classifiers.split(",") if k.strip()]:
                 started = time.perf_counter()
                 probe, c_ours, _ = vizkit.select_probe(
                     torch.from_numpy(x_train), torch.from_numpy(y_train), kind, grid=grid, cv_folds=3, seed=fold
