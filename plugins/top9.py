@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,7 +186,12 @@ def figure_pages(
         for slot, m in enumerate(maps):
             r, c = divmod(slot, per_row)
             base = c * (2 + extra)
-            k = int(np.isfinite(values[m]).sum())
+            k = int((np.isfinite(values[m]) & (arrays["image_index"][m] >= 0)).sum())
+            if k == 0:  # never fired on these images: an empty, labelled panel
+                ax = figure.add_subplot(grid[r, base + extra : base + extra + 2])
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title(f"map {channels[m]}: never fired on these {n_images} images", fontsize=8, loc="left")
+                continue
             projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))
             display = vizkit.to_image(projections).permute(0, 2, 3, 1).numpy()
             patches = arrays["patches"][m, :k].astype(np.float32) / 255
@@ -284,6 +290,15 @@ def run(
     # to float rounding (max_recompute_error)
     values = arrays["recomputed"][:, :filled].astype(np.float32)
     image_index = state.images[:, :filled].cpu().numpy()
+    if filled < k:
+        print(f"top9: only {filled} images, so {filled} winners per map instead of --k {k}", file=sys.stderr)
+    # after a ReLU, a winner of value 0 is a map that did not fire on that image: no location,
+    # nothing to show (a dead map would otherwise get k "winners" with real-looking patches)
+    silent = (values == 0) if values.size and float(values.min()) >= 0 else np.zeros_like(values, dtype=bool)
+    image_index = np.where(silent, -1, image_index)
+    for key in ("projections", "patches"):
+        arrays[key] = arrays[key].copy()
+        arrays[key][:, :filled][silent] = 0
     position = arrays["position"]
     box = boxes[position[..., 0], position[..., 1]].numpy()
     filters = _first_layer_filters(ctx, layer, probe)
@@ -292,6 +307,8 @@ def run(
             "layer": layer,
             "channels": chosen,
             "k": filled,
+            "k_requested": k,
+            "silent_maps": [c for c, row in zip(chosen, silent) if row.size and row.all()],
             "images": [str(p) for p in dataset.paths],
             "n_images": len(dataset),
             "seconds_scan": round(seconds_scan, 3),

@@ -232,3 +232,24 @@ def test_two_processes_give_the_single_process_result(image_file_list, tmp_path)
     assert multi[0]["processes"] == 2 and single[0]["processes"] == 1
     for name in ("values", "image_index", "position", "box", "patches", "projections"):
         assert np.array_equal(single[1][name], multi[1][name]), name
+
+
+def test_fewer_images_than_k_and_maps_that_never_fire(bundled_model, tmp_path, capsys):
+    """Two images, --k 9: two winners per map, said on stderr; a map that is zero on both images
+    gets no winners (image index -1, blank tiles), is listed in silent_maps and drawn as such."""
+    from conftest import sample
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("Pomeranian", "car_wheel"):
+        (folder / sample(name).name).symlink_to(sample(name))
+    result = vizkit.run("top9", bundled_model, data=folder, layer="conv5", k=9, maps_per_page=4, pages=1)
+    assert "only 2 images, so 2 winners per map instead of --k 9" in capsys.readouterr().err
+    assert result["k"] == 2 and result["k_requested"] == 9
+    values, index = result.arrays["values"], result.arrays["image_index"]
+    silent = values == 0
+    assert silent.any() and np.array_equal(index == -1, silent)
+    assert not result.arrays["patches"][:, :2][silent].any() and not result.arrays["projections"][:, :2][silent].any()
+    dead = [c for c, row in zip(result["channels"], silent) if row.all()]
+    assert result["silent_maps"] == dead and dead
+    assert (values[~silent] > 0).all()
