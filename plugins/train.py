@@ -187,6 +187,13 @@ def train(
         torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
         best = state.get("best", best)
+    elif checkpoint.exists() or (out / "metrics.jsonl").exists():
+        # a fresh run over an old one: say so, and do not mix the old run's log and best epoch in
+        print(f"train: discarding the previous run in {out} (pass --resume to continue it)", file=sys.stderr)
+        names = ["metrics.jsonl", "best.pt", "checkpoint.pt", "weights.pt"]
+        names += [path.name for path in out.glob("weights_epoch*.pt")]  # evolution would mix them in
+        for stale in names:
+            (out / stale).unlink(missing_ok=True)
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
     spec = model_spec or getattr(model, "vizkit_spec", None)
     if spec:

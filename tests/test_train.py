@@ -192,3 +192,16 @@ def test_cosine_schedule_anneals_to_zero_and_pins_epochs_on_resume(tiny_imagenet
 def test_negative_schedule_options_are_refused(option, tiny_imagenette, tmp_path, capsys):
     assert main(short_run(tiny_imagenette, tmp_path / "o", 1, option, "-1")) == 2
     assert option in capsys.readouterr().err
+
+
+def test_a_fresh_run_over_an_old_one_says_it_discards_it(tiny_imagenette, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "again"
+    scripted_validation(monkeypatch, [0.9, 0.8])
+    assert main(short_run(tiny_imagenette, out, 2)) == 0
+    scripted_validation(monkeypatch, [0.1])
+    assert main(short_run(tiny_imagenette, out, 1)) == 0
+    assert "discarding the previous run" in capsys.readouterr().err
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1]  # not 1, 2, 1
+    assert torch.load(out / "best.pt", weights_only=True)["val_accuracy"] == 0.1  # not the old run's 0.9
+    assert not (out / "weights_epoch002.pt").exists()  # the old run's snapshot would mislead evolution
