@@ -1,58 +1,292 @@
-"""``vizkit report``: one static HTML page over every result saved below a folder."""
+"""``vizkit report DIR``: one static HTML page over every result saved below a folder.
+
+The page (``DIR/index.html``) works opened from disk: style and script are inline, nothing is
+fetched from the network, figures are referenced by relative path. It has a table of contents
+linking to a section per result (every folder below DIR holding a ``result.json``); each section
+shows the analysis, model (spec, shortened weights hash), parameters, inputs and timing, the
+summary rendered for people (tables, rounded numbers, label lists, summarised arrays; never raw
+JSON), and the figures scaled to fit, a click enlarging them. The built-in analyses get the tables
+a person would draw (:mod:`vizkit.app.report_views`); ``top9`` gets a unit browser whose per-map
+pictures are drawn into ``DIR/report_assets/``. Any other analysis, e.g. a third-party plugin's,
+is shown by the generic rendering of :mod:`vizkit.app.report_values`; a result the report cannot
+read or a view that fails on unexpected data is reported in its section, never a crash.
+"""
 
 from __future__ import annotations
 
-import html
+import datetime
 import json
+import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
+from PIL import Image
+
+from vizkit.errors import UsageError
 from vizkit.framework.results import RESULT_FILE, write_atomic
+from vizkit.version import __version__
 
-_SKIP = {"analysis", "vizkit_version", "model", "params", "inputs", "files", "seconds"}
+from .report_static import CSS, JS
+from .report_units import ASSETS, prune_assets
+from .report_values import esc, format_number, is_number, key_value_table, render_text, render_value
+from .report_views import VIEWS, Page
+
+REPORT_FILE = "index.html"
+_RESERVED = {"analysis", "vizkit_version", "model", "params", "inputs", "files", "seconds"}
+HASH_SHOWN = 12  # hex digits of the weights' sha256 shown (the whole hash on hover)
+WIDE_RATIO = 2.2  # a figure this many times wider than high spans the whole row (a strip of panels)
 
 
-def _summary(document: dict) -> str:
-    rows = []
-    for key, value in document.items():
-        if key in _SKIP:
+def find_results(folder: Path) -> list[Path]:
+    """Every ``result.json`` below ``folder`` (itself included), in sorted path order, skipping
+    the report's own asset folder."""
+    found = []
+    for path in sorted(folder.rglob(RESULT_FILE)):
+        relative = path.relative_to(folder).parts
+        if relative and relative[0] == ASSETS:
             continue
-        text = json.dumps(value)
-        if len(text) > 300:
-            text = text[:300] + " ..."
-        rows.append(f"<tr><th>{html.escape(key)}</th><td><code>{html.escape(text)}</code></td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+        if path.is_file():
+            found.append(path)
+    return found
+
+
+def _slug(relative: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", relative.lower()).strip("-") or "result"
+    slug, n = base, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    taken.add(slug)
+    return slug
+
+
+def _url(*parts: str) -> str:
+    """A relative URL of a file below the report (each part percent-encoded), for href/src."""
+    path = "/".join(p for p in parts if p and p != ".")
+    return esc(quote(path))
+
+
+# ----------------------------------------------------------------------------------- the blocks
+def _model_block(model: Any) -> str:
+    if not isinstance(model, dict):
+        return render_value(model)
+    shown: dict[str, Any] = {}
+    for key, value in model.items():
+        if key == "weights_sha256" and isinstance(value, str) and len(value) > HASH_SHOWN:
+            continue
+        shown[key] = value
+    rows = key_value_table(shown, 1)
+    digest = model.get("weights_sha256")
+    if isinstance(digest, str) and len(digest) > HASH_SHOWN:
+        rows = rows.replace(
+            "</table>",
+            f'<tr><th>weights sha256</th><td><code title="{esc(digest)}">{esc(digest[:HASH_SHOWN])}…</code></td></tr></table>',
+        )
+    return rows
+
+
+def _timing_block(document: dict[str, Any]) -> str:
+    timing: dict[str, Any] = {}
+    if "seconds" in document:
+        timing["total"] = document["seconds"]
+    for key, value in document.items():
+        if key.startswith("seconds_"):
+            timing[key[len("seconds_") :].replace("_", " ")] = value
+    if not timing:
+        return '<span class="none">—</span>'
+    return _seconds_table(timing)
+
+
+def _seconds_table(timing: dict[str, Any]) -> str:
+    """Durations in seconds as a key/value table (nested per-part durations as nested tables)."""
+    rows = []
+    for key, value in timing.items():
+        if is_number(value):
+            cell = f'<span class="num">{esc(format_number(value))} s</span>'
+        elif isinstance(value, dict) and value:
+            cell = _seconds_table(value)
+        else:
+            cell = render_value(value, 2)
+        rows.append(f"<tr><th>{esc(key)}</th><td>{cell}</td></tr>")
+    return f'<table class="kv">{"".join(rows)}</table>'
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """A picture's (width, height) read from its header, None when it is not a readable image."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def _figures(document: dict[str, Any], here: Path, relative: str) -> str:
+    files = document.get("files")
+    names = files.get("figures") if isinstance(files, dict) else None
+    if not isinstance(names, list) or not names:
+        return ""
+    shown, missing = [], []
+    for name in names:
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+            continue
+        if not (here / name).is_file():
+            missing.append(name)
+            continue
+        url = _url(relative, name)
+        size = _image_size(here / name)
+        wide = size is not None and size[0] > WIDE_RATIO * size[1]
+        dimensions = f' width="{size[0]}" height="{size[1]}"' if size else ""
+        shown.append(
+            f'<figure{" class=wide" if wide else ""}><a class="zoom" href="{url}" title="{esc(name)}">'
+            f'<img src="{url}" alt="{esc(name)}"{dimensions}></a><figcaption>{esc(name)}</figcaption></figure>'
+        )
+    note = f'<p class="note">Missing figure files: {esc(", ".join(missing))}</p>' if missing else ""
+    if not shown:
+        return note
+    return f'<h3>Figures <small>click to enlarge</small></h3><div class="figures">{"".join(shown)}</div>{note}'
+
+
+def _raw_links(document: dict[str, Any], here: Path, relative: str) -> str:
+    links = [f'<a href="{_url(relative, RESULT_FILE)}">{RESULT_FILE}</a>']
+    files = document.get("files")
+    arrays = files.get("arrays") if isinstance(files, dict) else None
+    if isinstance(arrays, str) and "/" not in arrays and (here / arrays).is_file():
+        links.append(f'<a href="{_url(relative, arrays)}">{esc(arrays)}</a>')
+    return f'<p class="raw">raw data: {" · ".join(links)}</p>'
+
+
+def _lede(document: dict[str, Any]) -> str:
+    bits = []
+    model = document.get("model")
+    if isinstance(model, dict) and model.get("spec"):
+        bits.append(f"model <b>{esc(model['spec'])}</b>")
+    if isinstance(document.get("layer"), str):
+        bits.append(f"layer <b>{esc(document['layer'])}</b>")
+    elif isinstance(document.get("layers"), list) and all(isinstance(x, str) for x in document["layers"]):
+        bits.append("layers <b>" + esc(", ".join(document["layers"])) + "</b>")
+    images = document.get("images")
+    inputs = document.get("inputs")
+    if isinstance(images, list):
+        bits.append(f"{len(images)} image{'s' if len(images) != 1 else ''}")
+    elif isinstance(inputs, dict) and isinstance(inputs.get("images"), list):
+        bits.append(f"{len(inputs['images'])} image(s)")
+    if is_number(document.get("seconds")):
+        bits.append(f"{format_number(document['seconds'])} s")
+    if document.get("vizkit_version"):
+        bits.append(f"vizkit {esc(document['vizkit_version'])}")
+    return f'<p class="lede">{" · ".join(bits)}</p>' if bits else ""
+
+
+def render_result(document: dict[str, Any], here: Path, root: Path, slug: str) -> str:
+    """One result's section (without its ``<section>`` wrapper)."""
+    relative = here.relative_to(root).as_posix()
+    relative = "" if relative == "." else relative
+    analysis = str(document.get("analysis") or "unknown analysis")
+    parts = [f"<h2>{esc(analysis)} <small>in {esc(relative or '.')}/</small></h2>", _lede(document)]
+    meta = [
+        f"<div><h3>Model</h3>{_model_block(document.get('model'))}</div>",
+        f"<div><h3>Parameters</h3>{render_value(document.get('params') or {}, 0)}</div>",
+        f"<div><h3>Inputs</h3>{render_value(document.get('inputs') or {}, 0)}</div>",
+        f"<div><h3>Timing</h3>{_timing_block(document)}</div>",
+    ]
+    parts.append(f'<div class="meta">{"".join(meta)}</div>')
+    used: set[str] = set()
+    view = VIEWS.get(analysis)
+    if view is not None:
+        try:
+            html, used = view(Page(document, here, root, slug))
+            parts.append(html)
+        except Exception as error:  # a view meeting data it does not expect: fall back, say why
+            used = set()
+            parts.append(
+                f'<p class="error">The {esc(analysis)} view could not show this result '
+                f"({esc(type(error).__name__)}: {esc(error)}); its values follow as they are.</p>"
+            )
+    rest = {
+        key: value
+        for key, value in document.items()
+        if key not in _RESERVED and key not in used and not key.startswith("seconds_")
+    }
+    if rest:
+        parts.append(f"<h3>Summary</h3>{key_value_table(rest, 0)}")
+    parts.append(_figures(document, here, relative))
+    parts.append(_raw_links(document, here, relative))
+    return "".join(parts)
+
+
+def _toc_entry(slug: str, analysis: str, relative: str, note: str) -> str:
+    return (
+        f'<li><a href="#res-{slug}">{esc(analysis)}</a><small>{render_text(relative)}'
+        f"{(' · ' + esc(note)) if note else ''}</small></li>"
+    )
+
+
+def build_page(folder: Path) -> tuple[str, int]:
+    """The report's HTML over every result below ``folder`` and the number of results shown."""
+    sections, toc = [], []
+    taken: set[str] = set()
+    count = 0
+    for result_file in find_results(folder):
+        here = result_file.parent
+        relative = here.relative_to(folder).as_posix()
+        slug = _slug(relative if relative != "." else "result", taken)
+        try:
+            document = json.loads(result_file.read_text(encoding="utf-8"))
+            if not isinstance(document, dict):
+                raise ValueError("it is not a JSON object")
+        except (OSError, ValueError) as error:
+            toc.append(_toc_entry(slug, "unreadable result", relative, ""))
+            sections.append(
+                f'<section class="result" id="res-{slug}"><h2>unreadable result <small>{esc(relative)}</small></h2>'
+                f'<p class="error">{esc(RESULT_FILE)} could not be read: {esc(error)}</p></section>'
+            )
+            continue
+        count += 1
+        seconds = document.get("seconds")
+        model = document.get("model")
+        note = " · ".join(
+            x
+            for x in (
+                str(model.get("spec")) if isinstance(model, dict) and model.get("spec") else "",
+                f"{format_number(seconds)} s" if is_number(seconds) else "",
+            )
+            if x
+        )
+        toc.append(_toc_entry(slug, str(document.get("analysis") or "unknown analysis"), relative, note))
+        sections.append(
+            f'<section class="result" id="res-{slug}">{render_result(document, here, folder, slug)}</section>'
+        )
+    prune_assets(folder, taken)
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = "".join(sections) or (
+        f'<section class="result"><p>No results found below {render_text(str(folder))}: run '
+        "<code>vizkit run ANALYSIS ... --out DIR/NAME</code>, then <code>vizkit report DIR</code>.</p></section>"
+    )
+    contents = f'<nav class="toc"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>' if toc else ""
+    page = (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<link rel='icon' href='data:,'>"
+        f"<title>vizkit report: {esc(folder.resolve().name)}</title><style>{CSS}</style></head><body>"
+        f'<header class="top"><h1>vizkit report</h1><p>{count} result{"s" if count != 1 else ""} below '
+        f"{esc(folder.resolve())} · generated {esc(generated)} by vizkit {esc(__version__)}</p></header>"
+        f'<div class="layout">{contents}<main>{body}</main></div>'
+        f"<script>{JS}</script></body></html>\n"
+    )
+    return page, count
 
 
 def write_report(folder: Path) -> tuple[Path, int]:
-    """Write ``folder/index.html``; return its path and the number of results shown."""
-    sections = []
-    for result_file in sorted(folder.rglob(RESULT_FILE)):
-        document = json.loads(result_file.read_text())
-        here = result_file.parent
-        relative = here.relative_to(folder).as_posix() or "."
-        model = document.get("model") or {}
-        figures = "".join(
-            f'<figure><img src="{html.escape(relative)}/{html.escape(name)}" loading="lazy">'
-            f"<figcaption>{html.escape(name)}</figcaption></figure>"
-            for name in (document.get("files") or {}).get("figures", [])
-            if (here / name).exists()
-        )
-        sections.append(
-            f"<section><h2>{html.escape(document.get('analysis', '?'))} "
-            f"<small>{html.escape(relative)}</small></h2>"
-            f"<p>model <code>{html.escape(str(model.get('spec')))}</code>, "
-            f"{document.get('seconds')} s, vizkit {html.escape(str(document.get('vizkit_version')))}</p>"
-            f"{_summary(document)}{figures}</section>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>vizkit report</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ccc}"
-        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ddd;padding:4px 8px;"
-        "text-align:left;vertical-align:top}section{margin-bottom:3em}small{color:#888}"
-        "</style></head><body><h1>vizkit report</h1>"
-        + ("".join(sections) or "<p>No results found.</p>")
-        + "</body></html>\n"
-    )
-    path = folder / "index.html"
-    write_atomic(path, page.encode())
-    return path, len(sections)
+    """Write ``folder/index.html`` over every result below ``folder``; return its path and the
+    number of results shown.
+
+    Raises:
+        UsageError: ``folder`` is not an existing folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"report folder not found: {folder} (give a folder holding results)")
+    page, count = build_page(folder)
+    path = folder / REPORT_FILE
+    write_atomic(path, page.encode("utf-8"))
+    return path, count

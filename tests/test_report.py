@@ -1,0 +1,408 @@
+"""``vizkit report``: each built-in analysis's summary rendered for people (tables, rounded
+numbers, label lists; never raw JSON), a readable fallback for unknown analyses, escaping of
+hostile strings, empty and broken folders, and the top9 unit browser's pictures drawn from a real
+run's arrays."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vizkit
+from conftest import assert_no_hooks
+from vizkit.app.cli import main
+from vizkit.app.report import write_report
+from vizkit.app.report_units import ASSETS, MANIFEST
+from vizkit.app.report_values import format_number, render_value
+
+MODEL = {"spec": "zfnet-compact", "class": "ZFNet", "weights": "/x/zf.pt", "weights_sha256": "ab" * 32}
+INPUTS = {
+    "images": ["/data/val/n01/a.jpg", "/data/val/n02/b.jpg"],
+    "data": None,
+    "preprocess": {"resize": 160, "crop": 144, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+}
+
+
+def write_result(folder: Path, analysis: str, summary: dict[str, Any], figures: list[str] = (), **extra) -> Path:
+    """A result folder as Result.save writes it (result.json and optional PNG figures)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "analysis": analysis,
+        "vizkit_version": "0.1.0",
+        "model": MODEL,
+        "params": extra.pop("params", {"seed": 0, "device": "cpu"}),
+        "inputs": extra.pop("inputs", INPUTS),
+        "seconds": 1.23456,
+        **summary,
+        "files": {"arrays": None, "figures": list(figures)},
+    }
+    for name in figures:
+        Image.new("RGB", (40, 20), (200, 30, 30)).save(folder / name)
+    (folder / "result.json").write_text(json.dumps(document))
+    return folder
+
+
+class Page(HTMLParser):
+    """The parts of a report page the tests look at: ids, links, images, table cells, text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self.scripts = 0
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(values["id"] or "")
+        if tag == "a" and values.get("href"):
+            self.links.append(values["href"] or "")
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        if tag == "script":
+            self.scripts += 1
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def report(folder: Path) -> tuple[str, Page, int]:
+    path, count = write_report(folder)
+    assert path == folder / "index.html"
+    text = path.read_text()
+    return text, Page(text), count
+
+
+def assert_no_json(text: str) -> None:
+    body = text.split("<body>", 1)[1].split("<script>", 1)[0]
+    assert '{"' not in body and '":' not in body and "[[" not in body, "raw JSON in the page"
+
+
+# ------------------------------------------------------------------------------ number rules
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (0.123456, "0.1235"),
+        (12.3456, "12.35"),
+        (1234.5678, "1235"),
+        (5.0, "5"),
+        (0.0, "0"),
+        (3, "3"),
+        (149389056, "149,389,056"),
+        (2.5e-7, "2.500e-07"),
+        (float("nan"), "NaN"),
+        (float("inf"), "∞"),
+        (True, "yes"),
+    ],
+)
+def test_numbers_are_rounded_for_reading(value, text):
+    assert format_number(value) == text
+
+
+def test_values_take_the_shape_a_person_would_draw():
+    assert "1000 values" in render_value(list(range(1000)))  # long array: length, first few, range
+    assert "0, 1, 2, 3, 4, 5, …" in render_value(list(range(1000)))
+    assert "max 999" in render_value(list(range(1000)))
+    labels = render_value(["tench", "English springer"])
+    assert labels.count("<li>") == 2 and "chips" in labels
+    long_labels = render_value([f"class{i}" for i in range(100)])
+    assert "<details>" in long_labels and "100 items" in long_labels and long_labels.count("<li>") == 100
+    huge = render_value([f"image{i}.jpg" for i in range(5000)])
+    assert "5000 items" in huge and huge.count("<li>") == 500 and "and 4500 more" in huge
+    records = render_value([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.25}])
+    assert records.count("<tr>") == 3 and "<th>a</th>" in records
+    matrix = render_value({"conv1": {"mean": 0.5, "std": 0.1}, "fc7": {"mean": 0.25, "std": 0.05}})
+    assert matrix.count("<tr>") == 3 and "<th>mean</th>" in matrix  # one table, a row per key
+    assert "2000×3 array" in render_value([[1.0, 2.0, 3.0]] * 2000)
+    ranking = render_value([{"index": 0, "label": "tench", "probability": 0.987654}])
+    assert "ranking" in ranking and "tench" in ranking and "0.9877" in ranking
+    assert "path" in render_value("/some/where/image.jpg") and ">image.jpg<" in render_value("/some/where/image.jpg")
+    deep: dict[str, Any] = {"x": 1}
+    for _ in range(20):
+        deep = {"nested": deep}
+    assert "entries" in render_value(deep)  # too deep: summarised, not an endless table
+
+
+# -------------------------------------------------------------------------- known analyses
+def test_each_known_analysis_is_rendered_as_tables(tmp_path):
+    write_result(
+        tmp_path / "probes",
+        "probes",
+        {
+            "table": {
+                "conv2": {
+                    "svm": {"mean": 0.5, "std": 0.0, "C": [0.001, 0.001]},
+                    "softmax": {"mean": 0.54167, "std": 0.04167, "C": [0.1, 1.0]},
+                },
+                "fc7": {
+                    "svm": {"mean": 0.875, "std": 0.04167, "C": [0.001, 0.01]},
+                    "softmax": {"mean": 0.91667, "std": 0.08333, "C": [0.1, 0.001]},
+                },
+            },
+            "layers": ["conv2", "fc7"],
+            "classifiers": ["svm", "softmax"],
+            "dims": {"conv2": 8192, "fc7": 512},
+            "classes": ["n01440764", "n02102040", "n03000684"],
+            "folds": 2,
+            "train_per_class": 4,
+            "seconds_extract": 3.0,
+            "seconds_fit": 31.2,
+        },
+    )
+    write_result(
+        tmp_path / "correspondence",
+        "correspondence",
+        {
+            "table": {
+                "left_eye": {"conv5": {"mean": 0.1302, "std": 0.01942, "p_vs_random": 0.75}},
+                "nose": {"conv5": {"mean": 0.1442, "std": 0.009034, "p_vs_random": 0.25}},
+            },
+            "random": {"conv5": {"mean": 0.1365, "std": 0.02883, "draw_std": 0.01}},
+            "parts": ["left_eye", "nose"],
+            "layers": ["conv5"],
+            "pairs": {"left_eye": 10, "nose": 6, "random": 10},
+            "images": ["/d/a.jpg", "/d/b.jpg"],
+        },
+    )
+    write_result(
+        tmp_path / "occlusion",
+        "occlusion",
+        {
+            "images": ["a.jpg", "b.jpg"],
+            "target": [0, 1],
+            "target_name": ["tench", "English springer"],
+            "unoccluded_probability": [0.99467, 0.6716],
+            "min_probability": [0.4597, 0.2039],
+            "strongest_map": [113, 110],
+            "grid": [5, 5],
+            "seconds_maps": 5.1666,
+        },
+        figures=["occlusion_0.png", "occlusion_1.png"],
+    )
+    write_result(
+        tmp_path / "deconvnet",
+        "deconvnet",
+        {
+            "layer": "conv5",
+            "channels": [113, 32],
+            "activations": [[5.709896, 3.06196], [0.0, 2.11855]],
+            "predicted": [
+                [{"index": 0, "label": "tench", "probability": 0.99467}],
+                [{"index": 3, "label": "English springer", "probability": 0.6716}],
+            ],
+            "images": ["a.jpg", "b.jpg"],
+        },
+    )
+    write_result(
+        tmp_path / "attribution",
+        "attribution",
+        {
+            "images": ["a.jpg", "b.jpg"],
+            "target": [0, 1],
+            "target_name": ["tench", "English springer"],
+            "probability": [0.99, 0.67],
+            "deletion_auc": {"saliency": [0.1408, 0.08349], "random": [0.3496, 0.2383]},
+            "deletion_best": ["saliency", "saliency"],
+            "seconds_per_method": {"saliency": 3.03},
+        },
+    )
+    write_result(
+        tmp_path / "invariance",
+        "invariance",
+        {
+            "images": ["a.jpg", "b.jpg"],
+            "target_name": ["tench", "English springer"],
+            "original_probability": [0.9947, 0.6716],
+            "summary": {"translate": {"layers": {"conv1": {"first_step": -30, "linearity_r2": 0.68}}}},
+        },
+    )
+    text, page, count = report(tmp_path)
+    assert count == 6
+    assert_no_json(text)
+    cells = page.cells
+    # probes: a row per layer, accuracy as mean ± std in percent, the best layer in bold
+    assert "87.5% ± 4.2" in cells and "91.7% ± 8.3" in cells and "8192" in cells
+    assert '<b><span class="num">91.7% ± 8.3</span></b>' in text
+    # correspondence: a row per part and one for random squares, mean ± std to the std's precision
+    assert "left eye" in cells and "random squares" in cells
+    assert "0.130 ± 0.019" in cells and "0.1442 ± 0.0090" in cells and "0.75" in cells
+    # per-image rows, rounded numbers
+    assert "0.9947" in cells and "English springer" in cells and "0.99467" not in text
+    assert "activations of maps 113, 32" in cells and "5.71, 3.062" in cells
+    assert re.search(r"<tr><th>saliency</th><td>[^/]*0\.1408</span></td><td>[^/]*0\.08349<", text)  # method x image
+    # model and timing blocks: hash shortened, seconds with units
+    assert "abababababab…" in cells and "ab" * 32 not in cells
+    assert "1.235 s" in cells and "fit" in cells and "31.2 s" in cells
+    # figures are there, scaled, and lead to the full image
+    assert "occlusion/occlusion_0.png" in page.images and "occlusion/occlusion_0.png" in page.links
+
+
+def test_table_of_contents_links_resolve_and_figures_are_relative(tmp_path):
+    write_result(tmp_path / "a b#1", "filters", {"layer": "conv1", "filters": 64}, figures=["filters.png"])
+    write_result(tmp_path / "nested" / "deeper", "filters", {"layer": "conv2"})
+    text, page, count = report(tmp_path)
+    assert count == 2
+    anchors = [link[1:] for link in page.links if link.startswith("#")]
+    assert len(anchors) == 2 and all(anchor in page.ids for anchor in anchors)
+    assert page.images == ["a%20b%231/filters.png"]  # percent-encoded: resolves from file://
+    assert "file://" not in text and "http" not in text.replace("http-equiv", "")  # nothing fetched
+
+
+# ------------------------------------------------------------------------- unknown and broken
+def test_an_unknown_analysis_gets_a_readable_generic_rendering(tmp_path):
+    write_result(
+        tmp_path / "mine",
+        "thirdparty-saliency",
+        {
+            "score": 0.123456789,
+            "scores": list(np.linspace(0, 1, 500)),
+            "classes": ["cat", "dog"],
+            "per_layer": {"conv1": {"a": 1, "b": 2}, "conv2": {"a": 3, "b": 4}},
+            "nested": {"x": {"y": {"z": [1, 2, 3]}}},
+            "matrix": [[1, 2], [3, 4]],
+            "nothing": None,
+            "mixed": [1, "two", {"three": 3}],
+        },
+        figures=["saliency.png"],
+    )
+    text, page, count = report(tmp_path)
+    assert count == 1 and "thirdparty-saliency" in text
+    assert_no_json(text)
+    assert "0.1235" in page.cells and "500 values" in text and "<li>cat</li>" in text
+    assert "mine/saliency.png" in page.images
+
+
+def test_a_view_that_meets_unexpected_data_falls_back_without_crashing(tmp_path):
+    write_result(tmp_path / "p", "probes", {"table": {"conv1": 5, "fc7": {"svm": "high"}}, "layers": "conv1"})
+    write_result(tmp_path / "c", "correspondence", {"table": [1, 2], "random": "x"})
+    write_result(tmp_path / "t", "top9", {"layer": "conv1", "channels": [0, 1]})  # no arrays.npz
+    text, _page, count = report(tmp_path)
+    assert count == 3
+    assert "Unit browser unavailable" in text
+    assert "conv1" in text
+
+
+def test_hostile_strings_are_escaped(tmp_path):
+    evil = '<script>alert("x")</script>'
+    write_result(
+        tmp_path / "evil",
+        evil,
+        {
+            "classes": [evil, "ok"],
+            evil: {"label": evil},
+            "target_name": [evil],
+            "images": [f"/tmp/{evil}.jpg"],
+        },
+        figures=['fig"><img src=x onerror=alert(1)>.png'],
+        params={"labels": evil},
+    )
+    write_result(tmp_path / "occ", "occlusion", {"images": [evil], "target_name": [evil], "target": [0]})
+    text, page, count = report(tmp_path)
+    assert count == 2
+    assert page.scripts == 1  # only the report's own script
+    assert "<script>alert" not in text and "&lt;script&gt;alert" in text
+    assert "onerror=alert(1)>" not in text
+    assert all(src.startswith("evil/fig%22") for src in page.images)  # the figure is still shown, encoded
+
+
+def test_an_empty_folder_gives_a_page_saying_so(tmp_path, capsys):
+    text, _page, count = report(tmp_path)
+    assert count == 0 and "No results found" in text
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: 0 result(s) in {tmp_path / 'index.html'}"
+
+
+def test_an_unreadable_result_is_reported_not_fatal(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "result.json").write_text("{not json")
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "result.json").write_text("[1, 2]")
+    write_result(tmp_path / "good", "filters", {"layer": "conv1"})
+    text, _page, count = report(tmp_path)
+    assert count == 1
+    assert text.count("could not be read") == 2
+
+
+def test_a_missing_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(vizkit.UsageError, match="report folder not found"):
+        write_report(tmp_path / "nothere")
+    assert main(["report", str(tmp_path / "nothere")]) == 2
+    err = capsys.readouterr().err  # click's own usage error, as for every missing argument path
+    assert "Traceback" not in err and "Error:" in err and "does not exist" in err
+
+
+# ------------------------------------------------------------------------------------- top9
+@pytest.fixture(scope="module")
+def top9_report(tmp_path_factory, offline_photo_list, bundled_model) -> Path:
+    """A real top9 run (bundled model, 8 photographs, 12 maps of conv2) saved in a report folder."""
+    root = tmp_path_factory.mktemp("report")
+    listing = root / "images.txt"
+    listing.write_text("\n".join(offline_photo_list.read_text().splitlines()[:8]))
+    result = vizkit.run(
+        "top9", bundled_model, data=str(listing), layer="conv2", channels="0-11", workers=0, patch_size=24, pages=1
+    )
+    assert_no_hooks(bundled_model)
+    result.save(root / "runs" / "top9")
+    return root
+
+
+def test_top9_gets_a_unit_browser_drawn_from_its_arrays(top9_report, capsys):
+    _document, arrays = vizkit.load_result(top9_report / "runs" / "top9")
+    assert main(["report", str(top9_report)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: 1 result(s) in {top9_report / 'index.html'}"
+    text = (top9_report / "index.html").read_text()
+    cards = re.findall(r'<div class="unit[^"]*" data-map="(\d+)" data-strength="([^"]+)" data-silent="([01])"', text)
+    assert [int(c) for c, _, _ in cards] == list(range(12))
+    fired = np.isfinite(arrays["values"]) & (arrays["image_index"] >= 0)
+    for (_channel, strength, silent), row, values in zip(cards, fired, arrays["values"]):
+        assert silent == ("0" if row.any() else "1")
+        assert float(strength) == pytest.approx(values[0] if row[0] else 0.0)
+    assets = top9_report / ASSETS
+    pictures = sorted(assets.rglob("*.png"))
+    assert len(pictures) == 2 * int(fired.any(axis=1).sum())
+    k = arrays["values"].shape[1]
+    side = 3 * 24 + 2 * 2  # a 3x3 mosaic of 24-pixel tiles with 2-pixel gaps, whatever fired
+    assert k == 8
+    for picture in pictures:
+        assert Image.open(picture).size == (side, side)
+        assert f'src="{picture.relative_to(top9_report).as_posix()}"' in text
+    # drawn once: a second report reuses them; a changed result redraws them
+    stamps = {p: p.stat().st_mtime_ns for p in pictures}
+    write_report(top9_report)
+    assert {p: p.stat().st_mtime_ns for p in pictures} == stamps
+    manifest = next(assets.rglob(MANIFEST))
+    assert json.loads(manifest.read_text())["maps"] == 12
+    npz = top9_report / "runs" / "top9" / "arrays.npz"
+    os.utime(npz, ns=(npz.stat().st_atime_ns, npz.stat().st_mtime_ns + 10**9))
+    write_report(top9_report)
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in pictures)
+
+
+def test_asset_folders_of_removed_results_are_pruned(tmp_path):
+    stale = tmp_path / ASSETS / "gone"
+    stale.mkdir(parents=True)
+    (stale / MANIFEST).write_text("{}")
+    foreign = tmp_path / ASSETS / "users-own"
+    foreign.mkdir()
+    write_report(tmp_path)
+    assert not stale.exists() and foreign.exists()  # only the report's own folders are removed

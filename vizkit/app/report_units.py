@@ -1,0 +1,223 @@
+"""The report's unit browser for ``top9`` results: one card per feature map (NetDissect style)
+with its top-k deconvnet projections and image patches as 3x3 mosaics and its strength, and
+controls to sort, filter and page through the cards.
+
+Where the pictures come from: the per-map mosaics are drawn at report time from the result's
+``arrays.npz`` (``projections``, ``patches``, ``values``, ``image_index``) into
+``DIR/report_assets/<result>/``, not cropped out of the ``top9_page*.png`` figures. The figures
+show only ``--maps-per-page x --pages`` maps (64 by default) in a layout that depends on options
+(a filter column for the first layer, empty panels for silent maps), so cropping them would be
+brittle and would miss most maps; the arrays hold every map at its stored resolution. The drawn
+mosaics are cached: a result whose ``arrays.npz`` has not changed (size and modification time,
+recorded in the asset folder's ``assets.json``) is not drawn again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vizkit.engine.deconv import to_image
+from vizkit.framework.results import write_atomic
+from vizkit.toolkit.figures import tile_mosaic
+
+from .report_values import esc, format_number
+
+ASSETS = "report_assets"  # the folder under the report's DIR that holds drawn pictures
+MANIFEST = "assets.json"  # marks a folder of report_assets as the report's own (and its cache key)
+ASSET_VERSION = 1  # bump when the drawing changes, so cached pictures are redrawn
+MAX_UNITS = 1024  # cards per result at most (the strongest maps), so a wide layer stays browsable
+PAGE_SIZES = (12, 24, 48, 96)
+DEFAULT_PAGE_SIZE = 24
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One feature map's card: its index, strength (top activation), mean of its winners, how
+    many winners fired, and its pictures (paths relative to the report, None for a silent map)."""
+
+    channel: int
+    strength: float
+    mean: float
+    fired: int
+    projections: str | None
+    patches: str | None
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mosaic(tiles: np.ndarray, rows: int, slots: int) -> np.ndarray:
+    """``tiles`` [n, P, P, 3] in a grid of ``rows`` x ceil(slots / rows) cells, blank cells
+    padding a map with fewer winners, so every card's mosaic has the same shape."""
+    columns = max(1, math.ceil(slots / rows))
+    blank = np.ones((rows * columns - len(tiles), *tiles.shape[1:]), dtype=np.float32)
+    return tile_mosaic(np.concatenate([tiles.astype(np.float32), blank]) if len(blank) else tiles, rows=rows)
+
+
+def _source_key(arrays: Path) -> dict[str, int | str]:
+    stat = arrays.stat()
+    return {
+        "version": ASSET_VERSION,
+        "arrays": str(arrays.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+
+
+def _load(arrays: Path, channels: list[int] | None) -> tuple[list[int], dict[str, np.ndarray]]:
+    """The arrays the browser needs, checked for the shapes top9 writes."""
+    with np.load(arrays, allow_pickle=False) as npz:
+        missing = {"values", "image_index", "projections", "patches"} - set(npz.files)
+        if missing:
+            raise ValueError(f"{arrays.name} lacks {', '.join(sorted(missing))}")
+        data = {key: npz[key] for key in ("values", "image_index", "projections", "patches")}
+    maps, k = data["values"].shape[:2]
+    if data["projections"].shape[:3] != (maps, k, 3) or data["patches"].shape[:2] != (maps, k):
+        raise ValueError(f"{arrays.name} holds arrays of unexpected shapes")
+    if channels is None or len(channels) != maps:
+        channels = list(range(maps))
+    return [int(c) for c in channels], data
+
+
+def draw_units(result: Path, document: dict, root: Path, slug: str) -> tuple[list[Unit], int]:
+    """Draw (or reuse) every shown map's projection and patch mosaics into
+    ``root/report_assets/slug`` and return the cards' data and the number of maps in the result.
+
+    Args:
+        result: the top9 result folder.
+        document: its ``result.json``.
+        root: the report's folder (pictures are referenced relative to it).
+        slug: the result's unique name in the report (its asset sub-folder).
+    """
+    arrays_name = (document.get("files") or {}).get("arrays") or "arrays.npz"
+    arrays = result / str(arrays_name)
+    if not arrays.is_file():
+        raise FileNotFoundError(f"no {arrays_name} beside result.json")
+    channels, data = _load(arrays, document.get("channels") if isinstance(document.get("channels"), list) else None)
+    values = data["values"].astype(np.float64)
+    fired = np.isfinite(values) & (data["image_index"] >= 0)
+    maps, k = values.shape
+    strength = np.where(fired[:, 0], values[:, 0], 0.0) if k else np.zeros(maps)
+    order = np.argsort(-strength, kind="stable")[:MAX_UNITS]
+    shown = sorted(int(m) for m in order)
+    rows = max(1, math.ceil(math.sqrt(k)))
+
+    folder = root / ASSETS / slug
+    key = _source_key(arrays)
+    manifest = folder / MANIFEST
+    cached = False
+    if manifest.is_file():
+        try:
+            cached = json.loads(manifest.read_text()).get("source") == key
+        except (OSError, ValueError):
+            cached = False
+    if not cached:
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    units = []
+    for m in shown:
+        count = int(fired[m].sum())
+        names: list[str | None] = [None, None]
+        if count:
+            valid = np.flatnonzero(fired[m])
+            for slot, kind in enumerate(("projections", "patches")):
+                name = f"map{channels[m]:05d}_{kind}.png"
+                names[slot] = f"{ASSETS}/{slug}/{name}"
+                if cached and (folder / name).is_file():
+                    continue
+                if kind == "projections":
+                    tensor = torch.from_numpy(data["projections"][m, valid].astype(np.float32))
+                    tiles = to_image(tensor, channels_last=False).permute(0, 2, 3, 1).numpy()
+                else:
+                    tiles = data["patches"][m, valid].astype(np.float32) / 255
+                write_atomic(folder / name, _png(mosaic(tiles, rows, k)))
+        mean = float(values[m][fired[m]].mean()) if count else 0.0
+        units.append(Unit(channels[m], float(strength[m]), mean, count, names[0], names[1]))
+    if not cached:
+        write_atomic(manifest, (json.dumps({"source": key, "maps": len(units)}, indent=1) + "\n").encode())
+    return units, maps
+
+
+def prune_assets(root: Path, keep: set[str]) -> None:
+    """Remove asset folders of results no longer in the report (only folders holding the
+    report's own manifest are touched)."""
+    assets = root / ASSETS
+    if not assets.is_dir():
+        return
+    for folder in assets.iterdir():
+        if folder.is_dir() and folder.name not in keep and (folder / MANIFEST).is_file():
+            shutil.rmtree(folder)
+
+
+def _img(src: str, caption: str, alt: str) -> str:
+    url = esc(quote(src))
+    return (
+        f'<figure><a class="zoom" href="{url}" title="{esc(alt)}: click to enlarge">'
+        f'<img class="mosaic" src="{url}" alt="{esc(alt)}"></a><figcaption>{esc(caption)}</figcaption></figure>'
+    )
+
+
+def render_browser(units: list[Unit], total_maps: int, k: int, layer: str, n_images: int | None) -> str:
+    """The unit browser's HTML: controls, then a card per map (all in the page; the inline
+    script sorts, filters and pages them, and without script every card shows)."""
+    if not units:
+        return '<p class="note">This result holds no feature maps.</p>'
+    peak = max((u.strength for u in units), default=0.0) or 1.0
+    cards = []
+    for u in units:
+        width = max(0.0, min(100.0, 100 * u.strength / peak))
+        if u.fired and u.projections and u.patches:
+            pictures = _img(u.projections, "projections", f"map {u.channel} projections") + _img(
+                u.patches, "patches", f"map {u.channel} patches"
+            )
+            detail = f"max {format_number(u.strength)} · mean {format_number(u.mean)} over {u.fired}"
+        else:
+            seen = f"these {n_images} images" if n_images else "these images"
+            pictures = f'<p class="silent-note">never fired on {esc(seen)}</p>'
+            detail = "silent"
+        cards.append(
+            f'<div class="unit{" silent" if not u.fired else ""}" data-map="{u.channel}" '
+            f'data-strength="{u.strength!r}" data-silent="{0 if u.fired else 1}">'
+            f'<div class="unit-head"><b>map {u.channel}</b><span>{esc(detail)}</span></div>'
+            f'<div class="strength" title="strength relative to the strongest map"><span style="width:{width:.1f}%"></span></div>'
+            f'<div class="unit-pics">{pictures}</div></div>'
+        )
+    sizes = "".join(
+        f'<option value="{n}"{" selected" if n == DEFAULT_PAGE_SIZE else ""}>{n}</option>' for n in PAGE_SIZES
+    )
+    capped = (
+        f'<p class="note">Showing the {len(units)} strongest of {total_maps} maps (arrays.npz holds them all).</p>'
+        if len(units) < total_maps
+        else ""
+    )
+    silent = sum(1 for u in units if not u.fired)
+    return (
+        f'<div class="unit-browser" data-count="{len(units)}">'
+        f"<h3>Unit browser <small>{len(units)} maps of {esc(layer)}, top {k} each"
+        f"{f', {silent} silent' if silent else ''}</small></h3>{capped}"
+        '<div class="unit-controls">'
+        '<label>sort <select data-role="sort"><option value="index">map index</option>'
+        '<option value="strength">strongest first</option><option value="weakest">weakest first</option></select></label>'
+        '<label>maps <input data-role="filter" type="text" size="14" placeholder="e.g. 3,7,10-20"></label>'
+        '<label><input data-role="hide-silent" type="checkbox"> hide silent maps</label>'
+        f'<label>per page <select data-role="page-size">{sizes}<option value="0">all</option></select></label>'
+        '<button type="button" data-role="prev">‹ prev</button>'
+        '<span data-role="status" class="status"></span>'
+        '<button type="button" data-role="next">next ›</button>'
+        "</div>"
+        f'<div class="unit-grid">{"".join(cards)}</div></div>'
+    )
