@@ -46,7 +46,7 @@ class TrainConfig:
     data: str
     out: str
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int = 32  # the bundled model's recipe (128 gives Imagenette only 74 steps an epoch)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -165,7 +165,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     train_loader, val_loader, classes = loaders(config, preprocess)
-    model.to(device)
+    # channels-last: the same arithmetic, ~10-20% faster convolutions on a CPU (measured on zfnet-compact)
+    model.to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -205,7 +206,7 @@ def train(
         total, correct, seen, clipped = 0.0, 0, 0, 0
         bar = progress_bar(total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}", enabled=progress)
         for images, labels in train_loader:
-            images, labels = images.to(device), labels.to(device)
+            images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
             logits = model(images)
             loss = nn.functional.cross_entropy(logits, labels)
             optimiser.zero_grad(set_to_none=True)
@@ -338,7 +339,13 @@ def register_commands(cli: click.Group) -> None:
         "--data", required=True, type=click.Path(file_okay=False), help="folder with train/ and val/ ImageFolder trees"
     )
     @click.option("--epochs", type=int, default=30, show_default=True)
-    @click.option("--batch-size", type=int, default=128, show_default=True)
+    @click.option(
+        "--batch-size",
+        type=int,
+        default=32,
+        show_default=True,
+        help="images per SGD step (the bundled zfnet-compact used 32; the paper 128)",
+    )
     @click.option("--lr", type=float, default=0.01, show_default=True)
     @click.option(
         "--schedule",
@@ -363,7 +370,13 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--clip-radius", type=float, default=0.1, show_default=True)
     @click.option("--crop", type=int, default=None, help="training crop size (default: the model's)")
     @click.option("--workers", type=int, default=2, show_default=True)
-    @click.option("--limit", type=int, default=None, help="use only this many training images")
+    @click.option(
+        "--limit",
+        type=int,
+        default=None,
+        help="train on a random subset of N training images (drawn with --seed; validation uses all of val/): "
+        "for quick trials and tests",
+    )
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--quiet", is_flag=True)
     @click.pass_context
