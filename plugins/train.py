@@ -8,7 +8,14 @@ and feature scale clipping of every conv filter after every step (switchable off
 appends a line to ``metrics.jsonl`` (``best`` marks a new best validation accuracy), writes
 ``checkpoint.pt`` (model, optimiser, scheduler, epoch, best so far) atomically, keeps ``best.pt``
 (the weights of the best validation epoch) and a copy of the weights at the snapshot epochs;
-``resume`` continues from the checkpoint. ``--schedule cosine`` anneals to 0 over ``--epochs``
+``resume`` continues from the checkpoint.
+
+Interruption and exact resume: each sample's crop and flip are drawn from a generator seeded by
+(seed, epoch, sample index) and each epoch's order from (seed, epoch), so what a batch holds does
+not depend on the number of workers or on where a run was stopped; the checkpoint (also written
+every ``checkpoint_seconds`` inside an epoch, and when SIGINT or SIGTERM arrives, between two
+steps) holds the model, optimiser, scheduler, every random generator and the position in the
+epoch. A resumed run therefore gives the same weights as an uninterrupted one. ``--schedule cosine`` anneals to 0 over ``--epochs``
 instead of cutting on plateaus; ``--patience`` and ``--min-epochs-before-decay`` tune the plateau
 rule (the bundled model's note: the rate was cut while validation accuracy was still rising).
 """
@@ -17,16 +24,19 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets, transforms
 
 import vizkit
@@ -35,6 +45,7 @@ from vizkit import (
     UsageError,
     VizkitError,
     clip_feature_scale,
+    deferred_interrupts,
     progress_bar,
     save_torch_atomic,
     write_atomic,
@@ -62,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     limit: int | None = None  # use only this many training images (for quick runs and tests)
+    checkpoint_seconds: float = 60.0  # inside an epoch, write the checkpoint at least this often
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -70,7 +82,9 @@ SCHEDULES = ("plateau", "cosine")
 def resumable_settings(config: TrainConfig) -> dict:
     """The settings a resumed run must share with the checkpoint (not device or workers, nor
     epochs unless the schedule depends on them)."""
-    free = ("device", "workers") if config.schedule == "cosine" else ("epochs", "device", "workers")
+    free = ("device", "workers", "checkpoint_seconds")
+    if config.schedule != "cosine":
+        free += ("epochs",)
     return {k: v for k, v in asdict(config).items() if k not in free}
 
 
@@ -79,6 +93,45 @@ def make_scheduler(optimiser: torch.optim.Optimizer, config: TrainConfig) -> Any
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.1, patience=config.patience)
+
+
+def _mix(*numbers: int) -> int:
+    """One 63-bit seed from several integers (distinct tuples give unrelated seeds)."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class EpochOrder(Sampler):
+    """The training order of one epoch, drawn from (seed, epoch); yields (epoch, index) pairs from
+    position ``start`` on, so a resumed epoch continues exactly where it stopped."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch, self.start = size, seed, 1, 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
+        for index in order[self.start :].tolist():
+            yield self.epoch, index
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+class AugmentedSamples(Dataset):
+    """Training samples whose random augmentation is seeded by (seed, epoch, index): a sample gets
+    the same crop and flip whichever worker loads it and whenever the run was interrupted."""
+
+    def __init__(self, samples: Dataset, transform: Callable, seed: int) -> None:
+        self.samples, self.transform, self.seed = samples, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        image, label = self.samples[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, epoch, index))
+            return self.transform(image), label
 
 
 def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, DataLoader, list[str]]:
@@ -96,22 +149,22 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         ]
     )
     val_tf = replace(preprocess, resize=config.resize, crop=config.crop).transform()
-    train_set = datasets.ImageFolder(train_dir, train_tf, loader=vizkit.load_image)  # EXIF, 16-bit, alpha
+    train_set = datasets.ImageFolder(train_dir, loader=vizkit.load_image)  # EXIF, 16-bit, alpha
     val_set = datasets.ImageFolder(val_dir, val_tf, loader=vizkit.load_image)
     if train_set.classes != val_set.classes:
         raise UsageError("train/ and val/ have different class folders")
     if config.limit:
         generator = torch.Generator().manual_seed(config.seed)
-        train_set = torch.utils.data.Subset(
+        train_set = torch.utils.data.Subset(  # type: ignore[assignment]
             train_set, torch.randperm(len(train_set), generator=generator)[: config.limit].tolist()
         )
-    generator = torch.Generator().manual_seed(config.seed)
+    samples = AugmentedSamples(train_set, train_tf, config.seed)
     train = DataLoader(
-        train_set,
+        samples,
         batch_size=config.batch_size,
-        shuffle=True,
+        sampler=EpochOrder(len(samples), config.seed),
         num_workers=config.workers,
-        generator=generator,
+        generator=torch.Generator().manual_seed(config.seed),  # not the global one, which dropout uses
         drop_last=False,
         persistent_workers=config.workers > 0,
     )
@@ -120,6 +173,7 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         batch_size=config.batch_size,
         shuffle=False,
         num_workers=config.workers,
+        generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=config.workers > 0,
     )
     return train, val, val_set.classes
@@ -155,23 +209,27 @@ def train(
     progress: bool = False,
     model_spec: str | None = None,
     command: list[str] | None = None,
+    stop_after: Callable[[int, int], bool] | None = None,
 ) -> dict:
     """Train ``model`` in place; returns the last epoch's metrics.
 
     ``model_spec`` (how ``vizkit.load_model`` rebuilds the architecture) is recorded in
-    ``run.json`` together with the settings and ``command``."""
+    ``run.json`` together with the settings and ``command``. SIGINT or SIGTERM stop the run
+    between two steps, after writing the checkpoint (KeyboardInterrupt is raised then);
+    ``stop_after(epoch, batches_done)`` returning True does the same (for tests)."""
     device = vizkit.data.ensure_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     train_loader, val_loader, classes = loaders(config, preprocess)
+    order: EpochOrder = train_loader.sampler  # type: ignore[assignment]
     # channels-last: the same arithmetic, ~10-20% faster convolutions on a CPU (measured on zfnet-compact)
     model.to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = make_scheduler(optimiser, config)
-    start_epoch = 1
+    start_epoch, position = 1, None
     best = {"epoch": 0, "val_accuracy": -1.0}  # the best validation epoch so far (kept in best.pt)
     checkpoint = out / "checkpoint.pt"
     if resume:
@@ -185,9 +243,10 @@ def train(
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        _set_random_state(state["rng"])
         start_epoch = state["epoch"] + 1
         best = state.get("best", best)
+        position = state.get("position")  # inside an unfinished epoch: where, and its running sums
     elif checkpoint.exists() or (out / "metrics.jsonl").exists():
         # a fresh run over an old one: say so, and do not mix the old run's log and best epoch in
         print(f"train: discarding the previous run in {out} (pass --resume to continue it)", file=sys.stderr)
@@ -199,70 +258,127 @@ def train(
     spec = model_spec or getattr(model, "vizkit_spec", None)
     if spec:
         vizkit.write_run_info(out, spec, config.data, asdict(config), preprocess, command)
-    metrics: dict = {}
-    for epoch in range(start_epoch, config.epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        total, correct, seen, clipped = 0.0, 0, 0, 0
-        bar = progress_bar(total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}", enabled=progress)
-        for images, labels in train_loader:
-            images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
-            logits = model(images)
-            loss = nn.functional.cross_entropy(logits, labels)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if config.clip_radius is not None:
-                clipped += clip_feature_scale(model, config.clip_radius)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise VizkitError(f"training diverged at epoch {epoch} (loss {value}); try a lower --lr")
-            total += value * labels.numel()
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += labels.numel()
-            bar.update(1)
-        bar.close()
-        val_loss, val_accuracy = evaluate(model, val_loader, device)
-        if config.schedule == "cosine":
-            scheduler.step()
-        elif epoch > config.min_epochs_before_decay:
-            scheduler.step(1.0 - val_accuracy)
-        improved = val_accuracy > best["val_accuracy"]
-        if improved:
-            best = {"epoch": epoch, "val_accuracy": val_accuracy}
-            save_torch_atomic(out / "best.pt", {"model": model.state_dict(), **best})
-        metrics = {
-            "epoch": epoch,
-            "train_loss": total / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "lr": optimiser.param_groups[0]["lr"],
-            "filters_clipped": clipped,
-            "seconds": round(time.perf_counter() - started, 1),
-            "best": improved,  # a new best validation accuracy: best.pt holds this epoch
-            "best_epoch": best["epoch"],
-        }
-        with open(out / "metrics.jsonl", "a") as log:
-            log.write(json.dumps(metrics) + "\n")
+
+    def save_checkpoint(epoch_done: int, where: dict | None) -> None:
         save_torch_atomic(
             checkpoint,
             {
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch,
+                "rng": _random_state(),
+                "epoch": epoch_done,  # complete epochs
+                "position": where,  # None, or the unfinished epoch's batches done and running sums
                 "best": best,
                 "config": resumable_settings(config),
             },
         )
-        if epoch in config.snapshot_epochs:
-            save_torch_atomic(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
-        if progress:
-            print(json.dumps(metrics), flush=True)
+
+    metrics: dict = {}
+    with deferred_interrupts() as stop:
+        for epoch in range(start_epoch, config.epochs + 1):
+            model.train()
+            started = time.perf_counter()
+            sums = {"loss": 0.0, "correct": 0, "seen": 0, "clipped": 0, "batches": 0}
+            if position is not None and position["epoch"] == epoch:
+                sums = dict(position["sums"])
+            position = None
+            order.epoch, order.start = epoch, sums["batches"] * config.batch_size
+            last_save = time.monotonic()
+            bar = progress_bar(
+                total=sums["batches"] + len(train_loader),
+                initial=sums["batches"],
+                desc=f"epoch {epoch}/{config.epochs}",
+                enabled=progress,
+            )
+            for images, labels in train_loader:
+                images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
+                logits = model(images)
+                loss = nn.functional.cross_entropy(logits, labels)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                if config.clip_radius is not None:
+                    sums["clipped"] += clip_feature_scale(model, config.clip_radius)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise VizkitError(f"training diverged at epoch {epoch} (loss {value}); try a lower --lr")
+                sums["loss"] += value * labels.numel()
+                sums["correct"] += int((logits.argmax(1) == labels).sum())
+                sums["seen"] += labels.numel()
+                sums["batches"] += 1
+                bar.update(1)
+                stopping = stop.requested or (stop_after is not None and stop_after(epoch, sums["batches"]))
+                if stopping or time.monotonic() - last_save >= config.checkpoint_seconds:
+                    save_checkpoint(epoch - 1, {"epoch": epoch, "sums": dict(sums)})
+                    last_save = time.monotonic()
+                if stopping:
+                    bar.close()
+                    _say_how_to_resume(out, epoch, sums["batches"], command, stop.signal_name)
+                    raise KeyboardInterrupt(stop.signal_name or "stop_after")
+            bar.close()
+            val_loss, val_accuracy = evaluate(model, val_loader, device)
+            if config.schedule == "cosine":
+                scheduler.step()
+            elif epoch > config.min_epochs_before_decay:
+                scheduler.step(1.0 - val_accuracy)
+            improved = val_accuracy > best["val_accuracy"]
+            if improved:
+                best = {"epoch": epoch, "val_accuracy": val_accuracy}
+                save_torch_atomic(out / "best.pt", {"model": model.state_dict(), **best})
+            seen = max(sums["seen"], 1)
+            metrics = {
+                "epoch": epoch,
+                "train_loss": sums["loss"] / seen,
+                "train_accuracy": sums["correct"] / seen,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": optimiser.param_groups[0]["lr"],
+                "filters_clipped": sums["clipped"],
+                "seconds": round(time.perf_counter() - started, 1),  # of this process's share of the epoch
+                "best": improved,  # a new best validation accuracy: best.pt holds this epoch
+                "best_epoch": best["epoch"],
+            }
+            with open(out / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(metrics) + "\n")
+            save_checkpoint(epoch, None)
+            if epoch in config.snapshot_epochs:
+                save_torch_atomic(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
+            if progress:
+                print(json.dumps(metrics), flush=True)
     save_torch_atomic(out / "weights.pt", model.state_dict())
     return metrics
+
+
+def _random_state() -> dict:
+    """Every random generator a training step can touch (dropout draws from torch's)."""
+    _kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "gauss": [int(has_gauss), cached]}
+    # plain tensors, ints and tuples only: the checkpoint loads with weights_only=True
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+
+
+def _set_random_state(state: Any) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints written before the other generators were saved
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy_state["pos"], numpy_state["gauss"][0], numpy_state["gauss"][1]))
+
+
+def _say_how_to_resume(out: Path, epoch: int, batches: int, command: list[str] | None, signal_name: str | None) -> None:
+    again = list(command or ["vizkit", "train", "...", "--out", str(out)])
+    if "--resume" not in again:
+        again.append("--resume")
+    why = f"{signal_name} received" if signal_name else "stopped"
+    print(
+        f"train: {why}; checkpoint saved in {out} at epoch {epoch}, batch {batches}. "
+        f"To continue exactly where it stopped: {' '.join(again)}",
+        file=sys.stderr,
+    )
 
 
 def export_weights(
@@ -313,7 +429,7 @@ def export_weights(
             if which == "best" or info["config"].get("schedule") == "cosine"
             else _with_epochs(info.get("command"), state["epoch"])
         ),
-        "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device")},
+        "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device", "checkpoint_seconds")},
     }
     save_torch_atomic(destination.with_suffix(".pt"), weights)
     write_atomic(destination.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
@@ -378,6 +494,13 @@ def register_commands(cli: click.Group) -> None:
         "for quick trials and tests",
     )
     @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option(
+        "--checkpoint-seconds",
+        type=float,
+        default=60.0,
+        show_default=True,
+        help="inside an epoch, write the checkpoint at least this often (SIGINT/SIGTERM also write it)",
+    )
     @click.option("--quiet", is_flag=True)
     @click.pass_context
     def train_command(
@@ -400,6 +523,7 @@ def register_commands(cli: click.Group) -> None:
         workers: int,
         limit: int | None,
         seed: int,
+        checkpoint_seconds: float,
         quiet: bool,
     ) -> None:
         """Train a ZF backbone with the paper's recipe (SGD, annealing, dropout, crops, clipping)."""
@@ -409,6 +533,10 @@ def register_commands(cli: click.Group) -> None:
             raise UsageError(f"--snapshot-epochs expects e.g. 1,2,5,10; not '{snapshot_epochs}'") from None
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
+        if workers < 0:
+            raise UsageError(f"--workers must be 0 or more, not {workers}")
+        if not checkpoint_seconds >= 0:
+            raise UsageError(f"--checkpoint-seconds must be 0 or more, not {checkpoint_seconds}")
         if patience < 0 or min_epochs_before_decay < 0:
             raise UsageError("--patience and --min-epochs-before-decay must be 0 or more")
         torch.manual_seed(seed)  # a training command owns its process: the model's initialisation
@@ -431,6 +559,7 @@ def register_commands(cli: click.Group) -> None:
             seed=seed,
             device=device,
             limit=limit,
+            checkpoint_seconds=checkpoint_seconds,
         )
         argv = (context.find_root().obj or {}).get("argv", [])
         metrics = train(

@@ -1,19 +1,54 @@
 """Ship a training run's weights as the bundled zfnet-compact model.
 
-    python scripts/bundle_weights.py RUN_DIR [--names ../shared/data/imagenet_classes.txt] [--which best|last]
+    python scripts/bundle_weights.py RUN_DIR [--names ../shared/data/imagenet_classes.txt]
+        [--which best|last] [--verify ../shared/data/imagenette]
 
 writes vizkit/models/weights/zfnet_compact_imagenette.{pt,json} (fp16 state_dict of the best
 validation epoch, ``--which last`` for the last; classes, preprocessing, epoch, validation accuracy,
 the validation curve, when the rate was cut and the training command in the JSON).
+
+``--verify DATA`` then measures the shipped weights outside the training loop: loaded through
+``vizkit.load_model("zfnet-compact")`` (fp16 storage, fp32 compute) on every image of
+``DATA/val``, read by torchvision's ImageFolder with torchvision's own resize/crop/normalise, and
+records the result in the JSON as ``val_accuracy_measured``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import torch
+from torchvision import datasets, transforms
+
+import vizkit
 from vizkit.models.bundled import COMPACT_WEIGHTS
 from vizkit_plugins.train import export_weights
+
+
+def measure(data: Path, meta: dict, batch_size: int = 200) -> tuple[int, int]:
+    """(correct, total) of the bundled model on the whole ImageFolder ``data/val``."""
+    p = meta["preprocess"]
+    pipeline = transforms.Compose(
+        [
+            transforms.Resize(p["resize"]),
+            transforms.CenterCrop(p["crop"]),
+            transforms.ToTensor(),
+            transforms.Normalize(p["mean"], p["std"]),
+        ]
+    )
+    folder = datasets.ImageFolder(data / "val", pipeline)
+    if folder.classes != meta["class_folders"]:
+        raise SystemExit(f"{data}/val has classes {folder.classes}, the weights {meta['class_folders']}")
+    model = vizkit.load_model("zfnet-compact").eval()
+    loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, num_workers=2)
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct, total
 
 
 def main() -> None:
@@ -21,6 +56,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="folder written by `vizkit train`")
     parser.add_argument("--names", type=Path, help="wnid<TAB>name lines giving readable class names")
     parser.add_argument("--which", choices=("best", "last"), default="best", help="best validation epoch or last")
+    parser.add_argument("--verify", type=Path, help="an ImageFolder root with val/: measure the shipped weights")
     args = parser.parse_args()
     names = None
     if args.names:
@@ -28,6 +64,16 @@ def main() -> None:
     meta = export_weights(args.run, COMPACT_WEIGHTS.with_suffix(""), names=names, which=args.which)
     size = COMPACT_WEIGHTS.stat().st_size / 2**20
     print(f"bundled epoch {meta['epoch']} (val top-1 {meta['val_accuracy']:.4f}) -> {COMPACT_WEIGHTS} ({size:.1f} MiB)")
+    if args.verify:
+        correct, total = measure(args.verify, meta)
+        meta["val_accuracy_measured"] = {
+            "top1": correct / total,
+            "correct": correct,
+            "images": total,
+            "how": "torchvision ImageFolder + Resize/CenterCrop/Normalize, fp16 weights via vizkit.load_model",
+        }
+        vizkit.write_atomic(COMPACT_WEIGHTS.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+        print(f"measured: {correct}/{total} = {correct / total:.4f} top-1 on {args.verify}/val")
 
 
 if __name__ == "__main__":
