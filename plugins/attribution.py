@@ -1007,5 +1007,6 @@ def register_analyses(register) -> None:
                 "steps": 16,
                 "deletion_steps": 10,
             },
+            demo_quick={"method": "saliency,layergradcam", "deletion_steps": 5},
         )
     )

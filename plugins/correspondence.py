@@ -509,5 +509,7 @@ def register_analyses(register: Any) -> None:
                     help="changes below this fraction of the layer's largest activation count as zero",
                 ),
             ],
+            demo={"landmarks": "{landmarks}", "layers": "conv5,fc7", "random": 10},  # a resource vizkit demo finds
+            demo_quick={"random": 4},
         )
     )

@@ -476,5 +476,7 @@ def register_analyses(register: Any) -> None:
                     help="norm: divide each distance by the norm of the original's features",
                 ),
             ],
+            demo={"layers": "conv1,fc7", "steps": 13},
+            demo_quick={"steps": 5},
         )
     )

@@ -321,5 +321,15 @@ def register_analyses(register: Any) -> None:
                     help="C values cross-validation chooses from, comma-separated",
                 ),
             ],
+            demo={
+                "layers": "conv2,conv3,conv5,fc7",
+                "train_per_class": 2,
+                "test_per_class": 2,
+                "folds": 2,
+                "cv_folds": 2,
+                "classifiers": "svm",
+                "workers": 0,
+            },
+            demo_quick={"layers": "conv2,fc7", "folds": 1},
         )
     )

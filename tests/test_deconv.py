@@ -289,7 +289,7 @@ def test_projection_targets_and_instrumented_api(squeezenet, dog_tensor):
 def test_to_image_scaling():
     signal = torch.zeros(2, 3, 4, 4)
     signal[0, 0, 1, 1], signal[0, 1, 2, 2] = 5.0, -5.0
-    shown = vizkit.to_image(signal)
+    shown = vizkit.to_image(signal, channels_last=False)
     assert shown.shape == signal.shape
     assert shown.min() >= 0 and shown.max() <= 1
     assert shown[0, 0, 1, 1] == 1.0 and shown[0, 1, 2, 2] == 0.0 and shown[0, 2, 0, 0] == 0.5

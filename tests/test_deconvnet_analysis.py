@@ -127,6 +127,6 @@ def test_console_script_and_module_entry_points(tmp_path):
 
 
 def test_demo_runs_offline(tmp_path):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "deconvnet" / "result.json").exists()
     assert "deconvnet" in (tmp_path / "demo" / "index.html").read_text()

@@ -2,7 +2,8 @@
 
 (a) registered in a fresh app without installing it, checked against an independent computation
 with plain torch forward hooks; (b) run through the CLI in-process with a patched app; (c) slow:
-really pip-installed into the venv and run through the ``vizkit`` console script.
+really pip-installed into the venv and run through the ``vizkit`` console script; (d) the
+template's other registrations (a model, a spec form, a projection rule) and the analysis's options.
 """
 
 from __future__ import annotations
@@ -378,3 +379,97 @@ def test_pip_installed_plugin(tmp_path):
                 shutil.rmtree(egg_info, ignore_errors=True)
     if not was_installed:
         assert not _installed(), "uninstalling vizkit-channel-stats failed"
+
+
+# ---------------------------------------------------------------------- (d) the template's other hooks
+def test_template_registers_a_model_a_spec_form_and_a_rule(app, plugin_module):
+    assert app.models["tinycnn"].plugin == PLUGIN_NAME
+    assert app.model_sources["tinycnn"].plugin == PLUGIN_NAME
+    assert app.rules["leaky-deconvnet"].plugin == PLUGIN_NAME
+    state = torch.random.get_rng_state()
+    named = vizkit.load_model("tinycnn", app=app)
+    assert torch.equal(torch.random.get_rng_state(), state), "building the model reseeded the global generator"
+    assert vizkit.preprocess_for(named) == vizkit.Preprocess(resize=72, crop=64)  # the entry's own
+    wide = vizkit.load_model("tinycnn:24", app=app)
+    assert wide.conv1.out_channels == 24 and vizkit.preprocess_for(wide).crop == 64  # the factory's own
+    again = vizkit.load_model("tinycnn:24", app=app)
+    assert all(torch.equal(a, b) for a, b in zip(wide.state_dict().values(), again.state_dict().values()))
+    for bad in ("tinycnn:0", "tinycnn:wide"):
+        with pytest.raises(vizkit.UsageError, match="tinycnn:<width>"):
+            vizkit.load_model(bad, app=app)
+
+
+def test_leaky_rule_on_both_projection_paths(plugin_module):
+    model = plugin_module.tiny_cnn(8).eval()
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 64, 64)
+    with vizkit.instrument(model) as im:
+        im(x)
+        leaky = plugin_module.LeakyDeconvnetRule()
+        auto = vizkit.project(im, x, "conv3", [0, 5], rule=leaky)
+        explicit = vizkit.project(im, x, "conv3", [0, 5], rule=leaky, method="explicit")
+        deconv = vizkit.project(im, x, "conv3", [0, 5], rule="deconvnet")
+        no_leak = vizkit.project(im, x, "conv3", [0, 5], rule=plugin_module.LeakyDeconvnetRule(slope=0.0))
+    assert_no_hooks(model)
+    assert torch.allclose(auto.images, explicit.images, atol=1e-5)  # both paths read the same rule
+    assert torch.allclose(no_leak.images, deconv.images, atol=1e-6)  # slope 0 is the paper's rule
+    assert not torch.allclose(auto.images, deconv.images, atol=1e-4)  # the leak changes the picture
+
+
+def test_options_sort_top_project_and_rule(app, plugin_module):
+    model = vizkit.load_model("tinycnn", app=app)
+    result = vizkit.run(
+        PLUGIN_NAME, model, images=[IMAGE], app=app, layer="conv2", top=3, sort="max", project=2, rule="leaky-deconvnet"
+    )
+    assert_no_hooks(model)
+    x = vizkit.load_images([IMAGE], model)
+    assert x.shape == (1, 3, 64, 64)  # the entry's preprocessing, used by vizkit.run too
+    reference = reference_stats(model, x, "conv2")
+    assert result["ranked_by"] == "max"
+    assert np.allclose(reference["max"][result["top_channels"]], np.sort(reference["max"])[::-1][:3], rtol=1e-4)
+    assert np.allclose(result["top_values"], reference["max"][result["top_channels"]], rtol=1e-4)
+    assert result["projected"]["rule"] == "leaky-deconvnet"
+    assert result["projected"]["channels"] == result["top_channels"][:2]
+    assert result.arrays["projections"].shape == (2, 3, 64, 64)
+    with vizkit.instrument(model) as im:
+        im(x)
+        expected = vizkit.project(
+            im, x, "conv2", result["projected"]["channels"], rule=plugin_module.LeakyDeconvnetRule()
+        )
+    assert_no_hooks(model)
+    assert np.allclose(result.arrays["projections"], expected.images[0].numpy(), atol=1e-5)
+    figure = result.figures["channel_stats_projections"]
+    assert len(figure.axes) == 3 and "Leaky" in figure._suptitle.get_text()
+    (bars,) = result.figures["channel_stats"].axes
+    assert bars.get_ylabel() == "largest activation"
+
+    quiet = vizkit.run(PLUGIN_NAME, model, images=[IMAGE], app=app, layer="conv2", project=0)
+    assert "projections" not in quiet.arrays and "channel_stats_projections" not in quiet.figures
+    for bad, match in (({"top": 0}, "--top"), ({"project": -1}, "--project"), ({"sort": "median"}, "--sort")):
+        with pytest.raises(vizkit.UsageError, match=match):
+            vizkit.run(PLUGIN_NAME, model, images=[IMAGE], app=app, layer="conv2", **bad)
+    with pytest.raises(vizkit.UsageError, match="--rule"):
+        vizkit.run(PLUGIN_NAME, model, images=[IMAGE], app=app, layer="conv2", rule="nosuchrule")
+    assert_no_hooks(model)
+
+
+def test_cli_template_options_and_the_rule_elsewhere(cli_app, tmp_path, capsys):
+    assert vizkit.app.cli.main(["run", PLUGIN_NAME, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--top", "--sort", "--project", "--rule"):
+        assert flag in text
+    assert "leaky-deconvnet" in text
+    assert vizkit.app.cli.main(["list", "models"]) == 0
+    listed = capsys.readouterr().out
+    assert "tinycnn:<width>" in listed and "tinycnn " in listed
+    assert vizkit.app.cli.main(["layers", "tinycnn:8"]) == 0
+    assert "3x64x64" in capsys.readouterr().out.splitlines()[0]
+    out = tmp_path / "leaky"
+    args = ["run", "deconvnet", "--model", "tinycnn", "--image", str(IMAGE), "--layer", "conv3", "--top", "2"]
+    code = vizkit.app.cli.main([*args, "--rule", "leaky-deconvnet", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document, arrays = vizkit.load_result(out)
+    assert document["rule"] == "leaky-deconvnet" and arrays["projections"].shape == (2, 3, 64, 64)
+    for model in cli_app:
+        assert_no_hooks(model)

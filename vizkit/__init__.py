@@ -9,7 +9,8 @@ The package is layered; a lower layer never imports a higher one (a test enforce
 * :mod:`vizkit.engine`: recording forwards, projection rules, the deconvnet, receptive fields
   and window geometry, incremental inference;
 * :mod:`vizkit.data`: images in, tensors out;
-* :mod:`vizkit.models`: model entries, spec forms, weights, the bundled ZF model;
+* :mod:`vizkit.models`: model entries, spec forms, weights, the ZF models (``zfnet``: the
+  paper's layout, untrained; ``zfnet-compact``: trained on Imagenette, weights bundled);
 * :mod:`vizkit.framework`: hook specs, the plugin registry, analyses, results, model loading;
 * :mod:`vizkit.toolkit`: what several analyses share (top-k, winners, channels, figures,
   training-run folders, multi-process helpers, progress);
@@ -17,6 +18,7 @@ The package is layered; a lower layer never imports a higher one (a test enforce
 """
 
 from vizkit import models
+from vizkit.app.demo import sample_images
 from vizkit.data import (
     ImageList,
     Preprocess,
@@ -26,6 +28,7 @@ from vizkit.data import (
     load_image,
     load_images,
     parse_fill,
+    preprocess_for,
     read_labels,
     resolve_target,
 )
@@ -54,6 +57,7 @@ from vizkit.toolkit.channels import parse_channel_spec, parse_layers, select_cha
 from vizkit.toolkit.distributed import ProcessGroup, is_main_process
 from vizkit.toolkit.features import CachedFeatures, extract_features, parse_pool, pool_features
 from vizkit.toolkit.figures import hwc, new_figure, projections_beside_patches, show, tile_mosaic
+from vizkit.toolkit.interrupts import StopRequest, deferred_interrupts, sigterm_as_interrupt
 from vizkit.toolkit.linear import GRID as PROBE_GRID
 from vizkit.toolkit.linear import LinearProbe, Standardizer, fit_probe, mean_class_accuracy, select_probe
 from vizkit.toolkit.progress import progress_bar
@@ -89,6 +93,7 @@ __all__ = [
     "RunningTopK",
     "Settings",
     "Standardizer",
+    "StopRequest",
     "UnknownLayerError",
     "UsageError",
     "VizkitError",
@@ -98,6 +103,7 @@ __all__ = [
     "check_labels",
     "clip_feature_scale",
     "crop_to_box",
+    "deferred_interrupts",
     "describe_model",
     "extract_features",
     "figures",
@@ -124,6 +130,7 @@ __all__ = [
     "parse_layers",
     "parse_pool",
     "pool_features",
+    "preprocess_for",
     "progress_bar",
     "project",
     "project_winners",
@@ -134,11 +141,13 @@ __all__ = [
     "receptive_boxes",
     "resolve_target",
     "run",
+    "sample_images",
     "save_torch_atomic",
     "select_channels",
     "select_probe",
     "sha256_file",
     "show",
+    "sigterm_as_interrupt",
     "snapshot_paths",
     "ssim",
     "support_box",

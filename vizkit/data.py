@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision import transforms
 
@@ -149,13 +149,52 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UsageError(f"cannot read image {path}: {error}") from None
 
 
-def load_images(paths: Sequence[str | os.PathLike], preprocess: Preprocess) -> Tensor:
+def preprocess_for(model: nn.Module | None) -> Preprocess:
+    """The preprocessing ``model`` expects, so that images are fed at the size it was built for.
+
+    :func:`vizkit.load_model` records it as ``model.vizkit_preprocess``: a registered model's own
+    (``zfnet-compact``: resize 160, crop 144), the one in its weights' JSON (``weights.json``
+    beside ``weights.pt``, or the ``run.json`` of a ``vizkit train`` folder), or one passed as
+    ``preprocess=``. A model without one (or None) gets the ImageNet default, :class:`Preprocess`
+    ``()`` (resize 256, crop 224). Set ``model.vizkit_preprocess`` on a model you built yourself
+    to give it its own.
+
+    Args:
+        model: the model, or None for the ImageNet default.
+    """
+    found = getattr(model, "vizkit_preprocess", None) if model is not None else None
+    if found is None:
+        return Preprocess()
+    if isinstance(found, Preprocess):
+        return found
+    if isinstance(found, Mapping):
+        return Preprocess.from_dict(dict(found))
+    raise UsageError(f"model.vizkit_preprocess must be a vizkit.Preprocess, not {type(found).__name__}")
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike], preprocess: Preprocess | nn.Module | None = None, model: nn.Module | None = None
+) -> Tensor:
     """Several image files as one preprocessed batch [N, 3, crop, crop].
+
+    ``load_images(paths, model=model)`` (or ``load_images(paths, model)``) uses the model's own
+    preprocessing (:func:`preprocess_for`): 144x144 for ``zfnet-compact``, 224x224 for an
+    ImageNet model; ``load_images(paths)`` uses the ImageNet default.
 
     Args:
         paths: the image files, in batch order (at least one).
-        preprocess: the resize / crop / normalisation applied to each image.
+        preprocess: the resize / crop / normalisation applied to each image; a model in this
+            place means that model's preprocessing; None: ``model``'s, else the ImageNet default.
+        model: the model the batch is for, whose preprocessing is used when ``preprocess`` is None.
     """
+    if isinstance(preprocess, nn.Module):
+        preprocess, model = None, preprocess
+    if preprocess is None:
+        preprocess = preprocess_for(model)
+    elif not isinstance(preprocess, Preprocess):
+        raise UsageError(f"preprocess must be a vizkit.Preprocess or a model, not {type(preprocess).__name__}")
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]  # one path, not its characters
     if not paths:
         raise UsageError("no images given")
     return torch.stack([preprocess(load_image(p)) for p in paths])

@@ -20,7 +20,7 @@ import vizkit
 from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, ensure_device
 from vizkit.errors import UsageError, VizkitError
 from vizkit.framework.plugins import App, make_app
-from vizkit.framework.results import check_out_dir
+from vizkit.framework.results import RESULT_FILE, check_out_dir
 from vizkit.toolkit.distributed import is_main_process
 
 
@@ -63,7 +63,10 @@ RUN_OPTIONS = [
     click.Option(["--image", "images"], multiple=True, help="input image (repeat, or list several after --image)"),
     click.Option(["--data"], help="folder of images, ImageFolder tree, or text file of image paths"),
     click.Option(
-        ["--out"], type=click.Path(file_okay=False), help="result folder (default: vizkit-results/<analysis>)"
+        ["--out"],
+        type=click.Path(file_okay=False),
+        help="result folder; one that already holds a result is refused without --overwrite "
+        "(default: vizkit-results/<analysis>, or the first of <analysis>-2, -3, ... that holds no result yet)",
     ),
     click.Option(["--overwrite"], is_flag=True, help="replace a result already in --out"),
     click.Option(["--device"], default="cpu", show_default=True, help="cpu or cuda"),
@@ -76,6 +79,44 @@ RUN_OPTIONS = [
     click.Option(["--quiet"], is_flag=True, help="no progress output"),
     click.Argument(["more_images"], nargs=-1, required=False),
 ]
+
+
+DEFAULT_OUT_ROOT = Path("vizkit-results")
+
+
+def model_help(app: App) -> str:
+    """What ``--model`` / ``MODEL`` accepts, from the registry: the registered names (the
+    untrained ones marked) and the spec forms, so ``--help`` shows e.g. ``zfnet-compact``.
+
+    Args:
+        app: the plugin registry whose models and model sources are listed.
+    """
+    names = [
+        f"{m.name} (untrained)" if "untrained" in m.tags else m.name
+        for m in sorted(app.models.values(), key=lambda m: m.name)
+    ]
+    forms = [source.usage for source in app.model_sources.values()]
+    listed = ", ".join(names) if names else "none"
+    return f"a registered model: {listed} (details: vizkit list models); or {', '.join(forms)}"
+
+
+def default_out(analysis: str, root: Path = DEFAULT_OUT_ROOT) -> Path:
+    """Where ``vizkit run ANALYSIS`` writes without ``--out``: ``root/ANALYSIS``, or the first of
+    ``root/ANALYSIS-2``, ``-3``, ... that does not hold a result yet.
+
+    A second run therefore never collides with the first (both are kept, numbered in run order),
+    and a folder an interrupted run left without ``result.json`` is the one reused, so an
+    analysis's ``--resume`` finds its checkpoint there without ``--out``.
+
+    Args:
+        analysis: the analysis's name (the folder's name).
+        root: the folder holding the default result folders.
+    """
+    candidate, number = root / analysis, 1
+    while (candidate / RESULT_FILE).exists() or (candidate.exists() and not candidate.is_dir()):
+        number += 1
+        candidate = root / f"{analysis}-{number}"
+    return candidate
 
 
 def _click_option(option: vizkit.Option, app: App) -> click.Option:
@@ -112,7 +153,9 @@ class RunGroup(click.Group):
         analysis = self.app.analyses.get(name)
         if analysis is None:
             return None
-        params = list(RUN_OPTIONS) + [_click_option(o, self.app) for o in analysis.options]
+        model_option = click.Option(["--model"], help=model_help(self.app))
+        params = [model_option if p.name == "model" else p for p in RUN_OPTIONS]
+        params += [_click_option(o, self.app) for o in analysis.options]
         return click.Command(
             name,
             params=params,
@@ -152,7 +195,7 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
             "quiet",
         ]
     }
-    out = Path(common["out"] or Path("vizkit-results") / analysis.name)
+    out = Path(common["out"]) if common["out"] else default_out(analysis.name)
     check_out_dir(out, common["overwrite"])
     device = ensure_device(common["device"])
     model = vizkit.load_model(
@@ -163,7 +206,7 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         trust_weights=common["trust_weights"],
         app=app,
     )
-    base = getattr(model, "vizkit_preprocess", None) or Preprocess()
+    base = vizkit.preprocess_for(model)  # the model's own (zfnet-compact: 160/144), else ImageNet's
     preprocess = Preprocess(
         resize=common["resize"] or base.resize,
         crop=common["crop"] or base.crop,
@@ -228,30 +271,40 @@ def build_cli(app: App) -> click.Group:
         if as_json:
             click.echo(json.dumps(chosen if not what else chosen[what], indent=2))
             return
+        usages = [source.usage for source in app.model_sources.values()]
+        names = [str(row["name"]) for rows in chosen.values() for row in rows] + usages
+        column = max([20, *(len(name) + 1 for name in names)])  # every name stands apart from its text
         for title, rows in chosen.items():
             if not what:
                 click.echo(f"{title}:")
             for row in rows:
                 if title == "plugins":
                     detail = row["error"] if row["error"] else row["status"]
-                    click.echo(f"  {row['name']:<20} {detail}  ({row['source']})")
+                    click.echo(f"  {row['name']:<{column}} {detail}  ({row['source']})")
                 else:
-                    click.echo(f"  {row['name']:<20} {row['description']}")
+                    click.echo(f"  {row['name']:<{column}} {row['description']}")
             if title == "models":
                 for source in app.model_sources.values():
-                    click.echo(f"  {source.usage:<20} {source.description}")
+                    click.echo(f"  {source.usage:<{column}} {source.description}")
 
-    @cli.command("layers")
+    @cli.command("layers", epilog=f"MODEL: {model_help(app)}.")
     @click.argument("model_spec", metavar="MODEL")
     @model_options
-    @click.option("--size", type=int, default=None, help="input size for the shapes (default: the model's crop, 224)")
+    @click.option(
+        "--size",
+        type=int,
+        default=None,
+        help="input size for the shapes (default: the model's own preprocessing crop: 144 for zfnet-compact, "
+        "224 for ImageNet models)",
+    )
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     def layers_command(
         model_spec: str, weights: str | None, labels: str | None, trust_weights: bool, size: int | None, as_json: bool
     ) -> None:
-        """List MODEL's layers: names, types and output shapes (pools marked)."""
+        """List MODEL's layers: names, types and output shapes for the model's own input size (pools marked)."""
         model = vizkit.load_model(model_spec, weights=weights, labels=labels, trust_weights=trust_weights, app=app)
-        preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
+        preprocess = vizkit.preprocess_for(model)
+        where = "--size" if size else f"the model's preprocessing: resize {preprocess.resize}, crop {preprocess.crop}"
         size = size or preprocess.crop
         if size < 16:
             raise UsageError(f"--size {size} is too small")
@@ -281,6 +334,7 @@ def build_cli(app: App) -> click.Group:
             )
             return
         width = max(len(i.name) for i in infos) + 2
+        click.echo(f"{model_spec}: output shapes for a 3x{size}x{size} input ({where})")
         click.echo(f"{'layer':<{width}}{'type':<24}{'output':<18}")
         for info in infos:
             shape = "x".join(str(d) for d in info.shape[1:]) if info.shape else "(not a tensor)"
@@ -301,16 +355,52 @@ def build_cli(app: App) -> click.Group:
         click.echo(f"report: {count} result(s) in {path}")
 
     @cli.command("demo")
-    @click.option("--out", type=click.Path(file_okay=False), default="vizkit-demo", show_default=True)
-    @click.option("--model", "model_spec", default=None, help="model to use (default: the bundled ZF model)")
-    @click.option("--image", "images", multiple=True, help="images to use (default: a sample photo)")
-    @click.option("--overwrite", is_flag=True, help="replace results already in --out")
-    def demo_command(out: str, model_spec: str | None, images: tuple[str, ...], overwrite: bool) -> None:
-        """Run every analysis that has a demo on the bundled model and write a report."""
+    @click.option(
+        "--out",
+        type=click.Path(file_okay=False),
+        default="vizkit-demo",
+        show_default=True,
+        help="the demo's folder; a rerun replaces the demo's own results there",
+    )
+    @click.option(
+        "--data",
+        help="your images: a folder, ImageFolder tree or text file of paths (default: `vizkit samples`)",
+    )
+    @click.option("--quick", is_flag=True, help="fewer images and lighter settings (well under a minute)")
+    @click.option("--overwrite", is_flag=True, help="also write into an --out that the demo did not make")
+    def demo_command(out: str, data: str | None, quick: bool, overwrite: bool) -> None:
+        """Run every analysis that declares a demo on the bundled zfnet-compact, then write the report.
+
+        Each analysis's result goes to OUT/<analysis>; a failing one is reported and the others
+        still run (the exit status is then 1). Evolution needs a training run: ./vizkit-train or
+        $VIZKIT_TRAIN_RUN.
+        """
         from vizkit.app.demo import run_demo
 
-        for line in run_demo(app, Path(out), model_spec, list(images), overwrite):
-            click.echo(line)
+        summary = run_demo(app, Path(out), data, quick, overwrite, echo=click.echo)
+        if summary.failed:
+            raise VizkitError(f"demo: {len(summary.failed)} analysis(es) failed: {', '.join(summary.failed)}")
+
+    @cli.command("samples")
+    @click.option("--per-class", type=int, default=2, show_default=True, help="images per class")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output, with each image's class")
+    def samples_command(per_class: int, as_json: bool) -> None:
+        """Print real images of the bundled model's classes, one path a line (for --image / --data).
+
+        Looked for in $VIZKIT_SAMPLES, then $VIZKIT_SHARED/data/imagenette/val; else matplotlib's
+        sample photograph, with a note on stderr. Nothing is copied.
+        """
+        from vizkit.app.demo import FALLBACK_HINT, class_name, find_samples
+
+        found = find_samples(per_class)
+        if found.fallback:
+            click.echo(f"vizkit: note: {FALLBACK_HINT}", err=True)
+        if as_json:
+            images = [{"path": str(p), "class": class_name(f), "folder": f} for p, f in zip(found.paths, found.folders)]
+            click.echo(json.dumps({"source": found.source, "fallback": found.fallback, "images": images}, indent=2))
+            return
+        for path in found.paths:
+            click.echo(str(path))
 
     for impl in app.pm.hook.register_commands.get_hookimpls():
         try:
@@ -326,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         app = make_app()
         cli = build_cli(app)
         args = list(argv if argv is not None else sys.argv[1:])
-        cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args, "app": app})
+        with vizkit.sigterm_as_interrupt():  # a scheduler's or `timeout`'s SIGTERM saves work as Ctrl-C does
+            cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args, "app": app})
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
     except click.ClickException as error:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -460,19 +461,38 @@ _REVERSERS: dict[str, Callable[..., _Node]] = {
 
 
 # ---------------------------------------------------------------------- display
-def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
-    """A projection as a displayable [.., 3, H, W] image in [0, 1], zero at mid-grey.
+@overload
+def to_image(projection: Tensor, quantile: float = ..., channels_last: Literal[True] = ...) -> np.ndarray: ...
+@overload
+def to_image(projection: Tensor, quantile: float = ..., *, channels_last: Literal[False]) -> Tensor: ...
+def to_image(projection: Tensor, quantile: float = 0.99, channels_last: bool = True) -> np.ndarray | Tensor:
+    """A projection as a displayable image in [0, 1], zero at mid-grey, in the layout
+    ``plt.imshow`` takes: ``plt.imshow(vizkit.to_image(im.project(layer, channel=c)))``.
 
     The paper's contrast scaling: the signal is signed and centred on zero, so it is scaled
     symmetrically about grey, with the ``quantile`` of its non-zero magnitudes at full contrast
     (a few extreme pixels do not wash the rest out), and clipped.
 
+    Shapes, with ``channels_last`` (the default; a float32 numpy array, what matplotlib and PIL
+    take):
+
+    * one image, [3, H, W] or [1, 3, H, W] (a projection of a batch of one) -> [H, W, 3];
+    * a batch [N, 3, H, W] with N > 1 -> [N, H, W, 3]: ``plt.imshow(shown[i])`` shows image i,
+      ``vizkit.tile_mosaic(shown, rows=1)`` all of them side by side; more leading axes
+      are kept the same way ([A, B, 3, H, W] -> [A, B, H, W, 3]).
+
+    ``channels_last=False`` returns a tensor in the input's layout, shape and device
+    ([.., 3, H, W]), for code that slices images channels-first (it never squeezes a batch of one).
+
     Args:
         projection: one or more projections, [.., 3, H, W] in input space (e.g.
             ``Projection.images``); each [3, H, W] image is scaled on its own.
         quantile: the quantile of non-zero magnitudes shown at full contrast (1.0: the maximum).
+        channels_last: return [.., H, W, 3] (imshow's layout) rather than [.., 3, H, W].
     """
     shape = projection.shape
+    if projection.dim() < 3 or shape[-3] != 3:
+        raise UsageError(f"to_image expects projections shaped [.., 3, H, W], not {list(shape)}")
     flat = projection.detach().float().reshape(-1, shape[-3] * shape[-2] * shape[-1])
     magnitude = flat.abs()
     scales = []
@@ -480,7 +500,12 @@ def to_image(projection: Tensor, quantile: float = 0.99) -> Tensor:
         nonzero = row[row > 0]
         scales.append(torch.quantile(nonzero, quantile).item() if nonzero.numel() else 1.0)
     scale = torch.tensor(scales, dtype=flat.dtype, device=flat.device).clamp(min=1e-12)
-    return (0.5 + flat / (2 * scale[:, None])).clamp(0, 1).reshape(shape)
+    shown = (0.5 + flat / (2 * scale[:, None])).clamp(0, 1).reshape(shape)
+    if not channels_last:
+        return shown
+    if shown.dim() == 4 and shown.shape[0] == 1:  # a batch of one is one image
+        shown = shown[0]
+    return shown.movedim(-3, -1).cpu().numpy().astype(np.float32, copy=False)
 
 
 def receptive_boxes(im: Recorder, x: Tensor, layer: str) -> Tensor:

@@ -77,6 +77,7 @@ class Analysis:
     options: list[Option] = field(default_factory=list)
     inputs: Literal["images", "data", "any", "none"] = "images"
     demo: dict[str, Any] | None = None  # options for `vizkit demo`; None: not part of the demo
+    demo_quick: dict[str, Any] | None = None  # `vizkit demo --quick`: overrides of ``demo`` (vizkit.app.demo)
     # the model spec to use when none is given, from the resolved options (e.g. the one a
     # training run recorded); None: a model must be given
     model_from: Callable[[dict[str, Any]], str] | None = None

@@ -27,7 +27,8 @@ def register_models(register: Callable[[ModelEntry], None]) -> None:
         ModelEntry(
             name="zfnet",
             factory=zfnet,
-            description="Zeiler & Fergus 2013 layout at 224x224, 1000 classes (untrained)",
+            description="the paper's ZF layout (224x224, 1000 classes), untrained: random weights "
+            "(the trained ZF model is zfnet-compact)",
             tags=("paper", "untrained"),
         )
     )

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vizkit.data import read_labels
+from vizkit.data import Preprocess, read_labels
 from vizkit.errors import UsageError
-from vizkit.models import ModelEntry, apply_state_dict, read_state_dict, sha256_file
+from vizkit.models import ModelEntry, apply_state_dict, read_state_dict, sha256_file, weights_preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     from vizkit.framework.plugins import App
@@ -48,7 +48,7 @@ def build_model(spec: str, app: App | None = None) -> tuple[nn.Module, ModelEntr
         app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
     """
     if not spec or not isinstance(spec, str):
-        raise UsageError("no model given; use e.g. --model zfnet or --model torchvision:alexnet")
+        raise UsageError("no model given; use e.g. --model zfnet-compact or --model torchvision:alexnet")
     app = _app(app)
     entry = app.models.get(spec)
     if entry is not None:
@@ -72,11 +72,14 @@ def load_model(
     device: str | torch.device = "cpu",
     trust_weights: bool = False,
     app: App | None = None,
+    preprocess: Preprocess | None = None,
 ) -> nn.Module:
     """A model, in eval mode, from a spec and optional weights / labels.
 
     The model carries what vizkit learnt about it as ``vizkit_spec``, ``vizkit_weights``,
-    ``vizkit_weights_sha256``, ``vizkit_labels`` and ``vizkit_preprocess``.
+    ``vizkit_weights_sha256``, ``vizkit_labels`` and ``vizkit_preprocess``: the input it expects,
+    which :func:`vizkit.run`, :func:`vizkit.load_images` (``model=``) and the CLI use unless told
+    otherwise (:func:`vizkit.preprocess_for` reads it; None means the ImageNet default).
 
     Args:
         spec: what to build, as for :func:`build_model` (a registered name or a source's form).
@@ -87,7 +90,13 @@ def load_model(
         device: where the model is moved (``"cpu"``, ``"cuda"``, a ``torch.device``).
         trust_weights: allow arbitrary unpickling of ``weights``; only for trusted files.
         app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        preprocess: the preprocessing the model expects; None: the one recorded in the JSON beside
+            ``weights`` (:func:`vizkit.models.weights_preprocess`), else the registered model's own
+            (``zfnet-compact``: resize 160, crop 144), else the ``vizkit_preprocess`` attribute its
+            factory or class set, else none (the ImageNet default applies).
     """
+    if preprocess is not None and not isinstance(preprocess, Preprocess):
+        raise UsageError(f"preprocess must be a vizkit.Preprocess, not {type(preprocess).__name__}")
     model, entry = build_model(spec, app)
     weights_path = Path(weights) if weights is not None else (entry.weights if entry else None)
     sha = None
@@ -105,7 +114,10 @@ def load_model(
         "vizkit_weights": str(weights_path) if weights_path else None,
         "vizkit_weights_sha256": sha,
         "vizkit_labels": label_list,
-        "vizkit_preprocess": entry.preprocess if entry and entry.preprocess else None,
+        "vizkit_preprocess": preprocess
+        or (weights_preprocess(weights) if weights is not None else None)
+        or (entry.preprocess if entry else None)
+        or getattr(model, "vizkit_preprocess", None),  # one the factory or the class declares
     }
     for name, value in facts.items():
         setattr(model, name, value)  # plain attributes, not parameters or buffers

@@ -1,6 +1,7 @@
 """Model specs and weights: what a model is and how it is built and loaded.
 
-A spec names a model: a registered name (``zfnet``), or a form some :class:`ModelSource`
+A spec names a model: a registered name (``zfnet-compact``, the trained compact ZF model that
+ships with weights; ``zfnet``, the paper's layout, untrained), or a form some :class:`ModelSource`
 understands: ``torchvision:<builder>``, ``path/to/file.py:factory``, ``package.module:factory``
 (vizkit's own sources), or whatever a plugin adds (e.g. ``timm:<name>``). Which names and
 sources exist is the plugin registry's business (:func:`vizkit.load_model` consults it); this
@@ -14,6 +15,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import pickle
 import sys
@@ -38,6 +40,8 @@ class ModelEntry:
     description: str = ""
     weights: Path | None = None  # default weights (a state_dict file), if the model ships them
     labels: list[str] | None = None
+    # the input the model expects (load_model records it, vizkit.run and load_images use it);
+    # None: the ImageNet default (resize 256, crop 224)
     preprocess: Preprocess | None = None
     tags: tuple[str, ...] = ()
     plugin: str = field(default="", compare=False)
@@ -185,6 +189,39 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
     if data and all(k.startswith("module.") for k in data):
         data = {k[len("module.") :]: v for k, v in data.items()}
     return dict(data)
+
+
+def weights_preprocess(path: str | os.PathLike) -> Preprocess | None:
+    """The preprocessing a weights file was trained with, from the JSON vizkit writes beside it.
+
+    Looked up in ``<name>.json`` next to ``<name>.pt`` (what ``export_weights`` /
+    ``scripts/bundle_weights.py`` write), then in the folder's ``run.json`` (a ``vizkit train``
+    run folder: ``weights.pt``, ``best.pt``, ``weights_epochNNN.pt``). A JSON file that is not
+    valid JSON or holds no ``preprocess`` is not vizkit's and is ignored; a ``preprocess`` entry
+    that is malformed is a UsageError naming the file.
+
+    Args:
+        path: the weights file.
+
+    Returns:
+        The recorded preprocessing, or None when no JSON beside the file records one.
+    """
+    path = Path(path)
+    for candidate in (path.with_suffix(".json"), path.parent / "run.json"):
+        if candidate == path or not candidate.is_file():
+            continue
+        try:
+            document = json.loads(candidate.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, OSError):
+            continue
+        recorded = document.get("preprocess") if isinstance(document, dict) else None
+        if recorded is None:
+            continue
+        try:
+            return Preprocess.from_dict(recorded)
+        except (KeyError, TypeError, ValueError, UsageError) as error:
+            raise UsageError(f"{candidate}: 'preprocess' is malformed ({type(error).__name__}: {error})") from None
+    return None
 
 
 def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
