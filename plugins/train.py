@@ -429,7 +429,11 @@ def export_weights(
             if which == "best" or info["config"].get("schedule") == "cosine"
             else _with_epochs(info.get("command"), state["epoch"])
         ),
-        "recipe": {k: v for k, v in info["config"].items() if k not in ("out", "data", "workers", "device", "checkpoint_seconds")},
+        "recipe": {
+            k: v
+            for k, v in info["config"].items()
+            if k not in ("out", "data", "workers", "device", "checkpoint_seconds")
+        },
     }
     save_torch_atomic(destination.with_suffix(".pt"), weights)
     write_atomic(destination.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())

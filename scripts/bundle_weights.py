@@ -57,11 +57,17 @@ def main() -> None:
     parser.add_argument("--names", type=Path, help="wnid<TAB>name lines giving readable class names")
     parser.add_argument("--which", choices=("best", "last"), default="best", help="best validation epoch or last")
     parser.add_argument("--verify", type=Path, help="an ImageFolder root with val/: measure the shipped weights")
+    parser.add_argument(
+        "--trained-with-commit", help="the vizkit commit whose `vizkit train` made the run (for bit-exact reproduction)"
+    )
     args = parser.parse_args()
     names = None
     if args.names:
         names = dict(line.split("\t", 1) for line in args.names.read_text().splitlines() if "\t" in line)
     meta = export_weights(args.run, COMPACT_WEIGHTS.with_suffix(""), names=names, which=args.which)
+    if args.trained_with_commit:
+        meta["trained_with_commit"] = args.trained_with_commit
+        vizkit.write_atomic(COMPACT_WEIGHTS.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
     size = COMPACT_WEIGHTS.stat().st_size / 2**20
     print(f"bundled epoch {meta['epoch']} (val top-1 {meta['val_accuracy']:.4f}) -> {COMPACT_WEIGHTS} ({size:.1f} MiB)")
     if args.verify:

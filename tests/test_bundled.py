@@ -28,7 +28,10 @@ def test_weights_ship_inside_the_package_with_their_metadata():
     assert len(meta["classes"]) == 10 and meta["classes"][0] == "tench" and meta["preprocess"]["crop"] == 144
     assert meta["train_command"][:2] == ["vizkit", "train"] and meta["recipe"]["clip_radius"] == 0.1
     command = meta["reproduce_command"]
-    assert command[command.index("--epochs") + 1] == str(meta["epoch"])
+    if meta.get("exported") == "best":  # the whole run's command: its best.pt holds this epoch
+        assert command == meta["train_command"] and meta["val_curve"][meta["epoch"] - 1] == max(meta["val_curve"])
+    else:  # the last epoch of a run that stopped there
+        assert command[command.index("--epochs") + 1] == str(meta["epoch"])
     model = vizkit.load_model("zfnet-compact")
     assert model.vizkit_labels == meta["classes"] and model.vizkit_weights == str(COMPACT_WEIGHTS)
     assert model.vizkit_preprocess == vizkit.Preprocess.from_dict(meta["preprocess"])
