@@ -3,10 +3,16 @@
 For each input image, the ``--top`` feature maps of ``--layer`` with the highest maximum
 activation (or the maps given with ``--channels``) are projected down with the deconvnet, each
 from its strongest activation, using the image's own pooling switches.
+
+With several images the maps are chosen on the first one and kept for all (same map, same
+tile), so a map that does not fire on a later image is drawn as a "silent" tile. Figures hold
+``--maps-per-page`` maps each, at most ``--pages`` of them per image; the arrays hold every map.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
 from typing import Literal
 
@@ -25,7 +31,11 @@ def run(
     method: Literal["autograd", "explicit"],
     target: Literal["max", "map"],
     rule: str,
+    maps_per_page: int = 16,
+    pages: int = 4,
 ) -> vizkit.Result:
+    if maps_per_page < 1 or pages < 1:
+        raise vizkit.UsageError(f"--maps-per-page and --pages must be at least 1, not {maps_per_page} and {pages}")
     im = ctx.instrumented
     x = ctx.images()
     projection_rule = ctx.rule(rule)
@@ -67,9 +77,23 @@ def run(
             "positions": squeeze(projection.positions).astype(np.int64),
         },
     )
+    drawn = min(len(chosen), maps_per_page * pages)
+    if drawn < len(chosen):
+        print(
+            f"deconvnet: drawing the first {drawn} of {len(chosen)} maps ({pages} page(s) of {maps_per_page}); "
+            "the arrays hold all of them (raise --pages or --maps-per-page to draw more)",
+            file=sys.stderr,
+        )
     for index in range(x.shape[0]):
-        name = "deconvnet" if single else f"deconvnet_{index}"
-        result.figures[name] = _figure(ctx, x[index], projection, index, layer, predicted, projection_rule)
+        base = "deconvnet" if single else f"deconvnet_{index}"
+        figures = _figures(
+            ctx, x[index], projection, index, layer, predicted, projection_rule, maps_per_page, drawn, channels is None
+        )
+        if len(figures) == 1:
+            result.figures[base] = figures[0]
+        else:
+            for page, figure in enumerate(figures):
+                result.figures[f"{base}_page{page + 1:02d}"] = figure
     return result
 
 
@@ -82,27 +106,72 @@ def _top5(logits: torch.Tensor, ctx: vizkit.RunContext) -> list[list[dict]]:
     ]
 
 
-def _figure(ctx, image, projection, index, layer, predicted, projection_rule):
-    shown = vizkit.to_image(projection.images[index])
-    boxes = [support_box(p) for p in projection.images[index]]
-    titles = []
+def _figures(
+    ctx: vizkit.RunContext,
+    image: torch.Tensor,
+    projection: vizkit.Projection,
+    index: int,
+    layer: str,
+    predicted: list[list[dict]] | None,
+    projection_rule: vizkit.ProjectionRule,
+    maps_per_page: int,
+    drawn: int,
+    ranked: bool,
+) -> list:
+    """Image ``index``'s pages: its first ``drawn`` maps, ``maps_per_page`` to a page.
+
+    A map that does not fire on this image (strongest activation 0, as after a ReLU: it can
+    happen on every image but the one the maps were chosen on) has nothing to project; it is
+    drawn as a "silent" tile, not as an empty projection beside an arbitrary patch at 0,0.
+    """
+    shown = vizkit.to_image(projection.images[index], channels_last=False)  # [k,3,H,W], sliced below
+    total = len(projection.channels)
+    values = projection.values[index].tolist()
+    silent = [value == 0.0 for value in values]
+    boxes, titles = [], []
     for j, channel in enumerate(projection.channels):
+        if silent[j]:
+            boxes.append((0, 0, 1, 1))  # unused: a silent tile has no box
+            titles.append(f"map {channel}: silent")
+            continue
+        boxes.append(support_box(projection.images[index, j]))
         row, col = projection.positions[index, j].tolist()
         where = f" @{row},{col}" if row >= 0 else ""
-        titles.append(f"map {channel}: {projection.values[index, j].item():.3g}{where}")
+        titles.append(f"map {channel}: {values[j]:.3g}{where}")
     names = ctx.image_names()
     caption = names[index] if index < len(names) else f"image {index}"
     if predicted:
         best = predicted[index][0]
         caption += f"\npredicted: {best['label']} ({best['probability']:.0%})"
-    return projections_beside_patches(
-        ctx.preprocess.denormalize(image.cpu()),
-        caption,
-        list(shown),
-        boxes,
-        titles,
-        f"{projection_rule.title} of layer {layer}: each beside the image patch under it",
-    )
+    notes = []
+    if ranked and index > 0:
+        first = names[0] if names else "image 0"
+        notes.append(f"maps ranked on the first image ({first}), the same maps for every image")
+    if sum(silent[:drawn]):
+        notes.append(f"{sum(silent[:drawn])} of the {drawn} maps drawn are silent on this image")
+    n_pages = math.ceil(drawn / maps_per_page)
+    pages = []
+    for page in range(n_pages):
+        lo, hi = page * maps_per_page, min(drawn, (page + 1) * maps_per_page)
+        parts = list(notes)
+        if n_pages > 1:
+            parts.insert(0, f"page {page + 1} of {n_pages}: maps {lo + 1}-{hi} of {total}")
+        if drawn < total:
+            parts.append(f"{total - drawn} more maps not drawn (the arrays hold all {total}; see --pages)")
+        pages.append(
+            projections_beside_patches(
+                ctx.preprocess.denormalize(image.cpu()),
+                caption,
+                list(shown[lo:hi]),
+                boxes[lo:hi],
+                titles[lo:hi],
+                f"{projection_rule.title} of layer {layer}: each beside the image patch under it",
+                silent=silent[lo:hi],
+                note="; ".join(parts) or None,
+                first_number=lo + 1,
+            )
+        )
+    return pages
 
 
 @vizkit.hookimpl
@@ -116,6 +185,10 @@ def register_analyses(register) -> None:
             options=[
                 vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
                 vizkit.Option("top", int, 9, help="number of strongest feature maps to project"),
+                vizkit.Option(
+                    "maps_per_page", int, 16, help="feature maps per PNG page (a near-square grid; 16 stays readable)"
+                ),
+                vizkit.Option("pages", int, 4, help="PNG pages to draw at most per image (the arrays hold every map)"),
                 vizkit.Option(
                     "channels",
                     str,
@@ -144,5 +217,6 @@ def register_analyses(register) -> None:
                 ),
             ],
             demo={"layer": "conv5", "top": 9},
+            demo_quick={"top": 4},
         )
     )

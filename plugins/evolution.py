@@ -15,10 +15,12 @@ interrupted run continues with ``--resume`` without redoing finished snapshots.
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 
 import vizkit
@@ -352,32 +354,69 @@ def assemble(
     return result
 
 
+MAX_WIDTH_INCHES = 20.0  # vizkit's figure cap: tiles shrink (down to MIN_TILE_INCHES) to stay within it
+TILE_INCHES, MIN_TILE_INCHES = 0.55, 0.22
+LABEL_FONT = 7  # points, the row (map) and column (epoch) labels
+
+
 def evolution_figure(
     layers: list[str], channels: np.ndarray, epochs: list[int], projections: np.ndarray, n_images: int
-):
-    rows, cols, size = channels.shape[1], len(epochs), projections.shape[-1]
-    figure = new_figure(max(6.0, 1.0 + len(layers) * (0.55 * cols + 0.5)), 1.4 + 0.55 * rows)
-    grid = figure.add_gridspec(1, len(layers), wspace=0.12)
-    for l, layer in enumerate(layers):
-        count = int((channels[l] >= 0).sum())
-        flat = torch.from_numpy(projections[l, :count].reshape(-1, 3, size, size).astype(np.float32))
-        shown = vizkit.to_image(flat).permute(0, 2, 3, 1).numpy()  # [maps x epochs, P, P, 3], row by row
-        ax = figure.add_subplot(grid[0, l])
-        ax.imshow(tile_mosaic(shown, rows=count), interpolation="nearest")
-        step = size + 2
-        ax.set_xticks([c * step + size / 2 for c in range(cols)], [str(e) for e in epochs], fontsize=6)
-        ax.set_yticks(
-            [r * step + size / 2 for r in range(count)], [f"map {int(m)}" for m in channels[l, :count]], fontsize=6
+) -> Figure:
+    """Paper Fig. 4: a block per layer, rows = its maps, columns = snapshot epochs.
+
+    Every block has the same tile size and is placed at explicit positions in inches, with a
+    margin sized to its longest row label ("map 123") on its left, so labels never run into the
+    neighbouring block whatever the number of maps or epochs (a grid of equal cells let the
+    labels of one layer cover the tiles of the previous one when tiles were large). Tiles shrink
+    to keep the figure within ``MAX_WIDTH_INCHES`` when there are many epochs and layers.
+    """
+    cols, size, gap = len(epochs), projections.shape[-1], 2
+    counts = [int((channels[l] >= 0).sum()) for l in range(len(layers))]
+    labels = [[f"map {int(m)}" for m in channels[l, : counts[l]]] for l in range(len(layers))]
+    longest = max((len(text) for row in labels for text in row), default=5)
+    label_w = 0.12 + 0.62 * LABEL_FONT / 72 * longest  # a generous estimate of the label width
+    block_gap, side_margin = 0.25, 0.15
+    fixed_w = 2 * side_margin + len(layers) * (label_w + block_gap)
+    mosaic_w = cols * size + (cols - 1) * gap  # pixels of the tile mosaic
+    tile = max(MIN_TILE_INCHES, min(TILE_INCHES, (MAX_WIDTH_INCHES - fixed_w) * size / (len(layers) * mosaic_w)))
+    scale = tile / size  # inches per mosaic pixel
+    block_w = mosaic_w * scale
+    tallest = max(counts, default=1)
+    blocks_h = max(1, tallest) * size * scale + max(0, tallest - 1) * gap * scale
+    width = max(6.0, fixed_w + len(layers) * block_w)
+    title = "\n".join(
+        textwrap.fill(line, width=max(40, int(width * 12)))
+        for line in (
+            "Feature evolution during training",
+            f"each map's strongest activation over {n_images} training images, projected to pixels, per snapshot",
         )
-        ax.tick_params(length=0)
-        ax.set_xlabel("epoch", fontsize=7)
-        ax.set_title(layer, fontsize=9)
-    figure.suptitle(
-        f"Feature evolution: the strongest activation of each map over {n_images} training images, "
-        "projected to pixels, at each snapshot epoch",
-        fontsize=9,
     )
-    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.86)
+    top = 0.25 + 0.17 * (title.count("\n") + 1) + 0.3  # the title's lines, then the layer names
+    bottom = 0.45  # epoch numbers and the "epoch" label
+    height = top + blocks_h + bottom
+    figure = new_figure(width, height)
+    x = side_margin
+    for l, layer in enumerate(layers):
+        x += label_w
+        count = counts[l]
+        block_h = max(1, count) * size * scale + max(0, count - 1) * gap * scale
+        ax = figure.add_axes((x / width, (height - top - block_h) / height, block_w / width, block_h / height))
+        x += block_w + block_gap
+        ax.set_title(layer, fontsize=9)
+        ax.tick_params(length=0)
+        if count == 0:  # no map of this layer was active at the last snapshot
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.text(0.5, 0.5, "no active\nmaps", ha="center", va="center", fontsize=LABEL_FONT, transform=ax.transAxes)
+            continue
+        flat = torch.from_numpy(projections[l, :count].reshape(-1, 3, size, size).astype(np.float32))
+        # [maps x epochs, P, P, 3], row by row
+        shown = vizkit.to_image(flat, channels_last=False).permute(0, 2, 3, 1).numpy()
+        ax.imshow(tile_mosaic(shown, rows=count, gap=gap), interpolation="nearest")
+        step = size + gap
+        ax.set_xticks([c * step + size / 2 for c in range(cols)], [str(e) for e in epochs], fontsize=LABEL_FONT - 1)
+        ax.set_yticks([r * step + size / 2 for r in range(count)], labels[l], fontsize=LABEL_FONT)
+        ax.set_xlabel("epoch", fontsize=LABEL_FONT, labelpad=2)
+    figure.suptitle(title, fontsize=9, y=1 - 0.1 / height, va="top")
     return figure
 
 
@@ -439,5 +478,7 @@ def register_analyses(register) -> None:
                     "resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"
                 ),
             ],
+            demo={"run": "{train_run}", "sample": 32, "maps": 3},  # skipped by vizkit demo without a training run
+            demo_quick={"sample": 16, "maps": 2},
         )
     )

@@ -162,6 +162,17 @@ def _first_layer_filters(ctx: vizkit.RunContext, layer: str, x: torch.Tensor) ->
     return convs[0][1].weight.detach().cpu()
 
 
+MAX_SIDE_INCHES = 20.0  # vizkit's figure cap (2000 px at 100 dpi): larger pages shrink to fit
+BLOCK_INCHES = 3.0  # width of one map's block of projections (and of its block of patches)
+
+
+def mosaic_grid(k: int) -> tuple[int, int]:
+    """Rows and columns of the near-square block that holds a map's k tiles: ceil(sqrt(k))
+    columns (k=4: 2x2, 9: 3x3, 16: 4x4, 25: 5x5, 5: 2 rows of 3)."""
+    columns = max(1, math.ceil(math.sqrt(k)))
+    return max(1, math.ceil(k / columns)), columns
+
+
 def figure_pages(
     layer: str,
     channels: list[int],
@@ -172,31 +183,49 @@ def figure_pages(
     pages: int,
     n_images: int,
 ) -> dict:
+    """The PNG pages: ``maps_per_page`` maps a page, at most ``pages`` pages; per map its k
+    projections and, beside them, the k image patches, each block a near-square grid
+    (:func:`mosaic_grid`) of one shape for every map, so a map with fewer winners leaves cells
+    empty rather than changing shape. Layer-1 maps also show their filter. A page never exceeds
+    ``MAX_SIDE_INCHES`` on a side."""
     figures = {}
     shown_maps = min(len(channels), maps_per_page * pages)
-    per_row = 2
-    for page in range(math.ceil(shown_maps / maps_per_page)):
+    n_pages = math.ceil(shown_maps / maps_per_page)
+    cells = max(1, values.shape[1])
+    grid_rows, grid_columns = mosaic_grid(cells)
+    size, gap = arrays["patches"].shape[2], 2
+    block_w = BLOCK_INCHES
+    block_h = block_w * (grid_rows * size + (grid_rows - 1) * gap) / (grid_columns * size + (grid_columns - 1) * gap)
+    extra = 1 if filters is not None else 0
+    filter_w = 1.0 * extra
+    map_w = 2 * block_w + filter_w + 0.15 * (1 + extra)  # the blocks and the gaps between them
+    title_h, map_gap, top, bottom, side = 0.4, 0.45, 0.85, 0.15, 0.2
+    per_row = 2 if maps_per_page <= 8 else min(4, round(math.sqrt(maps_per_page / 2)))
+    for page in range(n_pages):
         maps = list(range(page * maps_per_page, min(shown_maps, (page + 1) * maps_per_page)))
         rows = math.ceil(len(maps) / per_row)
-        extra = 1 if filters is not None else 0
-        figure = new_figure(per_row * (6.6 + 1.1 * extra), rows * 3.35 + 0.7)
-        grid = figure.add_gridspec(
-            rows, per_row * (2 + extra), width_ratios=([1] * extra + [3, 3]) * per_row, wspace=0.05, hspace=0.3
-        )
+        width = per_row * map_w + (per_row - 1) * map_gap + 2 * side
+        height = rows * block_h + (rows - 1) * title_h + top + bottom
+        figure = new_figure(width, height, max_side=MAX_SIDE_INCHES)
+        scale = figure.get_figwidth() / width  # 1 unless the page was capped
+        figure.subplots_adjust(left=side / width, right=1 - side / width, top=1 - top / height, bottom=bottom / height)
+        outer = figure.add_gridspec(rows, per_row, wspace=map_gap / map_w, hspace=title_h / block_h)
+        ratios = [filter_w] * extra + [block_w, block_w]
         for slot, m in enumerate(maps):
             r, c = divmod(slot, per_row)
-            base = c * (2 + extra)
+            inner = outer[r, c].subgridspec(1, 2 + extra, width_ratios=ratios, wspace=0.15 / (map_w / (2 + extra)))
             k = int((np.isfinite(values[m]) & (arrays["image_index"][m] >= 0)).sum())
             if k == 0:  # never fired on these images: an empty, labelled panel
-                ax = figure.add_subplot(grid[r, base + extra : base + extra + 2])
+                ax = figure.add_subplot(inner[0, extra:])
                 ax.set_xticks([]), ax.set_yticks([])
+                ax.set_facecolor("0.93")
                 ax.set_title(f"map {channels[m]}: never fired on these {n_images} images", fontsize=8, loc="left")
                 continue
             projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))
-            display = vizkit.to_image(projections).permute(0, 2, 3, 1).numpy()
+            display = vizkit.to_image(projections, channels_last=False).permute(0, 2, 3, 1).numpy()
             patches = arrays["patches"][m, :k].astype(np.float32) / 255
             if filters is not None:
-                ax = figure.add_subplot(grid[r, base])
+                ax = figure.add_subplot(inner[0, 0])
                 weight = filters[channels[m]]
                 ax.imshow(
                     ((weight - weight.min()) / (weight.max() - weight.min() + 1e-12)).permute(1, 2, 0).numpy(),
@@ -204,9 +233,9 @@ def figure_pages(
                 )
                 ax.set_xticks([]), ax.set_yticks([])
                 ax.set_title("filter", fontsize=7)
-            for offset, (tiles, _what) in enumerate([(display, "projections"), (patches, "patches")]):
-                ax = figure.add_subplot(grid[r, base + extra + offset])
-                ax.imshow(tile_mosaic(tiles, rows=3), interpolation="nearest")
+            for offset, tiles in enumerate((display, patches)):
+                ax = figure.add_subplot(inner[0, extra + offset])
+                ax.imshow(tile_mosaic(tiles, rows=grid_rows, columns=grid_columns), interpolation="nearest")
                 ax.set_xticks([]), ax.set_yticks([])
                 if offset == 0:
                     ax.set_title(
@@ -214,11 +243,15 @@ def figure_pages(
                         fontsize=8,
                         loc="left",
                     )
-        figure.subplots_adjust(top=1 - 0.75 / (rows * 3.35 + 0.7), bottom=0.02, left=0.02, right=0.98)
+        notes = [f"page {page + 1} of {n_pages}"] if n_pages > 1 else []
+        if shown_maps < len(channels):
+            notes.append(f"{len(channels) - shown_maps} more maps not drawn (the arrays hold all {len(channels)})")
         figure.suptitle(
             f"Top-{values.shape[1]} activations of layer {layer} over {n_images} images: "
-            f"deconvnet projections beside their image patches (page {page + 1})",
-            fontsize=10,
+            "deconvnet projections beside their image patches" + (f"\n{'; '.join(notes)}" if notes else ""),
+            fontsize=10 if scale > 0.6 else 8,
+            y=1 - 0.1 / height,
+            va="top",
         )
         figures[f"top9_page{page + 1:02d}"] = figure
     return figures
@@ -369,5 +402,7 @@ def register_analyses(register) -> None:
                     help="projection rule (the paper's deconvnet by default)",
                 ),
             ],
+            demo={"layer": "conv5", "channels": "0-15", "pages": 2, "workers": 0},
+            demo_quick={"channels": "0-3", "pages": 1},
         )
     )

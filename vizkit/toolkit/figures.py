@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from torch import Tensor
 
 
@@ -32,7 +34,20 @@ def hwc(image: Tensor | np.ndarray) -> np.ndarray:
     return np.clip(array, 0.0, 1.0)
 
 
-def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
+MAX_FIGURE_INCHES = 20.0
+"""The largest side, in inches, of the figures vizkit's own analyses draw (2000 px at the
+default 100 dpi): a figure that would be larger pages or shrinks instead of producing a PNG of
+thousands of pixels whose tiles no one can read."""
+
+
+def capped_size(width: float, height: float, max_side: float = MAX_FIGURE_INCHES) -> tuple[float, float]:
+    """``width`` x ``height`` scaled down (keeping the aspect ratio) so that neither side
+    exceeds ``max_side``; sizes already within it are returned unchanged."""
+    scale = min(1.0, max_side / width, max_side / height)
+    return width * scale, height * scale
+
+
+def new_figure(width: float, height: float, dpi: int = 100, max_side: float | None = None) -> Figure:
     """A ``width`` x ``height`` inch figure on its own Agg canvas (not registered with pyplot,
     so it needs no closing and is freed with its last reference).
 
@@ -40,13 +55,19 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
         width: the figure's width in inches.
         height: the figure's height in inches.
         dpi: dots per inch, which sets the saved PNG's pixel size.
+        max_side: if given, the size is scaled down (aspect kept) so that neither side exceeds
+            this many inches (e.g. :data:`MAX_FIGURE_INCHES`), a safety net against huge PNGs.
     """
+    if max_side is not None:
+        width, height = capped_size(width, height, max_side)
     figure = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(figure)
     return figure
 
 
-def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -> np.ndarray:
+def tile_mosaic(
+    tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0, columns: int | None = None
+) -> np.ndarray:
     """[n, P, P, 3] tiles in [0,1] as one image of ``rows`` x ceil(n/rows) tiles, row by row,
     with ``fill``-coloured gaps (Fig. 2 tile blocks, Fig. 4 map x epoch grids).
 
@@ -55,9 +76,14 @@ def tile_mosaic(tiles: np.ndarray, rows: int, gap: int = 2, fill: float = 1.0) -
         rows: how many rows of tiles the mosaic has.
         gap: the gap between neighbouring tiles, in pixels.
         fill: the grey level of the gaps and of unused cells (1.0: white).
+        columns: how many columns; None: just enough for the tiles (ceil(n/rows)). Give it to
+            keep one grid shape for blocks with fewer tiles (the empty cells are ``fill``).
     """
     n, size = tiles.shape[0], tiles.shape[1]
-    columns = max(1, math.ceil(max(n, 1) / rows))
+    if columns is None:
+        columns = max(1, math.ceil(max(n, 1) / rows))
+    elif rows * columns < n:
+        raise ValueError(f"a {rows} x {columns} mosaic cannot hold {n} tiles")
     canvas = np.full((rows * size + (rows - 1) * gap, columns * size + (columns - 1) * gap, 3), fill, dtype=np.float32)
     for index in range(n):
         r, c = divmod(index, columns)
@@ -82,27 +108,146 @@ def show(ax: Axes, image: Tensor | np.ndarray, title: str | None = None, fontsiz
 
 
 def grid_shape(count: int, max_columns: int | None = None) -> tuple[int, int]:
-    """Rows and columns of a near-square grid holding ``count`` panels."""
+    """Rows and columns of a near-square grid holding ``count`` panels (ceil(sqrt(count))
+    columns, at most ``max_columns``)."""
     columns = max(1, math.ceil(math.sqrt(count)))
     if max_columns:
         columns = min(columns, max_columns)
-    return math.ceil(count / columns), columns
+    return max(1, math.ceil(count / columns)), columns
 
 
-def _draw_box(ax: Axes, box: Sequence[int], label: str, colour: str) -> None:
-    from matplotlib.patches import Rectangle
+def overlapping_texts(figure: Figure, tolerance: float = 1.0) -> list[tuple[str, str]]:
+    """The pairs of visible, non-empty texts of ``figure`` whose rendered extents overlap by
+    more than ``tolerance`` square pixels, measured with the figure's own renderer (titles,
+    tick labels, annotations and tags alike): empty when no label covers another.
 
+    Args:
+        figure: a figure on an Agg canvas (e.g. from :func:`new_figure`); it is drawn once so
+            that every position is final.
+        tolerance: overlap area, in square pixels, still accepted (anti-aliased edges touch).
+    """
+    canvas = figure.canvas
+    if not isinstance(canvas, FigureCanvasAgg):
+        canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    extents = [t.get_window_extent(renderer) for t in texts]
+    found = []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = extents[i], extents[j]
+            width = min(a.x1, b.x1) - max(a.x0, b.x0)
+            height = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if width > 0 and height > 0 and width * height > tolerance:
+                found.append((texts[i].get_text(), texts[j].get_text()))
+    return found
+
+
+def _draw_box(ax: Axes, box: Sequence[int], colour: str, linestyle: str = "-") -> None:
     x0, y0, x1, y1 = box
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
-    ax.text(
-        x0,
-        y0 - 1,
-        label,
-        color="white",
-        fontsize=7,
-        va="bottom",
-        bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8},
+    ax.add_patch(
+        Rectangle(
+            (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2, linestyle=linestyle
+        )
     )
+
+
+def _tag_anchors(
+    left: float, top: float, right: float, bottom: float, width: float, height: float
+) -> list[tuple[float, float]]:
+    """Top-left corners (display pixels, y up) for a ``width`` x ``height`` tag inside a box,
+    in order of preference: its top-left corner, then along the top edge, down the left edge,
+    down the right edge and along the bottom edge."""
+    step_x, step_y = width + 3, height + 3
+    inner_right = right - width - 1
+    anchors = [(left + 1, top - 1)]
+    x = left + 1 + step_x
+    while x <= inner_right:
+        anchors.append((x, top - 1))
+        x += step_x
+    y = top - 1 - step_y
+    while y - height >= bottom:
+        anchors.append((left + 1, y))
+        y -= step_y
+    y = top - 1
+    while y - height >= bottom:
+        anchors.append((inner_right, y))
+        y -= step_y
+    x = left + 1
+    while x <= inner_right:
+        anchors.append((x, bottom + height + 1))
+        x += step_x
+    return anchors
+
+
+def place_box_tags(
+    ax: Axes, boxes: Sequence[Sequence[int]], labels: Sequence[str], colours: Sequence[str], fontsize: float = 7
+) -> list[Text | None]:
+    """Draw one coloured tag per box on an image panel so that no two tags overlap.
+
+    Each tag goes to the first free spot inside its own box (top-left corner first, then along
+    the box's edges), measured with the figure's renderer; boxes that share a corner (e.g.
+    several receptive fields clipped at the image border) thus get tags side by side instead
+    of stacked on one another. A tag with no free spot inside its box and the panel is left out
+    (None in the returned list): the box keeps its colour, which the caller's titles repeat.
+    Call it after the figure's layout is final (axes added, no later ``tight_layout``).
+
+    Args:
+        ax: the image panel the boxes are drawn on (data coordinates = image pixels).
+        boxes: one (x0, y0, x1, y1) box per tag, exclusive ends, in image pixels.
+        labels: the text of each tag.
+        colours: each tag's background colour (its box's colour).
+        fontsize: the tags' font size, in points.
+    """
+    figure = ax.get_figure(root=True)
+    if not isinstance(figure, Figure):
+        raise ValueError("the axes must belong to a figure")
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    renderer = canvas.get_renderer()
+    ax.apply_aspect()
+    panel = ax.get_window_extent(renderer)
+    to_data = ax.transData.inverted()
+    placed: list = []
+    tags: list[Text | None] = []
+    for box, label, colour in zip(boxes, labels, colours):
+        tag = ax.text(
+            0,
+            0,
+            label,
+            color="white",
+            fontsize=fontsize,
+            ha="left",
+            va="top",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8},
+            clip_on=False,
+        )
+        x0, y0, x1, y1 = box
+        (left, top), (right, bottom) = ax.transData.transform([(x0 - 0.5, y0 - 0.5), (x1 - 0.5, y1 - 0.5)])
+        left, right = sorted((left, right))
+        bottom, top = sorted((bottom, top))
+        tag.set_position(tuple(to_data.transform((left + 1, top - 1))))
+        size = tag.get_window_extent(renderer)
+        chosen = None
+        for anchor in _tag_anchors(left, top, right, bottom, size.width + 2, size.height + 2):
+            tag.set_position(tuple(to_data.transform(anchor)))
+            extent = tag.get_window_extent(renderer).padded(1.5)
+            inside = (
+                extent.x0 >= panel.x0 - 0.5
+                and extent.x1 <= panel.x1 + 0.5
+                and extent.y0 >= panel.y0 - 0.5
+                and extent.y1 <= panel.y1 + 0.5
+            )
+            if inside and not any(extent.overlaps(other) for other in placed):
+                chosen = extent
+                break
+        if chosen is None:
+            tag.remove()
+            tags.append(None)
+            continue
+        placed.append(chosen)
+        tags.append(tag)
+    return tags
 
 
 BOX_COLOURS = (
@@ -118,6 +263,8 @@ BOX_COLOURS = (
     "tab:gray",
 )
 
+SILENT_TEXT = "silent: this map does not fire\non this image (max activation 0),\nso there is nothing to project"
+
 
 def projections_beside_patches(
     image: Tensor,
@@ -127,9 +274,17 @@ def projections_beside_patches(
     titles: Sequence[str],
     suptitle: str,
     panel_size: float = 1.6,
+    silent: Sequence[bool] | None = None,
+    note: str | None = None,
+    first_number: int = 1,
 ) -> Figure:
     """The input with each projection's support boxed and numbered, and for each projection the
     projection cropped to its box beside the image patch under it (the layout of paper Fig. 2).
+
+    The projections are laid out as a near-square grid of (projection, patch) pairs, at most 4
+    pairs wide, and the figure is kept within :data:`MAX_FIGURE_INCHES` on each side (the panels
+    shrink beyond that), so callers page long lists (16 pairs fit at the default panel size).
+    The box tags on the input never overlap (:func:`place_box_tags`).
 
     Args:
         image: the input image, [3,H,W] in [0, 1] (denormalised).
@@ -139,26 +294,60 @@ def projections_beside_patches(
         titles: one title per projection, shown numbered in its box's colour.
         suptitle: the figure's overall title.
         panel_size: the side of one small panel, in inches (the figure's size follows from it).
+        silent: per projection, True when its map does not fire on this image: it gets no box,
+            and one grey panel saying so instead of an empty projection and an arbitrary patch.
+        note: a line under the overall title (e.g. which page this is, what was left out).
+        first_number: the number of the first projection (pages after the first continue the
+            numbering of the one before).
     """
     count = len(projections)
-    rows, pairs = grid_shape(count, max_columns=4)
+    silent = list(silent) if silent is not None else [False] * count
+    if not (len(boxes) == len(titles) == len(silent) == count):
+        raise ValueError("projections, boxes, titles and silent must have one entry each per projection")
+    rows, pairs = grid_shape(max(count, 1), max_columns=4)
     side = max(2, rows)
-    figure = new_figure(panel_size * (side + 2 * pairs) + 0.6, panel_size * max(rows, 2) * 1.12 + 0.9)
+    top_gap = 0.75 + (0.25 if note else 0.0)  # suptitle, note, the first row's titles
+    header = top_gap + 0.3
+    across = (side + 2 * pairs) * 1.06  # panels side by side, with the gaps between them
+    down = max(2.0, 1.32 * rows - 0.32)  # rows of panels with the room for their titles (hspace)
+    panel_size = min(panel_size, (MAX_FIGURE_INCHES - 0.6) / across, (MAX_FIGURE_INCHES - header) / down)
+    figure = new_figure(panel_size * across + 0.6, panel_size * down + header)
+    height = figure.get_figheight()
+    figure.subplots_adjust(top=1 - top_gap / height, bottom=0.3 / height, left=0.02, right=0.98)
     outer = figure.add_gridspec(1, 2, width_ratios=[side, 2 * pairs], wspace=0.04)
     left = figure.add_subplot(outer[0])
     show(left, image, image_title, fontsize=9)
     inner = outer[1].subgridspec(rows, 2 * pairs, wspace=0.04, hspace=0.32)
-    for index, (projection, box, title) in enumerate(zip(projections, boxes, titles)):
-        colour = BOX_COLOURS[index % len(BOX_COLOURS)]
-        _draw_box(left, box, str(index + 1), colour)
-        x0, y0, x1, y1 = box
+    tag_boxes, tag_labels, tag_colours = [], [], []
+    for index, (projection, box, title, quiet) in enumerate(zip(projections, boxes, titles, silent)):
+        number = first_number + index
+        colour = BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
         row, pair = divmod(index, pairs)
+        if quiet:
+            ax = figure.add_subplot(inner[row, 2 * pair : 2 * pair + 2])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_facecolor("0.93")
+            ax.text(0.5, 0.5, SILENT_TEXT, ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
+            ax.set_title(f"{number}. {title}", fontsize=7, loc="left", color=colour)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linestyle("--")
+            continue
+        _draw_box(left, box, colour)
+        tag_boxes.append(box)
+        tag_labels.append(str(number))
+        tag_colours.append(colour)
+        x0, y0, x1, y1 = box
         ax_projection = figure.add_subplot(inner[row, 2 * pair])
         ax_patch = figure.add_subplot(inner[row, 2 * pair + 1])
         show(ax_projection, projection[:, y0:y1, x0:x1])
         show(ax_patch, image[:, y0:y1, x0:x1])
-        ax_projection.set_title(f"{index + 1}. {title}", fontsize=7, loc="left", color=colour)
+        ax_projection.set_title(f"{number}. {title}", fontsize=7, loc="left", color=colour)
         for spine in (*ax_projection.spines.values(), *ax_patch.spines.values()):
             spine.set_edgecolor(colour)
-    figure.suptitle(suptitle, fontsize=10)
+    figure.suptitle(suptitle, fontsize=10, y=1 - 0.1 / height, va="top")
+    if note:
+        figure.text(0.5, 1 - 0.4 / height, note, ha="center", va="top", fontsize=8, color="0.3")
+    place_box_tags(left, tag_boxes, tag_labels, tag_colours)
     return figure
