@@ -57,10 +57,11 @@ own_site=$(site_of "$root/.venv/bin/python")
 printf 'import site; site.addsitedir(%s)\n' "'$(site_of "$env/bin/python")'" >"$own_site/_vizkit_dependencies.pth"
 # pip and the checkout's editable install, with the cached environment's pip and setuptools
 "$root/.venv/bin/python" -m pip install "${quiet[@]}" --no-deps --no-build-isolation -e "$root"
-# the dependencies' command-line tools: ruff is a binary; mypy, pytest and pip run with this venv's Python
+# the dependencies' command-line tools: ruff is a binary; the others run as modules of this venv's
+# Python (their own scripts would start the cached environment's Python, which lacks this checkout)
 ln -sfn "$env/bin/ruff" "$root/.venv/bin/ruff"
-for tool in mypy pytest pip; do
-    printf '#!/usr/bin/env bash\nexec "%s" -m %s "$@"\n' "$root/.venv/bin/python" "$tool" >"$root/.venv/bin/$tool"
-    chmod +x "$root/.venv/bin/$tool"
+for tool in mypy:mypy pytest:pytest pip:pip torchrun:torch.distributed.run; do
+    printf '#!/usr/bin/env bash\nexec "%s" -m %s "$@"\n' "$root/.venv/bin/python" "${tool#*:}" >"$root/.venv/bin/${tool%%:*}"
+    chmod +x "$root/.venv/bin/${tool%%:*}"
 done
 echo "setup: environment ready at $root/.venv (dependencies from $env)" >&2
