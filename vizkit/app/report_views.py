@@ -147,6 +147,29 @@ def attribution_view(page: Page) -> tuple[str, set[str]]:
     return html, used
 
 
+def _columns(declared: Any, table: dict) -> list[str]:
+    """The declared column names, then any other key found in the table's inner dicts."""
+    columns: list[str] = [str(name) for name in _list(declared)]
+    for inner in table.values():
+        if isinstance(inner, dict):
+            columns.extend(str(key) for key in inner if str(key) not in columns)
+    return columns
+
+
+def _two_level_head(before: list[str], groups: list[str], sub: tuple[str, str], after: tuple[str, ...] = ()) -> str:
+    """A header row of two-column groups (``sub`` under each group) between single columns."""
+    single = lambda names: "".join(f"<th rowspan='2'>{esc(name)}</th>" for name in names)
+    return (
+        "<tr>"
+        + single(before)
+        + "".join(f"<th colspan='2'>{esc(group)}</th>" for group in groups)
+        + single(after)
+        + "</tr><tr>"
+        + "".join(f"<th>{esc(sub[0])}</th><th>{esc(sub[1])}</th>" for _ in groups)
+        + "</tr>"
+    )
+
+
 # ------------------------------------------------------------------------------------- probes
 def probes_view(page: Page) -> tuple[str, set[str]]:
     """Table 7 style: a row per layer, per classifier the mean per-class accuracy ± std over
@@ -156,23 +179,14 @@ def probes_view(page: Page) -> tuple[str, set[str]]:
     if not isinstance(table, dict) or not table:
         return "", set()
     layers = [str(layer) for layer in _list(document.get("layers")) or table]
-    kinds: list[str] = [str(kind) for kind in _list(document.get("classifiers"))]
-    for per_layer in table.values():
-        if isinstance(per_layer, dict):
-            kinds.extend(k for k in per_layer if k not in kinds)
+    kinds = _columns(document.get("classifiers"), table)
     dims: dict[str, Any] = document["dims"] if isinstance(document.get("dims"), dict) else {}
     best = {}
     for kind in kinds:
         means = [(_dig(table, layer, kind, "mean"), layer) for layer in layers]
         finite = [(m, layer) for m, layer in means if is_number(m) and math.isfinite(m)]
         best[kind] = max(finite)[1] if finite else None
-    head = (
-        "<tr><th rowspan='2'>layer</th><th rowspan='2'>features</th>"
-        + "".join(f"<th colspan='2'>{esc(kind)}</th>" for kind in kinds)
-        + "</tr><tr>"
-        + "".join("<th>accuracy</th><th>C per fold</th>" for _ in kinds)
-        + "</tr>"
-    )
+    head = _two_level_head(["layer", "features"], kinds, ("accuracy", "C per fold"))
     rows = []
     for layer in layers:
         cells = [f"<th>{esc(layer)}</th><td>{render_value(dims.get(layer))}</td>"]
@@ -208,18 +222,9 @@ def correspondence_view(page: Page) -> tuple[str, set[str]]:
     if not isinstance(table, dict) or not table:
         return "", set()
     parts = [str(p) for p in _list(document.get("parts")) or table]
-    layers: list[str] = [str(layer) for layer in _list(document.get("layers"))]
-    for per_part in table.values():
-        if isinstance(per_part, dict):
-            layers.extend(layer for layer in per_part if layer not in layers)
+    layers = _columns(document.get("layers"), table)
     pairs: dict[str, Any] = document["pairs"] if isinstance(document.get("pairs"), dict) else {}
-    head = (
-        "<tr><th rowspan='2'>occluded</th>"
-        + "".join(f"<th colspan='2'>{esc(layer)}</th>" for layer in layers)
-        + "<th rowspan='2'>pairs</th></tr><tr>"
-        + "".join("<th>distance</th><th>p vs random</th>" for _ in layers)
-        + "</tr>"
-    )
+    head = _two_level_head(["occluded"], layers, ("distance", "p vs random"), after=("pairs",))
     rows = []
     for part in parts:
         cells = "".join(
