@@ -30,6 +30,9 @@ def test_weights_ship_inside_the_package_with_their_metadata():
     command = meta["reproduce_command"]
     if meta.get("exported") == "best":  # the whole run's command: its best.pt holds this epoch
         assert command == meta["train_command"] and meta["val_curve"][meta["epoch"] - 1] == max(meta["val_curve"])
+    elif "averaged_epochs" in meta:  # an average of the whole run's epochs, measured outside the loop
+        assert command == meta["train_command"] and meta["val_accuracy"] == meta["val_accuracy_measured"]["top1"]
+        assert meta["epoch"] == max(meta["averaged_epochs"]) and len(meta["val_curve"]) >= meta["epoch"]
     else:  # the last epoch of a run that stopped there
         assert command[command.index("--epochs") + 1] == str(meta["epoch"])
     model = vizkit.load_model("zfnet-compact")

@@ -156,12 +156,33 @@ def test_best_epoch_is_kept_across_resume_and_exported(tiny_imagenette, tmp_path
     assert meta["epoch"] == 5 and meta["val_accuracy"] == 0.6 and meta["exported"] == "best"
     assert meta["val_curve"] == [0.3, 0.5, 0.4, 0.45, 0.6]
     assert meta["reproduce_command"] == json.loads((out / "run.json").read_text())["command"]  # the whole run
+    assert "--resume" not in meta["reproduce_command"]  # a resumed run is recorded as the run it continues
     scripted_validation(monkeypatch, [0.1])
     assert main(short_run(tiny_imagenette, out, 6, "--resume")) == 0
     last = export_weights(out, tmp_path / "last", which="last")
     assert last["epoch"] == 6 and last["val_accuracy"] == 0.1
     command = last["reproduce_command"]
     assert command[command.index("--epochs") + 1] == "6"
+    # best+last+1: the uniform average of those epochs' weights, computed in fp32
+    averaged = export_weights(out, tmp_path / "avg", which="best+last+1", half=False)
+    assert averaged["averaged_epochs"] == [1, 5, 6] and averaged["epoch"] == 6
+    assert averaged["val_accuracy"] is None and averaged["averaged_epochs_val_accuracy"] == [0.3, 0.6, 0.1]
+    assert averaged["reproduce_command"] == json.loads((out / "run.json").read_text())["command"]
+    parts = [
+        torch.load(out / "best.pt", weights_only=True)["model"],
+        torch.load(out / "checkpoint.pt", weights_only=True)["model"],
+        torch.load(out / "weights_epoch001.pt", weights_only=True),
+    ]
+    written = torch.load(tmp_path / "avg.pt", weights_only=True)
+    for name, value in written.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (parts[0][name] + parts[1][name] + parts[2][name]) / 3)
+    with pytest.raises(vizkit.UsageError, match="no weights of epoch 6"):
+        export_weights(out, tmp_path / "x", which="best+6")
+    with pytest.raises(vizkit.UsageError, match="names epoch 5 twice"):
+        export_weights(out, tmp_path / "x", which="best+5")
+    with pytest.raises(vizkit.UsageError, match="which must be"):
+        export_weights(out, tmp_path / "x", which="best+best")
 
 
 def test_plateau_patience_and_min_epochs_before_decay(tiny_imagenette, tmp_path, monkeypatch):

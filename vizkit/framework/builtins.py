@@ -38,11 +38,7 @@ def register_models(register: Callable[[ModelEntry], None]) -> None:
             name="zfnet-compact",
             factory=zfnet_compact,
             description="compact ZF variant for 144x144 crops, 10 Imagenette classes"
-            + (
-                f" (bundled weights: {meta['val_accuracy']:.1%} Imagenette val top-1)"
-                if meta
-                else " (untrained: no bundled weights)"
-            ),
+            + _accuracy_note(meta),
             weights=COMPACT_WEIGHTS if meta else None,
             labels=meta["classes"] if meta else None,
             preprocess=Preprocess.from_dict(meta["preprocess"]) if meta else COMPACT_PREPROCESS,
@@ -86,3 +82,12 @@ def register_model_sources(register: Callable[[ModelSource], None]) -> None:
 def register_rules(register: Callable[[ProjectionRule], None]) -> None:
     for rule in BUILTIN_RULES:
         register(rule())
+
+
+def _accuracy_note(meta: dict | None) -> str:
+    """What ``vizkit list`` says of the bundled weights' accuracy (an averaged export has none
+    until it is measured)."""
+    if not meta:
+        return " (untrained: no bundled weights)"
+    accuracy = (meta.get("val_accuracy_measured") or {}).get("top1", meta.get("val_accuracy"))
+    return " (bundled weights)" if accuracy is None else f" (bundled weights: {accuracy:.1%} Imagenette val top-1)"
