@@ -641,6 +641,8 @@ def run(
         raise vizkit.UsageError(f"--window must be between 1 and {min(height, width)}, not {window}")
     if stride < 1:
         raise vizkit.UsageError(f"--stride must be at least 1, not {stride}")
+    if occluding and stride > window:  # captum's Occlusion asserts it
+        raise vizkit.UsageError(f"--stride {stride} must be at most --window {window} (the windows would skip pixels)")
     if not stdev > 0:
         raise vizkit.UsageError(f"--stdev must be above 0, not {stdev}")
     if not 0 <= outlier_perc < 100:
@@ -866,11 +868,20 @@ def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, 
 
     names = ctx.image_names()
     n, k = correlation.shape[0], len(columns)
-    figure = new_figure(4.0 + 0.3 * k + 6.0, (3.2 + 0.15 * k) * n)
-    grid = figure.add_gridspec(n, 2, width_ratios=[1.0, 1.0], wspace=0.35, hspace=0.5)
+    row_height = 3.4 + 0.15 * k
+    figure = new_figure(4.0 + 0.3 * k + 7.5, row_height * n)
+    made = figure.subfigures(n, 1, hspace=0.02)
+    rows = list(np.ravel(made)) if isinstance(made, np.ndarray) else [made]
     palette = colormaps["tab10"] if k <= 10 else colormaps["tab20"]
-    for i in range(n):
-        ax = figure.add_subplot(grid[i, 0])
+    for i, row in enumerate(rows):
+        # one heading per image; the panels' own titles stay short, so nothing collides
+        best = _best(columns, auc[:, i], maps[:, i])
+        target = ctx.label(int(targets[i]))
+        row.suptitle(f"{names[i]}  —  target {target}", fontsize=9, fontweight="bold", x=0.01, ha="left")
+        grid = row.add_gridspec(
+            1, 2, width_ratios=[1.0, 1.15], wspace=0.28, left=0.09, right=0.80, bottom=0.2, top=0.86
+        )
+        ax = row.add_subplot(grid[0, 0])
         shown = ax.imshow(correlation[i], cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_xticks(range(k), columns, rotation=60, ha="right", fontsize=6)
         ax.set_yticks(range(k), columns, fontsize=6)
@@ -881,10 +892,10 @@ def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, 
                 ax.text(
                     q, p, text, ha="center", va="center", fontsize=5, color="white" if abs(value) > 0.6 else "black"
                 )
-        ax.set_title(f"{names[i]}: Spearman rank correlation of |map|", fontsize=8)
-        figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+        ax.set_title("Spearman rank correlation of |map|", fontsize=8)
+        row.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
 
-        ax = figure.add_subplot(grid[i, 1])
+        ax = row.add_subplot(grid[0, 1])
         for j in np.argsort(auc[:, i], kind="stable"):  # the legend lists the best first
             column = [*columns, "random"][j]
             style: dict[str, Any] = {"color": palette(j % palette.N), "linestyle": "-"}
@@ -895,7 +906,7 @@ def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, 
             note = ", all zero: random order" if column != "random" and not np.any(maps[j, i]) else ""
             ax.plot(fractions, curves[j, i], label=f"{column} ({auc[j, i]:.3g}{note})", linewidth=1.2, **style)
         ax.set_xlabel("fraction of pixels removed, most |attributed| first", fontsize=7)
-        ax.set_ylabel(f"p({ctx.label(int(targets[i]))})", fontsize=7)
+        ax.set_ylabel(f"p({target})", fontsize=7)
         ax.set_xlim(0, 1), ax.set_ylim(bottom=0)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
@@ -907,8 +918,7 @@ def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, 
             title="map (AUC)",
             title_fontsize=6,
         )
-        best = _best(columns, auc[:, i], maps[:, i])
-        ax.set_title(f"{names[i]}: deletion curves (lower AUC = the model depends on it; best: {best})", fontsize=8)
+        ax.set_title(f"deletion curves: lower AUC = the model depends on it (best: {best})", fontsize=8)
     return figure
 
 
@@ -947,16 +957,39 @@ def register_analyses(register) -> None:
                     help="what the methods explain: logit or probability (softmax)",
                     parse=_choice("--score", SCORES),
                 ),
-                vizkit.Option("steps", int, 50, help="integratedgradients: steps along the path (n_steps)"),
+                vizkit.Option(
+                    "steps",
+                    int,
+                    50,
+                    help="integratedgradients: steps along the path (n_steps)",
+                    minimum=1,
+                    maximum=10_000,
+                ),
                 vizkit.Option(
                     "baseline",
                     str,
                     "mean",
                     help="colour of removed pixels (integratedgradients, occlusion, deletion): mean (zero after normalisation), zero (black) or R,G,B",
                 ),
-                vizkit.Option("window", int, 32, help="occlusion: side of the square window, in input pixels"),
-                vizkit.Option("stride", int, 16, help="occlusion: step between windows, in input pixels"),
-                vizkit.Option("samples", int, 10, help="nt-<method>: noisy samples per image (nt_samples)"),
+                vizkit.Option(
+                    "window",
+                    int,
+                    32,
+                    help="occlusion: side of the square window, in input pixels",
+                    minimum=1,
+                    maximum=4096,
+                ),
+                vizkit.Option(
+                    "stride", int, 16, help="occlusion: step between windows, in input pixels", minimum=1, maximum=4096
+                ),
+                vizkit.Option(
+                    "samples",
+                    int,
+                    10,
+                    help="nt-<method>: noisy samples per image (nt_samples)",
+                    minimum=1,
+                    maximum=10_000,
+                ),
                 vizkit.Option(
                     "nt_type",
                     str,
@@ -964,15 +997,28 @@ def register_analyses(register) -> None:
                     help=f"nt-<method>: how samples combine: {', '.join(NT_TYPES)}",
                     parse=_choice("--nt-type", NT_TYPES),
                 ),
-                vizkit.Option("stdev", float, 0.15, help="nt-<method>: noise std as a fraction of the input's range"),
                 vizkit.Option(
-                    "deletion_steps", int, 20, help="deletion curve: steps from 0 to 100% of the pixels removed"
+                    "stdev",
+                    float,
+                    0.15,
+                    help="nt-<method>: noise std as a fraction of the input's range",
+                    minimum=0,
+                    exclusive_minimum=True,
+                ),
+                vizkit.Option(
+                    "deletion_steps",
+                    int,
+                    20,
+                    help="deletion curve: steps from 0 to 100% of the pixels removed",
+                    minimum=1,
+                    maximum=10_000,
                 ),
                 vizkit.Option(
                     "deletion_patch",
                     int,
                     16,
                     help="deletion curve: pixels go in squares of this side, by mean |attribution| (1: pixel by pixel)",
+                    minimum=1,
                 ),
                 vizkit.Option(
                     "sign",
@@ -986,6 +1032,9 @@ def register_analyses(register) -> None:
                     float,
                     2.0,
                     help="figure: the largest values, holding this percent of the total, are drawn saturated (captum's outlier_perc)",
+                    minimum=0,
+                    maximum=100,
+                    exclusive_maximum=True,
                 ),
                 vizkit.Option(
                     "overlay",

@@ -489,9 +489,16 @@ def register_analyses(register: Any) -> None:
                     help="layers to compare, comma-separated (e.g. conv5,fc7)",
                     parse=vizkit.parse_layers,
                 ),
-                vizkit.Option("size", int, 40, help="side of each occluding square, in input pixels"),
                 vizkit.Option(
-                    "random", int, 20, help="random squares per image (the baseline; also the p-values' draws)"
+                    "size", int, 40, help="side of each occluding square, in input pixels", minimum=1, maximum=4096
+                ),
+                vizkit.Option(
+                    "random",
+                    int,
+                    20,
+                    help="random squares per image (the baseline; also the p-values' draws)",
+                    minimum=1,
+                    maximum=10_000,
                 ),
                 vizkit.Option(
                     "fill", str, "mean", help="occluder colour: mean (dataset mean), zero (black), or R,G,B in 0-255"
@@ -507,6 +514,8 @@ def register_analyses(register: Any) -> None:
                     float,
                     0.0,
                     help="changes below this fraction of the layer's largest activation count as zero",
+                    minimum=0,
+                    maximum=1,
                 ),
             ],
             demo={"landmarks": "{landmarks}", "layers": "conv5,fc7", "random": 10},  # a resource vizkit demo finds

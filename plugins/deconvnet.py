@@ -184,11 +184,17 @@ def register_analyses(register) -> None:
             inputs="images",
             options=[
                 vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
-                vizkit.Option("top", int, 9, help="number of strongest feature maps to project"),
+                vizkit.Option("top", int, 9, help="number of strongest feature maps to project", minimum=1),
                 vizkit.Option(
-                    "maps_per_page", int, 16, help="feature maps per PNG page (a near-square grid; 16 stays readable)"
+                    "maps_per_page",
+                    int,
+                    16,
+                    help="feature maps per PNG page (a near-square grid; 16 stays readable)",
+                    minimum=1,
                 ),
-                vizkit.Option("pages", int, 4, help="PNG pages to draw at most per image (the arrays hold every map)"),
+                vizkit.Option(
+                    "pages", int, 4, help="PNG pages to draw at most per image (the arrays hold every map)", minimum=1
+                ),
                 vizkit.Option(
                     "channels",
                     str,

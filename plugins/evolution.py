@@ -9,19 +9,23 @@ epochs while the upper ones only develop after 40-50).
 
 The maps are picked at random (``--seed``) among those active at the last snapshot, so that no
 row is blank by construction. Each snapshot's result is kept in ``--out`` as it is finished, so an
-interrupted run continues with ``--resume`` without redoing finished snapshots.
+interrupted run continues with ``--resume`` without redoing finished snapshots. Unreadable files
+in the sample are skipped (counted in result.json; the sample is that much smaller) or, with
+``--strict``, stop the run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import textwrap
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
 
 import vizkit
 from vizkit import (
@@ -36,6 +40,9 @@ from vizkit import (
     snapshot_paths,
     tile_mosaic,
 )
+
+if TYPE_CHECKING:  # only an annotation: matplotlib loads when a figure is drawn
+    from matplotlib.figure import Figure
 
 ZF_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 CACHE_VERSION = 1
@@ -67,7 +74,7 @@ def training_sample(ctx: vizkit.RunContext, info: dict, size: int) -> ImageList:
     count = min(size, len(source))
     order = torch.randperm(len(source), generator=torch.Generator().manual_seed(ctx.seed))[:count].sort().values
     paths = [source.paths[int(i)] for i in order]
-    return ImageList(paths, preprocess=ctx.preprocess)
+    return ImageList(paths, preprocess=ctx.preprocess, source=source.where)
 
 
 def pick_epochs(available: dict[int, Path], spec: str) -> dict[int, Path]:
@@ -83,20 +90,60 @@ def pick_epochs(available: dict[int, Path], spec: str) -> dict[int, Path]:
     return {e: available[e] for e in sorted(set(wanted))}
 
 
-def scan(ctx: vizkit.RunContext, sample: ImageList, layers: list[str]) -> dict[str, vizkit.RunningTopK]:
-    """Per layer, each map's strongest activation (k=1) over the sample."""
+@dataclass
+class ScanCheckpoint:
+    """Where the scan of one snapshot keeps its partial state (``cache`` under ``tag``), how often
+    it writes it (``seconds``), and the stop request it obeys between two batches."""
+
+    cache: SnapshotCache
+    tag: str
+    seconds: float
+    stop: vizkit.StopRequest
+
+
+def scan(
+    ctx: vizkit.RunContext, sample: ImageList, layers: list[str], checkpoint: ScanCheckpoint | None = None
+) -> dict[str, vizkit.RunningTopK]:
+    """Per layer, each map's strongest activation (k=1) over the sample.
+
+    With ``checkpoint``, the scan continues from the partial state kept there, writes it every
+    ``checkpoint.seconds`` and, when a stop is requested, writes it and stops (KeyboardInterrupt)."""
     im = ctx.instrumented
     deepest = layers[-1]
     states: dict[str, vizkit.RunningTopK] = {}
-    loader = DataLoader(sample, batch_size=ctx.batch_size, shuffle=False)  # yields (images, indices)
+    partial = checkpoint.cache.load(checkpoint.tag) if checkpoint is not None else None
+    start = int(partial["next_batch"]) if partial is not None else 0
+    if partial is not None:
+        states = {
+            layer: vizkit.RunningTopK.from_state_dict(state, ctx.device) for layer, state in partial["states"].items()
+        }
+        ctx.skipped.load_state_dict(partial.get("skipped", []))
+    rows = range(start * ctx.batch_size, len(sample))  # the batches of an uninterrupted scan, from ``start`` on
+    # (images, indices) per batch, unreadable files left out (an all-unreadable batch comes empty)
+    loader = vizkit.read_batches(sample, ctx.skipped, rows, ctx.batch_size, keep_empty=True)
+    total = start + -(-len(rows) // ctx.batch_size)
+    last_save = time.monotonic()
     with im.configured(layers=layers, switches=False), torch.no_grad():
-        for images, indices in loader:
-            im(images.to(ctx.device), until=deepest)
-            for layer in layers:
+        for number, (images, indices) in enumerate(loader, start=start):
+            if len(indices):
+                im(images.to(ctx.device), until=deepest)
+            for layer in layers if len(indices) else ():
                 activation = im.activation(layer)
                 if layer not in states:
                     states[layer] = vizkit.RunningTopK.empty(activation.shape[1], 1, ctx.device)
                 states[layer].update(activation, indices)
+            if checkpoint is None:
+                continue
+            if checkpoint.stop.requested or time.monotonic() - last_save >= checkpoint.seconds:
+                saved = {layer: state.state_dict() for layer, state in states.items()}
+                checkpoint.cache.save(
+                    checkpoint.tag, {"next_batch": number + 1, "states": saved, "skipped": ctx.skipped.state_dict()}
+                )
+                last_save = time.monotonic()
+            if checkpoint.stop.requested:
+                checkpoint.cache.stopped(
+                    checkpoint.stop, f"a snapshot's scan stopped after batch {number + 1} of {total}"
+                )
     return states
 
 
@@ -124,7 +171,13 @@ class SnapshotCache:
         if resume and self.folder is None:
             raise vizkit.UsageError("--resume needs --out (finished snapshots are kept there)")
         if not resume and self.folder is not None and self.folder.exists():
-            for path in self.folder.glob("*.pt"):
+            stale = sorted(self.folder.glob("*.pt"))
+            if stale:
+                print(
+                    f"evolution: discarding the interrupted run's snapshots in {self.folder} (pass --resume to continue it)",
+                    file=sys.stderr,
+                )
+            for path in stale:
                 path.unlink()
 
     def _path(self, tag: str) -> Path | None:
@@ -147,6 +200,19 @@ class SnapshotCache:
             return
         save_torch_atomic(path, {"version": CACHE_VERSION, "fingerprint": self.fingerprint, "data": data})
 
+    def drop(self, tag: str) -> None:
+        path = self._path(tag)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def stopped(self, stop: vizkit.StopRequest, where: str) -> None:
+        """Say what an interrupted run keeps for --resume, and stop (KeyboardInterrupt)."""
+        kept = (
+            f"finished work is kept in {self.folder}" if self.folder is not None else "nothing is kept (no out folder)"
+        )
+        print(f"evolution: {stop.signal_name} received; {where}; {kept}", file=sys.stderr)
+        raise KeyboardInterrupt(stop.signal_name)
+
     def clear(self) -> None:
         if self.folder is not None and self.folder.exists():
             for path in self.folder.glob("*.pt"):
@@ -164,9 +230,12 @@ def run(
     patch_size: int,
     rule: str,
     resume: bool,
+    checkpoint_seconds: float,
 ) -> vizkit.Result:
     if maps < 1 or sample < 1:
         raise vizkit.UsageError("--maps and --sample must be at least 1")
+    if not checkpoint_seconds >= 0:
+        raise vizkit.UsageError(f"--checkpoint-seconds must be 0 or more, not {checkpoint_seconds}")
     if patch_size < 8:
         raise vizkit.UsageError(f"--patch-size must be at least 8, not {patch_size}")
     info = read_run_info(run)
@@ -175,7 +244,7 @@ def run(
         raise vizkit.UsageError(f"{run} holds no weight snapshots (weights_epochNNN.pt); train with --snapshot-epochs")
     im = ctx.instrumented
     images = training_sample(ctx, info, sample)
-    probe = images[0][0][None].to(ctx.device)
+    probe = ctx.first_image(images)[0][None].to(ctx.device)
     with im.configured(layers=None), torch.no_grad():
         im(probe)  # learns the layer names
     names = [im.resolve_alias(n) for n in layers] if layers else default_layers(im)
@@ -205,12 +274,25 @@ def run(
     # come back at the end, also on error or interruption
     original = {name: value.detach().clone() for name, value in ctx.model.state_dict().items()}
     try:
-        chosen, per_epoch = _project_snapshots(
-            ctx, cache, snapshots, load_snapshot, images, names, maps, probe, patch_size, rule
-        )
+        with vizkit.deferred_interrupts() as stop:  # a signal stops between two batches or snapshots
+            chosen, per_epoch = _project_snapshots(
+                ctx,
+                cache,
+                snapshots,
+                load_snapshot,
+                images,
+                names,
+                maps,
+                probe,
+                patch_size,
+                rule,
+                checkpoint_seconds,
+                stop,
+            )
     finally:
         ctx.model.load_state_dict(original)
-    result = assemble(run, info, names, chosen, per_epoch, images, patch_size)
+    unreadable = sum(1 for p in images.paths if p in ctx.skipped)
+    result = assemble(run, info, names, chosen, per_epoch, images, patch_size, unreadable)
     last = max(snapshots)
     # the figures show the snapshots, so result.json names the last one's weights, not the model's own
     result.meta["model"] = vizkit.describe_model(ctx.model, weights=snapshots[last])
@@ -229,9 +311,16 @@ def _project_snapshots(
     probe: torch.Tensor,
     patch_size: int,
     rule: str,
+    checkpoint_seconds: float = 60.0,
+    stop: vizkit.StopRequest | None = None,
 ) -> tuple[dict[str, list[int]], dict[int, dict]]:
     """The maps chosen per layer, and each snapshot's winners and projections (cached per
-    snapshot for --resume)."""
+    snapshot for --resume; a snapshot's scan also every ``checkpoint_seconds`` and on ``stop``)."""
+    stop = stop or vizkit.StopRequest()
+
+    def checkpoint(epoch: int) -> ScanCheckpoint:
+        return ScanCheckpoint(cache, f"scan{epoch:03d}", checkpoint_seconds, stop)
+
     im = ctx.instrumented
     projection_rule = ctx.rule(rule)
     last = max(snapshots)
@@ -239,10 +328,13 @@ def _project_snapshots(
     choice = cache.load("choice")
     if choice is None:
         load_snapshot(last)
-        last_states = scan(ctx, images, names)
-        choice = {"channels": choose_maps(last_states, maps, ctx.seed)}
+        last_states = scan(ctx, images, names, checkpoint(last))
+        # the unreadable files of the sample are all met by this first scan: kept for a resume
+        choice = {"channels": choose_maps(last_states, maps, ctx.seed), "skipped": ctx.skipped.state_dict()}
         cache.save("choice", choice)
+        cache.drop(f"scan{last:03d}")
     chosen: dict[str, list[int]] = choice["channels"]
+    ctx.skipped.load_state_dict(choice.get("skipped", []))
     boxes = {layer: vizkit.receptive_boxes(im, probe, layer) for layer in names}
     per_epoch = {}
     progress = vizkit.progress_bar(total=len(snapshots), desc="evolution snapshots", enabled=ctx.progress)
@@ -250,7 +342,11 @@ def _project_snapshots(
         done = cache.load(f"epoch{epoch:03d}")
         if done is None:
             load_snapshot(epoch)
-            states = last_states if epoch == last and last_states is not None else scan(ctx, images, names)
+            states = (
+                last_states
+                if epoch == last and last_states is not None
+                else scan(ctx, images, names, checkpoint(epoch))
+            )
             done = {}
             for layer in names:
                 state = _select(states[layer], chosen[layer])
@@ -275,8 +371,12 @@ def _project_snapshots(
                     "patch": torch.from_numpy(arrays["patches"][:, 0]),
                 }
             cache.save(f"epoch{epoch:03d}", done)
+            cache.drop(f"scan{epoch:03d}")
         per_epoch[epoch] = done
         progress.update(1)
+        if stop.requested:
+            progress.close()
+            cache.stopped(stop, f"stopped after snapshot epoch {epoch} ({len(per_epoch)} of {len(snapshots)} done)")
     progress.close()
     return chosen, per_epoch
 
@@ -289,6 +389,7 @@ def assemble(
     per_epoch: dict[int, dict],
     images: ImageList,
     patch_size: int,
+    unreadable: int = 0,
 ) -> vizkit.Result:
     epochs = sorted(per_epoch)
     width = max(len(chosen[layer]) for layer in layers)
@@ -327,7 +428,7 @@ def assemble(
             "epochs": epochs,
             "layers": layers,
             "channels": {layer: chosen[layer] for layer in layers},
-            "sample_images": len(images),
+            "sample_images": len(images) - unreadable,  # the readable ones
             "images": [str(p) for p in images.paths],
             "median_settled_epoch": settled,
             "winner_changes": {
@@ -349,7 +450,7 @@ def assemble(
             "patches": patches,
         },
     )
-    result.figures["evolution"] = evolution_figure(layers, channels, epochs, projections, len(images))
+    result.figures["evolution"] = evolution_figure(layers, channels, epochs, projections, len(images) - unreadable)
     result.figures["evolution_strength"] = strength_figure(layers, channels, epochs, values)
     return result
 
@@ -464,18 +565,27 @@ def register_analyses(register) -> None:
                     int,
                     6,
                     help="feature maps per layer, picked at random among those active at the last snapshot",
+                    minimum=1,
                 ),
                 vizkit.Option(
                     "sample",
                     int,
                     512,
                     help="training images in the fixed sample (default source: the run's train/ folder)",
+                    minimum=1,
                 ),
                 vizkit.Option("epochs", str, "all", help="snapshot epochs to show: all, or e.g. 1,5,20"),
-                vizkit.Option("patch_size", int, 48, help="side of each projection tile"),
+                vizkit.Option("patch_size", int, 48, help="side of each projection tile", minimum=8, maximum=1024),
                 vizkit.Option("rule", str, "deconvnet", registry="rules", help="projection rule"),
                 vizkit.Option(
                     "resume", bool, False, help="reuse the snapshots an interrupted run finished (kept in --out)"
+                ),
+                vizkit.Option(
+                    "checkpoint_seconds",
+                    float,
+                    60.0,
+                    help="inside a snapshot, keep the scan's progress in --out this often (SIGINT/SIGTERM also keep it)",
+                    minimum=0,
                 ),
             ],
             demo={"run": "{train_run}", "sample": 32, "maps": 3},  # skipped by vizkit demo without a training run

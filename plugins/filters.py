@@ -7,7 +7,8 @@ never fires); dominance (the share of the summed RMS held by the ``--top`` large
 each filter's energy in low / mid / high spatial-frequency bands (thirds of the radial frequency
 up to Nyquist, from the 2-D power spectrum zero-padded to 32x32). AlexNet's 11x11 stride-4 first
 layer in the paper showed a mix of very high and very low frequency filters and many dead ones;
-feature scale clipping keeps any filter from dominating.
+feature scale clipping keeps any filter from dominating. Unreadable ``--data`` files are skipped
+(counted in result.json) or, with ``--strict``, stop the run.
 """
 
 from __future__ import annotations
@@ -57,26 +58,34 @@ def band_energy(weight: torch.Tensor) -> np.ndarray:
     ).numpy()
 
 
-def _sample_batches(ctx: vizkit.RunContext) -> Iterator[torch.Tensor]:
-    """The --image inputs, then --data in batches, one batch in memory at a time."""
+def _sample_batches(ctx: vizkit.RunContext) -> Iterator[tuple[torch.Tensor, bool]]:
+    """(batch, whether it comes from --data): the --image inputs, then the readable --data
+    images in batches, one batch in memory at a time (unreadable files are skipped and recorded
+    in ``ctx.skipped``)."""
     if ctx.image_paths or ctx.image_tensors is not None:
-        yield ctx.images()
+        yield ctx.images(), False
     if ctx.data is not None:
-        data = ctx.dataset()
-        for start in range(0, len(data), ctx.batch_size):
-            yield torch.stack([data[i][0] for i in range(start, min(len(data), start + ctx.batch_size))]).to(ctx.device)
+        for images, _ in ctx.batches():
+            yield images, True
 
 
-def activity(ctx: vizkit.RunContext, layer: str) -> np.ndarray | None:
-    """Per filter, the largest output of the convolution over the sample images (None: no sample)."""
+def activity(ctx: vizkit.RunContext, layer: str) -> tuple[np.ndarray | None, int]:
+    """Per filter, the largest output of the convolution over the sample images (None: no
+    sample), and how many images the sample held."""
     im = ctx.instrumented
-    peak = None
+    peak, count, from_data = None, 0, 0
+    if ctx.data is not None:
+        ctx.first_image()  # a --data without one readable image: one error line, before any warning
     with im.configured(layers=[layer], switches=False), torch.no_grad():
-        for batch in _sample_batches(ctx):
+        for batch, data in _sample_batches(ctx):
             out = im(batch, until=layer)
             value = out.transpose(0, 1).flatten(1).amax(dim=1)
             peak = value if peak is None else torch.maximum(peak, value)
-    return None if peak is None else peak.cpu().numpy()
+            count += batch.shape[0]
+            from_data += batch.shape[0] if data else 0
+    if ctx.data is not None and len(ctx.data) and not from_data:  # not one --data image was readable
+        raise ctx.skipped.none_readable(ctx.dataset())
+    return (None if peak is None else peak.cpu().numpy()), count
 
 
 def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: int) -> vizkit.Result:
@@ -87,7 +96,7 @@ def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: in
     rms = weight.pow(2).mean(dim=(1, 2, 3)).sqrt().numpy()
     median = float(np.median(rms))
     tiny = rms < dead_fraction * median
-    peak = activity(ctx, name)
+    peak, sample_images = activity(ctx, name)
     silent = (peak <= 0) if peak is not None else np.zeros_like(tiny)
     dead = tiny | silent
     order = np.argsort(-rms)
@@ -106,9 +115,7 @@ def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: in
             "dead": int(dead.sum()),
             "dead_low_rms": int(tiny.sum()),
             "dead_never_active": int(silent.sum()) if peak is not None else None,
-            "sample_images": (len(ctx.image_paths) + (len(ctx.data) if ctx.data is not None else 0))
-            if peak is not None
-            else 0,
+            "sample_images": sample_images,  # readable ones
             "dominance_top": top,
             "dominance": float(rms[order[:top]].sum() / max(rms.sum(), 1e-30)),
             "rms_share_uniform": top / rms.size,
@@ -203,10 +210,19 @@ def register_analyses(register) -> None:
                     "layer", str, None, help="convolution to diagnose (default: the first one applied to the image)"
                 ),
                 vizkit.Option(
-                    "dead_fraction", float, 0.05, help="a filter is dead below this fraction of the median RMS"
+                    "dead_fraction",
+                    float,
+                    0.05,
+                    help="a filter is dead below this fraction of the median RMS",
+                    minimum=0,
+                    maximum=1,
                 ),
                 vizkit.Option(
-                    "top", int, 5, help="dominance: share of the summed RMS held by this many largest filters"
+                    "top",
+                    int,
+                    5,
+                    help="dominance: share of the summed RMS held by this many largest filters",
+                    minimum=1,
                 ),
             ],
             demo={},

@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as tf
 
 import vizkit
 from vizkit import new_figure
@@ -48,6 +46,9 @@ class Transform:
 
     def apply(self, image: Tensor, value: float, fill: list[float]) -> Tensor:
         """``image`` [3,H,W] in [0,1] (resized, not yet cropped) transformed by ``value``."""
+        from torchvision.transforms import InterpolationMode  # torchvision costs seconds at start-up
+        from torchvision.transforms.v2 import functional as tf
+
         if value == IDENTITY[self.name]:
             return image
         bilinear = InterpolationMode.BILINEAR
@@ -121,6 +122,8 @@ def measure(
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], Tensor]:
     """For one image ([3,H,W] resized, in [0,1]): per transform and layer the distance at every
     step, per transform the logits at every step, and the untransformed image's logits."""
+    from torchvision.transforms.v2 import functional as tf
+
     preprocess = ctx.preprocess
     im = ctx.instrumented
 
@@ -197,6 +200,8 @@ def run(
     range_rotate: str,
     normalize: str,
 ) -> vizkit.Result:
+    from torchvision.transforms.v2 import functional as tf
+
     ranges = {
         "translate": parse_range(range_translate, "--range-translate"),
         "scale": parse_range(range_scale, "--range-scale"),
@@ -313,6 +318,8 @@ def curves_figure(
     fill: list[float],
 ) -> Any:
     """Fig. 5: a row per transformation: example images, distance per layer, P(true class)."""
+    from torchvision.transforms.v2 import functional as tf
+
     rows, columns = len(families), len(layers) + 2
     figure = new_figure(3.1 * columns, 2.8 * rows + 0.6)
     grid = figure.add_gridspec(rows, columns, width_ratios=[1.7] + [1] * (columns - 1), wspace=0.32, hspace=0.45)
@@ -333,7 +340,9 @@ def curves_figure(
         ]
         ax.imshow(vizkit.tile_mosaic(np.stack(tiles), rows=1), interpolation="bilinear")
         ax.set_xticks(
-            [(k + 0.5) * (preprocess.crop + 2) for k in range(len(picks))], [f"{steps[k]:g}" for k in picks], fontsize=6
+            [(k + 0.5) * (preprocess.crop + 2) for k in range(len(picks))],
+            [f"{steps[k]:.3g}" for k in picks],
+            fontsize=6,
         )
         ax.set_yticks([])
         ax.set_title(f"({'abc'[r % 3]}) {UNITS[t]}", fontsize=8, loc="left")
@@ -459,7 +468,12 @@ def register_analyses(register: Any) -> None:
                     "transforms", str, "translate,scale,rotate", help="any of translate, scale, rotate, comma-separated"
                 ),
                 vizkit.Option(
-                    "steps", int, 25, help="steps per transformation (the identity is added when the grid misses it)"
+                    "steps",
+                    int,
+                    25,
+                    help="steps per transformation (the identity is added when the grid misses it)",
+                    minimum=2,
+                    maximum=1000,
                 ),
                 vizkit.Option(
                     "range_translate",

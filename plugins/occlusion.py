@@ -383,14 +383,23 @@ def _overlay(ax, image: np.ndarray, values: np.ndarray, grid: OcclusionGrid, tit
     return shown
 
 
+MAX_OTHER_PROJECTIONS = 8  # projections of the strongest map in other images drawn per figure
+
+
 def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value, how):
     from matplotlib import colormaps
     from matplotlib.patches import Patch, Rectangle
 
     image = vizkit.figures.hwc(ctx.preprocess.denormalize(x[index].cpu()))
     others = x.shape[0] - 1
-    figure = new_figure(15 + 2.2 * others, 3.9)
-    grid_spec = figure.add_gridspec(1, 5 + others, wspace=0.25)
+    shown_others = min(others, MAX_OTHER_PROJECTIONS)
+    # the paper's five panels (a)-(e) in one row; the same map projected in the other images, if
+    # any, in a second row below (in one row they shrank every panel as images were added)
+    figure = new_figure(17.0, 3.6 + (3.3 if others else 0.0))
+    rows = figure.add_gridspec(
+        2 if others else 1, 1, height_ratios=[1.0, 0.92] if others else None, hspace=0.38, top=0.86, bottom=0.03
+    )
+    grid_spec = rows[0].subgridspec(1, 5, wspace=0.3)
     names = ctx.image_names()
     probability = maps["true_class_prob"][index]
 
@@ -417,19 +426,24 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
     # (c) deconvnet projection of that map's strongest activation, and in the other images
-    columns = [index] + [j for j in range(x.shape[0]) if j != index]
-    for slot, j in enumerate(columns):
-        ax = figure.add_subplot(grid_spec[2 + slot])
-        where = "this image" if j == index else names[j]
-        show(
-            ax,
-            vizkit.to_image(projection.images[j, index]),
-            f"(c) map {int(strongest[index])} projected\n({where})",
-            fontsize=8,
+    ax = figure.add_subplot(grid_spec[2])
+    show(ax, vizkit.to_image(projection.images[index, index]), f"(c) map {int(strongest[index])} projected", fontsize=8)
+    if others:
+        other_row = rows[1].subgridspec(1, max(shown_others, 5), wspace=0.3)
+        for slot, j in enumerate([j for j in range(x.shape[0]) if j != index][:shown_others]):
+            ax = figure.add_subplot(other_row[slot])
+            show(ax, vizkit.to_image(projection.images[j, index]), f"in {vizkit.figures.shorten(names[j])}", fontsize=7)
+        more = f" (first {shown_others} of {others})" if others > shown_others else ""
+        figure.text(
+            0.01,
+            rows[1].get_position(figure).y1 + 0.035,
+            f"(c) map {int(strongest[index])} of {layer} projected from its strongest activation in the other images{more}",
+            fontsize=9,
+            ha="left",
         )
 
     # (d) probability of the true class
-    ax = figure.add_subplot(grid_spec[3 + others])
+    ax = figure.add_subplot(grid_spec[3])
     shown = _overlay(
         ax,
         image,
@@ -443,7 +457,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
     # (e) most probable label
-    ax = figure.add_subplot(grid_spec[4 + others])
+    ax = figure.add_subplot(grid_spec[4])
     labels = maps["top_label"][index]
     seen, counts = np.unique(labels, return_counts=True)
     order = seen[np.argsort(-counts)]
@@ -502,8 +516,12 @@ def register_analyses(register) -> None:
                     None,
                     help="layer whose strongest map's activity is tracked (default: the last conv layer)",
                 ),
-                vizkit.Option("size", int, 48, help="side of the grey square, in input pixels"),
-                vizkit.Option("stride", int, 8, help="step between occluder positions, in input pixels"),
+                vizkit.Option(
+                    "size", int, 48, help="side of the grey square, in input pixels", minimum=1, maximum=4096
+                ),
+                vizkit.Option(
+                    "stride", int, 8, help="step between occluder positions, in input pixels", minimum=1, maximum=4096
+                ),
                 vizkit.Option(
                     "fill", str, "mean", help="occluder colour: mean (dataset mean), zero (black), or R,G,B in 0-255"
                 ),
@@ -519,6 +537,9 @@ def register_analyses(register) -> None:
                     float,
                     FAST_TAU,
                     help="fast mode: cap each layer's changed window at this fraction of the layer's size (1: off)",
+                    minimum=0,
+                    maximum=1,
+                    exclusive_minimum=True,
                 ),
                 vizkit.Option(
                     "drill_down",
@@ -526,6 +547,8 @@ def register_analyses(register) -> None:
                     FAST_DRILL_DOWN,
                     help="fast mode: coarse pass at twice the stride, then the stride only over this fraction of "
                     "positions with the largest probability drop (1: off)",
+                    minimum=0,
+                    maximum=1,
                 ),
                 vizkit.Option(
                     "check",
@@ -533,6 +556,7 @@ def register_analyses(register) -> None:
                     32,
                     help="fast mode: positions recomputed exactly to report the approximation's error in "
                     "result.json (0: none; the grid size or more: all, with SSIM)",
+                    minimum=0,
                 ),
                 vizkit.Option("explain", bool, False, help="print the multiply-add cost model and its bound"),
             ],

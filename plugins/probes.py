@@ -6,7 +6,9 @@ splits draw, per class, ``--train-per-class`` training images and up to ``--test
 images from the rest (seeded; classes with too few images are reported and dropped; the indices
 are saved). Every image that any fold uses goes through the model once: the features of all
 ``--layers`` are written to an on-disk cache (:func:`vizkit.extract_features`), so a second run
-with other classifiers, folds or training sizes skips extraction. For each layer, fold and
+with other classifiers, folds or training sizes skips extraction. An unreadable image file is
+left out (warned about, counted in result.json) and the folds are drawn again as if it were not
+there, so the result is the one for the readable images alone. For each layer, fold and
 classifier (``svm``: one-vs-rest squared-hinge linear SVM; ``softmax``: multinomial logistic
 regression; both L2, in torch, :mod:`vizkit.toolkit.linear`), the regularisation C is chosen by
 cross-validation on the training split only, the probe is refitted on the whole training split and
@@ -85,6 +87,7 @@ def run(
     workers: int,
     cv_folds: int,
     grid: str,
+    resume: bool,
 ) -> vizkit.Result:
     c_grid = parse_grid(grid)
     if workers < 0:
@@ -108,34 +111,64 @@ def run(
     exclude = tuple(name for name in exclude if name in dataset.classes)
     targets = np.asarray(dataset.targets)
     candidates = [i for i, name in enumerate(dataset.classes) if name not in exclude]
-    kept, dropped, splits = draw_folds(targets, candidates, train_per_class, test_per_class, folds, ctx.seed)
-    if len(kept) < 2:
-        raise vizkit.UsageError(f"fewer than two classes have more than {train_per_class} images")
 
-    # every image a fold uses, extracted once (in dataset order, so the cache is shared by any split)
-    used = np.unique(np.concatenate([np.concatenate(split) for split in splits]))
-    subset = vizkit.ImageList([dataset.paths[i] for i in used], preprocess=dataset.preprocess)
-    row_of = {int(index): row for row, index in enumerate(used)}
+    # every image a fold uses, extracted once (in dataset order, so the cache is shared by any
+    # split). An unreadable image is left out and the folds are drawn again without it (the same
+    # draw as for a dataset without that file); the images that replace it are extracted in a
+    # further, small pass. Every rank learns the same unreadable rows, so all take the same passes.
+    unreadable: set[int] = set()
+    extracted: set[int] = set()
+    parts: list[tuple[vizkit.CachedFeatures, list[int]]] = []  # each pass and the dataset indices of its rows
     group = vizkit.ProcessGroup.join(ctx.device)
     try:
-        features = vizkit.extract_features(
-            ctx.instrumented,
-            ctx.model,
-            subset,
-            layers,
-            cache or default_cache(),
-            pool=pool,
-            dtype=cache_dtype,
-            batch_size=ctx.batch_size,
-            workers=workers,
-            device=group.device,
-            progress=ctx.progress,
-            group=group,
-        )
+        while True:
+            usable = targets.copy()
+            usable[sorted(unreadable)] = -1
+            kept, dropped, splits = draw_folds(usable, candidates, train_per_class, test_per_class, folds, ctx.seed)
+            if len(kept) < 2:
+                raise vizkit.UsageError(
+                    f"fewer than two classes have more than {train_per_class} images"
+                    + (f" ({len(unreadable)} unreadable ones left out)" if unreadable else "")
+                )
+            used = np.unique(np.concatenate([np.concatenate(split) for split in splits]))
+            need = [int(i) for i in used if int(i) not in extracted]
+            if not need:
+                break
+            part = vizkit.extract_features(
+                ctx.instrumented,
+                ctx.model,
+                vizkit.ImageList([dataset.paths[i] for i in need], preprocess=dataset.preprocess, source=dataset.where),
+                layers,
+                cache or default_cache(),
+                pool=pool,
+                dtype=cache_dtype,
+                batch_size=ctx.batch_size,
+                workers=workers,
+                device=group.device,
+                progress=ctx.progress,
+                group=group,
+                skipped=ctx.skipped,
+                resume=resume,
+            )
+            parts.append((part, need))
+            unreadable |= {need[row] for row in part.skipped}
+            extracted |= set(need) - unreadable
     finally:
         group.close()
+    features = parts[0][0]  # layers, dims and the cache folder are the same in every pass
+    seconds_extract = sum(part.seconds for part, _ in parts)
     if group.rank != 0:  # only rank 0 fits and writes
-        return vizkit.Result(summary={"rank": group.rank, "seconds_extract": round(features.seconds, 3)})
+        return vizkit.Result(summary={"rank": group.rank, "seconds_extract": round(seconds_extract, 3)})
+    row_of = {int(index): row for row, index in enumerate(used)}
+
+    def layer_matrix(layer: str) -> torch.Tensor:
+        """The features of ``layer`` of the images the folds use, in ``used`` order."""
+        matrix = np.zeros((len(used), features.dims[layer]), dtype=np.float32)
+        for part, indices in parts:
+            rows = [row for row, index in enumerate(indices) if index in row_of]
+            if rows:
+                matrix[[row_of[indices[row]] for row in rows]] = part.layer(layer)[rows]
+        return torch.from_numpy(matrix)
 
     started = time.perf_counter()
     names = features.layers
@@ -145,7 +178,7 @@ def run(
     labels = torch.as_tensor(targets)
     bar = vizkit.progress_bar(total=len(names) * folds * len(kinds), desc="probes", enabled=ctx.progress)
     for l, layer in enumerate(names):
-        matrix = torch.from_numpy(np.array(features.layer(layer), dtype=np.float32))  # one layer in memory
+        matrix = layer_matrix(layer)  # one layer in memory
         for f, (train, test) in enumerate(splits):
             x_train = matrix[[row_of[int(i)] for i in train]].to(ctx.device)
             x_test = matrix[[row_of[int(i)] for i in test]].to(ctx.device)
@@ -202,9 +235,14 @@ def run(
             "cv_folds": cv_folds,
             "grid": list(c_grid),
             "c_at_grid_edge": at_edge,
-            "seconds_extract": round(features.seconds, 3),
+            "seconds_extract": round(seconds_extract, 3),
             "seconds_fit": round(seconds_fit, 3),
-            "cache": {"folder": str(features.folder), "reused": features.reused, "dtype": cache_dtype},
+            "cache": {
+                "folder": str(features.folder),
+                "reused": all(part.reused for part, _ in parts),
+                "dtype": cache_dtype,
+                **({"more_folders": [str(part.folder) for part, _ in parts[1:]]} if len(parts) > 1 else {}),
+            },
         },
         arrays={
             "accuracy": accuracy,
@@ -289,11 +327,17 @@ def register_analyses(register: Any) -> None:
                 vizkit.Option(
                     "layers", str, required=True, help="layers to probe, comma-separated", parse=vizkit.parse_layers
                 ),
-                vizkit.Option("train_per_class", int, 30, help="training images per class and fold"),
+                vizkit.Option("train_per_class", int, 30, help="training images per class and fold", minimum=2),
                 vizkit.Option(
-                    "test_per_class", int, 50, help="test images per class and fold, at most (from the rest)"
+                    "test_per_class",
+                    int,
+                    50,
+                    help="test images per class and fold, at most (from the rest)",
+                    minimum=1,
                 ),
-                vizkit.Option("folds", int, 5, help="random train/test splits (seeded with --seed)"),
+                vizkit.Option(
+                    "folds", int, 5, help="random train/test splits (seeded with --seed)", minimum=1, maximum=1000
+                ),
                 vizkit.Option("classifiers", str, "svm,softmax", help="svm (one-vs-rest squared hinge) and/or softmax"),
                 vizkit.Option(
                     "pool", str, "none", help="none, avg (global average) or max:S (adaptive max-pool to SxS)"
@@ -310,15 +354,24 @@ def register_analyses(register: Any) -> None:
                     str,
                     None,
                     help="feature cache root (default: $VIZKIT_CACHE/features or ~/.cache/vizkit/features)",
+                    output_folder=True,
                 ),
                 vizkit.Option("cache_dtype", ("float32", "float16"), "float32", help="how features are stored"),
-                vizkit.Option("workers", int, 2, help="data-loading worker processes"),
-                vizkit.Option("cv_folds", int, 3, help="cross-validation folds on the training split that choose C"),
+                vizkit.Option("workers", int, 2, help="data-loading worker processes", minimum=0, maximum=128),
+                vizkit.Option(
+                    "cv_folds", int, 3, help="cross-validation folds on the training split that choose C", minimum=2
+                ),
                 vizkit.Option(
                     "grid",
                     str,
                     ",".join(f"{c:g}" for c in vizkit.PROBE_GRID),
                     help="C values cross-validation chooses from, comma-separated",
+                ),
+                vizkit.Option(
+                    "resume",
+                    bool,
+                    False,
+                    help="continue an interrupted feature extraction from the cache (without it, it starts over)",
                 ),
             ],
             demo={

@@ -5,7 +5,8 @@ most one per image (the image's strongest location in that map), as a running to
 O(maps x k) whatever the dataset size. It checkpoints every ``--checkpoint-every`` batches into
 ``--out``; ``--resume`` continues from there. Under ``torchrun`` each process scans a shard and
 the per-process top-k are merged (ties go to the smaller image index, so the result is the
-single-process one).
+single-process one). Unreadable files in ``--data`` are skipped (never a winner; their count goes
+to result.json, also across a resume and across processes) or, with ``--strict``, stop the scan.
 
 Projection pass: only the winning images are run again, each once for all the maps that chose
 it; each winning activation is projected with the deconvnet using that image's own switches,
@@ -18,12 +19,11 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 import vizkit
 from vizkit import ProcessGroup, new_figure, save_torch_atomic, tile_mosaic
@@ -60,7 +60,13 @@ def _checkpoint_path(ctx: vizkit.RunContext, group: ProcessGroup) -> Path | None
 
 
 def _save_checkpoint(
-    path: Path | None, state: vizkit.RunningTopK, next_batch: int, done: bool, fingerprint: str, seconds: float
+    path: Path | None,
+    state: vizkit.RunningTopK,
+    next_batch: int,
+    done: bool,
+    fingerprint: str,
+    seconds: float,
+    skipped: vizkit.SkippedImages | None = None,
 ) -> None:
     if path is None:
         return
@@ -73,12 +79,17 @@ def _save_checkpoint(
             "done": done,
             "seconds": seconds,
             "state": state.state_dict(),
+            # the unreadable files met so far: reported after a resume too
+            "skipped": skipped.state_dict() if skipped is not None else [],
         },
     )
 
 
-def scan_batches(loader: DataLoader, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(batch number, images, image indices) from batch ``start`` on (a seam for tests)."""
+def scan_batches(
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]], start: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(batch number, images, image indices) from batch ``start`` on (a seam for tests); a batch
+    whose every file was unreadable comes as empty tensors, so the numbers stay in step."""
     for number, (images, indices) in enumerate(loader, start=start):
         yield number, images, indices
 
@@ -92,8 +103,13 @@ def scan(
     checkpoint_every: int,
     workers: int,
     group: ProcessGroup,
+    checkpoint_seconds: float = 60.0,
 ) -> tuple[vizkit.RunningTopK, float]:
-    """The running top-k of ``channels`` of ``layer`` over this process's shard of the data."""
+    """The running top-k of ``channels`` of ``layer`` over this process's shard of the data.
+
+    The checkpoint is written every ``checkpoint_every`` batches and whenever
+    ``checkpoint_seconds`` have passed since the last one; SIGINT or SIGTERM finish the batch,
+    write it and stop (KeyboardInterrupt)."""
     im = ctx.instrumented
     dataset = ctx.dataset()
     fingerprint = _fingerprint(ctx, layer, channels, k, group)
@@ -108,37 +124,70 @@ def scan(
             )
         state = vizkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
         start_batch, seconds = int(saved["next_batch"]), float(saved["seconds"])
+        ctx.skipped.load_state_dict(saved.get("skipped", []))
         if saved["done"]:
             return state, seconds
     elif resume and path is None:
         raise vizkit.UsageError("--resume needs --out (the checkpoint lives there)")
+    elif not resume and path is not None and path.exists():
+        print(f"top9: discarding the interrupted scan in {path} (pass --resume to continue it)", file=sys.stderr)
+        path.unlink()
+    resumed = path is not None and path.exists()  # (a checkpoint not resumed was discarded above)
+    made_out = ctx.out is not None and not ctx.out.exists()
     shard = list(range(group.rank, len(dataset), group.world))[start_batch * ctx.batch_size :]
-    loader = DataLoader(
-        Subset(dataset, shard), batch_size=ctx.batch_size, shuffle=False, num_workers=workers, persistent_workers=False
-    )
+    # unreadable files are left out of their batch and recorded in ctx.skipped (--strict: raised)
+    loader = vizkit.read_batches(dataset, ctx.skipped, shard, ctx.batch_size, workers, keep_empty=True)
     selected = torch.tensor(channels, device=ctx.device)
     total = math.ceil(len(shard) / ctx.batch_size) + start_batch
     started = time.perf_counter()
     progress = vizkit.progress_bar(total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress)
-    next_batch = start_batch
+    next_batch, consistent, last_save = start_batch, True, time.monotonic()
+
+    def save() -> None:
+        _save_checkpoint(
+            path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started, ctx.skipped
+        )
+
+    def stop_here(signal_name: str | None) -> None:
+        save()
+        progress.close()
+        where = f"checkpoint saved in {path}" if path is not None else "nothing saved (no out folder)"
+        print(
+            f"top9: {signal_name} received; scan stopped after batch {next_batch} of {total}, {where}", file=sys.stderr
+        )
+        raise KeyboardInterrupt(signal_name)
+
     try:
-        with torch.no_grad():
+        with torch.no_grad(), vizkit.deferred_interrupts() as stop:
             for number, images, indices in scan_batches(loader, start_batch):
-                activation = im(images.to(ctx.device, non_blocking=True), until=layer)
-                state.update(activation.index_select(1, selected), indices)
-                next_batch = number + 1
+                if len(indices):  # else every file of the batch was unreadable
+                    activation = im(images.to(ctx.device, non_blocking=True), until=layer)
+                    consistent = False  # stopped inside the update, the state is half of one batch: not saved
+                    state.update(activation.index_select(1, selected), indices)
+                next_batch, consistent = number + 1, True
                 progress.update(1)
-                if checkpoint_every > 0 and next_batch % checkpoint_every == 0:
-                    _save_checkpoint(
-                        path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started
-                    )
+                if stop.requested:
+                    stop_here(stop.signal_name)
+                due = checkpoint_every > 0 and next_batch % checkpoint_every == 0
+                if due or time.monotonic() - last_save >= checkpoint_seconds:
+                    save()
+                    last_save = time.monotonic()
+            if stop.requested:  # the signal came after the last batch's check
+                stop_here(stop.signal_name)
+    except vizkit.UnreadableImage:  # --strict met a bad file: leave nothing this run started behind
+        if path is not None and not resumed:
+            path.unlink(missing_ok=True)
+            if made_out and ctx.out is not None and ctx.out.is_dir() and not any(ctx.out.iterdir()):
+                ctx.out.rmdir()
+        raise
     except BaseException:
-        _save_checkpoint(path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started)
+        if consistent:
+            save()
         raise
     finally:
         progress.close()
     seconds += time.perf_counter() - started
-    _save_checkpoint(path, state, next_batch, True, fingerprint, seconds)
+    _save_checkpoint(path, state, next_batch, True, fingerprint, seconds, ctx.skipped)
     return state, seconds
 
 
@@ -151,6 +200,28 @@ def merge_shards(state: vizkit.RunningTopK, group: ProcessGroup) -> vizkit.Runni
     ):
         merged.merge(values, images, positions)
     return merged
+
+
+def merge_skipped(ctx: vizkit.RunContext, dataset: vizkit.ImageList, group: ProcessGroup) -> None:
+    """Every process's unreadable files into rank 0's record (a collective: all ranks call it).
+
+    Each rank flags the files it skipped in a mask over the dataset; rank 0 reads the ones it did
+    not meet itself once more, to say why."""
+    if group.world == 1:
+        return
+    position = {str(p): i for i, p in enumerate(dataset.paths)}
+    mask = torch.zeros(len(dataset), dtype=torch.int32)
+    for name in ctx.skipped.paths:
+        if name in position:
+            mask[position[name]] = 1
+    flagged = torch.stack(group.all_gather(mask)).amax(dim=0)
+    if group.rank != 0:
+        return
+    for index in torch.nonzero(flagged).flatten().tolist():
+        if str(dataset.paths[index]) not in ctx.skipped:
+            item = dataset.read(index)
+            if isinstance(item, vizkit.BadImage):
+                ctx.skipped.add(item, warn=False)
 
 
 # ----------------------------------------------------------------------------------- figures
@@ -268,6 +339,7 @@ def run(
     pages: int,
     resume: bool,
     checkpoint_every: int,
+    checkpoint_seconds: float,
     workers: int,
     rule: str,
 ) -> vizkit.Result:
@@ -279,13 +351,15 @@ def run(
         raise vizkit.UsageError(f"--maps-per-page and --pages must be at least 1, not {maps_per_page} and {pages}")
     if workers < 0:
         raise vizkit.UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
+    if not checkpoint_every >= 0 or not checkpoint_seconds >= 0:
+        raise vizkit.UsageError("--checkpoint-every and --checkpoint-seconds must be 0 or more")
     dataset = ctx.dataset()
     group = ProcessGroup.join(ctx.device)
     ctx.device = group.device
     im = ctx.instrumented
     projection_rule = ctx.rule(rule)
     try:
-        probe = dataset[0][0][None].to(ctx.device)
+        probe = ctx.first_image(dataset)[0][None].to(ctx.device)
         with im.configured(layers=[layer], switches=False):  # the scan records one layer, no switches
             with torch.no_grad():
                 activation = im(probe, until=layer)
@@ -293,8 +367,11 @@ def run(
                 raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
             layer = im.resolve_alias(layer)
             chosen = vizkit.select_channels(channels, activation.shape[1])
-            state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group)
+            state, seconds_scan = scan(
+                ctx, layer, chosen, k, resume, checkpoint_every, workers, group, checkpoint_seconds
+            )
         state = merge_shards(state, group)
+        merge_skipped(ctx, dataset, group)
     finally:
         group.close()
     if group.rank != 0:  # only rank 0 projects and writes
@@ -323,6 +400,8 @@ def run(
     # to float rounding (max_recompute_error)
     values = arrays["recomputed"][:, :filled].astype(np.float32)
     image_index = state.images[:, :filled].cpu().numpy()
+    listed = {str(p) for p in dataset.paths}
+    readable = len(dataset) - sum(1 for p in ctx.skipped.paths if p in listed)
     if filled < k:
         print(f"top9: only {filled} images, so {filled} winners per map instead of --k {k}", file=sys.stderr)
     # after a ReLU, a winner of value 0 is a map that did not fire on that image: no location,
@@ -342,8 +421,8 @@ def run(
             "k": filled,
             "k_requested": k,
             "silent_maps": [c for c, row in zip(chosen, silent) if row.size and row.all()],
-            "images": [str(p) for p in dataset.paths],
-            "n_images": len(dataset),
+            "images": [str(p) for p in dataset.paths],  # image_index points here; skipped files never win
+            "n_images": readable,  # the readable ones
             "seconds_scan": round(seconds_scan, 3),
             "seconds_project": round(seconds_project, 3),
             "processes": group.world,
@@ -361,7 +440,7 @@ def run(
             "patches": arrays["patches"][:, :filled],
         },
     )
-    result.figures = figure_pages(layer, chosen, values, result.arrays, filters, maps_per_page, pages, len(dataset))
+    result.figures = figure_pages(layer, chosen, values, result.arrays, filters, maps_per_page, pages, readable)
     if ctx.out is not None:
         for path in ctx.out.glob(".top9-scan*.pt"):
             path.unlink(missing_ok=True)
@@ -385,15 +464,27 @@ def register_analyses(register) -> None:
                     help="feature maps: all, a range 0-63, or a list 3,7,9",
                     parse=vizkit.parse_channel_spec,
                 ),
-                vizkit.Option("k", int, 9, help="activations kept per map (one per image at most)"),
-                vizkit.Option("patch_size", int, 64, help="side of the stored projection and patch crops"),
-                vizkit.Option("maps_per_page", int, 8, help="feature maps per PNG page"),
-                vizkit.Option("pages", int, 8, help="PNG pages to draw at most (the arrays hold every map)"),
+                vizkit.Option(
+                    "k", int, 9, help="activations kept per map (one per image at most)", minimum=1, maximum=10_000
+                ),
+                vizkit.Option(
+                    "patch_size", int, 64, help="side of the stored projection and patch crops", minimum=8, maximum=1024
+                ),
+                vizkit.Option("maps_per_page", int, 8, help="feature maps per PNG page", minimum=1),
+                vizkit.Option("pages", int, 8, help="PNG pages to draw at most (the arrays hold every map)", minimum=1),
                 vizkit.Option("resume", bool, False, help="continue an interrupted scan from its checkpoint in --out"),
                 vizkit.Option(
-                    "checkpoint_every", int, 20, help="batches between scan checkpoints (0: only at the end)"
+                    "checkpoint_every", int, 20, help="batches between scan checkpoints (0: by time only)", minimum=0
                 ),
-                vizkit.Option("workers", int, 2, help="data-loading worker processes"),
+                vizkit.Option(
+                    "checkpoint_seconds",
+                    float,
+                    60.0,
+                    help="also write the scan checkpoint when this many seconds have passed since the last one "
+                    "(SIGINT/SIGTERM also write it)",
+                    minimum=0,
+                ),
+                vizkit.Option("workers", int, 2, help="data-loading worker processes", minimum=0, maximum=128),
                 vizkit.Option(
                     "rule",
                     str,

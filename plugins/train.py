@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import datasets, transforms
 
 import vizkit
 from vizkit import (
@@ -135,6 +134,8 @@ class AugmentedSamples(Dataset):
 
 
 def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, DataLoader, list[str]]:
+    from torchvision import datasets, transforms  # here, not at the top: torchvision costs seconds at start-up
+
     root = Path(config.data)
     train_dir, val_dir = root / "train", root / "val"
     if not train_dir.is_dir() or not val_dir.is_dir():
@@ -167,6 +168,7 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         generator=torch.Generator().manual_seed(config.seed),  # not the global one, which dropout uses
         drop_last=False,
         persistent_workers=config.workers > 0,
+        worker_init_fn=vizkit.workers_ignore_stop_signals,  # Ctrl-C reaches them too: the main process saves
     )
     val = DataLoader(
         val_set,
@@ -175,6 +177,7 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         num_workers=config.workers,
         generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=config.workers > 0,
+        worker_init_fn=vizkit.workers_ignore_stop_signals,
     )
     return train, val, val_set.classes
 

@@ -367,7 +367,7 @@ def test_duplicate_analysis_names_name_both_plugins():
     app = vizkit.make_app(extra=[("plugin-one", first), ("plugin-two", second)])
     errors = [s.error for s in app.statuses if s.error]
     assert any("twin" in e and "plugin-one" in e and "plugin-two" in e for e in errors), errors
-    assert "twin" in app.analyses and "deconvnet" in app.analyses
+    assert "twin" not in app.analyses and "deconvnet" in app.analyses  # both refused: neither is used
 
 
 def test_duplicate_of_a_builtin_analysis_names_both_plugins():

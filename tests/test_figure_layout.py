@@ -231,3 +231,43 @@ def test_evolution_row_labels_stay_beside_their_own_block(maps, epochs):
                     assert not extent.overlaps(other.get_window_extent(renderer)), (label.get_text(), ax.get_title())
     width, height = png_size(figure)
     assert width <= MAX_PIXELS and height <= MAX_PIXELS
+
+
+def _long_named_copies(tmp_path, count: int) -> list:
+    from conftest import shipped_photos
+
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"ILSVRC2012_val_0000{i}_a_rather_long_file_name_{i}.jpg"
+        Image.open(shipped_photos()[i % 3]).convert("RGB").save(path)
+        paths.append(path)
+    return paths
+
+
+def test_occlusion_figure_keeps_its_size_as_images_are_added(tmp_path, bundled_model):
+    """Four images: the other images' projections go to a second row, so the paper's five panels
+    keep their size (in one row they shrank with every image added) and no title collides."""
+    paths = _long_named_copies(tmp_path, 4)
+    one = vizkit.run("occlusion", bundled_model, images=paths[:1], size=48, stride=16)
+    four = vizkit.run("occlusion", bundled_model, images=paths, size=48, stride=16)
+    assert_no_hooks(bundled_model)
+
+    def panel_inches(figure) -> float:  # the width of panel (a)
+        return figure.axes[0].get_position().width * figure.get_figwidth()
+
+    for figure in four.figures.values():
+        width, height = png_size(figure)
+        assert panel_inches(figure) == pytest.approx(panel_inches(one.figures["occlusion"]), rel=0.02)
+        assert width <= MAX_PIXELS and height <= MAX_PIXELS
+        assert overlapping_texts(figure) == []
+        assert sum(w.startswith("in ILSVRC2012_val") for w in texts(figure)) == 3
+
+
+def test_attribution_comparison_titles_do_not_collide(tmp_path, bundled_model):
+    paths = _long_named_copies(tmp_path, 3)
+    result = vizkit.run("attribution", bundled_model, images=paths, method="saliency,inputxgradient")
+    assert_no_hooks(bundled_model)
+    figure = result.figures["attribution_comparison"]
+    assert overlapping_texts(figure) == []
+    headings = [w for w in texts(figure) if w.startswith("ILSVRC2012_val_")]
+    assert len(headings) == 3 and all("target" in w for w in headings)  # one heading per image row

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
-from torch.utils.data import Dataset
-from torchvision import transforms
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from vizkit.errors import UsageError
+
+if TYPE_CHECKING:  # torchvision is imported where used: it costs seconds at start-up
+    from torchvision import transforms
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_SIZE = 4096  # largest --resize / --crop
+_FLOAT32 = torch.finfo(torch.float32)  # --mean and --std become float32: what it holds
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class Preprocess:
 
     @cached_property
     def _pipeline(self) -> transforms.Compose:  # built once, not per image
+        from torchvision import transforms
+
         return transforms.Compose(
             [
                 transforms.Resize(self.resize),
@@ -48,10 +57,17 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.resize < 1 or self.crop < 1:
             raise UsageError(f"--resize and --crop must be positive, not {self.resize} and {self.crop}")
+        if max(self.resize, self.crop) > MAX_SIZE:  # 10**6 would fill the memory resizing one image
+            raise UsageError(f"--resize and --crop must be at most {MAX_SIZE}, not {self.resize} and {self.crop}")
+        if len(self.mean) != 3 or not all(abs(v) <= _FLOAT32.max for v in self.mean):  # NaN fails too
+            raise UsageError(f"--mean must be three finite numbers, not {','.join(str(v) for v in self.mean)}")
         if self.crop > self.resize:
             raise UsageError(f"--crop {self.crop} is larger than --resize {self.resize}: the crop would be padded")
-        if len(self.std) != 3 or any(not v > 0 for v in self.std):
-            raise UsageError(f"--std must be three positive numbers, not {','.join(str(v) for v in self.std)}")
+        if len(self.std) != 3 or not all(_FLOAT32.tiny <= v <= _FLOAT32.max for v in self.std):  # float32 > 0
+            raise UsageError(
+                f"--std must be three positive numbers (from {_FLOAT32.tiny:.3g} to {_FLOAT32.max:.3g}), "
+                f"not {','.join(str(v) for v in self.std)}"
+            )
 
     def __call__(self, image: Image.Image) -> Tensor:
         return self.transform()(image)
@@ -129,24 +145,80 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+class UnreadableImage(UsageError):
+    """An image file that cannot be read: missing, a folder, empty, not an image, truncated,
+    unreadable (permissions) or corrupt.
+
+    A UsageError, so a single ``--image`` that cannot be read is a one-line error; a dataset
+    scan turns it into a skipped item instead (:class:`SkippedImages`). ``path`` is the file,
+    ``why`` a short kind (``"truncated"``, ``"empty file"``, ``"not an image"``, ``"permission
+    denied"``, ``"missing"``, ``"a folder"``, ``"too large"``, ``"corrupt"``) and ``detail`` the
+    reader's own words.
+    """
+
+    def __init__(
+        self, message: str, path: str | os.PathLike | None = None, why: str = "corrupt", detail: str = ""
+    ) -> None:
+        if path is None and message.startswith("Caught ") and "Original Traceback" in message:
+            # torch re-raises a DataLoader worker's exception as ``type(traceback text)``: keep
+            # the message (the traceback's last line), so a plugin that loads --data with its own
+            # DataLoader still ends in one line naming the file
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+        self.path = str(path) if path is not None else ""
+        self.why = why
+        self.detail = detail or message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.path or None, self.why, self.detail))
+
+
+def _why(error: BaseException) -> str:
+    """The short kind of a reader's exception (see :class:`UnreadableImage`)."""
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image"
+    if isinstance(error, Image.DecompressionBombError):
+        return "too large"
+    if isinstance(error, EOFError) or "truncated" in str(error).lower():
+        return "truncated"
+    return "corrupt"
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """An image file as upright 8-bit RGB (see :func:`to_rgb` for orientation, bit depths and
     transparency).
 
     Args:
-        path: the image file; a missing file, a folder or an unreadable image is a UsageError.
+        path: the image file; a missing file, a folder or a file that cannot be decoded to the
+            end (empty, not an image, truncated, unreadable) is an :class:`UnreadableImage` (a
+            UsageError) naming it.
     """
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"image not found: {path}")
+        raise UnreadableImage(f"image not found: {path}", path, "missing", "no such file")
     if path.is_dir():
-        raise UsageError(f"expected an image file, got a folder: {path} (use --data for folders)")
+        raise UnreadableImage(
+            f"expected an image file, got a folder: {path} (use --data for folders)", path, "a folder", "a folder"
+        )
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        raise UnreadableImage(f"cannot read image {path}: the file is empty (0 bytes)", path, "empty file", "0 bytes")
     try:
         with Image.open(path) as image:
             image.load()
             return to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise UsageError(f"cannot read image {path}: {error}") from None
+    except Exception as error:
+        text = str(error).strip() or type(error).__name__
+        detail = text.replace(f"'{path}'", "").replace(str(path), "").strip(" :") or text
+        raise UnreadableImage(f"cannot read image {path}: {text}", path, _why(error), detail) from None
 
 
 def preprocess_for(model: nn.Module | None) -> Preprocess:
@@ -206,12 +278,19 @@ def is_image_file(path: Path) -> bool:
 
 @dataclass
 class ImageList(Dataset):
-    """An ordered list of image files, each with an optional class (ImageFolder sub-folder)."""
+    """An ordered list of image files, each with an optional class (ImageFolder sub-folder).
+
+    ``images[i]`` is ``(preprocessed image, i)`` and raises :class:`UnreadableImage` for a file
+    that cannot be read; :meth:`read` returns a :class:`BadImage` instead, and
+    :func:`read_batches` batches the list, leaving such files out (or stopping at the first one,
+    when strict). ``source`` names where the list came from (the ``--data`` value), for messages.
+    """
 
     paths: list[Path]
     classes: list[str] = field(default_factory=list)
     targets: list[int] = field(default_factory=list)
     preprocess: Preprocess = field(default_factory=Preprocess)
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -221,6 +300,314 @@ class ImageList(Dataset):
 
     def __iter__(self) -> Iterator[tuple[Tensor, int]]:
         return (self[i] for i in range(len(self)))
+
+    def read(self, index: int) -> tuple[Tensor, int] | BadImage:
+        """``self[index]``, or a :class:`BadImage` saying why the file cannot be read (never
+        raises for a bad file, so a DataLoader worker can hand it back with its batch).
+
+        Args:
+            index: the item's position in the list.
+        """
+        try:
+            image = load_image(self.paths[index])
+        except UnreadableImage as error:
+            return BadImage(index, str(self.paths[index]), error.why, error.detail)
+        return self.preprocess(image), index
+
+    @property
+    def where(self) -> str:
+        """How messages name the list: its source, else its first file's folder."""
+        if self.source:
+            return self.source
+        return str(Path(self.paths[0]).parent) if self.paths else "an empty image list"
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """An item of an :class:`ImageList` whose file cannot be read: ``index`` in that list, the
+    file's ``path``, ``why`` (a short kind, see :class:`UnreadableImage`) and the reader's
+    ``detail``. What :meth:`ImageList.read` returns in place of ``(image, index)``."""
+
+    index: int
+    path: str
+    why: str
+    detail: str
+
+
+class SkippedImages:
+    """The unreadable images one run met while reading a dataset.
+
+    Without ``strict`` each is skipped: the first :attr:`WARN_FIRST` get a warning on stderr that
+    names the file and says why, later ones only a single line saying that more follow; the
+    count, the kinds and the first :attr:`LISTED` files go to ``result.json``
+    (``inputs.skipped_images``, see :meth:`summary`). With ``strict`` the first one is an
+    :class:`UnreadableImage` (a one-line error naming it). A file is recorded once, however
+    often it is met (a per-epoch rescan, a resumed scan).
+
+    Args:
+        strict: stop at the first unreadable image instead of skipping it.
+        source: how messages name the dataset (the ``--data`` value).
+        stream: where warnings go; None: ``sys.stderr`` at the time of writing.
+    """
+
+    WARN_FIRST = 5  # files named one warning each; later ones are counted quietly
+    LISTED = 20  # files listed in result.json; the count covers all of them
+
+    def __init__(self, strict: bool = False, source: str = "", stream: TextIO | None = None) -> None:
+        self.strict = strict
+        self.source = source
+        self._stream = stream
+        self._records: dict[str, tuple[str, str]] = {}  # path -> (why, detail), in the order met
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, path: object) -> bool:
+        return str(path) in self._records
+
+    @property
+    def count(self) -> int:
+        """How many distinct files were skipped."""
+        return len(self._records)
+
+    @property
+    def paths(self) -> list[str]:
+        """The skipped files, in the order they were met."""
+        return list(self._records)
+
+    def _warn(self, text: str) -> None:
+        print(f"vizkit: warning: {text}", file=self._stream or sys.stderr, flush=True)
+
+    def add(self, bad: BadImage, warn: bool = True) -> None:
+        """Record an unreadable item (or, when strict, raise :class:`UnreadableImage` for it).
+
+        Args:
+            bad: the item, as :meth:`ImageList.read` returned it.
+            warn: print the warning for it (a record merged from a checkpoint or another
+                process is added quietly).
+        """
+        if self.strict:
+            raise UnreadableImage(
+                f"cannot read image {bad.path}: {bad.why} ({bad.detail}); --strict stops at the first unreadable "
+                "image (without it, unreadable images are skipped with a warning)",
+                bad.path,
+                bad.why,
+                bad.detail,
+            )
+        if bad.path in self._records:
+            return
+        self._records[bad.path] = (bad.why, bad.detail)
+        if not warn:
+            return
+        if len(self._records) <= self.WARN_FIRST:
+            detail = f": {bad.detail}" if bad.detail and bad.detail != bad.why else ""
+            self._warn(f"skipping unreadable image {bad.path} ({bad.why}{detail})")
+        elif len(self._records) == self.WARN_FIRST + 1:
+            self._warn(
+                f"more unreadable images: skipping them without a warning each (their count and the first "
+                f"{self.LISTED} go to result.json)"
+            )
+
+    def take(self, batch: tuple[Tensor, Tensor, list[BadImage]]) -> tuple[Tensor, Tensor]:
+        """A batch of :func:`read_batches`' loader with its unreadable items recorded (see
+        :meth:`add`): the readable images and their indices.
+
+        Args:
+            batch: (images, indices, bad items), as the collate function of :func:`image_loader`
+                makes it.
+        """
+        images, indices, bad = batch
+        for item in bad:
+            self.add(item)
+        return images, indices
+
+    def why(self) -> dict[str, int]:
+        """How many files were skipped for each kind of reason, most common first."""
+        return dict(Counter(why for why, _ in self._records.values()).most_common())
+
+    def summary(self) -> dict[str, Any]:
+        """What ``result.json`` holds under ``inputs.skipped_images``: ``count`` (files
+        skipped), ``why`` (count per kind of reason), ``files`` (the first :attr:`LISTED`, in the
+        order met, each ``{"path", "why", "detail"}``) and ``listed`` (how many ``files`` holds)."""
+        files = [
+            {"path": path, "why": why, "detail": detail}
+            for path, (why, detail) in list(self._records.items())[: self.LISTED]
+        ]
+        return {"count": self.count, "why": self.why(), "files": files, "listed": len(files)}
+
+    def state_dict(self) -> list[list[str]]:
+        """The records as plain lists (for a checkpoint loaded with ``weights_only=True``)."""
+        return [[path, why, detail] for path, (why, detail) in self._records.items()]
+
+    def load_state_dict(self, rows: Iterable[Sequence[str]]) -> None:
+        """Add the records of :meth:`state_dict` (quietly; already known files are kept as they are).
+
+        Args:
+            rows: ``[path, why, detail]`` lists, e.g. from a checkpoint.
+        """
+        for path, why, detail in rows:
+            self._records.setdefault(str(path), (str(why), str(detail)))
+
+    def none_readable(self, images: ImageList) -> UsageError:
+        """The error for a dataset none of whose images could be read (to raise).
+
+        Args:
+            images: the dataset; its first recorded file is given as the example.
+        """
+        example = next((str(p) for p in images.paths if str(p) in self._records), None)
+        detail = ""
+        if example is not None:
+            why, text = self._records[example]
+            detail = f", e.g. {example} ({why}: {text})" if text != why else f", e.g. {example} ({why})"
+        return UsageError(f"no readable images in {self.source or images.where}: {len(images)} skipped{detail}")
+
+    def report(self, what: str = "") -> None:
+        """One closing warning line with the count and kinds (nothing when none was skipped).
+
+        Args:
+            what: who is speaking, e.g. the analysis's name (a prefix of the line).
+        """
+        if not self._records:
+            return
+        kinds = ", ".join(f"{n} {why}" for why, n in self.why().items())
+        where = f" in {self.source}" if self.source else ""
+        plural = "s" if self.count != 1 else ""
+        self._warn(
+            f"{what + ': ' if what else ''}skipped {self.count} unreadable image{plural}{where} ({kinds}); "
+            "listed under inputs.skipped_images in result.json (--strict stops at the first one instead)"
+        )
+
+
+class _Readable(Dataset):
+    """An ImageList whose items are ``(image, index)`` or a BadImage, never an exception (so a
+    worker hands bad files back with the batch instead of dying)."""
+
+    def __init__(self, images: ImageList) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | BadImage:
+        return self.images.read(index)
+
+
+def collate_readable(items: list[tuple[Tensor, int] | BadImage]) -> tuple[Tensor, Tensor, list[BadImage]]:
+    """A DataLoader collate function for :meth:`ImageList.read` items: ``(images, indices,
+    bad)``, the readable items stacked as usual and the unreadable ones passed on as
+    :class:`BadImage` s. A batch of only bad items has empty ``images`` and ``indices``.
+
+    Args:
+        items: the batch's items, in order.
+    """
+    good = [item for item in items if not isinstance(item, BadImage)]
+    bad = [item for item in items if isinstance(item, BadImage)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    images, indices = default_collate(good)
+    return images, indices, bad
+
+
+def workers_ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGINT and SIGTERM and leaves stopping
+    to the main process.
+
+    Ctrl-C in a terminal signals the whole process group, workers included; a worker killed by
+    it makes the main process fail with "DataLoader worker exited unexpectedly" instead of
+    finishing its step and saving its checkpoint. Workers still end with the main process (the
+    DataLoader shuts them down, and they exit when their parent is gone).
+
+    Args:
+        worker_id: the worker's number (DataLoader passes it; unused).
+    """
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def image_loader(
+    images: ImageList, indices: Sequence[int] | None = None, batch_size: int = 32, workers: int = 0
+) -> DataLoader:
+    """A DataLoader over ``images`` (in order) whose batches are ``(images, indices, bad)`` (see
+    :func:`collate_readable`); :meth:`SkippedImages.take` records the bad ones. Unreadable
+    files travel back from the workers as data, never as a worker's exception.
+
+    Args:
+        images: the dataset.
+        indices: the positions to load, in this order (None: all of them).
+        batch_size: items per batch (bad ones included, so batch ``b`` always covers the same
+            positions).
+        workers: data-loading worker processes (0: load in this process).
+    """
+    dataset: Dataset = _Readable(images)
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_readable,
+        worker_init_fn=workers_ignore_stop_signals,  # Ctrl-C reaches them too: the main process stops cleanly
+    )
+
+
+def read_batches(
+    images: ImageList,
+    skipped: SkippedImages | None = None,
+    indices: Sequence[int] | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    keep_empty: bool = False,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(images [B,3,H,W], indices [B])`` batches of a dataset, its unreadable files left out
+    and recorded in ``skipped`` (warned about, counted), or, when ``skipped.strict``, an
+    :class:`UnreadableImage` at the first one.
+
+    Args:
+        images: the dataset.
+        skipped: where unreadable files are recorded; None: a fresh, non-strict record.
+        indices: the positions to read, in this order (None: all of them).
+        batch_size: positions per batch; a batch holds fewer images when some were unreadable.
+        workers: data-loading worker processes (0: load in this process).
+        keep_empty: also yield batches whose every image was unreadable (empty tensors), so
+            that a caller counting batches (checkpoints, shards) stays in step.
+    """
+    record = SkippedImages() if skipped is None else skipped
+    for batch in image_loader(images, indices, batch_size, workers):
+        good, where = record.take(batch)
+        if len(where) or keep_empty:
+            yield good, where
+
+
+def first_readable(images: ImageList, skipped: SkippedImages | None = None) -> tuple[Tensor, int]:
+    """The first item of ``images`` that can be read, as ``(image, index)`` (e.g. the probe
+    image an analysis runs once to learn shapes); the unreadable ones before it are recorded in
+    ``skipped`` (and warned about once a readable one is found: when none is, the UsageError
+    "no readable images in DATA: N skipped, e.g. ..." is the only line the user sees).
+
+    Args:
+        images: the dataset.
+        skipped: where unreadable files are recorded (strict: the first one raises); None: a
+            fresh, non-strict record.
+    """
+    record = SkippedImages() if skipped is None else skipped
+    pending: list[BadImage] = []
+    for index in range(len(images)):
+        item = images.read(index)
+        if not isinstance(item, BadImage):
+            for bad in pending:
+                record.add(bad)
+            return item
+        if record.strict:
+            record.add(item)  # raises
+        pending.append(item)
+    if not len(images):
+        raise UsageError(f"no images in {record.source or images.where}")
+    for bad in pending:
+        record.add(bad, warn=False)
+    raise record.none_readable(images)
 
 
 def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) -> ImageList:
@@ -255,7 +642,7 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise UsageError(f"{len(missing)} image(s) listed in {root} do not exist, e.g. {missing[0]}")
-        return ImageList(paths, preprocess=preprocess)
+        return ImageList(paths, preprocess=preprocess, source=str(root))
     paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
     if not paths:
         raise UsageError(f"no images found under {root}")
@@ -264,8 +651,8 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
     if subfolders and not loose:  # an ImageFolder tree: class = first sub-folder
         index = {name: i for i, name in enumerate(subfolders)}
         targets = [index[p.relative_to(root).parts[0]] for p in paths]
-        return ImageList(paths, subfolders, targets, preprocess)
-    return ImageList(paths, preprocess=preprocess)
+        return ImageList(paths, subfolders, targets, preprocess, str(root))
+    return ImageList(paths, preprocess=preprocess, source=str(root))
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
@@ -385,6 +772,10 @@ def ensure_device(name: str) -> torch.device:
         raise UsageError(f"unknown device '{name}'; use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was given but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was given but this PyTorch or machine has no MPS (Apple GPU) support")
     if device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unsupported device '{name}'; use cpu or cuda")
     return device

@@ -8,7 +8,10 @@ a one-line ``vizkit: error: ...`` and exit status 2 (1 when a run fails), never 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
+import traceback
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ RUN_OPTIONS = [
     click.Option(["--labels"], type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"),
     click.Option(["--image", "images"], multiple=True, help="input image (repeat, or list several after --image)"),
     click.Option(["--data"], help="folder of images, ImageFolder tree, or text file of image paths"),
+    click.Option(["--strict"], is_flag=True, help="stop at the first unreadable --data image (default: skip it)"),
     click.Option(
         ["--out"],
         type=click.Path(file_okay=False),
@@ -82,6 +86,7 @@ RUN_OPTIONS = [
 
 
 DEFAULT_OUT_ROOT = Path("vizkit-results")
+DEBUG_ENV = "VIZKIT_DEBUG"  # set to 1: full tracebacks on stderr, for any error
 
 
 def model_help(app: App) -> str:
@@ -121,7 +126,7 @@ def default_out(analysis: str, root: Path = DEFAULT_OUT_ROOT) -> Path:
 
 def _click_option(option: vizkit.Option, app: App) -> click.Option:
     kwargs: dict[str, Any] = {
-        "help": option.help,
+        "help": f"{option.help} ({option.range_text})" if option.range_text else option.help,
         "default": option.default,
         "show_default": option.default is not None,
     }
@@ -183,6 +188,7 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
             "trust_weights",
             "labels",
             "data",
+            "strict",
             "out",
             "overwrite",
             "device",
@@ -214,25 +220,42 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         std=_floats3(common["std"], "--std") or base.std,
     )
     progress = not common["quiet"] and sys.stderr.isatty()
-    result = vizkit.run(
-        analysis.name,
-        model,
-        images=images or None,
-        data=common["data"],
-        preprocess=preprocess,
-        device=device,
-        batch_size=common["batch_size"],
-        seed=common["seed"],
-        progress=progress,
-        out=out,
-        app=app,
-        **kwargs,
-    )
+    try:
+        result = vizkit.run(
+            analysis.name,
+            model,
+            images=images or None,
+            data=common["data"],
+            strict=common["strict"],
+            preprocess=preprocess,
+            device=device,
+            batch_size=common["batch_size"],
+            seed=common["seed"],
+            progress=progress,
+            out=out,
+            app=app,
+            **kwargs,
+        )
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (main turns it into the same)
+        if any(option.name == "resume" for option in analysis.options):
+            _say_how_to_resume(analysis.name, out, common["out"] is None, stop)
+        raise
     if not is_main_process():  # under torchrun only rank 0 writes the result
         return
     result.save(out, overwrite=common["overwrite"])
     if not common["quiet"]:
         click.echo(f"{analysis.name}: wrote {out} ({result.meta.get('seconds', 0):.1f}s)")
+
+
+def _say_how_to_resume(name: str, out: Path, add_out: bool, stop: KeyboardInterrupt) -> None:
+    """The command that continues an interrupted run of an analysis that resumes (one with a
+    ``--resume`` option): this command line, with ``--out`` (when it was left to the default)
+    and ``--resume``."""
+    argv = list((click.get_current_context().find_root().obj or {}).get("argv") or ["run", name, "..."])
+    argv += ["--out", str(out)] if add_out else []
+    argv += [] if "--resume" in argv else ["--resume"]
+    why = f"{stop.args[0]} received" if stop.args and str(stop.args[0]).startswith("SIG") else "interrupted"
+    click.echo(f"{name}: {why}; to continue where it stopped: {shlex.join(['vizkit', *argv])}", err=True)
 
 
 def build_cli(app: App) -> click.Group:
@@ -263,6 +286,8 @@ def build_cli(app: App) -> click.Group:
                     "source": s.source,
                     "status": "disabled" if s.disabled else ("error" if s.error else "ok"),
                     "error": s.error,
+                    "builtin": s.builtin,
+                    "distribution": s.distribution,
                 }
                 for s in app.statuses
             ],
@@ -308,7 +333,7 @@ def build_cli(app: App) -> click.Group:
         size = size or preprocess.crop
         if size < 16:
             raise UsageError(f"--size {size} is too small")
-        with vizkit.instrument(model, layers=None) as im, torch.no_grad():
+        with vizkit.instrument(model, layers=None, check_finite=False) as im, torch.no_grad():  # shapes only
             try:
                 im(torch.zeros(1, 3, size, size))
             except VizkitError:
@@ -402,44 +427,80 @@ def build_cli(app: App) -> click.Group:
         for path in found.paths:
             click.echo(str(path))
 
-    for impl in app.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as error:
-            app._fail(impl.plugin_name, f"register_commands failed: {type(error).__name__}: {error}")
+    app.add_commands(cli)  # the plugins' commands; vizkit's own names win clashes
     return cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vizkit`` console script."""
+    """Entry point of the ``vizkit`` console script; returns the exit status.
+
+    Every error ends in one line on stderr: ``vizkit: error: ...``, status 2 for a usage
+    mistake, 1 for a failed run, 130 when interrupted. An unexpected exception (a bug) names
+    the plugin and its analysis, model or rule it came from, or says it is a bug in vizkit
+    (:meth:`vizkit.App.explain`). ``VIZKIT_DEBUG=1`` prints the full traceback before that line,
+    for any error. Plugin name clashes are warned about on stderr, one line each.
+
+    Args:
+        argv: the arguments after ``vizkit``; None: ``sys.argv[1:]``.
+    """
+    args = list(argv if argv is not None else sys.argv[1:])
+    app: App | None = None
     try:
         app = make_app()
         cli = build_cli(app)
-        args = list(argv if argv is not None else sys.argv[1:])
+        for warning in app.warnings:
+            click.echo(f"vizkit: warning: {warning}", err=True)
         with vizkit.sigterm_as_interrupt():  # a scheduler's or `timeout`'s SIGTERM saves work as Ctrl-C does
             cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args, "app": app})
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
     except click.ClickException as error:
+        _debug_traceback(error)
         error.show()
         return error.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as error:
+        _debug_traceback(error)
         click.echo("vizkit: aborted", err=True)
         return 130
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
+        _debug_traceback(error)
         click.echo("vizkit: interrupted", err=True)
         return 130
     except UsageError as error:
+        _debug_traceback(error)
         click.echo(f"vizkit: error: {_one_line(error)}", err=True)
         return 2
     except VizkitError as error:
+        _debug_traceback(error)
         click.echo(f"vizkit: error: {_one_line(error)}", err=True)
+        return 1
+    except Exception as error:  # a bug: in a plugin or in vizkit; one line, not a traceback
+        _debug_traceback(error)
+        click.echo(f"vizkit: error: {_explain(error, app, args)}", err=True)
         return 1
     return 0
 
 
-def _one_line(error: Exception) -> str:
+def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
+
+
+def debug_enabled() -> bool:
+    """Whether ``VIZKIT_DEBUG`` asks for full tracebacks (any value but empty, 0, false, no, off)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _debug_traceback(error: BaseException) -> None:
+    if debug_enabled():
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+
+
+def _explain(error: Exception, app: App | None, args: list[str]) -> str:
+    """The one line for an unexpected exception (see :meth:`vizkit.App.explain`)."""
+    if app is None:  # the plugin registry itself failed to build
+        return f"unexpected {type(error).__name__}: {_one_line(error)} (a bug in vizkit: please report it with the traceback {DEBUG_ENV}=1 shows)"
+    running = args[1] if len(args) > 1 and args[0] == "run" and args[1] in app.analyses else None
+    return app.explain(error, running)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -226,6 +226,7 @@ class IncrementalOcclusion:
         if not 0 < tau <= 1:
             raise VizkitError(f"tau must be in (0, 1], not {tau}")
         self.tau = tau
+        self.im, self.x = im, x
         self.tape = ReplayTape()
         with torch.no_grad():
             output, captured = im.trace(x, self.tape, layer)
@@ -272,9 +273,20 @@ class IncrementalOcclusion:
             states[index] = self._step(index, call, states, count)
         self.cost.positions += count
         logits = self._full(self.output_node, states, count)
+        if self.im.settings.check_finite and not bool(torch.isfinite(logits).all()):
+            self._non_finite(logits, corners, size, fill)
         if channel is None:
             return logits, self._full(self.layer_node, states, count)
         return logits, self._channel_sum(self.layer_node, states, count, channel)
+
+    def _non_finite(self, logits: Tensor, corners: list[tuple[int, int]], size: int, fill: Tensor) -> None:
+        """Raise NonFiniteActivation for the first position whose logits are not finite, naming
+        the layer (found by an ordinary forward of that occluded image)."""
+        position = int((~torch.isfinite(logits)).flatten(1).any(1).nonzero()[0, 0])
+        y0, x0 = corners[position]
+        occluded = self.x[:1].clone()
+        occluded[:, :, y0 : y0 + size, x0 : x0 + size] = fill.to(occluded.device, occluded.dtype).reshape(1, 3, 1, 1)
+        raise self.im.non_finite_error(occluded, what=f"occluded at ({y0}, {x0})", name_from=self.x[:1])
 
     def _channel_sum(self, index: int, states: dict, count: int, channel: int) -> Tensor:
         """Sum of one channel of op ``index``'s output per position: the cached total plus the

@@ -44,13 +44,18 @@ def instrument(
     model: nn.Module,
     layers: str | Iterable[str] | None = "all",
     switches: bool = True,
+    check_finite: bool = True,
 ) -> Instrumented:
     """Instrument ``model`` for the duration of a ``with`` block.
 
     ``layers``: "all" (default), None, or the names whose activations to record (clones).
     ``switches``: record the argmax indices of every max-pool (needed by the explicit deconvnet).
+    ``check_finite``: a forward whose output (or ``until`` layer) holds NaN or inf, and an
+    activation read that does, raise :class:`vizkit.NonFiniteActivation` naming the first layer
+    that produced them (one ``isfinite().all()`` per output and per activation read; the
+    layer-by-layer search runs only then). False lets them through.
     """
-    return Instrumented(model, layers=layers, switches=switches)
+    return Instrumented(model, layers=layers, switches=switches, check_finite=check_finite)
 
 
 def hook_counts(model: nn.Module) -> dict[str, int]:

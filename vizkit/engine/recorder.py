@@ -7,6 +7,11 @@ seen by a ``TorchFunctionMode`` whether a module or the model's own ``forward`` 
 functional calls (``F.max_pool2d`` in torchvision's Inception) become layers named
 ``<module>.<op>``. A module (or functional op) called more than once per forward gets one layer
 per call: ``relu``, ``relu#1``, ... . Every hook and the mode are removed on exit, also on error.
+
+Non-finite values: the model's output (or the ``until`` layer's) and every activation read with
+:meth:`Recorder.activation` are checked with one ``isfinite().all()`` each; when one holds NaN or
+inf, the forward is run again checking every layer's output as it appears, and
+:class:`NonFiniteActivation` names the first layer that produced them and the image(s).
 """
 
 from __future__ import annotations
@@ -39,6 +44,88 @@ class UnknownLayerError(UsageError, KeyError):
 
 class _StopForward(Exception):
     """Raised from a hook to end a forward pass once the layer of interest is computed."""
+
+
+class _FoundNonFinite(Exception):
+    """Raised from a hook while locating: ``layer``'s output is the first non-finite one."""
+
+    def __init__(self, layer: str, output: Tensor) -> None:
+        super().__init__(layer)
+        self.layer = layer
+        self.output = output
+
+
+class NonFiniteActivation(VizkitError):
+    """A layer produced NaN or infinite activations although the weights and input are finite
+    (an overflow, a log of a negative, a division by zero inside the model).
+
+    ``layer`` is the first layer whose output holds them (None: none of the layers did, the
+    model's own ``forward`` code did), ``rows`` the batch positions affected (of ``batch``),
+    ``images`` their names (a file name where the input could be matched to one, else None).
+    It is a property of the model, not a mistake on the command line: the CLI exits with 1.
+    """
+
+    def __init__(
+        self,
+        layer: str | None,
+        kinds: str,
+        rows: list[int],
+        images: list[str | None],
+        batch: int,
+        layer_type: str = "",
+        what: str = "",
+    ) -> None:
+        self.layer, self.kinds, self.rows, self.images, self.batch = layer, kinds, rows, images, batch
+        where = f"layer '{layer}'" if layer else "the model's output"
+        names = [name or f"#{row}" for row, name in zip(rows, images)]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        on = f"image{'s' if len(names) > 1 else ''} {shown}"
+        if any(name is None for name in images):
+            on += f" of a batch of {batch}"
+        on += f" ({what})" if what else ""
+        kind = f"a {layer_type} module; " if layer_type else ""
+        cause = (
+            f"{kind}its input was finite: it overflows or computes an invalid value (0/0, log of a negative, ...)"
+            if layer
+            else "no layer's output did: the model's own forward code produced them"
+        )
+        super().__init__(f"{where} produced {kinds} activations on {on} ({cause}); check the model and its weights")
+
+
+class NonFiniteInput(UsageError):
+    """The input batch itself holds NaN or inf (e.g. an extreme ``--mean`` / ``--std``): a usage
+    error, raised where :class:`NonFiniteActivation` would otherwise blame the first layer."""
+
+
+def _floating_tensors(value: Any) -> Iterator[Tensor]:
+    """The floating-point tensors in a model output (a tensor, or tuples/lists/dicts of them)."""
+    if isinstance(value, Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _floating_tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _floating_tensors(item)
+
+
+def _all_finite(value: Any) -> bool:
+    """One ``isfinite().all()`` per floating tensor in ``value``."""
+    return all(bool(torch.isfinite(t).all()) for t in _floating_tensors(value))
+
+
+def _non_finite_kinds(tensor: Tensor) -> str:
+    nan, inf = bool(torch.isnan(tensor).any()), bool(torch.isinf(tensor).any())
+    return "NaN and inf" if nan and inf else ("NaN" if nan else "inf")
+
+
+def _bad_rows(tensor: Tensor, batch: int) -> list[int]:
+    """Batch positions whose part of ``tensor`` is not finite (every one when the tensor has
+    no batch dimension)."""
+    if tensor.dim() == 0 or tensor.shape[0] != batch:
+        return list(range(batch))
+    return [int(i) for i in (~torch.isfinite(tensor)).reshape(batch, -1).any(1).nonzero().flatten()]
 
 
 @dataclass(frozen=True)
@@ -75,6 +162,8 @@ class Settings:
     rule: ProjectionRule | None = None  # projection rule of the autograd path, if any
     tape: OpRecorder | None = None  # records every op of the forward, if any
     capture: str | None = None  # layer whose live output (with its graph) is kept
+    check_finite: bool = True  # refuse NaN/inf in the output and in the activations read
+    locate: bool = False  # check every layer's output as it appears (finding the first bad one)
 
 
 @dataclass
@@ -89,6 +178,9 @@ class _Recording:
     switches: dict[str, PoolSwitches] = field(default_factory=dict)
     captured: dict[str, Tensor] = field(default_factory=dict)
     stop_at: str | None = None
+    checked: set[str] = field(default_factory=set)  # activations found finite
+    stopped: Tensor | None = None  # the ``until`` layer's output
+    call: tuple[tuple, dict] = ((), {})  # the forward's other arguments (to run it again)
 
 
 class _Interceptor(TorchFunctionMode):
@@ -122,16 +214,21 @@ class Recorder:
         model: nn.Module,
         layers: str | Iterable[str] | None = "all",
         switches: bool = True,
+        check_finite: bool = True,
     ) -> None:
         self.model = model
         self.aliases: dict[str, str] = dict(getattr(model, "vizkit_aliases", {}) or {})
-        self._settings = Settings(layers=self._layer_set(layers), switches=bool(switches))
+        self._settings = Settings(
+            layers=self._layer_set(layers), switches=bool(switches), check_finite=bool(check_finite)
+        )
         self._names = {module: name for name, module in model.named_modules()}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._mode: _Interceptor | None = None
         self._rec = _Recording()
         self.input: Tensor | None = None
         self.output: Any = None
+        # names an input row in NonFiniteActivation messages (vizkit.run matches image files)
+        self.name_input: Callable[[Tensor], str | None] | None = None
 
     # ------------------------------------------------------------------ context management
     def __enter__(self) -> Recorder:
@@ -184,10 +281,12 @@ class Recorder:
         rule: ProjectionRule | None = _KEEP,
         tape: OpRecorder | None = _KEEP,
         capture: str | None = _KEEP,
+        check_finite: bool = _KEEP,
     ) -> Iterator[Recorder]:
         """Record differently inside a ``with`` block; the previous settings return on exit,
         also on error. ``layers``: "all", None (none) or names whose activations to keep;
-        ``switches``: record max-pooling switches. (``rule``, ``tape`` and ``capture`` are the
+        ``switches``: record max-pooling switches; ``check_finite``: refuse NaN/inf outputs and
+        activations (:class:`NonFiniteActivation`). (``rule``, ``tape`` and ``capture`` are the
         projection engine's.)"""
         changes: dict[str, Any] = {}
         if layers is not _KEEP:
@@ -200,6 +299,8 @@ class Recorder:
             changes["tape"] = tape
         if capture is not _KEEP:
             changes["capture"] = None if capture is None else self.resolve_alias(capture)
+        if check_finite is not _KEEP:
+            changes["check_finite"] = bool(check_finite)
         saved = self._settings
         self._settings = replace(saved, **changes)
         try:
@@ -237,18 +338,84 @@ class Recorder:
         if not self._handles:
             raise RuntimeError("use the instrumented model inside its `with` block")
         self.input = x.detach()
-        stop = self.resolve_alias(until) if until else None
+        stop = self.resolve_alias(until) if until is not None else None  # "" is a (bad) layer name
         try:
             self.output = self._forward(x, stop, *args, **kwargs)
         except _StopForward:
             self.output = None
+            stopped = self._rec.stopped
+            if self._settings.check_finite and stopped is not None and not _all_finite(stopped):
+                raise self.non_finite_error() from None
             return self._rec.acts.get(stop) if stop else None
         if stop is not None:
             self._require(stop)
+        if self._settings.check_finite and not _all_finite(self.output):
+            raise self.non_finite_error()
         return self.output
+
+    def non_finite_error(self, x: Tensor | None = None, what: str = "", name_from: Tensor | None = None) -> VizkitError:
+        """The error for a forward of ``x`` (default: the last input, with its ``until``) whose
+        output or one of whose activations is not finite: the forward is run again checking
+        every layer's output as it appears, and the first non-finite one is named, with the
+        images affected (named by :attr:`name_input` from ``name_from``'s rows, default
+        ``x``'s). ``what`` says how ``x`` was made from them (e.g. "occluded at (8, 16)").
+        An input that is itself not finite gives :class:`NonFiniteInput` instead."""
+        args, kwargs = self._rec.call if x is None else ((), {})
+        stop = self._rec.stop_at if x is None else None
+        x = self.input if x is None else x
+        if x is None:
+            raise VizkitError("run a forward pass first")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            batch = int(x.shape[0]) if x.dim() > 0 else 1
+            rows = _bad_rows(x, batch)
+            shown = [self._name_row(x, row) or f"#{row}" for row in rows[:3]]
+            more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+            return NonFiniteInput(
+                f"the input image{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more} "
+                f"hold{'' if len(rows) > 1 else 's'} {_non_finite_kinds(x)} values after preprocessing: "
+                "check --mean and --std (or the input tensor)"
+            )
+        found: _FoundNonFinite | None = None
+        with (
+            self._keeping_last_forward(),
+            self.configured(layers=None, switches=False, rule=None, tape=None, capture=None),
+            torch.no_grad(),
+        ):
+            saved = self._settings
+            self._settings = replace(saved, locate=True, check_finite=False)
+            try:
+                output = self._forward(x, stop, *args, **kwargs)
+            except _StopForward:
+                output = None
+            except _FoundNonFinite as error:
+                found, output = error, None
+            finally:
+                self._settings = saved
+            types = {name: info.type for name, info in self._rec.infos.items()}
+        batch = int(x.shape[0]) if x.dim() > 0 else 1
+        if found is not None:
+            bad: Tensor | None = found.output
+            layer: str | None = found.layer
+        else:  # no layer's output was: the model's own code (or a different second forward)
+            bad = next((t for t in _floating_tensors(output) if not bool(torch.isfinite(t).all())), None)
+            layer = None
+        kinds = _non_finite_kinds(bad) if bad is not None else "NaN/inf"
+        rows = _bad_rows(bad, batch) if bad is not None else list(range(batch))
+        source = x if name_from is None else name_from
+        names = [self._name_row(source, row) for row in rows[:3]] + [None] * max(0, len(rows) - 3)
+        return NonFiniteActivation(layer, kinds, rows, names, batch, types.get(layer or "", ""), what)
+
+    def _name_row(self, x: Tensor, row: int) -> str | None:
+        if self.name_input is None or x.dim() != 4 or row >= x.shape[0]:
+            return None
+        try:
+            return self.name_input(x[row])
+        except Exception:  # naming is a courtesy: never hide the error behind another one
+            return None
 
     def _forward(self, x: Tensor, stop: str | None, *args: Any, **kwargs: Any) -> Any:
         self._stop_next = stop  # read by the root pre-hook, which starts the recording
+        self._call_next = (args, kwargs)
         try:
             return self.model(x, *args, **kwargs)
         finally:
@@ -312,11 +479,20 @@ class Recorder:
         return self._rec.infos[self._require(layer)]
 
     def activation(self, layer: str) -> Tensor:
-        """The recorded output of ``layer`` in the last forward (a clone, detached)."""
+        """The recorded output of ``layer`` in the last forward (a clone, detached).
+
+        With ``check_finite`` (the default) an activation holding NaN or inf raises
+        :class:`NonFiniteActivation` naming the first layer that produced them."""
         name = self._require(layer)
-        if name not in self._rec.acts:
+        rec = self._rec
+        if name not in rec.acts:
             raise VizkitError(f"layer '{name}' was not recorded; pass it to instrument(..., layers=[...])")
-        return self._rec.acts[name]
+        act = rec.acts[name]
+        if self._settings.check_finite and name not in rec.checked:
+            if not _all_finite(act):
+                raise self.non_finite_error()
+            rec.checked.add(name)
+        return act
 
     def switches(self, layer: str) -> Tensor:
         """The argmax indices of the max-pool ``layer`` in the last forward."""
@@ -343,7 +519,11 @@ class Recorder:
         The first one is the model's first layer, the one Fig. 6 and Fig. 2's layer-1 panels
         draw as filters. The activations recorded by the last ordinary forward are kept.
         """
-        with self._keeping_last_forward(), self.configured(layers=None, switches=False), torch.no_grad():
+        with (
+            self._keeping_last_forward(),
+            self.configured(layers=None, switches=False, check_finite=False),  # a probe, not the user's data
+            torch.no_grad(),
+        ):
             self(x[:1], until=until)
             ran = list(self._rec.infos)
         modules = dict(self.model.named_modules())
@@ -351,9 +531,10 @@ class Recorder:
 
     # ------------------------------------------------------------------ hooks
     _stop_next: str | None = None
+    _call_next: tuple[tuple, dict] = ((), {})
 
     def _root_pre(self, module: nn.Module, args: Any) -> None:
-        self._rec = _Recording(active=True, stack=[("", module)], stop_at=self._stop_next)
+        self._rec = _Recording(active=True, stack=[("", module)], stop_at=self._stop_next, call=self._call_next)
         tape = self._settings.tape
         if tape is not None and args and isinstance(args[0], Tensor):
             tape.input(args[0])
@@ -393,12 +574,15 @@ class Recorder:
             has_switches=layer in rec.switches,
         )
         if is_tensor:
+            if settings.locate and output.is_floating_point() and not bool(torch.isfinite(output).all()):
+                raise _FoundNonFinite(layer, output.detach())
             if settings.layers is None or layer in settings.layers:
                 # the forward ends at ``until``, so nothing can change that output: no copy needed
                 rec.acts[layer] = output.detach() if layer == rec.stop_at else output.detach().clone()
             if layer == settings.capture:
                 rec.captured[layer] = output
         if layer == rec.stop_at:
+            rec.stopped = output if is_tensor else None
             raise _StopForward
 
     # ------------------------------------------------------------------ intercepted calls

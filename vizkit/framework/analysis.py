@@ -7,9 +7,10 @@ A plugin declares an :class:`Analysis`: a name, a one-line description, its :cla
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,7 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vizkit.data import ImageList, Labels, Preprocess, check_labels, ensure_device, image_list, label_name, load_images
+from vizkit.data import (
+    ImageList,
+    Labels,
+    Preprocess,
+    SkippedImages,
+    check_labels,
+    ensure_device,
+    first_readable,
+    image_list,
+    label_name,
+    load_images,
+    read_batches,
+)
 from vizkit.engine.instrument import Instrumented, instrument
 from vizkit.engine.rules import ProjectionRule
 from vizkit.errors import UsageError
@@ -38,6 +51,14 @@ class Option:
     ``parse`` optionally turns the value into what ``run`` receives (and raises UsageError);
     ``registry`` ("rules") makes the value a name registered there by some plugin (the CLI
     offers them as choices), e.g. ``Option("rule", registry="rules", default="deconvnet")``.
+
+    An int or float option's accepted range is declared once, here, and checked before the
+    analysis runs (a one-line UsageError naming the flag and the range; ``--help`` shows it):
+    ``minimum`` / ``maximum`` are inclusive bounds, ``exclusive_minimum`` / ``exclusive_maximum``
+    make one strict (``Option("stdev", float, 0.15, minimum=0, exclusive_minimum=True)``: above 0).
+    A float option never takes NaN or infinity; an int option never takes a fraction.
+    ``output_folder`` marks a str option naming a folder the analysis writes into (a cache): it
+    must be a folder, or one that can be created, and the one-line error says why not.
     """
 
     name: str
@@ -48,10 +69,31 @@ class Option:
     multiple: bool = False
     parse: Callable[[Any], Any] | None = None
     registry: Literal["rules"] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    output_folder: bool = False
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def range_text(self) -> str:
+        """The accepted range in words ("at least 1", "in (0, 1]"); empty when unbounded."""
+        low, high = self.minimum, self.maximum
+        if low is None and high is None:
+            return ""
+        if high is None:
+            return f"{'above' if self.exclusive_minimum else 'at least'} {low:g}"
+        if low is None:
+            return f"{'below' if self.exclusive_maximum else 'at most'} {high:g}"
+        if self.exclusive_minimum or self.exclusive_maximum:
+            return (
+                f"in {'(' if self.exclusive_minimum else '['}{low:g}, {high:g}{')' if self.exclusive_maximum else ']'}"
+            )
+        return f"between {low:g} and {high:g}"
 
     def convert(self, value: Any) -> Any:
         if value is None:
@@ -60,11 +102,50 @@ class Option:
             if value not in self.type:
                 raise UsageError(f"{self.flag} must be one of {', '.join(self.type)}, not '{value}'")
         elif self.type in (int, float) and not isinstance(value, bool):
-            try:
-                value = self.type(value)
-            except (TypeError, ValueError):
-                raise UsageError(f"{self.flag} expects {self.type.__name__}, got '{value}'") from None
+            value = self._number(value)
+        if self.output_folder:
+            self._check_output_folder(value)
         return self.parse(value) if self.parse else value
+
+    def _check_output_folder(self, value: Any) -> None:
+        """``value`` is a folder, or the first of its parents that exists is a writable one."""
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            raise UsageError(f"{self.flag} expects a folder, got '{value}'")
+        folder = Path(value)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{self.flag} {folder} is not a folder")
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "is not a folder" if not existing.is_dir() else "is not writable"
+            raise UsageError(f"{self.flag} {folder} cannot be created: {existing} {why}")
+
+    def _number(self, value: Any) -> int | float:
+        """``value`` as this option's int or float, inside its declared range."""
+        kind = self.type.__name__
+        try:
+            number = float(value) if self.type is float or isinstance(value, float) else int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"{self.flag} expects {'an' if kind == 'int' else 'a'} {kind}, got '{value}'") from None
+        if not math.isfinite(number):
+            raise UsageError(f"{self.flag} must be a finite number, not {value}")
+        if self.type is int:
+            if not float(number).is_integer():
+                raise UsageError(f"{self.flag} expects a whole number, got {value}")
+            number = int(number)
+            if abs(number) > INT_LIMIT and (self.maximum is None or self.maximum > INT_LIMIT):  # torch's C ints
+                raise UsageError(f"{self.flag} must be at most {INT_LIMIT} in size, not {value}")
+        low, high = self.minimum, self.maximum
+        below = low is not None and (number <= low if self.exclusive_minimum else number < low)
+        above = high is not None and (number >= high if self.exclusive_maximum else number > high)
+        if below or above:
+            raise UsageError(f"{self.flag} must be {self.range_text}, not {value}")
+        return number
+
+
+INT_LIMIT = 2**31 - 1  # no int option goes beyond (torch turns them into C ints: 2**63 overflows)
+MAX_BATCH_SIZE = 65536  # images per forward: far more would not fit in any memory (and torch's samplers refuse 10**30)
 
 
 @dataclass
@@ -141,6 +222,12 @@ class RunContext:
     app: App | None = None
     generator: torch.Generator = field(default_factory=torch.Generator)  # seeded with ``seed``
     rng: np.random.Generator = field(default_factory=np.random.default_rng)  # seeded with ``seed``
+    # unreadable --data files: skipped with a warning and counted (``strict``: the first one stops the run)
+    strict: bool = False
+    skipped: SkippedImages = field(default_factory=SkippedImages)
+
+    def __post_init__(self) -> None:
+        self.skipped.strict = self.skipped.strict or self.strict
 
     def rule(self, name: str | ProjectionRule) -> ProjectionRule:
         """The projection rule registered under ``name`` (built-in or a plugin's)."""
@@ -159,9 +246,37 @@ class RunContext:
         return load_images(self.image_paths, self.preprocess).to(self.device)
 
     def dataset(self) -> ImageList:
+        """The --data images. Read them with :meth:`batches` / :meth:`first_image`, which skip
+        unreadable files (recorded in ``ctx.skipped``, reported in result.json) or, with
+        ``--strict``, stop at the first one; ``dataset()[i]`` raises for an unreadable file."""
         if self.data is None:
             raise UsageError(f"analysis '{self.analysis}' needs --data")
         return self.data
+
+    def batches(
+        self, images: ImageList | None = None, indices: Sequence[int] | None = None, workers: int = 0
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(images on the device, their indices)`` in batches of ``batch_size``, unreadable
+        files left out and recorded in ``skipped`` (see :func:`vizkit.read_batches`).
+
+        Args:
+            images: the image list to read; None: --data.
+            indices: the positions to read, in this order (None: all).
+            workers: data-loading worker processes (0: load in this process).
+        """
+        source = self.dataset() if images is None else images
+        for x, where in read_batches(source, self.skipped, indices, self.batch_size, workers):
+            yield x.to(self.device, non_blocking=True), where
+
+    def first_image(self, images: ImageList | None = None) -> tuple[Tensor, int]:
+        """The first readable image (preprocessed, on the CPU) and its index, e.g. to learn a
+        layer's shape; the unreadable ones before it are recorded in ``skipped``, and a dataset
+        with none readable is a UsageError.
+
+        Args:
+            images: the image list; None: --data.
+        """
+        return first_readable(self.dataset() if images is None else images, self.skipped)
 
     def label(self, index: int) -> str:
         return label_name(self.labels, int(index))
@@ -186,6 +301,7 @@ def run(
     progress: bool = False,
     out: str | os.PathLike | None = None,
     app: App | None = None,
+    strict: bool = False,
     **options: Any,
 ) -> Result:
     """Run a registered analysis on ``model`` and return its Result (not yet saved).
@@ -211,6 +327,9 @@ def run(
         out: the folder the result will be saved to, for analyses that checkpoint there; None:
             none is known.
         app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        strict: stop at the first unreadable file in ``data`` (a UsageError naming it) instead of
+            skipping it; skipped files are warned about on stderr and listed in
+            ``result.meta["inputs"]["skipped_images"]`` (:meth:`vizkit.SkippedImages.summary`).
         **options: the analysis's own options by name (its :class:`Option` s); unknown or missing
             required ones are a UsageError.
     """
@@ -222,8 +341,10 @@ def run(
     device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
     if model is None:
         model = loading.load_model(spec.default_model(options), device=device, app=app)
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:  # what both generators take
+        raise UsageError(f"--seed must be a whole number from 0 to 2**63-1, not {seed}")
     preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()
     labels = (
         (labels if isinstance(labels, Labels) else list(labels))
@@ -237,6 +358,8 @@ def run(
     elif images:
         paths = [Path(p) for p in images]
     dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)
+    source = "" if dataset is None else (dataset.where if isinstance(data, ImageList) else str(data))
+    skipped = SkippedImages(strict=strict, source=source)
     _check_inputs(spec, bool(paths) or tensors is not None, dataset is not None)
 
     _check_finite(model, tensors)
@@ -250,6 +373,7 @@ def run(
     started = time.perf_counter()
     try:
         with instrument(model) as im:
+            im.name_input = _image_namer(paths, tensors, dataset, preprocess)
             ctx = RunContext(
                 model=model,
                 instrumented=im,
@@ -267,6 +391,8 @@ def run(
                 app=app,
                 generator=torch.Generator().manual_seed(seed),
                 rng=np.random.default_rng(seed),
+                strict=strict,
+                skipped=skipped,
             )
             result = spec.run(ctx, **opts)
     finally:
@@ -281,6 +407,9 @@ def run(
         "data": str(data) if data is not None and not isinstance(data, ImageList) else None,
         "preprocess": preprocess.to_dict(),
     }
+    if dataset is not None or skipped.count:  # what of --data could not be read (count 0: all of it was)
+        result.meta["inputs"]["skipped_images"] = skipped.summary()
+        skipped.report(spec.name)
     return result
 
 
@@ -321,3 +450,48 @@ def _check_inputs(spec: Analysis, has_images: bool, has_data: bool) -> None:
         raise UsageError(f"analysis '{spec.name}' needs --data PATH")
     if spec.inputs == "any" and not (has_images or has_data):
         raise UsageError(f"analysis '{spec.name}' needs --image FILE or --data PATH")
+
+
+def _image_namer(
+    paths: list[Path], tensors: Tensor | None, dataset: ImageList | None, preprocess: Preprocess
+) -> Callable[[Tensor], str | None]:
+    """For NonFiniteActivation messages: the name of the input image a preprocessed row
+    [3,H,W] is (an --image file, a row of the input tensor, or a --data file, searched for at
+    most ``_NAMING_SECONDS``), or None (e.g. an occluded or transformed copy). Runs only when
+    a forward has gone non-finite."""
+    loaded: list[tuple[str, Tensor]] = []
+
+    def candidates() -> Iterator[tuple[str, Tensor]]:
+        yield from loaded
+        if not loaded and tensors is not None:
+            loaded.extend((f"{i} of the input tensor", t.detach().cpu().float()) for i, t in enumerate(tensors))
+            yield from loaded
+        if not loaded and paths:
+            for path in paths:
+                try:
+                    loaded.append((path.name, load_images([path], preprocess)[0]))
+                except Exception:  # an unreadable file cannot be the one
+                    continue
+            yield from loaded
+        if dataset is not None:
+            started = time.perf_counter()
+            for index in range(len(dataset)):
+                if time.perf_counter() - started > _NAMING_SECONDS:
+                    return
+                try:
+                    image = dataset[index][0]
+                except Exception:
+                    continue
+                yield str(dataset.paths[index]), image
+
+    def name(row: Tensor) -> str | None:
+        row = row.detach().cpu().float()
+        for label, image in candidates():
+            if image.shape == row.shape and torch.allclose(image.float(), row, rtol=0, atol=1e-5):
+                return label
+        return None
+
+    return name
+
+
+_NAMING_SECONDS = 20.0

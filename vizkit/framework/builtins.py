@@ -37,8 +37,7 @@ def register_models(register: Callable[[ModelEntry], None]) -> None:
         ModelEntry(
             name="zfnet-compact",
             factory=zfnet_compact,
-            description="compact ZF variant for 144x144 crops, 10 Imagenette classes"
-            + _accuracy_note(meta),
+            description="compact ZF variant for 144x144 crops, 10 Imagenette classes" + _accuracy_note(meta),
             weights=COMPACT_WEIGHTS if meta else None,
             labels=meta["classes"] if meta else None,
             preprocess=Preprocess.from_dict(meta["preprocess"]) if meta else COMPACT_PREPROCESS,

@@ -5,6 +5,12 @@ listed here. Each ``register_*`` hook receives a ``register`` callback (datasett
 so one plugin can contribute several things and vizkit knows which plugin contributed each.
 vizkit's own analyses, commands, models, model sources and projection rules arrive through
 these same hooks.
+
+Names are unique per kind: a name vizkit has (its own or a built-in plugin's) stays vizkit's and a
+plugin's registration under it is left out; a name two third-party plugins register is used by
+neither (both are marked with the clash in ``vizkit list plugins``). Plugin modules are imported
+when ``vizkit`` starts, so their top level should import nothing heavy (torchvision, matplotlib,
+captum: import those inside the functions that use them).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,7 @@ class Result:
         if overwrite:
             (out / RESULT_FILE).unlink(missing_ok=True)  # the folder is incomplete until the end
         if self.arrays:
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, allow_pickle=False, **{k: np.asarray(v) for k, v in self.arrays.items()})
-            write_atomic(out / ARRAYS_FILE, buffer.getvalue())
+            write_atomic(out / ARRAYS_FILE, npz_bytes(self.arrays))
         for name, figure in self.figures.items():
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", dpi=figure.get_dpi(), bbox_inches="tight")
@@ -88,6 +87,32 @@ class Result:
             (out / stale).unlink(missing_ok=True)
         write_atomic(out / RESULT_FILE, (text + "\n").encode())
         return out
+
+
+# a fixed timestamp for every member of arrays.npz (the zip format's earliest date), so that the
+# same arrays always give the same bytes (np.savez_compressed stamps each member with the clock)
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """``arrays`` as the bytes of a compressed ``.npz`` that ``np.load`` reads, a function of the
+    arrays alone: members in the dict's order, each stamped ``ZIP_EPOCH``, without pickles.
+
+    ``np.savez_compressed`` writes the same members but stamps them with the time of writing,
+    so two runs that computed identical arrays would give different files.
+
+    Args:
+        arrays: name -> array (anything ``np.asarray`` takes); the names become ``<name>.npy``.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
+            member.compress_type = zipfile.ZIP_DEFLATED
+            member.external_attr = 0o644 << 16  # a regular file, rw-r--r--
+            with archive.open(member, "w", force_zip64=True) as stream:  # numpy always forces zip64 (gh-10776)
+                np.lib.format.write_array(stream, np.asarray(value), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _result_files(out: Path) -> set[str]:

@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,16 +168,26 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (or, before 1.6, a pickle)
+        what = "is empty" if not head else "is not a torch file (torch.save writes a zip archive)"
+        raise UsageError(f"weights {path} {what}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # torch's hints about pickle protocols: the refusal below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unpickling refused"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # torch's own words first say weights_only changed; the reason is the line naming what it refused
+        first = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "refused")
         raise UsageError(
             f"refusing to load {path} with arbitrary unpickling ({first}); "
             "pass --trust-weights only if you trust the file"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
-        raise UsageError(f"cannot read weights {path}: {str(error).splitlines()[0]}") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"cannot read weights {path}: {first}") from None
     if isinstance(data, nn.Module):
         data = data.state_dict()
     if isinstance(data, Mapping):

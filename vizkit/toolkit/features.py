@@ -9,7 +9,9 @@ image list; each layer is a file of its own, so a later run that asks for more l
 the new ones. Progress is recorded per batch after the rows are flushed, so an interrupted
 extraction resumes where it stopped; under ``torchrun`` rank r extracts the batches b with
 b % world == r into the same files (the batches are the single-process ones, so the cache is
-identical).
+identical). An unreadable image file leaves its row zero and is listed in the cache's
+``meta.json`` (``skipped``), so a run that reuses the cache reports it again; it is read again
+only when the cache is removed.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
 
-from vizkit.data import ImageList, Preprocess
+from vizkit.data import BadImage, ImageList, Preprocess, SkippedImages, first_readable, image_loader
 from vizkit.engine.recorder import Recorder
 from vizkit.errors import UsageError
 from vizkit.framework.results import write_atomic
 from vizkit.models import describe
 from vizkit.toolkit.distributed import ProcessGroup
+from vizkit.toolkit.interrupts import deferred_interrupts
 from vizkit.toolkit.progress import progress_bar
 
 CACHE_VERSION = 1
@@ -93,6 +96,7 @@ class CachedFeatures:
     count: int
     seconds: float  # spent extracting in this call (0 when everything came from the cache)
     reused: bool
+    skipped: list[int] = field(default_factory=list)  # rows whose image was unreadable (left zero)
 
     def layer(self, name: str) -> np.ndarray:
         return np.load(self.folder / _layer_file(name), mmap_mode="r")
@@ -121,8 +125,14 @@ def extract_features(
     device: torch.device | str = "cpu",
     progress: bool = False,
     group: ProcessGroup | None = None,
+    skipped: SkippedImages | None = None,
+    resume: bool = True,
 ) -> CachedFeatures:
     """The features of ``layers`` for every image of ``images``, from the cache or extracted into it.
+
+    An unreadable image file is skipped: its row stays zero, its index is in the result's
+    ``skipped`` and it is recorded in ``skipped`` (warned about), also when the features come
+    from the cache; with a strict ``skipped`` it stops the extraction instead.
 
     Args:
         im: the instrumented model (its settings are changed only inside this call).
@@ -137,11 +147,18 @@ def extract_features(
         device: where the forwards run.
         progress: show a progress bar.
         group: this process's place in a torchrun launch (None: a single process).
+        skipped: where unreadable files are recorded (see :class:`vizkit.SkippedImages`); None:
+            a fresh, non-strict record.
+        resume: continue an extraction of the same layers that was interrupted (its batches
+            done are kept in the cache folder); False: discard it (said on stderr) and start
+            over. SIGINT or SIGTERM stop the extraction after the batch in progress, with its
+            progress kept (KeyboardInterrupt).
     """
     if dtype not in DTYPES:
         raise UsageError(f"--cache-dtype must be float16 or float32, not '{dtype}'")
     parse_pool(pool)
     group = group or ProcessGroup()
+    record = SkippedImages() if skipped is None else skipped
     names = list(dict.fromkeys(im.resolve_alias(layer) for layer in layers))
     folder = Path(cache) / cache_key(model, pool, images.preprocess, dtype, images.paths)
     meta_path = folder / "meta.json"
@@ -152,10 +169,11 @@ def extract_features(
         raise UsageError(f"{folder} holds features of another image list; remove it or use another --cache")
     missing = [name for name in names if name not in meta["complete"]]
     if not missing:
-        return CachedFeatures(folder, names, {n: meta["dims"][n] for n in names}, len(images), 0.0, True)
+        unreadable = _report_skipped(images, meta.get("skipped", []), record)
+        return CachedFeatures(folder, names, {n: meta["dims"][n] for n in names}, len(images), 0.0, True, unreadable)
 
     started = time.perf_counter()
-    probe = images[0][0][None].to(device)
+    probe = first_readable(images, record)[0][None].to(device)
     with im.configured(layers=missing, switches=False), torch.no_grad():
         im(probe)  # learns the layer order and the feature sizes
         for name in missing:
@@ -173,36 +191,67 @@ def extract_features(
     group.barrier()
     done_path = folder / f".progress-{job}-rank{group.rank}of{group.world}.npy"
     done = np.load(done_path) if done_path.exists() else np.zeros(batches, dtype=bool)
+    # the unreadable rows of this rank's finished batches, kept beside the progress for a resume
+    bad_path = folder / f".skipped-{job}-rank{group.rank}of{group.world}.json"
+    if not resume and done.any():
+        print(
+            f"features: discarding the interrupted extraction in {folder} (pass --resume to continue it)",
+            file=sys.stderr,
+        )
+        done = np.zeros(batches, dtype=bool)
+        done_path.unlink(missing_ok=True)
+        bad_path.unlink(missing_ok=True)
+    bad_rows = json.loads(bad_path.read_text()) if bad_path.exists() and done.any() else []
+    _report_skipped(images, bad_rows, record)
     mine = [b for b in range(batches) if b % group.world == group.rank and not done[b]]
     # rows are written with plain file writes at their offsets (a writable memory map would keep
     # every written page resident in this process), flushed and synced before progress is recorded
     offsets = {name: int(np.load(folder / _layer_file(name), mmap_mode="r").offset) for name in missing}
     outputs = {name: open(folder / _layer_file(name), "r+b") for name in missing}  # noqa: SIM115 - closed below
     itemsize = np.dtype(DTYPES[dtype]).itemsize
-    loader = DataLoader(
-        Subset(images, [i for b in mine for i in range(b * batch_size, min(len(images), (b + 1) * batch_size))]),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
+    loader = image_loader(  # batches of (images, indices, unreadable items), one per batch of ``mine``
+        images,
+        [i for b in mine for i in range(b * batch_size, min(len(images), (b + 1) * batch_size))],
+        batch_size,
+        workers,
     )
     bar = progress_bar(total=batches, initial=batches - len(mine), desc="features", enabled=progress)
     try:
-        with im.configured(layers=missing, switches=False), torch.no_grad():
-            for number, (x, indices) in zip(mine, loader):
-                im(x.to(device, non_blocking=True), until=deepest)
-                first = int(indices[0])
-                assert indices.tolist() == list(range(first, first + len(indices))), "a batch is a run of rows"
+        # a signal stops the loop after the batch in progress, whose progress is then recorded
+        with im.configured(layers=missing, switches=False), torch.no_grad(), deferred_interrupts() as stop:
+            for number, batch in zip(mine, loader):
+                x, indices = record.take(batch)  # (strict: raises at an unreadable file)
+                first = number * batch_size
+                count = min(len(images), first + batch_size) - first
+                if batch[2]:
+                    bad_rows += [[item.index, item.why, item.detail] for item in batch[2]]
+                    write_atomic(bad_path, json.dumps(bad_rows).encode())
+                if len(indices):
+                    im(x.to(device, non_blocking=True), until=deepest)
+                where = (indices - first).numpy()
                 for name in missing:
-                    rows = pool_features(im.activation(name), pool).float().cpu().numpy().astype(DTYPES[dtype])
+                    block = np.zeros((count, dims[name]), dtype=DTYPES[dtype])  # an unreadable image's row stays 0
+                    if len(indices):
+                        block[where] = pool_features(im.activation(name), pool).float().cpu().numpy()
                     handle = outputs[name]
                     handle.seek(offsets[name] + first * dims[name] * itemsize)
-                    handle.write(np.ascontiguousarray(rows).tobytes())
+                    handle.write(np.ascontiguousarray(block).tobytes())
                 for handle in outputs.values():
                     handle.flush()
                     os.fsync(handle.fileno())
                 done[number] = True
                 write_atomic(done_path, _npy_bytes(done))
                 bar.update(1)
+                if stop.requested:
+                    break
+            if stop.requested:
+                bar.close()
+                print(
+                    f"features: {stop.signal_name} received; extraction stopped with {int(done.sum())} of "
+                    f"{batches} batches done, kept in {folder}",
+                    file=sys.stderr,
+                )
+                raise KeyboardInterrupt(stop.signal_name)
     finally:
         for handle in outputs.values():
             handle.close()
@@ -213,7 +262,11 @@ def extract_features(
         for path in folder.glob(f".progress-{job}-rank*of{group.world}.npy"):
             everyone |= np.load(path)
         if not everyone.all():
-            raise UsageError(f"feature extraction in {folder} is incomplete; run again to resume")
+            raise UsageError(f"feature extraction in {folder} is incomplete; run again with --resume to continue it")
+        known = {int(row[0]): row for row in meta.get("skipped", [])}
+        for path in folder.glob(f".skipped-{job}-rank*of{group.world}.json"):
+            known.update({int(row[0]): row for row in json.loads(path.read_text())})
+        meta["skipped"] = [known[row] for row in sorted(known)]
         meta["dims"].update(dims)
         meta["complete"].update({name: True for name in missing})
         meta.update(
@@ -227,11 +280,21 @@ def extract_features(
         )
         write_atomic(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
         (folder / "images.txt").write_text("\n".join(str(p) for p in images.paths) + "\n")
-        for path in folder.glob(f".progress-{job}-*.npy"):
+        for path in [*folder.glob(f".progress-{job}-*.npy"), *folder.glob(f".skipped-{job}-*.json")]:
             path.unlink(missing_ok=True)
     group.barrier()
+    # every rank learns every rank's unreadable rows (rank 0 wrote them all into meta.json)
+    unreadable = _report_skipped(images, json.loads(meta_path.read_text()).get("skipped", []), record)
     all_dims = {**{n: meta["dims"][n] for n in names if n in meta["dims"]}, **dims}
-    return CachedFeatures(folder, names, all_dims, len(images), time.perf_counter() - started, False)
+    return CachedFeatures(folder, names, all_dims, len(images), time.perf_counter() - started, False, unreadable)
+
+
+def _report_skipped(images: ImageList, rows: list, record: SkippedImages) -> list[int]:
+    """Record the unreadable rows ``[row, why, detail]`` of ``images`` in ``record`` (strict:
+    raises at the first) and return their indices, sorted."""
+    for row, why, detail in sorted(rows, key=lambda r: int(r[0])):
+        record.add(BadImage(int(row), str(images.paths[int(row)]), str(why), str(detail)))
+    return sorted({int(r[0]) for r in rows})
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

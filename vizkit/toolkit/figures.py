@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.text import Text
 from torch import Tensor
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: it slows every start-up
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 
 def hwc(image: Tensor | np.ndarray) -> np.ndarray:
@@ -58,6 +59,9 @@ def new_figure(width: float, height: float, dpi: int = 100, max_side: float | No
         max_side: if given, the size is scaled down (aspect kept) so that neither side exceeds
             this many inches (e.g. :data:`MAX_FIGURE_INCHES`), a safety net against huge PNGs.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     if max_side is not None:
         width, height = capped_size(width, height, max_side)
     figure = Figure(figsize=(width, height), dpi=dpi)
@@ -107,6 +111,21 @@ def show(ax: Axes, image: Tensor | np.ndarray, title: str | None = None, fontsiz
         ax.set_title(title, fontsize=fontsize)
 
 
+def shorten(text: str, width: int = 28) -> str:
+    """``text`` in at most ``width`` characters, its middle replaced by an ellipsis (file names
+    keep their start and their extension), so a panel title fits above its panel.
+
+    Args:
+        text: the label, e.g. an image's file name.
+        width: the most characters kept (at least 5).
+    """
+    if len(text) <= width:
+        return text
+    width = max(width, 5)
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
+
+
 def grid_shape(count: int, max_columns: int | None = None) -> tuple[int, int]:
     """Rows and columns of a near-square grid holding ``count`` panels (ceil(sqrt(count))
     columns, at most ``max_columns``)."""
@@ -126,12 +145,26 @@ def overlapping_texts(figure: Figure, tolerance: float = 1.0) -> list[tuple[str,
             that every position is final.
         tolerance: overlap area, in square pixels, still accepted (anti-aliased edges touch).
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
     canvas = figure.canvas
     if not isinstance(canvas, FigureCanvasAgg):
         canvas = FigureCanvasAgg(figure)
     canvas.draw()
     renderer = canvas.get_renderer()
-    texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    from matplotlib.axes import Axes as AxesType
+
+    undrawn: set[int] = set()  # labels of ticks outside their axis's view: matplotlib keeps but never draws them
+    for ax in figure.findobj(AxesType):
+        assert isinstance(ax, AxesType)
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = (high - low) * 1e-9
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - slack <= tick.get_loc() <= high + slack:
+                    undrawn.update((id(tick.label1), id(tick.label2)))
+    texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
     extents = [t.get_window_extent(renderer) for t in texts]
     found = []
     for i in range(len(texts)):
@@ -145,6 +178,8 @@ def overlapping_texts(figure: Figure, tolerance: float = 1.0) -> list[tuple[str,
 
 
 def _draw_box(ax: Axes, box: Sequence[int], colour: str, linestyle: str = "-") -> None:
+    from matplotlib.patches import Rectangle
+
     x0, y0, x1, y1 = box
     ax.add_patch(
         Rectangle(
@@ -200,6 +235,9 @@ def place_box_tags(
         colours: each tag's background colour (its box's colour).
         fontsize: the tags' font size, in points.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = ax.get_figure(root=True)
     if not isinstance(figure, Figure):
         raise ValueError("the axes must belong to a figure")

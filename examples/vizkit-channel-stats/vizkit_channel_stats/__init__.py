@@ -29,14 +29,16 @@ package's ``pyproject.toml``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
-from torch.utils.data import DataLoader
 
 import vizkit
+
+if TYPE_CHECKING:  # a plugin is imported at every `vizkit` start: keep heavy imports out of its top level
+    from matplotlib.figure import Figure
 
 __version__ = "0.2.0"
 
@@ -54,7 +56,8 @@ def _batches(ctx: vizkit.RunContext) -> Iterator[torch.Tensor]:
 
     ``--image`` files arrive through ``ctx.images()`` (one preprocessed batch); a ``--data``
     folder arrives as ``ctx.dataset()``, a torch Dataset of ``(image, index)`` pairs already
-    preprocessed with the model's preprocessing, so a DataLoader batches it.
+    preprocessed with the model's preprocessing; ``ctx.batches()`` batches it, leaving out (and
+    reporting in result.json) files that cannot be read, or stopping at the first with --strict.
     """
     size = max(1, ctx.batch_size)
     if ctx.image_paths or ctx.image_tensors is not None:
@@ -62,8 +65,8 @@ def _batches(ctx: vizkit.RunContext) -> Iterator[torch.Tensor]:
         for start in range(0, images.shape[0], size):
             yield images[start : start + size]
     if ctx.data is not None:
-        for images, _indices in DataLoader(ctx.dataset(), batch_size=size, shuffle=False):
-            yield images.to(ctx.device)
+        for images, _indices in ctx.batches():
+            yield images
 
 
 def channel_stats(activation: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
