@@ -324,6 +324,49 @@ def test_the_registry_is_fuzzed():
     assert {"deconvnet", "occlusion", "top9", "filters", "probes", "attribution"} <= set(ANALYSES)
 
 
+def test_declared_ranges_hold_the_defaults_and_show_in_help(capsys):
+    for analysis in APP.analyses.values():
+        for option in analysis.options:
+            if option.default is not None and option.type in (int, float):
+                assert option.convert(option.default) == option.default, (analysis.name, option.name)
+    assert main(["run", "occlusion", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(in (0, 1])" in text and "(between 1 and 4096)" in text
+
+
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        (vizkit.Option("k", int, minimum=1, maximum=10), "0", "--k must be at least 1, not 0"),
+        (vizkit.Option("k", int, minimum=1, maximum=10), 11, "--k must be at most 10, not 11"),
+        (vizkit.Option("k", int, minimum=1), "1.5", "--k expects an int, got '1.5'"),
+        (vizkit.Option("k", int, minimum=1), 1.5, "--k expects a whole number, got 1.5"),  # from Python
+        (vizkit.Option("k", int), str(2**63), "--k must be at most 2147483647 in size"),
+        (
+            vizkit.Option("tau", float, minimum=0, maximum=1, exclusive_minimum=True),
+            "0",
+            "--tau must be above 0, not 0",
+        ),
+        (
+            vizkit.Option("p", float, minimum=0, maximum=100, exclusive_maximum=True),
+            100,
+            "--p must be below 100, not 100",
+        ),
+        (vizkit.Option("x", float), "nan", "--x must be a finite number, not nan"),
+        (vizkit.Option("x", float), float("-inf"), "--x must be a finite number, not -inf"),
+        (vizkit.Option("x", float), "one", "--x expects a float, got 'one'"),
+        (vizkit.Option("cache", output_folder=True), "a-file/sub", "--cache a-file/sub cannot be created: a-file is"),
+    ],
+)
+def test_option_ranges_are_one_line_usage_errors(option, value, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(vizkit.UsageError) as caught:
+        option.convert(value)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert option.convert(None) is None  # not given: nothing to check
+
+
 FUZZ = settings(
     max_examples=max(1, int(8 * SCALE)),
     deadline=None,

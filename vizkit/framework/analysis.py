@@ -53,7 +53,7 @@ class Option:
     offers them as choices), e.g. ``Option("rule", registry="rules", default="deconvnet")``.
 
     An int or float option's accepted range is declared once, here, and checked before the
-    analysis runs (a one-line UsageError naming the flag and the range; ``--help`` shows it):
+    analysis runs (a one-line UsageError naming the flag and the bound; ``--help`` shows the range):
     ``minimum`` / ``maximum`` are inclusive bounds, ``exclusive_minimum`` / ``exclusive_maximum``
     make one strict (``Option("stdev", float, 0.15, minimum=0, exclusive_minimum=True)``: above 0).
     A float option never takes NaN or infinity; an int option never takes a fraction.
@@ -137,10 +137,14 @@ class Option:
             if abs(number) > INT_LIMIT and (self.maximum is None or self.maximum > INT_LIMIT):  # torch's C ints
                 raise UsageError(f"{self.flag} must be at most {INT_LIMIT} in size, not {value}")
         low, high = self.minimum, self.maximum
-        below = low is not None and (number <= low if self.exclusive_minimum else number < low)
-        above = high is not None and (number >= high if self.exclusive_maximum else number > high)
-        if below or above:
-            raise UsageError(f"{self.flag} must be {self.range_text}, not {value}")
+        if low is not None and (number <= low if self.exclusive_minimum else number < low):
+            raise UsageError(
+                f"{self.flag} must be {'above' if self.exclusive_minimum else 'at least'} {low:g}, not {value}"
+            )
+        if high is not None and (number >= high if self.exclusive_maximum else number > high):
+            raise UsageError(
+                f"{self.flag} must be {'below' if self.exclusive_maximum else 'at most'} {high:g}, not {value}"
+            )
         return number
 
 
