@@ -139,7 +139,7 @@ def test_scores_equal_an_independent_computation_and_random_squares_are_seeded(p
     draw_means = np.array([d[np.triu_indices(3, 1)].mean() for d in draws])
     part_mean = result["table"]["lower"]["fc7"]["mean"]
     assert result["table"]["lower"]["fc7"]["p_vs_random"] == pytest.approx(
-        (1 + (draw_means <= part_mean + 1e-9).sum()) / 5
+        (1 + (draw_means <= part_mean + 1e-6).sum()) / 5  # ties count; the arrays are float32
     )
     # random squares lie in the parts' box grown by --size, inside the crop
     regions, squares = result.arrays["regions"], result.arrays["squares"]
