@@ -279,7 +279,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562) and keep the value.
+    """Import a public name's module on first use (PEP 562) and return the value.
 
     ``import vizkit`` stays light (no torch, torchvision or matplotlib until a name needs them),
     so the command line starts quickly; ``vizkit.X`` and ``from vizkit import X`` work as usual.
@@ -292,9 +292,9 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'vizkit' has no attribute '{name}'") from None
     module = importlib.import_module(module_name)
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+    # not cached here: a value kept on first use would outlive a test's monkeypatch of the
+    # defining module if the first use fell inside it (a lookup is a dict hit once imported)
+    return module if attribute is None else getattr(module, attribute)
 
 
 def __dir__() -> list[str]:
