@@ -25,7 +25,7 @@ section.result>h2{margin:0 0 4px;font-size:20px}section.result>h2 small{color:va
 .meta>div{border:1px solid var(--line);border-radius:6px;padding:8px 10px;background:#fbfcfd;max-width:100%;overflow-x:auto}
 .meta h3{margin:0 0 6px;font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted)}
 h3{font-size:15px;margin:18px 0 8px}h3 small{color:var(--muted);font-weight:400}
-table{border-collapse:collapse;margin:4px 0 8px;font-size:13px}
+table{border-collapse:collapse;margin:4px 0 8px;font-size:13px;display:block;max-width:100%;overflow-x:auto}
 th,td{border:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f1f3f7;font-weight:600}
 table.kv>tbody>tr>th{white-space:nowrap}
