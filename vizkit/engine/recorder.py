@@ -301,10 +301,17 @@ class Recorder:
             changes["capture"] = None if capture is None else self.resolve_alias(capture)
         if check_finite is not _KEEP:
             changes["check_finite"] = bool(check_finite)
+        with self._settings_changed(**changes):
+            yield self
+
+    @contextmanager
+    def _settings_changed(self, **changes: Any) -> Iterator[None]:
+        """The recording settings with ``changes`` inside the block, the previous ones after it
+        (also on error): the one place settings are switched."""
         saved = self._settings
         self._settings = replace(saved, **changes)
         try:
-            yield self
+            yield
         finally:
             self._settings = saved
 
@@ -379,18 +386,15 @@ class Recorder:
         with (
             self._keeping_last_forward(),
             self.configured(layers=None, switches=False, rule=None, tape=None, capture=None),
+            self._settings_changed(locate=True, check_finite=False),
             torch.no_grad(),
         ):
-            saved = self._settings
-            self._settings = replace(saved, locate=True, check_finite=False)
             try:
                 output = self._forward(x, stop, *args, **kwargs)
             except _StopForward:
                 output = None
             except _FoundNonFinite as error:
                 found, output = error, None
-            finally:
-                self._settings = saved
             types = {name: info.type for name, info in self._rec.infos.items()}
         batch = int(x.shape[0]) if x.dim() > 0 else 1
         if found is not None:
