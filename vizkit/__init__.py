@@ -32,6 +32,7 @@ from vizkit.version import __version__
 if TYPE_CHECKING:  # what the lazy names below resolve to, spelled out for type checkers and IDEs
     from vizkit import models
     from vizkit.app.demo import sample_images
+    from vizkit.app.downloads import download_samples
     from vizkit.data import (
         BadImage,
         ImageList,
@@ -94,6 +95,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "sha256_file": ("vizkit.models", "sha256_file"),
     "describe_model": ("vizkit.models", "describe"),
     "sample_images": ("vizkit.app.demo", "sample_images"),
+    "download_samples": ("vizkit.app.downloads", "download_samples"),
     "BadImage": ("vizkit.data", "BadImage"),
     "ImageList": ("vizkit.data", "ImageList"),
     "Preprocess": ("vizkit.data", "Preprocess"),
@@ -221,6 +223,7 @@ __all__ = [
     "crop_to_box",
     "deferred_interrupts",
     "describe_model",
+    "download_samples",
     "extract_features",
     "figures",
     "first_readable",

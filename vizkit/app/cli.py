@@ -409,14 +409,23 @@ def build_cli(app: App) -> click.Group:
     @cli.command("samples")
     @click.option("--per-class", type=int, default=2, show_default=True, help="images per class")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output, with each image's class")
-    def samples_command(per_class: int, as_json: bool) -> None:
+    @click.option(
+        "--download",
+        is_flag=True,
+        help="first fetch Imagenette's validation images into vizkit's cache (once; about 94 MB)",
+    )
+    def samples_command(per_class: int, as_json: bool, download: bool) -> None:
         """Print real images of the bundled model's classes, one path a line (for --image / --data).
 
-        Looked for in $VIZKIT_SAMPLES, then $VIZKIT_SHARED/data/imagenette/val; else matplotlib's
-        sample photograph, with a note on stderr. Nothing is copied.
+        Looked for in $VIZKIT_SAMPLES, then $VIZKIT_SHARED/data/imagenette/val, then the images
+        `--download` fetched into $VIZKIT_CACHE/samples (default ~/.cache/vizkit/samples); else
+        matplotlib's sample photograph, with a note on stderr. Nothing is copied into the package.
         """
         from vizkit.app.demo import FALLBACK_HINT, class_name, find_samples
+        from vizkit.app.downloads import download_samples
 
+        if download:
+            download_samples(echo=lambda line: click.echo(f"vizkit: {line}", err=True))
         found = find_samples(per_class)
         if found.fallback:
             click.echo(f"vizkit: note: {FALLBACK_HINT}", err=True)

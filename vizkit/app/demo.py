@@ -35,6 +35,7 @@ from typing import Any
 import matplotlib.cbook
 
 import vizkit
+from vizkit.app.downloads import downloaded_samples
 from vizkit.data import ImageList, Preprocess, image_list
 from vizkit.errors import UsageError
 from vizkit.framework.plugins import App
@@ -106,7 +107,8 @@ def pick(listing: ImageList, per_class: int) -> tuple[list[Path], list[str | Non
 def find_samples(per_class: int = 2) -> Samples:
     """Real images of the bundled model's classes, read where they are (never copied):
     ``$VIZKIT_SAMPLES`` (a folder, ImageFolder tree or list file), else the Imagenette val tree of
-    the shared data folder, else matplotlib's photograph (``fallback``)."""
+    the shared data folder, else the one ``vizkit samples --download`` fetched, else matplotlib's
+    photograph (``fallback``)."""
     if per_class < 1:
         raise UsageError(f"images per class must be at least 1, not {per_class}")
     given = os.environ.get(SAMPLES_ENV)
@@ -117,19 +119,20 @@ def find_samples(per_class: int = 2) -> Samples:
             raise UsageError(f"{SAMPLES_ENV}={given}: {error}") from None
         paths, folders = pick(listing, per_class)
         return Samples(paths, folders, f"{SAMPLES_ENV}={given}", user=True)
-    val = shared_folder() / "data" / "imagenette" / "val"
-    if val.is_dir():
-        try:
-            paths, folders = pick(image_list(val), per_class)
-            return Samples(paths, folders, str(val))
-        except UsageError:  # an empty or unreadable tree: fall back below
-            pass
+    for val in (shared_folder() / "data" / "imagenette" / "val", downloaded_samples()):
+        if val is not None and val.is_dir():
+            try:
+                paths, folders = pick(image_list(val), per_class)
+                return Samples(paths, folders, str(val))
+            except UsageError:  # an empty or unreadable tree: look further
+                pass
     return Samples([sample_image()], [None], "matplotlib's sample photograph", fallback=True)
 
 
 FALLBACK_HINT = (
     "no images of the bundled model's classes found, so only matplotlib's sample photograph is used "
-    f"(set {SAMPLES_ENV} to a folder or class tree of images, or {SHARED_ENV} to a folder holding "
+    "(`vizkit samples --download` fetches Imagenette's 3,925 validation images once, about 94 MB; "
+    f"or set {SAMPLES_ENV} to a folder or class tree of images, or {SHARED_ENV} to a folder holding "
     "data/imagenette/val)"
 )
 
@@ -140,9 +143,10 @@ def sample_images(n_per_class: int = 2) -> list[Path]:
     Nothing is copied: the images are read where they are. Looked for in order:
     ``$VIZKIT_SAMPLES`` (a folder, an ImageFolder tree or a text file of paths); the Imagenette
     val tree of the shared data folder (``$VIZKIT_SHARED/data/imagenette/val``, by default
-    ``shared`` beside the source checkout); else the one photograph that ships with matplotlib
-    (Grace Hopper, which the model calls a chain saw), with a warning saying how to point vizkit
-    at real images. ``vizkit samples`` prints the same list.
+    ``shared`` beside the source checkout); the Imagenette val tree that
+    :func:`vizkit.download_samples` (``vizkit samples --download``) fetched into vizkit's cache;
+    else the one photograph that ships with matplotlib (Grace Hopper, which the model calls a chain
+    saw), with a warning saying how to get real images. ``vizkit samples`` prints the same list.
 
     Args:
         n_per_class: images per class: the first ones, in sorted order, of each class folder (a
