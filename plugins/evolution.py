@@ -213,12 +213,6 @@ class SnapshotCache:
         print(f"evolution: {stop.signal_name} received; {where}; {kept}", file=sys.stderr)
         raise KeyboardInterrupt(stop.signal_name)
 
-    def clear(self) -> None:
-        if self.folder is not None and self.folder.exists():
-            for path in self.folder.glob("*.pt"):
-                path.unlink()
-            self.folder.rmdir()
-
 
 def run(
     ctx: vizkit.RunContext,
@@ -296,7 +290,8 @@ def run(
     last = max(snapshots)
     # the figures show the snapshots, so result.json names the last one's weights, not the model's own
     result.meta["model"] = vizkit.describe_model(ctx.model, weights=snapshots[last])
-    cache.clear()
+    if cache.folder is not None:  # kept for --resume until the result is saved
+        result.scratch.append(cache.folder)
     return result
 
 

@@ -441,9 +441,8 @@ def run(
         },
     )
     result.figures = figure_pages(layer, chosen, values, result.arrays, filters, maps_per_page, pages, readable)
-    if ctx.out is not None:
-        for path in ctx.out.glob(".top9-scan*.pt"):
-            path.unlink(missing_ok=True)
+    if ctx.out is not None:  # kept for --resume until the result is saved
+        result.scratch.extend(sorted(ctx.out.glob(".top9-scan*.pt")))
     return result
 
 

@@ -155,7 +155,9 @@ def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
     assert len(calls) == 1  # only epoch 3 was scanned again
     for key in ("values", "image_index", "channels", "projections"):
         np.testing.assert_array_equal(resumed.arrays[key], reference.arrays[key])
-    assert not (tmp_path / ".evolution").exists()
+    assert (tmp_path / ".evolution").is_dir()  # kept until the result is saved (a failed save loses nothing)
+    resumed.save(tmp_path)
+    assert not (tmp_path / ".evolution").exists() and (tmp_path / "result.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -333,14 +333,16 @@ def test_evolution_checkpoints_a_snapshot_scan_by_time(inputs, tmp_path, monkeyp
 
     monkeypatch.setattr(evolution.SnapshotCache, "save", recording)
     options = dict(run=str(inputs["run"]), data=inputs["list"], layers=("conv2",), maps=2, sample=12, patch_size=8)
-    vizkit.run("evolution", None, out=tmp_path / "a", batch_size=4, checkpoint_seconds=0, **options)
+    vizkit.run("evolution", None, out=tmp_path / "a", batch_size=4, checkpoint_seconds=0, **options).save(
+        tmp_path / "a"
+    )
     # the choice scans the last snapshot (3 batches of 4), then each other snapshot is scanned
     assert tags == [
         *("scan003@1", "scan003@2", "scan003@3", "choice", "scan001@1", "scan001@2", "scan001@3", "epoch001"),
         *("scan002@1", "scan002@2", "scan002@3", "epoch002", "epoch003"),
     ]
     tags.clear()
-    vizkit.run("evolution", None, out=tmp_path / "b", batch_size=4, **options)  # the default: 60 s
+    vizkit.run("evolution", None, out=tmp_path / "b", batch_size=4, **options).save(tmp_path / "b")  # default: 60 s
     assert tags == ["choice", "epoch001", "epoch002", "epoch003"]
     assert not (tmp_path / "a" / ".evolution").exists() and not (tmp_path / "b" / ".evolution").exists()
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import vizkit
+import vizkit.framework.results as results_module
+from vizkit.framework.results import Result
 from vizkit.toolkit.figures import new_figure
 
 
@@ -81,3 +83,25 @@ def test_overwrite_leaves_exactly_the_new_result_and_keeps_unrelated_files(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.txt", "one.png", "result.json"]
     document, arrays = vizkit.load_result(out)
     assert document["x"] == 2 and arrays == {}
+
+
+def test_scratch_files_are_deleted_only_once_the_result_is_saved(tmp_path, monkeypatch):
+    """A scan checkpoint (file) and a resume cache (folder) outlive a failed save, for --resume."""
+    out = tmp_path / "out"
+    (out / ".cache").mkdir(parents=True)
+    (out / ".cache" / "a.pt").write_bytes(b"x")
+    (out / ".scan.pt").write_bytes(b"y")
+    result = Result("demo", summary={"n": 1}, arrays={"a": np.zeros(2)})
+    result.scratch = [out / ".scan.pt", out / ".cache"]
+    assert "scratch" not in result.to_json()
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results_module, "write_atomic", full_disk)
+    with pytest.raises(OSError):
+        result.save(out)
+    assert (out / ".scan.pt").exists() and (out / ".cache" / "a.pt").exists()
+    monkeypatch.undo()
+    result.save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["arrays.npz", "result.json"]

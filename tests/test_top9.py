@@ -114,7 +114,9 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, im
     assert seen == [3, 4]  # 40 images / batch 8 = 5 batches; 0-2 were done before the interruption
     for name in ("values", "image_index", "position", "box", "patches"):
         assert np.array_equal(resumed.arrays[name], reference.arrays[name]), name
-    assert not (out / ".top9-scan.pt").exists()
+    assert (out / ".top9-scan.pt").exists()  # kept until the result is saved (a failed save loses nothing)
+    resumed.save(out)
+    assert not (out / ".top9-scan.pt").exists() and (out / "result.json").exists()
     # a checkpoint from other settings is refused, not silently mixed in
     monkeypatch.setattr(top9, "scan_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class Result:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
     meta: dict[str, Any] = field(default_factory=dict)  # model, params, inputs, seconds
+    # the run's working files (scan checkpoints, resume caches): deleted by ``save`` once the result
+    # is written, so a failed save leaves them for --resume; never written into result.json
+    scratch: list[Path] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         if key in self.summary:
@@ -86,6 +90,12 @@ class Result:
         for stale in previous - written:  # the old result's figures and arrays, never other files
             (out / stale).unlink(missing_ok=True)
         write_atomic(out / RESULT_FILE, (text + "\n").encode())
+        for path in self.scratch:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.scratch.clear()
         return out
 
 
