@@ -207,9 +207,13 @@ def pair_values(matrix: np.ndarray, members: list[int]) -> np.ndarray:
     return array[~np.isnan(array)]
 
 
-def p_below_random(part_mean: float, draw_means: np.ndarray) -> float:
-    """One-sided Monte-Carlo rank p-value of "the part scores below a random occlusion"."""
+def p_below_random(part_mean: float, draw_means: np.ndarray) -> float | None:
+    """One-sided Monte-Carlo rank p-value of "the part scores below a random occlusion"; None
+    when the part has no score or no draw has one (``--zeros changed`` with a ``--tolerance``
+    that no change exceeds): a missing score must not read as a small p."""
     draws = draw_means[~np.isnan(draw_means)]
+    if math.isnan(part_mean) or draws.size == 0:
+        return None
     return float((1 + np.sum(draws <= part_mean)) / (1 + draws.size))
 
 
@@ -329,10 +333,11 @@ def run(
         draw_pairs = [pair_values(matrix, everyone) for matrix in draws]
         draw_means = np.array([values.mean() if values.size else np.nan for values in draw_pairs])
         pooled = np.concatenate(draw_pairs)
+        scored = draw_means[~np.isnan(draw_means)]
         random_table[layer] = {
-            "mean": _float(pooled.mean()),
-            "std": _float(pooled.std()),
-            "draw_std": _float(np.nanstd(draw_means)),
+            "mean": _float(pooled.mean()) if pooled.size else None,
+            "std": _float(pooled.std()) if pooled.size else None,
+            "draw_std": _float(scored.std()) if scored.size else None,
         }
         arrays[f"random/{layer}"] = draws.astype(np.float32)
         for p, part in enumerate(parts):
@@ -372,7 +377,9 @@ def run(
     result.figures["correspondence_occlusions"] = occlusion_figure(
         ctx, images, entries, squares, parts, mapped, fill_value
     )
-    result.figures["correspondence_table"] = table_figure(table, random_table, parts, names, zeros, size, random)
+    result.figures["correspondence_table"] = table_figure(
+        table, random_table, parts, names, zeros, size, random, tolerance
+    )
     return result
 
 
@@ -423,23 +430,35 @@ def occlusion_figure(
 
 
 def table_figure(
-    table: dict, random_table: dict, parts: list[str], layers: list[str], zeros: str, size: int, draws: int
+    table: dict,
+    random_table: dict,
+    parts: list[str],
+    layers: list[str],
+    zeros: str,
+    size: int,
+    draws: int,
+    tolerance: float = 0.0,
 ) -> Any:
     """Table 1: parts (and random) as rows, layers as columns, mean ± std; lowest per column bold."""
     rows = [*parts, "random"]
     cells, colours = [], []
     best = {
-        layer: min(table[p][layer]["mean"] for p in parts if table[p][layer]["mean"] is not None) for layer in layers
+        layer: min((table[p][layer]["mean"] for p in parts if table[p][layer]["mean"] is not None), default=None)
+        for layer in layers
     }
     for row in rows:
         line, tint = [], []
         for layer in layers:
             stats = random_table[layer] if row == "random" else table[row][layer]
-            text = f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats["mean"] is not None else "n/a"
-            if row != "random":
+            if stats["mean"] is not None:
+                text = f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+            else:
+                text = "n/a (no change > tolerance)" if tolerance > 0 else "n/a (no unit changed)"
+            if row != "random" and stats["p_vs_random"] is not None:
                 text += f"\np = {stats['p_vs_random']:.3f}"
             line.append(text)
-            tint.append("#fff2b3" if row != "random" and stats["mean"] == best[layer] else "white")
+            bold = row != "random" and best[layer] is not None and stats["mean"] == best[layer]
+            tint.append("#fff2b3" if bold else "white")
         cells.append(line)
         colours.append(tint)
     figure = new_figure(1.6 + 2.0 * len(layers), 0.9 + 0.55 * len(rows))
@@ -460,7 +479,9 @@ def table_figure(
         if r > 0 and c >= 0 and colours[r - 1][c] != "white":
             cell.get_text().set_fontweight("bold")
     ax.set_title(
-        f"Sign-change Hamming distance (lower = more consistent), {size}px squares, zeros: {zeros};\n"
+        f"Sign-change Hamming distance (lower = more consistent), {size}px squares, zeros: {zeros}"
+        + (f", tolerance {tolerance:g}" if tolerance > 0 else "")
+        + ";\n"
         f"p: rank among {draws} random draws (one-sided, part < random)",
         fontsize=8,
     )

@@ -4,6 +4,7 @@ independent computation, reproducible random squares, bad input, and the real do
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,25 @@ def test_cli_writes_the_table_and_the_figures(photo_landmarks, tmp_path, capsys)
     assert arrays["upper/conv5"].shape == (3, 3) and arrays["random/conv5"].shape == (3, 3, 3)
     for name in ("correspondence_occlusions.png", "correspondence_table.png"):
         assert (out / name).stat().st_size > 5_000
+
+
+def test_a_tolerance_no_change_exceeds_gives_no_score_not_a_small_p(photo_landmarks, tmp_path, capsys):
+    """--zeros changed with --tolerance 1: no unit changes by more than the layer's largest
+    activation, so no pair has a score; the table says n/a (None), never p = 1/(1+draws)."""
+    out = tmp_path / "out"
+    argv = ["run", "correspondence", "--model", "zfnet-compact", "--landmarks", str(photo_landmarks)]
+    argv += ["--layers", "conv5,fc7", "--random", "3", "--zeros", "changed", "--tolerance", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy "mean of empty slice" on the way
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    document, _ = vizkit.load_result(out)
+    for part in ("upper", "lower"):
+        for layer in ("conv5", "fc7"):
+            assert document["table"][part][layer] == {"mean": None, "std": None, "p_vs_random": None}
+    assert document["random"]["conv5"] == {"mean": None, "std": None, "draw_std": None}
+    assert (out / "correspondence_table.png").stat().st_size > 5_000
+    assert p_below_random(float("nan"), np.array([0.1, 0.2])) is None
+    assert p_below_random(0.1, np.array([np.nan, np.nan])) is None
 
 
 # ------------------------------------------------------------------------------------ bad input
