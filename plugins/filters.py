@@ -117,7 +117,8 @@ def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: in
             "dead_never_active": int(silent.sum()) if peak is not None else None,
             "sample_images": sample_images,  # readable ones
             "dominance_top": top,
-            "dominance": float(rms[order[:top]].sum() / max(rms.sum(), 1e-30)),
+            # in float64: float32 sums in two orders made all filters' share 0.99999994, not 1
+            "dominance": float(rms[order[:top]].astype(np.float64).sum() / max(rms.astype(np.float64).sum(), 1e-30)),
             "rms_share_uniform": top / rms.size,
             "band_energy_mean": dict(zip(BANDS, bands.mean(axis=0).round(4).tolist())),
             "high_frequency_filters": int((bands[:, 2] > 0.5).sum()),
@@ -143,13 +144,13 @@ def _grid(weight: torch.Tensor, rms: np.ndarray, dead: np.ndarray, name: str):
     gap = 1
     canvas = np.ones((rows * (kh + gap) + gap, columns * (kw + gap) + gap, 3), dtype=np.float32)
     for index in range(count):
-        w = weight[index]
-        w = (w - w.mean()) / (2 * w.abs().max().clamp(min=1e-12)) + 0.5  # each filter contrast-normalised about grey
-        tile = (
-            w.permute(1, 2, 0).numpy()
-            if channels == 3
-            else np.repeat(w.mean(0, keepdim=True).permute(1, 2, 0).numpy(), 3, axis=2)
-        )
+        # an RGB filter as colour; any other (a deeper layer's, a greyscale input's) as the mean
+        # over its input channels, taken before the scaling: scaling each channel and then
+        # averaging dozens of them left every tile a near-uniform grey
+        w = weight[index] if channels == 3 else weight[index].mean(0, keepdim=True)
+        w = w - w.mean()
+        w = w / (2 * w.abs().max().clamp(min=1e-12)) + 0.5  # each filter contrast-normalised about grey
+        tile = w.permute(1, 2, 0).numpy() if channels == 3 else np.repeat(w.permute(1, 2, 0).numpy(), 3, axis=2)
         r, c = divmod(index, columns)
         canvas[gap + r * (kh + gap) : gap + r * (kh + gap) + kh, gap + c * (kw + gap) : gap + c * (kw + gap) + kw] = (
             np.clip(tile, 0, 1)
@@ -158,9 +159,10 @@ def _grid(weight: torch.Tensor, rms: np.ndarray, dead: np.ndarray, name: str):
     ax = figure.add_subplot(1, 1, 1)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(
-        f"{name}: {count} filters {kh}x{kw} (each scaled to its own range; {int(dead.sum())} dead)", fontsize=9
-    )
+    how = "each scaled to its own range" if channels == 3 else f"mean over the {channels} input channels, each scaled"
+    if kh * kw == 1:
+        how = "1x1: no spatial pattern, every tile grey"
+    ax.set_title(f"{name}: {count} filters {kh}x{kw} ({how}; {int(dead.sum())} dead)", fontsize=9)
     return figure
 
 

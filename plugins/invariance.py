@@ -96,6 +96,11 @@ def make_transforms(names: str, steps: int, ranges: dict[str, tuple[float, float
         if name == "translate":
             values = np.round(values)  # whole input pixels
         grid = sorted({float(v) for v in values} | {IDENTITY[name]})
+        if len(grid) < 2:  # a translation range inside (-0.5, 0.5) rounds to the identity alone
+            raise vizkit.UsageError(
+                f"--range-{name} {low:g},{high:g} gives no step but the identity (translations are whole "
+                "input pixels); give a range that reaches at least one pixel"
+            )
         out.append(Transform(name, tuple(grid)))
     return out
 
@@ -302,8 +307,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _mean(values: list[Any]) -> float | None:
+    """The mean of the finite values, to 6 significant digits (not decimals: a relative distance
+    of 3e-7 is not 0.0); None if there is none."""
     kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return round(float(np.mean(kept)), 6) if kept else None
+    return float(f"{float(np.mean(kept)):.6g}") if kept else None
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -366,7 +373,10 @@ def curves_figure(
     figure.suptitle(
         "Invariance (Fig. 5): feature distance to the original image and probability of the true class", fontsize=10
     )
-    figure.subplots_adjust(left=0.03, right=0.86, top=0.92, bottom=0.07)
+    # margins in inches (a fraction of the height left a one-transform figure's suptitle on top of
+    # the panels' titles): the suptitle and a row of titles above, tick labels and x label below
+    height = figure.get_figheight()
+    figure.subplots_adjust(left=0.03, right=0.86, top=1 - 0.75 / height, bottom=0.6 / height)
     return figure
 
 

@@ -64,10 +64,16 @@ class OcclusionGrid:
         return (np.arange(self.cols) * self.stride + (self.size - 1) / 2).astype(np.float32)
 
     def extent(self) -> tuple[float, float, float, float]:
-        """imshow extent (left, right, bottom, top) placing each cell on its occluder's centre."""
-        half = self.stride / 2
+        """imshow extent (left, right, bottom, top) placing each cell on its occluder's centre.
+
+        A cell spans the stride between neighbouring positions; along an axis with a single
+        position (the occluder as large as the image, or a stride past its edge) there is no
+        neighbour, and the cell spans the occluder itself (not a stride-wide sliver, or a cell
+        far wider than the image)."""
+        half_y = (self.stride if self.rows > 1 else self.size) / 2
+        half_x = (self.stride if self.cols > 1 else self.size) / 2
         cy, cx = self.centers_y(), self.centers_x()
-        return (float(cx[0] - half), float(cx[-1] + half), float(cy[-1] + half), float(cy[0] - half))
+        return (float(cx[0] - half_x), float(cx[-1] + half_x), float(cy[-1] + half_y), float(cy[0] - half_y))
 
 
 def occluded_batch(x: Tensor, corners: list[tuple[int, int]], size: int, fill: Tensor) -> Tensor:

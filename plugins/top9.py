@@ -244,6 +244,33 @@ def mosaic_grid(k: int) -> tuple[int, int]:
     return max(1, math.ceil(k / columns)), columns
 
 
+def _maps_per_row(
+    maps_per_page: int,
+    shown_maps: int,
+    map_w: float,
+    map_gap: float,
+    block_h: float,
+    title_h: float,
+    margins: float,
+    side: float,
+) -> int:
+    """Maps side by side on a page: 2 up to 8 maps a page, else about sqrt(maps / 2), at most 4;
+    and when a page of that shape would be capped (tall pages of many maps), the number that
+    keeps the page nearest to square instead, so it is capped least (4 a row made 100 maps a
+    page 25 rows tall, shrunk to a quarter, the titles running over each other)."""
+    usual = 2 if maps_per_page <= 8 else min(4, round(math.sqrt(maps_per_page / 2)))
+    count = max(1, min(maps_per_page, shown_maps))
+
+    def scale(per_row: int) -> float:
+        rows = math.ceil(count / per_row)
+        width = per_row * map_w + (per_row - 1) * map_gap + 2 * side
+        height = rows * block_h + (rows - 1) * title_h + margins
+        return min(1.0, MAX_SIDE_INCHES / width, MAX_SIDE_INCHES / height)
+
+    square = max(1, round(math.sqrt(count * (block_h + title_h) / (map_w + map_gap))))
+    return square if scale(square) > scale(usual) + 1e-9 else usual
+
+
 def figure_pages(
     layer: str,
     channels: list[int],
@@ -271,7 +298,7 @@ def figure_pages(
     filter_w = 1.0 * extra
     map_w = 2 * block_w + filter_w + 0.15 * (1 + extra)  # the blocks and the gaps between them
     title_h, map_gap, top, bottom, side = 0.4, 0.45, 0.85, 0.15, 0.2
-    per_row = 2 if maps_per_page <= 8 else min(4, round(math.sqrt(maps_per_page / 2)))
+    per_row = _maps_per_row(maps_per_page, shown_maps, map_w, map_gap, block_h, title_h, top + bottom, side)
     for page in range(n_pages):
         maps = list(range(page * maps_per_page, min(shown_maps, (page + 1) * maps_per_page)))
         rows = math.ceil(len(maps) / per_row)
@@ -279,6 +306,9 @@ def figure_pages(
         height = rows * block_h + (rows - 1) * title_h + top + bottom
         figure = new_figure(width, height, max_side=MAX_SIDE_INCHES)
         scale = figure.get_figwidth() / width  # 1 unless the page was capped
+        # a capped page shrinks every gap with it: below 0.6 the fonts shrink too (not under 4 pt),
+        # or the titles of neighbouring maps and the suptitle run into each other
+        shrink = min(1.0, scale / 0.6)
         figure.subplots_adjust(left=side / width, right=1 - side / width, top=1 - top / height, bottom=bottom / height)
         outer = figure.add_gridspec(rows, per_row, wspace=map_gap / map_w, hspace=title_h / block_h)
         ratios = [filter_w] * extra + [block_w, block_w]
@@ -290,7 +320,11 @@ def figure_pages(
                 ax = figure.add_subplot(inner[0, extra:])
                 ax.set_xticks([]), ax.set_yticks([])
                 ax.set_facecolor("0.93")
-                ax.set_title(f"map {channels[m]}: never fired on these {n_images} images", fontsize=8, loc="left")
+                ax.set_title(
+                    f"map {channels[m]}: never fired on these {n_images} images",
+                    fontsize=max(4.0, 8 * shrink),
+                    loc="left",
+                )
                 continue
             projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))
             display = vizkit.to_image(projections, channels_last=False).permute(0, 2, 3, 1).numpy()
@@ -303,7 +337,7 @@ def figure_pages(
                     interpolation="nearest",
                 )
                 ax.set_xticks([]), ax.set_yticks([])
-                ax.set_title("filter", fontsize=7)
+                ax.set_title("filter", fontsize=max(4.0, 7 * shrink))
             for offset, tiles in enumerate((display, patches)):
                 ax = figure.add_subplot(inner[0, extra + offset])
                 ax.imshow(tile_mosaic(tiles, rows=grid_rows, columns=grid_columns), interpolation="nearest")
@@ -311,7 +345,7 @@ def figure_pages(
                 if offset == 0:
                     ax.set_title(
                         f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})",
-                        fontsize=8,
+                        fontsize=max(4.0, 8 * shrink),
                         loc="left",
                     )
         notes = [f"page {page + 1} of {n_pages}"] if n_pages > 1 else []
@@ -320,7 +354,7 @@ def figure_pages(
         figure.suptitle(
             f"Top-{values.shape[1]} activations of layer {layer} over {n_images} images: "
             "deconvnet projections beside their image patches" + (f"\n{'; '.join(notes)}" if notes else ""),
-            fontsize=10 if scale > 0.6 else 8,
+            fontsize=10 if scale > 0.6 else max(5.0, 8 * shrink),
             y=1 - 0.1 / height,
             va="top",
         )

@@ -64,3 +64,24 @@ def test_real_squeezenet_filters_are_alive(squeezenet, dog_image):
     assert result["layer"] == "features.0" and result["filters"] == 96 and result["kernel"] == [7, 7]
     assert result["dead"] == 0
     assert 0.05 < result["dominance"] < 0.2  # no filter dominates a trained first layer
+
+
+def test_grid_of_a_deeper_layer_shows_each_filter_at_full_contrast():
+    """Filters over many input channels are drawn as their channel mean scaled to its own range;
+    scaling every channel by the filter's largest weight and then averaging 64 of them left each
+    tile a near-uniform grey (conv2 of the bundled model looked blank)."""
+    from vizkit_plugins.filters import _grid
+
+    torch.manual_seed(0)
+    weight = torch.randn(4, 64, 5, 5)
+    figure = _grid(weight, np.ones(4), np.zeros(4, dtype=bool), "conv2")
+    canvas = np.asarray(figure.axes[0].images[0].get_array())
+    for index in range(4):
+        r, c = divmod(index, 2)  # a 2x2 grid of 5x5 tiles with one-pixel gaps
+        tile = canvas[1 + r * 6 : 6 + r * 6, 1 + c * 6 : 6 + c * 6, 0]
+        assert tile.max() - tile.min() >= 0.5, (index, tile.max() - tile.min())
+        mean = weight[index].mean(0)
+        assert np.corrcoef(tile.ravel(), mean.ravel())[0, 1] > 0.999  # the channel mean's pattern
+    assert "mean over the 64 input channels" in figure.axes[0].get_title()
+    ones = _grid(torch.randn(3, 16, 1, 1), np.ones(3), np.zeros(3, dtype=bool), "squeeze")
+    assert "1x1: no spatial pattern" in ones.axes[0].get_title()  # said, not left as blank grey tiles

@@ -129,6 +129,8 @@ def test_translating_by_k_pixels_is_roll_plus_the_mean_fill(square_image, shift)
         (["--range-scale", "0,2"], "--range-scale must be above 0"),
         (["--target", "0", "--target", "1"], "one --target for all images or one per image (1)"),
         (["--layers", "conv9"], "unknown layer 'conv9'"),
+        (["--transforms", "translate", "--range-translate", "0.2,0.4"], "gives no step but the identity"),
+        (["--range-translate", "-0.4,0.4"], "gives no step but the identity"),
     ],
 )
 def test_bad_options_are_one_line_errors(extra, message, photo_path, tmp_path, capsys, recorded_models):
@@ -206,3 +208,27 @@ def test_five_paper_images_on_the_real_squeezenet(squeezenet):
     summary = result["summary"]["translate"]["layers"]
     # the paper's first finding: a small shift moves layer 1 relatively more than the last layer
     assert summary["features.1"]["first_step_fraction"] > summary["features.12"]["first_step_fraction"]
+
+
+def test_summary_keeps_small_numbers_to_six_significant_digits():
+    """Relative distances of a few 1e-7 were rounded to 6 decimals, so max_distance read 0.0
+    beside a first_step_fraction computed from the same (nonzero) distances."""
+    from vizkit_plugins.invariance import _mean
+
+    assert _mean([3e-7, 5e-7]) == 4e-7
+    assert _mean([1234.56789]) == 1234.57 and _mean([0.123456789]) == 0.123457
+    assert _mean([None, float("nan")]) is None
+
+
+def test_one_transform_figure_keeps_the_suptitle_clear_of_the_panel_titles(square_image):
+    """A one-row figure is 3.4 in tall: a top margin of 8% of it put the suptitle over the titles."""
+    model = pass_through()
+    result = vizkit.run("invariance", model, images=[square_image], layers=["copy"], transforms="scale", steps=3)
+    figure = result.figures["invariance"]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    suptitle = figure._suptitle.get_window_extent(renderer)
+    for ax in figure.axes:
+        for title in (ax.title, ax._left_title):
+            if title.get_text():
+                assert title.get_window_extent(renderer).y1 < suptitle.y0, title.get_text()

@@ -172,3 +172,19 @@ def test_fill_colours():
     assert torch.allclose(pre.denormalize(black.reshape(3, 1, 1)).flatten(), torch.zeros(3), atol=1e-6)
     grey = parse_fill("128,128,128", pre)
     assert torch.allclose(pre.denormalize(grey.reshape(3, 1, 1)).flatten(), torch.full((3,), 128 / 255), atol=1e-6)
+
+
+def test_a_single_position_cell_covers_the_occluder_not_a_stride_wide_sliver():
+    """With one position along an axis (occluder as large as the image, or a stride past its
+    edge) the overlay cell spans the occluder: a stride of 1 drew a 1-pixel dot, so the
+    activity, probability and label panels of the figure looked blank."""
+    whole = OcclusionGrid(144, 144, 144, 1)
+    assert (whole.rows, whole.cols) == (1, 1)
+    assert whole.extent() == (-0.5, 143.5, 143.5, -0.5)  # the whole image, in imshow's pixel edges
+    assert OcclusionGrid(144, 144, 1, 4096).extent() == (-0.5, 0.5, 0.5, -0.5)  # the 1-px occluder
+    mixed = OcclusionGrid(64, 144, 16, 100)  # one row of two columns
+    assert (mixed.rows, mixed.cols) == (1, 2)
+    left, right, bottom, top = mixed.extent()
+    assert (top, bottom) == (-0.5, 15.5) and (left, right) == (7.5 - 50, 107.5 + 50)
+    # several positions: cells a stride wide, centred on the occluders, tiling the image's edges
+    assert OcclusionGrid(144, 144, 48, 48).extent() == (-0.5, 143.5, 143.5, -0.5)

@@ -255,3 +255,22 @@ def test_fewer_images_than_k_and_maps_that_never_fire(bundled_model, tmp_path, c
     dead = [c for c, row in zip(result["channels"], silent) if row.all()]
     assert result["silent_maps"] == dead and dead
     assert (values[~silent] > 0).all()
+
+
+def test_many_maps_on_one_page_keep_their_titles_apart():
+    """--maps-per-page is open-ended: 4 maps a row made 100 maps a page 25 rows tall, capped to a
+    quarter of its size, and every title ran over its neighbours' and the suptitle."""
+    from vizkit.toolkit.figures import MAX_FIGURE_INCHES, overlapping_texts
+    from vizkit_plugins.top9 import figure_pages
+
+    rng = np.random.default_rng(0)
+    maps, k, size = 100, 1, 16
+    values = np.sort(rng.random((maps, k)).astype(np.float32), axis=1)[:, ::-1].copy()
+    arrays = {
+        "image_index": np.zeros((maps, k), dtype=np.int64),
+        "projections": rng.normal(size=(maps, k, 3, size, size)).astype(np.float16),
+        "patches": rng.integers(0, 255, size=(maps, k, size, size, 3), dtype=np.uint8),
+    }
+    figure = figure_pages("conv5", list(range(maps)), values, arrays, None, maps, 1, n_images=3)["top9_page01"]
+    assert max(figure.get_size_inches()) <= MAX_FIGURE_INCHES + 1e-6
+    assert overlapping_texts(figure) == []
