@@ -490,9 +490,35 @@ def _mean_of_finite(values: np.ndarray) -> float:
 
 
 def _best(columns: list[str], auc: np.ndarray, maps: np.ndarray) -> str | None:
-    """The column with the lowest deletion AUC among the maps that are not all zero."""
-    scored = [(float(auc[k]), column) for k, column in enumerate(columns) if np.any(maps[k])]
-    return min(scored)[1] if scored else None
+    """The column with the lowest deletion AUC among the maps that rank pixels (not constant:
+    an all-zero or uniform map is deleted in random order); None when none does, or when
+    several share the lowest AUC (identical curves name no winner)."""
+    scored = [(float(auc[k]), column) for k, column in enumerate(columns) if _ranks_pixels(maps[k])]
+    if not scored:
+        return None
+    lowest = min(score for score, _ in scored)
+    winners = [column for score, column in scored if score == lowest]
+    return winners[0] if len(winners) == 1 else None
+
+
+def _ranks_pixels(map_2d: np.ndarray) -> bool:
+    """Whether |map| orders the pixels at all (it is not the same everywhere)."""
+    magnitude = np.abs(map_2d)
+    return bool(magnitude.size) and bool(magnitude.max() > magnitude.min())
+
+
+def _significant(value: float, digits: int = 5) -> float:
+    """``value`` rounded to ``digits`` significant digits (rounding to decimal places turned a
+    probability of 3e-16 into 0)."""
+    return float(f"{value:.{digits}g}")
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """The image names, a repeated one (same file name in two folders, or the same file twice)
+    made unique by its position (``x.jpg [1]``, ``x.jpg [2]``), so that no per-image entry
+    keyed by name overwrites another's."""
+    repeated = {name for name in names if names.count(name) > 1}
+    return [f"{name} [{i + 1}]" if name in repeated else name for i, name in enumerate(names)]
 
 
 def area_under(fractions: np.ndarray, curve: np.ndarray) -> float:
@@ -731,7 +757,7 @@ def run(
     bar.update(1)
     bar.close()
 
-    names = ctx.image_names()
+    names = unique_names(ctx.image_names())
     labels = [*columns, "random"]
     result = vizkit.Result(
         summary={
@@ -741,7 +767,7 @@ def run(
             "captum_version": captum.__version__,
             "target": targets.tolist(),
             "target_name": [ctx.label(int(t)) for t in targets.tolist()],
-            "probability": [round(float(p), 5) for p in probability],
+            "probability": [_significant(p) for p in probability],
             "layer": layer,
             "score": score,
             "baseline": [round(float(v), 5) for v in baseline_colour],
@@ -762,10 +788,16 @@ def run(
             },
             "deletion_fractions": fractions.tolist(),
             "deletion_patch": deletion_patch,
-            "deletion_auc": {name: [round(float(v), 5) for v in auc[k]] for k, name in enumerate(labels)},
-            "deletion_auc_relative": {name: [round(float(v), 4) for v in relative[k]] for k, name in enumerate(labels)},
+            "deletion_auc": {name: [_significant(v) for v in auc[k]] for k, name in enumerate(labels)},
+            "deletion_auc_relative": {name: [_significant(v, 4) for v in relative[k]] for k, name in enumerate(labels)},
             "all_zero": {  # such a map ranks nothing: its deletion order is random, its correlations NaN
                 image: [column for k, column in enumerate(columns) if not np.any(maps[k, i])]
+                for i, image in enumerate(names)
+            },
+            "constant": {  # the same: a uniform map that is not zero (e.g. an occlusion window as large as the image)
+                image: [
+                    column for k, column in enumerate(columns) if np.any(maps[k, i]) and not _ranks_pixels(maps[k, i])
+                ]
                 for i, image in enumerate(names)
             },
             "deletion_best": [_best(columns, auc[:, i], maps[:, i]) for i in range(x.shape[0])],
@@ -802,12 +834,19 @@ def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc:
         "negative": np.minimum(map_2d, 0),
         "absolute_value": np.abs(map_2d),
     }[sign]
-    if not np.any(selected):  # captum cannot scale an empty map
+    # captum cannot scale an empty map, and draws a uniform one fully saturated: say what it is instead
+    if not np.any(selected) or selected.max() == selected.min():
+        if not np.any(map_2d):
+            text = "all zero"
+        elif not np.any(selected):
+            text = f"no {sign} values"
+        else:
+            text = f"constant\n({float(selected.flat[0]):.3g} everywhere)"
         ax.imshow(image.mean(axis=2), cmap="gray", vmin=0, vmax=1, alpha=0.5)
         ax.text(
             0.5,
             0.5,
-            "all zero" if not np.any(map_2d) else f"no {sign} values",
+            text,
             transform=ax.transAxes,
             ha="center",
             va="center",
@@ -831,7 +870,7 @@ def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc:
 
 
 def _maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, units, shown, score):
-    names = ctx.image_names()
+    names = unique_names(ctx.image_names())
     n, k = x.shape[0], len(columns)
     figure = new_figure(2.4 * (k + 1), 2.75 * n + 0.5)
     grid = figure.add_gridspec(n, k + 1, wspace=0.05, hspace=0.3)
@@ -866,13 +905,16 @@ def _maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, un
 def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, targets):
     from matplotlib import colormaps
 
-    names = ctx.image_names()
+    names = unique_names(ctx.image_names())
     n, k = correlation.shape[0], len(columns)
     row_height = 3.4 + 0.15 * k
     figure = new_figure(4.0 + 0.3 * k + 7.5, row_height * n)
     made = figure.subfigures(n, 1, hspace=0.02)
     rows = list(np.ravel(made)) if isinstance(made, np.ndarray) else [made]
-    palette = colormaps["tab10"] if k <= 10 else colormaps["tab20"]
+    # the method colours, without the greys of the random reference's dashed line
+    base = colormaps["tab10"] if k <= 9 else colormaps["tab20"]
+    grey = (7,) if base.N == 10 else (14, 15)
+    colours = [base(c) for c in range(base.N) if c not in grey]
     for i, row in enumerate(rows):
         # one heading per image; the panels' own titles stay short, so nothing collides
         best = _best(columns, auc[:, i], maps[:, i])
@@ -898,12 +940,14 @@ def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, 
         ax = row.add_subplot(grid[0, 1])
         for j in np.argsort(auc[:, i], kind="stable"):  # the legend lists the best first
             column = [*columns, "random"][j]
-            style: dict[str, Any] = {"color": palette(j % palette.N), "linestyle": "-"}
+            style: dict[str, Any] = {"color": colours[j % len(colours)], "linestyle": "-"}
             if column == "random":
                 style = {"color": "grey", "linestyle": "--"}
             elif column == DECONVNET:
                 style = {"color": "black", "linestyle": ":"}
-            note = ", all zero: random order" if column != "random" and not np.any(maps[j, i]) else ""
+            note = ""
+            if column != "random" and not _ranks_pixels(maps[j, i]):
+                note = ", all zero: random order" if not np.any(maps[j, i]) else ", constant: random order"
             ax.plot(fractions, curves[j, i], label=f"{column} ({auc[j, i]:.3g}{note})", linewidth=1.2, **style)
         ax.set_xlabel("fraction of pixels removed, most |attributed| first", fontsize=7)
         ax.set_ylabel(f"p({target})", fontsize=7)
@@ -918,7 +962,8 @@ def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, 
             title="map (AUC)",
             title_fontsize=6,
         )
-        ax.set_title(f"deletion curves: lower AUC = the model depends on it (best: {best})", fontsize=8)
+        verdict = f"best: {best}" if best is not None else "no single best: tied or uniform maps"
+        ax.set_title(f"deletion curves: lower AUC = the model depends on it ({verdict})", fontsize=8)
     return figure
 
 

@@ -157,6 +157,17 @@ def choose_maps(states: dict[str, vizkit.RunningTopK], count: int, seed: int) ->
     return chosen
 
 
+def _no_maps(patch_size: int) -> dict[str, torch.Tensor]:
+    """A snapshot's entry for a layer with no chosen map (the shapes of a projected one, 0 rows)."""
+    return {
+        "values": torch.zeros(0),
+        "image": torch.zeros(0, dtype=torch.long),
+        "position": torch.zeros(0, 2, dtype=torch.long),
+        "projection": torch.zeros(0, 3, patch_size, patch_size, dtype=torch.float16),
+        "patch": torch.zeros(0, patch_size, patch_size, 3, dtype=torch.uint8),
+    }
+
+
 def _select(state: vizkit.RunningTopK, channels: list[int]) -> vizkit.RunningTopK:
     index = torch.tensor(channels, dtype=torch.long, device=state.values.device)
     return vizkit.RunningTopK(state.values[index], state.images[index], state.positions[index])
@@ -329,6 +340,13 @@ def _project_snapshots(
         cache.save("choice", choice)
         cache.drop(f"scan{last:03d}")
     chosen: dict[str, list[int]] = choice["channels"]
+    inactive = [layer for layer in names if not chosen[layer]]
+    if inactive:
+        print(
+            f"evolution: no map of {', '.join(inactive)} is active (above 0) on the sample at the last snapshot "
+            f"(epoch {last}); its block is left empty",
+            file=sys.stderr,
+        )
     ctx.skipped.load_state_dict(choice.get("skipped", []))
     boxes = {layer: vizkit.receptive_boxes(im, probe, layer) for layer in names}
     per_epoch = {}
@@ -344,6 +362,9 @@ def _project_snapshots(
             )
             done = {}
             for layer in names:
+                if not chosen[layer]:  # no map of it was active at the last snapshot: nothing to project
+                    done[layer] = _no_maps(patch_size)
+                    continue
                 state = _select(states[layer], chosen[layer])
                 arrays = vizkit.project_winners(
                     im,
@@ -415,7 +436,8 @@ def assemble(
             while e > 0 and image[l, m, e - 1] == image[l, m, -1]:
                 e -= 1
             firsts.append(epochs[e])
-        settled[layer] = float(np.median(firsts)) if firsts else None
+        # one snapshot shows no change to settle from: no settled epoch, rather than a vacuous first one
+        settled[layer] = float(np.median(firsts)) if firsts and len(epochs) > 1 else None
     result = vizkit.Result(
         summary={
             "run": str(run),
@@ -426,11 +448,13 @@ def assemble(
             "sample_images": len(images) - unreadable,  # the readable ones
             "images": [str(p) for p in images.paths],
             "median_settled_epoch": settled,
-            "winner_changes": {
-                layer: float(
-                    np.mean(
-                        [int((image[l, m, 1:] != image[l, m, :-1]).sum()) for m in range(len(chosen[layer]))] or [0]
+            "winner_changes": {  # None for a layer with no chosen map (no mean to take)
+                layer: (
+                    float(
+                        np.mean([int((image[l, m, 1:] != image[l, m, :-1]).sum()) for m in range(len(chosen[layer]))])
                     )
+                    if chosen[layer]
+                    else None
                 )
                 for l, layer in enumerate(layers)
             },
@@ -453,6 +477,7 @@ def assemble(
 MAX_WIDTH_INCHES = 20.0  # vizkit's figure cap: tiles shrink (down to MIN_TILE_INCHES) to stay within it
 TILE_INCHES, MIN_TILE_INCHES = 0.55, 0.22
 LABEL_FONT = 7  # points, the row (map) and column (epoch) labels
+LEGEND_MAPS = 12  # the strength figure names the maps in a legend up to this many per layer
 
 
 def evolution_figure(
@@ -520,7 +545,8 @@ def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], 
     figure = new_figure(max(6.0, 2.6 * len(layers)), 2.8)
     for l, layer in enumerate(layers):
         ax = figure.add_subplot(1, len(layers), l + 1)
-        for m in range(int((channels[l] >= 0).sum())):
+        count = int((channels[l] >= 0).sum())
+        for m in range(count):
             ax.plot(epochs, values[l, m], marker="o", markersize=3, linewidth=1, label=f"map {channels[l, m]}")
         ax.set_xscale("log")
         ax.set_xticks(epochs, [str(e) for e in epochs], fontsize=6)
@@ -529,8 +555,12 @@ def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], 
         if l == 0:
             ax.set_ylabel("strongest activation", fontsize=7)
         ax.tick_params(labelsize=6)
-        ax.set_title(layer, fontsize=9)
-        ax.legend(fontsize=5, loc="best", ncol=2, frameon=False)
+        if count == 0:  # no map of this layer was active at the last snapshot
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.text(0.5, 0.5, "no active maps", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+        ax.set_title(layer if count <= LEGEND_MAPS else f"{layer} ({count} maps)", fontsize=9)
+        if 0 < count <= LEGEND_MAPS:  # a longer legend would cover the plot and push the figure out of shape
+            ax.legend(fontsize=5, loc="best", ncol=2, frameon=False)
     figure.suptitle("Strongest activation of each chosen map over the sample, per snapshot", fontsize=9)
     figure.tight_layout()
     return figure

@@ -194,9 +194,13 @@ def run(
         del matrix
     bar.close()
     seconds_fit = time.perf_counter() - started
-    # a C chosen at an end of the grid may mean the best one lies beyond it: say so
+    # a C chosen at an end of the grid may mean the best one lies beyond it: say so (a grid of
+    # one C is a fixed C, chosen by the user, not an edge the search ran into)
     at_edge = {
-        layer: {kind: int(np.isin(chosen_c[l, k], [c_grid[0], c_grid[-1]]).sum()) for k, kind in enumerate(kinds)}
+        layer: {
+            kind: int(np.isin(chosen_c[l, k], [c_grid[0], c_grid[-1]]).sum()) if len(c_grid) > 1 else 0
+            for k, kind in enumerate(kinds)
+        }
         for l, layer in enumerate(names)
     }
     if any(count for per_layer in at_edge.values() for count in per_layer.values()):

@@ -204,6 +204,28 @@ def untrained_model(spec: str, app=None) -> tuple[nn.Module, Preprocess]:
     return model, (entry.preprocess if entry and entry.preprocess else Preprocess())
 
 
+def check_model_fits(model: nn.Module, crop: int, classes: int, device: torch.device) -> None:
+    """A UsageError, before any training, unless ``model`` takes ``crop`` x ``crop`` images and
+    has an output for each of the ``classes`` class folders (cross-entropy fails on a label past
+    the last output, and a fixed-size fc layer on another input size, both with a bare traceback
+    after the data was loaded). One forward of a zero image in eval mode: no random number is drawn."""
+    mode = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(torch.zeros(1, 3, crop, crop, device=device))
+    except RuntimeError as error:
+        raise UsageError(f"the model does not take {crop}x{crop} crops (--crop): {error}") from None
+    finally:
+        model.train(mode)
+    outputs = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    if outputs is None or outputs < classes:
+        raise UsageError(
+            f"--data has {classes} class folders but the model has {outputs} outputs: "
+            "train a model with at least one output per class"
+        )
+
+
 def train(
     model: nn.Module,
     config: TrainConfig,
@@ -228,6 +250,7 @@ def train(
     order: EpochOrder = train_loader.sampler  # type: ignore[assignment]
     # channels-last: the same arithmetic, ~10-20% faster convolutions on a CPU (measured on zfnet-compact)
     model.to(device).to(memory_format=torch.channels_last)
+    check_model_fits(model, config.crop, len(classes), device)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -597,6 +620,10 @@ def register_commands(cli: click.Group) -> None:
             snapshots = [int(v) for v in snapshot_epochs.split(",") if v.strip()]
         except ValueError:
             raise UsageError(f"--snapshot-epochs expects e.g. 1,2,5,10; not '{snapshot_epochs}'") from None
+        if any(epoch < 1 for epoch in snapshots):
+            raise UsageError(f"--snapshot-epochs counts epochs from 1, not '{snapshot_epochs}'")
+        if limit is not None and limit < 1:
+            raise UsageError(f"--limit must be at least 1 (leave it out to use every training image), not {limit}")
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise UsageError("--epochs and --batch-size must be positive and --lr above 0")
         if workers < 0:

@@ -409,3 +409,65 @@ def test_real_squeezenet_cli_both_images(tmp_path):
     document, arrays = vizkit.load_result(out)
     assert document["target_name"] == ["Pomeranian", "car wheel"]
     assert arrays["maps"].shape == (3, 2, 224, 224)
+
+
+# ------------------------------------------------------------------- degenerate inputs and results
+def test_images_with_the_same_file_name_keep_their_own_entries(tmp_path, bundled_model):
+    """Two photos both called x.jpg (other folders): the per-image dicts were keyed by the bare
+    file name, so the second image's correlations silently replaced the first's."""
+    import shutil
+
+    from conftest import shipped_photos
+
+    paths = []
+    for folder, photo in zip(("a", "b"), shipped_photos()[:2]):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "x.jpg")
+        shutil.copy(photo, paths[-1])
+    result = vizkit.run("attribution", bundled_model, images=paths, method="saliency", **FAST)
+    summary = result.summary
+    assert summary["images"] == ["x.jpg [1]", "x.jpg [2]"]
+    assert list(summary["rank_correlation"]) == summary["images"] and list(summary["all_zero"]) == summary["images"]
+    for i, image in enumerate(summary["images"]):
+        value = summary["rank_correlation"][image]["saliency"]["deconvnet"]
+        assert value == pytest.approx(float(result.arrays["rank_correlation"][i, 0, 1]), abs=1e-6)
+
+
+def test_a_tiny_probability_is_not_rounded_to_zero():
+    """A target the model all but excludes (p ~ 1e-13): result.json said 0.0 (rounded to 5 decimals)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        model[4].weight.zero_()
+        model[4].bias.copy_(torch.tensor([30.0, 0.0, 0.0]))
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = vizkit.run("attribution", model, images=x, method="saliency", target="1", layer="0", **FAST)
+    expected = float(torch.tensor([30.0, 0.0, 0.0]).softmax(0)[1])
+    assert result.summary["probability"][0] == pytest.approx(expected, rel=1e-4) and expected < 1e-12
+    assert all(v > 0 for values in result.summary["deletion_auc"].values() for v in values)
+
+
+def test_no_best_map_from_tied_curves_or_a_uniform_map(random_squeezenet, small_images):
+    """An occlusion window as large as the image gives a uniform map (deleted in random order) and a
+    single deletion step gives every map the same curve: deletion_best named the alphabetically
+    first column, and the figure drew the uniform map fully saturated."""
+    from vizkit_plugins.attribution import _best
+
+    result = vizkit.run(
+        "attribution",
+        random_squeezenet,
+        images=small_images[:1],
+        **{**FAST, "method": "saliency,occlusion", "window": 64, "stride": 64, "deletion_steps": 1},
+    )
+    summary = result.summary
+    assert summary["constant"] == {"image 0": ["occlusion"]} and summary["all_zero"] == {"image 0": []}
+    assert len({values[0] for values in summary["deletion_auc"].values()}) == 1  # every curve the same
+    assert summary["deletion_best"] == [None]
+    texts = [t.get_text() for ax in result.figures["attribution"].axes for t in ax.texts]
+    assert any(text.startswith("constant") for text in texts)
+    # a uniform map never wins; a clear lowest area does
+    flat, varied = np.ones((1, 4, 4)), np.arange(16.0).reshape(1, 4, 4)
+    maps = np.concatenate([flat, varied])
+    assert _best(["uniform", "varied"], np.array([0.1, 0.2]), maps) == "varied"
+    assert _best(["a", "b"], np.array([0.2, 0.2]), np.concatenate([varied, varied])) is None
+    assert _best(["a", "b"], np.array([0.3, 0.2]), np.concatenate([varied, varied])) == "b"

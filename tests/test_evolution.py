@@ -4,6 +4,7 @@ checked against a plain forward of the snapshot weights; resume; errors; no hook
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -208,3 +209,69 @@ def test_sample_from_data_option(training_run, tiny_imagenette):
     result = vizkit.run("evolution", None, run=str(training_run), data=data, sample=100, maps=1, layers=("conv1",))
     assert result.summary["sample_images"] == 9
     assert all("/val/" in p for p in result.summary["images"])
+
+
+def test_a_layer_with_no_active_map_is_left_empty_not_a_crash(training_run, tmp_path, capsys):
+    """conv1 switched off in every snapshot (a huge negative bias): no map of it is active at
+    the last one, so none is chosen; the run used to fail with an IndexError in the projection."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(training_run, run_dir)
+    for path in run_dir.glob("weights_epoch*.pt"):
+        state = torch.load(path, weights_only=True)
+        state["conv1.conv.bias"].fill_(-1e6)
+        torch.save(state, path)
+    result = vizkit.run("evolution", None, run=str(run_dir), sample=4, maps=2, layers=("conv1", "conv2"), patch_size=16)
+    summary, arrays = result.summary, result.arrays
+    assert summary["channels"]["conv1"] == [] and len(summary["channels"]["conv2"]) == 2
+    assert summary["median_settled_epoch"]["conv1"] is None and summary["winner_changes"]["conv1"] is None
+    assert arrays["channels"][0].tolist() == [-1, -1] and np.isnan(arrays["values"][0]).all()
+    assert "no map of conv1 is active" in capsys.readouterr().err
+    assert {"evolution", "evolution_strength"} <= set(result.figures)
+
+
+def _fake_snapshots(epochs: list[int], maps: int, patch: int = 8) -> dict[int, dict]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        epoch: {
+            "conv1": {
+                "values": torch.rand(maps, generator=generator),
+                "image": torch.arange(maps) % 3,
+                "position": torch.zeros(maps, 2, dtype=torch.long),
+                "projection": torch.rand(maps, 3, patch, patch, generator=generator).half(),
+                "patch": torch.zeros(maps, patch, patch, 3, dtype=torch.uint8),
+            }
+        }
+        for epoch in epochs
+    }
+
+
+def test_many_maps_get_no_legend_that_swamps_the_strength_figure():
+    """40 maps used to get a 40-entry legend, taller than the plot (tight_layout gave up with a warning)."""
+    from vizkit_plugins.evolution import LEGEND_MAPS, assemble
+
+    paths = [f"/x/{i}.jpg" for i in range(3)]
+    images = ImageList(paths, preprocess=vizkit.Preprocess(resize=160, crop=144))
+    for maps in (LEGEND_MAPS, 40):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = assemble(
+                "run", {}, ["conv1"], {"conv1": list(range(maps))}, _fake_snapshots([1, 2], maps), images, 8
+            )
+            figure = result.figures["evolution_strength"]
+        (ax,) = figure.axes
+        assert (ax.get_legend() is not None) == (maps <= LEGEND_MAPS)
+        assert len(ax.get_lines()) == maps
+
+
+def test_one_snapshot_has_no_settled_epoch():
+    """With a single snapshot nothing can be seen to settle: None, not that snapshot's epoch."""
+    from vizkit_plugins.evolution import assemble
+
+    images = ImageList([f"/x/{i}.jpg" for i in range(3)], preprocess=vizkit.Preprocess(resize=160, crop=144))
+    result = assemble("run", {}, ["conv1"], {"conv1": [0, 1]}, _fake_snapshots([5], 2), images, 8)
+    assert result.summary["median_settled_epoch"] == {"conv1": None}
+    assert result.summary["winner_changes"] == {"conv1": 0.0}
+    two = assemble("run", {}, ["conv1"], {"conv1": [0, 1]}, _fake_snapshots([1, 5], 2), images, 8)
+    assert two.summary["median_settled_epoch"] == {"conv1": 1.0}

@@ -245,6 +245,19 @@ def test_analysis_end_to_end_and_the_cache_on_a_second_run(photo_tree, tmp_path,
         assert_no_hooks(model)
 
 
+def test_a_grid_of_one_c_is_not_an_edge(photo_tree, tmp_path, capsys, bundled_model):
+    """--grid 1 fixes C: every fold 'chose' the grid's only value, which was counted as an end of
+    the grid in every fold, with a warning to widen the grid the user had set to one value."""
+    options = dict(layers="fc7", train_per_class=2, test_per_class=2, folds=2, cv_folds=2, workers=0)
+    options.update(classifiers="softmax", cache=str(tmp_path / "cache"))
+    result = vizkit.run("probes", bundled_model, data=photo_tree, grid="1", **options)
+    assert result.summary["grid"] == [1.0] and result.summary["table"]["fc7"]["softmax"]["C"] == [1.0, 1.0]
+    assert result.summary["c_at_grid_edge"] == {"fc7": {"softmax": 0}}
+    assert "at an end of the grid" not in capsys.readouterr().err
+    edges = vizkit.run("probes", bundled_model, data=photo_tree, grid="1,2", **options)
+    assert sum(edges.summary["c_at_grid_edge"]["fc7"].values()) == 2  # two values: both ends count
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

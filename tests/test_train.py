@@ -226,3 +226,32 @@ def test_a_fresh_run_over_an_old_one_says_it_discards_it(tiny_imagenette, tmp_pa
     assert [m["epoch"] for m in lines] == [1]  # not 1, 2, 1
     assert torch.load(out / "best.pt", weights_only=True)["val_accuracy"] == 0.1  # not the old run's 0.9
     assert not (out / "weights_epoch002.pt").exists()  # the old run's snapshot would mislead evolution
+
+
+def test_more_classes_than_outputs_or_a_crop_the_model_cannot_take_fail_in_one_line(tiny_imagenette, tmp_path, capsys):
+    """11 class folders for zfnet-compact's 10 outputs failed at the first step with cross-entropy's
+    IndexError ('Target 10 is out of bounds'); a --crop its fc6 cannot take with a matmul
+    RuntimeError. Both are now usage errors before any step (nothing written but the folder)."""
+    data = tmp_path / "eleven"
+    for split in ("train", "val"):
+        image = next((tiny_imagenette / split).rglob("*.jpg"))
+        for c in range(11):
+            (data / split / f"class{c:02d}").mkdir(parents=True)
+            (data / split / f"class{c:02d}" / "0.jpg").symlink_to(image.resolve())
+    assert main(short_run(data, tmp_path / "o", 1)) == 2
+    error = capsys.readouterr().err
+    assert "11 class folders but the model has 10 outputs" in error and "Traceback" not in error
+    assert main(short_run(tiny_imagenette, tmp_path / "c", 1, "--crop", "100")) == 2
+    error = capsys.readouterr().err
+    assert "does not take 100x100 crops" in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "c" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--limit", "0"], "--limit must be at least 1"), (["--snapshot-epochs", "0,2"], "counts epochs from 1")],
+)
+def test_limit_and_snapshot_epochs_below_one_are_refused(extra, message, tiny_imagenette, tmp_path, capsys):
+    """--limit 0 trained on every image (0 read as no limit); a snapshot epoch 0 was never written."""
+    assert main(short_run(tiny_imagenette, tmp_path / "o", 1, *extra)) == 2
+    assert message in capsys.readouterr().err
