@@ -513,14 +513,6 @@ def _significant(value: float, digits: int = 5) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def unique_names(names: list[str]) -> list[str]:
-    """The image names, a repeated one (same file name in two folders, or the same file twice)
-    made unique by its position (``x.jpg [1]``, ``x.jpg [2]``), so that no per-image entry
-    keyed by name overwrites another's."""
-    repeated = {name for name in names if names.count(name) > 1}
-    return [f"{name} [{i + 1}]" if name in repeated else name for i, name in enumerate(names)]
-
-
 def area_under(fractions: np.ndarray, curve: np.ndarray) -> float:
     """Trapezoidal area under a deletion curve over the removed fraction (0 to 1)."""
     return float(np.sum((curve[1:] + curve[:-1]) * np.diff(fractions)) / 2.0)
@@ -757,7 +749,7 @@ def run(
     bar.update(1)
     bar.close()
 
-    names = unique_names(ctx.image_names())
+    names = ctx.image_names()
     labels = [*columns, "random"]
     result = vizkit.Result(
         summary={
@@ -870,7 +862,7 @@ def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc:
 
 
 def _maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, units, shown, score):
-    names = unique_names(ctx.image_names())
+    names = ctx.image_names()
     n, k = x.shape[0], len(columns)
     figure = new_figure(2.4 * (k + 1), 2.75 * n + 0.5)
     grid = figure.add_gridspec(n, k + 1, wspace=0.05, hspace=0.3)
@@ -905,7 +897,7 @@ def _maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, un
 def _comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, targets):
     from matplotlib import colormaps
 
-    names = unique_names(ctx.image_names())
+    names = ctx.image_names()
     n, k = correlation.shape[0], len(columns)
     row_height = 3.4 + 0.15 * k
     figure = new_figure(4.0 + 0.3 * k + 7.5, row_height * n)

@@ -471,3 +471,20 @@ def test_no_best_map_from_tied_curves_or_a_uniform_map(random_squeezenet, small_
     assert _best(["uniform", "varied"], np.array([0.1, 0.2]), maps) == "varied"
     assert _best(["a", "b"], np.array([0.2, 0.2]), np.concatenate([varied, varied])) is None
     assert _best(["a", "b"], np.array([0.3, 0.2]), np.concatenate([varied, varied])) == "b"
+
+
+@pytest.mark.parametrize("analysis", ["occlusion", "deconvnet"])
+def test_other_analyses_name_same_named_images_apart_too(analysis, tmp_path, bundled_model):
+    """The unique names come from the core (RunContext.image_names), for every analysis."""
+    import shutil
+
+    from conftest import shipped_photos
+
+    paths = []
+    for folder, photo in zip(("a", "b"), shipped_photos()[:2]):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "x.jpg")
+        shutil.copy(photo, paths[-1])
+    options = {"occlusion": {"size": 72, "stride": 36}, "deconvnet": {"layer": "conv2", "top": 2}}[analysis]
+    result = vizkit.run(analysis, bundled_model, images=paths, **options)
+    assert result.summary["images"] == ["x.jpg [1]", "x.jpg [2]"]

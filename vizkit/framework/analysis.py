@@ -286,10 +286,19 @@ class RunContext:
         return label_name(self.labels, int(index))
 
     def image_names(self) -> list[str]:
+        """The --image inputs' names, for titles and per-image summary keys: file names, a repeated
+        one (the same name in two folders, or one file given twice) made unique by its position
+        (``x.jpg [1]``, ``x.jpg [2]``) so that no entry keyed by name overwrites another's."""
         if self.image_paths:
-            return [p.name for p in self.image_paths]
+            return unique_names([p.name for p in self.image_paths])
         count = 0 if self.image_tensors is None else self.image_tensors.shape[0]
         return [f"image {i}" for i in range(count)]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with each repeated one suffixed by its 1-based position: ``x.jpg [2]``."""
+    repeated = {name for name in names if names.count(name) > 1}
+    return [f"{name} [{i + 1}]" if name in repeated else name for i, name in enumerate(names)]
 
 
 def run(
