@@ -390,3 +390,16 @@ def test_selection_sees_only_the_training_split():
     assert again[1] == chosen and again[2] == scores  # seeded
     tied = vizkit.select_probe(torch.zeros(30, 2), torch.arange(3).repeat(10), "svm", grid=(0.1, 1.0, 10.0), cv_folds=3)
     assert tied[1] == 0.1  # every C scores the same on constant features: the smallest wins
+
+
+def test_max_pooling_never_upsamples_a_smaller_map():
+    """--pool max:8 on a 4x4 map (zfnet-compact's conv5) repeated every value four times: 8192
+    features carrying the information of 2048. It keeps the map's own size along a short axis."""
+    from vizkit.toolkit.features import pool_features
+
+    maps = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    assert pool_features(maps, "max:8").shape == (2, 3 * 4 * 6)  # 4x6 kept, not 8x8
+    assert torch.equal(pool_features(maps, "max:8"), maps.reshape(2, -1))
+    assert pool_features(maps, "max:5").shape == (2, 3 * 4 * 5)  # only the axis longer than S pools
+    assert torch.equal(pool_features(maps, "max:2"), torch.nn.functional.adaptive_max_pool2d(maps, 2).reshape(2, -1))
+    assert pool_features(torch.ones(2, 7), "max:8").shape == (2, 7)  # fc outputs as they are

@@ -41,7 +41,7 @@ from vizkit.toolkit.distributed import ProcessGroup
 from vizkit.toolkit.interrupts import deferred_interrupts
 from vizkit.toolkit.progress import progress_bar
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: max:S no longer upsamples a map smaller than S
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -49,7 +49,8 @@ def parse_pool(text: str) -> tuple[str, int]:
     """The pooling a ``--pool`` value names, as (kind, size).
 
     Args:
-        text: ``none``, ``avg`` (global average) or ``max:S`` (adaptive max-pool to SxS).
+        text: ``none``, ``avg`` (global average) or ``max:S`` (adaptive max-pool to SxS; a map
+            smaller than S along an axis keeps its own size there).
     """
     text = str(text).strip().lower()
     if text in ("none", "avg"):
@@ -71,7 +72,10 @@ def pool_features(activation: Tensor, pool: str) -> Tensor:
     if activation.dim() == 4 and kind == "avg":
         activation = activation.mean(dim=(2, 3))
     elif activation.dim() == 4 and kind == "max":
-        activation = F.adaptive_max_pool2d(activation, size)
+        # never larger than the map: adaptive pooling "to" 8x8 from 4x4 repeats every value 4 times,
+        # which quadruples the features (and the probe's cost) without adding any information
+        height, width = activation.shape[2:]
+        activation = F.adaptive_max_pool2d(activation, (min(size, height), min(size, width)))
     return activation.reshape(activation.shape[0], -1)
 
 
