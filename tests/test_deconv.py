@@ -294,3 +294,102 @@ def test_to_image_scaling():
     assert shown.min() >= 0 and shown.max() <= 1
     assert shown[0, 0, 1, 1] == 1.0 and shown[0, 1, 2, 2] == 0.0 and shown[0, 2, 0, 0] == 0.5
     assert torch.all(shown[1] == 0.5)  # an all-zero projection is plain grey
+
+
+class _RectifiedSkip(nn.Module):
+    """conv -> in-place ReLU whose input tensor is also the skip: h += conv(h) reads the
+    rectified h, as in eager mode; and an `x.relu_()` statement whose result is not reassigned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c0, self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 3, 1)
+        self.relu, self.out = nn.ReLU(inplace=True), nn.Identity()
+
+    def forward(self, x):
+        h = self.c0(x)
+        self.relu(h)  # h itself is rectified
+        y = self.c1(h) + h
+        y.relu_()
+        return self.out(self.c2(y))
+
+
+class _DeconvReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+@pytest.mark.parametrize("method", ["autograd", "explicit"])
+def test_in_place_relu_read_through_another_name(method):
+    # Reference: the same forward written out with out-of-place ReLUs whose backward rectifies.
+    model = _RectifiedSkip().eval()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    xr = x.clone().requires_grad_(True)
+    h = _DeconvReLU.apply(model.c0(xr))
+    out = model.c2(_DeconvReLU.apply(model.c1(h) + h))
+    flat = int(out[0, 1].flatten().argmax())
+    value = out[0, 1].flatten()[flat]
+    (grad,) = torch.autograd.grad(value, xr)
+    with vizkit.instrument(model) as im:
+        im(x)
+        got = project(im, x, "out", [1], method=method)
+    assert got.positions[0, 0].tolist() == [flat // 8, flat % 8]
+    assert got.values[0, 0].item() == pytest.approx(value.item(), rel=1e-6)
+    assert torch.allclose(got.images[0, 0], value.detach() * grad[0], atol=1e-6)
+    assert_no_hooks(model)
+
+
+class _FrozenBackbone(nn.Module):
+    def __init__(self, detach: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2))
+        self.head, self.detach = nn.Conv2d(4, 3, 1), detach
+
+    def forward(self, x):
+        if self.detach:
+            return self.head(self.backbone(x).detach())
+        with torch.no_grad():
+            features = self.backbone(x)
+        return self.head(features)
+
+
+def test_projection_through_a_frozen_backbone_run_under_no_grad():
+    model = _FrozenBackbone().eval()
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(1))
+    with vizkit.instrument(model) as im:
+        im(x)
+        for layer in ("backbone.2", "head"):
+            auto = project(im, x, layer, [0, 1])
+            explicit = project(im, x, layer, [0, 1], method="explicit")
+            assert auto.images.abs().sum() > 0, layer  # was all zero
+            assert relative_error(auto.images, explicit.images) < 1e-6, layer
+    model = _FrozenBackbone(detach=True).eval()
+    with (
+        pytest.raises(vizkit.VizkitError, match="cannot reach the input from layer 'head'"),
+        vizkit.instrument(model) as im,
+    ):
+        im(x)
+        project(im, x, "head", [0])  # not a silent all-zero projection
+    assert_no_hooks(model)
+
+
+def test_projection_refuses_a_model_in_training_mode():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 8, 8)
+    running = model[1].running_mean.clone()
+    with vizkit.instrument(model) as im:
+        im(x)
+        running = model[1].running_mean.clone()
+        with pytest.raises(vizkit.UsageError, match=r"training mode: '1' \(BatchNorm2d\), '3' \(Dropout\).*eval"):
+            project(im, x, "4", [0])
+        assert torch.equal(model[1].running_mean, running)  # no hidden forward updated it
+        model.eval()
+        a, e = project(im, x, "4", [0, 1]), project(im, x, "4", [0, 1], method="explicit")
+        assert relative_error(a.images, e.images) < 1e-6
+    assert_no_hooks(model)

@@ -178,3 +178,74 @@ def test_calling_the_model_directly_inside_the_block_records_too():
         model(torch.randn(1, 3, 96, 96))
         assert im.pools == ["features.2", "features.6", "features.11"]
     assert_no_hooks(model)
+
+
+def test_max_pool2d_with_indices_called_directly_returns_the_pair():
+    # F.max_pool2d_with_indices returns (output, indices) whatever return_indices says; a lone
+    # tensor would unpack along the batch: output = image 0, indices = image 1
+    class Unpacks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            pooled, indices = F.max_pool2d_with_indices(self.conv(x), 2)
+            return pooled + 0 * indices
+
+    torch.manual_seed(0)
+    model = Unpacks().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+        with vizkit.instrument(model) as im:
+            got = im(x)
+            assert im.pools == ["max_pool2d"]  # its switches are recorded
+    assert torch.equal(got, expected)
+    assert_no_hooks(model)
+
+
+def test_instrumented_models_closed_out_of_order():
+    first, second = build("squeezenet1_0"), build("squeezenet1_0")
+    a = vizkit.instrument(first).__enter__()
+    b = vizkit.instrument(second).__enter__()
+    a.__exit__(None, None, None)  # closes a's mode, not b's
+    with torch.no_grad():
+        b(torch.randn(1, 3, 96, 96))
+    assert b.pools == ["features.2", "features.6", "features.11"]
+    b.__exit__(None, None, None)
+    assert_no_hooks(first)
+    assert_no_hooks(second)
+
+
+class _InPlaceAfterLayer(nn.Module):
+    """conv -> ReLU(inplace) (AlexNet, VGG) and conv -> bn -> out += skip (ResNet's bn2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.relu = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True)
+        self.conv2, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.relu(self.conv1(x))
+        out = self.bn(self.conv2(h))
+        out += h
+        return self.fc(out.mean((2, 3)))
+
+
+@pytest.mark.parametrize("layer", ["conv1", "bn"])
+def test_incremental_occlusion_of_a_layer_followed_by_an_in_place_op(layer):
+    from vizkit.engine.incremental import IncrementalOcclusion
+
+    model = _InPlaceAfterLayer().eval()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    corners, size, fill = [(0, 0), (4, 6), (9, 9)], 3, torch.zeros(3)
+    with vizkit.instrument(model) as im, torch.no_grad():
+        logits, act = IncrementalOcclusion(im, x, layer).evaluate(corners, size, fill)
+        for i, (y0, x0) in enumerate(corners):
+            occluded = x.clone()
+            occluded[:, :, y0 : y0 + size, x0 : x0 + size] = 0
+            assert torch.allclose(logits[i], im(occluded)[0], atol=1e-5)
+            assert torch.allclose(act[i], im.activation(layer)[0], atol=1e-5)  # not the post-ReLU/post-add
+    assert_no_hooks(model)

@@ -28,7 +28,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vizkit.engine import ops
 from vizkit.engine.geometry import Window, adaptive_bin, conv_window, pool_window
@@ -93,6 +93,7 @@ def project(
     rule = resolve_rule(rule)
     if target not in ("max", "map"):
         raise UsageError(f"unknown projection target '{target}'; use 'max' or 'map'")
+    _require_inference_mode(im.model)
     layer = im.resolve_alias(layer)
     batch = x.shape[0]
     table = torch.as_tensor(channels, dtype=torch.long, device=x.device)
@@ -127,21 +128,49 @@ def project(
     )
 
 
+def _require_inference_mode(model: nn.Module) -> None:
+    """Refuse a model whose dropout or batch-norm layers are in training mode. A projection runs
+    the model forward again (per chunk of images): dropout would draw new masks and batch norm
+    would use (and update) other batch statistics, so the projection would silently be of other
+    activations than those recorded, and the two paths would disagree."""
+    training = [
+        f"'{name}' ({type(module).__name__})"
+        for name, module in model.named_modules()
+        if module.training and isinstance(module, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm))
+    ]
+    if training:
+        more = f" and {len(training) - 2} more" if len(training) > 2 else ""
+        raise UsageError(
+            f"the model is in training mode: {', '.join(training[:2])}{more} give every forward other "
+            "activations (new dropout masks, batch statistics), so a projection would not be of the ones "
+            "recorded; call model.eval() first (vizkit.run and vizkit.load_model do)"
+        )
+
+
 class _AutogradPass:
     """One forward to the layer with the rule's ReLUs; each ``down`` is one backward from it."""
 
     def __init__(self, im: Recorder, x: Tensor, layer: str, rule: ProjectionRule) -> None:
+        self.layer = layer
         self.x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            self.output = im.run_capturing(self.x, layer, rule=rule)
+            # the model gets a non-leaf copy: a leaf that requires grad refuses the in-place ops
+            # (``x.relu_()``) a model may apply to its input, and the caller's x stays as it was
+            self.output = im.run_capturing(self.x.clone(), layer, rule=rule)
         self.act = self.output.detach()
 
     def down(self, seed: Tensor, last: bool) -> Tensor:
-        if self.output.grad_fn is None:  # the layer does not depend on the input
-            return torch.zeros_like(self.x)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.output, self.x, seed, retain_graph=not last, allow_unused=True)
-        return torch.zeros_like(self.x) if grad is None else grad
+        grad = None
+        if self.output.grad_fn is not None:
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.output, self.x, seed, retain_graph=not last, allow_unused=True)
+        if grad is None:  # not an all-zero projection: the graph is cut, not the signal
+            raise VizkitError(
+                f"the autograd projection cannot reach the input from layer '{self.layer}': the model's "
+                "forward cuts the graph on the way (.detach(), .data, a round trip through numpy); "
+                "method='explicit' reverses the forward op by op and names the op it cannot reverse"
+            )
+        return grad
 
 
 class _ExplicitPass:
@@ -149,8 +178,8 @@ class _ExplicitPass:
 
     def __init__(self, im: Recorder, x: Tensor, layer: str, rule: ProjectionRule) -> None:
         self.tape = Tape(rule=rule)
-        with torch.no_grad():
-            self.output = im.run_capturing(x.detach(), layer, tape=self.tape)
+        with torch.no_grad():  # a copy: in-place ops of the model on its input leave the caller's x alone
+            self.output = im.run_capturing(x.detach().clone(), layer, tape=self.tape)
         self.act = self.output
 
     def down(self, seed: Tensor, last: bool) -> Tensor:

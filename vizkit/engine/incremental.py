@@ -229,8 +229,11 @@ class IncrementalOcclusion:
         self.im, self.x = im, x
         self.tape = ReplayTape()
         with torch.no_grad():
-            output, captured = im.trace(x, self.tape, layer)
-        output_node, layer_node = self.tape.index(output), self.tape.index(captured)
+            output, _captured = im.trace(x, self.tape, layer)
+        # the layer's own entry, not tape.index(captured): an in-place op after the layer (the
+        # ReLU(inplace=True) after AlexNet's convs, ResNet's `out += identity` after bn2)
+        # returns the same tensor, whose id() then names that op's entry
+        output_node, layer_node = self.tape.index(output), self.tape.captured_index
         if output_node is None or layer_node is None:
             raise VizkitError("incremental occlusion needs a model whose output and layer depend on its input")
         self.output_node, self.layer_node = output_node, layer_node
@@ -354,7 +357,13 @@ class IncrementalOcclusion:
         if "inplace" in kwargs:
             kwargs["inplace"] = False
         args = _fill(call.args, lookup)
-        if getattr(call.func, "__name__", "") in ("view", "reshape"):  # a literal batch size (x.view(1, -1))
+        name = getattr(call.func, "__name__", "")
+        in_place = name.startswith("__i") or (name.endswith("_") and not name.startswith("__"))
+        if in_place and args and isinstance(call.args[0], _Ref) and call.args[0].node == self.layer_node:
+            # x.relu_(), out += identity on the layer's output: the replay must not write into
+            # the layer's own block, which the result reads afterwards
+            args = (args[0].clone(), *args[1:])
+        if name in ("view", "reshape"):  # a literal batch size (x.view(1, -1))
             args = self._rebatch(args, lookup)
         out = call.func(*args, **kwargs)
         return out[0] if call.tuple_output else out

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack, _pop_mode, _push_mode
 
 from vizkit.engine import ops
 from vizkit.engine.geometry import Window, pool_window
@@ -195,6 +195,12 @@ class _Interceptor(TorchFunctionMode):
         owner = self.owner
         if not owner._rec.active:
             return func(*args, **kwargs)
+        if owner._settings.rule is not None and not torch.is_grad_enabled():
+            # the autograd projection's forward: a model that runs part of its forward under
+            # torch.no_grad() (a frozen backbone under a trained head) would cut the layers
+            # after it off from the input, and their projections would come back all zero
+            with torch.enable_grad():
+                return self.__torch_function__(func, types, args, kwargs)
         op = ops.op_of(func)
         if op is None and owner._settings.tape is None:
             return func(*args, **kwargs)
@@ -259,7 +265,7 @@ class Recorder:
         self._handles.clear()
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
+            _exit_mode(mode)
         self._rec.active = False
         self._rec.stack.clear()
 
@@ -445,7 +451,9 @@ class Recorder:
 
     def trace(self, x: Tensor, tape: OpRecorder, layer: str) -> tuple[Any, Tensor]:
         """A whole forward of ``x`` recording every op on ``tape``; returns the model output and
-        ``layer``'s output (both the live tensors the tape knows)."""
+        ``layer``'s output (both the live tensors the tape knows). ``layer``'s entry on the tape
+        is ``tape.captured_index``: an in-place op after the layer may have taken over its
+        tensor (``tape.index`` of it then names that op)."""
         return self._isolated_forward(x, layer, None, tape, stop=False)
 
     def _isolated_forward(
@@ -585,6 +593,8 @@ class Recorder:
                 rec.acts[layer] = output.detach() if layer == rec.stop_at else output.detach().clone()
             if layer == settings.capture:
                 rec.captured[layer] = output
+                if settings.tape is not None:
+                    settings.tape.captured_index = settings.tape.index(output)
         if layer == rec.stop_at:
             rec.stopped = output if is_tensor else None
             raise _StopForward
@@ -605,7 +615,7 @@ class Recorder:
 
         rule = settings.rule
         if op == "max_pool2d" and settings.switches:
-            output = self._max_pool(layer, args, kwargs)
+            output = self._max_pool(func, layer, args, kwargs)
         elif op == "relu" and rule is not None:
             output = rule.autograd_relu(func, args, kwargs)
         elif op in ops.NORMALISATION_OPS and rule is not None:
@@ -619,7 +629,11 @@ class Recorder:
             self._record(layer, f"F.{op}", True, output)
         return output
 
-    def _max_pool(self, layer: str, args: tuple, kwargs: dict) -> Any:
+    def _max_pool(self, func: Callable, layer: str, args: tuple, kwargs: dict) -> Any:
+        """The pool's output (with the indices where the call returns them), recording switches.
+        ``F.max_pool2d_with_indices`` returns ``(output, indices)`` whatever its
+        ``return_indices`` says: a model that unpacks it must get the pair (a lone tensor would
+        unpack along the batch)."""
         p = ops.bind("max_pool2d", args, kwargs)
         x = p["input"]
         window = pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
@@ -635,7 +649,22 @@ class Recorder:
         self._rec.switches[layer] = PoolSwitches(
             indices=idx, input_shape=tuple(x.shape), window=window, ceil_mode=bool(p["ceil_mode"])
         )
-        return (out, idx) if p["return_indices"] else out
+        pair = p["return_indices"] or getattr(func, "__name__", "") == "max_pool2d_with_indices"
+        return (out, idx) if pair else out
+
+
+def _exit_mode(mode: TorchFunctionMode) -> None:
+    """Take ``mode`` off torch's function-mode stack, wherever it is. ``mode.__exit__`` pops the
+    top one: when instrumented models are closed out of order (``a`` entered, ``b`` entered,
+    ``a`` closed), that is ``b``'s, which would then record no switches and project plain
+    gradients instead of the rule's, silently, while ``a``'s stayed on for good."""
+    if mode not in _get_current_function_mode_stack():
+        return
+    above: list[TorchFunctionMode] = []
+    while (top := _pop_mode()) is not mode:
+        above.append(top)
+    for other in reversed(above):
+        _push_mode(other)
 
 
 def unknown_layer_message(name: str, valid: Sequence[str]) -> str:

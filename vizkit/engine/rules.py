@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from vizkit.engine import ops
 from vizkit.errors import UsageError
 
 
@@ -39,6 +40,25 @@ class _RuleReLU(torch.autograd.Function):
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None]:
         forward_input = ctx.saved_tensors[0] if ctx.rule.uses_forward_input else None
         return ctx.rule.relu_down(grads[0], forward_input), None
+
+
+class _RuleReLUInPlace(torch.autograd.Function):
+    """An in-place ReLU (``x.relu_()``, ``inplace=True``) with the rule's backward: it rectifies
+    ``x`` itself, as the model's own forward does. An out-of-place stand-in would leave ``x``
+    unrectified for any code that reads it through another reference (``x.relu_()`` as a
+    statement, a skip connection holding the same tensor), so the projection's forward would
+    compute other activations than the recorded one, silently."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, rule: ProjectionRule) -> Tensor:
+        ctx.rule = rule
+        ctx.forward_input = x.detach().clone() if rule.uses_forward_input else None  # before the write
+        ctx.mark_dirty(x)
+        return x.clamp_(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None]:
+        return ctx.rule.relu_down(grads[0], ctx.forward_input), None
 
 
 class ProjectionRule:
@@ -63,8 +83,12 @@ class ProjectionRule:
         raise NotImplementedError
 
     def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
-        """The ReLU call during a forward whose backward is this rule's projection."""
+        """The ReLU call during a forward whose backward is this rule's projection; an in-place
+        call stays in place (the model may read the rectified tensor through another name)."""
         x = args[0] if args else kwargs["input"]
+        in_place = getattr(func, "__name__", "") == "relu_" or bool(ops.bind("relu", args, kwargs)["inplace"])
+        if in_place and not (x.is_leaf and x.requires_grad):  # autograd refuses to write to such a leaf
+            return _RuleReLUInPlace.apply(x, self)
         return _RuleReLU.apply(x, self)
 
     def autograd_normalisation(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:

@@ -22,6 +22,10 @@ class OpRecorder:
         self.entries: list[Any] = []
         self.outputs: list[Tensor] = []  # the live outputs: keeps every id() unique meanwhile
         self._index_of: dict[int, int] = {}
+        # the entry that produced the captured layer's output, noted when the layer ran: a later
+        # in-place op (``nn.ReLU(inplace=True)``, ``out += identity``) returns the same tensor,
+        # so by the end of the forward its id() names that op's entry instead
+        self.captured_index: int | None = None
 
     def index(self, value: Any) -> int | None:
         """The entry that produced ``value``, or None when it is not a tensor on the tape."""
