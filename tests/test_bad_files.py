@@ -146,6 +146,63 @@ def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
         locked.chmod(0o644)
 
 
+def _tiny(path: Path, colour=(10, 20, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), colour).save(path)
+    return path
+
+
+def test_hidden_folders_are_no_images_and_no_classes(tmp_path):
+    """Jupyter leaves ``.ipynb_checkpoints`` beside every notebook: its copies used to be read as
+    images and, at the top of a tree, as a class of their own."""
+    for name in ("cat/a.jpg", "cat/B.JPG", "dog/d.png"):
+        _tiny(tmp_path / name)
+    _tiny(tmp_path / ".ipynb_checkpoints/x-checkpoint.jpg")
+    _tiny(tmp_path / "cat/.ipynb_checkpoints/a-checkpoint.jpg")
+    _tiny(tmp_path / "dog/.d.png")
+    listing = vizkit.image_list(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in listing.paths] == ["cat/B.JPG", "cat/a.jpg", "dog/d.png"]
+    assert listing.classes == ["cat", "dog"] and listing.targets == [0, 0, 1]
+
+
+def test_symlinked_class_folders_are_followed_but_never_round_a_loop(tmp_path):
+    """A class folder that is a symlink (datasets assembled without copying) used to be left out
+    without a word; torchvision's ImageFolder follows it. A link back up the tree is not followed;
+    a broken link is kept, so reading it says the file is missing."""
+    tree, elsewhere = tmp_path / "tree", tmp_path / "elsewhere"
+    _tiny(tree / "cat/a.jpg")
+    _tiny(elsewhere / "bird/b.png")
+    (tree / "bird").symlink_to(elsewhere / "bird", target_is_directory=True)
+    (tree / "cat/loop").symlink_to(tree, target_is_directory=True)
+    (tree / "cat/gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    listing = vizkit.image_list(tree)
+    assert [p.relative_to(tree).as_posix() for p in listing.paths] == ["bird/b.png", "cat/a.jpg", "cat/gone.jpg"]
+    assert listing.classes == ["bird", "cat"] and listing.targets == [0, 1, 1]
+    item = listing.read(2)
+    assert isinstance(item, vizkit.BadImage) and item.why == "missing"
+
+
+def test_list_files_with_a_byte_order_mark_crlf_and_comments(tmp_path):
+    """Windows editors start UTF-8 files with a byte-order mark: it used to stick to the first path
+    (an invisible character in 'do not exist, e.g. ...') or turn a first '# comment' into a path."""
+    one, two = _tiny(tmp_path / "imgs/one.jpg"), _tiny(tmp_path / "imgs/two words.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes("\ufeff# my images\r\nimgs/one.jpg\r\n\r\nimgs/two words.jpg\r\n".encode())
+    assert vizkit.image_list(listing).paths == [one, two]
+    listing.write_bytes("\ufeffimgs/one.jpg\n".encode())
+    assert vizkit.image_list(listing).paths == [one]
+
+
+def test_an_image_listed_twice_is_refused(tmp_path):
+    """The same file twice is two images to a scan (it could take two of top9's places)."""
+    _tiny(tmp_path / "imgs/one.jpg")
+    _tiny(tmp_path / "imgs/two.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/one.jpg\nimgs/two.jpg\n# again:\n./imgs/one.jpg\n")
+    with pytest.raises(vizkit.UsageError, match=r"lists the same image twice, on lines 1 and 4"):
+        vizkit.image_list(listing)
+
+
 def test_read_batches_drops_bad_items_and_a_worker_error_stays_one_line(folders):
     data = vizkit.image_list(folders["mixed"], vizkit.Preprocess(resize=40, crop=32))
     record = vizkit.SkippedImages()

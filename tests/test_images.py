@@ -100,6 +100,60 @@ def test_plain_images_are_unchanged(tmp_path):
     assert np.array_equal(pixels(grey), np.repeat(rgb[..., :1], 3, axis=2))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+def test_a_transparent_colour_key_is_white_in_every_mode(mode, tmp_path):
+    """PNG's tRNS chunk on a greyscale, RGB or 16-bit image names one transparent colour: those
+    pixels are white, as in RGBA files and palette images (they used to show the hidden colour)."""
+    grey = np.full((4, 4), 50, np.uint8)
+    grey[0, 0] = 200
+    if mode == "L":
+        image, key = Image.fromarray(grey), 50
+    elif mode == "RGB":
+        image, key = Image.fromarray(np.stack([grey, grey // 2, grey // 5], axis=2)), (50, 25, 10)
+    else:
+        image, key = Image.fromarray(grey.astype(np.uint16) * 257), 50 * 257
+    path = tmp_path / "keyed.png"
+    image.save(path, transparency=key)
+    assert Image.open(path).mode == mode and Image.open(path).info["transparency"] == key
+    got = pixels(path)
+    assert (got[1:] == 255).all() and (got[0, 1:] == 255).all()  # the keyed colour, everywhere it is
+    assert got[0, 0].tolist() == ([200, 100, 40] if mode == "RGB" else [200] * 3)  # other colours kept
+
+
+def test_nan_and_infinite_pixels_of_float_images(tmp_path):
+    """One NaN (no value) or inf used to make the range NaN and the whole image black."""
+    values = np.array([[0.0, 0.5, np.nan], [1.0, np.inf, -np.inf]], np.float32)
+    path = tmp_path / "nodata.tiff"
+    Image.fromarray(values).save(path)
+    assert pixels(path)[..., 0].tolist() == [[0, 128, 255], [255, 255, 0]]  # NaN white like transparency
+    stretched = np.array([[-1.0, 3.0], [np.nan, 1.0]], np.float32)
+    Image.fromarray(stretched).save(path)
+    assert pixels(path)[..., 0].tolist() == [[0, 255], [255, 128]]
+
+
+def test_premultiplied_alpha_images():
+    """``La`` could not be converted at all (a ValueError from Pillow); ``RGBa`` is composited."""
+    la = Image.fromarray(np.array([[[100, 255], [100, 0]]], np.uint8), "LA").convert("La")
+    assert np.asarray(vizkit.data.to_rgb(la))[0, :, 0].tolist() == [100, 255]
+    rgba = Image.fromarray(np.array([[[200, 10, 20, 255], [0, 0, 0, 0]]], np.uint8), "RGBA").convert("RGBa")
+    assert np.asarray(vizkit.data.to_rgb(rgba))[0].tolist() == [[200, 10, 20], [255, 255, 255]]
+
+
+def test_an_extreme_shape_is_resized_only_where_the_crop_keeps(tmp_path):
+    """A 1 x 200,000 px PNG is 860 bytes, but its shorter-side resize to 256 was 256 x 51,200,000
+    px (39 GB): a MemoryError or the machine's end. Only the centre crop's part is resampled now,
+    at the full resize's filter positions (within one 8-bit level of it)."""
+    ramp = np.linspace(0, 255, 5000).astype(np.uint8)
+    tall = Image.fromarray(np.stack([np.repeat(ramp[:, None], 1, axis=1)] * 3, axis=2))
+    preprocess = vizkit.Preprocess(resize=64, crop=32)  # 64 x 320,000 px: past the limit, still computable
+    assert np.prod(preprocess.resized_size(*tall.size)) > vizkit.data.RESIZE_PIXELS
+    reference = preprocess.transform()(tall)
+    assert (preprocess(tall) - reference).abs().max() <= 1.01 / 255 / min(preprocess.std)
+    path = tmp_path / "sliver.png"
+    Image.new("RGB", (1, 200_000), (5, 5, 5)).save(path)
+    assert vizkit.load_images([path]).shape == (1, 3, 224, 224)
+
+
 def test_labels_of_another_length_are_refused_by_every_analysis(bundled_model, photo_path, tmp_path, capsys):
     """A 10-class model with the 1,000 ImageNet names would say 'goldfish' for class 1."""
     needs_shared(LABELS)
@@ -130,6 +184,18 @@ def test_target_names_that_two_classes_share_are_refused_and_wnids_accepted(tmp_
     assert vizkit.read_labels(plain).wnids is None
     with pytest.raises(vizkit.UsageError, match="unknown target class 'n01'"):
         vizkit.resolve_target("n01", vizkit.read_labels(plain), 2)
+
+
+def test_a_labels_file_with_a_byte_order_mark(tmp_path):
+    """A byte-order mark used to stick to the first name (or wnid): that class could not be
+    given as a target, and figures printed an invisible character."""
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffn01440764\ttench\r\nn01443537\tgoldfish\r\n\r\n".encode())
+    labels = vizkit.read_labels(path)
+    assert list(labels) == ["tench", "goldfish"] and labels.wnids == ["n01440764", "n01443537"]
+    assert vizkit.data.resolve_target("n01440764", labels, 2) == 0
+    path.write_bytes("\ufefftench\ngoldfish\n".encode())
+    assert vizkit.data.resolve_target("tench", vizkit.read_labels(path), 2) == 0
 
 
 def test_a_wnid_target_from_the_cli(squeezenet, tmp_path):

@@ -26,6 +26,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SIZE = 4096  # largest --resize / --crop
+RESIZE_PIXELS = MAX_SIZE * MAX_SIZE  # a larger resize is done on the centre crop's part alone
 _FLOAT32 = torch.finfo(torch.float32)  # --mean and --std become float32: what it holds
 
 
@@ -70,7 +71,17 @@ class Preprocess:
             )
 
     def __call__(self, image: Image.Image) -> Tensor:
-        return self.transform()(image)
+        new_width, new_height = self.resized_size(*image.size)
+        if new_width * new_height <= RESIZE_PIXELS:
+            return self.transform()(image)
+        # an extreme shape: a 1 x 200,000 px PNG (860 bytes) resizes to 160 x 32,000,000 px, 15 GB,
+        # a MemoryError or the machine's end. Resample only the centre crop's part, at the filter
+        # positions of the full resize (PIL's box), then the same CenterCrop offsets as torchvision.
+        left, top = round((new_width - self.crop) / 2.0), round((new_height - self.crop) / 2.0)
+        x_scale, y_scale = image.size[0] / new_width, image.size[1] / new_height
+        box = (left * x_scale, top * y_scale, (left + self.crop) * x_scale, (top + self.crop) * y_scale)
+        cropped = image.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=box)
+        return self._pipeline.transforms[-1](self._pipeline.transforms[-2](cropped))  # ToTensor, Normalize
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of a ``width`` x ``height`` image after the shorter-side resize
@@ -117,18 +128,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     - 16-bit integer images (``I;16*``) are scaled by 65535 / 255, not clipped to white.
     - 32-bit integer images (``I``, e.g. 16-bit PNGs in some Pillow versions): kept when their values
       lie in 0..255, scaled by 65535 when in 0..65535, otherwise stretched from min..max.
-    - float images (``F``): values in [0, 1] are scaled by 255, others stretched from min..max.
-    - transparency (RGBA, LA, PA, palette images with a transparent colour) is composited over
-      white, so hidden colours under transparent pixels never show through.
+    - float images (``F``): values in [0, 1] are scaled by 255, others stretched from min..max of
+      the finite values; +-inf become white / black, and NaN (no value) is white like a transparent
+      pixel (one NaN no longer turns the whole image black).
+    - transparency (RGBA, LA, PA, palette images with a transparent colour, and greyscale, RGB or
+      16-bit images with a transparent colour key, PNG's tRNS) is composited over white, so hidden
+      colours under transparent pixels never show through.
 
     Args:
         image: a PIL image of any mode.
     """
     image = ImageOps.exif_transpose(image)
     mode = image.mode
+    key = image.info.get("transparency")
     if mode.startswith("I;16") or mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        hidden = ~np.isfinite(values) if mode == "F" else np.zeros(values.shape, bool)
+        if isinstance(key, (int, float)) and not isinstance(key, bool):  # a transparent grey level (tRNS)
+            hidden |= values == key
+        finite = values[np.isfinite(values)]  # NaN and +-inf would make the range, and so every pixel, NaN
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
             scaled = values / 65535.0 * 255.0
         elif mode == "I" and low >= 0 and high <= 255:
@@ -137,9 +156,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
             scaled = values * 255.0
         else:  # no known range: stretch what is there
             scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+        scaled = np.nan_to_num(scaled, nan=255.0, posinf=255.0, neginf=0.0)  # +inf white, -inf black
+        scaled[hidden & ~np.isinf(values)] = 255.0  # NaN and the transparent key: white, like transparency
         return Image.fromarray(np.round(scaled).clip(0, 255).astype(np.uint8), "L").convert("RGB")
-    if (mode == "P" and "transparency" in image.info) or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
+    if mode == "La":  # premultiplied LA: Pillow converts it to LA only ("La" -> "RGBA" is a ValueError)
+        image, mode = image.convert("LA"), "LA"
+    if (key is not None and mode in ("P", "1", "L", "RGB")) or mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = image.convert("RGBA")  # Pillow turns a transparent colour key (tRNS) into alpha here
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
@@ -610,15 +633,51 @@ def first_readable(images: ImageList, skipped: SkippedImages | None = None) -> t
     raise record.none_readable(images)
 
 
+def _image_files(root: str | os.PathLike) -> list[Path]:
+    """The image files under the folder ``root``, sorted: searched recursively, following
+    symlinked folders (as torchvision's ImageFolder does; a symlinked class folder used to be
+    left out without a word) but never round a symlink loop, and leaving out hidden files and
+    folders (``.ipynb_checkpoints``, ``.git``, ...: a checkpoint copy used to count as an image and
+    ``.ipynb_checkpoints`` as a class). A broken symlink with an image name is kept, so reading it
+    says it is missing. Unreadable folders are passed over, as ``os.walk`` does.
+
+    Args:
+        root: the folder.
+    """
+    found: list[Path] = []
+
+    def walk(folder: Path, ancestors: frozenset[str]) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # follows a symlink
+                real = os.path.realpath(path)
+                if real not in ancestors:  # a link back up the tree would never end
+                    walk(path, ancestors | {real})
+            elif is_image_file(path) and (entry.is_file() or entry.is_symlink()):
+                found.append(path)
+
+    walk(Path(root), frozenset({os.path.realpath(root)}))
+    return sorted(found)
+
+
 def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) -> ImageList:
     """The images under ``source``: a folder, an ImageFolder tree, or a text file of paths.
 
     Order is deterministic (sorted paths; the text file's own order), so indices are stable.
 
     Args:
-        source: a folder (searched recursively; an ImageFolder tree when every image is in a
-            sub-folder, whose names become the classes), or a text file of image paths, one per
-            line (relative to the file's folder; blank lines and ``#`` comments skipped).
+        source: a folder (searched recursively, symlinked folders followed, hidden files and
+            folders such as ``.ipynb_checkpoints`` left out: see :func:`_image_files`; an
+            ImageFolder tree when every image is in a sub-folder, whose names become the classes),
+            or a UTF-8 text file of image paths, one per line (relative to the file's folder; blank
+            lines and ``#`` comments skipped; a byte-order mark is ignored; a file listed twice is a
+            UsageError, since a scan would count it as two images).
         preprocess: how the dataset's items are preprocessed; None: the ImageNet default.
     """
     root = Path(source)
@@ -628,22 +687,30 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
     if root.is_file() and is_image_file(root):
         raise UsageError(f"--data {root} is one image; --data takes a folder or a text file of paths (use --image)")
     if root.is_file():
-        try:
-            lines = [line.strip() for line in root.read_text(encoding="utf-8").splitlines()]
+        try:  # utf-8-sig: a byte-order mark (Windows editors) would become part of the first path
+            lines = [line.strip() for line in root.read_text(encoding="utf-8-sig").splitlines()]
         except UnicodeDecodeError:
             raise UsageError(f"--data {root} is neither a folder nor a UTF-8 text file of image paths") from None
-        paths = [
-            Path(line) if Path(line).is_absolute() else root.parent / line
-            for line in lines
+        listed = [
+            (number, Path(line) if Path(line).is_absolute() else root.parent / line)
+            for number, line in enumerate(lines, 1)
             if line and not line.startswith("#")
         ]
+        paths = [path for _, path in listed]
         if not paths:
             raise UsageError(f"no image paths listed in {root}")
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise UsageError(f"{len(missing)} image(s) listed in {root} do not exist, e.g. {missing[0]}")
+        first_line: dict[str, int] = {}
+        for number, path in listed:  # the same file twice would be two images: twice a top9 winner
+            earlier = first_line.setdefault(os.path.realpath(path), number)
+            if earlier != number:
+                raise UsageError(
+                    f"{root} lists the same image twice, on lines {earlier} and {number} ({path}); list each image once"
+                )
         return ImageList(paths, preprocess=preprocess, source=str(root))
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    paths = _image_files(root)
     if not paths:
         raise UsageError(f"no images found under {root}")
     subfolders = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
@@ -660,13 +727,15 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     when every line has one: see :class:`Labels`).
 
     Args:
-        path: a UTF-8 text file; blank lines are skipped, and an empty file is a UsageError.
+        path: a UTF-8 text file (a byte-order mark is ignored: it used to stick to the first
+            name, so that class could not be named as a target); blank lines are skipped, and an
+            empty file is a UsageError.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"labels file not found: {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise UsageError(f"labels file is not UTF-8 text: {path}") from None
     rows = [line.split("\t", 1) for line in lines if line.strip()]
