@@ -249,3 +249,35 @@ def test_incremental_occlusion_of_a_layer_followed_by_an_in_place_op(layer):
             assert torch.allclose(logits[i], im(occluded)[0], atol=1e-5)
             assert torch.allclose(act[i], im.activation(layer)[0], atol=1e-5)  # not the post-ReLU/post-add
     assert_no_hooks(model)
+
+
+class _Forgiving(nn.Module):
+    """A model whose forward catches every Exception around its first block (a fallback path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.second = nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+        self.after_first = 0
+
+    def forward(self, x):
+        try:
+            h = self.first(x)
+        except Exception:  # a fallback that must not swallow the recorder's early stop
+            h = torch.zeros(x.shape[0], 4, x.shape[2] - 2, x.shape[3] - 2)
+        self.after_first += 1
+        return self.head(self.second(h).mean(dim=(2, 3)))
+
+
+def test_a_forward_that_catches_every_exception_still_stops_at_the_layer():
+    model = _Forgiving().eval()
+    x = torch.rand(1, 3, 12, 12)
+    with vizkit.instrument(model) as im:
+        stopped = im(x, until="first")
+        assert model.after_first == 0  # the forward ended at the layer, not after a swallowed stop
+        assert torch.equal(stopped, model.first(x))
+        projection = vizkit.project(im, x, "first", [0])
+        assert torch.isfinite(projection.images).all() and model.after_first == 0
+    assert_no_hooks(model)

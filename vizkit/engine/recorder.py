@@ -42,12 +42,15 @@ class UnknownLayerError(UsageError, KeyError):
         return str(self.args[0])
 
 
-class _StopForward(Exception):
-    """Raised from a hook to end a forward pass once the layer of interest is computed."""
+class _StopForward(BaseException):
+    """Raised from a hook to end a forward pass once the layer of interest is computed. A
+    BaseException (like KeyboardInterrupt), so that a model whose ``forward`` catches every
+    ``Exception`` (a fallback path, a retry) does not swallow it and run on past the layer."""
 
 
-class _FoundNonFinite(Exception):
-    """Raised from a hook while locating: ``layer``'s output is the first non-finite one."""
+class _FoundNonFinite(BaseException):
+    """Raised from a hook while locating: ``layer``'s output is the first non-finite one (a
+    BaseException for the same reason as :class:`_StopForward`)."""
 
     def __init__(self, layer: str, output: Tensor) -> None:
         super().__init__(layer)
