@@ -6,13 +6,13 @@ and the README's plugin snippet for a ``--data`` analysis."""
 from __future__ import annotations
 
 import json
+import types
 
 import click
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 import vizkit
 import vizkit.app.cli
@@ -228,31 +228,16 @@ def test_second_run_without_out_does_not_fail(tmp_path, monkeypatch, capsys, pho
 
 
 # ---------------------------------------------------------------------- 7. the README's --data plugin snippet
-# The corrected snippet (a --data analysis), exactly as given to the README.
-def snippet_run(ctx: vizkit.RunContext, layer: str) -> vizkit.Result:
-    im = ctx.instrumented  # the shared instrumented model
-    total, count = None, 0
-    with im.configured(layers=[layer], switches=False), torch.no_grad():  # for this block only
-        for images, _index in DataLoader(ctx.dataset(), batch_size=ctx.batch_size):  # --data, preprocessed
-            im(images.to(ctx.device))
-            means = im.activation(layer).flatten(2).mean(2).sum(0)  # [C]: each map's mean, summed over images
-            total = means if total is None else total + means
-            count += images.shape[0]
-    return vizkit.Result(summary={"layer": layer, "images": count}, arrays={"mean": (total / count).cpu().numpy()})
-
-
-class SnippetPlugin:
-    @vizkit.hookimpl
-    def register_analyses(self, register):
-        register(
-            vizkit.Analysis(
-                name="my-analysis",
-                description="one line",
-                run=snippet_run,
-                inputs="data",  # needs --data: a folder, an ImageFolder tree or a text file of image paths
-                options=[vizkit.Option("layer", str, required=True)],
-            )
-        )
+# The README's plugin snippet itself, read from README.md (a copy kept here drifted from it).
+def readme_plugin_module() -> types.ModuleType:
+    """The first python block under README.md's "Writing a plugin", executed as a module."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Writing a plugin") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    module = types.ModuleType("readme_plugin")
+    exec(compile(code, "README.md (Writing a plugin)", "exec"), module.__dict__)
+    return module
 
 
 def test_readme_data_plugin_snippet(tmp_path, photo_path, bundled_model, monkeypatch, capsys, recorded_models):
@@ -261,16 +246,17 @@ def test_readme_data_plugin_snippet(tmp_path, photo_path, bundled_model, monkeyp
     with Image.open(photo_path) as image:
         for i, angle in enumerate((0, 90, 180)):
             image.convert("RGB").rotate(angle).save(folder / f"{i}.jpg")
-    app = vizkit.make_app(extra=[("my-analysis", SnippetPlugin())])
+    (folder / "3.jpg").write_bytes(b"not a jpeg")  # skipped by ctx.batches(), as the README says
+    app = vizkit.make_app(extra=[("my-analysis", readme_plugin_module())])
     assert app.status("my-analysis").error is None
     result = vizkit.run("my-analysis", bundled_model, data=folder, layer="conv2", batch_size=2, app=app)
     assert_no_hooks(bundled_model)
-    x = vizkit.load_images(sorted(folder.iterdir()), bundled_model)  # the model's 144x144, as the run used
+    x = vizkit.load_images([folder / f"{i}.jpg" for i in range(3)], bundled_model)  # 144x144, as the run used
     with vizkit.instrument(bundled_model) as im, torch.no_grad():
         im(x)
         expected = im.activation("conv2").flatten(2).mean(2).mean(0).numpy()
     assert_no_hooks(bundled_model)
-    assert result["images"] == 3
+    assert result["images"] == 3 and result.meta["inputs"]["skipped_images"]["count"] == 1
     assert np.allclose(result.arrays["mean"], expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(vizkit.UsageError, match="--data"):
         vizkit.run("my-analysis", bundled_model, images=[photo_path], layer="conv2", app=app)

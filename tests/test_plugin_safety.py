@@ -366,3 +366,51 @@ def test_debug_shows_the_traceback_of_a_user_error_in_a_subprocess():
     assert done.returncode == 2, done.stderr
     assert "Traceback (most recent call last)" in done.stderr and "UsageError" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("vizkit: error: unknown analysis 'no-such-analysis'")
+
+
+# ---------------------------------------------------------------------- results a plugin returns
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        (vizkit.Result("bad", summary={"model": "mine"}), "reserved result key"),
+        (vizkit.Result("bad", summary={"tags": {"a", "b"}}), "JSON cannot hold: Object of type set"),
+        (vizkit.Result("bad", figures={"sub/figure": object()}), "names a figure 'sub/figure'"),
+    ],
+)
+def test_a_result_that_cannot_be_saved_leaves_the_previous_one(tmp_path, result, message):
+    """The summary is checked before anything is written: a plugin's unsavable result used to
+    delete the previous result.json (with --overwrite) and leave its own arrays behind."""
+    vizkit.Result("good", summary={"value": 1}, arrays={"a": torch.ones(2).numpy()}).save(tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    result.arrays = {"b": torch.zeros(3).numpy()}
+    with pytest.raises(vizkit.VizkitError, match=message):
+        result.save(tmp_path, overwrite=True)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_tensors_in_a_summary_are_saved_as_numbers(tmp_path):
+    summary = {"scores": torch.ones(2, requires_grad=True), "best": torch.tensor(2.5), "n": torch.tensor(3)}
+    vizkit.Result("tensors", summary=summary).save(tmp_path)
+    document, _ = vizkit.load_result(tmp_path)
+    assert (document["scores"], document["best"], document["n"]) == ([1.0, 1.0], 2.5, 3)
+
+
+def test_a_plugin_left_out_is_named_when_its_name_is_asked_for():
+    """A misspelt hook or a registration that raises leaves the plugin out; asking for what it
+    meant to add then says so, rather than only that the name is unknown."""
+    typo = plugin("typo_pkg", register_analysis=lambda register: register(analysis("mine")))
+    raises = plugin("raises_pkg", register_models=lambda register: 1 / 0)
+    good = plugin("good_pkg", register_analyses=lambda register: register(analysis("fine")))
+    app = vizkit.make_app(entry_point_group=None, extra=[("typo", typo), ("raises", raises), ("good", good)])
+    assert "did you mean register_analyses" in app.status("typo").error
+    assert "ZeroDivisionError" in app.status("raises").error
+    assert "fine" in app.analyses and app.status("good").error is None
+    for ask in (lambda: app.analysis("mine"), lambda: vizkit.load_model("mine", app=app), lambda: app.rule("mine")):
+        with pytest.raises(
+            vizkit.UsageError, match=r"plugin\(s\) 'typo', 'raises' failed to load.*vizkit list plugins"
+        ):
+            ask()
+    clean = vizkit.make_app(entry_point_group=None, extra=[("good", good)])
+    with pytest.raises(vizkit.UsageError) as caught:
+        clean.analysis("mine")
+    assert "failed to load" not in str(caught.value)

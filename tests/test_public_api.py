@@ -10,6 +10,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+import torch
+
 import vizkit
 
 # an Args entry: "name:", "*name:", "**name:" or "name (type):", at the section's entry indent
@@ -72,3 +75,55 @@ def test_public_classes_have_docstrings():
         if inspect.isclass(getattr(vizkit, name)) and not _has_docstring(getattr(vizkit, name))
     ]
     assert not missing, f"public classes without a docstring: {', '.join(missing)}"
+
+
+# ---------------------------------------------------------------------- vizkit.run's arguments
+def _tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+    )
+
+
+def _tiny_model() -> torch.nn.Module:
+    model = _tiny()
+    model(torch.zeros(1, 3, 32, 32))  # materialise the lazy layer
+    return model
+
+
+def test_run_reads_labels_given_as_a_file_name(tmp_path):
+    """A str is a Sequence[str]: ``labels="names.txt"`` used to be taken as one label per
+    character (silently right-sized for a 3-class model given a 3-letter name), not as a file."""
+    names = tmp_path / "abc"  # three characters, three classes: the silent case
+    names.write_text("cat\ndog\nowl\n")
+    x = torch.randn(1, 3, 32, 32)
+    result = vizkit.run("deconvnet", _tiny_model(), images=x, labels=str(names), layer="0", top=1)
+    assert {p["label"] for p in result["predicted"]} == {"cat", "dog", "owl"}
+    result = vizkit.run("deconvnet", _tiny_model(), images=x, labels=names, layer="0", top=1)  # a Path too
+    assert {p["label"] for p in result["predicted"]} == {"cat", "dog", "owl"}
+    with pytest.raises(vizkit.UsageError, match="2 labels given but the model has 3 outputs"):
+        vizkit.run("deconvnet", _tiny_model(), images=x, labels=["a", "b"], layer="0", top=1)
+
+
+def test_run_takes_one_image_path_as_one_image(photo_path):
+    model = _tiny_model()
+    result = vizkit.run(
+        "deconvnet", model, images=str(photo_path), layer="0", top=1, preprocess=vizkit.Preprocess(40, 32)
+    )
+    assert result["images"] == [photo_path.name]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"images": torch.randn(3, 32, 32)}, r"tensor must be a preprocessed float batch \[N, 3, H, W\]"),
+        ({"images": torch.zeros(1, 3, 32, 32, dtype=torch.uint8)}, "torch.uint8"),
+        ({"model": "zfnet-compact"}, r"nn.Module .* vizkit.load_model\('zfnet-compact'\)"),
+        ({"preprocess": "imagenet"}, "preprocess must be a vizkit.Preprocess, not str"),
+        ({"batch_size": 2.5}, "--batch-size must be a whole number, not 2.5"),
+    ],
+)
+def test_run_refuses_malformed_arguments_with_a_usage_error(arguments, message):
+    given: dict[str, Any] = {"model": _tiny_model(), "images": torch.randn(1, 3, 32, 32), **arguments}
+    with pytest.raises(vizkit.UsageError, match=message):
+        vizkit.run("deconvnet", layer="0", top=1, **given)

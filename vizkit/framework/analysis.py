@@ -31,6 +31,7 @@ from vizkit.data import (
     label_name,
     load_images,
     read_batches,
+    read_labels,
 )
 from vizkit.engine.instrument import Instrumented, instrument
 from vizkit.engine.rules import ProjectionRule
@@ -304,9 +305,9 @@ def unique_names(names: list[str]) -> list[str]:
 def run(
     analysis: str,
     model: nn.Module | None,
-    images: Sequence[str | os.PathLike] | Tensor | None = None,
+    images: str | os.PathLike | Sequence[str | os.PathLike] | Tensor | None = None,
     data: str | os.PathLike | ImageList | None = None,
-    labels: Sequence[str] | None = None,
+    labels: str | os.PathLike | Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 32,
@@ -325,13 +326,15 @@ def run(
         analysis: the registered analysis's name (``vizkit list`` shows them).
         model: the model to analyse; None: the analysis's own default (e.g. the architecture a
             training run recorded), if it has one.
-        images: image file paths or an already-preprocessed [N,3,H,W] tensor, for analyses of
-            single images.
+        images: an image file path or several, or an already-preprocessed float [N,3,H,W]
+            tensor (``preprocess`` is then not applied to it), for analyses of single images.
         data: a folder, ImageFolder tree or text file of paths (see :func:`vizkit.image_list`), or
             an ImageList, for analyses over a dataset.
-        labels: class names, one per model output; None: those the model was loaded with, if any.
-        preprocess: how image files are turned into tensors; None: the model's own (its
-            ``vizkit_preprocess``), else the ImageNet default.
+        labels: class names, one per model output, or a labels file (one name per line, or
+            ``wnid<TAB>name``, as for :func:`vizkit.load_model`); None: those the model was loaded
+            with, if any. A count other than the model's outputs is a UsageError.
+        preprocess: a :class:`vizkit.Preprocess`, how image files are turned into tensors; None:
+            the model's own (its ``vizkit_preprocess``), else the ImageNet default.
         device: where the model and inputs run (``"cpu"``, ``"cuda"``, a ``torch.device``).
         batch_size: images per forward pass (at least 1).
         seed: seeds the run's own random generators (``ctx.generator``, ``ctx.rng``); the global
@@ -354,11 +357,24 @@ def run(
     device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
     if model is None:
         model = loading.load_model(spec.default_model(options), device=device, app=app)
+    if not isinstance(model, nn.Module):  # e.g. a spec string: load_model builds the module
+        raise UsageError(
+            f"vizkit.run expects a torch nn.Module (or None), not {type(model).__name__}; "
+            f"build one with vizkit.load_model({model!r})"
+            if isinstance(model, str)
+            else f"vizkit.run expects a torch nn.Module (or None), not {type(model).__name__}"
+        )
+    if preprocess is not None and not isinstance(preprocess, Preprocess):
+        raise UsageError(f"preprocess must be a vizkit.Preprocess, not {type(preprocess).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise UsageError(f"--batch-size must be a whole number, not {batch_size!r}")
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:  # what both generators take
         raise UsageError(f"--seed must be a whole number from 0 to 2**63-1, not {seed}")
     preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()
+    if isinstance(labels, (str, os.PathLike)):  # a file, as load_model takes (a str is not a list of names)
+        labels = read_labels(labels)
     labels = (
         (labels if isinstance(labels, Labels) else list(labels))
         if labels is not None
@@ -367,7 +383,14 @@ def run(
     paths: list[Path] = []
     tensors = None
     if isinstance(images, Tensor):
+        if images.dim() != 4 or not images.is_floating_point():
+            raise UsageError(
+                f"images as a tensor must be a preprocessed float batch [N, 3, H, W], not "
+                f"{images.dtype} {list(images.shape)} (vizkit.load_images(paths, model) makes one)"
+            )
         tensors = images
+    elif isinstance(images, (str, os.PathLike)):  # one file, not a sequence of characters
+        paths = [Path(images)]
     elif images:
         paths = [Path(p) for p in images]
     dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)

@@ -62,7 +62,7 @@ def build_model(spec: str, app: App | None = None) -> tuple[nn.Module, ModelEntr
     close = difflib.get_close_matches(spec, list(app.models), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     forms = ", ".join(s.usage for s in app.model_sources.values()) or "none"
-    raise UsageError(f"unknown model '{spec}'{hint}; registered models: {known}; or use {forms}")
+    raise UsageError(f"unknown model '{spec}'{hint}; registered models: {known}; or use {forms}{app.failed_hint()}")
 
 
 def load_model(

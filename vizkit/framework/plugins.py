@@ -230,8 +230,18 @@ class App:
             known = ", ".join(sorted(self.analyses)) or "none"
             close = difflib.get_close_matches(name, list(self.analyses), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UsageError(f"unknown analysis '{name}'{hint}; available: {known}")
+            raise UsageError(f"unknown analysis '{name}'{hint}; available: {known}{self.failed_hint()}")
         return self.analyses[name]
+
+    def failed_hint(self) -> str:
+        """``"; plugin(s) 'a', 'b' failed to load ..."`` when some plugin was left out with an error
+        (a misspelt hook, an import error, a registration that raised), so that a name it would
+        have registered is not just "unknown"; empty when every plugin loaded."""
+        failed = [s.name for s in self.statuses if s.error and not s.disabled]
+        if not failed:
+            return ""
+        names = ", ".join(f"'{name}'" for name in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        return f"; plugin(s) {names} failed to load, wholly or partly (see `vizkit list plugins`)"
 
     def status(self, name: str) -> PluginStatus | None:
         """The status of the plugin registered as ``name``, or None if there is none.
@@ -267,7 +277,8 @@ class App:
         if isinstance(name, ProjectionRule):
             return name
         if name not in self.rules:
-            raise UsageError(f"unknown projection rule '{name}'; available: {', '.join(sorted(self.rules)) or 'none'}")
+            known = ", ".join(sorted(self.rules)) or "none"
+            raise UsageError(f"unknown projection rule '{name}'; available: {known}{self.failed_hint()}")
         return self.rules[name]
 
     def add_commands(self, cli: click.Group) -> None:

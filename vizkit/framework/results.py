@@ -71,10 +71,30 @@ class Result:
         }
         return _jsonable(document)
 
+    def _json_text(self) -> str:
+        """``result.json``'s text; a VizkitError naming the problem when the result cannot be saved."""
+        for name in self.figures:
+            if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
+                raise VizkitError(f"analysis '{self.analysis}' names a figure {name!r}: use a plain file name")
+        try:
+            return json.dumps(self.to_json(), indent=2, allow_nan=False)
+        except (TypeError, ValueError) as error:  # e.g. a set or an object in the summary
+            raise VizkitError(f"analysis '{self.analysis}' has a summary that JSON cannot hold: {error}") from None
+
     def save(self, out: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the result into folder ``out`` and return it."""
+        """Write the result into folder ``out`` (``result.json`` last) and return it.
+
+        Args:
+            out: the result folder; created if missing.
+            overwrite: replace a result already in ``out`` (its figures and arrays that this one
+                does not write are removed; other files are kept); without it, such a folder is
+                a UsageError. A result that cannot be saved (a VizkitError) leaves ``out`` as it was.
+        """
         out = Path(out)
         check_out_dir(out, overwrite)
+        # the document first: a summary that cannot be written (a reserved key, a value JSON cannot
+        # hold, a bad figure name) must fail before a previous result in ``out`` is touched
+        text = self._json_text()
         out.mkdir(parents=True, exist_ok=True)
         previous = _result_files(out) if overwrite else set()
         if overwrite:
@@ -85,7 +105,6 @@ class Result:
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", dpi=figure.get_dpi(), bbox_inches="tight")
             write_atomic(out / f"{name}.png", buffer.getvalue())
-        text = json.dumps(self.to_json(), indent=2, allow_nan=False)
         written = {f"{name}.png" for name in self.figures} | ({ARRAYS_FILE} if self.arrays else set())
         for stale in previous - written:  # the old result's figures and arrays, never other files
             (out / stale).unlink(missing_ok=True)
@@ -207,6 +226,8 @@ def _jsonable(value: Any) -> Any:
         return _jsonable(value.tolist())
     if isinstance(value, np.generic):
         return _jsonable(value.item())
+    if type(value).__module__.startswith("torch") and callable(getattr(value, "tolist", None)):
+        return _jsonable(value.tolist())  # a tensor (on any device, with or without grad)
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         return _jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
