@@ -452,3 +452,30 @@ def test_an_out_folder_that_cannot_be_created_is_refused_before_the_run(capsys, 
     blocker.write_text("")
     argv = ["run", "deconvnet", "--model", "zfnet-compact", "--image", IMAGE, "--layer", "conv5"]
     assert_error(cli(capsys, *argv, "--out", blocker / "x"), 2, "cannot be created", "is not a folder")
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [("--crop", "not 160 and 0"), ("--resize", "not 0 and 144")],
+)
+def test_a_zero_resize_or_crop_is_refused_not_read_as_the_default(option, fragment, capsys, tmp_path):
+    out = tmp_path / "o"
+    argv = ["run", "deconvnet", "--model", "zfnet-compact", "--image", IMAGE, "--layer", "conv5", option, "0"]
+    assert_error(cli(capsys, *argv, "--out", out), 2, "must be positive", fragment)
+    assert not out.exists()
+
+
+def test_layers_size_zero_is_refused_not_read_as_the_default(capsys):
+    assert_error(cli(capsys, "layers", "zfnet-compact", "--size", "0"), 2, "--size 0 is too small")
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_an_empty_out_is_refused_not_read_as_the_default_folder(command, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = (
+        ["run", "deconvnet", "--model", "zfnet-compact", "--image", IMAGE, "--layer", "conv5"]
+        if command == "run"
+        else ["demo", "--quick"]
+    )
+    assert_error(cli(capsys, *argv, "--out", ""), 2, "--out is empty")
+    assert list(tmp_path.iterdir()) == []

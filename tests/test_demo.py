@@ -212,3 +212,16 @@ def test_sample_images_from_the_shared_imagenette_val_tree(monkeypatch):
     assert len(picked) == 20 and picked == vizkit.sample_images(2)  # deterministic
     assert all(sum(p.parent.name == folder for p in picked) == 2 for folder in {p.parent.name for p in picked})
     assert all(p.is_relative_to(IMAGENETTE / "val") for p in picked)  # read where they are, never copied
+
+
+def test_one_image_of_one_class_says_so_and_what_correspondence_lacks(offline, monkeypatch, capsys):
+    only(monkeypatch, "correspondence")
+    folder = offline / "mine" / "n01440764"
+    folder.mkdir(parents=True)
+    Image.open(shipped_photos()[0]).convert("RGB").save(folder / "only.jpg")
+    assert main(["demo", "--quick", "--data", str(offline / "mine"), "--out", str(offline / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "on 1 image(s) of 1 class from --data" in out  # not "1 classes"
+    line = next(line for line in out.splitlines() if line.startswith("demo: correspondence"))
+    assert "skipped: needs landmarks on two or more images, and has 1" in line
+    assert "pass --data with more images" in line  # --data was given: "pass --data" alone would puzzle

@@ -119,6 +119,30 @@ def test_numbers_are_rounded_for_reading(value, text):
     assert format_number(value) == text
 
 
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (0.99996, "0.99996"),  # a probability that is not 1 never reads as certain
+        (99.99996, "99.99996"),
+        (999.96, "999.96"),
+        (1.00004, "1.00004"),
+        (-0.99996, "-0.99996"),
+        (0.9999999999999999, "1"),  # float noise stays rounded
+        (0.99993, "0.9999"),
+        (0.49996, "0.5"),  # four significant digits otherwise
+    ],
+)
+def test_a_fraction_is_never_rounded_into_a_whole_number(value, text):
+    assert format_number(value) == text
+
+
+def test_a_probability_just_below_one_is_not_shown_as_one(tmp_path):
+    summary = {"images": ["a.jpg"], "target_name": ["tench"], "target": [0], "unoccluded_probability": [0.99996]}
+    write_result(tmp_path / "occ", "occlusion", summary)
+    _text, page, _count = report(tmp_path)
+    assert "0.99996" in page.cells and "1" not in page.cells
+
+
 def test_values_take_the_shape_a_person_would_draw():
     assert "1000 values" in render_value(list(range(1000)))  # long array: length, first few, range
     assert "0, 1, 2, 3, 4, 5, …" in render_value(list(range(1000)))
@@ -257,6 +281,36 @@ def test_each_known_analysis_is_rendered_as_tables(tmp_path):
     assert "occlusion/occlusion_0.png" in page.images and "occlusion/occlusion_0.png" in page.links
 
 
+def test_results_nested_alike_are_told_apart_in_the_table_of_contents(tmp_path):
+    write_result(tmp_path / "run1" / "top9", "filters", {"layer": "conv1"})
+    write_result(tmp_path / "run2" / "deep" / "top9", "filters", {"layer": "conv1"})
+    text, _page, count = report(tmp_path)
+    toc = re.sub(r"<[^>]+>", " ", text.split('<nav class="toc">', 1)[1].split("</nav>", 1)[0])  # what shows
+    assert count == 2 and "run1/top9" in toc and "run2/deep/top9" in toc
+
+
+def test_images_sharing_a_file_name_are_told_apart(tmp_path):
+    images = ["/photos/a/IMG_0001.jpg", "/photos/b/IMG_0001.jpg", "/photos/c.jpg"]
+    summary = {"images": images, "target_name": ["tench", "dog", "cat"], "original_probability": [0.9, 0.5, 0.1]}
+    write_result(tmp_path / "inv", "invariance", summary, inputs={"images": images})
+    text, page, _count = report(tmp_path)
+    assert {"a/IMG_0001.jpg", "b/IMG_0001.jpg", "c.jpg"} <= set(page.cells)  # rows of the per-image table
+    assert text.count(">a/IMG_0001.jpg<") == 2  # the same in the chips of the inputs
+    assert 'title="/photos/b/IMG_0001.jpg"' in text
+
+
+def test_probes_of_a_single_fold_claim_no_spread(tmp_path):
+    table = {
+        "conv2": {"svm": {"mean": 0.6, "std": 0.0, "C": [0.001]}},
+        "fc7": {"svm": {"mean": 0.9, "std": 0.0, "C": [0.01]}},
+    }
+    summary = {"table": table, "layers": ["conv2", "fc7"], "classifiers": ["svm"], "folds": 1, "train_per_class": 2}
+    write_result(tmp_path / "probes", "probes", summary)
+    text, page, _count = report(tmp_path)
+    assert "60%" in page.cells and "90%" in page.cells and "± 0" not in text  # one fold has no std
+    assert "single fold" in text and "1 folds" not in text
+
+
 def test_table_of_contents_links_resolve_and_figures_are_relative(tmp_path):
     write_result(tmp_path / "a b#1", "filters", {"layer": "conv1", "filters": 64}, figures=["filters.png"])
     write_result(tmp_path / "nested" / "deeper", "filters", {"layer": "conv2"})
@@ -343,6 +397,22 @@ def test_an_unreadable_result_is_reported_not_fatal(tmp_path):
     assert text.count("could not be read") == 2
 
 
+def test_hand_corrupted_results_are_reported_not_fatal(tmp_path, capsys):
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "result.json").write_text("[" * 100_000 + "]" * 100_000)  # json.loads: RecursionError
+    synthetic_top9(tmp_path / "cut", [0, 1])
+    (tmp_path / "cut" / "arrays.npz").write_bytes((tmp_path / "cut" / "arrays.npz").read_bytes()[:300])
+    synthetic_top9(tmp_path / "far", [0, 1])
+    document = json.loads((tmp_path / "far" / "result.json").read_text())
+    document["files"]["arrays"] = "../cut/arrays.npz"
+    (tmp_path / "far" / "result.json").write_text(json.dumps(document))
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "index.html").read_text()
+    assert "result.json could not be read: maximum recursion depth" in text
+    assert "Unit browser unavailable: arrays.npz could not be read" in text
+    assert "Unit browser unavailable: result.json names its arrays" in text
+
+
 def test_a_missing_folder_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(vizkit.UsageError, match="report folder not found"):
         write_report(tmp_path / "nothere")
@@ -352,6 +422,50 @@ def test_a_missing_folder_is_a_usage_error(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- top9
+def synthetic_top9(folder: Path, channels: Any, maps: int = 2, k: int = 4) -> Path:
+    """A top9 result whose arrays are made up: map i's patches are filled with grey level 40 * (i + 1)."""
+    write_result(folder, "top9", {"layer": "conv5", "channels": channels, "k": k, "n_images": 8})
+    document = json.loads((folder / "result.json").read_text())
+    document["files"]["arrays"] = "arrays.npz"
+    (folder / "result.json").write_text(json.dumps(document))
+    patches = (
+        np.zeros((maps, k, 8, 8, 3), np.uint8)
+        + (40 * np.arange(1, maps + 1, dtype=np.uint8))[:, None, None, None, None]
+    )
+    np.savez(
+        folder / "arrays.npz",
+        values=np.ones((maps, k), np.float32),
+        image_index=np.zeros((maps, k), np.int64),
+        projections=np.random.default_rng(0).normal(size=(maps, k, 3, 8, 8)).astype(np.float32),
+        patches=patches,
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("channels", "why"),
+    [
+        ([3], "lists 1 channels but arrays.npz holds 2 maps"),  # would have been shown as maps 0 and 1
+        ([5, 5], "lists a channel twice"),  # map 5's pictures would have been drawn over each other
+        ([1.5, 2], "not all map indices"),
+    ],
+)
+def test_top9_channels_that_do_not_fit_the_arrays_are_reported_not_relabelled(tmp_path, channels, why):
+    synthetic_top9(tmp_path / "t", channels)
+    text, _page, count = report(tmp_path)
+    assert count == 1 and "Unit browser unavailable" in text and why in text
+    assert 'data-map="' not in text
+
+
+def test_top9_cards_show_their_own_maps_pictures(tmp_path):
+    synthetic_top9(tmp_path / "t", [7, 3])
+    text, _page, _count = report(tmp_path)
+    assert re.findall(r'data-map="(\d+)"', text) == ["7", "3"]
+    for channel, grey in ((7, 40), (3, 80)):  # arrays row 0 is map 7, row 1 map 3
+        picture = np.asarray(Image.open(tmp_path / ASSETS / "t" / f"map{channel:05d}_patches.png"))
+        assert picture[0, 0].tolist() == [grey] * 3
+
+
 @pytest.fixture(scope="module")
 def top9_report(tmp_path_factory, offline_photo_list, bundled_model) -> Path:
     """A real top9 run (bundled model, 8 photographs, 12 maps of conv2) saved in a report folder."""

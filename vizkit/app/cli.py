@@ -201,7 +201,9 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
             "quiet",
         ]
     }
-    out = Path(common["out"]) if common["out"] else default_out(analysis.name)
+    if common["out"] is not None and not common["out"].strip():
+        raise UsageError("--out is empty; give a folder, or omit --out for vizkit-results/<analysis>")
+    out = Path(common["out"]) if common["out"] is not None else default_out(analysis.name)
     check_out_dir(out, common["overwrite"])
     device = ensure_device(common["device"])
     model = vizkit.load_model(
@@ -213,9 +215,9 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         app=app,
     )
     base = vizkit.preprocess_for(model)  # the model's own (zfnet-compact: 160/144), else ImageNet's
-    preprocess = Preprocess(
-        resize=common["resize"] or base.resize,
-        crop=common["crop"] or base.crop,
+    preprocess = Preprocess(  # `is None`, not `or`: --crop 0 is refused, not read as "the default"
+        resize=base.resize if common["resize"] is None else common["resize"],
+        crop=base.crop if common["crop"] is None else common["crop"],
         mean=_floats3(common["mean"], "--mean") or base.mean,
         std=_floats3(common["std"], "--std") or base.std,
     )
@@ -329,8 +331,12 @@ def build_cli(app: App) -> click.Group:
         """List MODEL's layers: names, types and output shapes for the model's own input size (pools marked)."""
         model = vizkit.load_model(model_spec, weights=weights, labels=labels, trust_weights=trust_weights, app=app)
         preprocess = vizkit.preprocess_for(model)
-        where = "--size" if size else f"the model's preprocessing: resize {preprocess.resize}, crop {preprocess.crop}"
-        size = size or preprocess.crop
+        where = (
+            "--size"
+            if size is not None
+            else f"the model's preprocessing: resize {preprocess.resize}, crop {preprocess.crop}"
+        )
+        size = preprocess.crop if size is None else size
         if size < 16:
             raise UsageError(f"--size {size} is too small")
         with vizkit.instrument(model, layers=None, check_finite=False) as im, torch.no_grad():  # shapes only
@@ -402,6 +408,8 @@ def build_cli(app: App) -> click.Group:
         """
         from vizkit.app.demo import run_demo
 
+        if not out.strip():
+            raise UsageError("--out is empty; give the demo's folder (default: vizkit-demo)")
         summary = run_demo(app, Path(out), data, quick, overwrite, echo=click.echo)
         if summary.failed:
             raise VizkitError(f"demo: {len(summary.failed)} analysis(es) failed: {', '.join(summary.failed)}")

@@ -250,7 +250,10 @@ class Resources:
         if dogs.is_file():
             return dogs
         if len(self.images) < 2:
-            raise Skip("needs landmarks on two or more images (set VIZKIT_SHARED, or pass --data)")
+            raise Skip(
+                f"needs landmarks on two or more images, and has {len(self.images)} "
+                f"(set {SHARED_ENV} to a folder holding data/dog_landmarks.json, or pass --data with more images)"
+            )
         self.notes(
             "demo: note: correspondence occludes fixed frame positions (no dog_landmarks.json found; set VIZKIT_SHARED)"
         )
@@ -346,7 +349,7 @@ def run_demo(
     images = spread(paths, folders, image_count)
     echo(
         f"demo: {DEMO_MODEL} on {len(paths)} image(s)"
-        + (f" of {len(classes)} classes" if classes else "")
+        + (f" of {len(classes)} class{'es' if len(classes) != 1 else ''}" if classes else "")
         + f" from {source}; single-image analyses use {len(images)}"
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -215,8 +215,9 @@ def render_result(document: dict[str, Any], here: Path, root: Path, slug: str) -
 
 
 def _toc_entry(slug: str, analysis: str, relative: str, note: str) -> str:
+    # the whole relative path: results nested in different folders often end alike (a/top9, b/top9)
     return (
-        f'<li><a href="#res-{slug}">{esc(analysis)}</a><small>{render_text(relative)}'
+        f'<li><a href="#res-{slug}">{esc(analysis)}</a><small class="where">{esc(relative)}'
         f"{(' · ' + esc(note)) if note else ''}</small></li>"
     )
 
@@ -234,7 +235,7 @@ def build_page(folder: Path) -> tuple[str, int]:
             document = json.loads(result_file.read_text(encoding="utf-8"))
             if not isinstance(document, dict):
                 raise ValueError("it is not a JSON object")
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
             toc.append(_toc_entry(slug, "unreadable result", relative, ""))
             sections.append(
                 f'<section class="result" id="res-{slug}"><h2>unreadable result <small>{esc(relative)}</small></h2>'

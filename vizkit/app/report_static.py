@@ -17,6 +17,7 @@ nav.toc{position:sticky;top:12px;flex:0 0 240px;max-height:calc(100vh - 24px);ov
 nav.toc h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);margin:0 0 8px}
 nav.toc ol{margin:0;padding-left:20px}nav.toc li{margin:3px 0}
 nav.toc a{color:var(--accent);text-decoration:none;font-weight:600}nav.toc small{display:block;color:var(--muted);font-weight:400}
+nav.toc small.where{overflow-wrap:anywhere}
 main{flex:1;min-width:0}
 section.result{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 20px;margin-bottom:24px}
 section.result>h2{margin:0 0 4px;font-size:20px}section.result>h2 small{color:var(--muted);font-weight:400;font-size:14px}

@@ -18,6 +18,8 @@ import io
 import json
 import math
 import shutil
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -79,17 +81,26 @@ def _source_key(arrays: Path) -> dict[str, int | str]:
 
 def _load(arrays: Path, channels: list[int] | None) -> tuple[list[int], dict[str, np.ndarray]]:
     """The arrays the browser needs, checked for the shapes top9 writes."""
-    with np.load(arrays, allow_pickle=False) as npz:
-        missing = {"values", "image_index", "projections", "patches"} - set(npz.files)
-        if missing:
-            raise ValueError(f"{arrays.name} lacks {', '.join(sorted(missing))}")
-        data = {key: npz[key] for key in ("values", "image_index", "projections", "patches")}
+    try:
+        with np.load(arrays, allow_pickle=False) as npz:
+            missing = {"values", "image_index", "projections", "patches"} - set(npz.files)
+            if missing:
+                raise ValueError(f"{arrays.name} lacks {', '.join(sorted(missing))}")
+            data = {key: npz[key] for key in ("values", "image_index", "projections", "patches")}
+    except (EOFError, zipfile.BadZipFile, zlib.error) as error:  # truncated, or not an .npz at all
+        raise ValueError(f"{arrays.name} could not be read ({error})") from None
     maps, k = data["values"].shape[:2]
     if data["projections"].shape[:3] != (maps, k, 3) or data["patches"].shape[:2] != (maps, k):
         raise ValueError(f"{arrays.name} holds arrays of unexpected shapes")
-    if channels is None or len(channels) != maps:
-        channels = list(range(maps))
-    return [int(c) for c in channels], data
+    if channels is None:  # a result that does not list its maps: they are the layer's first ones
+        return list(range(maps)), data
+    if len(channels) != maps:
+        raise ValueError(f"result.json lists {len(channels)} channels but {arrays.name} holds {maps} maps")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in channels):
+        raise ValueError("result.json's channels are not all map indices")
+    if len(set(channels)) != len(channels):
+        raise ValueError("result.json lists a channel twice")
+    return list(channels), data
 
 
 def draw_units(result: Path, document: dict, root: Path, slug: str) -> tuple[list[Unit], int]:
@@ -102,8 +113,10 @@ def draw_units(result: Path, document: dict, root: Path, slug: str) -> tuple[lis
         root: the report's folder (pictures are referenced relative to it).
         slug: the result's unique name in the report (its asset sub-folder).
     """
-    arrays_name = (document.get("files") or {}).get("arrays") or "arrays.npz"
-    arrays = result / str(arrays_name)
+    arrays_name = str((document.get("files") or {}).get("arrays") or "arrays.npz")
+    if "/" in arrays_name or "\\" in arrays_name or arrays_name in (".", ".."):
+        raise ValueError(f"result.json names its arrays {arrays_name!r}, not a file beside it")
+    arrays = result / arrays_name
     if not arrays.is_file():
         raise FileNotFoundError(f"no {arrays_name} beside result.json")
     channels, data = _load(arrays, document.get("channels") if isinstance(document.get("channels"), list) else None)

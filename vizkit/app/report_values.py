@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeGuard
 
@@ -22,6 +23,7 @@ MAX_LABELS = 500  # labels listed when a long list is unfolded (the rest are cou
 MAX_ROWS = 60  # rows of a records table or matrix before the rest folds away
 MAX_COLUMNS = 16  # columns of a matrix before it is summarised instead
 MAX_DEPTH = 6  # nesting shown as tables; deeper values are summarised
+EXTRA_DIGITS = 5  # digits added at most so that a fraction rounded to a whole number shows it is not one
 
 Scalar = (int, float, str, bool, type(None))
 
@@ -33,7 +35,9 @@ def esc(text: Any) -> str:
 
 def format_number(value: float | int) -> str:
     """A number as a person reads it: integers whole, floats to four significant digits without
-    an exponent between 1e-4 and 1e6, scientific notation outside, NaN and infinities by name."""
+    an exponent between 1e-4 and 1e6, scientific notation outside, NaN and infinities by name.
+    A fraction that four digits would round to a whole number keeps the digits that show it is
+    not one (0.99996, not 1; 2.00003, not 2)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -48,6 +52,19 @@ def format_number(value: float | int) -> str:
     if magnitude < 1e-4 or magnitude >= 1e6:
         return f"{value:.3e}"
     digits = max(0, 3 - math.floor(math.log10(magnitude)))
+    text = _fixed(value, digits)
+    if digits and "." not in text and float(text) != value:
+        # rounding made a whole number of a fraction (0.99996 -> "1", 99.99996 -> "100"): a
+        # probability or accuracy that is not 1 must not read as certain, so keep the digits
+        # that show it is not, up to a few more (float noise like 1 - 1e-16 stays "1")
+        for more in range(digits + 1, digits + 1 + EXTRA_DIGITS):
+            longer = _fixed(value, more)
+            if "." in longer:
+                return longer
+    return text
+
+
+def _fixed(value: float, digits: int) -> str:
     text = f"{value:.{digits}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -68,6 +85,27 @@ def render_text(text: str) -> str:
         name = text.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or text
         return f'<span class="path" title="{esc(text)}">{esc(name)}</span>'
     return esc(text)
+
+
+def text_labels(texts: Sequence[str]) -> list[str]:
+    """Strings as :func:`render_text` shows them, a path by its file name (the whole path on
+    hover), except that paths sharing a file name show as many of their last folders as tell
+    them apart (``a/photo.jpg``, ``b/photo.jpg``), so rows or chips of images are never alike."""
+    parts = [text.replace("\\", "/").rstrip("/").split("/") for text in texts]
+    depth = [1] * len(texts)
+    for _ in range(max((len(p) for p in parts), default=1)):
+        shown = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clashes = {name for name, n in Counter(shown).items() if n > 1}
+        if not clashes:
+            break
+        depth = [d + 1 if name in clashes and d < len(p) else d for p, d, name in zip(parts, depth, shown)]
+    labels = []
+    for text, p, d in zip(texts, parts, depth):
+        if d == 1 or not is_path_like(text):
+            labels.append(render_text(text))
+        else:
+            labels.append(f'<span class="path" title="{esc(text)}">{esc("/".join(p[-d:]))}</span>')
+    return labels
 
 
 def render_scalar(value: Any) -> str:
@@ -102,14 +140,19 @@ def render_chips(items: Iterable[Any]) -> str:
 
 
 def render_labels(values: Sequence[Any]) -> str:
-    """A list of strings (class names, image paths) as chips; a long one folds away behind its
-    count and first few."""
+    """A list of strings (class names, image paths) as chips (paths sharing a file name told
+    apart, see :func:`text_labels`); a long one folds away behind its count and first few."""
+    shown = list(values[:MAX_LABELS])
+    strings = [i for i, v in enumerate(shown) if isinstance(v, str)]
+    items = [render_scalar(v) for v in shown]
+    for i, label in zip(strings, text_labels([shown[i] for i in strings])):
+        items[i] = label
+    chips = '<ul class="chips">' + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
     if len(values) <= INLINE_LABELS:
-        return render_chips(values)
-    head = ", ".join(render_text(str(v)) if isinstance(v, str) else render_scalar(v) for v in values[:FIRST_FEW])
-    shown = values[:MAX_LABELS]
+        return chips
+    head = ", ".join(items[:FIRST_FEW])
     more = f'<p class="more">… and {len(values) - len(shown)} more</p>' if len(values) > len(shown) else ""
-    return f"<details><summary><b>{len(values)} items</b>: {head}, …</summary>{render_chips(shown)}{more}</details>"
+    return f"<details><summary><b>{len(values)} items</b>: {head}, …</summary>{chips}{more}</details>"
 
 
 def _is_matrix(values: Sequence[Any]) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .report_units import draw_units, render_browser
-from .report_values import esc, format_number, is_number, render_text, render_value
+from .report_values import esc, format_number, is_number, render_value, text_labels
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,8 @@ def per_image_table(document: dict[str, Any], keys: list[str]) -> tuple[str, set
             f"<th>activations of maps {esc(', '.join(str(c) for c in document['channels']))}</th>",
         )
     rows = "".join(
-        f"<tr><th>{render_text(image)}</th>"
-        + "".join(f"<td>{render_value(values[i], 2)}</td>" for _, values in columns)
-        + "</tr>"
-        for i, image in enumerate(images)
+        f"<tr><th>{label}</th>" + "".join(f"<td>{render_value(values[i], 2)}</td>" for _, values in columns) + "</tr>"
+        for i, label in enumerate(text_labels(images))
     )
     return f'<h3>Per image</h3><table class="records">{head}{rows}</table>', {"images"} | {k for k, _ in columns}
 
@@ -137,7 +135,7 @@ def attribution_view(page: Page) -> tuple[str, set[str]]:
             isinstance(v, list) and len(v) == len(images) for v in table.values()
         ):
             continue
-        head = "<tr><th>method</th>" + "".join(f"<th>{render_text(i)}</th>" for i in images) + "</tr>"
+        head = "<tr><th>method</th>" + "".join(f"<th>{label}</th>" for label in text_labels(images)) + "</tr>"
         rows = "".join(
             f"<tr><th>{esc(method)}</th>" + "".join(f"<td>{render_value(v, 2)}</td>" for v in values) + "</tr>"
             for method, values in table.items()
@@ -187,21 +185,23 @@ def probes_view(page: Page) -> tuple[str, set[str]]:
         finite = [(m, layer) for m, layer in means if is_number(m) and math.isfinite(m)]
         best[kind] = max(finite)[1] if finite else None
     head = _two_level_head(["layer", "features"], kinds, ("accuracy", "C per fold"))
+    folds = document.get("folds")
+    single = is_number(folds) and folds == 1  # one fold has no spread: "± 0" would claim one
     rows = []
     for layer in layers:
         cells = [f"<th>{esc(layer)}</th><td>{render_value(dims.get(layer))}</td>"]
         for kind in kinds:
-            text = _mean_std(_dig(table, layer, kind, "mean"), _dig(table, layer, kind, "std"), percent=True)
+            std = None if single else _dig(table, layer, kind, "std")
+            text = _mean_std(_dig(table, layer, kind, "mean"), std, percent=True)
             if best[kind] == layer:
                 text = f"<b>{text}</b>"
             cells.append(f"<td>{text}</td><td>{render_value(_dig(table, layer, kind, 'C'), 2)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    folds = document.get("folds")
     train = document.get("train_per_class")
     classes = document.get("classes")
-    caption = "Mean per-class test accuracy ± std over folds"
+    caption = "Mean per-class test accuracy" + (" of a single fold, so no ± std" if single else " ± std over folds")
     details = []
-    if is_number(folds):
+    if is_number(folds) and not single:
         details.append(f"{folds} folds")
     if is_number(train):
         details.append(f"{train} training images per class")
