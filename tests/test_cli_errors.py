@@ -67,7 +67,8 @@ def assert_click_usage_error(result: tuple[int, str, str], *fragments: str) -> s
     status, out, err = result
     assert status == 2, (status, out, err)
     assert "Traceback" not in out + err
-    assert "Usage:" in err and "Error:" in err, err
+    lines = [line for line in err.splitlines() if line.strip()]  # one line, like vizkit's own errors
+    assert len(lines) == 1 and lines[0].startswith("vizkit: error: ") and "--help')" in lines[0], err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     return err
@@ -479,3 +480,20 @@ def test_an_empty_out_is_refused_not_read_as_the_default_folder(command, capsys,
     )
     assert_error(cli(capsys, *argv, "--out", ""), 2, "--out is empty")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clicks_own_checks_are_one_line_and_no_arguments_show_the_help(capsys):
+    from vizkit.app.cli import main
+
+    for argv, fragment in (
+        (["run", "occlusion", "--model", "zfnet-compact", "--mode", "x"], "Invalid value for '--mode'"),
+        (["run", "occlusion", "--bogus"], "No such option '--bogus'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("vizkit: error: ") and fragment in err[0], err
+    for argv in ([], ["run"]):  # nothing asked: the help, on stdout, not an error
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith("Usage: vizkit") and captured.err == ""

@@ -87,6 +87,8 @@ def test_quick_demo_runs_every_analysis_that_declares_one(offline, monkeypatch, 
         assert len(progress) == 1 and progress[0].endswith(str(out / name)), progress
         assert name in page
     assert len(record["data"]) == 9 and len(record["images"]) == 1  # 3 classes x 3; one image
+    top9 = json.loads((out / "top9" / "result.json").read_text())["inputs"]  # which images, not null
+    assert top9["data"].startswith("VIZKIT_SAMPLES=") and top9["data_images"] == 9
     assert lines[-1].startswith(f"demo: report with {len(demos)} result(s): ")
     # no hand-marked landmarks here: correspondence occluded fixed frame positions, and said so
     landmarks = json.loads((out / "landmarks.json").read_text())

@@ -20,7 +20,7 @@ import click
 import torch
 
 import vizkit
-from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, ensure_device
+from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, MAX_SIZE, Preprocess, ensure_device
 from vizkit.errors import UsageError, VizkitError
 from vizkit.framework.plugins import App, make_app
 from vizkit.framework.results import RESULT_FILE, check_out_dir
@@ -339,6 +339,8 @@ def build_cli(app: App) -> click.Group:
         size = preprocess.crop if size is None else size
         if size < 16:
             raise UsageError(f"--size {size} is too small")
+        if size > MAX_SIZE:  # a forward at 100000x100000 only ends in the allocator's error
+            raise UsageError(f"--size must be at most {MAX_SIZE}, not {size}")
         with vizkit.instrument(model, layers=None, check_finite=False) as im, torch.no_grad():  # shapes only
             try:
                 im(torch.zeros(1, 3, size, size))
@@ -471,9 +473,14 @@ def main(argv: list[str] | None = None) -> int:
             cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args, "app": app})
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
-    except click.ClickException as error:
+    except click.exceptions.NoArgsIsHelpError as error:  # `vizkit` or `vizkit run` alone: the help
+        click.echo(error.ctx.get_help())
+        return 0
+    except click.ClickException as error:  # click's own checks (no such option, a bad choice or type)
         _debug_traceback(error)
-        error.show()
+        command = getattr(getattr(error, "ctx", None), "command_path", None)
+        hint = f" (see '{command} --help')" if isinstance(error, click.UsageError) and command else ""
+        click.echo(f"vizkit: error: {' '.join(error.format_message().split())}{hint}", err=True)
         return error.exit_code
     except click.exceptions.Abort as error:
         _debug_traceback(error)

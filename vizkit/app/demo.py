@@ -344,7 +344,11 @@ def run_demo(
     preprocess: Preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
     classes = sorted({f for f in folders if f is not None})
     dataset = ImageList(
-        paths, classes, [classes.index(f) for f in folders if f is not None] if classes else [], preprocess
+        paths,
+        classes,
+        [classes.index(f) for f in folders if f is not None] if classes else [],
+        preprocess,
+        source=f"{source} (the demo's class-balanced pick)",
     )
     images = spread(paths, folders, image_count)
     echo(

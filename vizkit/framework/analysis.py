@@ -440,9 +440,15 @@ def run(
     result.meta["params"].update({"device": str(device), "batch_size": batch_size, "seed": seed})
     result.meta["inputs"] = {
         "images": [str(p) for p in paths] if paths else (None if tensors is None else f"tensor{list(tensors.shape)}"),
-        "data": str(data) if data is not None and not isinstance(data, ImageList) else None,
+        "data": (
+            (data.source or f"an ImageList of {len(data)} images")
+            if isinstance(data, ImageList)
+            else (None if data is None else str(data))
+        ),
         "preprocess": preprocess.to_dict(),
     }
+    if dataset is not None:  # how many images --data held (a list or tree may be a subset of a folder)
+        result.meta["inputs"]["data_images"] = len(dataset)
     if dataset is not None or skipped.count:  # what of --data could not be read (count 0: all of it was)
         result.meta["inputs"]["skipped_images"] = skipped.summary()
         skipped.report(spec.name)
