@@ -520,3 +520,13 @@ def test_asset_folders_of_removed_results_are_pruned(tmp_path):
     foreign.mkdir()
     write_report(tmp_path)
     assert not stale.exists() and foreign.exists()  # only the report's own folders are removed
+
+
+def test_a_label_with_a_slash_is_shown_whole_not_as_a_path():
+    """ "AC/DC" was taken for a path and shown as "DC": a class misnamed on the page."""
+    from vizkit.app.report_values import render_text
+
+    for label in ("AC/DC", "n/a", "1/2", "imagenette/val"):
+        assert render_text(label) == label
+    for path, shown in (("a/photo.jpg", "photo.jpg"), ("/data/val/x", "x"), ("./runs/top9/", "top9")):
+        assert f">{shown}</span>" in render_text(path) and f'title="{path}"' in render_text(path)

@@ -76,8 +76,17 @@ def is_number(value: Any) -> TypeGuard[int | float]:
 
 
 def is_path_like(text: str) -> bool:
-    """A file path (shown by its last part, the whole path on hover): has a slash, no spaces."""
-    return ("/" in text or "\\" in text) and not any(c.isspace() for c in text) and len(text) > 1
+    """A file path (shown by its last part, the whole path on hover): has a slash and no spaces,
+    and reads as a path: rooted (``/``, ``./``, ``../``, ``~``, ``C:``), two or more slashes, or
+    a file name with an extension after the slash. A label such as "AC/DC" or "n/a" is shown
+    whole (abbreviating it to "DC" would misname a class; showing a path whole misleads no one)."""
+    if not ("/" in text or "\\" in text) or any(c.isspace() for c in text) or len(text) < 2:
+        return False
+    unified = text.replace("\\", "/")
+    rooted = unified.startswith(("/", "./", "../", "~")) or (len(unified) > 2 and unified[1:3] == ":/")
+    last = unified.rstrip("/").rsplit("/", 1)[-1]
+    has_extension = "." in last.strip(".") and not last.endswith(".")
+    return rooted or unified.rstrip("/").count("/") >= 2 or has_extension
 
 
 def render_text(text: str) -> str:
