@@ -99,9 +99,22 @@ def test_scratch_files_are_deleted_only_once_the_result_is_saved(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(results_module, "write_atomic", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(vizkit.VizkitError, match=r"cannot write the result into .*: No space left on device"):
         result.save(out)
     assert (out / ".scan.pt").exists() and (out / ".cache" / "a.pt").exists()
     monkeypatch.undo()
     result.save(out)
     assert sorted(p.name for p in out.iterdir()) == ["arrays.npz", "result.json"]
+
+
+def test_a_full_disk_at_save_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
+    from vizkit.app.cli import main
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results_module, "write_atomic", full_disk)
+    assert main(["run", "filters", "--model", "zfnet-compact", "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vizkit: error: cannot write the result into "), err
+    assert err[0].endswith("No space left on device") and not (tmp_path / "out" / "result.json").exists()

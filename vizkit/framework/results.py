@@ -95,6 +95,20 @@ class Result:
         # the document first: a summary that cannot be written (a reserved key, a value JSON cannot
         # hold, a bad figure name) must fail before a previous result in ``out`` is touched
         text = self._json_text()
+        try:  # a full disk or a folder that refuses writes: one line naming it, not "a bug in vizkit"
+            self._write(out, text, overwrite)
+        except OSError as error:
+            raise VizkitError(f"cannot write the result into {out}: {error.strerror or error}") from error
+        for path in self.scratch:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.scratch.clear()
+        return out
+
+    def _write(self, out: Path, text: str, overwrite: bool) -> None:
+        """The files of :meth:`save`, ``result.json`` (``text``) last."""
         out.mkdir(parents=True, exist_ok=True)
         previous = _result_files(out) if overwrite else set()
         if overwrite:
@@ -109,13 +123,6 @@ class Result:
         for stale in previous - written:  # the old result's figures and arrays, never other files
             (out / stale).unlink(missing_ok=True)
         write_atomic(out / RESULT_FILE, (text + "\n").encode())
-        for path in self.scratch:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        self.scratch.clear()
-        return out
 
 
 # a fixed timestamp for every member of arrays.npz (the zip format's earliest date), so that the
