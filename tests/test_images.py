@@ -198,6 +198,28 @@ def test_a_labels_file_with_a_byte_order_mark(tmp_path):
     assert vizkit.data.resolve_target("tench", vizkit.read_labels(path), 2) == 0
 
 
+def test_caffes_synset_words_file_gives_wnids_and_first_synonyms(tmp_path):
+    """Caffe's synset_words.txt ("n01440764 tench, Tinca tinca") was read as whole-line names, so
+    --target tench matched nothing and figures printed the wnid and every synonym."""
+    path = tmp_path / "synset_words.txt"
+    path.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn02085620 Chihuahua\n")
+    labels = vizkit.read_labels(path)
+    assert list(labels) == ["tench", "goldfish", "Chihuahua"]
+    assert labels.wnids == ["n01440764", "n01443537", "n02085620"]
+    assert (
+        vizkit.data.resolve_target("goldfish", labels, 3) == 1
+        and vizkit.data.resolve_target("n02085620", labels, 3) == 2
+    )
+    path.write_text("n01440764 tench\nnot a synset line\n")  # not every line: plain names, kept whole
+    assert list(vizkit.read_labels(path)) == ["n01440764 tench", "not a synset line"]
+
+
+def test_jpeg_and_netpbm_spellings_are_scanned(tmp_path):
+    for name in ("a.jfif", "b.jpe", "c.pbm", "d.pnm", "e.txt"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="JPEG" if name[-1] in "fe" else "PPM")
+    assert [p.name for p in vizkit.image_list(tmp_path).paths] == ["a.jfif", "b.jpe", "c.pbm", "d.pnm"]
+
+
 def test_a_wnid_target_from_the_cli(squeezenet, tmp_path):
     needs_shared(LABELS)
 

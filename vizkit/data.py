@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +23,10 @@ from vizkit.errors import UsageError
 if TYPE_CHECKING:  # torchvision is imported where used: it costs seconds at start-up
     from torchvision import transforms
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"),
+    *(".ppm", ".pgm", ".pbm", ".pnm"),
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SIZE = 4096  # largest --resize / --crop
@@ -724,7 +728,8 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
     """Class names, one per line: ``name`` or ``wnid<TAB>name`` (the name is kept, the wnids too
-    when every line has one: see :class:`Labels`).
+    when every line has one: see :class:`Labels`), or Caffe's ``synset_words.txt`` lines
+    (``n01440764 tench, Tinca tinca``: the wnid and the first synonym).
 
     Args:
         path: a UTF-8 text file (a byte-order mark is ignored: it used to stick to the first
@@ -741,10 +746,18 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     rows = [line.split("\t", 1) for line in lines if line.strip()]
     if not rows:
         raise UsageError(f"labels file is empty: {path}")
+    if all(len(row) == 1 and _CAFFE_SYNSET.match(row[0].strip()) for row in rows):
+        # Caffe's synset_words.txt ("n01440764 tench, Tinca tinca"): the wnid, and the first of
+        # the synonyms as the name (as in torchvision's and ../shared's lists), not the whole line
+        matches = [_CAFFE_SYNSET.match(row[0].strip()) for row in rows]
+        rows = [[m.group(1), m.group(2).split(",")[0]] for m in matches if m is not None]
     labels = Labels(row[-1].strip() for row in rows)
     if all(len(row) == 2 for row in rows):
         labels.wnids = [row[0].strip() for row in rows]
     return labels
+
+
+_CAFFE_SYNSET = re.compile(r"^(n\d{8}) +(\S.*)$")  # a line of Caffe's synset_words.txt
 
 
 class Labels(list):

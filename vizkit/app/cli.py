@@ -45,7 +45,9 @@ def model_options(function):
         "--trust-weights", is_flag=True, help="allow arbitrary unpickling of --weights (only for files you trust)"
     )(function)
     function = click.option(
-        "--labels", type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"
+        "--labels",
+        type=click.Path(dir_okay=False),
+        help="class names: one per line, wnid<TAB>name, or Caffe synset_words.txt lines",
     )(function)
     function = click.option(
         "--weights", type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"
@@ -62,7 +64,11 @@ RUN_OPTIONS = [
         ["--weights"], type=click.Path(dir_okay=False), help="state_dict file (loaded with weights_only=True)"
     ),
     click.Option(["--trust-weights"], is_flag=True, help="allow arbitrary unpickling of --weights"),
-    click.Option(["--labels"], type=click.Path(dir_okay=False), help="class names: one per line, or wnid<TAB>name"),
+    click.Option(
+        ["--labels"],
+        type=click.Path(dir_okay=False),
+        help="class names: one per line, wnid<TAB>name, or Caffe synset_words.txt lines",
+    ),
     click.Option(["--image", "images"], multiple=True, help="input image (repeat, or list several after --image)"),
     click.Option(["--data"], help="folder of images, ImageFolder tree, or text file of image paths"),
     click.Option(["--strict"], is_flag=True, help="stop at the first unreadable --data image (default: skip it)"),
