@@ -393,3 +393,19 @@ def test_projection_refuses_a_model_in_training_mode():
         a, e = project(im, x, "4", [0, 1]), project(im, x, "4", [0, 1], method="explicit")
         assert relative_error(a.images, e.images) < 1e-6
     assert_no_hooks(model)
+
+
+def test_projection_refuses_fractional_max_pooling_with_random_windows():
+    """Fractional max-pooling draws new windows on every forward, in eval mode too: a projection
+    (another forward) would be of other activations than those recorded."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.FractionalMaxPool2d(2, output_size=11), nn.Conv2d(4, 2, 1))
+    model.eval()
+    x = torch.randn(1, 3, 20, 20)
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))  # why: the same input, another output
+    with vizkit.instrument(model) as im:
+        im(x)
+        with pytest.raises(vizkit.UsageError, match="fractional max-pooling '2' draws new pooling windows"):
+            project(im, x, "3", [0])
+    assert_no_hooks(model)
