@@ -18,7 +18,6 @@ reports mean ± std over folds.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -37,8 +36,7 @@ DEFAULT_EXCLUDE = ("BACKGROUND_Google",)
 
 def default_cache() -> Path:
     """``$VIZKIT_CACHE/features``, else ``~/.cache/vizkit/features``."""
-    root = os.environ.get("VIZKIT_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "vizkit") / "features"
+    return vizkit.cache_folder() / "features"
 
 
 def draw_folds(

@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, spelled out for type 
     from vizkit.models import describe as describe_model
     from vizkit.models.zfnet import clip_feature_scale
     from vizkit.toolkit import figures
+    from vizkit.toolkit.cache import cache_folder
     from vizkit.toolkit.channels import parse_channel_spec, parse_layers, select_channels
     from vizkit.toolkit.distributed import ProcessGroup, is_main_process
     from vizkit.toolkit.features import CachedFeatures, extract_features, parse_pool, pool_features
@@ -96,6 +97,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "describe_model": ("vizkit.models", "describe"),
     "sample_images": ("vizkit.app.demo", "sample_images"),
     "download_samples": ("vizkit.app.downloads", "download_samples"),
+    "cache_folder": ("vizkit.toolkit.cache", "cache_folder"),
     "BadImage": ("vizkit.data", "BadImage"),
     "ImageList": ("vizkit.data", "ImageList"),
     "Preprocess": ("vizkit.data", "Preprocess"),
@@ -218,6 +220,7 @@ __all__ = [
     "__version__",
     "apply_state_dict",
     "build_model",
+    "cache_folder",
     "check_labels",
     "clip_feature_scale",
     "crop_to_box",

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vizkit.errors import VizkitError
+from vizkit.toolkit.cache import cache_folder
 
-CACHE_ENV = "VIZKIT_CACHE"
 TREE_NAME = "imagenette2-160-val"  # the finished tree under <cache>/samples
 
 
@@ -49,13 +49,6 @@ IMAGENETTE_160_VAL = Archive(
     source="fast.ai Imagenette v2, 160 px, val split (ImageNet photographs; ImageNet terms of access)",
     approx_mb=94,
 )
-
-
-def cache_folder() -> Path:
-    """vizkit's cache: ``$VIZKIT_CACHE``, else ``~/.cache/vizkit`` (the probes' feature cache uses
-    the same root)."""
-    given = os.environ.get(CACHE_ENV)
-    return Path(given).expanduser() if given else Path.home() / ".cache" / "vizkit"
 
 
 def downloaded_samples() -> Path | None:

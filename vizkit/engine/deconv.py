@@ -130,20 +130,17 @@ def project(
 
 def _require_inference_mode(model: nn.Module) -> None:
     """Refuse a model whose forward is not repeatable: fractional max-pooling with random windows,
-    or dropout or batch-norm layers in training mode. A projection runs
-    the model forward again (per chunk of images): dropout would draw new masks and batch norm
+    or dropout or batch-norm layers in training mode. A projection runs the model forward again
+    (per chunk of images): dropout would draw new masks and batch norm
     would use (and update) other batch statistics, so the projection would silently be of other
     activations than those recorded, and the two paths would disagree."""
-    training = [
-        f"'{name}' ({type(module).__name__})"
-        for name, module in model.named_modules()
-        if module.training and isinstance(module, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm))
-    ]
-    random_pools = [
-        f"'{name}'"
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)) and module._random_samples is None
-    ]
+    training: list[str] = []
+    random_pools: list[str] = []
+    for name, module in model.named_modules():
+        if module.training and isinstance(module, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)):
+            training.append(f"'{name}' ({type(module).__name__})")
+        elif isinstance(module, (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)) and module._random_samples is None:
+            random_pools.append(f"'{name}'")
     if random_pools:  # new random windows on every forward, in eval mode too
         raise UsageError(
             f"the model's fractional max-pooling {', '.join(random_pools[:3])} draws new pooling windows on every "
