@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = vizkit.load_model("zfnet-compact")
-    size = model.vizkit_preprocess.crop
+    size = vizkit.data.preprocess_for(model).crop
     x = torch.randn(args.batch_size, 3, size, size)
     runs: dict[bool, list[float]] = {True: [], False: []}
     with torch.no_grad():

@@ -38,7 +38,7 @@ MODELS = {
 
 
 def time_vizkit(im, x, layer, grid, target, repeats, **options):
-    costs: list[vizkit.OcclusionCost] = []
+    costs: list[vizkit.engine.OcclusionCost] = []
 
     def once():
         costs.clear()
@@ -159,8 +159,8 @@ def fidelity(args) -> None:
                 )
                 runs[mode] = (seconds, maps)
             (te, exact), (tf, fast) = runs["exact"], runs["fast"]
-            ssim_p.append(vizkit.ssim(fast["true_class_prob"][0], exact["true_class_prob"][0], data_range=1.0))
-            ssim_a.append(vizkit.ssim(fast["feature_activity"][0], exact["feature_activity"][0]))
+            ssim_p.append(vizkit.toolkit.ssim(fast["true_class_prob"][0], exact["true_class_prob"][0], data_range=1.0))
+            ssim_a.append(vizkit.toolkit.ssim(fast["feature_activity"][0], exact["feature_activity"][0]))
             max_dp.append(float(np.abs(fast["true_class_prob"][0] - exact["true_class_prob"][0]).max()))
             agree.append(float((fast["top_label"][0] == exact["top_label"][0]).mean()))
             ratios.append(te / tf)

@@ -56,16 +56,14 @@ def main() -> None:
     from sklearn.svm import LinearSVC
 
     model = squeezenet() if args.model == "squeezenet" else vizkit.load_model(args.model)
-    data = vizkit.image_list(
-        SHARED / "data" / "caltech101", getattr(model, "vizkit_preprocess", None) or vizkit.Preprocess()
-    )
+    data = vizkit.data.image_list(SHARED / "data" / "caltech101", vizkit.data.preprocess_for(model))
     targets = np.asarray(data.targets)
     classes = [i for i, name in enumerate(data.classes) if name != "BACKGROUND_Google"]
     kept, _, splits = draw_folds(targets, classes, args.train_per_class, args.test_per_class, args.folds, seed=0)
     used = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
     subset = vizkit.ImageList([data.paths[i] for i in used], preprocess=data.preprocess)
     row_of = {int(i): r for r, i in enumerate(used)}
-    layers = vizkit.parse_layers(args.layers)
+    layers = vizkit.toolkit.parse_layers(args.layers)
     print(
         f"{args.model}, Caltech-101: {len(kept)} classes, {len(used)} images, pool {args.pool}, "
         f"torch threads {torch.get_num_threads()}"
@@ -88,16 +86,16 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
-            vizkit.extract_features(im, model, sample, layers, scratch, pool=args.pool, batch_size=32, workers=2)
+            vizkit.toolkit.extract_features(im, model, sample, layers, scratch, pool=args.pool, batch_size=32, workers=2)
             extract_seconds = time.perf_counter() - started
-        features = vizkit.extract_features(
+        features = vizkit.toolkit.extract_features(
             im, model, subset, layers, default_cache(), pool=args.pool, batch_size=32, workers=2
         )
     print(
         f"  extraction of {len(sample)} images (decode included): {len(sample) / extract_seconds:.1f} img/s; "
         f"plain forward of the same decoded batches: {len(sample) / plain_seconds:.1f} img/s"
     )
-    grid = vizkit.PROBE_GRID
+    grid = vizkit.toolkit.PROBE_GRID
     for layer in layers:
         matrix = np.asarray(features.layer(layer), dtype=np.float32)
         for fold, (train, test) in enumerate(splits):
@@ -105,20 +103,20 @@ def main() -> None:
             y_train, y_test = targets[train], targets[test]
             for kind in [k.strip() for k in args.classifiers.split(",") if k.strip()]:
                 started = time.perf_counter()
-                probe, c_ours, _ = vizkit.select_probe(
+                probe, c_ours, _ = vizkit.toolkit.select_probe(
                     torch.from_numpy(x_train), torch.from_numpy(y_train), kind, grid=grid, cv_folds=3, seed=fold
                 )
                 ours_seconds = time.perf_counter() - started
-                ours, _ = vizkit.mean_class_accuracy(probe.predict(torch.from_numpy(x_test)).numpy(), y_test, kept)
+                ours, _ = vizkit.toolkit.mean_class_accuracy(probe.predict(torch.from_numpy(x_test)).numpy(), y_test, kept)
                 line = (
                     f"  {layer:<14} d={matrix.shape[1]:<6} fold {fold} {kind:<8} vizkit {100 * ours:5.1f}% "
                     f"(C={c_ours:g}) {ours_seconds:7.1f} s"
                 )
                 if matrix.shape[1] <= args.skip_sklearn_above and args.fixed_c:
                     started = time.perf_counter()
-                    single = vizkit.fit_probe(torch.from_numpy(x_train), torch.from_numpy(y_train), kind, C=c_ours)
+                    single = vizkit.toolkit.fit_probe(torch.from_numpy(x_train), torch.from_numpy(y_train), kind, C=c_ours)
                     single_seconds = time.perf_counter() - started
-                    single_accuracy, _ = vizkit.mean_class_accuracy(
+                    single_accuracy, _ = vizkit.toolkit.mean_class_accuracy(
                         single.predict(torch.from_numpy(x_test)).numpy(), y_test, kept
                     )
                     estimator = LinearSVC(C=c_ours) if kind == "svm" else LogisticRegression(C=c_ours, max_iter=5000)
@@ -128,7 +126,7 @@ def main() -> None:
                         warnings.simplefilter("ignore")
                         model_sk.fit(x_train, y_train)
                     theirs_seconds = time.perf_counter() - started
-                    theirs, _ = vizkit.mean_class_accuracy(model_sk.predict(x_test), y_test, kept)
+                    theirs, _ = vizkit.toolkit.mean_class_accuracy(model_sk.predict(x_test), y_test, kept)
                     line += (
                         f" | one fit at C={c_ours:g}: vizkit {100 * single_accuracy:5.1f}% {single_seconds:6.1f} s,"
                         f" sklearn {100 * theirs:5.1f}% {theirs_seconds:6.1f} s,"
@@ -149,7 +147,7 @@ def main() -> None:
                         warnings.simplefilter("ignore")
                         search.fit(x_train, y_train)
                     theirs_seconds = time.perf_counter() - started
-                    theirs, _ = vizkit.mean_class_accuracy(search.predict(x_test), y_test, kept)
+                    theirs, _ = vizkit.toolkit.mean_class_accuracy(search.predict(x_test), y_test, kept)
                     line += (
                         f" | sklearn {100 * theirs:5.1f}% (C={search.best_params_[f'{name}__C']:g}) "
                         f"{theirs_seconds:7.1f} s | sklearn / vizkit time = {theirs_seconds / ours_seconds:.1f}x"

@@ -31,7 +31,7 @@ VAL = SHARED / "data/imagenette/val"
 
 
 def dataset(count: int) -> vizkit.data.ImageList:
-    images = vizkit.image_list(VAL)
+    images = vizkit.data.image_list(VAL)
     images.paths = images.paths[:count]
     return images
 
@@ -47,7 +47,7 @@ def plain_forward(model: torch.nn.Module, data, batch_size: int, workers: int) -
 
 def vizkit_scan(
     model: torch.nn.Module, data, layer: str, batch_size: int, workers: int
-) -> tuple[float, vizkit.RunningTopK]:
+) -> tuple[float, vizkit.toolkit.RunningTopK]:
     with vizkit.instrument(model, layers=[layer], switches=False) as im:
         with torch.no_grad():
             channels = list(range(im(data[0][0][None], until=layer).shape[1]))

@@ -7,7 +7,7 @@ call and every functional pool / ReLU (functional calls become layers named
 
 What it shows, in order:
 
-1. give the model its own preprocessing (``model.vizkit_preprocess``), so that
+1. give the model its own preprocessing (``model.vizkit_info``, a ``vizkit.models.ModelInfo``), so that
    ``vizkit.load_images(paths, model)`` and ``vizkit.run`` feed it at its size by default;
 2. ``vizkit.instrument``: the recorded layers, the pooling switches, and one deconvnet
    projection computed by both paths (autograd and explicit), which agree;
@@ -30,6 +30,7 @@ The ``build()`` factory makes the same model usable from the command line:
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.cbook
@@ -86,7 +87,7 @@ def build() -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # seeded, and the caller's global generator is left alone
         torch.manual_seed(0)
         model = TinyResNet()
-    model.vizkit_preprocess = vizkit.Preprocess(resize=128, crop=112)
+    model.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=128, crop=112))
     return model
 
 
@@ -128,10 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     model = build().eval()
     print("weights are random (seeded): the figures show the mechanics, not learnt features")
     # 1. the model's own preprocessing (build() set 112x112): load_images(paths, model) and
-    #    vizkit.run use it by default; vizkit.preprocess_for(model) reads it
+    #    vizkit.run use it by default; vizkit.data.preprocess_for(model) reads it
     if args.crop:
-        model.vizkit_preprocess = vizkit.Preprocess(resize=args.crop * 8 // 7, crop=args.crop)
-    print(f"preprocessing: {vizkit.preprocess_for(model)}")
+        preprocess = vizkit.Preprocess(resize=args.crop * 8 // 7, crop=args.crop)
+        model.vizkit_info = replace(vizkit.models.model_info(model), preprocess=preprocess)
+    print(f"preprocessing: {vizkit.data.preprocess_for(model)}")
     x = vizkit.load_images(images, model)
     print(f"input batch {tuple(x.shape)} from {', '.join(p.name for p in images)}")
 
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
 
     print(f"one page over both: vizkit report {args.out}")
-    print("hooks left on the model:", sum(vizkit.hook_counts(model).values()))
+    print("hooks left on the model:", sum(vizkit.engine.hook_counts(model).values()))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ import torch
 from torch import Tensor
 
 import vizkit
-from vizkit import new_figure, parse_fill
+from vizkit.toolkit import report
+from vizkit.toolkit.figures import new_figure
+from vizkit.data import parse_fill
 
 RESERVED_KEYS = ("image", "class_index", "box", "parts", "name")
 Zeros = Literal["sign", "changed"]
@@ -234,7 +236,7 @@ def feature_changes(
     n, count = images.shape[0], len(squares[0])
     per_batch = max(1, ctx.batch_size - 1)
     signs: dict[str, Tensor] = {}
-    bar = vizkit.progress_bar(total=n * count, desc="correspondence", enabled=ctx.progress)
+    bar = vizkit.toolkit.progress_bar(total=n * count, desc="correspondence", enabled=ctx.progress)
     with im.configured(layers=layers, switches=False), torch.no_grad():
         for i in range(n):
             for start in range(0, count, per_batch):
@@ -265,17 +267,13 @@ def run(
     zeros: Zeros,
     tolerance: float,
 ) -> vizkit.Result:
-    if random < 1:
-        raise vizkit.UsageError(f"--random must be at least 1, not {random}")
-    if tolerance < 0:
-        raise vizkit.UsageError(f"--tolerance must be at least 0, not {tolerance}")
     entries = read_landmarks(landmarks)
     preprocess = ctx.preprocess
     crop = preprocess.crop
-    if not 1 <= size <= crop:
+    if size > crop:  # the Option's range holds it at 1 or more
         raise vizkit.UsageError(f"--size must be between 1 and the input size {crop}, not {size}")
     fill_value = parse_fill(fill, preprocess)
-    names = vizkit.parse_layers(layers)
+    names = vizkit.toolkit.parse_layers(layers)
 
     # parts mapped to input pixels; a part the crop cuts away is reported and skipped
     mapped: list[dict[str, tuple[float, float]]] = []
@@ -408,7 +406,7 @@ def occlusion_figure(
             square = squares[i][c] if c < len(parts) else squares[i][len(parts)]
             present = c >= len(parts) or parts[c] in mapped[i]
             shown = square.apply(images[i], fill) if present else images[i]
-            vizkit.show(ax, ctx.preprocess.denormalize(shown.cpu()))
+            vizkit.toolkit.figures.show(ax, ctx.preprocess.denormalize(shown.cpu()))
             if present:
                 ax.add_patch(
                     Rectangle(
@@ -488,6 +486,48 @@ def table_figure(
     return figure
 
 
+# ------------------------------------------------------------------------------------ report view
+def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
+    """The report's Table 1: a row per part and one for random squares, per layer the mean ± std
+    of the pairwise sign-change distance and the part's p-value against random squares."""
+    document = page.document
+    table, random = document.get("table"), document.get("random")
+    if not isinstance(table, dict) or not table:
+        return "", set()
+    listed = document.get("parts")
+    parts = [str(p) for p in (listed if isinstance(listed, list) else []) or table]
+    layers = report.columns(document.get("layers"), table)
+    pairs: dict[str, Any] = document["pairs"] if isinstance(document.get("pairs"), dict) else {}
+    head = report.two_level_head(["occluded"], layers, ("distance", "p vs random"), after=("pairs",))
+    rows = []
+    for part in parts:
+        cells = "".join(
+            f"<td>{report.mean_std(report.dig(table, part, layer, 'mean'), report.dig(table, part, layer, 'std'))}</td>"
+            f"<td>{report.render_value(report.dig(table, part, layer, 'p_vs_random'))}</td>"
+            for layer in layers
+        )
+        rows.append(f"<tr><th>{report.esc(report.title(part))}</th>{cells}<td>{report.render_value(pairs.get(part))}</td></tr>")
+    used = {"table", "parts", "layers", "pairs"}
+    if isinstance(random, dict):
+        cells = "".join(
+            f"<td>{report.mean_std(report.dig(random, layer, 'mean'), report.dig(random, layer, 'std'))}</td><td></td>"
+            for layer in layers
+        )
+        rows.append(
+            f'<tr class="baseline"><th>random squares</th>{cells}<td>{report.render_value(pairs.get("random"))}</td></tr>'
+        )
+        used.add("random")
+    caption = (
+        "Hamming distance between the sign changes of image pairs, mean ± std over pairs "
+        "(lower: occluding the part changes different images' features alike)"
+    )
+    html = (
+        f'<h3>Correspondence</h3><table class="records correspondence"><caption>{report.esc(caption)}</caption>'
+        f"{head}{''.join(rows)}</table>"
+    )
+    return html, used
+
+
 @vizkit.hookimpl
 def register_analyses(register: Any) -> None:
     register(
@@ -508,7 +548,7 @@ def register_analyses(register: Any) -> None:
                     str,
                     required=True,
                     help="layers to compare, comma-separated (e.g. conv5,fc7)",
-                    parse=vizkit.parse_layers,
+                    parse=vizkit.toolkit.parse_layers,
                 ),
                 vizkit.Option(
                     "size", int, 40, help="side of each occluding square, in input pixels", minimum=1, maximum=4096
@@ -541,5 +581,6 @@ def register_analyses(register: Any) -> None:
             ],
             demo={"landmarks": "{landmarks}", "layers": "conv5,fc7", "random": 10},  # a resource vizkit demo finds
             demo_quick={"random": 4},
+            view=vizkit.framework.ReportView(report_view),
         )
     )

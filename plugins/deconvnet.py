@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit import projections_beside_patches, support_box
+from vizkit.toolkit import report
+from vizkit.toolkit.figures import projections_beside_patches
+from vizkit.engine import support_box
 
 
 def run(
@@ -34,8 +36,6 @@ def run(
     maps_per_page: int = 16,
     pages: int = 4,
 ) -> vizkit.Result:
-    if maps_per_page < 1 or pages < 1:
-        raise vizkit.UsageError(f"--maps-per-page and --pages must be at least 1, not {maps_per_page} and {pages}")
     im = ctx.instrumented
     x = ctx.images()
     projection_rule = ctx.rule(rule)
@@ -47,11 +47,9 @@ def run(
     strengths = activation.flatten(2).amax(dim=2) if activation.dim() > 2 else activation
     n_channels = strengths.shape[1]
     if channels is None:
-        if top < 1:
-            raise vizkit.UsageError(f"--top must be at least 1, not {top}")
         chosen = strengths[0].argsort(descending=True, stable=True)[: min(top, n_channels)].tolist()
     else:
-        chosen = vizkit.select_channels(channels, n_channels)
+        chosen = vizkit.toolkit.select_channels(channels, n_channels)
 
     projection = vizkit.project(
         im, x, layer, chosen, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size
@@ -174,6 +172,18 @@ def _figures(
     return pages
 
 
+def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
+    """The report's per-image rows: the predictions and the projected maps' activations."""
+    html, shown = report.per_image_table(page.document, ["predicted", "activations"])
+    channels = page.document.get("channels")
+    if "activations" in shown and isinstance(channels, list):
+        html = html.replace(
+            "<th>activations</th>",
+            f"<th>activations of maps {report.esc(', '.join(str(c) for c in channels))}</th>",
+        )
+    return html, shown
+
+
 @vizkit.hookimpl
 def register_analyses(register) -> None:
     register(
@@ -200,7 +210,7 @@ def register_analyses(register) -> None:
                     str,
                     None,
                     help="feature maps to project instead, e.g. 3,17,40 or 0-15",
-                    parse=vizkit.parse_channel_spec,
+                    parse=vizkit.toolkit.parse_channel_spec,
                 ),
                 vizkit.Option(
                     "method",
@@ -224,5 +234,6 @@ def register_analyses(register) -> None:
             ],
             demo={"layer": "conv5", "top": 9},
             demo_quick={"top": 4},
+            view=vizkit.framework.ReportView(report_view),
         )
     )

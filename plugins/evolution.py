@@ -28,18 +28,12 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit import (
-    ImageList,
-    apply_state_dict,
-    image_list,
-    new_figure,
-    read_run_info,
-    read_state_dict,
-    save_torch_atomic,
-    sha256_file,
-    snapshot_paths,
-    tile_mosaic,
-)
+from vizkit import ImageList
+from vizkit.models import apply_state_dict, read_state_dict, sha256_file
+from vizkit.data import image_list
+from vizkit.toolkit.figures import new_figure, tile_mosaic
+from vizkit.toolkit import read_run_info, snapshot_paths
+from vizkit.framework import save_torch_atomic
 
 if TYPE_CHECKING:  # only an annotation: matplotlib loads when a figure is drawn
     from matplotlib.figure import Figure
@@ -98,29 +92,29 @@ class ScanCheckpoint:
     cache: SnapshotCache
     tag: str
     seconds: float
-    stop: vizkit.StopRequest
+    stop: vizkit.toolkit.StopRequest
 
 
 def scan(
     ctx: vizkit.RunContext, sample: ImageList, layers: list[str], checkpoint: ScanCheckpoint | None = None
-) -> dict[str, vizkit.RunningTopK]:
+) -> dict[str, vizkit.toolkit.RunningTopK]:
     """Per layer, each map's strongest activation (k=1) over the sample.
 
     With ``checkpoint``, the scan continues from the partial state kept there, writes it every
     ``checkpoint.seconds`` and, when a stop is requested, writes it and stops (KeyboardInterrupt)."""
     im = ctx.instrumented
     deepest = layers[-1]
-    states: dict[str, vizkit.RunningTopK] = {}
+    states: dict[str, vizkit.toolkit.RunningTopK] = {}
     partial = checkpoint.cache.load(checkpoint.tag) if checkpoint is not None else None
     start = int(partial["next_batch"]) if partial is not None else 0
     if partial is not None:
         states = {
-            layer: vizkit.RunningTopK.from_state_dict(state, ctx.device) for layer, state in partial["states"].items()
+            layer: vizkit.toolkit.RunningTopK.from_state_dict(state, ctx.device) for layer, state in partial["states"].items()
         }
         ctx.skipped.load_state_dict(partial.get("skipped", []))
     rows = range(start * ctx.batch_size, len(sample))  # the batches of an uninterrupted scan, from ``start`` on
     # (images, indices) per batch, unreadable files left out (an all-unreadable batch comes empty)
-    loader = vizkit.read_batches(sample, ctx.skipped, rows, ctx.batch_size, keep_empty=True)
+    loader = vizkit.data.read_batches(sample, ctx.skipped, rows, ctx.batch_size, keep_empty=True)
     total = start + -(-len(rows) // ctx.batch_size)
     last_save = time.monotonic()
     with im.configured(layers=layers, switches=False), torch.no_grad():
@@ -130,7 +124,7 @@ def scan(
             for layer in layers if len(indices) else ():
                 activation = im.activation(layer)
                 if layer not in states:
-                    states[layer] = vizkit.RunningTopK.empty(activation.shape[1], 1, ctx.device)
+                    states[layer] = vizkit.toolkit.RunningTopK.empty(activation.shape[1], 1, ctx.device)
                 states[layer].update(activation, indices)
             if checkpoint is None:
                 continue
@@ -147,7 +141,7 @@ def scan(
     return states
 
 
-def choose_maps(states: dict[str, vizkit.RunningTopK], count: int, seed: int) -> dict[str, list[int]]:
+def choose_maps(states: dict[str, vizkit.toolkit.RunningTopK], count: int, seed: int) -> dict[str, list[int]]:
     chosen = {}
     generator = torch.Generator().manual_seed(seed)
     for layer, state in states.items():
@@ -168,9 +162,9 @@ def _no_maps(patch_size: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _select(state: vizkit.RunningTopK, channels: list[int]) -> vizkit.RunningTopK:
+def _select(state: vizkit.toolkit.RunningTopK, channels: list[int]) -> vizkit.toolkit.RunningTopK:
     index = torch.tensor(channels, dtype=torch.long, device=state.values.device)
-    return vizkit.RunningTopK(state.values[index], state.images[index], state.positions[index])
+    return vizkit.toolkit.RunningTopK(state.values[index], state.images[index], state.positions[index])
 
 
 class SnapshotCache:
@@ -216,7 +210,7 @@ class SnapshotCache:
         if path is not None:
             path.unlink(missing_ok=True)
 
-    def stopped(self, stop: vizkit.StopRequest, where: str) -> None:
+    def stopped(self, stop: vizkit.toolkit.StopRequest, where: str) -> None:
         """Say what an interrupted run keeps for --resume, and stop (KeyboardInterrupt)."""
         kept = (
             f"finished work is kept in {self.folder}" if self.folder is not None else "nothing is kept (no out folder)"
@@ -237,12 +231,6 @@ def run(
     resume: bool,
     checkpoint_seconds: float,
 ) -> vizkit.Result:
-    if maps < 1 or sample < 1:
-        raise vizkit.UsageError("--maps and --sample must be at least 1")
-    if not checkpoint_seconds >= 0:
-        raise vizkit.UsageError(f"--checkpoint-seconds must be 0 or more, not {checkpoint_seconds}")
-    if patch_size < 8:
-        raise vizkit.UsageError(f"--patch-size must be at least 8, not {patch_size}")
     info = read_run_info(run)
     snapshots = pick_epochs(snapshot_paths(run), epochs)
     if not snapshots:
@@ -279,7 +267,7 @@ def run(
     # come back at the end, also on error or interruption
     original = {name: value.detach().clone() for name, value in ctx.model.state_dict().items()}
     try:
-        with vizkit.deferred_interrupts() as stop:  # a signal stops between two batches or snapshots
+        with vizkit.toolkit.deferred_interrupts() as stop:  # a signal stops between two batches or snapshots
             chosen, per_epoch = _project_snapshots(
                 ctx,
                 cache,
@@ -300,7 +288,7 @@ def run(
     result = assemble(run, info, names, chosen, per_epoch, images, patch_size, unreadable)
     last = max(snapshots)
     # the figures show the snapshots, so result.json names the last one's weights, not the model's own
-    result.meta["model"] = vizkit.describe_model(ctx.model, weights=snapshots[last])
+    result.meta["model"] = vizkit.models.describe(ctx.model, weights=snapshots[last])
     if cache.folder is not None:  # kept for --resume until the result is saved
         result.scratch.append(cache.folder)
     return result
@@ -318,11 +306,11 @@ def _project_snapshots(
     patch_size: int,
     rule: str,
     checkpoint_seconds: float = 60.0,
-    stop: vizkit.StopRequest | None = None,
+    stop: vizkit.toolkit.StopRequest | None = None,
 ) -> tuple[dict[str, list[int]], dict[int, dict]]:
     """The maps chosen per layer, and each snapshot's winners and projections (cached per
     snapshot for --resume; a snapshot's scan also every ``checkpoint_seconds`` and on ``stop``)."""
-    stop = stop or vizkit.StopRequest()
+    stop = stop or vizkit.toolkit.StopRequest()
 
     def checkpoint(epoch: int) -> ScanCheckpoint:
         return ScanCheckpoint(cache, f"scan{epoch:03d}", checkpoint_seconds, stop)
@@ -348,9 +336,9 @@ def _project_snapshots(
             file=sys.stderr,
         )
     ctx.skipped.load_state_dict(choice.get("skipped", []))
-    boxes = {layer: vizkit.receptive_boxes(im, probe, layer) for layer in names}
+    boxes = {layer: vizkit.engine.receptive_boxes(im, probe, layer) for layer in names}
     per_epoch = {}
-    progress = vizkit.progress_bar(total=len(snapshots), desc="evolution snapshots", enabled=ctx.progress)
+    progress = vizkit.toolkit.progress_bar(total=len(snapshots), desc="evolution snapshots", enabled=ctx.progress)
     for epoch in snapshots:
         done = cache.load(f"epoch{epoch:03d}")
         if done is None:
@@ -366,7 +354,7 @@ def _project_snapshots(
                     done[layer] = _no_maps(patch_size)
                     continue
                 state = _select(states[layer], chosen[layer])
-                arrays = vizkit.project_winners(
+                arrays = vizkit.toolkit.project_winners(
                     im,
                     images,
                     ctx.preprocess,

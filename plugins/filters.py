@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import vizkit
-from vizkit import new_figure
+from vizkit.toolkit.figures import new_figure
 
 SPECTRUM_SIZE = 32
 BANDS = ("low", "mid", "high")

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 import vizkit
-from vizkit import new_figure
+from vizkit.toolkit import report
+from vizkit.toolkit.figures import new_figure
 
 TRANSFORMS = ("translate", "scale", "rotate")
 IDENTITY = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}
@@ -79,18 +80,13 @@ def parse_range(text: str, flag: str) -> tuple[float, float]:
     return low, high
 
 
-def make_transforms(names: str, steps: int, ranges: dict[str, tuple[float, float]]) -> list[Transform]:
-    """The requested transforms with their steps (the identity always among them)."""
-    chosen = [name.strip() for name in str(names).split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in TRANSFORMS]
-    if unknown or not chosen:
-        raise vizkit.UsageError(f"--transforms takes {', '.join(TRANSFORMS)} (comma-separated), not '{names}'")
-    if steps < 2:
-        raise vizkit.UsageError(f"--steps must be at least 2, not {steps}")
+def make_transforms(names: list[str], steps: int, ranges: dict[str, tuple[float, float]]) -> list[Transform]:
+    """The transforms ``names`` (of :data:`TRANSFORMS`, as ``--transforms`` gives them) with
+    ``steps`` steps each over their ``ranges`` (the identity always among them)."""
     if ranges["scale"][0] <= 0:
         raise vizkit.UsageError(f"--range-scale must be above 0, not {ranges['scale'][0]}")
     out = []
-    for name in dict.fromkeys(chosen):
+    for name in names:
         low, high = ranges[name]
         values = np.linspace(low, high, steps)
         if name == "translate":
@@ -112,7 +108,7 @@ def _targets(target: tuple[str, ...], n: int, labels: Any, classes: int, logits:
     given = given * n if len(given) == 1 else given
     out = []
     for i, value in enumerate(given):
-        fixed = vizkit.resolve_target(value, labels, classes)
+        fixed = vizkit.data.resolve_target(value, labels, classes)
         out.append(int(logits[i].argmax()) if fixed is None else fixed)
     return out
 
@@ -198,7 +194,7 @@ def run(
     ctx: vizkit.RunContext,
     target: tuple[str, ...],
     layers: list[str],
-    transforms: str,
+    transforms: list[str],
     steps: int,
     range_translate: str,
     range_scale: str,
@@ -231,7 +227,7 @@ def run(
     n = len(per_image)
     originals = torch.stack([first for _, _, first in per_image])
     classes = originals.shape[1]
-    vizkit.check_labels(ctx.labels, classes)
+    vizkit.data.check_labels(ctx.labels, classes)
     targets = _targets(target, n, ctx.labels, classes, originals)
     p0 = originals.softmax(dim=1)[torch.arange(n), torch.tensor(targets)].numpy()
 
@@ -345,7 +341,7 @@ def curves_figure(
             .numpy()
             for k in picks
         ]
-        ax.imshow(vizkit.tile_mosaic(np.stack(tiles), rows=1), interpolation="bilinear")
+        ax.imshow(vizkit.toolkit.figures.tile_mosaic(np.stack(tiles), rows=1), interpolation="bilinear")
         ax.set_xticks(
             [(k + 0.5) * (preprocess.crop + 2) for k in range(len(picks))],
             [f"{steps[k]:.3g}" for k in picks],
@@ -472,10 +468,14 @@ def register_analyses(register: Any) -> None:
                     str,
                     required=True,
                     help="layers to measure, comma-separated (the paper: layer 1 and layer 7)",
-                    parse=vizkit.parse_layers,
+                    parse=vizkit.toolkit.parse_layers,
                 ),
                 vizkit.Option(
-                    "transforms", str, "translate,scale,rotate", help="any of translate, scale, rotate, comma-separated"
+                    "transforms",
+                    TRANSFORMS,
+                    "translate,scale,rotate",
+                    help="any of translate, scale, rotate, comma-separated",
+                    comma_separated=True,
                 ),
                 vizkit.Option(
                     "steps",
@@ -502,5 +502,6 @@ def register_analyses(register: Any) -> None:
             ],
             demo={"layers": "conv1,fc7", "steps": 13},
             demo_quick={"steps": 5},
+            view=report.per_image_view(["target_name", "target", "original_probability"]),  # the report's rows
         )
     )

@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import vizkit
-from vizkit import new_figure, parse_fill, resolve_target, show
+from vizkit.toolkit.figures import new_figure, show
+from vizkit.toolkit.report import per_image_view
+from vizkit.data import parse_fill, resolve_target
 
 
 # ------------------------------------------------------------------------ the grid and the maps
@@ -98,7 +100,7 @@ def occlusion_maps(
     progress: bool = False,
     tau: float = 1.0,
     drill_down: float = 1.0,
-    costs: list[vizkit.OcclusionCost] | None = None,
+    costs: list[vizkit.engine.OcclusionCost] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per image [N, rows, cols]: ``feature_activity`` (sum of map ``feature_maps[i]`` of
     ``layer``), ``true_class_prob`` (softmax of ``targets[i]``) and ``top_label``.
@@ -107,7 +109,7 @@ def occlusion_maps(
     ``drill_down`` < 1, adaptive drill-down: a pass over every other row and column of the
     grid, then the full grid only over the ``drill_down`` fraction of positions whose
     interpolated probability drop is largest; the rest keeps the interpolated coarse values.
-    Each image's :class:`vizkit.OcclusionCost` is appended to ``costs`` when given."""
+    Each image's :class:`vizkit.engine.OcclusionCost` is appended to ``costs`` when given."""
     if mode not in MODES:
         raise vizkit.UsageError(f"unknown occlusion mode '{mode}'; use {', '.join(MODES)}")
     if not 0 < tau <= 1:
@@ -120,7 +122,7 @@ def occlusion_maps(
     activity = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
     probability = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
     top = np.zeros((n, grid.rows, grid.cols), dtype=np.int64)
-    bar = vizkit.progress_bar(total=n * grid.count if drill_down >= 1 else None, desc="occlusion", enabled=progress)
+    bar = vizkit.toolkit.progress_bar(total=n * grid.count if drill_down >= 1 else None, desc="occlusion", enabled=progress)
     # batched: full forwards that record the tracked layer only, and no switches
     scope = im.configured(layers=[layer], switches=False) if mode == "batched" else contextlib.nullcontext(im)
     with scope:
@@ -129,7 +131,7 @@ def occlusion_maps(
             if mode == "batched":
                 evaluate = lambda part, i=i, channel=channel: _batched(im, x[i], layer, part, grid.size, fill, channel)
             else:
-                engine = vizkit.IncrementalOcclusion(im, x[i : i + 1], layer, tau=tau)
+                engine = vizkit.engine.IncrementalOcclusion(im, x[i : i + 1], layer, tau=tau)
                 evaluate = lambda part, engine=engine, channel=channel: engine.evaluate(
                     part, grid.size, fill, channel=channel
                 )
@@ -213,28 +215,6 @@ def _batched(
 
 
 # ----------------------------------------------------------------------------------- analysis
-
-
-def default_layer(model: nn.Module, im: vizkit.Instrumented, num_classes: int) -> str:
-    """The model's declared default (``vizkit_default_layer``), else the last named module with
-    spatial feature maps before the classifier ("layer 5"); plain Sequential wrappers are skipped."""
-    declared = getattr(model, "vizkit_default_layer", None)
-    if declared:
-        return declared
-    candidates = [
-        info.name
-        for info in im.layer_infos()
-        if info.shape is not None
-        and len(info.shape) == 4
-        and info.shape[2] > 1
-        and info.shape[1] != num_classes
-        and info.type not in ("Dropout", "Dropout2d", "Identity", "Sequential", "ModuleList")
-    ]
-    if not candidates:
-        raise vizkit.UsageError("no layer with spatial feature maps found; pass --layer")
-    return candidates[-1]
-
-
 def run(
     ctx: vizkit.RunContext,
     target: str,
@@ -251,18 +231,16 @@ def run(
     x = ctx.images()
     im = ctx.instrumented
     height, width = x.shape[-2:]
-    if not 1 <= size <= min(height, width):
+    if size > min(height, width):  # the Option's range holds it at 1 or more
         raise vizkit.UsageError(f"--size must be between 1 and {min(height, width)}, not {size}")
-    if stride < 1:
-        raise vizkit.UsageError(f"--stride must be at least 1, not {stride}")
     fill_value = parse_fill(fill, ctx.preprocess)
     with im.configured(layers=[layer] if layer else "all"), torch.no_grad():
         logits = im(x)  # one forward gives the logits and the layer
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise vizkit.UsageError("occlusion needs a classifier: the model must output [N, classes] logits")
     num_classes = logits.shape[1]
-    vizkit.check_labels(ctx.labels, num_classes)
-    layer = im.resolve_alias(layer) if layer else default_layer(ctx.model, im, num_classes)
+    vizkit.data.check_labels(ctx.labels, num_classes)
+    layer = im.resolve_alias(layer) if layer else vizkit.toolkit.default_layer(ctx.model, im, num_classes)
     activation = im.activation(layer)  # unknown layer -> clear error listing valid ones
     if activation.dim() != 4:
         raise vizkit.UsageError(f"layer '{layer}' has no spatial feature maps (shape {tuple(activation.shape)})")
@@ -270,10 +248,8 @@ def run(
     fixed = resolve_target(target, ctx.labels, num_classes)
     targets = logits.argmax(1) if fixed is None else torch.full((x.shape[0],), fixed, dtype=torch.long)
 
-    if check < 0:
-        raise vizkit.UsageError(f"--check must be 0 or more, not {check}")
     grid = OcclusionGrid(height, width, size, stride)
-    costs: list[vizkit.OcclusionCost] = []
+    costs: list[vizkit.engine.OcclusionCost] = []
     started = time.perf_counter()
     maps = occlusion_maps(
         im,
@@ -330,7 +306,7 @@ def run(
     return result
 
 
-def explain_cost(cost: vizkit.OcclusionCost) -> str:
+def explain_cost(cost: vizkit.engine.OcclusionCost) -> str:
     """One line: the multiply-adds of a full forward, needed and executed per position, the bound."""
     numbers = cost.as_dict()
     return (
@@ -350,7 +326,7 @@ def _fidelity(ctx, x, layer, strongest, targets, grid, fill, maps, check: int) -
     cells = np.arange(grid.count) if whole else np.sort(ctx.rng.choice(grid.count, size=check, replace=False))
     report: dict[str, Any] = {"positions_checked": len(cells), "per_image": []}
     for i in range(x.shape[0]):
-        engine = vizkit.IncrementalOcclusion(ctx.instrumented, x[i : i + 1], layer)
+        engine = vizkit.engine.IncrementalOcclusion(ctx.instrumented, x[i : i + 1], layer)
         exact_p, exact_a, exact_top = [], [], []
         for start in range(0, len(cells), ctx.batch_size):
             part = [grid.top_left(*divmod(int(k), grid.cols)) for k in cells[start : start + ctx.batch_size]]
@@ -371,10 +347,10 @@ def _fidelity(ctx, x, layer, strongest, targets, grid, fill, maps, check: int) -
         if whole:
             shape = (grid.rows, grid.cols)
             entry["ssim_probability"] = round(
-                vizkit.ssim(maps["true_class_prob"][i], np.concatenate(exact_p).reshape(shape)), 4
+                vizkit.toolkit.ssim(maps["true_class_prob"][i], np.concatenate(exact_p).reshape(shape)), 4
             )
             entry["ssim_activity"] = round(
-                vizkit.ssim(maps["feature_activity"][i], np.concatenate(exact_a).reshape(shape)), 4
+                vizkit.toolkit.ssim(maps["feature_activity"][i], np.concatenate(exact_a).reshape(shape)), 4
             )
         report["per_image"].append(entry)
     return report
@@ -396,7 +372,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     from matplotlib import colormaps
     from matplotlib.patches import Patch, Rectangle
 
-    image = vizkit.figures.hwc(ctx.preprocess.denormalize(x[index].cpu()))
+    image = vizkit.toolkit.figures.hwc(ctx.preprocess.denormalize(x[index].cpu()))
     others = x.shape[0] - 1
     shown_others = min(others, MAX_OTHER_PROJECTIONS)
     # the paper's five panels (a)-(e) in one row; the same map projected in the other images, if
@@ -413,7 +389,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     ax = figure.add_subplot(grid_spec[0])
     row, col = np.unravel_index(int(probability.argmin()), probability.shape)
     y0, x0 = grid.top_left(row, col)
-    occluded = vizkit.figures.hwc(
+    occluded = vizkit.toolkit.figures.hwc(
         ctx.preprocess.denormalize(occluded_batch(x[index].cpu(), [(y0, x0)], grid.size, fill_value)[0])
     )
     show(ax, occluded, f"(a) {names[index]}\noccluder {grid.size}px at its most damaging place", fontsize=8)
@@ -438,7 +414,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
         other_row = rows[1].subgridspec(1, max(shown_others, 5), wspace=0.3)
         for slot, j in enumerate([j for j in range(x.shape[0]) if j != index][:shown_others]):
             ax = figure.add_subplot(other_row[slot])
-            show(ax, vizkit.to_image(projection.images[j, index]), f"in {vizkit.figures.shorten(names[j])}", fontsize=7)
+            show(ax, vizkit.to_image(projection.images[j, index]), f"in {vizkit.toolkit.figures.shorten(names[j])}", fontsize=7)
         more = f" (first {shown_others} of {others})" if others > shown_others else ""
         figure.text(
             0.01,
@@ -567,5 +543,15 @@ def register_analyses(register) -> None:
                 vizkit.Option("explain", bool, False, help="print the multiply-add cost model and its bound"),
             ],
             demo={"size": 48, "stride": 16},
+            view=per_image_view(  # the report's per-image rows
+                [
+                    "target_name",
+                    "target",
+                    "unoccluded_probability",
+                    "min_probability",
+                    "strongest_map",
+                    "positions_evaluated",
+                ]
+            ),
         )
     )

@@ -5,7 +5,7 @@ The model is frozen. For an ImageFolder tree (``--data``, e.g. Caltech-101), ``-
 splits draw, per class, ``--train-per-class`` training images and up to ``--test-per-class`` test
 images from the rest (seeded; classes with too few images are reported and dropped; the indices
 are saved). Every image that any fold uses goes through the model once: the features of all
-``--layers`` are written to an on-disk cache (:func:`vizkit.extract_features`), so a second run
+``--layers`` are written to an on-disk cache (:func:`vizkit.toolkit.extract_features`), so a second run
 with other classifiers, folds or training sizes skips extraction. An unreadable image file is
 left out (warned about, counted in result.json) and the folds are drawn again as if it were not
 there, so the result is the one for the readable images alone. For each layer, fold and
@@ -18,6 +18,7 @@ reports mean ± std over folds.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit import new_figure
+from vizkit.toolkit import report
+from vizkit.toolkit.figures import new_figure
 
 CLASSIFIERS = ("svm", "softmax")
 DEFAULT_EXCLUDE = ("BACKGROUND_Google",)
@@ -36,7 +38,7 @@ DEFAULT_EXCLUDE = ("BACKGROUND_Google",)
 
 def default_cache() -> Path:
     """``$VIZKIT_CACHE/features``, else ``~/.cache/vizkit/features``."""
-    return vizkit.cache_folder() / "features"
+    return vizkit.toolkit.cache_folder() / "features"
 
 
 def draw_folds(
@@ -77,7 +79,7 @@ def run(
     train_per_class: int,
     test_per_class: int,
     folds: int,
-    classifiers: str,
+    classifiers: list[str],
     pool: str,
     exclude: tuple[str, ...],
     cache: str | None,
@@ -88,18 +90,10 @@ def run(
     resume: bool,
 ) -> vizkit.Result:
     c_grid = parse_grid(grid)
-    if workers < 0:
-        raise vizkit.UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
-    kinds = [k.strip() for k in classifiers.split(",") if k.strip()]
-    if not kinds or any(k not in CLASSIFIERS for k in kinds):
-        raise vizkit.UsageError(f"--classifiers takes {', '.join(CLASSIFIERS)} (comma-separated), not '{classifiers}'")
-    if train_per_class < 2 or test_per_class < 1 or folds < 1 or cv_folds < 2:
-        raise vizkit.UsageError(
-            "--train-per-class must be at least 2, --test-per-class and --folds at least 1, --cv-folds at least 2"
-        )
+    kinds = classifiers  # the Option checked them: in the order given, each once
     if cv_folds > train_per_class:
         raise vizkit.UsageError(f"--cv-folds ({cv_folds}) cannot exceed --train-per-class ({train_per_class})")
-    vizkit.parse_pool(pool)
+    vizkit.toolkit.parse_pool(pool)
     dataset = ctx.dataset()
     if not dataset.classes:
         raise vizkit.UsageError("probes needs an ImageFolder tree (--data DIR with one sub-folder per class)")
@@ -116,8 +110,8 @@ def run(
     # further, small pass. Every rank learns the same unreadable rows, so all take the same passes.
     unreadable: set[int] = set()
     extracted: set[int] = set()
-    parts: list[tuple[vizkit.CachedFeatures, list[int]]] = []  # each pass and the dataset indices of its rows
-    group = vizkit.ProcessGroup.join(ctx.device)
+    parts: list[tuple[vizkit.toolkit.CachedFeatures, list[int]]] = []  # each pass and the dataset indices of its rows
+    group = vizkit.toolkit.ProcessGroup.join(ctx.device)
     try:
         while True:
             usable = targets.copy()
@@ -132,7 +126,7 @@ def run(
             need = [int(i) for i in used if int(i) not in extracted]
             if not need:
                 break
-            part = vizkit.extract_features(
+            part = vizkit.toolkit.extract_features(
                 ctx.instrumented,
                 ctx.model,
                 vizkit.ImageList([dataset.paths[i] for i in need], preprocess=dataset.preprocess, source=dataset.where),
@@ -174,7 +168,7 @@ def run(
     per_class = np.zeros((len(names), len(kinds), folds, len(kept)), dtype=np.float32)
     chosen_c = np.zeros((len(names), len(kinds), folds), dtype=np.float64)
     labels = torch.as_tensor(targets)
-    bar = vizkit.progress_bar(total=len(names) * folds * len(kinds), desc="probes", enabled=ctx.progress)
+    bar = vizkit.toolkit.progress_bar(total=len(names) * folds * len(kinds), desc="probes", enabled=ctx.progress)
     for l, layer in enumerate(names):
         matrix = layer_matrix(layer)  # one layer in memory
         for f, (train, test) in enumerate(splits):
@@ -182,11 +176,11 @@ def run(
             x_test = matrix[[row_of[int(i)] for i in test]].to(ctx.device)
             y_train, y_test = labels[train].to(ctx.device), labels[test]
             for k, kind in enumerate(kinds):
-                probe, c_value, _ = vizkit.select_probe(
+                probe, c_value, _ = vizkit.toolkit.select_probe(
                     x_train, y_train, kind, grid=c_grid, cv_folds=cv_folds, seed=ctx.seed + f
                 )
                 predicted = probe.predict(x_test).cpu()
-                mean, classwise = vizkit.mean_class_accuracy(predicted, y_test, kept)
+                mean, classwise = vizkit.toolkit.mean_class_accuracy(predicted, y_test, kept)
                 accuracy[l, k, f], per_class[l, k, f], chosen_c[l, k, f] = mean, classwise, c_value
                 bar.update(1)
         del matrix
@@ -317,6 +311,59 @@ def table_figure(layers: list[str], kinds: list[str], accuracy: np.ndarray, dims
     return figure
 
 
+# ------------------------------------------------------------------------------------ report view
+def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
+    """The report's Table 7: a row per layer, per classifier the mean per-class accuracy ± std
+    over folds (best layer in bold) and the C cross-validation chose in each fold."""
+    document = page.document
+    table = document.get("table")
+    if not isinstance(table, dict) or not table:
+        return "", set()
+    listed = document.get("layers")
+    layers = [str(layer) for layer in (listed if isinstance(listed, list) else []) or table]
+    kinds = report.columns(document.get("classifiers"), table)
+    dims: dict[str, Any] = document["dims"] if isinstance(document.get("dims"), dict) else {}
+    best = {}
+    for kind in kinds:
+        means = [(report.dig(table, layer, kind, "mean"), layer) for layer in layers]
+        finite = [(m, layer) for m, layer in means if report.is_number(m) and math.isfinite(m)]
+        best[kind] = max(finite)[1] if finite else None
+    head = report.two_level_head(["layer", "features"], kinds, ("accuracy", "C per fold"))
+    folds = document.get("folds")
+    single = report.is_number(folds) and folds == 1  # one fold has no spread: "± 0" would claim one
+    rows = []
+    for layer in layers:
+        cells = [f"<th>{report.esc(layer)}</th><td>{report.render_value(dims.get(layer))}</td>"]
+        for kind in kinds:
+            std = None if single else report.dig(table, layer, kind, "std")
+            text = report.mean_std(report.dig(table, layer, kind, "mean"), std, percent=True)
+            if best[kind] == layer:
+                text = f"<b>{text}</b>"
+            cells.append(f"<td>{text}</td><td>{report.render_value(report.dig(table, layer, kind, 'C'), 2)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    caption = _report_caption(document, single)
+    html = (
+        f'<h3>Linear probes</h3><table class="records probes"><caption>{report.esc(caption)}; best layer in bold'
+        f"</caption>{head}{''.join(rows)}</table>"
+    )
+    return html, {"table", "layers", "classifiers", "dims"}
+
+
+def _report_caption(document: dict[str, Any], single: bool) -> str:
+    folds, train, classes = document.get("folds"), document.get("train_per_class"), document.get("classes")
+    caption = "Mean per-class test accuracy" + (" of a single fold, so no ± std" if single else " ± std over folds")
+    details = []
+    if report.is_number(folds) and not single:
+        details.append(f"{folds} folds")
+    if report.is_number(train):
+        details.append(f"{train} training images per class")
+    if isinstance(classes, list):
+        details.append(f"{len(classes)} classes")
+    if details:
+        caption += " (" + ", ".join(details) + ")"
+    return caption
+
+
 @vizkit.hookimpl
 def register_analyses(register: Any) -> None:
     register(
@@ -327,7 +374,7 @@ def register_analyses(register: Any) -> None:
             inputs="data",
             options=[
                 vizkit.Option(
-                    "layers", str, required=True, help="layers to probe, comma-separated", parse=vizkit.parse_layers
+                    "layers", str, required=True, help="layers to probe, comma-separated", parse=vizkit.toolkit.parse_layers
                 ),
                 vizkit.Option("train_per_class", int, 30, help="training images per class and fold", minimum=2),
                 vizkit.Option(
@@ -340,7 +387,13 @@ def register_analyses(register: Any) -> None:
                 vizkit.Option(
                     "folds", int, 5, help="random train/test splits (seeded with --seed)", minimum=1, maximum=1000
                 ),
-                vizkit.Option("classifiers", str, "svm,softmax", help="svm (one-vs-rest squared hinge) and/or softmax"),
+                vizkit.Option(
+                    "classifiers",
+                    CLASSIFIERS,
+                    "svm,softmax",
+                    help="svm (one-vs-rest squared hinge) and/or softmax, comma-separated",
+                    comma_separated=True,
+                ),
                 vizkit.Option(
                     "pool", str, "none", help="none, avg (global average) or max:S (adaptive max-pool to SxS)"
                 ),
@@ -366,7 +419,7 @@ def register_analyses(register: Any) -> None:
                 vizkit.Option(
                     "grid",
                     str,
-                    ",".join(f"{c:g}" for c in vizkit.PROBE_GRID),
+                    ",".join(f"{c:g}" for c in vizkit.toolkit.PROBE_GRID),
                     help="C values cross-validation chooses from, comma-separated",
                 ),
                 vizkit.Option(
@@ -386,5 +439,6 @@ def register_analyses(register: Any) -> None:
                 "workers": 0,
             },
             demo_quick={"layers": "conv2,fc7", "folds": 1},
+            view=vizkit.framework.ReportView(report_view),
         )
     )

@@ -39,16 +39,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import vizkit
-from vizkit import (
-    Preprocess,
-    UsageError,
-    VizkitError,
-    clip_feature_scale,
-    deferred_interrupts,
-    progress_bar,
-    save_torch_atomic,
-    write_atomic,
-)
+from vizkit import Preprocess, UsageError, VizkitError
+from vizkit.models import clip_feature_scale
+from vizkit.toolkit import deferred_interrupts, progress_bar
+from vizkit.framework import save_torch_atomic, write_atomic
 
 
 @dataclass
@@ -168,7 +162,7 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         generator=torch.Generator().manual_seed(config.seed),  # not the global one, which dropout uses
         drop_last=False,
         persistent_workers=config.workers > 0,
-        worker_init_fn=vizkit.workers_ignore_stop_signals,  # Ctrl-C reaches them too: the main process saves
+        worker_init_fn=vizkit.data.workers_ignore_stop_signals,  # Ctrl-C reaches them too: the main process saves
     )
     val = DataLoader(
         val_set,
@@ -177,7 +171,7 @@ def loaders(config: TrainConfig, preprocess: Preprocess) -> tuple[DataLoader, Da
         num_workers=config.workers,
         generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=config.workers > 0,
-        worker_init_fn=vizkit.workers_ignore_stop_signals,
+        worker_init_fn=vizkit.data.workers_ignore_stop_signals,
     )
     return train, val, val_set.classes
 
@@ -200,7 +194,7 @@ def untrained_model(spec: str, app=None) -> tuple[nn.Module, Preprocess]:
     """The architecture ``spec`` names, freshly initialised (never a registered model's shipped
     weights: training starts from the recipe's initialisation), and its preprocessing."""
     model, entry = vizkit.build_model(spec, app)
-    setattr(model, "vizkit_spec", spec)  # noqa: B010 - a plain attribute on an nn.Module
+    model.vizkit_info = replace(vizkit.models.model_info(model), spec=spec)  # a plain attribute on an nn.Module
     return model, (entry.preprocess if entry and entry.preprocess else Preprocess())
 
 
@@ -281,10 +275,10 @@ def train(
         for stale in names:
             (out / stale).unlink(missing_ok=True)
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
-    spec = model_spec or getattr(model, "vizkit_spec", None)
+    spec = model_spec or vizkit.models.model_info(model).spec
     if spec:  # the run's command: a resumed run is the same run, so not "--resume"
         run_command = [arg for arg in command if arg != "--resume"] if command else command
-        vizkit.write_run_info(out, spec, config.data, asdict(config), preprocess, run_command)
+        vizkit.toolkit.write_run_info(out, spec, config.data, asdict(config), preprocess, run_command)
 
     def save_checkpoint(epoch_done: int, where: dict | None) -> None:
         save_torch_atomic(
@@ -432,7 +426,7 @@ def export_weights(
     measured (``scripts/bundle_weights.py --verify``).
     ``names`` maps class folder names (e.g. WordNet ids) to readable names."""
     run_dir, destination = Path(run_dir), Path(destination)
-    info = vizkit.read_run_info(run_dir)
+    info = vizkit.toolkit.read_run_info(run_dir)
     parts = which.split("+")
     if not parts or any(p not in ("best", "last") and not p.isdigit() for p in parts) or len(set(parts)) < len(parts):
         raise UsageError(f"which must be best, last, or epochs joined by + (best+last, 30+best+last), not '{which}'")

@@ -59,7 +59,7 @@ TINY_SOURCE = textwrap.dedent(
                 nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             )
             self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 8 * 8, 3))
-            self.vizkit_preprocess = vizkit.Preprocess(resize=36, crop=32)
+            self.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=36, crop=32))
 
         def forward(self, x):
             return self.classifier(self.features(x))

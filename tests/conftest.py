@@ -1,51 +1,30 @@
 """Shared fixtures: the real data and weights in ../shared (skipped cleanly when absent), and
 offline stand-ins that run everywhere: photographs that ship with matplotlib and scikit-learn,
-the bundled trained model, and random weights."""
+the bundled trained model, and random weights. Plain helper functions (and where the data
+lives) are in helpers.py, imported as ``from helpers import ...``."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import matplotlib.cbook
 import pytest
-import sklearn.datasets
 import torch
 from PIL import Image
 
 import vizkit
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VIZKIT_SHARED", REPO.parent / "shared"))
-SQUEEZENET_WEIGHTS = SHARED / "models" / "squeezenet1_0_imagenet.pt"
-SAMPLES = SHARED / "data" / "imagenet-samples"
-LABELS = SHARED / "data" / "imagenet_classes.txt"
-IMAGENETTE = SHARED / "data" / "imagenette"
+from helpers import IMAGENETTE, LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared, sample, shipped_photos
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-
-def needs_shared(*paths: Path) -> None:
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"shared data not available: {path}")
 
 
 @pytest.fixture(scope="session")
 def squeezenet():
     needs_shared(SQUEEZENET_WEIGHTS, LABELS)
     return vizkit.load_model("torchvision:squeezenet1_0", weights=SQUEEZENET_WEIGHTS, labels=LABELS)
-
-
-def sample(name: str) -> Path:
-    """The imagenet-samples image whose file name contains ``name``."""
-    needs_shared(SAMPLES)
-    matches = sorted(SAMPLES.glob(f"*{name}*"))
-    if not matches:
-        pytest.skip(f"no sample image matching {name}")
-    return matches[0]
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +35,6 @@ def dog_image() -> Path:
 @pytest.fixture(scope="session")
 def dog_tensor(dog_image) -> torch.Tensor:
     return vizkit.load_images([dog_image], vizkit.Preprocess())
-
-
-def assert_no_hooks(model: torch.nn.Module) -> None:
-    counts = vizkit.hook_counts(model)
-    assert all(count == 0 for count in counts.values()), counts
-    assert torch._C._len_torch_function_stack() == 0, "a TorchFunctionMode was left on the stack"
 
 
 @pytest.fixture
@@ -85,6 +58,16 @@ def recorded_models(monkeypatch) -> list[torch.nn.Module]:
     return models
 
 
+@pytest.fixture
+def no_hooks_left(recorded_models) -> Iterator[list[torch.nn.Module]]:
+    """``recorded_models``, each checked for left-over hooks when the test ends (also after a
+    failing or interrupted run). A module that wants it for every test says
+    ``pytestmark = pytest.mark.usefixtures("no_hooks_left")``."""
+    yield recorded_models
+    for model in recorded_models:
+        assert_no_hooks(model)
+
+
 @pytest.fixture(scope="session")
 def tiny_imagenette(tmp_path_factory):
     """3 classes x (6 train + 3 val) real Imagenette images, linked (not copied) into a tree."""
@@ -100,17 +83,6 @@ def tiny_imagenette(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------- offline stand-ins
-def shipped_photos() -> list[Path]:
-    """Photographs that ship with the dependencies: matplotlib's Grace Hopper, scikit-learn's
-    china and flower."""
-    images = Path(sklearn.datasets.__file__).parent / "images"
-    return [
-        Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
-        images / "china.jpg",
-        images / "flower.jpg",
-    ]
-
-
 @pytest.fixture(scope="session")
 def photo_path() -> Path:
     return shipped_photos()[0]
@@ -147,12 +119,3 @@ def offline_photo_list(tmp_path_factory) -> Path:
     listing = root / "images.txt"
     listing.write_text("\n".join(str(p) for p in paths))
     return listing
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface (for torchrun's rendezvous)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

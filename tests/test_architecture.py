@@ -4,19 +4,21 @@ no global side effects, and the window arithmetic every engine shares."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
-from collections import OrderedDict
+import types
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import helpers
 import vizkit
 import vizkit.app.cli
-from conftest import assert_no_hooks, shipped_photos
+from helpers import assert_no_hooks, settings_probe, shipped_photos
 from vizkit.engine.geometry import Window, conv_window, pool_window
 from vizkit.framework import hookspecs
 
@@ -24,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # lowest first; a module may import its own layer and the layers below it, never above
 LAYERS = [
-    {"vizkit.errors", "vizkit.version"},
+    {"vizkit.errors", "vizkit.version", "vizkit._lazy"},
     {"vizkit.engine"},
     {"vizkit.data"},
     {"vizkit.models"},
@@ -69,11 +71,82 @@ def test_lower_layers_never_import_higher_ones():
     assert not problems, "\n".join(problems)
 
 
+NAMESPACES = ("data", "engine", "framework", "models", "toolkit")
+
+
+def _public(path: str) -> bool:
+    """Whether a dotted name under ``vizkit`` is public API: a top-level name, a name a public
+    sub-namespace lists in ``__all__``, or a public attribute of a public module there
+    (``vizkit.toolkit.figures.show``)."""
+    parts = path.split(".")
+    if parts[0] != "vizkit":
+        return True
+    if len(parts) == 1:
+        return True
+    if parts[1] not in vizkit.__all__:
+        return False
+    if len(parts) == 2:
+        return True
+    if parts[1] not in NAMESPACES:  # an attribute of a top-level class or function: its own business
+        return not parts[2].startswith("_")
+    namespace = importlib.import_module(f"vizkit.{parts[1]}")
+    if parts[2] not in namespace.__all__:
+        return False
+    value = getattr(namespace, parts[2])
+    return len(parts) == 3 or not isinstance(value, types.ModuleType) or not parts[3].startswith("_")
+
+
+def _reached(path: Path) -> set[str]:
+    """Every ``vizkit....`` a file imports or reaches by attribute (``vizkit.data.ensure_device``)."""
+    tree = ast.parse(path.read_text())
+    found = {name for name in _imports(path) if name.split(".")[0] == "vizkit"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):  # inner nodes add the chain's prefixes: public when it is
+            chain = []
+            value: ast.expr = node
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "vizkit":
+                found.add(".".join(["vizkit", *reversed(chain)]))
+    return found
+
+
+def _plugin_files() -> list[Path]:
+    return sorted([*(REPO / "plugins").rglob("*.py"), *(REPO / "examples").rglob("*.py")])
+
+
 def test_built_in_plugins_use_only_the_public_api():
-    for path in sorted((REPO / "plugins").glob("*.py")):
-        used = {name for name in _imports(path) if name.split(".")[0] in ("vizkit", "vizkit_plugins")}
-        allowed = {"vizkit"} | {f"vizkit.{name}" for name in vizkit.__all__}
-        assert used <= allowed, f"{path.name} imports {sorted(used - allowed)}"
+    """Plugins (and the examples) reach nothing that is not public: not by import, and not by
+    attribute reach-through into a module below a namespace (``vizkit.data.ensure_device``)."""
+    problems = []
+    for path in _plugin_files():
+        for name in sorted(_reached(path)):
+            # a chain is checked as far as it names vizkit's own objects (methods of a public class are fine)
+            if not _public(".".join(name.split(".")[:4])):
+                problems.append(f"{path.relative_to(REPO)} reaches {name}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_public_api_check_catches_reach_through(tmp_path):
+    reach = tmp_path / "reach.py"
+    reach.write_text("import vizkit\nvizkit.data.decode.load_image\nvizkit.engine.recorder.Recorder\n")
+    assert {n for n in _reached(reach) if not _public(n)} == {
+        "vizkit.data.decode.load_image",
+        "vizkit.engine.recorder.Recorder",
+    }
+    fine = tmp_path / "fine.py"
+    fine.write_text("import vizkit\nfrom vizkit.toolkit import figures\nvizkit.toolkit.figures.show\nvizkit.Result.save\n")
+    assert all(_public(n) for n in _reached(fine))
+
+
+def test_sub_namespaces_resolve_every_public_name():
+    for namespace in NAMESPACES:
+        module = importlib.import_module(f"vizkit.{namespace}")
+        assert module.__doc__ and len(module.__all__) == len(set(module.__all__)), namespace
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"vizkit.{namespace}.{name}"
+            assert name in dir(module)
 
 
 # ------------------------------------------------------------------------------- plugin hooks
@@ -90,19 +163,8 @@ class Absolute(vizkit.ProjectionRule):
 
 
 def tiny_net(width: int) -> nn.Module:
-    torch.manual_seed(width)
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(3, width, 5, stride=2),
-            relu=nn.ReLU(),
-            pool=nn.MaxPool2d(3, 2),
-            conv2=nn.Conv2d(width, width, 3, padding=1),
-            relu2=nn.ReLU(),
-            gap=nn.AdaptiveAvgPool2d(1),
-            flat=nn.Flatten(),
-            fc=nn.Linear(width, 4),
-        )
-    )
+    """The shared tiny net with a max-pool and two ReLU convs, 4 classes, seeded by its width."""
+    return helpers.tiny_net(width, 4, seed=width, stride=2, max_pool=True, conv2_padding=1, relu2=True)
 
 
 def echo(ctx: vizkit.RunContext, word: str) -> vizkit.Result:
@@ -234,22 +296,6 @@ def test_every_analysis_is_checked_for_scoped_settings():
     assert set(vizkit.make_app().analyses) == {*ANALYSES, "evolution"}
 
 
-def _settings_probe(app: vizkit.App) -> list[tuple[vizkit.Settings, vizkit.Settings]]:
-    """Wrap every analysis's run to record the instrumented model's settings before and after."""
-    seen: list[tuple[vizkit.Settings, vizkit.Settings]] = []
-    for analysis in app.analyses.values():
-
-        def wrapped(ctx, _run=analysis.run, **options):
-            before = ctx.instrumented.settings
-            try:
-                return _run(ctx, **options)
-            finally:
-                seen.append((before, ctx.instrumented.settings))
-
-        analysis.run = wrapped
-    return seen
-
-
 class _Explode(RuntimeError):
     pass
 
@@ -259,7 +305,7 @@ def test_settings_are_restored_after_every_analysis_also_on_error(
     name, bundled_model, photo_path, offline_photo_list, tmp_path
 ):
     app = vizkit.make_app()
-    seen = _settings_probe(app)
+    seen = settings_probe(app)
     options = dict(ANALYSES[name])
     inputs: dict = {}
     if options.pop("images", False):
@@ -305,7 +351,7 @@ def test_settings_are_restored_after_every_analysis_also_on_error(
     assert forwards < 6, "no run failed: the probe did not reach the analysis"
     assert len(seen) == 7
     for before, after in seen:
-        assert before == after == vizkit.Settings(), (before, after)
+        assert before == after == vizkit.engine.Settings(), (before, after)
 
 
 def test_evolution_restores_settings_weights_and_reports_the_snapshot(tmp_path, bundled_model, offline_photo_list):
@@ -314,11 +360,11 @@ def test_evolution_restores_settings_weights_and_reports_the_snapshot(tmp_path, 
     # a minimal "run": two snapshots of the bundled weights, the second one perturbed
     state = {k: v.float() for k, v in bundled_model.state_dict().items()}
     run_dir.mkdir()
-    vizkit.save_torch_atomic(run_dir / "weights_epoch001.pt", state)
-    vizkit.save_torch_atomic(run_dir / "weights_epoch002.pt", {k: v * 1.01 for k, v in state.items()})
-    vizkit.write_run_info(run_dir, "zfnet-compact", tmp_path, {}, model.vizkit_preprocess)
+    vizkit.framework.save_torch_atomic(run_dir / "weights_epoch001.pt", state)
+    vizkit.framework.save_torch_atomic(run_dir / "weights_epoch002.pt", {k: v * 1.01 for k, v in state.items()})
+    vizkit.toolkit.write_run_info(run_dir, "zfnet-compact", tmp_path, {}, vizkit.data.preprocess_for(model))
     app = vizkit.make_app()
-    seen = _settings_probe(app)
+    seen = settings_probe(app)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.5)  # the caller's own weights, which must come back
@@ -328,8 +374,8 @@ def test_evolution_restores_settings_weights_and_reports_the_snapshot(tmp_path, 
     assert model.training  # the caller's mode is back
     assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items())
     assert result.meta["model"]["weights"] == str(run_dir / "weights_epoch002.pt")
-    assert result.meta["model"]["weights_sha256"] == vizkit.sha256_file(run_dir / "weights_epoch002.pt")
-    assert not hasattr(model, "vizkit_weights") or model.vizkit_weights != str(run_dir / "weights_epoch002.pt")
+    assert result.meta["model"]["weights_sha256"] == vizkit.models.sha256_file(run_dir / "weights_epoch002.pt")
+    assert vizkit.models.model_info(model).weights != str(run_dir / "weights_epoch002.pt")
     # a run that fails part-way (after loading a snapshot) also gives the caller's weights back
     for fail_at in (1, 4, 9):
         calls = {"n": 0}
@@ -348,7 +394,7 @@ def test_evolution_restores_settings_weights_and_reports_the_snapshot(tmp_path, 
         assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items()), fail_at
         assert model.training
         assert_no_hooks(model)
-    assert len(seen) == 4 and all(before == after == vizkit.Settings() for before, after in seen)
+    assert len(seen) == 4 and all(before == after == vizkit.engine.Settings() for before, after in seen)
 
 
 def test_configured_is_scoped_and_nests():

@@ -14,26 +14,30 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
+from helpers import (
+    LABELS,
+    SQUEEZENET_WEIGHTS,
+    assert_no_hooks,
+    occlusion_as_captum,
+    relative_error,
+    sample,
+    settings_probe,
+    tiny_net,
+)
 from vizkit.app.cli import main
-from vizkit_plugins.attribution import (
-    METHODS,
-    CanonicalModel,
+from vizkit.engine import CanonicalModel
+from vizkit_plugins.attribution.methods import METHODS, parse_methods
+from vizkit_plugins.attribution.metrics import (
     average_ranks,
+    best_column,
     deletion_curve,
     deletion_order,
-    parse_methods,
     spearman_matrix,
 )
-from vizkit_plugins.occlusion import OcclusionGrid, occlusion_maps
+from vizkit_plugins.occlusion import OcclusionGrid
 
 FAST = {"steps": 4, "window": 32, "stride": 32, "samples": 2, "deletion_steps": 2}
 EVERY_METHOD = [*METHODS, "nt-saliency", "nt-guidedgradcam"]
-
-
-def relative_error(a, b) -> float:
-    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
-    return float((a - b).norm() / b.norm().clamp(min=1e-30))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,22 +58,6 @@ def random_squeezenet() -> nn.Module:
 @pytest.fixture(scope="module")
 def small_images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
-def settings_probe(app: vizkit.App) -> list[tuple[vizkit.Settings, vizkit.Settings]]:
-    """Record the instrumented model's settings before and after the attribution run."""
-    seen: list[tuple[vizkit.Settings, vizkit.Settings]] = []
-    analysis = app.analyses["attribution"]
-
-    def wrapped(ctx, _run=analysis.run, **options):
-        before = ctx.instrumented.settings
-        try:
-            return _run(ctx, **options)
-        finally:
-            seen.append((before, ctx.instrumented.settings))
-
-    analysis.run = wrapped
-    return seen
 
 
 class TrickyReLUs(nn.Module):
@@ -96,7 +84,7 @@ class TrickyReLUs(nn.Module):
 @pytest.mark.parametrize("name", EVERY_METHOD)
 def test_every_method_runs_and_leaves_the_model_alone(name, random_squeezenet, small_images):
     app = vizkit.make_app()
-    seen = settings_probe(app)
+    seen = settings_probe(app, ["attribution"])
     state = {k: v.clone() for k, v in random_squeezenet.state_dict().items()}
     random_squeezenet.train()
     result = vizkit.run("attribution", random_squeezenet, images=small_images, app=app, method=name, **FAST)
@@ -104,7 +92,7 @@ def test_every_method_runs_and_leaves_the_model_alone(name, random_squeezenet, s
     random_squeezenet.eval()
     assert_no_hooks(random_squeezenet)
     assert all(torch.equal(v, state[k]) for k, v in random_squeezenet.state_dict().items())
-    assert seen == [(vizkit.Settings(), vizkit.Settings())]
+    assert seen == [(vizkit.engine.Settings(), vizkit.engine.Settings())]
     maps = result.arrays[name]
     channels = 1 if name.endswith("layergradcam") else 3
     assert maps.shape == (2, channels, 64, 64) and maps.dtype == np.float32
@@ -165,7 +153,7 @@ def test_canonical_copy_shares_weights_and_equals_the_model(small_images):
     with vizkit.instrument(model) as im:
         im(small_images)
         canonical = CanonicalModel.build(model, small_images)
-        assert vizkit.hook_counts(canonical.model)["_forward_hooks"] == 0  # vizkit's hooks stay on the model
+        assert vizkit.engine.hook_counts(canonical.model)["_forward_hooks"] == 0  # vizkit's hooks stay on the model
         with torch.no_grad():
             assert torch.allclose(canonical(small_images), model(small_images), atol=1e-5)
     assert canonical.model.fc.weight is model.fc.weight
@@ -221,18 +209,7 @@ def test_plugin_occlusion_equals_the_occlusion_plugins_probability_map(random_sq
         baseline="mean",
         deletion_steps=1,
     )
-    grid = OcclusionGrid(64, 64, size, stride)
-    with vizkit.instrument(random_squeezenet) as im:
-        maps = occlusion_maps(
-            im, x, "features.12", torch.tensor([0]), torch.tensor([target]), grid, torch.zeros(3), mode="exact"
-        )
-        with torch.no_grad():
-            base = float(im(x).softmax(1)[0, target])
-    total, count = np.zeros((64, 64)), np.zeros((64, 64))
-    for (y0, x0), p in zip(grid.corners(), maps["true_class_prob"][0].ravel()):
-        total[y0 : y0 + size, x0 : x0 + size] += base - p
-        count[y0 : y0 + size, x0 : x0 + size] += 1
-    ours = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    ours = occlusion_as_captum(random_squeezenet, x, "features.12", target, OcclusionGrid(64, 64, size, stride))
     theirs = result.arrays["occlusion"][0]
     assert np.abs(theirs[0] - ours).max() <= 1e-6 + 1e-4 * np.abs(ours).max()
     assert np.array_equal(theirs[0], theirs[2])  # the window covers every channel
@@ -417,7 +394,7 @@ def test_images_with_the_same_file_name_keep_their_own_entries(tmp_path, bundled
     file name, so the second image's correlations silently replaced the first's."""
     import shutil
 
-    from conftest import shipped_photos
+    from helpers import shipped_photos
 
     paths = []
     for folder, photo in zip(("a", "b"), shipped_photos()[:2]):
@@ -435,8 +412,7 @@ def test_images_with_the_same_file_name_keep_their_own_entries(tmp_path, bundled
 
 def test_a_tiny_probability_is_not_rounded_to_zero():
     """A target the model all but excludes (p ~ 1e-13): result.json said 0.0 (rounded to 5 decimals)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    model = tiny_net(kernel=3, stride=1, conv2_padding=None, named=False).eval()  # conv relu gap flat fc
     with torch.no_grad():
         model[4].weight.zero_()
         model[4].bias.copy_(torch.tensor([30.0, 0.0, 0.0]))
@@ -451,8 +427,6 @@ def test_no_best_map_from_tied_curves_or_a_uniform_map(random_squeezenet, small_
     """An occlusion window as large as the image gives a uniform map (deleted in random order) and a
     single deletion step gives every map the same curve: deletion_best named the alphabetically
     first column, and the figure drew the uniform map fully saturated."""
-    from vizkit_plugins.attribution import _best
-
     result = vizkit.run(
         "attribution",
         random_squeezenet,
@@ -468,9 +442,9 @@ def test_no_best_map_from_tied_curves_or_a_uniform_map(random_squeezenet, small_
     # a uniform map never wins; a clear lowest area does
     flat, varied = np.ones((1, 4, 4)), np.arange(16.0).reshape(1, 4, 4)
     maps = np.concatenate([flat, varied])
-    assert _best(["uniform", "varied"], np.array([0.1, 0.2]), maps) == "varied"
-    assert _best(["a", "b"], np.array([0.2, 0.2]), np.concatenate([varied, varied])) is None
-    assert _best(["a", "b"], np.array([0.3, 0.2]), np.concatenate([varied, varied])) == "b"
+    assert best_column(["uniform", "varied"], np.array([0.1, 0.2]), maps) == "varied"
+    assert best_column(["a", "b"], np.array([0.2, 0.2]), np.concatenate([varied, varied])) is None
+    assert best_column(["a", "b"], np.array([0.3, 0.2]), np.concatenate([varied, varied])) == "b"
 
 
 @pytest.mark.parametrize("analysis", ["occlusion", "deconvnet"])
@@ -478,7 +452,7 @@ def test_other_analyses_name_same_named_images_apart_too(analysis, tmp_path, bun
     """The unique names come from the core (RunContext.image_names), for every analysis."""
     import shutil
 
-    from conftest import shipped_photos
+    from helpers import shipped_photos
 
     paths = []
     for folder, photo in zip(("a", "b"), shipped_photos()[:2]):

@@ -22,7 +22,7 @@ from PIL import Image
 
 import vizkit
 import vizkit_plugins.top9 as top9
-from conftest import assert_no_hooks, shipped_photos
+from helpers import shipped_photos
 from vizkit.app.cli import main
 
 # sorted order: the first bad file is b_truncated.jpg; with --batch-size 2 the third batch
@@ -76,12 +76,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     return made
 
 
-@pytest.fixture(autouse=True)
-def no_hooks_left(recorded_models):
-    """Every model the CLI builds is free of hooks when the test ends."""
-    yield
-    for model in recorded_models:
-        assert_no_hooks(model)
+pytestmark = pytest.mark.usefixtures("no_hooks_left")  # every model the CLI builds: no hooks at the end
 
 
 def cli(capsys, *argv) -> tuple[int, str]:
@@ -119,7 +114,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
 # ------------------------------------------------------------------------------------ reading
 def test_each_kind_of_bad_file_is_named_and_the_tiny_image_is_read(folders):
     for name, why in BAD.items():
-        with pytest.raises(vizkit.UnreadableImage, match=re.escape(name)) as caught:
+        with pytest.raises(vizkit.data.UnreadableImage, match=re.escape(name)) as caught:
             vizkit.load_image(folders["mixed"] / name)
         assert caught.value.why == why and isinstance(caught.value, vizkit.UsageError)
     assert vizkit.load_image(folders["mixed"] / "g_tiny.png").size == (3, 5)
@@ -133,13 +128,13 @@ def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(path))
 
     with monkeypatch.context() as patch:  # what a file the user may not read gives (also as root)
-        patch.setattr(vizkit.data.Image, "open", denied)
+        patch.setattr(vizkit.data.images.Image, "open", denied)
         item = vizkit.ImageList([locked]).read(0)
-    assert isinstance(item, vizkit.BadImage) and item.why == "permission denied" and item.path == str(locked)
+    assert isinstance(item, vizkit.data.BadImage) and item.why == "permission denied" and item.path == str(locked)
     locked.chmod(0)
     try:
         if not os.access(locked, os.R_OK):  # for real, unless running as root (which reads it anyway)
-            with pytest.raises(vizkit.UnreadableImage, match=r"locked\.jpg") as caught:
+            with pytest.raises(vizkit.data.UnreadableImage, match=r"locked\.jpg") as caught:
                 vizkit.load_image(locked)
             assert caught.value.why == "permission denied"
     finally:
@@ -160,7 +155,7 @@ def test_hidden_folders_are_no_images_and_no_classes(tmp_path):
     _tiny(tmp_path / ".ipynb_checkpoints/x-checkpoint.jpg")
     _tiny(tmp_path / "cat/.ipynb_checkpoints/a-checkpoint.jpg")
     _tiny(tmp_path / "dog/.d.png")
-    listing = vizkit.image_list(tmp_path)
+    listing = vizkit.data.image_list(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in listing.paths] == ["cat/B.JPG", "cat/a.jpg", "dog/d.png"]
     assert listing.classes == ["cat", "dog"] and listing.targets == [0, 0, 1]
 
@@ -175,11 +170,11 @@ def test_symlinked_class_folders_are_followed_but_never_round_a_loop(tmp_path):
     (tree / "bird").symlink_to(elsewhere / "bird", target_is_directory=True)
     (tree / "cat/loop").symlink_to(tree, target_is_directory=True)
     (tree / "cat/gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    listing = vizkit.image_list(tree)
+    listing = vizkit.data.image_list(tree)
     assert [p.relative_to(tree).as_posix() for p in listing.paths] == ["bird/b.png", "cat/a.jpg", "cat/gone.jpg"]
     assert listing.classes == ["bird", "cat"] and listing.targets == [0, 1, 1]
     item = listing.read(2)
-    assert isinstance(item, vizkit.BadImage) and item.why == "missing"
+    assert isinstance(item, vizkit.data.BadImage) and item.why == "missing"
 
 
 def test_list_files_with_a_byte_order_mark_crlf_and_comments(tmp_path):
@@ -188,9 +183,9 @@ def test_list_files_with_a_byte_order_mark_crlf_and_comments(tmp_path):
     one, two = _tiny(tmp_path / "imgs/one.jpg"), _tiny(tmp_path / "imgs/two words.jpg")
     listing = tmp_path / "list.txt"
     listing.write_bytes("\ufeff# my images\r\nimgs/one.jpg\r\n\r\nimgs/two words.jpg\r\n".encode())
-    assert vizkit.image_list(listing).paths == [one, two]
+    assert vizkit.data.image_list(listing).paths == [one, two]
     listing.write_bytes("\ufeffimgs/one.jpg\n".encode())
-    assert vizkit.image_list(listing).paths == [one]
+    assert vizkit.data.image_list(listing).paths == [one]
 
 
 def test_an_image_listed_twice_is_refused(tmp_path):
@@ -200,29 +195,29 @@ def test_an_image_listed_twice_is_refused(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("imgs/one.jpg\nimgs/two.jpg\n# again:\n./imgs/one.jpg\n")
     with pytest.raises(vizkit.UsageError, match=r"lists the same image twice, on lines 1 and 4"):
-        vizkit.image_list(listing)
+        vizkit.data.image_list(listing)
 
 
 def test_read_batches_drops_bad_items_and_a_worker_error_stays_one_line(folders):
-    data = vizkit.image_list(folders["mixed"], vizkit.Preprocess(resize=40, crop=32))
-    record = vizkit.SkippedImages()
-    seen = [i for _, indices in vizkit.read_batches(data, record, batch_size=2, workers=0) for i in indices.tolist()]
+    data = vizkit.data.image_list(folders["mixed"], vizkit.Preprocess(resize=40, crop=32))
+    record = vizkit.data.SkippedImages()
+    seen = [i for _, indices in vizkit.data.read_batches(data, record, batch_size=2, workers=0) for i in indices.tolist()]
     assert [data.paths[i].name for i in seen] == list(GOOD)
     assert sorted(Path(p).name for p in record.paths) == sorted(BAD)
     # a plugin with its own DataLoader and workers: torch re-raises the worker's error from its
     # traceback text; it still arrives as one line naming the file
     loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1)
-    with pytest.raises(vizkit.UnreadableImage) as caught:
+    with pytest.raises(vizkit.data.UnreadableImage) as caught:
         list(loader)
     assert str(caught.value).startswith("cannot read image ") and "b_truncated.jpg" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_many_bad_files_name_the_first_few_and_count_the_rest(capsys):
-    record = vizkit.SkippedImages(source="DATA")
+    record = vizkit.data.SkippedImages(source="DATA")
     for i in range(30):
-        record.add(vizkit.BadImage(i, f"/d/{i:02d}.jpg", "truncated", "image file is truncated"))
-        record.add(vizkit.BadImage(i, f"/d/{i:02d}.jpg", "truncated", "image file is truncated"))  # once per file
+        record.add(vizkit.data.BadImage(i, f"/d/{i:02d}.jpg", "truncated", "image file is truncated"))
+        record.add(vizkit.data.BadImage(i, f"/d/{i:02d}.jpg", "truncated", "image file is truncated"))  # once per file
     record.report("top9")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == record.WARN_FIRST + 2  # the first five, "more ...", the closing count
@@ -230,8 +225,8 @@ def test_many_bad_files_name_the_first_few_and_count_the_rest(capsys):
     assert "skipped 30 unreadable images in DATA (30 truncated)" in lines[-1]
     summary = record.summary()
     assert summary["count"] == 30 and summary["listed"] == len(summary["files"]) == record.LISTED
-    with pytest.raises(vizkit.UnreadableImage, match=r"/d/x\.jpg"):
-        vizkit.SkippedImages(strict=True).add(vizkit.BadImage(0, "/d/x.jpg", "truncated", "cut"))
+    with pytest.raises(vizkit.data.UnreadableImage, match=r"/d/x\.jpg"):
+        vizkit.data.SkippedImages(strict=True).add(vizkit.data.BadImage(0, "/d/x.jpg", "truncated", "cut"))
 
 
 # ------------------------------------------------------------------------------------ top9
@@ -293,8 +288,8 @@ def test_top9_interrupted_and_resumed_over_bad_files(folders, tmp_path, capsys, 
 
 def test_top9_rank_zero_learns_the_files_other_processes_skipped(folders):
     """Under torchrun each process skips the bad files of its shard; rank 0 reports them all."""
-    data = vizkit.image_list(folders["mixed"])
-    mine = vizkit.SkippedImages()
+    data = vizkit.data.image_list(folders["mixed"])
+    mine = vizkit.data.SkippedImages()
     first = next(i for i, p in enumerate(data.paths) if p.name in BAD)
     mine.add(data.read(first))  # rank 0 met one; the other rank met the other two
     other = torch.tensor([int(p.name in BAD and i != first) for i, p in enumerate(data.paths)], dtype=torch.int32)
@@ -314,7 +309,7 @@ PROBES += ["--batch-size", "3", "--quiet"]
 
 def _chosen(document: dict, index: np.ndarray) -> list[str]:
     """class/file of the dataset indices ``index`` (-1: padding)."""
-    listing = vizkit.image_list(document["inputs"]["data"]).paths
+    listing = vizkit.data.image_list(document["inputs"]["data"]).paths
     return [f"{listing[i].parent.name}/{listing[i].name}" for i in index.ravel() if i >= 0]
 
 
@@ -383,7 +378,7 @@ def fake_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("fakerun")
     model = vizkit.load_model("zfnet-compact")
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    vizkit.write_run_info(run, "zfnet-compact", run, {}, model.vizkit_preprocess)
+    vizkit.toolkit.write_run_info(run, "zfnet-compact", run, {}, vizkit.data.preprocess_for(model))
     torch.save(state, run / "weights_epoch002.pt")
     early = dict(state)
     name = next(k for k in state if k.endswith("weight"))

@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision import datasets, transforms
 
 import vizkit
-from conftest import IMAGENETTE, assert_no_hooks, needs_shared
+from helpers import IMAGENETTE, assert_no_hooks, needs_shared
 from vizkit.app.cli import main
 from vizkit.app.demo import sample_image
 from vizkit.models.bundled import COMPACT_META, COMPACT_WEIGHTS
@@ -36,8 +36,9 @@ def test_weights_ship_inside_the_package_with_their_metadata():
     else:  # the last epoch of a run that stopped there
         assert command[command.index("--epochs") + 1] == str(meta["epoch"])
     model = vizkit.load_model("zfnet-compact")
-    assert model.vizkit_labels == meta["classes"] and model.vizkit_weights == str(COMPACT_WEIGHTS)
-    assert model.vizkit_preprocess == vizkit.Preprocess.from_dict(meta["preprocess"])
+    info = vizkit.models.model_info(model)
+    assert info.labels == meta["classes"] and info.weights == str(COMPACT_WEIGHTS)
+    assert info.preprocess == vizkit.Preprocess.from_dict(meta["preprocess"])
     assert model.conv1.conv.weight.dtype == torch.float32  # fp16 storage, fp32 compute
     assert torch.equal(model.conv1.conv.weight.detach().half(), state["conv1.conv.weight"])
 

@@ -8,7 +8,6 @@ Every bad input ends with exit status 2 (usage error) or 1 (run failure), a one-
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import matplotlib.cbook
@@ -18,8 +17,7 @@ from torch import nn
 
 import vizkit
 import vizkit.app.cli
-from conftest import assert_no_hooks
-from vizkit.app.cli import main
+from helpers import analysis, assert_no_hooks, cli, plugin
 
 IMAGE = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
@@ -33,19 +31,10 @@ class NotATensor:
 
 # ---------------------------------------------------------------------- helpers
 @pytest.fixture(autouse=True)
-def loaded_models(monkeypatch, recorded_models):
+def loaded_models(monkeypatch, no_hooks_left):
     """Every model the CLI loads; each must be free of hooks when the test ends."""
-    models = recorded_models
     monkeypatch.delenv("VIZKIT_DISABLE_PLUGINS", raising=False)
-    yield models
-    for model in models:
-        assert_no_hooks(model)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return no_hooks_left
 
 
 def assert_error(result: tuple[int, str, str], code: int | tuple[int, ...], *fragments: str) -> str:
@@ -304,33 +293,18 @@ def test_layers_inception_functional_pool(capsys):
 
 
 # ---------------------------------------------------------------------- plugins
-def _plugin(name: str, **hooks) -> types.ModuleType:
-    """A plugin module object whose attributes are the given hook implementations."""
-    module = types.ModuleType(name)
-    for hook_name, function in hooks.items():
-        function.__name__ = hook_name
-        setattr(module, hook_name, vizkit.hookimpl(function))
-    return module
-
-
-def _analysis(name: str) -> vizkit.Analysis:
-    return vizkit.Analysis(
-        name=name, description=f"the {name} analysis", run=lambda ctx: vizkit.Result(), inputs="none"
-    )
-
-
 def _raising(register):
     raise RuntimeError("boom while registering")
 
 
 def _good(register):
-    register(_analysis("good-one"))
+    register(analysis("good-one"))
 
 
 def test_broken_plugins_are_reported_and_others_keep_working():
-    raising = _plugin("raising", register_analyses=_raising)
-    misspelled = _plugin("misspelled", register_analysis=lambda register: register(_analysis("never")))
-    good = _plugin("good", register_analyses=_good)
+    raising = plugin("raising", register_analyses=_raising)
+    misspelled = plugin("misspelled", register_analysis=lambda register: register(analysis("never")))
+    good = plugin("good", register_analyses=_good)
     app = vizkit.make_app(extra=[("raising", raising), ("misspelled", misspelled), ("good", good)])
 
     statuses = {s.name: s for s in app.statuses}
@@ -343,8 +317,8 @@ def test_broken_plugins_are_reported_and_others_keep_working():
 
 
 def test_broken_plugin_does_not_take_the_cli_down(capsys, monkeypatch, tmp_path, loaded_models):
-    raising = _plugin("raising", register_analyses=_raising)
-    misspelled = _plugin("misspelled", register_analysis=lambda register: None)
+    raising = plugin("raising", register_analyses=_raising)
+    misspelled = plugin("misspelled", register_analysis=lambda register: None)
     monkeypatch.setattr(
         vizkit.app.cli, "make_app", lambda: vizkit.make_app(extra=[("raising", raising), ("misspelled", misspelled)])
     )
@@ -363,8 +337,8 @@ def test_broken_plugin_does_not_take_the_cli_down(capsys, monkeypatch, tmp_path,
 
 
 def test_duplicate_analysis_names_name_both_plugins():
-    first = _plugin("first", register_analyses=lambda register: register(_analysis("twin")))
-    second = _plugin("second", register_analyses=lambda register: register(_analysis("twin")))
+    first = plugin("first", register_analyses=lambda register: register(analysis("twin")))
+    second = plugin("second", register_analyses=lambda register: register(analysis("twin")))
     app = vizkit.make_app(extra=[("plugin-one", first), ("plugin-two", second)])
     errors = [s.error for s in app.statuses if s.error]
     assert any("twin" in e and "plugin-one" in e and "plugin-two" in e for e in errors), errors
@@ -372,7 +346,7 @@ def test_duplicate_analysis_names_name_both_plugins():
 
 
 def test_duplicate_of_a_builtin_analysis_names_both_plugins():
-    impostor = _plugin("impostor", register_analyses=lambda register: register(_analysis("deconvnet")))
+    impostor = plugin("impostor", register_analyses=lambda register: register(analysis("deconvnet")))
     app = vizkit.make_app(extra=[("impostor", impostor)])
     error = app.status("impostor").error
     assert error and "'deconvnet'" in error and "impostor" in error

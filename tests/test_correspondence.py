@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import vizkit
-from conftest import SHARED, assert_no_hooks, needs_shared, shipped_photos
+from helpers import SHARED, assert_no_hooks, needs_shared, shipped_photos
 from vizkit.app.cli import main
 from vizkit_plugins.correspondence import Square, p_below_random, pair_values, read_landmarks, sign_distances
 
@@ -105,7 +105,7 @@ def test_scores_equal_an_independent_computation_and_random_squares_are_seeded(p
 
     # independently: a plain forward hook, the part squares placed by hand, and each image's
     # batch composed as the analysis composes it (float results depend on the batch's shape)
-    preprocess = bundled_model.vizkit_preprocess
+    preprocess = vizkit.data.preprocess_for(bundled_model)
     captured = {}
     handle = bundled_model.fc7.register_forward_hook(lambda m, i, o: captured.update(out=o.detach()))
     eps = []
@@ -279,7 +279,7 @@ def test_random_squares_are_centred_inside_the_given_box(tmp_path, photo_landmar
     entries = [(f"photo{i}.jpg", {"p": [width * 0.4, height * 0.5], "box": box}) for i in (0, 0, 0)]
     landmarks = write_landmarks(tmp_path, entries, "boxed.json")
     result = vizkit.run("correspondence", bundled_model, landmarks=str(landmarks), layers="conv5", size=20, random=30)
-    preprocess = bundled_model.vizkit_preprocess
+    preprocess = vizkit.data.preprocess_for(bundled_model)
     x0, y0 = preprocess.input_point(box[0], box[1], width, height)
     x1, y1 = preprocess.input_point(box[2], box[3], width, height)
     assert np.allclose(result.arrays["regions"][0], [max(x0, 0), max(y0, 0), min(x1, 143), min(y1, 143)], atol=1e-4)

@@ -12,13 +12,10 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from conftest import assert_no_hooks
-from vizkit.engine.deconv import UnsupportedOpError, project
+from helpers import assert_no_hooks, relative_error
+from vizkit.engine.deconv import project
+from vizkit.engine.ops import UnsupportedOpError
 from vizkit.models.zfnet import zfnet
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp(min=1e-30))
 
 
 def overlapping_pool_net() -> nn.Module:
@@ -173,7 +170,7 @@ def test_paths_agree_on_zfnet(photo_tensor):
 
 
 def test_paths_agree_on_the_bundled_trained_model(bundled_model, photo_path):
-    x = vizkit.load_images([photo_path], bundled_model.vizkit_preprocess)
+    x = vizkit.load_images([photo_path], vizkit.data.preprocess_for(bundled_model))
     _paths_agree(bundled_model, x, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"])
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vizkit
-from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
+from helpers import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 from vizkit.app.cli import main
 
 

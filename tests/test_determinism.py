@@ -21,8 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shipped_photos
-from vizkit.framework.plugins import make_app
+from helpers import shipped_photos
+from vizkit.framework.registry import make_app
 
 TINY_NET = '''
 """A tiny deterministic convnet for the determinism tests (48x48 inputs, 4 classes)."""
@@ -52,7 +52,7 @@ def build(seed: int = 0) -> nn.Module:
         for parameter in model.parameters():  # fan-in scaled, from a private generator
             fan_in = parameter[0].numel() if parameter.dim() > 1 else 16
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-    model.vizkit_preprocess = vizkit.Preprocess(resize=56, crop=48)
+    model.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=56, crop=48))
     return model
 '''
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit.app.cli import main
 from vizkit.data import ImageList
 
@@ -119,10 +119,10 @@ def test_projection_is_the_deconvnet_of_that_activation(training_run):
     channel = int(arrays["channels"][0, 0])
     with vizkit.instrument(model) as im:
         direct = vizkit.project(im, x, "conv3", [channel], position=tuple(arrays["position"][0, 0, 1].tolist()))
-        boxes = vizkit.receptive_boxes(im, x, "conv3")
+        boxes = vizkit.engine.receptive_boxes(im, x, "conv3")
     assert float(direct.values[0, 0]) == pytest.approx(float(arrays["values"][0, 0, 1]), rel=1e-5)
     row, col = arrays["position"][0, 0, 1]
-    tile = vizkit.crop_to_box(direct.images[0, 0], boxes[row, col].tolist(), 32, 0.0)
+    tile = vizkit.toolkit.crop_to_box(direct.images[0, 0], boxes[row, col].tolist(), 32, 0.0)
     tile = tile / tile.abs().max()
     np.testing.assert_allclose(arrays["projections"][0, 0, 1].astype(np.float32), tile.numpy(), atol=2e-3)
     assert_no_hooks(model)
@@ -134,7 +134,7 @@ def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
     options = dict(run=str(training_run), sample=6, maps=2, patch_size=16)
     reference = vizkit.run("evolution", None, **options)
     calls, projected = [], []
-    scan, project_winners = evolution.scan, vizkit.project_winners
+    scan, project_winners = evolution.scan, vizkit.toolkit.project_winners
 
     def counted(*args, **kwargs):
         calls.append(1)

@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from PIL import Image
 
 import vizkit
 import vizkit.app.cli
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "examples" / "vizkit-channel-stats"
@@ -281,6 +282,38 @@ def test_cli_unknown_layer(cli_app, tmp_path, capsys):
         assert_no_hooks(model)
 
 
+def test_report_shows_the_plugins_own_view(cli_app, tmp_path, capsys, plugin_module):
+    """The plugin ships a report view (only the public API): `vizkit report` shows its table, with
+    its style sheet, and leaves the keys it showed out of the generic summary; without the plugin
+    the same result gets the generic rendering."""
+    from vizkit.app.report import write_report
+
+    out = tmp_path / "results" / "stats"
+    argv = ["run", PLUGIN_NAME, "--model", "zfnet", "--image", str(IMAGE), "--layer", "conv2", "--top", "5"]
+    assert vizkit.app.cli.main([*argv, "--out", str(out)]) == 0
+    assert vizkit.app.cli.main(["report", str(tmp_path)]) == 0, capsys.readouterr().err
+    text = (tmp_path / "index.html").read_text()
+    document, _arrays = vizkit.load_result(out)
+    table = text.split('<table class="records channel-stats">', 1)[1].split("</table>", 1)[0]
+    assert [int(m) for m in re.findall(r"<th>map (\d+)</th>", table)] == document["top_channels"]
+    assert f"{document['dead_channels']} of 256 maps never positive (dead)" in table
+    assert text.count(plugin_module.REPORT_CSS) == 1  # the view's style sheet, once
+    assert "<th>top_channels</th>" not in text and "<th>dead_channels</th>" not in text  # shown by the view
+    assert "<th>projected</th>" in text  # a key the view leaves to the generic rendering
+
+    path, count = write_report(tmp_path, vizkit.make_app())  # the plugin missing: the generic rendering
+    generic = path.read_text()
+    assert count == 1 and "channel-stats td.bar" not in generic and 'class="records channel-stats"' not in generic
+    assert "<th>top_channels</th>" in generic and "<th>dead_channels</th>" in generic
+
+    broken = json.loads((out / "result.json").read_text())
+    broken["top_values"] = "high"  # data the view does not expect: it steps aside
+    (out / "result.json").write_text(json.dumps(broken))
+    app = vizkit.make_app(extra=[(PLUGIN_NAME, plugin_module)])
+    shown = write_report(tmp_path, app)[0].read_text()
+    assert 'class="records channel-stats"' not in shown and "<th>top_values</th>" in shown
+
+
 # ---------------------------------------------------------------------- (c) really installed
 def _installed() -> bool:
     try:
@@ -389,9 +422,9 @@ def test_template_registers_a_model_a_spec_form_and_a_rule(app, plugin_module):
     state = torch.random.get_rng_state()
     named = vizkit.load_model("tinycnn", app=app)
     assert torch.equal(torch.random.get_rng_state(), state), "building the model reseeded the global generator"
-    assert vizkit.preprocess_for(named) == vizkit.Preprocess(resize=72, crop=64)  # the entry's own
+    assert vizkit.data.preprocess_for(named) == vizkit.Preprocess(resize=72, crop=64)  # the entry's own
     wide = vizkit.load_model("tinycnn:24", app=app)
-    assert wide.conv1.out_channels == 24 and vizkit.preprocess_for(wide).crop == 64  # the factory's own
+    assert wide.conv1.out_channels == 24 and vizkit.data.preprocess_for(wide).crop == 64  # the factory's own
     again = vizkit.load_model("tinycnn:24", app=app)
     assert all(torch.equal(a, b) for a, b in zip(wide.state_dict().values(), again.state_dict().values()))
     for bad in ("tinycnn:0", "tinycnn:wide"):

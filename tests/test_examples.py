@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 import vizkit
-from conftest import LABELS, REPO, SAMPLES, SQUEEZENET_WEIGHTS, shipped_photos
+from helpers import LABELS, REPO, SAMPLES, SQUEEZENET_WEIGHTS, shipped_photos
 
 EXAMPLES = REPO / "examples"
 
@@ -113,7 +113,7 @@ def test_torchvision_model_with_own_weights_from_the_cli(tmp_path):
     assert "Traceback" not in ran.stderr
     assert "output shapes for a 3x224x224 input" in ran.stdout
     assert "features.2" in ran.stdout and "switches" in ran.stdout
-    sha = vizkit.sha256_file(weights)
+    sha = vizkit.models.sha256_file(weights)
     for analysis in ("deconvnet", "occlusion"):
         document = json.loads((out / analysis / "result.json").read_text())
         assert document["model"]["weights_sha256"] == sha  # the user's own weights were used

@@ -14,7 +14,7 @@ from matplotlib.image import AxesImage
 from PIL import Image
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit.toolkit.figures import (
     MAX_FIGURE_INCHES,
     grid_shape,
@@ -234,7 +234,7 @@ def test_evolution_row_labels_stay_beside_their_own_block(maps, epochs):
 
 
 def _long_named_copies(tmp_path, count: int) -> list:
-    from conftest import shipped_photos
+    from helpers import shipped_photos
 
     paths = []
     for i in range(count):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 
 
 class Known(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import vizkit
-from conftest import LABELS, SQUEEZENET_WEIGHTS, needs_shared, sample
+from helpers import LABELS, SQUEEZENET_WEIGHTS, needs_shared, sample
 from vizkit.app.cli import main
 
 
@@ -146,7 +146,7 @@ def test_an_extreme_shape_is_resized_only_where_the_crop_keeps(tmp_path):
     ramp = np.linspace(0, 255, 5000).astype(np.uint8)
     tall = Image.fromarray(np.stack([np.repeat(ramp[:, None], 1, axis=1)] * 3, axis=2))
     preprocess = vizkit.Preprocess(resize=64, crop=32)  # 64 x 320,000 px: past the limit, still computable
-    assert np.prod(preprocess.resized_size(*tall.size)) > vizkit.data.RESIZE_PIXELS
+    assert np.prod(preprocess.resized_size(*tall.size)) > vizkit.data.preprocess.RESIZE_PIXELS
     reference = preprocess.transform()(tall)
     assert (preprocess(tall) - reference).abs().max() <= 1.01 / 255 / min(preprocess.std)
     path = tmp_path / "sliver.png"
@@ -171,19 +171,19 @@ def test_labels_of_another_length_are_refused_by_every_analysis(bundled_model, p
 def test_target_names_that_two_classes_share_are_refused_and_wnids_accepted(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("n01\ttench\nn02\tcrane\nn03\tcrane\nn04\tPomeranian\n")
-    labels = vizkit.read_labels(path)
+    labels = vizkit.data.read_labels(path)
     assert labels == ["tench", "crane", "crane", "Pomeranian"] and labels.wnids == ["n01", "n02", "n03", "n04"]
     with pytest.raises(
         vizkit.UsageError, match=r"target 'crane' names several classes \(1 and 2\); give the index or the wnid"
     ):
-        vizkit.resolve_target("crane", labels, 4)
-    assert vizkit.resolve_target("n03", labels, 4) == 2
-    assert vizkit.resolve_target("pomeranian", labels, 4) == 3
+        vizkit.data.resolve_target("crane", labels, 4)
+    assert vizkit.data.resolve_target("n03", labels, 4) == 2
+    assert vizkit.data.resolve_target("pomeranian", labels, 4) == 3
     plain = tmp_path / "plain.txt"
     plain.write_text("tench\ncrane\n")
-    assert vizkit.read_labels(plain).wnids is None
+    assert vizkit.data.read_labels(plain).wnids is None
     with pytest.raises(vizkit.UsageError, match="unknown target class 'n01'"):
-        vizkit.resolve_target("n01", vizkit.read_labels(plain), 2)
+        vizkit.data.resolve_target("n01", vizkit.data.read_labels(plain), 2)
 
 
 def test_a_labels_file_with_a_byte_order_mark(tmp_path):
@@ -191,11 +191,11 @@ def test_a_labels_file_with_a_byte_order_mark(tmp_path):
     given as a target, and figures printed an invisible character."""
     path = tmp_path / "labels.txt"
     path.write_bytes("\ufeffn01440764\ttench\r\nn01443537\tgoldfish\r\n\r\n".encode())
-    labels = vizkit.read_labels(path)
+    labels = vizkit.data.read_labels(path)
     assert list(labels) == ["tench", "goldfish"] and labels.wnids == ["n01440764", "n01443537"]
     assert vizkit.data.resolve_target("n01440764", labels, 2) == 0
     path.write_bytes("\ufefftench\ngoldfish\n".encode())
-    assert vizkit.data.resolve_target("tench", vizkit.read_labels(path), 2) == 0
+    assert vizkit.data.resolve_target("tench", vizkit.data.read_labels(path), 2) == 0
 
 
 def test_caffes_synset_words_file_gives_wnids_and_first_synonyms(tmp_path):
@@ -203,7 +203,7 @@ def test_caffes_synset_words_file_gives_wnids_and_first_synonyms(tmp_path):
     --target tench matched nothing and figures printed the wnid and every synonym."""
     path = tmp_path / "synset_words.txt"
     path.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn02085620 Chihuahua\n")
-    labels = vizkit.read_labels(path)
+    labels = vizkit.data.read_labels(path)
     assert list(labels) == ["tench", "goldfish", "Chihuahua"]
     assert labels.wnids == ["n01440764", "n01443537", "n02085620"]
     assert (
@@ -211,13 +211,13 @@ def test_caffes_synset_words_file_gives_wnids_and_first_synonyms(tmp_path):
         and vizkit.data.resolve_target("n02085620", labels, 3) == 2
     )
     path.write_text("n01440764 tench\nnot a synset line\n")  # not every line: plain names, kept whole
-    assert list(vizkit.read_labels(path)) == ["n01440764 tench", "not a synset line"]
+    assert list(vizkit.data.read_labels(path)) == ["n01440764 tench", "not a synset line"]
 
 
 def test_jpeg_and_netpbm_spellings_are_scanned(tmp_path):
     for name in ("a.jfif", "b.jpe", "c.pbm", "d.pnm", "e.txt"):
         Image.new("RGB", (8, 8)).save(tmp_path / name, format="JPEG" if name[-1] in "fe" else "PPM")
-    assert [p.name for p in vizkit.image_list(tmp_path).paths] == ["a.jfif", "b.jpe", "c.pbm", "d.pnm"]
+    assert [p.name for p in vizkit.data.image_list(tmp_path).paths] == ["a.jfif", "b.jpe", "c.pbm", "d.pnm"]
 
 
 def test_a_wnid_target_from_the_cli(squeezenet, tmp_path):
@@ -238,7 +238,7 @@ def test_nan_weights_are_refused_naming_the_tensor(analysis, options, photo_path
         model.conv2.conv.weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(vizkit.UsageError, match=r"parameter 'conv2.conv.weight' has 1 NaN or infinite values"):
         vizkit.run(analysis, model, images=[photo_path], **options)
-    assert all(count == 0 for count in vizkit.hook_counts(model).values())
+    assert all(count == 0 for count in vizkit.engine.hook_counts(model).values())
 
 
 def test_nan_input_tensors_are_refused(bundled_model):

@@ -9,7 +9,7 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit import UnknownLayerError
 
 MODELS = {

@@ -33,7 +33,7 @@ from PIL import Image
 import vizkit
 import vizkit_plugins.evolution as evolution
 import vizkit_plugins.top9 as top9
-from conftest import assert_no_hooks, shipped_photos
+from helpers import shipped_photos
 from vizkit.app.cli import main
 
 ANALYSES = ("top9", "probes", "evolution")
@@ -79,7 +79,7 @@ def build(seed: int = 0) -> nn.Module:
         for parameter in model.parameters():
             fan_in = parameter[0].numel() if parameter.dim() > 1 else 16
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-    model.vizkit_preprocess = vizkit.Preprocess(resize=36, crop=32)
+    model.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=36, crop=32))
     return model
 '''
 
@@ -226,12 +226,7 @@ def interrupted(inputs, request, tmp_path_factory) -> dict[tuple[str, str], dict
     return runs
 
 
-@pytest.fixture(autouse=True)
-def no_hooks_left(recorded_models):
-    """Every model a test's runs built (stopped or not) has no hooks left afterwards."""
-    yield
-    for model in recorded_models:
-        assert_no_hooks(model)
+pytestmark = pytest.mark.usefixtures("no_hooks_left")  # every model the runs built (stopped or not)
 
 
 def same_arrays(left: Path, right: Path) -> None:
@@ -299,7 +294,7 @@ def test_a_rerun_without_resume_says_it_discards_the_checkpoint(
 
 
 def test_top9_checkpoints_by_time_as_well_as_by_batches(inputs, tmp_path, monkeypatch):
-    assert vizkit.get_app().analysis("top9").option("checkpoint_seconds").default <= 60
+    assert vizkit.framework.get_app().analysis("top9").option("checkpoint_seconds").default <= 60
     saved: list[tuple[int, bool]] = []
     original = top9._save_checkpoint
 
@@ -323,7 +318,7 @@ def test_top9_checkpoints_by_time_as_well_as_by_batches(inputs, tmp_path, monkey
 
 
 def test_evolution_checkpoints_a_snapshot_scan_by_time(inputs, tmp_path, monkeypatch):
-    assert vizkit.get_app().analysis("evolution").option("checkpoint_seconds").default <= 60
+    assert vizkit.framework.get_app().analysis("evolution").option("checkpoint_seconds").default <= 60
     tags: list[str] = []
     original = evolution.SnapshotCache.save
 

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as tf
 
 import vizkit
-from conftest import SAMPLES, assert_no_hooks, needs_shared
+from helpers import SAMPLES, assert_no_hooks, needs_shared
 from vizkit.app.cli import main
 
 SIZE = 32
@@ -27,7 +27,7 @@ def pass_through() -> nn.Module:
         copy.bias.zero_()
     torch.manual_seed(0)
     model = nn.Sequential(OrderedDict(copy=copy, pool=nn.AdaptiveAvgPool2d(2), flat=nn.Flatten(), fc=nn.Linear(12, 4)))
-    model.vizkit_preprocess = vizkit.Preprocess(resize=SIZE, crop=SIZE)
+    model.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=SIZE, crop=SIZE))
     return model.eval()
 
 
@@ -60,7 +60,7 @@ def test_identity_step_is_exactly_zero_and_matches_the_plain_forward(bundled_mod
     )
     assert_no_hooks(bundled_model)
     with torch.no_grad():
-        plain = bundled_model(vizkit.load_images([photo_path], bundled_model.vizkit_preprocess)).softmax(1)[0]
+        plain = bundled_model(vizkit.load_images([photo_path], vizkit.data.preprocess_for(bundled_model))).softmax(1)[0]
     target = result["target"][0]
     assert target == int(plain.argmax())  # auto = the model's top-1 on the original
     for t, identity in (("translate", 0.0), ("scale", 1.0), ("rotate", 0.0)):
@@ -80,7 +80,7 @@ def test_a_90_degree_rotation_matches_rot90(square_image):
     model = pass_through()
     result = vizkit.run("invariance", model, images=[square_image], layers=["copy"], transforms="rotate", steps=5)
     assert list(result.arrays["rotate_steps"]) == [0, 90, 180, 270, 360]
-    preprocess = model.vizkit_preprocess
+    preprocess = vizkit.data.preprocess_for(model)
     resized = _resized(square_image, preprocess)
     original = _normalise(resized, preprocess)
     for k, step in ((1, 90), (2, 180), (3, 270)):  # counter-clockwise, as torch.rot90 turns H towards W
@@ -105,7 +105,7 @@ def test_translating_by_k_pixels_is_roll_plus_the_mean_fill(square_image, shift)
         range_translate=f"{low},{high}",
         normalize="norm",
     )
-    preprocess = model.vizkit_preprocess
+    preprocess = vizkit.data.preprocess_for(model)
     resized = _resized(square_image, preprocess)
     moved = torch.roll(resized, shift, dims=1)
     fill = torch.tensor(preprocess.mean)[:, None, None]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vizkit
-from conftest import LABELS, needs_shared
+from helpers import LABELS, needs_shared
 
 
 class Payload:
@@ -50,7 +50,8 @@ def test_weights_round_trip_and_refusal(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
     loaded = vizkit.load_model("zfnet", weights=path)
     assert torch.equal(loaded.conv1.conv.weight, model.conv1.conv.weight)
-    assert loaded.vizkit_weights_sha256 and len(loaded.vizkit_weights_sha256) == 64
+    sha = vizkit.models.model_info(loaded).weights_sha256
+    assert sha and len(sha) == 64
 
     evil = tmp_path / "evil.pt"
     torch.save({"x": Payload()}, evil)
@@ -64,13 +65,13 @@ def test_weights_round_trip_and_refusal(tmp_path):
 
 def test_labels(tmp_path):
     needs_shared(LABELS)
-    labels = vizkit.read_labels(LABELS)
+    labels = vizkit.data.read_labels(LABELS)
     assert len(labels) == 1000 and labels[259] == "Pomeranian"
     plain = tmp_path / "labels.txt"
     plain.write_text("cat\ndog\n")
-    assert vizkit.read_labels(plain) == ["cat", "dog"]
+    assert vizkit.data.read_labels(plain) == ["cat", "dog"]
     with pytest.raises(vizkit.UsageError, match="labels file not found"):
-        vizkit.read_labels(tmp_path / "none.txt")
+        vizkit.data.read_labels(tmp_path / "none.txt")
 
 
 def test_registry_lists_models():

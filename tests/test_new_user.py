@@ -14,29 +14,30 @@ import pytest
 import torch
 from PIL import Image
 
+import helpers
 import vizkit
 import vizkit.app.cli
-from conftest import REPO, assert_no_hooks
+from helpers import REPO, assert_no_hooks
 from vizkit.app.cli import build_cli, default_out
 
 WRAP_SPEC = f"{REPO / 'examples' / 'wrap_your_model.py'}:build"
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    code = vizkit.app.cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    return code, captured.out, captured.err
+    """helpers.cli, and never a traceback on either stream."""
+    code, out, err = helpers.cli(capsys, *args)
+    assert "Traceback" not in out + err
+    return code, out, err
 
 
 # ---------------------------------------------------------------------- 1. a model carries its preprocessing
 def test_readme_python_example_on_the_bundled_model(bundled_model, photo_path):
     model = bundled_model
-    assert vizkit.preprocess_for(model) == vizkit.Preprocess(resize=160, crop=144)
+    assert vizkit.data.preprocess_for(model) == vizkit.Preprocess(resize=160, crop=144)
     x = vizkit.load_images([photo_path], model)  # the model's own preprocessing
     assert x.shape == (1, 3, 144, 144)
     assert torch.equal(x, vizkit.load_images([photo_path], model=model))
-    assert torch.equal(x, vizkit.load_images([photo_path], vizkit.preprocess_for(model)))
+    assert torch.equal(x, vizkit.load_images([photo_path], vizkit.data.preprocess_for(model)))
     assert vizkit.load_images([photo_path]).shape == (1, 3, 224, 224)  # no model: the ImageNet default
     assert vizkit.load_images(photo_path, model).shape == (1, 3, 144, 144)  # one path, not its characters
 
@@ -47,7 +48,7 @@ def test_readme_python_example_on_the_bundled_model(bundled_model, photo_path):
         assert proj.shape == (1, 3, 144, 144)
         image = vizkit.to_image(proj)
     assert image.shape == (144, 144, 3)
-    ax = vizkit.new_figure(2, 2).add_subplot(1, 1, 1)
+    ax = vizkit.toolkit.figures.new_figure(2, 2).add_subplot(1, 1, 1)
     ax.imshow(image)  # what the README does with it (matplotlib refused [1,3,H,W])
     assert ax.get_images()[0].get_array().shape == (144, 144, 3)
     assert_no_hooks(model)
@@ -64,7 +65,7 @@ def test_run_uses_the_models_preprocessing_like_the_cli(bundled_model, photo_pat
     assert code == 0, err
     document = json.loads((out / "result.json").read_text())
     used = vizkit.Preprocess.from_dict(result.meta["inputs"]["preprocess"])
-    assert vizkit.Preprocess.from_dict(document["inputs"]["preprocess"]) == used == vizkit.preprocess_for(bundled_model)
+    assert vizkit.Preprocess.from_dict(document["inputs"]["preprocess"]) == used == vizkit.data.preprocess_for(bundled_model)
     assert document["channels"] == result["channels"]
     # an override on the CLI is the same as a Preprocess given to vizkit.run
     custom = vizkit.Preprocess(resize=176, crop=144)
@@ -76,40 +77,48 @@ def test_run_uses_the_models_preprocessing_like_the_cli(bundled_model, photo_pat
 def test_load_model_preprocess_sources(tmp_path):
     # a factory's own (build() sets 112x112), kept by load_model
     model = vizkit.load_model(WRAP_SPEC)
-    assert vizkit.preprocess_for(model).crop == 112
+    assert vizkit.data.preprocess_for(model).crop == 112
     # an explicit one wins
     given = vizkit.Preprocess(resize=100, crop=96)
-    assert vizkit.load_model(WRAP_SPEC, preprocess=given).vizkit_preprocess == given
+    assert vizkit.data.preprocess_for(vizkit.load_model(WRAP_SPEC, preprocess=given)) == given
     with pytest.raises(vizkit.UsageError, match="Preprocess"):
         vizkit.load_model(WRAP_SPEC, preprocess={"crop": 96})  # type: ignore[arg-type]
     # the JSON beside the weights (what export_weights / bundle_weights write)
     weights = tmp_path / "mine.pt"
     torch.save(model.state_dict(), weights)
     (tmp_path / "mine.json").write_text(json.dumps({"preprocess": {**given.to_dict(), "crop": 80}}))
-    assert vizkit.preprocess_for(vizkit.load_model(WRAP_SPEC, weights=weights)).crop == 80
+    assert vizkit.data.preprocess_for(vizkit.load_model(WRAP_SPEC, weights=weights)).crop == 80
     # a training run folder's run.json
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     torch.save(model.state_dict(), run_dir / "weights.pt")
     (run_dir / "run.json").write_text(json.dumps({"model": WRAP_SPEC, "preprocess": {**given.to_dict(), "crop": 72}}))
-    assert vizkit.preprocess_for(vizkit.load_model(WRAP_SPEC, weights=run_dir / "weights.pt")).crop == 72
+    assert vizkit.data.preprocess_for(vizkit.load_model(WRAP_SPEC, weights=run_dir / "weights.pt")).crop == 72
     # a JSON that is not vizkit's is ignored; a malformed preprocess is a one-line error naming the file
     (tmp_path / "mine.json").write_text("{not json")
-    assert vizkit.preprocess_for(vizkit.load_model(WRAP_SPEC, weights=weights)).crop == 112
+    assert vizkit.data.preprocess_for(vizkit.load_model(WRAP_SPEC, weights=weights)).crop == 112
     (tmp_path / "mine.json").write_text(json.dumps({"preprocess": {"resize": 100, "crop": 200, "mean": [0] * 3}}))
     with pytest.raises(vizkit.UsageError, match=r"mine\.json"):
         vizkit.load_model(WRAP_SPEC, weights=weights)
 
 
 def test_preprocess_for_defaults_and_bad_values():
-    assert vizkit.preprocess_for(None) == vizkit.Preprocess()
+    assert vizkit.data.preprocess_for(None) == vizkit.Preprocess()
     model = torch.nn.Conv2d(3, 4, 3)
-    assert vizkit.preprocess_for(model) == vizkit.Preprocess()  # a plain module: ImageNet's
-    model.vizkit_preprocess = {"resize": 80, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
-    assert vizkit.preprocess_for(model) == vizkit.Preprocess(80, 64, (0.5,) * 3, (0.25,) * 3)
-    model.vizkit_preprocess = 64
-    with pytest.raises(vizkit.UsageError, match="vizkit_preprocess"):
-        vizkit.preprocess_for(model)
+    assert vizkit.data.preprocess_for(model) == vizkit.Preprocess()  # a plain module: ImageNet's
+    as_json = {"resize": 80, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}  # a dict of its fields is converted
+    model.vizkit_info = vizkit.models.ModelInfo(preprocess=as_json)  # type: ignore[arg-type]
+    assert vizkit.data.preprocess_for(model) == vizkit.Preprocess(80, 64, (0.5,) * 3, (0.25,) * 3)
+    with pytest.raises(vizkit.UsageError, match=r"ModelInfo\.preprocess must be"):
+        vizkit.models.ModelInfo(preprocess=64)  # type: ignore[arg-type]
+    model.vizkit_info = {"preprocess": vizkit.Preprocess()}
+    with pytest.raises(vizkit.UsageError, match=r"vizkit_info must be a vizkit\.models\.ModelInfo"):
+        vizkit.models.model_info(model)
+    # the attribute ModelInfo replaced is refused, not silently ignored
+    del model.vizkit_info
+    model.vizkit_preprocess = vizkit.Preprocess(80, 64)
+    with pytest.raises(vizkit.UsageError, match=r"vizkit_preprocess is no longer read.*ModelInfo\(preprocess="):
+        vizkit.data.preprocess_for(model)
     with pytest.raises(vizkit.UsageError, match="Preprocess"):
         vizkit.load_images(["x.jpg"], "224")  # type: ignore[arg-type]
 
@@ -130,7 +139,7 @@ def test_to_image_layouts():
     assert np.array_equal(both[0], single)  # each image is scaled on its own
     assert float(both.min()) >= 0 and float(both.max()) <= 1
     square = vizkit.to_image(torch.randn(2, 3, 6, 6))
-    assert vizkit.tile_mosaic(square, rows=1).shape == (6, 2 * 6 + 2, 3)  # side by side, as documented
+    assert vizkit.toolkit.figures.tile_mosaic(square, rows=1).shape == (6, 2 * 6 + 2, 3)  # side by side, as documented
     nested = vizkit.to_image(torch.randn(2, 4, 3, 6, 6))
     assert nested.shape == (2, 4, 6, 6, 3)
     assert np.all(vizkit.to_image(torch.zeros(1, 3, 4, 4)) == 0.5)  # zero is mid-grey

@@ -14,8 +14,7 @@ from PIL import Image
 from torch import nn
 
 import vizkit
-from conftest import assert_no_hooks
-from vizkit.app.cli import main
+from helpers import assert_no_hooks, cli
 
 MODEL_SOURCE = textwrap.dedent(
     """
@@ -41,7 +40,7 @@ MODEL_SOURCE = textwrap.dedent(
                 self.features[3].weight.fill_(1e37)
                 self.features[3].bias.zero_()
                 self.classifier[2].weight.copy_(torch.tensor([[1.0, -1, 0, 0], [0, 1, -1, 0], [0, 0, 1, -1]]))
-            self.vizkit_preprocess = vizkit.Preprocess(resize=32, crop=32)
+            self.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=32, crop=32))
 
         def forward(self, x):
             return self.classifier(self.features(x))
@@ -70,17 +69,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"model": root / "nets.py", "black": data / "black.png", "white": data / "white.png", "data": data}
 
 
-@pytest.fixture(autouse=True)
-def clean_models(recorded_models):
-    yield recorded_models
-    for model in recorded_models:
-        assert_no_hooks(model)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+pytestmark = pytest.mark.usefixtures("no_hooks_left")
 
 
 def assert_non_finite_error(result: tuple[int, str, str], *fragments: str) -> str:
@@ -194,7 +183,7 @@ def test_incremental_occlusion_checks_each_batch_of_positions(files):
     model = _net(files)
     x = vizkit.load_images([files["black"]], model)
     with vizkit.instrument(model) as im, torch.no_grad():
-        engine = vizkit.IncrementalOcclusion(im, x, "features.4")
+        engine = vizkit.engine.IncrementalOcclusion(im, x, "features.4")
         logits, _ = engine.evaluate([(0, 0), (8, 8)], 8, torch.zeros(3))
         assert torch.isfinite(logits).all()
         im.name_input = lambda row: "black.png" if torch.equal(row, x[0]) else None

@@ -10,9 +10,9 @@ import torch
 import torchvision.models as tvm
 
 import vizkit
-from conftest import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
-from vizkit import parse_fill
+from helpers import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, occlusion_as_captum, sample
 from vizkit.app.cli import main
+from vizkit.data import parse_fill
 from vizkit.models.zfnet import zfnet
 from vizkit_plugins.occlusion import OcclusionGrid, occluded_batch, occlusion_maps
 
@@ -60,7 +60,7 @@ MODELS = {
 def test_exact_equals_batched_equals_one_at_a_time(name, layer, target, request, photo_path):
     torch.manual_seed(0)
     model = MODELS[name](request)
-    preprocess = getattr(model, "vizkit_preprocess", None) or vizkit.Preprocess()
+    preprocess = vizkit.data.preprocess_for(model)
     image = request.getfixturevalue("dog_image") if name.endswith("-real") else photo_path
     x = vizkit.load_images([image], preprocess)
     size = x.shape[-1]
@@ -90,18 +90,7 @@ def test_probability_map_equals_captum_occlusion(squeezenet, dog_tensor):
     from captum.attr import Occlusion
 
     size, stride, target = 48, 16, 207
-    grid = OcclusionGrid(224, 224, size, stride)
-    with vizkit.instrument(squeezenet) as im:
-        maps = occlusion_maps(
-            im, dog_tensor, "features.12", torch.tensor([0]), torch.tensor([target]), grid, torch.zeros(3)
-        )
-        with torch.no_grad():
-            base = float(im(dog_tensor).softmax(1)[0, target])
-    total, count = np.zeros((224, 224)), np.zeros((224, 224))
-    for (y0, x0), p in zip(grid.corners(), maps["true_class_prob"][0].ravel()):
-        total[y0 : y0 + size, x0 : x0 + size] += base - p
-        count[y0 : y0 + size, x0 : x0 + size] += 1
-    ours = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    ours = occlusion_as_captum(squeezenet, dog_tensor, "features.12", target, OcclusionGrid(224, 224, size, stride))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = Occlusion(lambda x: squeezenet(x).softmax(1)).attribute(

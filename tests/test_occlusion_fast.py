@@ -12,7 +12,7 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit.app.cli import main
 from vizkit_plugins.occlusion import OcclusionGrid, _coarse, occluded_batch, occlusion_maps
 
@@ -33,7 +33,7 @@ class TwoConvs(nn.Module):
 
 
 def maps_for(model, x, layer, grid, mode, **options):
-    costs: list[vizkit.OcclusionCost] = []
+    costs: list[vizkit.engine.OcclusionCost] = []
     with vizkit.instrument(model) as im:
         maps = occlusion_maps(
             im, x, layer, torch.tensor([0]), torch.tensor([1]), grid, torch.zeros(3), mode=mode, costs=costs, **options
@@ -73,7 +73,7 @@ def test_tau_crops_each_layers_change_to_its_centre_as_written_by_hand():
         expected = model.fc(kept2.mean(dim=(2, 3))).softmax(1)[0, 1]
         exact = model.conv2(torch.relu(model.conv1(occluded)))
     with vizkit.instrument(model) as im, torch.no_grad():
-        engine = vizkit.IncrementalOcclusion(im, x, "conv2", tau=0.25)
+        engine = vizkit.engine.IncrementalOcclusion(im, x, "conv2", tau=0.25)
         logits, layer = engine.evaluate([(6, 6)], 2, torch.zeros(3))
     assert torch.allclose(logits.softmax(1)[0, 1], expected, atol=1e-6)
     assert torch.allclose(layer[0], kept2[0], atol=1e-5)
@@ -88,7 +88,7 @@ def test_cost_model_counts_multiply_adds_by_hand():
     model = TwoConvs().eval()
     x = torch.randn(1, 3, 16, 16)
     with vizkit.instrument(model) as im, torch.no_grad():
-        engine = vizkit.IncrementalOcclusion(im, x, "conv2")
+        engine = vizkit.engine.IncrementalOcclusion(im, x, "conv2")
         engine.evaluate([(6, 6)], 2, torch.zeros(3))
     full = 256 * 4 * 27 + 256 * 5 * 36 + 15
     needed = 16 * 4 * 27 + 36 * 5 * 36 + 15
@@ -127,21 +127,21 @@ def test_drill_down_keeps_coarse_values_where_it_does_not_refine():
 
 def test_ssim_hand_examples():
     a = np.arange(49, dtype=np.float64).reshape(7, 7)
-    assert vizkit.ssim(a, a) == pytest.approx(1.0)
+    assert vizkit.toolkit.ssim(a, a) == pytest.approx(1.0)
     # one 7x7 window; b = a + 1: equal variances, so SSIM is the luminance term alone
     c1 = (0.01 * 48) ** 2
-    assert vizkit.ssim(a + 1, a) == pytest.approx((2 * 24 * 25 + c1) / (24**2 + 25**2 + c1))
+    assert vizkit.toolkit.ssim(a + 1, a) == pytest.approx((2 * 24 * 25 + c1) / (24**2 + 25**2 + c1))
     # anti-correlated: covariance = -variance
     variance = a.var(ddof=1)
     c2 = (0.03 * 48) ** 2
     expected = ((2 * 24 * 24 + c1) * (-2 * variance + c2)) / ((2 * 24**2 + c1) * (2 * variance + c2))
-    assert vizkit.ssim(48 - a, a) == pytest.approx(expected)
+    assert vizkit.toolkit.ssim(48 - a, a) == pytest.approx(expected)
     with pytest.raises(ValueError, match="same shape"):
-        vizkit.ssim(a, a[:6])
+        vizkit.toolkit.ssim(a, a[:6])
     skimage = pytest.importorskip("skimage.metrics")
     rng = np.random.default_rng(0)
     x, y = rng.random((23, 23)), rng.random((23, 23))
-    assert vizkit.ssim(x, y, data_range=1.0) == pytest.approx(skimage.structural_similarity(x, y, data_range=1.0))
+    assert vizkit.toolkit.ssim(x, y, data_range=1.0) == pytest.approx(skimage.structural_similarity(x, y, data_range=1.0))
 
 
 def test_fast_mode_from_the_cli_reports_fidelity_and_cost(tmp_path, photo_path, capsys):

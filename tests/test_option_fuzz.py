@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit.app.cli import main
 
 SCALE = float(os.environ.get("VIZKIT_FUZZ_EXAMPLES", "1"))
@@ -55,7 +55,7 @@ MODEL_SOURCE = textwrap.dedent(
                 nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             )
             self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 8 * 8, 3))
-            self.vizkit_preprocess = vizkit.Preprocess(resize=36, crop=32)
+            self.vizkit_info = vizkit.models.ModelInfo(preprocess=vizkit.Preprocess(resize=36, crop=32))
 
         def forward(self, x):
             return self.classifier(self.features(x))
@@ -195,7 +195,7 @@ TEXT_VALUES = {  # plausible values of string options, by name
 }
 
 
-def option_values(option: vizkit.Option, app: vizkit.App) -> st.SearchStrategy[Any]:
+def option_values(option: vizkit.Option, app: vizkit.framework.App) -> st.SearchStrategy[Any]:
     """Values of one option as CLI text: plausible ones and junk. A flag's value is True/False."""
     flag = option.flag[2:]
     default = [] if option.default in (None, (), []) or option.type is bool else [str(option.default)]
@@ -203,7 +203,7 @@ def option_values(option: vizkit.Option, app: vizkit.App) -> st.SearchStrategy[A
         return st.booleans()
     if option.registry:
         return st.sampled_from([*sorted(getattr(app, option.registry)), "nosuch", ""])
-    if isinstance(option.type, tuple):
+    if isinstance(option.type, tuple) and not option.comma_separated:  # comma-separated: as text, below
         return st.sampled_from([*option.type, "nosuch", "", option.type[0].upper()])
     if option.type is int:
         return st.one_of(st.sampled_from(default + JUNK_INT), st.integers(-3, 40).map(str))
@@ -216,7 +216,7 @@ def option_values(option: vizkit.Option, app: vizkit.App) -> st.SearchStrategy[A
 
 
 @st.composite
-def analysis_options(draw, analysis: vizkit.Analysis, app: vizkit.App) -> dict[str, Any]:
+def analysis_options(draw, analysis: vizkit.Analysis, app: vizkit.framework.App) -> dict[str, Any]:
     """A few of the analysis's options (others keep the base values), each drawn as above."""
     names = [o.name for o in analysis.options]
     chosen = draw(st.lists(st.sampled_from(names), max_size=3, unique=True)) if names else []
@@ -231,11 +231,7 @@ def analysis_options(draw, analysis: vizkit.Analysis, app: vizkit.App) -> dict[s
 
 
 # ----------------------------------------------------------------------------- running
-@pytest.fixture(autouse=True)
-def clean_models(recorded_models):
-    yield recorded_models
-    for model in recorded_models:
-        assert_no_hooks(model)
+pytestmark = pytest.mark.usefixtures("no_hooks_left")
 
 
 @pytest.fixture
@@ -352,6 +348,13 @@ def test_declared_ranges_hold_the_defaults_and_show_in_help(capsys):
         (vizkit.Option("x", float), float("-inf"), "--x must be a finite number, not -inf"),
         (vizkit.Option("x", float), "one", "--x expects a float, got 'one'"),
         (vizkit.Option("cache", output_folder=True), "a-file/sub", "--cache a-file/sub cannot be created: a-file is"),
+        (vizkit.Option("sign", ("positive", "all")), "both", "--sign must be one of positive, all, not 'both'"),
+        (
+            vizkit.Option("kinds", ("svm", "softmax"), comma_separated=True),
+            "svm,knn",
+            "--kinds takes svm, softmax (comma-separated), not 'svm,knn'",
+        ),
+        (vizkit.Option("kinds", ("svm", "softmax"), comma_separated=True), " , ", "--kinds takes svm, softmax"),
     ],
 )
 def test_option_ranges_are_one_line_usage_errors(option, value, message, tmp_path, monkeypatch):
@@ -361,6 +364,13 @@ def test_option_ranges_are_one_line_usage_errors(option, value, message, tmp_pat
         option.convert(value)
     assert str(caught.value).startswith(message), str(caught.value)
     assert option.convert(None) is None  # not given: nothing to check
+
+
+def test_choices_ignore_case_and_spaces_and_give_the_declared_spelling():
+    assert vizkit.Option("sign", ("positive", "all")).convert(" Positive ") == "positive"
+    kinds = vizkit.Option("kinds", ("svm", "softmax"), comma_separated=True)
+    assert kinds.convert("Softmax, svm,softmax") == ["softmax", "svm"]  # the order given, each once
+    assert kinds.convert(["svm"]) == ["svm"]  # from Python, a list is taken too
 
 
 FUZZ = settings(

@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import types
-from collections import OrderedDict
 
 import click
 import pytest
@@ -22,44 +20,12 @@ import vizkit
 import vizkit.app.cli
 import vizkit_plugins.top9
 import vizkit_plugins.train
-from conftest import assert_no_hooks
-from vizkit.app.cli import main
+from helpers import analysis, cli, plugin, tiny_net
 from vizkit.framework import builtins
-from vizkit.framework.plugins import is_builtin_module
+from vizkit.framework.manager import is_builtin_module
 
 
 # ---------------------------------------------------------------------- helpers
-def plugin(name: str, **hooks) -> types.ModuleType:
-    """A third-party plugin: a module object (named ``name``) holding the given hook functions."""
-    module = types.ModuleType(name)
-    for hook_name, function in hooks.items():
-        function.__name__ = hook_name
-        setattr(module, hook_name, vizkit.hookimpl(function))
-    return module
-
-
-def nothing(ctx: vizkit.RunContext) -> vizkit.Result:
-    return vizkit.Result()
-
-
-def analysis(name: str, run=nothing, options=()) -> vizkit.Analysis:
-    return vizkit.Analysis(name, f"the {name} analysis", run, list(options), inputs="none")
-
-
-def tiny_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(3, 4, 5, stride=4),
-            relu=nn.ReLU(),
-            conv2=nn.Conv2d(4, 4, 3),
-            pool=nn.AdaptiveAvgPool2d(1),
-            flat=nn.Flatten(),
-            fc=nn.Linear(4, 3),
-        )
-    )
-
-
 def tiny_models(register) -> None:
     register(vizkit.ModelEntry("tiny", tiny_net, "a tiny net"))
 
@@ -81,21 +47,17 @@ class Rule(vizkit.ProjectionRule):
 
 
 @pytest.fixture
-def run_cli(monkeypatch, capsys, recorded_models):
+def run_cli(monkeypatch, capsys, no_hooks_left):
     """``run_cli(app, *argv)``: the CLI on ``app``; (exit status, stdout, stderr). Every model it
     loaded is checked for left-over hooks at the end of the test, also after failing runs."""
     monkeypatch.delenv("VIZKIT_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("VIZKIT_DEBUG", raising=False)
 
-    def run(app: vizkit.App, *argv) -> tuple[int, str, str]:
+    def run(app: vizkit.framework.App, *argv) -> tuple[int, str, str]:
         monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: app)
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        return cli(capsys, *argv)
 
-    yield run
-    for model in recorded_models:
-        assert_no_hooks(model)
+    return run
 
 
 def one_error_line(err: str) -> str:

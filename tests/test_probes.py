@@ -3,10 +3,6 @@ the analysis end to end on shipped photographs, and Caltech-101 on the real Sque
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,7 @@ from PIL import Image
 
 import vizkit
 import vizkit.toolkit.features as features_module
-from conftest import SHARED, assert_no_hooks, free_port, needs_shared, shipped_photos
+from helpers import SHARED, assert_no_hooks, needs_shared, run_vizkit, shipped_photos
 from vizkit.app.cli import main
 from vizkit_plugins.probes import draw_folds
 
@@ -59,9 +55,9 @@ def photo_tree(tmp_path_factory) -> Path:
 
 
 def _cache_rows(model, tree, cache, layers, **options):
-    data = vizkit.image_list(tree, model.vizkit_preprocess)
+    data = vizkit.data.image_list(tree, vizkit.data.preprocess_for(model))
     with vizkit.instrument(model) as im:
-        found = vizkit.extract_features(im, model, data, layers, cache, **options)
+        found = vizkit.toolkit.extract_features(im, model, data, layers, cache, **options)
     assert_no_hooks(model)
     return found
 
@@ -75,7 +71,7 @@ def test_cache_is_reused_extended_and_invalidated(photo_tree, tmp_path, bundled_
     more = _cache_rows(bundled_model, photo_tree, tmp_path, ["conv5", "fc7"], pool="max:2", batch_size=5)
     assert not more.reused and more.folder == first.folder and more.dims == {"conv5": 512, "fc7": 512}
     # the rows are each image's features (fc7 is a vector: no pooling applies)
-    data = vizkit.image_list(photo_tree, bundled_model.vizkit_preprocess)
+    data = vizkit.data.image_list(photo_tree, vizkit.data.preprocess_for(bundled_model))
     captured = {}
     handle = bundled_model.fc7.register_forward_hook(lambda m, i, o: captured.update(out=o.detach()))
     with torch.no_grad():
@@ -124,9 +120,6 @@ def test_interrupted_extraction_resumes_without_redoing_batches(photo_tree, tmp_
 
 
 def test_torchrun_two_processes_fill_the_same_cache_as_one(photo_tree, tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    assert torchrun, "torchrun ships with torch"
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # same threads: same float rounding
     common = [
         "run",
         "probes",
@@ -152,38 +145,9 @@ def test_torchrun_two_processes_fill_the_same_cache_as_one(photo_tree, tmp_path)
         "0",
         "--quiet",
     ]
-    single = subprocess.run(
-        [sys.executable, "-m", "vizkit", *common, "--cache", str(tmp_path / "one"), "--out", str(tmp_path / "single")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    single = run_vizkit([*common, "--cache", str(tmp_path / "one"), "--out", str(tmp_path / "single")])
     assert single.returncode == 0, single.stderr[-3000:]
-    multi = subprocess.run(
-        [
-            torchrun,
-            "--nnodes",
-            "1",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "vizkit",
-            *common,
-            "--cache",
-            str(tmp_path / "two"),
-            "--out",
-            str(tmp_path / "multi"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    multi = run_vizkit([*common, "--cache", str(tmp_path / "two"), "--out", str(tmp_path / "multi")], processes=2)
     assert multi.returncode == 0, multi.stderr[-3000:]
     one, _ = vizkit.load_result(tmp_path / "single")
     two, _ = vizkit.load_result(tmp_path / "multi")
@@ -319,7 +283,7 @@ def test_caltech_on_the_real_squeezenet(squeezenet, tmp_path):
     )
     assert_no_hooks(squeezenet)
     table = result["table"]
-    assert result["grid"] == list(vizkit.PROBE_GRID)
+    assert result["grid"] == list(vizkit.toolkit.PROBE_GRID)
     for layer in ("features.3", "features.12"):  # how many of the 2 folds chose an end of the grid
         assert all(0 <= result["c_at_grid_edge"][layer][kind] <= 2 for kind in ("svm", "softmax"))
     assert table["features.12"]["softmax"]["mean"] > table["features.3"]["softmax"]["mean"]  # deeper separates better
@@ -328,9 +292,9 @@ def test_caltech_on_the_real_squeezenet(squeezenet, tmp_path):
 
 # ------------------------------------------------------------------------------------ classifiers
 def test_mean_class_accuracy_by_hand():
-    mean, per_class = vizkit.mean_class_accuracy(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1]))
+    mean, per_class = vizkit.toolkit.mean_class_accuracy(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1]))
     assert per_class.tolist() == pytest.approx([2 / 3, 1.0]) and mean == pytest.approx(5 / 6)
-    mean, per_class = vizkit.mean_class_accuracy(np.array([0, 1]), np.array([0, 1]), classes=[0, 1, 2])
+    mean, per_class = vizkit.toolkit.mean_class_accuracy(np.array([0, 1]), np.array([0, 1]), classes=[0, 1, 2])
     assert np.isnan(per_class[2]) and mean == 1.0  # a class without test images is left out of the mean
 
 
@@ -342,7 +306,7 @@ def test_separable_blobs_are_classified_perfectly(kind, dims):
     labels = torch.arange(4).repeat_interleave(60)
     points = centres[labels] + torch.randn(240, dims, generator=generator)
     train, test = torch.arange(0, 240, 2), torch.arange(1, 240, 2)
-    probe = vizkit.fit_probe(points[train], labels[train] * 10, kind, C=1.0)  # any label values
+    probe = vizkit.toolkit.fit_probe(points[train], labels[train] * 10, kind, C=1.0)  # any label values
     assert (probe.predict(points[test]) == labels[test] * 10).all()
 
 
@@ -350,8 +314,8 @@ def test_primal_and_dual_agree():
     generator = torch.Generator().manual_seed(1)
     x, y = torch.randn(150, 40, generator=generator), torch.randint(0, 3, (150,), generator=generator)
     for kind in ("svm", "softmax"):
-        primal = vizkit.fit_probe(x, y, kind, 0.1, dual=False, max_iter=1000, tol=1e-9)
-        dual = vizkit.fit_probe(x, y, kind, 0.1, dual=True, max_iter=1000, tol=1e-9)
+        primal = vizkit.toolkit.fit_probe(x, y, kind, 0.1, dual=False, max_iter=1000, tol=1e-9)
+        dual = vizkit.toolkit.fit_probe(x, y, kind, 0.1, dual=True, max_iter=1000, tol=1e-9)
         assert torch.allclose(primal.scores(x), dual.scores(x), atol=5e-3), kind
 
 
@@ -370,7 +334,7 @@ def test_accuracy_matches_scikit_learn_on_digits(C):
         ("svm", LinearSVC(C=C, max_iter=20000)),
         ("softmax", LogisticRegression(C=C, max_iter=5000)),
     ):
-        ours = vizkit.fit_probe(
+        ours = vizkit.toolkit.fit_probe(
             torch.tensor(x[train], dtype=torch.float32), torch.tensor(y[train]), kind, C, max_iter=500
         )
         mine = float((ours.predict(torch.tensor(x[test], dtype=torch.float32)).numpy() == y[test]).mean())
@@ -384,11 +348,11 @@ def test_selection_sees_only_the_training_split():
     generator = torch.Generator().manual_seed(2)
     x, y = torch.randn(90, 6, generator=generator), torch.arange(3).repeat(30)
     x[:, 0] += y * 1.5
-    _probe, chosen, scores = vizkit.select_probe(x, y, "softmax", grid=(0.01, 1.0), cv_folds=3)
+    _probe, chosen, scores = vizkit.toolkit.select_probe(x, y, "softmax", grid=(0.01, 1.0), cv_folds=3)
     assert chosen in (0.01, 1.0) and set(scores) == {0.01, 1.0}
-    again = vizkit.select_probe(x, y, "softmax", grid=(0.01, 1.0), cv_folds=3)
+    again = vizkit.toolkit.select_probe(x, y, "softmax", grid=(0.01, 1.0), cv_folds=3)
     assert again[1] == chosen and again[2] == scores  # seeded
-    tied = vizkit.select_probe(torch.zeros(30, 2), torch.arange(3).repeat(10), "svm", grid=(0.1, 1.0, 10.0), cv_folds=3)
+    tied = vizkit.toolkit.select_probe(torch.zeros(30, 2), torch.arange(3).repeat(10), "svm", grid=(0.1, 1.0, 10.0), cv_folds=3)
     assert tied[1] == 0.1  # every C scores the same on constant features: the smallest wins
 
 

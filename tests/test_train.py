@@ -95,7 +95,7 @@ def test_training_starts_from_the_recipe_initialisation_not_the_shipped_weights(
 
     shipped = vizkit.load_model("zfnet-compact")
     model, preprocess = untrained_model("zfnet-compact")
-    assert preprocess == shipped.vizkit_preprocess and model.vizkit_spec == "zfnet-compact"
+    assert preprocess == vizkit.data.preprocess_for(shipped) and vizkit.models.model_info(model).spec == "zfnet-compact"
     conv = model.conv1.conv.weight
     assert not torch.allclose(conv, shipped.conv1.conv.weight)
     fan_in = conv[0].numel()

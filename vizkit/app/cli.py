@@ -20,9 +20,10 @@ import click
 import torch
 
 import vizkit
-from vizkit.data import IMAGENET_MEAN, IMAGENET_STD, MAX_SIZE, Preprocess, ensure_device
+from vizkit.data import Preprocess, ensure_device
+from vizkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, MAX_SIZE
 from vizkit.errors import UsageError, VizkitError
-from vizkit.framework.plugins import App, make_app
+from vizkit.framework.registry import App, make_app
 from vizkit.framework.results import RESULT_FILE, check_out_dir
 from vizkit.toolkit.distributed import is_main_process
 
@@ -140,8 +141,8 @@ def _click_option(option: vizkit.Option, app: App) -> click.Option:
         kwargs["type"] = click.Choice(sorted(getattr(app, option.registry)))
     elif option.type is bool:
         kwargs.update(is_flag=True, default=bool(option.default))
-    elif isinstance(option.type, tuple):
-        kwargs["type"] = click.Choice(option.type)
+    elif isinstance(option.type, tuple):  # comma-separated choices are text the option checks
+        kwargs["type"] = str if option.comma_separated else click.Choice(option.type, case_sensitive=False)
     elif option.type in (int, float, str):
         kwargs["type"] = option.type
     if option.multiple:
@@ -220,7 +221,7 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         trust_weights=common["trust_weights"],
         app=app,
     )
-    base = vizkit.preprocess_for(model)  # the model's own (zfnet-compact: 160/144), else ImageNet's
+    base = vizkit.data.preprocess_for(model)  # the model's own (zfnet-compact: 160/144), else ImageNet's
     preprocess = Preprocess(  # `is None`, not `or`: --crop 0 is refused, not read as "the default"
         resize=base.resize if common["resize"] is None else common["resize"],
         crop=base.crop if common["crop"] is None else common["crop"],
@@ -336,7 +337,7 @@ def build_cli(app: App) -> click.Group:
     ) -> None:
         """List MODEL's layers: names, types and output shapes for the model's own input size (pools marked)."""
         model = vizkit.load_model(model_spec, weights=weights, labels=labels, trust_weights=trust_weights, app=app)
-        preprocess = vizkit.preprocess_for(model)
+        preprocess = vizkit.data.preprocess_for(model)
         where = (
             "--size"
             if size is not None
@@ -390,7 +391,7 @@ def build_cli(app: App) -> click.Group:
         """Write FOLDER/index.html showing every result found below FOLDER."""
         from vizkit.app.report import write_report
 
-        path, count = write_report(Path(folder))
+        path, count = write_report(Path(folder), app)  # the analyses' own views show their results
         click.echo(f"report: {count} result(s) in {path}")
 
     @cli.command("demo")
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     Every error ends in one line on stderr: ``vizkit: error: ...``, status 2 for a usage
     mistake, 1 for a failed run, 130 when interrupted. An unexpected exception (a bug) names
     the plugin and its analysis, model or rule it came from, or says it is a bug in vizkit
-    (:meth:`vizkit.App.explain`). ``VIZKIT_DEBUG=1`` prints the full traceback before that line,
+    (:meth:`vizkit.framework.App.explain`). ``VIZKIT_DEBUG=1`` prints the full traceback before that line,
     for any error. Plugin name clashes are warned about on stderr, one line each.
 
     Args:
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         cli = build_cli(app)
         for warning in app.warnings:
             click.echo(f"vizkit: warning: {warning}", err=True)
-        with vizkit.sigterm_as_interrupt():  # a scheduler's or `timeout`'s SIGTERM saves work as Ctrl-C does
+        with vizkit.toolkit.sigterm_as_interrupt():  # a scheduler's or `timeout`'s SIGTERM saves work as Ctrl-C does
             cli.main(args=args, prog_name="vizkit", standalone_mode=False, obj={"argv": args, "app": app})
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
@@ -526,7 +527,7 @@ def _debug_traceback(error: BaseException) -> None:
 
 
 def _explain(error: Exception, app: App | None, args: list[str]) -> str:
-    """The one line for an unexpected exception (see :meth:`vizkit.App.explain`)."""
+    """The one line for an unexpected exception (see :meth:`vizkit.framework.App.explain`)."""
     if app is None:  # the plugin registry itself failed to build
         return f"unexpected {type(error).__name__}: {_one_line(error)} (a bug in vizkit: please report it with the traceback {DEBUG_ENV}=1 shows)"
     running = args[1] if len(args) > 1 and args[0] == "run" and args[1] in app.analyses else None

@@ -36,9 +36,9 @@ import matplotlib.cbook
 
 import vizkit
 from vizkit.app.downloads import downloaded_samples
-from vizkit.data import ImageList, Preprocess, image_list
+from vizkit.data import ImageList, image_list, preprocess_for
 from vizkit.errors import UsageError
-from vizkit.framework.plugins import App
+from vizkit.framework.registry import App
 from vizkit.framework.results import RESULT_FILE, write_atomic
 from vizkit.models.bundled import bundled_meta
 from vizkit.toolkit.runs import RUN_FILE, snapshot_paths
@@ -255,7 +255,7 @@ class Resources:
                 f"(set {SHARED_ENV} to a folder holding data/dog_landmarks.json, or pass --data with more images)"
             )
         self.notes(
-            "demo: note: correspondence occludes fixed frame positions (no dog_landmarks.json found; set VIZKIT_SHARED)"
+            "demo: note: the landmarks are fixed frame positions (no dog_landmarks.json found; set VIZKIT_SHARED)"
         )
         return frame_landmarks(self.images, self.out)
 
@@ -341,7 +341,7 @@ def run_demo(
             echo(f"demo: note: {FALLBACK_HINT}; or pass --data")
         lenient = samples.fallback or samples.user
     model = vizkit.load_model(DEMO_MODEL, app=app)
-    preprocess: Preprocess = getattr(model, "vizkit_preprocess", None) or Preprocess()
+    preprocess = preprocess_for(model)
     classes = sorted({f for f in folders if f is not None})
     dataset = ImageList(
         paths,
@@ -410,7 +410,7 @@ def run_demo(
     write_atomic(out / DEMO_FILE, (json.dumps(record, indent=2) + "\n").encode())
     from vizkit.app.report import write_report  # imported here: `import vizkit` stays light
 
-    report, count = write_report(out)
+    report, count = write_report(out, app)
     echo(f"demo: report with {count} result(s): {report}")
     statuses = {name: entry["status"] for name, entry in record["analyses"].items()}
     return DemoSummary(statuses, report, count)

@@ -5,11 +5,15 @@ fetched from the network, figures are referenced by relative path. It has a tabl
 linking to a section per result (every folder below DIR holding a ``result.json``); each section
 shows the analysis, model (spec, shortened weights hash), parameters, inputs and timing, the
 summary rendered for people (tables, rounded numbers, label lists, summarised arrays; never raw
-JSON), and the figures scaled to fit, a click enlarging them. The built-in analyses get the tables
-a person would draw (:mod:`vizkit.app.report_views`); ``top9`` gets a unit browser whose per-map
-pictures are drawn into ``DIR/report_assets/``. Any other analysis, e.g. a third-party plugin's,
-is shown by the generic rendering of :mod:`vizkit.app.report_values`; a result the report cannot
-read or a view that fails on unexpected data is reported in its section, never a crash.
+JSON), and the figures scaled to fit, a click enlarging them.
+
+An analysis shows its results its own way through its report view (``Analysis(view=...)``, a
+:class:`vizkit.ReportView`: the tables a person would draw, a unit browser whose pictures it draws
+into ``DIR/report_assets/``), found through the registered analyses of the App; the summary keys
+the view did not show, and every key of an analysis without a view (or whose plugin is missing
+or disabled), get the generic rendering of :mod:`vizkit.toolkit.report_values`. A result the
+report cannot read or a view that fails on unexpected data is reported in its section, never a
+crash. The core names no analysis: every view lives in its analysis's plugin.
 """
 
 from __future__ import annotations
@@ -17,20 +21,21 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from PIL import Image
 
 from vizkit.errors import UsageError
+from vizkit.framework.registry import App, get_app
+from vizkit.framework.report_view import ASSETS, MANIFEST, ReportPage, ReportView
 from vizkit.framework.results import RESULT_FILE, write_atomic
+from vizkit.toolkit.report import url as _url
+from vizkit.toolkit.report_values import esc, format_number, is_number, key_value_table, render_text, render_value
 from vizkit.version import __version__
 
-from .report_static import CSS, JS
-from .report_units import ASSETS, prune_assets
-from .report_values import esc, format_number, is_number, key_value_table, render_text, render_value
-from .report_views import VIEWS, Page
+from .report_static import CSS, CSS_LAST, JS
 
 REPORT_FILE = "index.html"
 _RESERVED = {"analysis", "vizkit_version", "model", "params", "inputs", "files", "seconds"}
@@ -60,10 +65,15 @@ def _slug(relative: str, taken: set[str]) -> str:
     return slug
 
 
-def _url(*parts: str) -> str:
-    """A relative URL of a file below the report (each part percent-encoded), for href/src."""
-    path = "/".join(p for p in parts if p and p != ".")
-    return esc(quote(path))
+def prune_assets(root: Path, keep: set[str]) -> None:
+    """Remove the asset folders of results no longer in the report (only folders holding the
+    report's own manifest, :data:`~vizkit.framework.report_view.MANIFEST`, are touched)."""
+    assets = root / ASSETS
+    if not assets.is_dir():
+        return
+    for folder in assets.iterdir():
+        if folder.is_dir() and folder.name not in keep and (folder / MANIFEST).is_file():
+            shutil.rmtree(folder)
 
 
 # ----------------------------------------------------------------------------------- the blocks
@@ -177,8 +187,16 @@ def _lede(document: dict[str, Any]) -> str:
     return f'<p class="lede">{" · ".join(bits)}</p>' if bits else ""
 
 
-def render_result(document: dict[str, Any], here: Path, root: Path, slug: str) -> str:
-    """One result's section (without its ``<section>`` wrapper)."""
+def render_result(document: dict[str, Any], here: Path, root: Path, slug: str, view: ReportView | None = None) -> str:
+    """One result's section (without its ``<section>`` wrapper).
+
+    Args:
+        document: the result's ``result.json``.
+        here: the result's folder.
+        root: the report's folder.
+        slug: the result's unique name in the report.
+        view: its analysis's report view; None: the generic rendering only.
+    """
     relative = here.relative_to(root).as_posix()
     relative = "" if relative == "." else relative
     analysis = str(document.get("analysis") or "unknown analysis")
@@ -191,10 +209,9 @@ def render_result(document: dict[str, Any], here: Path, root: Path, slug: str) -
     ]
     parts.append(f'<div class="meta">{"".join(meta)}</div>')
     used: set[str] = set()
-    view = VIEWS.get(analysis)
     if view is not None:
         try:
-            html, used = view(Page(document, here, root, slug))
+            html, used = view.render(ReportPage(document, here, root, slug))
             parts.append(html)
         except Exception as error:  # a view meeting data it does not expect: fall back, say why
             used = set()
@@ -215,17 +232,50 @@ def render_result(document: dict[str, Any], here: Path, root: Path, slug: str) -
 
 
 def _toc_entry(slug: str, analysis: str, relative: str, note: str) -> str:
-    # the whole relative path: results nested in different folders often end alike (a/top9, b/top9)
+    # the whole relative path: results nested in different folders often end alike (a/run, b/run)
     return (
         f'<li><a href="#res-{slug}">{esc(analysis)}</a><small class="where">{esc(relative)}'
         f"{(' · ' + esc(note)) if note else ''}</small></li>"
     )
 
 
-def build_page(folder: Path) -> tuple[str, int]:
-    """The report's HTML over every result below ``folder`` and the number of results shown."""
+def _view(document: dict[str, Any], app: App) -> ReportView | None:
+    """The report view of the result's analysis: the registered analysis's own, if any."""
+    spec = app.analyses.get(str(document.get("analysis") or ""))
+    return spec.view if spec is not None else None
+
+
+def _unreadable(slug: str, relative: str, error: BaseException) -> str:
+    return (
+        f'<section class="result" id="res-{slug}"><h2>unreadable result <small>{esc(relative)}</small></h2>'
+        f'<p class="error">{esc(RESULT_FILE)} could not be read: {esc(error)}</p></section>'
+    )
+
+
+def _toc_note(document: dict[str, Any]) -> str:
+    """The model spec and duration shown under a result's entry in the table of contents."""
+    seconds = document.get("seconds")
+    model = document.get("model")
+    return " · ".join(
+        x
+        for x in (
+            str(model.get("spec")) if isinstance(model, dict) and model.get("spec") else "",
+            f"{format_number(seconds)} s" if is_number(seconds) else "",
+        )
+        if x
+    )
+
+
+def build_page(folder: Path, app: App) -> tuple[str, int]:
+    """The report's HTML over every result below ``folder`` and the number of results shown.
+
+    Args:
+        folder: the report's folder.
+        app: the registry whose analyses' views show their results.
+    """
     sections, toc = [], []
     taken: set[str] = set()
+    views: list[ReportView] = []  # those with a result on the page, in order: their css and js go in once
     count = 0
     for result_file in find_results(folder):
         here = result_file.parent
@@ -237,49 +287,50 @@ def build_page(folder: Path) -> tuple[str, int]:
                 raise ValueError("it is not a JSON object")
         except (OSError, ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
             toc.append(_toc_entry(slug, "unreadable result", relative, ""))
-            sections.append(
-                f'<section class="result" id="res-{slug}"><h2>unreadable result <small>{esc(relative)}</small></h2>'
-                f'<p class="error">{esc(RESULT_FILE)} could not be read: {esc(error)}</p></section>'
-            )
+            sections.append(_unreadable(slug, relative, error))
             continue
         count += 1
-        seconds = document.get("seconds")
-        model = document.get("model")
-        note = " · ".join(
-            x
-            for x in (
-                str(model.get("spec")) if isinstance(model, dict) and model.get("spec") else "",
-                f"{format_number(seconds)} s" if is_number(seconds) else "",
-            )
-            if x
-        )
-        toc.append(_toc_entry(slug, str(document.get("analysis") or "unknown analysis"), relative, note))
+        view = _view(document, app)
+        if view is not None and all(view is not seen for seen in views):
+            views.append(view)
+        toc.append(_toc_entry(slug, str(document.get("analysis") or "unknown analysis"), relative, _toc_note(document)))
         sections.append(
-            f'<section class="result" id="res-{slug}">{render_result(document, here, folder, slug)}</section>'
+            f'<section class="result" id="res-{slug}">{render_result(document, here, folder, slug, view)}</section>'
         )
     prune_assets(folder, taken)
+    return _page(folder, count, toc, sections, views), count
+
+
+def _page(folder: Path, count: int, toc: list[str], sections: list[str], views: list[ReportView]) -> str:
+    """The whole page around the results' sections: head, style, table of contents, script."""
     generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = "".join(sections) or (
         f'<section class="result"><p>No results found below {render_text(str(folder))}: run '
         "<code>vizkit run ANALYSIS ... --out DIR/NAME</code>, then <code>vizkit report DIR</code>.</p></section>"
     )
     contents = f'<nav class="toc"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>' if toc else ""
-    page = (
+    style = CSS + "".join(view.css for view in views) + CSS_LAST
+    script = JS + "".join(view.js for view in views)
+    return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         "<link rel='icon' href='data:,'>"
-        f"<title>vizkit report: {esc(folder.resolve().name)}</title><style>{CSS}</style></head><body>"
+        f"<title>vizkit report: {esc(folder.resolve().name)}</title><style>{style}</style></head><body>"
         f'<header class="top"><h1>vizkit report</h1><p>{count} result{"s" if count != 1 else ""} below '
         f"{esc(folder.resolve())} · generated {esc(generated)} by vizkit {esc(__version__)}</p></header>"
         f'<div class="layout">{contents}<main>{body}</main></div>'
-        f"<script>{JS}</script></body></html>\n"
+        f"<script>{script}</script></body></html>\n"
     )
-    return page, count
 
 
-def write_report(folder: Path) -> tuple[Path, int]:
+def write_report(folder: Path, app: App | None = None) -> tuple[Path, int]:
     """Write ``folder/index.html`` over every result below ``folder``; return its path and the
     number of results shown.
+
+    Args:
+        folder: the folder holding the results (at any depth); the page is written there.
+        app: the registry whose analyses' report views show their results; None: the installed
+            plugins' (:func:`vizkit.framework.get_app`).
 
     Raises:
         UsageError: ``folder`` is not an existing folder.
@@ -287,7 +338,7 @@ def write_report(folder: Path) -> tuple[Path, int]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"report folder not found: {folder} (give a folder holding results)")
-    page, count = build_page(folder)
+    page, count = build_page(folder, app or get_app())
     path = folder / REPORT_FILE
     write_atomic(path, page.encode("utf-8"))
     return path, count

@@ -1,7 +1,11 @@
 """The report page's inline style sheet and script (no server, no network: the page works
-opened from disk). The script adds two things and the page reads fine without it: a lightbox for
-every ``a.zoom`` link (a click shows the full image over the page; Escape or a click closes it)
-and the top9 unit browsers' sort / filter / paging controls."""
+opened from disk). The script adds a lightbox for every ``a.zoom`` link (a click shows the full
+image over the page; Escape or a click closes it), and the page reads fine without it.
+
+The style sheet is written in two parts with the report views' own rules between them
+(:attr:`vizkit.ReportView.css`): :data:`CSS` the page's base, :data:`CSS_LAST` the rules that must
+win over any view's (hidden stays hidden, the lightbox covers everything, the narrow layout).
+Views' scripts (:attr:`vizkit.ReportView.js`) follow :data:`JS`."""
 
 from __future__ import annotations
 
@@ -46,20 +50,9 @@ details summary{cursor:pointer}
 figcaption{color:var(--muted);font-size:12px;text-align:center}
 .raw{color:var(--muted);font-size:12px}.raw a{color:var(--muted)}
 .error{color:#a11;background:#fff0f0;border:1px solid #f1c0c0;border-radius:6px;padding:6px 10px}
-.unit-controls{display:flex;flex-wrap:wrap;gap:10px 16px;align-items:center;padding:8px 10px;background:#f1f3f7;
- border-radius:6px;margin-bottom:10px}
-.unit-controls input[type=text].bad{outline:2px solid #d33}
-.unit-controls .status{min-width:150px;text-align:center;color:var(--muted)}
-.unit-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:10px}
-.unit{border:1px solid var(--line);border-radius:6px;padding:6px 8px;background:#fff}
-.unit.silent{background:#fafafa;color:var(--muted)}
-.unit-head{display:flex;justify-content:space-between;gap:8px;font-size:13px}.unit-head span{color:var(--muted)}
-.strength{height:4px;background:#eef1f5;border-radius:2px;margin:4px 0 6px}
-.strength span{display:block;height:100%;background:var(--accent);border-radius:2px}
-.unit-pics{display:flex;gap:6px}.unit-pics figure{margin:0;flex:1}
-img.mosaic{width:100%;height:auto;image-rendering:pixelated;border:1px solid var(--line);cursor:zoom-in}
-.silent-note{margin:18px 0;text-align:center;font-style:italic}
-[hidden]{display:none!important}
+"""
+
+CSS_LAST = """[hidden]{display:none!important}
 #lightbox{position:fixed;inset:0;background:rgba(10,12,18,.88);display:flex;flex-direction:column;align-items:center;
  justify-content:center;z-index:10;cursor:zoom-out;padding:20px}
 #lightbox img{max-width:96vw;max-height:88vh;background:#fff;image-rendering:auto}
@@ -90,67 +83,5 @@ JS = """
     e.preventDefault();
     openBox(link.getAttribute('href'), link.getAttribute('title') || '');
   });
-
-  // unit browsers: sort, filter and page the cards
-  function parseMaps(text){
-    text = text.trim();
-    if (!text) return null;
-    var ranges = [];
-    var parts = text.split(/[\\s,]+/);
-    for (var i = 0; i < parts.length; i++){
-      if (!parts[i]) continue;
-      var m = /^(\\d+)(?:-(\\d+))?$/.exec(parts[i]);
-      if (!m) return false;
-      var lo = parseInt(m[1], 10), hi = m[2] === undefined ? lo : parseInt(m[2], 10);
-      ranges.push([Math.min(lo, hi), Math.max(lo, hi)]);
-    }
-    return ranges;
-  }
-  function setUp(box){
-    var grid = box.querySelector('.unit-grid');
-    var cards = Array.prototype.slice.call(grid.querySelectorAll('.unit'));
-    var sort = box.querySelector('[data-role=sort]');
-    var filter = box.querySelector('[data-role=filter]');
-    var hideSilent = box.querySelector('[data-role=hide-silent]');
-    var size = box.querySelector('[data-role=page-size]');
-    var prev = box.querySelector('[data-role=prev]');
-    var next = box.querySelector('[data-role=next]');
-    var status = box.querySelector('[data-role=status]');
-    var page = 0;
-    function key(card, name){ return parseFloat(card.getAttribute('data-' + name)); }
-    function update(){
-      var ranges = parseMaps(filter.value);
-      filter.classList.toggle('bad', ranges === false);
-      var chosen = cards.filter(function(card){
-        if (hideSilent.checked && card.getAttribute('data-silent') === '1') return false;
-        if (!ranges) return true;
-        var map = key(card, 'map');
-        return ranges.some(function(r){ return map >= r[0] && map <= r[1]; });
-      });
-      var order = sort.value;
-      chosen.sort(function(a, b){
-        if (order === 'strength') return key(b, 'strength') - key(a, 'strength') || key(a, 'map') - key(b, 'map');
-        if (order === 'weakest') return key(a, 'strength') - key(b, 'strength') || key(a, 'map') - key(b, 'map');
-        return key(a, 'map') - key(b, 'map');
-      });
-      var per = parseInt(size.value, 10) || chosen.length || 1;
-      var pages = Math.max(1, Math.ceil(chosen.length / per));
-      page = Math.min(Math.max(page, 0), pages - 1);
-      var start = page * per, end = Math.min(chosen.length, start + per);
-      cards.forEach(function(card){ card.hidden = true; });
-      chosen.forEach(function(card, i){ grid.appendChild(card); card.hidden = i < start || i >= end; });
-      status.textContent = chosen.length
-        ? 'maps ' + (start + 1) + '\\u2013' + end + ' of ' + chosen.length + ' (page ' + (page + 1) + '/' + pages + ')'
-        : 'no map matches';
-      prev.disabled = page === 0;
-      next.disabled = page >= pages - 1;
-    }
-    [sort, size, hideSilent].forEach(function(el){ el.addEventListener('change', function(){ page = 0; update(); }); });
-    filter.addEventListener('input', function(){ page = 0; update(); });
-    prev.addEventListener('click', function(){ page -= 1; update(); });
-    next.addEventListener('click', function(){ page += 1; update(); });
-    update();
-  }
-  Array.prototype.forEach.call(document.querySelectorAll('.unit-browser'), setUp);
 })();
 """

@@ -27,12 +27,12 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vizkit.engine import ops
-from vizkit.engine.geometry import Window, adaptive_bin, conv_window, pool_window
-from vizkit.engine.recorder import PoolSwitches, Recorder
+from vizkit.engine.geometry import Box
+from vizkit.engine.ops import Node
+from vizkit.engine.recorder import Recorder
 from vizkit.engine.rules import ProjectionRule, resolve_rule
 from vizkit.engine.tape import OpRecorder
 from vizkit.errors import UsageError, VizkitError
@@ -50,10 +50,6 @@ class Projection:
     images: Tensor  # [B, k, 3, H, W], pixel space (same space as the model input)
     values: Tensor  # [B, k] the projected activation (its value; the map's max for "map")
     positions: Tensor  # [B, k, 2] (row, col) in the layer map; (-1, -1) for "map" or fc layers
-
-
-class UnsupportedOpError(VizkitError):
-    """The explicit path met an op it cannot reverse."""
 
 
 def project(
@@ -130,16 +126,20 @@ def project(
 
 def _require_inference_mode(model: nn.Module) -> None:
     """Refuse a model whose forward is not repeatable: fractional max-pooling with random windows,
-    or dropout or batch-norm layers in training mode. A projection runs the model forward again
-    (per chunk of images): dropout would draw new masks and batch norm
-    would use (and update) other batch statistics, so the projection would silently be of other
-    activations than those recorded, and the two paths would disagree."""
+    or dropout or batch-norm layers in training mode (the op table's ``draws_at_random`` and
+    ``inference_only``). A projection runs the model forward again (per chunk of images):
+    dropout would draw new masks and batch norm would use (and update) other batch statistics,
+    so the projection would silently be of other activations than those recorded, and the two
+    paths would disagree."""
     training: list[str] = []
     random_pools: list[str] = []
     for name, module in model.named_modules():
-        if module.training and isinstance(module, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)):
+        op = ops.op_of_module(module)
+        if op is None:
+            continue
+        if module.training and op.inference_only:
             training.append(f"'{name}' ({type(module).__name__})")
-        elif isinstance(module, (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)) and module._random_samples is None:
+        elif op.draws_at_random(module):
             random_pools.append(f"'{name}'")
     if random_pools:  # new random windows on every forward, in eval mode too
         raise UsageError(
@@ -247,15 +247,6 @@ def make_seed(
 
 
 # ---------------------------------------------------------------------- explicit reverse pass
-@dataclass
-class _Node:
-    op: str
-    parents: Sequence[int | None]
-    backward: Callable[[Tensor], Sequence[Tensor | None]]
-    name: str = ""
-    window: Window | None = None  # for ops that look at a spatial window
-
-
 class Tape(OpRecorder):
     """The ops of one forward pass, in order, with what reversing each one needs."""
 
@@ -263,17 +254,16 @@ class Tape(OpRecorder):
         super().__init__()
         self.rule = resolve_rule(rule)
 
-    def _input_entry(self, x: Tensor) -> _Node:
-        return _Node("input", [], lambda s: [])
+    def _input_entry(self, x: Tensor) -> Node:
+        return Node(None, [], lambda s: [])
 
     def _entry(
-        self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any
-    ) -> _Node:
+        self, func: Callable, op: ops.Op | None, args: tuple, kwargs: dict, out: Tensor, output: Any, record: Any
+    ) -> Node:
         name = getattr(func, "__name__", str(func))
-        builder = _REVERSERS.get(op or "")
-        if builder is None:
-            return _Node("opaque", self.signal_inputs(args, kwargs)[:1], _refuse(name), name)
-        node = builder(self, args, kwargs, out, switches)
+        node = op.reverse(self, args, kwargs, out, record) if op is not None else None
+        if node is None:  # an op the explicit path does not know: fine unless a signal reaches it
+            node = Node.refusal(op, self.signal_inputs(args, kwargs)[:1], name)
         node.name = name
         return node
 
@@ -317,185 +307,37 @@ class Tape(OpRecorder):
         return (x0, y0, x1 + 1, y1 + 1)
 
 
-Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), inclusive, in one tensor's map
-
-
 def _full(shape: torch.Size) -> Box | None:
     return (0, shape[-2] - 1, 0, shape[-1] - 1) if len(shape) == 4 else None
 
 
-def _box_down(node: _Node, box: Box | None, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
-    """The part of a parent's map that ``box`` of the node's output depends on."""
+def _box_down(node: Node, box: Box | None, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
+    """The part of a parent's map that ``box`` of the node's output depends on: through the
+    node's window, else as its op says (point-wise and channel-wise ops keep it)."""
     if len(in_shape) != 4:
         return None
     if box is None or len(out_shape) != 4:
         return _full(in_shape)
     y0, y1, x0, x1 = box
-    height, width = in_shape[-2], in_shape[-1]
     if node.window is not None:
         y0, y1 = node.window.input_range(0, y0, y1)
         x0, x1 = node.window.input_range(1, x0, x1)
-    elif node.op == "adaptive_avg_pool2d":
-        oh, ow = out_shape[-2], out_shape[-1]
-        y0, y1 = adaptive_bin(y0, height, oh)[0], adaptive_bin(y1, height, oh)[1] - 1
-        x0, x1 = adaptive_bin(x0, width, ow)[0], adaptive_bin(x1, width, ow)[1] - 1
-    elif tuple(out_shape[-2:]) != (height, width) or node.op in ("reshape", "linear"):
-        return _full(in_shape)  # broadcast or reshaped: the whole parent map
-    # point-wise and channel-wise ops (ReLU, normalisation, concatenation, addition, ...) keep it
+    else:
+        parent_box = (node.op or _UNTRACKED).input_box(box, out_shape, in_shape)
+        if parent_box is None:
+            return _full(in_shape)  # broadcast or reshaped: the whole parent map
+        y0, y1, x0, x1 = parent_box
+    height, width = in_shape[-2], in_shape[-1]
     return (max(0, y0), min(height - 1, y1), max(0, x0), min(width - 1, x1))
+
+
+_UNTRACKED = ops.Op()  # what the box arithmetic assumes of a call vizkit does not track
 
 
 def _union(a: Box | None, b: Box | None) -> Box | None:
     if a is None or b is None:
         return a if b is None else b
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
-
-
-def _refuse(name: str) -> Callable[[Tensor], list]:
-    def backward(signal: Tensor) -> list:
-        raise UnsupportedOpError(f"the explicit deconvnet cannot reverse '{name}'; use method='autograd'")
-
-    return backward
-
-
-def _first(args: tuple, kwargs: dict) -> Tensor:
-    return args[0] if args else kwargs["input"]
-
-
-def _rev_relu(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    x = _first(args, kwargs)
-    rule = tape.rule
-    forward_input = x.detach().clone() if rule.uses_forward_input else None  # safe from later in-place ops
-    return _Node("relu", [tape.index(x)], lambda s: [rule.relu_down(s, forward_input)])
-
-
-def _rev_norm(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    if not tape.rule.passes_normalisation:
-        x = _first(args, kwargs)
-        return _Node("opaque", [tape.index(x)], _refuse(f"normalisation under rule '{tape.rule.name}'"))
-    return _rev_pass(tape, args, kwargs, out, switches)
-
-
-def _rev_pass(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    return _Node("pass", [tape.index(_first(args, kwargs))], lambda s: [s])
-
-
-def _rev_reshape(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    x = _first(args, kwargs)
-    shape = x.shape
-    return _Node("reshape", [tape.index(x)], lambda s: [s.reshape(shape)])
-
-
-def _rev_max_pool(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: PoolSwitches | None) -> _Node:
-    x = _first(args, kwargs)
-    if switches is None:
-        raise VizkitError("explicit deconvnet needs the pooling switches (switches=True)")
-    shape, idx = switches.input_shape, switches.indices
-
-    def unpool(s: Tensor) -> list[Tensor]:
-        n, c = s.shape[:2]
-        planes = s.new_zeros((n, c, shape[-2] * shape[-1]))
-        planes.scatter_add_(2, idx.reshape(n, c, -1), s.reshape(n, c, -1))  # shared maxima add
-        return [planes.reshape(shape)]
-
-    return _Node("max_pool2d", [tape.index(x)], unpool, window=switches.window)
-
-
-def _rev_conv(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    p = ops.bind("conv2d", args, kwargs)
-    x, weight = p["input"], p["weight"].detach()
-    window = conv_window((weight.shape[-2], weight.shape[-1]), p["stride"], p["padding"], p["dilation"])
-    if window is None:
-        return _Node("opaque", [tape.index(x)], _refuse(f"conv2d(padding='{p['padding']}')"))
-    out_pad = window.transposed_output_padding((x.shape[-2], x.shape[-1]), (out.shape[-2], out.shape[-1]))
-    groups = p["groups"]
-
-    def filter_down(s: Tensor) -> list[Tensor]:
-        return [F.conv_transpose2d(s, weight, None, window.stride, window.padding, out_pad, groups, window.dilation)]
-
-    return _Node("conv2d", [tape.index(x)], filter_down, window=window)
-
-
-def _rev_linear(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    p = ops.bind("linear", args, kwargs)
-    weight = p["weight"].detach()
-    return _Node("linear", [tape.index(p["input"])], lambda s: [s @ weight])
-
-
-def _rev_cat(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    p = ops.bind("cat", args, kwargs)
-    parts, dim = list(p["tensors"]), p["dim"]
-    sizes = [t.shape[dim] for t in parts]
-    return _Node("cat", [tape.index(t) for t in parts], lambda s: list(s.split(sizes, dim)))
-
-
-def _rev_add(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    p = ops.bind("add", args, kwargs)
-    a, b, alpha = p["input"], p["other"], p["alpha"]
-    shapes = [t.shape if isinstance(t, Tensor) else None for t in (a, b)]
-
-    def split(s: Tensor) -> list[Tensor | None]:
-        ga = s.sum_to_size(shapes[0]) if shapes[0] is not None else None
-        gb = s.sum_to_size(shapes[1]) * alpha if shapes[1] is not None else None
-        return [ga, gb]
-
-    return _Node("add", [tape.index(a), tape.index(b)], split)
-
-
-def _rev_adaptive_avg_pool(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    x = _first(args, kwargs)
-    (h, w), (oh, ow) = x.shape[-2:], out.shape[-2:]
-
-    def spread(s: Tensor) -> list[Tensor]:
-        grad = s.new_zeros(x.shape)
-        for i in range(oh):
-            y0, y1 = adaptive_bin(i, h, oh)
-            for j in range(ow):
-                x0, x1 = adaptive_bin(j, w, ow)
-                area = (y1 - y0) * (x1 - x0)
-                grad[..., y0:y1, x0:x1] += s[..., i : i + 1, j : j + 1] / area
-        return [grad]
-
-    return _Node("adaptive_avg_pool2d", [tape.index(x)], spread)
-
-
-def _rev_avg_pool(tape: Tape, args: tuple, kwargs: dict, out: Tensor, switches: Any) -> _Node:
-    p = ops.bind("avg_pool2d", args, kwargs)
-    x = p["input"]
-    window = pool_window(p["kernel_size"], p["stride"], p["padding"])
-    kernel, stride, padding = window.kernel, window.stride, window.padding
-    exact_fit = all((x.shape[-2 + i] + 2 * padding[i] - kernel[i]) % stride[i] == 0 for i in range(2))
-    if (
-        p["divisor_override"] is not None
-        or (any(padding) and not p["count_include_pad"])
-        or (p["ceil_mode"] and not exact_fit)
-    ):
-        return _Node("opaque", [tape.index(x)], _refuse("avg_pool2d with these options"))
-    channels = x.shape[1]
-    out_pad = window.transposed_output_padding((x.shape[-2], x.shape[-1]), (out.shape[-2], out.shape[-1]))
-
-    def spread(s: Tensor) -> list[Tensor]:
-        weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
-        return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
-
-    return _Node("avg_pool2d", [tape.index(x)], spread, window=window)
-
-
-_REVERSERS: dict[str, Callable[..., _Node]] = {
-    "relu": _rev_relu,
-    "max_pool2d": _rev_max_pool,
-    "conv2d": _rev_conv,
-    "linear": _rev_linear,
-    "local_response_norm": _rev_norm,  # contrast normalisation is not inverted
-    "batch_norm": _rev_norm,
-    "dropout": _rev_pass,
-    "identity": _rev_pass,
-    "reshape": _rev_reshape,
-    "cat": _rev_cat,
-    "add": _rev_add,
-    "adaptive_avg_pool2d": _rev_adaptive_avg_pool,
-    "avg_pool2d": _rev_avg_pool,
-}
 
 
 # ---------------------------------------------------------------------- display
@@ -516,7 +358,7 @@ def to_image(projection: Tensor, quantile: float = 0.99, channels_last: bool = T
 
     * one image, [3, H, W] or [1, 3, H, W] (a projection of a batch of one) -> [H, W, 3];
     * a batch [N, 3, H, W] with N > 1 -> [N, H, W, 3]: ``plt.imshow(shown[i])`` shows image i,
-      ``vizkit.tile_mosaic(shown, rows=1)`` all of them side by side; more leading axes
+      ``vizkit.toolkit.figures.tile_mosaic(shown, rows=1)`` all of them side by side; more leading axes
       are kept the same way ([A, B, 3, H, W] -> [A, B, H, W, 3]).
 
     ``channels_last=False`` returns a tensor in the input's layout, shape and device

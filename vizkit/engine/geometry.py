@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from torch import Tensor
 
 Pair = tuple[int, int]
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), inclusive, in one tensor's map
 Index = TypeVar("Index", int, Tensor)  # one position, or one per occluder position
 
 

@@ -2,12 +2,14 @@
 
 One forward of the unoccluded image is recorded op by op with every output cached (a replay
 tape). For a batch of occluder positions the tape is replayed with, per position, the changed
-*window* of each tensor: a convolution or pooling recomputes only the outputs whose receptive
-field meets the parent's changed window (from the cached input with the window pasted in),
-point-wise ops (ReLU, LRN, BatchNorm in eval, dropout in eval) apply to the window, concatenation
-and addition take the union of their inputs' windows, and a global average pool is updated by the
-window's change of sum. Anything else falls back to recomputing the whole tensor for every
-position, from then on. This is exact: every output is computed from exactly the inputs the full
+*window* of each tensor, each op as its entry in the op table (:meth:`vizkit.engine.ops.Op.step`)
+says: a convolution or pooling recomputes only the outputs whose receptive field meets the
+parent's changed window (:meth:`IncrementalOcclusion.sliding`, from the cached input with the
+window pasted in), point-wise ops (ReLU, LRN, BatchNorm in eval, dropout in eval) apply to the
+window (:meth:`~IncrementalOcclusion.pointwise`), concatenation and addition take the union of
+their inputs' windows (:meth:`~IncrementalOcclusion.union`), and a global average pool is updated
+by the window's change of sum (:meth:`~IncrementalOcclusion.global_mean`). Anything else falls
+back to recomputing the whole tensor for every position, from then on. This is exact: every output is computed from exactly the inputs the full
 forward would use (Krypton, Nakandala et al., SIGMOD 2019, without its approximations).
 """
 
@@ -17,19 +19,18 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vizkit.engine import ops
-from vizkit.engine.geometry import conv_window, pool_window
 from vizkit.engine.recorder import Recorder
 from vizkit.engine.tape import OpRecorder
 from vizkit.errors import VizkitError
 
-POINTWISE = frozenset({"relu", "local_response_norm", "batch_norm", "dropout", "identity"})
+if TYPE_CHECKING:
+    from vizkit.engine.ops import Op, SlidingOp
 
 
 @dataclass
@@ -40,7 +41,7 @@ class _Ref:
 @dataclass
 class _Call:
     func: Callable
-    op: str | None
+    op: Op | None  # None: the input, or a call vizkit does not track
     args: tuple
     kwargs: dict
     parents: list[int]
@@ -81,7 +82,7 @@ class ReplayTape(OpRecorder):
     """Records each op of one forward with its arguments and its (cloned) output."""
 
     def _input_entry(self, x: Tensor) -> _Call:
-        return _Call(lambda: None, "input", (), {}, [], x.detach().clone(), False)
+        return _Call(lambda: None, None, (), {}, [], x.detach().clone(), False)
 
     def _template(self, value: Any, parents: list[int]) -> Any:
         index = self.index(value)
@@ -93,7 +94,7 @@ class ReplayTape(OpRecorder):
         return value
 
     def _entry(
-        self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any
+        self, func: Callable, op: Op | None, args: tuple, kwargs: dict, out: Tensor, output: Any, record: Any
     ) -> _Call:
         parents: list[int] = []
         args_t = tuple(self._template(a, parents) for a in args)
@@ -204,14 +205,9 @@ class OcclusionCost:
 
 
 def _macs(call: _Call, output: Tensor) -> int:
-    """Multiply-adds of a conv2d or linear call producing ``output``; 0 for other ops."""
-    if call.op == "conv2d":
-        weight = ops.bind("conv2d", call.args, call.kwargs)["weight"]
-        return output.numel() * weight[0].numel()
-    if call.op == "linear":
-        weight = ops.bind("linear", call.args, call.kwargs)["weight"]
-        return output.numel() * weight.shape[-1]
-    return 0
+    """Multiply-adds of a call producing ``output`` (the op table counts convolutions and
+    linear layers, the ops that dominate a convnet; 0 for the others)."""
+    return call.op.macs(call.args, call.kwargs, output) if call.op is not None else 0
 
 
 class IncrementalOcclusion:
@@ -319,32 +315,10 @@ class IncrementalOcclusion:
     def _step(self, index: int, call: _Call, states: dict, count: int) -> _Window | Tensor:
         windows = {p: states[p] for p in call.parents if p in states}
         spatial = all(isinstance(s, _Window) for s in windows.values()) and call.value.dim() == 4
-        if spatial and call.op in ("conv2d", "max_pool2d"):
-            (parent,) = call.parents if len(call.parents) == 1 else (None,)
-            sliding = self._sliding(index, call, parent, windows[parent]) if parent is not None else None
-            if sliding is not None:
-                return sliding
-        if spatial and call.op in POINTWISE and len(call.parents) == 1:
-            parent = call.parents[0]
-            if self.base[parent].shape[-2:] == call.value.shape[-2:]:
-                window = windows[parent]
-                if call.op == "relu" and parent in self._private:  # no one else reads it: 3-5x faster
-                    return window.with_values(torch.relu_(window.values))
-                return window.with_values(self._call(call, lambda n: windows[n].values))
-        if spatial and (
-            call.op == "add" or (call.op == "cat" and ops.bind("cat", call.args, call.kwargs)["dim"] in (1, -3))
-        ):
-            shapes = {tuple(self.base[p].shape[-2:]) for p in call.parents}
-            if shapes == {tuple(call.value.shape[-2:])}:
-                return self._union(call, windows, count)
-        if spatial and call.op == "adaptive_avg_pool2d" and tuple(call.value.shape[-2:]) == (1, 1):
-            (parent,) = call.parents
-            window = windows[parent]
-            h, w = window.size
-            old = self.padded(parent).gather(window.y0, window.x0, h, w)
-            area = self.base[parent].shape[-1] * self.base[parent].shape[-2]
-            change = (window.values - old).sum(dim=(2, 3), keepdim=True) / area
-            return call.value + change
+        if spatial and call.op is not None:
+            stepped = call.op.step(self, index, call, windows)
+            if stepped is not None:
+                return stepped
         # unbounded or unknown: recompute the whole tensor for every position
         value = self._call(call, lambda n: self._full(n, states, count))
         macs = _macs(call, value)
@@ -363,43 +337,41 @@ class IncrementalOcclusion:
             # x.relu_(), out += identity on the layer's output: the replay must not write into
             # the layer's own block, which the result reads afterwards
             args = (args[0].clone(), *args[1:])
-        if name in ("view", "reshape"):  # a literal batch size (x.view(1, -1))
-            args = self._rebatch(args, lookup)
+        if call.op is not None:  # e.g. a literal batch size (x.view(1, -1))
+            args = call.op.replay_args(call.func, args)
         out = call.func(*args, **kwargs)
         return out[0] if call.tuple_output else out
 
-    def _rebatch(self, args: tuple, lookup: Callable[[int], Tensor]) -> tuple:
-        tensor = args[0]
-        rest = list(args[1:])
-        shape = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else rest
-        if shape and isinstance(shape[0], int) and shape[0] == 1 and tensor.shape[0] != 1:
-            shape = [tensor.shape[0], *shape[1:]]
-            return (
-                (tensor, shape)
-                if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size))
-                else (tensor, *shape)
-            )
-        return args
+    # ------------------------------------------------------- how an op steps (Op.step picks)
+    def pointwise(
+        self, call: _Call, windows: dict[int, _Window], in_place: Callable[[Tensor], Tensor] | None = None
+    ) -> _Window | None:
+        """A point-wise op on its one parent's changed window; ``in_place`` (e.g.
+        ``torch.relu_``) is applied to the window itself when no one else reads it (3-5x
+        faster). None when the op changes the map's size."""
+        if len(call.parents) != 1:
+            return None
+        parent = call.parents[0]
+        if self.base[parent].shape[-2:] != call.value.shape[-2:]:
+            return None
+        window = windows[parent]
+        if in_place is not None and parent in self._private:
+            return window.with_values(in_place(window.values))
+        return window.with_values(self._call(call, lambda n: windows[n].values))
 
-    def _sliding(self, index: int, call: _Call, parent: int, window: _Window) -> _Window | None:
-        """The outputs whose windows meet the parent's changed window, recomputed from the
+    def sliding(self, index: int, call: _Call, op: SlidingOp, windows: dict[int, _Window]) -> _Window | None:
+        """The outputs whose windows meet the one parent's changed window, recomputed from the
         cached parent with that window pasted in; None when no window describes the call."""
-        out_h, out_w = call.value.shape[-2:]
-        if call.op == "conv2d":
-            p = ops.bind("conv2d", call.args, call.kwargs)
-            geometry = conv_window(
-                (p["weight"].shape[-2], p["weight"].shape[-1]), p["stride"], p["padding"], p["dilation"]
-            )
-            pad_value = 0.0
-        else:
-            p = ops.bind("max_pool2d", call.args, call.kwargs)
-            geometry = pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
-            pad_value = float("-inf")
+        if len(call.parents) != 1:
+            return None
+        (parent,) = call.parents
+        window = windows[parent]
+        p = op.bind(call.args, call.kwargs)
+        geometry = op.window(p)
         if geometry is None:  # asymmetric 'same' padding
             return None
-        h, w = window.size
         starts, sizes, extents, firsts, lasts = [], [], [], [], []
-        for axis, limit in enumerate((out_h, out_w)):
+        for axis, limit in enumerate(call.value.shape[-2:]):
             lo, hi = _crop(*geometry.output_range(axis, *window.bounds(axis)), limit, self.tau)
             extents.append((hi - lo + 1).clamp(min=0))
             firsts.append(lo)
@@ -410,39 +382,50 @@ class IncrementalOcclusion:
         in_y = geometry.input_range(0, starts[0], starts[0])[0]
         in_x = geometry.input_range(1, starts[1], starts[1])[0]
         extent = (geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]))
-        if extent == (h, w) and _same_place(in_y, in_x, window):  # e.g. a 1x1 conv: the window is the input
+        if extent == window.size and _same_place(in_y, in_x, window):  # e.g. a 1x1 conv: the window is the input
             slab = window.values
         else:
-            slab = paste(self.padded(parent).gather(in_y, in_x, *extent, pad_value), in_y, in_x, window)
-        if call.op == "conv2d":
-            values = F.conv2d(slab, p["weight"], p["bias"], geometry.stride, 0, geometry.dilation, p["groups"])
-            per_output = p["weight"][0].numel() * p["weight"].shape[0]
-            self.cost.needed += int((extents[0] * extents[1]).sum()) * per_output
-            self.cost.executed += values.shape[0] * values.shape[-2] * values.shape[-1] * per_output
-        else:
-            values = F.max_pool2d(slab, geometry.kernel, geometry.stride, 0, geometry.dilation)
+            slab = paste(self.padded(parent).gather(in_y, in_x, *extent, op.pad_value), in_y, in_x, window)
+        values = op.slide(slab, p, geometry)
+        per_position = op.macs_per_position(p)
+        self.cost.needed += int((extents[0] * extents[1]).sum()) * per_position
+        self.cost.executed += values.shape[0] * values.shape[-2] * values.shape[-1] * per_position
         values = values[:, :, : sizes[0], : sizes[1]]
         if self.tau < 1:
-            # outputs outside a position's capped window keep their unoccluded values, so that a
-            # position's result does not depend on the other positions of its batch (only the
-            # positions whose capped window is smaller than the batch's block need it)
-            short = ((extents[0] < sizes[0]) | (extents[1] < sizes[1])).nonzero().flatten()
-            if short.numel():
-                inside = [
-                    (torch.arange(size, device=values.device) >= (first[short] - start[short])[:, None])
-                    & (
-                        torch.arange(size, device=values.device)
-                        < (first[short] - start[short] + extent[short])[:, None]
-                    )
-                    for first, start, extent, size in zip(firsts, starts, extents, sizes)
-                ]
-                mask = inside[0][:, None, :, None] & inside[1][:, None, None, :]
-                base = self.padded(index).gather(starts[0][short], starts[1][short], *sizes)
-                values[short] = torch.where(mask, values[short], base)
+            self._keep_outside_cap(index, values, starts, sizes, extents, firsts)
         return _Window(starts[0], starts[1], values, (firsts[0], firsts[1]), (lasts[0], lasts[1]))
 
-    def _union(self, call: _Call, windows: dict, count: int) -> _Window:
+    def _keep_outside_cap(
+        self,
+        index: int,
+        values: Tensor,
+        starts: list[Tensor],
+        sizes: list[int],
+        extents: list[Tensor],
+        firsts: list[Tensor],
+    ) -> None:
+        """Outputs outside a position's capped window (``tau`` < 1) keep their unoccluded
+        values, so that a position's result does not depend on the other positions of its
+        batch (only the positions whose capped window is smaller than the batch's block need
+        it). Writes into ``values``."""
+        short = ((extents[0] < sizes[0]) | (extents[1] < sizes[1])).nonzero().flatten()
+        if not short.numel():
+            return
+        inside = [
+            (torch.arange(size, device=values.device) >= (first[short] - start[short])[:, None])
+            & (torch.arange(size, device=values.device) < (first[short] - start[short] + extent[short])[:, None])
+            for first, start, extent, size in zip(firsts, starts, extents, sizes)
+        ]
+        mask = inside[0][:, None, :, None] & inside[1][:, None, None, :]
+        base = self.padded(index).gather(starts[0][short], starts[1][short], *sizes)
+        values[short] = torch.where(mask, values[short], base)
+
+    def union(self, call: _Call, windows: dict[int, _Window]) -> _Window | None:
+        """An op joining maps of one size (addition, concatenation along channels) on the union
+        of its parents' changed windows; None when the maps differ in size (broadcasting)."""
         out_h, out_w = call.value.shape[-2:]
+        if {tuple(self.base[p].shape[-2:]) for p in call.parents} != {(out_h, out_w)}:
+            return None
         changed = list(windows.values())
         firsts, lasts = [], []
         for axis in range(2):
@@ -459,3 +442,13 @@ class IncrementalOcclusion:
             block = self.padded(parent).gather(y0, x0, h, w)
             blocks[parent] = paste(block, y0, x0, window) if window is not None else block
         return _Window(y0, x0, self._call(call, lambda n: blocks[n]), (firsts[0], firsts[1]), (lasts[0], lasts[1]))
+
+    def global_mean(self, call: _Call, windows: dict[int, _Window]) -> Tensor:
+        """A global average pool: the cached mean plus the window's change of sum over the area."""
+        (parent,) = call.parents
+        window = windows[parent]
+        h, w = window.size
+        old = self.padded(parent).gather(window.y0, window.x0, h, w)
+        area = self.base[parent].shape[-1] * self.base[parent].shape[-2]
+        change = (window.values - old).sum(dim=(2, 3), keepdim=True) / area
+        return call.value + change

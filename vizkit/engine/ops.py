@@ -1,85 +1,618 @@
-"""Classification of the torch calls vizkit cares about.
+"""The op table: everything vizkit knows about each torch operation, one class per op kind.
 
-Models reach the same operation by many routes (``nn.ReLU``, ``F.relu(inplace=True)``,
-``x.relu_()``, ``torch.relu``); a ``TorchFunctionMode`` sees all of them as one ``func`` whose
-``__name__`` names the operation. This module maps those names to a small vocabulary and binds
-the arguments of the operations whose parameters the deconvnet needs.
+Adding an op
+------------
+Subclass :class:`Op` (or the built-in op it resembles), fill in what applies and register an
+instance with :func:`register_op`; nothing else in the engine names an op:
+
+* ``name`` (the layer type ``F.<name>`` of a functional call) and ``calls``, the ``__name__``\\ s
+  of the torch calls that perform it (a ``TorchFunctionMode`` sees every route to an op,
+  ``nn.ReLU``, ``F.relu``, ``x.relu_()``, as a call with one of those names);
+* ``signature`` (:func:`parse_signature`) to :meth:`Op.bind` arguments by name;
+* ``layer`` (a functional call is a layer of its own) and ``owner`` (the module class whose own
+  call it is), ``pointwise``, ``normalisation``, ``inference_only``;
+* :meth:`Op.window`: its sliding window (:class:`~vizkit.engine.geometry.Window`);
+* :meth:`Op.forward`: the call during an instrumented forward and what it records (a max-pool
+  its switches: the "forward record" the recorder keeps per layer and the tape gets);
+* :meth:`Op.reverse`: the explicit deconvnet's step down through it (given the tape's rule);
+* :meth:`Op.step`: how incremental occlusion steps through it (point-wise, sliding window,
+  union of windows; None: recompute the whole tensor).
+
+A stochastic pool, say, subclasses :class:`MaxPool2d`, overrides ``name``, ``calls``, ``owner``
+and :meth:`Op.forward` (sample the switches instead of taking the maxima) and keeps the
+max-pool's unpooling (tests/test_ops.py registers one).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-# canonical op -> the call names that perform it
-_NAMES: dict[str, tuple[str, ...]] = {
-    "relu": ("relu", "relu_"),
-    "max_pool2d": ("max_pool2d", "max_pool2d_with_indices"),
-    "avg_pool2d": ("avg_pool2d",),
-    "adaptive_avg_pool2d": ("adaptive_avg_pool2d",),
-    "local_response_norm": ("local_response_norm",),
-    "batch_norm": ("batch_norm",),
-    "conv2d": ("conv2d",),
-    "linear": ("linear",),
-    "dropout": ("dropout", "dropout2d", "feature_alpha_dropout", "alpha_dropout"),
-    "cat": ("cat", "concat", "concatenate"),
-    "add": ("add", "add_", "__add__", "__iadd__", "__radd__"),
-    "reshape": ("view", "reshape", "flatten"),
-    "identity": ("contiguous", "clone"),
-}
-OP_OF_NAME: dict[str, str] = {name: op for op, names in _NAMES.items() for name in names}
+from vizkit.engine.geometry import Box, Window, adaptive_bin, conv_window, pool_window
+from vizkit.errors import VizkitError
 
-# Functional ops that are layers in their own right when a model calls them directly (so that
-# `vizkit layers` lists the pools and ReLUs of e.g. torchvision's Inception and GoogLeNet).
-LAYER_OPS: frozenset[str] = frozenset(
-    {"relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "local_response_norm", "batch_norm"}
-)
-
-# The module class that owns each layer op: a call made by such a module is that module's own.
-OWNER_TYPES: dict[str, type | tuple[type, ...]] = {
-    "relu": nn.ReLU,
-    "max_pool2d": nn.MaxPool2d,
-    "avg_pool2d": nn.AvgPool2d,
-    "adaptive_avg_pool2d": nn.AdaptiveAvgPool2d,
-    "local_response_norm": nn.LocalResponseNorm,
-    "batch_norm": nn.modules.batchnorm._BatchNorm,
-}
-
-NORMALISATION_OPS: frozenset[str] = frozenset({"local_response_norm", "batch_norm"})
+if TYPE_CHECKING:
+    from vizkit.engine.deconv import Tape
+    from vizkit.engine.incremental import IncrementalOcclusion, _Call, _Window
+    from vizkit.engine.rules import ProjectionRule
 
 
-def op_of(func: Callable) -> str | None:
-    """The canonical op a torch call performs, or None for calls vizkit does not track."""
-    return OP_OF_NAME.get(getattr(func, "__name__", ""))
-
-
-def _signature(text: str) -> inspect.Signature:
+def parse_signature(text: str) -> inspect.Signature:
+    """The signature written as ``"(input, kernel_size, stride=None)"``."""
     namespace: dict[str, Any] = {}
     exec(f"def f{text}: pass", namespace)
     return inspect.signature(namespace["f"])
 
 
-_SIGNATURES = {
-    "max_pool2d": _signature(
+def first_input(args: tuple, kwargs: dict) -> Any:
+    """The first argument of a call (``input``, positional or by name)."""
+    return args[0] if args else kwargs["input"]
+
+
+class UnsupportedOpError(VizkitError):
+    """The explicit path met an op it cannot reverse."""
+
+
+@dataclass(frozen=True)
+class PoolSwitches:
+    """The switches of one max-pooling call and the parameters needed to unpool with them."""
+
+    indices: Tensor  # [B, C, h, w], flat index into each input plane (H*W)
+    input_shape: tuple[int, ...]
+    window: Window
+    ceil_mode: bool
+
+
+@dataclass
+class Node:
+    """One recorded call as the explicit reverse pass sees it: the tape entries it read and
+    the signal each of them gets from the signal on its output."""
+
+    op: Op | None  # None: the input, or a call vizkit does not track
+    parents: Sequence[int | None]
+    backward: Callable[[Tensor], Sequence[Tensor | None]]
+    name: str = ""
+    window: Window | None = None  # for ops that look at a spatial window
+
+    @classmethod
+    def refusal(cls, op: Op | None, parents: Sequence[int | None], what: str) -> Node:
+        """A node that names ``what`` when a signal reaches it."""
+
+        def backward(signal: Tensor) -> list:
+            raise UnsupportedOpError(f"the explicit deconvnet cannot reverse '{what}'; use method='autograd'")
+
+        return cls(op, parents, backward)
+
+
+class Op:
+    """One kind of torch operation. Class attributes say what it is; methods what vizkit does
+    with it. The defaults describe an op that is followed but not understood: recorded as it
+    runs, refused by the explicit path, recomputed whole by incremental occlusion."""
+
+    name: ClassVar[str] = ""
+    calls: ClassVar[tuple[str, ...]] = ()
+    signature: ClassVar[inspect.Signature | None] = None
+    layer: ClassVar[bool] = False  # a functional call is a layer of its own (``<module>.<name>``)
+    owner: ClassVar[type | tuple[type, ...] | None] = None  # modules whose call is their own
+    pointwise: ClassVar[bool] = False  # each output position reads only the same input position
+    normalisation: ClassVar[bool] = False  # the rule decides how the signal crosses it
+    inference_only: ClassVar[bool] = False  # an owner module in training mode changes every forward
+
+    def bind(self, args: tuple, kwargs: dict | None) -> dict[str, Any]:
+        """The arguments of a call by parameter name, defaults filled in.
+
+        Args:
+            args: the call's positional arguments.
+            kwargs: its keyword arguments.
+        """
+        if self.signature is None:
+            raise TypeError(f"op '{self.name}' has no signature to bind")
+        bound = self.signature.bind(*args, **(kwargs or {}))
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def owns(self, module: nn.Module) -> bool:
+        """Whether ``module`` is one whose call of this op is the module's own."""
+        return self.owner is not None and isinstance(module, self.owner)
+
+    def draws_at_random(self, module: nn.Module) -> bool:
+        """Whether an owner ``module`` draws new random choices on every forward (eval mode too)."""
+        return False
+
+    def window(self, p: dict[str, Any]) -> Window | None:
+        """The call's sliding window from its bound arguments ``p``; None: it has none."""
+        return None
+
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        """The call during an instrumented forward: its output and its forward record (None).
+
+        Args:
+            func: the torch call intercepted.
+            args: its positional arguments.
+            kwargs: its keyword arguments.
+            rule: the autograd projection's rule while its forward runs, else None.
+            record: whether forward records (max-pooling switches) are wanted.
+        """
+        return func(*args, **kwargs), None
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node | None:
+        """The explicit path's node for a call (``record``: its forward record); None: the op
+        cannot be reversed (the pass names it if a signal reaches it)."""
+        return None
+
+    def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
+        """The part of an input map that ``box`` of an output map of an op without a window
+        depends on (unclipped); None: the whole map."""
+        return box if tuple(out_shape[-2:]) == tuple(in_shape[-2:]) else None
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Incremental occlusion through a call whose changed inputs are all spatial windows:
+        the output's changed window (or whole tensor); None: recompute the whole tensor."""
+        return occlusion.pointwise(call, windows) if self.pointwise else None
+
+    def macs(self, args: tuple, kwargs: dict, output: Tensor) -> int:
+        """Multiply-adds of a call producing ``output`` (counted for conv and linear only)."""
+        return 0
+
+    def replay_args(self, func: Callable, args: tuple) -> tuple:
+        """A recorded call's arguments adapted to a replay on a larger batch."""
+        return args
+
+    def __repr__(self) -> str:
+        return f"<op {self.name!r}>"
+
+
+# ---------------------------------------------------------------------------- the registry
+OPS: dict[str, Op] = {}
+_BY_CALL: dict[str, Op] = {}
+
+
+def register_op(op: Op) -> Op:
+    """Add ``op`` to the table (a ValueError if its name or a call name is taken); returns it.
+
+    Args:
+        op: an instance of an :class:`Op` subclass.
+    """
+    taken = [name for name in op.calls if name in _BY_CALL]
+    if op.name in OPS or taken or not op.name:
+        raise ValueError(f"op name '{op.name}' or call names {taken} are empty or already registered")
+    OPS[op.name] = op
+    _BY_CALL.update(dict.fromkeys(op.calls, op))
+    return op
+
+
+def unregister_op(op: Op) -> None:
+    """Take ``op`` out of the table again.
+
+    Args:
+        op: an op registered with :func:`register_op`.
+    """
+    if OPS.get(op.name) is op:
+        del OPS[op.name]
+    for name in op.calls:
+        if _BY_CALL.get(name) is op:
+            del _BY_CALL[name]
+
+
+def op_of(func: Callable) -> Op | None:
+    """The op a torch call performs, or None for calls vizkit does not track.
+
+    Args:
+        func: the callable a ``TorchFunctionMode`` intercepted.
+    """
+    return _BY_CALL.get(getattr(func, "__name__", ""))
+
+
+def op_of_module(module: nn.Module) -> Op | None:
+    """The op whose owner ``module`` is, or None.
+
+    Args:
+        module: any module.
+    """
+    return next((op for op in OPS.values() if op.owns(module)), None)
+
+
+# ---------------------------------------------------------------------------- the ops
+def _pass(tape: Tape, op: Op, args: tuple, kwargs: dict) -> Node:
+    """A node that hands the signal to the call's first input unchanged."""
+    return Node(op, [tape.index(first_input(args, kwargs))], lambda s: [s])
+
+
+class ReLU(Op):
+    """Rectification: the rule's ``relu_down`` on the way down."""
+
+    name = "relu"
+    calls = ("relu", "relu_")
+    signature = parse_signature("(input, inplace=False)")
+    layer, owner, pointwise = True, nn.ReLU, True
+
+    def in_place(self, func: Callable, args: tuple, kwargs: dict) -> bool:
+        """Whether the call rectifies its input itself (``x.relu_()``, ``inplace=True``)."""
+        return getattr(func, "__name__", "") == "relu_" or bool(self.bind(args, kwargs)["inplace"])
+
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        output = rule.autograd_relu(func, args, kwargs) if rule is not None else func(*args, **kwargs)
+        return output, None
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x, rule = first_input(args, kwargs), tape.rule
+        forward_input = x.detach().clone() if rule.uses_forward_input else None  # safe from later in-place ops
+        return Node(self, [tape.index(x)], lambda s: [rule.relu_down(s, forward_input)])
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        return occlusion.pointwise(call, windows, in_place=torch.relu_)  # in place when no one else reads it
+
+
+class Normalisation(Op):
+    """A normalisation layer: the rule passes the signal through it or differentiates it."""
+
+    layer, pointwise, normalisation = True, True, True
+
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        output = rule.autograd_normalisation(func, args, kwargs) if rule is not None else func(*args, **kwargs)
+        return output, None
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        if not tape.rule.passes_normalisation:  # contrast normalisation is not inverted
+            parents = [tape.index(first_input(args, kwargs))]
+            return Node.refusal(self, parents, f"normalisation under rule '{tape.rule.name}'")
+        return _pass(tape, self, args, kwargs)
+
+
+class LocalResponseNorm(Normalisation):
+    name = "local_response_norm"
+    calls = ("local_response_norm",)
+    owner = nn.LocalResponseNorm
+
+
+class BatchNorm(Normalisation):
+    name = "batch_norm"
+    calls = ("batch_norm",)
+    owner = nn.modules.batchnorm._BatchNorm
+    inference_only = True  # batch statistics
+
+
+class SlidingOp(Op):
+    """An op computing each output from a window of its input (convolution, pooling):
+    incremental occlusion recomputes the outputs whose windows meet the changed inputs."""
+
+    pad_value: ClassVar[float] = 0.0  # what padding holds
+
+    def slide(self, slab: Tensor, p: dict[str, Any], window: Window) -> Tensor:
+        """The op on ``slab`` (a padded block of its input), without padding."""
+        raise NotImplementedError
+
+    def macs_per_position(self, p: dict[str, Any]) -> int:
+        """Multiply-adds per output position (all channels)."""
+        return 0
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        return occlusion.sliding(index, call, self, windows)
+
+
+class MaxPool2d(SlidingOp):
+    """Max pooling: records its switches going up, unpools with them going down."""
+
+    name = "max_pool2d"
+    calls = ("max_pool2d", "max_pool2d_with_indices")
+    signature = parse_signature(
         "(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)"
-    ),
-    "avg_pool2d": _signature(
+    )
+    layer, owner = True, nn.MaxPool2d
+    pad_value = float("-inf")
+
+    def window(self, p: dict[str, Any]) -> Window:
+        return pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
+
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        """The pool's output (with the indices where the call returns them) and its switches.
+        ``F.max_pool2d_with_indices`` returns ``(output, indices)`` whatever its
+        ``return_indices`` says: a model that unpacks it must get the pair (a lone tensor
+        would unpack along the batch)."""
+        if not record:
+            return func(*args, **kwargs), None
+        p = self.bind(args, kwargs)
+        x, window = p["input"], self.window(p)
+        out, idx = F.max_pool2d_with_indices(
+            x,
+            window.kernel,
+            window.stride,
+            window.padding,
+            window.dilation,
+            ceil_mode=p["ceil_mode"],
+            return_indices=True,
+        )
+        switches = PoolSwitches(indices=idx, input_shape=tuple(x.shape), window=window, ceil_mode=bool(p["ceil_mode"]))
+        pair = p["return_indices"] or getattr(func, "__name__", "") == "max_pool2d_with_indices"
+        return ((out, idx) if pair else out), switches
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        if not isinstance(record, PoolSwitches):
+            raise VizkitError("explicit deconvnet needs the pooling switches (switches=True)")
+        shape, idx = record.input_shape, record.indices
+
+        def unpool(s: Tensor) -> list[Tensor]:
+            n, c = s.shape[:2]
+            planes = s.new_zeros((n, c, shape[-2] * shape[-1]))
+            planes.scatter_add_(2, idx.reshape(n, c, -1), s.reshape(n, c, -1))  # shared maxima add
+            return [planes.reshape(shape)]
+
+        return Node(self, [tape.index(first_input(args, kwargs))], unpool, window=record.window)
+
+    def slide(self, slab: Tensor, p: dict[str, Any], window: Window) -> Tensor:
+        return F.max_pool2d(slab, window.kernel, window.stride, 0, window.dilation)
+
+
+class FractionalMaxPool(Op):
+    """Fractional max pooling: followed, not reversed; with random windows it is refused."""
+
+    name = "fractional_max_pool"
+    calls = ("fractional_max_pool2d", "fractional_max_pool3d")
+    owner = (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
+
+    def draws_at_random(self, module: nn.Module) -> bool:
+        return self.owns(module) and getattr(module, "_random_samples", None) is None
+
+
+class AvgPool2d(Op):
+    """Average pooling: the signal spread evenly over each window going down."""
+
+    name = "avg_pool2d"
+    calls = ("avg_pool2d",)
+    signature = parse_signature(
         "(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)"
-    ),
-    "conv2d": _signature("(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)"),
-    "linear": _signature("(input, weight, bias=None)"),
-    "relu": _signature("(input, inplace=False)"),
-    "adaptive_avg_pool2d": _signature("(input, output_size)"),
-    "cat": _signature("(tensors, dim=0, out=None)"),
-    "add": _signature("(input, other, alpha=1, out=None)"),
-}
+    )
+    layer, owner = True, nn.AvgPool2d
+
+    def window(self, p: dict[str, Any]) -> Window:
+        return pool_window(p["kernel_size"], p["stride"], p["padding"])
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        x, window = p["input"], self.window(p)
+        kernel, stride, padding = window.kernel, window.stride, window.padding
+        exact_fit = all((x.shape[-2 + i] + 2 * padding[i] - kernel[i]) % stride[i] == 0 for i in range(2))
+        if (
+            p["divisor_override"] is not None
+            or (any(padding) and not p["count_include_pad"])
+            or (p["ceil_mode"] and not exact_fit)
+        ):
+            return Node.refusal(self, [tape.index(x)], "avg_pool2d with these options")
+        channels = x.shape[1]
+        out_pad = window.transposed_output_padding((x.shape[-2], x.shape[-1]), (out.shape[-2], out.shape[-1]))
+
+        def spread(s: Tensor) -> list[Tensor]:
+            weight = s.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
+            return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
+
+        return Node(self, [tape.index(x)], spread, window=window)
 
 
-def bind(op: str, args: tuple, kwargs: dict | None) -> dict[str, Any]:
-    """The arguments of a call to ``op`` by parameter name, defaults filled in."""
-    bound = _SIGNATURES[op].bind(*args, **(kwargs or {}))
-    bound.apply_defaults()
-    return dict(bound.arguments)
+class AdaptiveAvgPool2d(Op):
+    """Adaptive average pooling: each output averages one bin of its input."""
+
+    name = "adaptive_avg_pool2d"
+    calls = ("adaptive_avg_pool2d",)
+    signature = parse_signature("(input, output_size)")
+    layer, owner = True, nn.AdaptiveAvgPool2d
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x = first_input(args, kwargs)
+        (h, w), (oh, ow) = x.shape[-2:], out.shape[-2:]
+
+        def spread(s: Tensor) -> list[Tensor]:
+            grad = s.new_zeros(x.shape)
+            for i in range(oh):
+                y0, y1 = adaptive_bin(i, h, oh)
+                for j in range(ow):
+                    x0, x1 = adaptive_bin(j, w, ow)
+                    area = (y1 - y0) * (x1 - x0)
+                    grad[..., y0:y1, x0:x1] += s[..., i : i + 1, j : j + 1] / area
+            return [grad]
+
+        return Node(self, [tape.index(x)], spread)
+
+    def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
+        (y0, y1, x0, x1), (h, w), (oh, ow) = box, in_shape[-2:], out_shape[-2:]
+        return (
+            adaptive_bin(y0, h, oh)[0],
+            adaptive_bin(y1, h, oh)[1] - 1,
+            adaptive_bin(x0, w, ow)[0],
+            adaptive_bin(x1, w, ow)[1] - 1,
+        )
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        return occlusion.global_mean(call, windows) if tuple(call.value.shape[-2:]) == (1, 1) else None
+
+
+class Conv2d(SlidingOp):
+    """Convolution: filtered with the transposed weights (no bias) going down."""
+
+    name = "conv2d"
+    calls = ("conv2d",)
+    signature = parse_signature("(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)")
+
+    def window(self, p: dict[str, Any]) -> Window | None:
+        """None for an asymmetric 'same' padding (an even kernel), which no window describes."""
+        weight = p["weight"]
+        return conv_window((weight.shape[-2], weight.shape[-1]), p["stride"], p["padding"], p["dilation"])
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        x, weight, window = p["input"], p["weight"].detach(), self.window(p)
+        if window is None:
+            return Node.refusal(self, [tape.index(x)], f"conv2d(padding='{p['padding']}')")
+        out_pad = window.transposed_output_padding((x.shape[-2], x.shape[-1]), (out.shape[-2], out.shape[-1]))
+        groups = p["groups"]
+
+        def filter_down(s: Tensor) -> list[Tensor]:
+            return [
+                F.conv_transpose2d(s, weight, None, window.stride, window.padding, out_pad, groups, window.dilation)
+            ]
+
+        return Node(self, [tape.index(x)], filter_down, window=window)
+
+    def slide(self, slab: Tensor, p: dict[str, Any], window: Window) -> Tensor:
+        return F.conv2d(slab, p["weight"], p["bias"], window.stride, 0, window.dilation, p["groups"])
+
+    def macs_per_position(self, p: dict[str, Any]) -> int:
+        return p["weight"][0].numel() * p["weight"].shape[0]
+
+    def macs(self, args: tuple, kwargs: dict, output: Tensor) -> int:
+        return output.numel() * self.bind(args, kwargs)["weight"][0].numel()
+
+
+class Linear(Op):
+    """A fully connected layer: multiplied by the weights going down; mixes all positions."""
+
+    name = "linear"
+    calls = ("linear",)
+    signature = parse_signature("(input, weight, bias=None)")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        weight = p["weight"].detach()
+        return Node(self, [tape.index(p["input"])], lambda s: [s @ weight])
+
+    def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
+        return None
+
+    def macs(self, args: tuple, kwargs: dict, output: Tensor) -> int:
+        return output.numel() * self.bind(args, kwargs)["weight"].shape[-1]
+
+
+class Dropout(Op):
+    """Dropout: the identity in eval mode (and refused in training mode)."""
+
+    name = "dropout"
+    calls = ("dropout", "dropout2d", "feature_alpha_dropout", "alpha_dropout")
+    owner = nn.modules.dropout._DropoutNd
+    pointwise, inference_only = True, True
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        return _pass(tape, self, args, kwargs)
+
+
+class Identity(Op):
+    """Calls that copy their input: the signal passes."""
+
+    name = "identity"
+    calls = ("contiguous", "clone")
+    pointwise = True
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        return _pass(tape, self, args, kwargs)
+
+
+class Reshape(Op):
+    """A view of the same values in another shape: the signal is reshaped back."""
+
+    name = "reshape"
+    calls = ("view", "reshape", "flatten")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x = first_input(args, kwargs)
+        shape = x.shape
+        return Node(self, [tape.index(x)], lambda s: [s.reshape(shape)])
+
+    def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
+        return None
+
+    def replay_args(self, func: Callable, args: tuple) -> tuple:
+        """``x.view(1, -1)``: a literal batch size of 1 becomes the replay's batch size."""
+        if getattr(func, "__name__", "") not in ("view", "reshape"):
+            return args
+        tensor, rest = args[0], list(args[1:])
+        packed = len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size))
+        shape = rest[0] if packed else rest
+        if shape and isinstance(shape[0], int) and shape[0] == 1 and tensor.shape[0] != 1:
+            shape = [tensor.shape[0], *shape[1:]]
+            return (tensor, shape) if packed else (tensor, *shape)
+        return args
+
+
+class Cat(Op):
+    """Concatenation: the signal is split among the parts."""
+
+    name = "cat"
+    calls = ("cat", "concat", "concatenate")
+    signature = parse_signature("(tensors, dim=0, out=None)")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        parts, dim = list(p["tensors"]), p["dim"]
+        sizes = [t.shape[dim] for t in parts]
+        return Node(self, [tape.index(t) for t in parts], lambda s: list(s.split(sizes, dim)))
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        along_channels = self.bind(call.args, call.kwargs)["dim"] in (1, -3)
+        return occlusion.union(call, windows) if along_channels else None
+
+
+class Add(Op):
+    """Addition (residual connections): each summand gets the signal (summed to its shape)."""
+
+    name = "add"
+    calls = ("add", "add_", "__add__", "__iadd__", "__radd__")
+    signature = parse_signature("(input, other, alpha=1, out=None)")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        a, b, alpha = p["input"], p["other"], p["alpha"]
+        shapes = [t.shape if isinstance(t, Tensor) else None for t in (a, b)]
+
+        def split(s: Tensor) -> list[Tensor | None]:
+            ga = s.sum_to_size(shapes[0]) if shapes[0] is not None else None
+            gb = s.sum_to_size(shapes[1]) * alpha if shapes[1] is not None else None
+            return [ga, gb]
+
+        return Node(self, [tape.index(a), tape.index(b)], split)
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        return occlusion.union(call, windows)
+
+
+RELU = register_op(ReLU())
+for _op in (
+    MaxPool2d(),
+    AvgPool2d(),
+    AdaptiveAvgPool2d(),
+    FractionalMaxPool(),
+    LocalResponseNorm(),
+    BatchNorm(),
+    Conv2d(),
+    Linear(),
+    Dropout(),
+    Identity(),
+    Reshape(),
+    Cat(),
+    Add(),
+):
+    register_op(_op)
+del _op

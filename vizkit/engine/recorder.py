@@ -24,12 +24,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack, _pop_mode, _push_mode
 
 from vizkit.engine import ops
-from vizkit.engine.geometry import Window, pool_window
+from vizkit.engine.ops import PoolSwitches
 from vizkit.engine.rules import ProjectionRule
 from vizkit.engine.tape import OpRecorder
 from vizkit.errors import UsageError, VizkitError
@@ -142,16 +141,6 @@ class LayerInfo:
     has_switches: bool
 
 
-@dataclass(frozen=True)
-class PoolSwitches:
-    """The switches of one max-pooling call and the parameters needed to unpool with them."""
-
-    indices: Tensor  # [B, C, h, w], flat index into each input plane (H*W)
-    input_shape: tuple[int, ...]
-    window: Window
-    ceil_mode: bool
-
-
 _KEEP: Any = object()  # configured(): leave this setting as it is
 
 
@@ -178,7 +167,7 @@ class _Recording:
     calls: Counter[str] = field(default_factory=Counter)
     infos: dict[str, LayerInfo] = field(default_factory=dict)
     acts: dict[str, Tensor] = field(default_factory=dict)
-    switches: dict[str, PoolSwitches] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)  # layer -> its op's forward record
     captured: dict[str, Tensor] = field(default_factory=dict)
     stop_at: str | None = None
     checked: set[str] = field(default_factory=set)  # activations found finite
@@ -226,7 +215,10 @@ class Recorder:
         check_finite: bool = True,
     ) -> None:
         self.model = model
-        self.aliases: dict[str, str] = dict(getattr(model, "vizkit_aliases", {}) or {})
+        # the aliases of the model's vizkit_info (vizkit.models.ModelInfo, a layer above: read by
+        # name), else its class's vizkit_aliases: the rule of vizkit.models.model_info
+        stored = getattr(getattr(model, "vizkit_info", None), "aliases", None)
+        self.aliases: dict[str, str] = dict(stored or getattr(model, "vizkit_aliases", None) or {})
         self._settings = Settings(
             layers=self._layer_set(layers), switches=bool(switches), check_finite=bool(check_finite)
         )
@@ -488,7 +480,7 @@ class Recorder:
     @property
     def pools(self) -> list[str]:
         """Names of the max-pooling layers whose switches the last forward recorded."""
-        return list(self._rec.switches)
+        return [name for name, record in self._rec.records.items() if isinstance(record, PoolSwitches)]
 
     def info(self, layer: str) -> LayerInfo:
         return self._rec.infos[self._require(layer)]
@@ -515,10 +507,11 @@ class Recorder:
 
     def pool_switches(self, layer: str) -> PoolSwitches:
         name = self._require(layer)
-        if name not in self._rec.switches:
-            pools = ", ".join(self._rec.switches) or "none"
+        switches = self._rec.records.get(name)
+        if not isinstance(switches, PoolSwitches):
+            pools = ", ".join(self.pools) or "none"
             raise VizkitError(f"layer '{name}' is not a max-pool with switches (pools: {pools})")
-        return self._rec.switches[name]
+        return switches
 
     def _require(self, layer: str) -> str:
         name = self.resolve_alias(layer)
@@ -586,7 +579,7 @@ class Recorder:
             type=type_name,
             functional=functional,
             shape=tuple(output.shape) if is_tensor else None,
-            has_switches=layer in rec.switches,
+            has_switches=isinstance(rec.records.get(layer), PoolSwitches),
         )
         if is_tensor:
             if settings.locate and output.is_floating_point() and not bool(torch.isfinite(output).all()):
@@ -603,57 +596,31 @@ class Recorder:
             raise _StopForward
 
     # ------------------------------------------------------------------ intercepted calls
-    def _handle(self, func: Callable, op: str | None, args: tuple, kwargs: dict) -> Any:
+    def _handle(self, func: Callable, op: ops.Op | None, args: tuple, kwargs: dict) -> Any:
         rec, settings = self._rec, self._settings
         top_name, top_module = rec.stack[-1]
-        owner = ops.OWNER_TYPES.get(op) if op else None
-        own_call = owner is not None and isinstance(top_module, owner)
-        if own_call or op not in ops.LAYER_OPS:
-            layer = top_name
-        else:  # a functional pool/ReLU/norm called from a composite module's forward
-            base = f"{top_name}.{op}" if top_name else str(op)
-            count = rec.calls[base]
-            rec.calls[base] += 1
-            layer = base if count == 0 else f"{base}#{count}"
-
-        rule = settings.rule
-        if op == "max_pool2d" and settings.switches:
-            output = self._max_pool(func, layer, args, kwargs)
-        elif op == "relu" and rule is not None:
-            output = rule.autograd_relu(func, args, kwargs)
-        elif op in ops.NORMALISATION_OPS and rule is not None:
-            output = rule.autograd_normalisation(func, args, kwargs)
+        # a functional pool/ReLU/norm called from a composite module's forward is a layer itself
+        functional = op if op is not None and op.layer and not op.owns(top_module) else None
+        layer = top_name if functional is None else self._functional_layer(top_name, functional)
+        if op is None:
+            output, record = func(*args, **kwargs), None
         else:
-            output = func(*args, **kwargs)
-
+            output, record = op.forward(func, args, kwargs, settings.rule, settings.switches)
+        if record is not None:
+            rec.records[layer] = record
         if settings.tape is not None:
-            settings.tape.record(func, op, args, kwargs, output, rec.switches.get(layer))
-        if op in ops.LAYER_OPS and not own_call:
-            self._record(layer, f"F.{op}", True, output)
+            settings.tape.record(func, op, args, kwargs, output, record)
+        if functional is not None:
+            self._record(layer, f"F.{functional.name}", True, output)
         return output
 
-    def _max_pool(self, func: Callable, layer: str, args: tuple, kwargs: dict) -> Any:
-        """The pool's output (with the indices where the call returns them), recording switches.
-        ``F.max_pool2d_with_indices`` returns ``(output, indices)`` whatever its
-        ``return_indices`` says: a model that unpacks it must get the pair (a lone tensor would
-        unpack along the batch)."""
-        p = ops.bind("max_pool2d", args, kwargs)
-        x = p["input"]
-        window = pool_window(p["kernel_size"], p["stride"], p["padding"], p["dilation"])
-        out, idx = F.max_pool2d_with_indices(
-            x,
-            window.kernel,
-            window.stride,
-            window.padding,
-            window.dilation,
-            ceil_mode=p["ceil_mode"],
-            return_indices=True,
-        )
-        self._rec.switches[layer] = PoolSwitches(
-            indices=idx, input_shape=tuple(x.shape), window=window, ceil_mode=bool(p["ceil_mode"])
-        )
-        pair = p["return_indices"] or getattr(func, "__name__", "") == "max_pool2d_with_indices"
-        return (out, idx) if pair else out
+    def _functional_layer(self, top_name: str, op: ops.Op) -> str:
+        """``<module>.<op>``, with ``#<n>`` for its n-th repeat in this forward."""
+        rec = self._rec
+        base = f"{top_name}.{op.name}" if top_name else op.name
+        count = rec.calls[base]
+        rec.calls[base] += 1
+        return base if count == 0 else f"{base}#{count}"
 
 
 def _exit_mode(mode: TorchFunctionMode) -> None:

@@ -85,8 +85,8 @@ class ProjectionRule:
     def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
         """The ReLU call during a forward whose backward is this rule's projection; an in-place
         call stays in place (the model may read the rectified tensor through another name)."""
-        x = args[0] if args else kwargs["input"]
-        in_place = getattr(func, "__name__", "") == "relu_" or bool(ops.bind("relu", args, kwargs)["inplace"])
+        x = ops.first_input(args, kwargs)
+        in_place = ops.RELU.in_place(func, args, kwargs)
         if in_place and not (x.is_leaf and x.requires_grad):  # autograd refuses to write to such a leaf
             return _RuleReLUInPlace.apply(x, self)
         return _RuleReLU.apply(x, self)
@@ -150,7 +150,7 @@ BUILTIN_RULES: tuple[type[ProjectionRule], ...] = (DeconvnetRule, GuidedRule, Gr
 
 def resolve_rule(rule: str | ProjectionRule, known: Mapping[str, ProjectionRule] | None = None) -> ProjectionRule:
     """A rule object from a rule or a name; names are looked up in ``known`` (a registry,
-    e.g. ``vizkit.get_app().rules``), or among the built-in rules when it is None."""
+    e.g. ``vizkit.framework.get_app().rules``), or among the built-in rules when it is None."""
     if isinstance(rule, ProjectionRule):
         return rule
     table = dict(known) if known is not None else {cls.name: cls() for cls in BUILTIN_RULES}

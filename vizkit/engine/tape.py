@@ -10,9 +10,12 @@ replay (:class:`vizkit.engine.incremental.ReplayTape`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from vizkit.engine.ops import Op
 
 
 class OpRecorder:
@@ -47,13 +50,15 @@ class OpRecorder:
         inputs += [item for value in inputs if isinstance(value, (list, tuple)) for item in value]
         return [index for index in map(self.index, inputs) if index is not None]
 
-    def record(self, func: Callable, op: str | None, args: tuple, kwargs: dict, output: Any, switches: Any) -> None:
+    def record(self, func: Callable, op: Op | None, args: tuple, kwargs: dict, output: Any, record: Any) -> None:
+        """Note a call made by the forward: ``op`` is its kind in the op table (None: one vizkit
+        does not track), ``record`` what the op recorded going up (a max-pool's switches)."""
         if not self.signal_inputs(args, kwargs):
             return  # an op on weights or constants, not on the signal
         out = output[0] if isinstance(output, tuple) and output else output
         if not isinstance(out, Tensor):
             return  # size(), dim(), ...: no signal flows on
-        self._add(out, self._entry(func, op, args, kwargs, out, output, switches))
+        self._add(out, self._entry(func, op, args, kwargs, out, output, record))
 
     def _add(self, output: Tensor, entry: Any) -> None:
         self.entries.append(entry)
@@ -64,6 +69,6 @@ class OpRecorder:
         raise NotImplementedError
 
     def _entry(
-        self, func: Callable, op: str | None, args: tuple, kwargs: dict, out: Tensor, output: Any, switches: Any
+        self, func: Callable, op: Op | None, args: tuple, kwargs: dict, out: Tensor, output: Any, record: Any
     ) -> Any:
         raise NotImplementedError

@@ -1,2 +1,41 @@
-"""The plugin framework: hook specs, the plugin manager and registry, analyses and how they run,
-results and atomic saving, model loading by spec."""
+"""``vizkit.framework``: analyses, the plugin registry, runs and results.
+
+* writing an analysis: :class:`Analysis` (name, description, options, ``run``, optional report
+  view), :class:`Option` (a typed option: a CLI flag and a keyword argument),
+  :class:`RunContext` (what ``run`` receives: the shared instrumented model, images, labels),
+  :class:`Result` (summary numbers, arrays, figures; saved atomically), :class:`ReportView`
+  (how ``vizkit report`` shows its results; its ``render`` receives a :class:`ReportPage`);
+* running: :func:`run` (an analysis by name, from Python), :func:`load_result`;
+* plugins: :data:`hookimpl`, :class:`App` (the registry of analyses, models, sources, rules and
+  commands), :func:`make_app` (a fresh registry: tests, extra plugins), :func:`get_app` (the
+  process's registry);
+* models by spec: :func:`load_model`, :func:`build_model`, :func:`list_models`;
+* files: :func:`write_atomic`, :func:`save_torch_atomic` (temp file + rename: an interrupted run
+  never leaves a truncated file).
+
+Modules inside are internal: their names may change.
+"""
+
+from vizkit._lazy import attach
+
+_LAZY = {
+    "Analysis": ("vizkit.framework.analysis", "Analysis"),
+    "Option": ("vizkit.framework.analysis", "Option"),
+    "RunContext": ("vizkit.framework.analysis", "RunContext"),
+    "run": ("vizkit.framework.runner", "run"),
+    "ReportView": ("vizkit.framework.report_view", "ReportView"),
+    "ReportPage": ("vizkit.framework.report_view", "ReportPage"),
+    "Result": ("vizkit.framework.results", "Result"),
+    "load_result": ("vizkit.framework.results", "load_result"),
+    "write_atomic": ("vizkit.framework.results", "write_atomic"),
+    "save_torch_atomic": ("vizkit.framework.results", "save_torch_atomic"),
+    "hookimpl": ("vizkit.framework.hookspecs", "hookimpl"),
+    "App": ("vizkit.framework.registry", "App"),
+    "make_app": ("vizkit.framework.registry", "make_app"),
+    "get_app": ("vizkit.framework.registry", "get_app"),
+    "load_model": ("vizkit.framework.loading", "load_model"),
+    "build_model": ("vizkit.framework.loading", "build_model"),
+    "list_models": ("vizkit.framework.loading", "list_models"),
+}
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = attach(__name__, _LAZY, globals())

@@ -1,15 +1,16 @@
-"""What an analysis is, and how one is run on a model.
+"""What an analysis is: the types a plugin writes one with.
 
 A plugin declares an :class:`Analysis`: a name, a one-line description, its :class:`Option` s
-(turned into CLI options and keyword arguments) and a ``run(ctx, **options)`` that receives a
-:class:`RunContext` holding the shared instrumented model and returns a :class:`Result`.
+(turned into CLI options and keyword arguments), a ``run(ctx, **options)`` that receives a
+:class:`RunContext` holding the shared instrumented model and returns a :class:`Result`, and
+optionally a :class:`~vizkit.framework.ReportView` (how ``vizkit report`` shows its results).
+How it is run is :mod:`vizkit.framework.runner`'s.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,34 +22,31 @@ from torch import Tensor, nn
 
 from vizkit.data import (
     ImageList,
-    Labels,
     Preprocess,
     SkippedImages,
-    check_labels,
-    ensure_device,
     first_readable,
-    image_list,
     label_name,
     load_images,
     read_batches,
-    read_labels,
 )
-from vizkit.engine.instrument import Instrumented, instrument
-from vizkit.engine.rules import ProjectionRule
+from vizkit.engine.instrumented import Instrumented
+from vizkit.engine.rules import ProjectionRule, resolve_rule
 from vizkit.errors import UsageError
-from vizkit.framework import loading
+from vizkit.framework.report_view import ReportView
 from vizkit.framework.results import Result
-from vizkit.models import describe
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vizkit.framework.plugins import App
+    from vizkit.framework.registry import App
 
 
 @dataclass(frozen=True)
 class Option:
     """One option of an analysis: ``--name-with-dashes`` on the CLI, ``name`` in Python.
 
-    ``type`` is int, float, str, bool (a flag) or a tuple of allowed strings (a choice);
+    ``type`` is int, float, str, bool (a flag) or a tuple of allowed strings (a choice, matched
+    ignoring case and surrounding spaces; ``run`` receives the declared spelling). With
+    ``comma_separated``, a choice option takes one or more of its choices joined by commas
+    (``--classifiers svm,softmax``) and ``run`` receives them as a list, in the order given, each once;
     ``parse`` optionally turns the value into what ``run`` receives (and raises UsageError);
     ``registry`` ("rules") makes the value a name registered there by some plugin (the CLI
     offers them as choices), e.g. ``Option("rule", registry="rules", default="deconvnet")``.
@@ -75,6 +73,7 @@ class Option:
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
     output_folder: bool = False
+    comma_separated: bool = False
 
     @property
     def flag(self) -> str:
@@ -100,13 +99,27 @@ class Option:
         if value is None:
             return None
         if isinstance(self.type, tuple):
-            if value not in self.type:
-                raise UsageError(f"{self.flag} must be one of {', '.join(self.type)}, not '{value}'")
+            value = self._choice(value)
         elif self.type in (int, float) and not isinstance(value, bool):
             value = self._number(value)
         if self.output_folder:
             self._check_output_folder(value)
         return self.parse(value) if self.parse else value
+
+    def _choice(self, value: Any) -> str | list[str]:
+        """``value`` as the declared spelling of its choice (with ``comma_separated``: of each
+        of its comma-separated choices, a list without repeats)."""
+        spelled = {str(choice).lower(): choice for choice in self.type}
+        if not self.comma_separated:
+            key = str(value).strip().lower()
+            if key not in spelled:
+                raise UsageError(f"{self.flag} must be one of {', '.join(self.type)}, not '{value}'")
+            return spelled[key]
+        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        keys = [str(part).strip().lower() for part in parts if str(part).strip()]
+        if not keys or any(key not in spelled for key in keys):
+            raise UsageError(f"{self.flag} takes {', '.join(self.type)} (comma-separated), not '{value}'")
+        return [spelled[key] for key in dict.fromkeys(keys)]
 
     def _check_output_folder(self, value: Any) -> None:
         """``value`` is a folder, or the first of its parents that exists is a writable one."""
@@ -150,12 +163,19 @@ class Option:
 
 
 INT_LIMIT = 2**31 - 1  # no int option goes beyond (torch turns them into C ints: 2**63 overflows)
-MAX_BATCH_SIZE = 65536  # images per forward: far more would not fit in any memory (and torch's samplers refuse 10**30)
 
 
 @dataclass
 class Analysis:
-    """An analysis a plugin contributes."""
+    """An analysis a plugin contributes (``register(vizkit.Analysis(...))`` in ``register_analyses``).
+
+    ``name`` is what ``vizkit run NAME`` and :func:`vizkit.run` take; ``run(ctx, **options)``
+    does the work; ``options`` become its CLI options and keyword arguments; ``inputs`` says
+    whether it needs --image files, --data, either or none; ``demo`` / ``demo_quick`` are its
+    options in ``vizkit demo``; ``model_from`` picks a model when none is given; ``view`` shows
+    its results in ``vizkit report`` (None: the generic rendering); ``plugin`` is filled in by
+    the registry.
+    """
 
     name: str
     description: str
@@ -167,6 +187,8 @@ class Analysis:
     # the model spec to use when none is given, from the resolved options (e.g. the one a
     # training run recorded); None: a model must be given
     model_from: Callable[[dict[str, Any]], str] | None = None
+    # how `vizkit report` shows its results (its own tables, pictures); None: the generic rendering
+    view: ReportView | None = None
     plugin: str = field(default="", compare=False)
 
     def option(self, name: str) -> Option:
@@ -237,8 +259,6 @@ class RunContext:
     def rule(self, name: str | ProjectionRule) -> ProjectionRule:
         """The projection rule registered under ``name`` (built-in or a plugin's)."""
         if self.app is None:
-            from vizkit.engine.rules import resolve_rule
-
             return resolve_rule(name)
         return self.app.rule(name)
 
@@ -262,7 +282,7 @@ class RunContext:
         self, images: ImageList | None = None, indices: Sequence[int] | None = None, workers: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """``(images on the device, their indices)`` in batches of ``batch_size``, unreadable
-        files left out and recorded in ``skipped`` (see :func:`vizkit.read_batches`).
+        files left out and recorded in ``skipped`` (see :func:`vizkit.data.read_batches`).
 
         Args:
             images: the image list to read; None: --data.
@@ -300,240 +320,3 @@ def unique_names(names: list[str]) -> list[str]:
     """``names`` with each repeated one suffixed by its 1-based position: ``x.jpg [2]``."""
     repeated = {name for name in names if names.count(name) > 1}
     return [f"{name} [{i + 1}]" if name in repeated else name for i, name in enumerate(names)]
-
-
-def run(
-    analysis: str,
-    model: nn.Module | None,
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Tensor | None = None,
-    data: str | os.PathLike | ImageList | None = None,
-    labels: str | os.PathLike | Sequence[str] | None = None,
-    preprocess: Preprocess | None = None,
-    device: str | torch.device = "cpu",
-    batch_size: int = 32,
-    seed: int = 0,
-    progress: bool = False,
-    out: str | os.PathLike | None = None,
-    app: App | None = None,
-    strict: bool = False,
-    **options: Any,
-) -> Result:
-    """Run a registered analysis on ``model`` and return its Result (not yet saved).
-
-    Every hook is removed afterwards and the model is left in the mode it was in, also on error.
-
-    Args:
-        analysis: the registered analysis's name (``vizkit list`` shows them).
-        model: the model to analyse; None: the analysis's own default (e.g. the architecture a
-            training run recorded), if it has one.
-        images: an image file path or several, or an already-preprocessed float [N,3,H,W]
-            tensor (``preprocess`` is then not applied to it), for analyses of single images.
-        data: a folder, ImageFolder tree or text file of paths (see :func:`vizkit.image_list`), or
-            an ImageList, for analyses over a dataset.
-        labels: class names, one per model output, or a labels file (one name per line, or
-            ``wnid<TAB>name``, as for :func:`vizkit.load_model`); None: those the model was loaded
-            with, if any. A count other than the model's outputs is a UsageError.
-        preprocess: a :class:`vizkit.Preprocess`, how image files are turned into tensors; None:
-            the model's own (its ``vizkit_preprocess``), else the ImageNet default.
-        device: where the model and inputs run (``"cpu"``, ``"cuda"``, a ``torch.device``).
-        batch_size: images per forward pass (at least 1).
-        seed: seeds the run's own random generators (``ctx.generator``, ``ctx.rng``); the global
-            ones are left alone.
-        progress: show progress bars on stderr.
-        out: the folder the result will be saved to, for analyses that checkpoint there; None:
-            none is known.
-        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
-        strict: stop at the first unreadable file in ``data`` (a UsageError naming it) instead of
-            skipping it; skipped files are warned about on stderr and listed in
-            ``result.meta["inputs"]["skipped_images"]`` (:meth:`vizkit.SkippedImages.summary`).
-        **options: the analysis's own options by name (its :class:`Option` s); unknown or missing
-            required ones are a UsageError.
-    """
-    from vizkit.framework.plugins import get_app
-
-    app = app or get_app()
-    spec = app.analysis(analysis)
-    opts = spec.resolve_options(options, app)
-    device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
-    if model is None:
-        model = loading.load_model(spec.default_model(options), device=device, app=app)
-    if not isinstance(model, nn.Module):  # e.g. a spec string: load_model builds the module
-        raise UsageError(
-            f"vizkit.run expects a torch nn.Module (or None), not {type(model).__name__}; "
-            f"build one with vizkit.load_model({model!r})"
-            if isinstance(model, str)
-            else f"vizkit.run expects a torch nn.Module (or None), not {type(model).__name__}"
-        )
-    if preprocess is not None and not isinstance(preprocess, Preprocess):
-        raise UsageError(f"preprocess must be a vizkit.Preprocess, not {type(preprocess).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise UsageError(f"--batch-size must be a whole number, not {batch_size!r}")
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:  # what both generators take
-        raise UsageError(f"--seed must be a whole number from 0 to 2**63-1, not {seed}")
-    preprocess = preprocess or getattr(model, "vizkit_preprocess", None) or Preprocess()
-    if isinstance(labels, (str, os.PathLike)):  # a file, as load_model takes (a str is not a list of names)
-        labels = read_labels(labels)
-    labels = (
-        (labels if isinstance(labels, Labels) else list(labels))
-        if labels is not None
-        else getattr(model, "vizkit_labels", None)
-    )
-    paths: list[Path] = []
-    tensors = None
-    if isinstance(images, Tensor):
-        if images.dim() != 4 or not images.is_floating_point():
-            raise UsageError(
-                f"images as a tensor must be a preprocessed float batch [N, 3, H, W], not "
-                f"{images.dtype} {list(images.shape)} (vizkit.load_images(paths, model) makes one)"
-            )
-        tensors = images
-    elif isinstance(images, (str, os.PathLike)):  # one file, not a sequence of characters
-        paths = [Path(images)]
-    elif images:
-        paths = [Path(p) for p in images]
-    dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)
-    source = "" if dataset is None else (dataset.where if isinstance(data, ImageList) else str(data))
-    skipped = SkippedImages(strict=strict, source=source)
-    _check_inputs(spec, bool(paths) or tensors is not None, dataset is not None)
-
-    _check_finite(model, tensors)
-    was_training = model.training
-    model = model.to(device).eval()
-    try:
-        _check_model_takes_images(model, labels, preprocess, device, tensors)
-    except BaseException:
-        model.train(was_training)
-        raise
-    started = time.perf_counter()
-    try:
-        with instrument(model) as im:
-            im.name_input = _image_namer(paths, tensors, dataset, preprocess)
-            ctx = RunContext(
-                model=model,
-                instrumented=im,
-                preprocess=preprocess,
-                device=device,
-                labels=labels,
-                image_paths=paths,
-                image_tensors=tensors,
-                data=dataset,
-                batch_size=batch_size,
-                seed=seed,
-                progress=progress,
-                out=Path(out) if out else None,
-                analysis=spec.name,
-                app=app,
-                generator=torch.Generator().manual_seed(seed),
-                rng=np.random.default_rng(seed),
-                strict=strict,
-                skipped=skipped,
-            )
-            result = spec.run(ctx, **opts)
-    finally:
-        model.train(was_training)
-    result.analysis = spec.name
-    result.meta.setdefault("seconds", round(time.perf_counter() - started, 3))
-    result.meta.setdefault("model", describe(model))  # an analysis that loaded other weights says which
-    result.meta["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
-    result.meta["params"].update({"device": str(device), "batch_size": batch_size, "seed": seed})
-    result.meta["inputs"] = {
-        "images": [str(p) for p in paths] if paths else (None if tensors is None else f"tensor{list(tensors.shape)}"),
-        "data": (
-            (data.source or f"an ImageList of {len(data)} images")
-            if isinstance(data, ImageList)
-            else (None if data is None else str(data))
-        ),
-        "preprocess": preprocess.to_dict(),
-    }
-    if dataset is not None:  # how many images --data held (a list or tree may be a subset of a folder)
-        result.meta["inputs"]["data_images"] = len(dataset)
-    if dataset is not None or skipped.count:  # what of --data could not be read (count 0: all of it was)
-        result.meta["inputs"]["skipped_images"] = skipped.summary()
-        skipped.report(spec.name)
-    return result
-
-
-def _check_finite(model: nn.Module, images: Tensor | None) -> None:
-    """Refuse NaN or infinite weights, buffers or input tensors up front: every map computed
-    from them would be NaN (or a torch error far from the cause)."""
-    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        for name, tensor in named:
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                bad = int((~torch.isfinite(tensor)).sum())
-                raise UsageError(f"the model's {kind} '{name}' has {bad} NaN or infinite values")
-    if images is not None and images.is_floating_point() and not bool(torch.isfinite(images).all()):
-        raise UsageError("the input images contain NaN or infinite values")
-
-
-def _check_model_takes_images(
-    model: nn.Module, labels: Sequence[str] | None, preprocess: Preprocess, device: torch.device, images: Tensor | None
-) -> None:
-    """One blank forward at the size the analysis will feed: a model that cannot take it (a
-    fixed-size classifier given another --crop) is a one-line UsageError, and labels whose count
-    differs from the outputs are refused (a 10-class model labelled with 1,000 ImageNet names
-    would call everything 'goldfish')."""
-    shape = tuple(images.shape[1:]) if images is not None else (3, preprocess.crop, preprocess.crop)
-    try:
-        with torch.no_grad():
-            output = model(torch.zeros(1, *shape, device=device))
-    except (RuntimeError, ValueError, TypeError, IndexError) as error:  # what torch raises for bad shapes
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"the model cannot take {'x'.join(map(str, shape))} inputs ({first}); check --crop") from None
-    if labels is not None and isinstance(output, Tensor) and output.dim() == 2:
-        check_labels(labels, output.shape[1])
-
-
-def _check_inputs(spec: Analysis, has_images: bool, has_data: bool) -> None:
-    if spec.inputs == "images" and not has_images:
-        raise UsageError(f"analysis '{spec.name}' needs --image FILE (one or more)")
-    if spec.inputs == "data" and not has_data:
-        raise UsageError(f"analysis '{spec.name}' needs --data PATH")
-    if spec.inputs == "any" and not (has_images or has_data):
-        raise UsageError(f"analysis '{spec.name}' needs --image FILE or --data PATH")
-
-
-def _image_namer(
-    paths: list[Path], tensors: Tensor | None, dataset: ImageList | None, preprocess: Preprocess
-) -> Callable[[Tensor], str | None]:
-    """For NonFiniteActivation messages: the name of the input image a preprocessed row
-    [3,H,W] is (an --image file, a row of the input tensor, or a --data file, searched for at
-    most ``_NAMING_SECONDS``), or None (e.g. an occluded or transformed copy). Runs only when
-    a forward has gone non-finite."""
-    loaded: list[tuple[str, Tensor]] = []
-
-    def candidates() -> Iterator[tuple[str, Tensor]]:
-        yield from loaded
-        if not loaded and tensors is not None:
-            loaded.extend((f"{i} of the input tensor", t.detach().cpu().float()) for i, t in enumerate(tensors))
-            yield from loaded
-        if not loaded and paths:
-            for path in paths:
-                try:
-                    loaded.append((path.name, load_images([path], preprocess)[0]))
-                except Exception:  # an unreadable file cannot be the one
-                    continue
-            yield from loaded
-        if dataset is not None:
-            started = time.perf_counter()
-            for index in range(len(dataset)):
-                if time.perf_counter() - started > _NAMING_SECONDS:
-                    return
-                try:
-                    image = dataset[index][0]
-                except Exception:
-                    continue
-                yield str(dataset.paths[index]), image
-
-    def name(row: Tensor) -> str | None:
-        row = row.detach().cpu().float()
-        for label, image in candidates():
-            if image.shape == row.shape and torch.allclose(image.float(), row, rtol=0, atol=1e-5):
-                return label
-        return None
-
-    return name
-
-
-_NAMING_SECONDS = 20.0

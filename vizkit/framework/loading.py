@@ -6,31 +6,28 @@ import difflib
 import fnmatch
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from vizkit.data import Preprocess, read_labels
 from vizkit.errors import UsageError
+from vizkit.framework.registry import App, get_app
 from vizkit.models import ModelEntry, apply_state_dict, read_state_dict, sha256_file, weights_preprocess
-
-if TYPE_CHECKING:  # pragma: no cover
-    from vizkit.framework.plugins import App
+from vizkit.models.info import ATTRIBUTE, model_info
 
 
 def _app(app: App | None) -> App:
-    from vizkit.framework.plugins import get_app  # the registry of the installed plugins
-
-    return app or get_app()
+    return app or get_app()  # None: the registry of the installed plugins
 
 
 def list_models(app: App | None = None, pattern: str = "*") -> list[str]:
     """Names of the registered models matching a shell-style ``pattern`` (timm style).
 
     Args:
-        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.framework.get_app`).
         pattern: a shell-style pattern such as ``"zf*"``; ``"*"`` lists every name.
     """
     return sorted(name for name in _app(app).models if fnmatch.fnmatch(name, pattern))
@@ -45,7 +42,7 @@ def build_model(spec: str, app: App | None = None) -> tuple[nn.Module, ModelEntr
     Args:
         spec: a registered model name (``zfnet``) or a spec form a source understands
             (``torchvision:<builder>``, ``file.py:factory``, ``package.module:factory``, ...).
-        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.framework.get_app`).
     """
     if not spec or not isinstance(spec, str):
         raise UsageError("no model given; use e.g. --model zfnet-compact or --model torchvision:alexnet")
@@ -76,10 +73,11 @@ def load_model(
 ) -> nn.Module:
     """A model, in eval mode, from a spec and optional weights / labels.
 
-    The model carries what vizkit learnt about it as ``vizkit_spec``, ``vizkit_weights``,
-    ``vizkit_weights_sha256``, ``vizkit_labels`` and ``vizkit_preprocess``: the input it expects,
-    which :func:`vizkit.run`, :func:`vizkit.load_images` (``model=``) and the CLI use unless told
-    otherwise (:func:`vizkit.preprocess_for` reads it; None means the ImageNet default).
+    The model carries what vizkit learnt about it as one :class:`vizkit.models.ModelInfo`,
+    ``model.vizkit_info`` (read it with :func:`vizkit.models.model_info`): its spec, weights file
+    and their SHA-256, labels, and the preprocessing it expects, which :func:`vizkit.run`,
+    :func:`vizkit.load_images` (``model=``) and the CLI use unless told otherwise
+    (:func:`vizkit.data.preprocess_for` reads it; None means the ImageNet default).
 
     Args:
         spec: what to build, as for :func:`build_model` (a registered name or a source's form).
@@ -89,11 +87,11 @@ def load_model(
             None: the registered model's labels, if any.
         device: where the model is moved (``"cpu"``, ``"cuda"``, a ``torch.device``).
         trust_weights: allow arbitrary unpickling of ``weights``; only for trusted files.
-        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.get_app`).
+        app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.framework.get_app`).
         preprocess: the preprocessing the model expects; None: the one recorded in the JSON beside
             ``weights`` (:func:`vizkit.models.weights_preprocess`), else the registered model's own
-            (``zfnet-compact``: resize 160, crop 144), else the ``vizkit_preprocess`` attribute its
-            factory or class set, else none (the ImageNet default applies).
+            (``zfnet-compact``: resize 160, crop 144), else the one in the ``vizkit_info`` its
+            factory set, else none (the ImageNet default applies).
     """
     if preprocess is not None and not isinstance(preprocess, Preprocess):
         raise UsageError(f"preprocess must be a vizkit.Preprocess, not {type(preprocess).__name__}")
@@ -109,16 +107,17 @@ def load_model(
         label_list = read_labels(labels)
     else:
         label_list = list(labels)
-    facts = {
-        "vizkit_spec": spec,
-        "vizkit_weights": str(weights_path) if weights_path else None,
-        "vizkit_weights_sha256": sha,
-        "vizkit_labels": label_list,
-        "vizkit_preprocess": preprocess
+    declared = model_info(model)  # what the factory or the class declares
+    info = replace(
+        declared,
+        spec=spec,
+        weights=str(weights_path) if weights_path else None,
+        weights_sha256=sha,
+        labels=label_list if label_list is not None else declared.labels,
+        preprocess=preprocess
         or (weights_preprocess(weights) if weights is not None else None)
         or (entry.preprocess if entry else None)
-        or getattr(model, "vizkit_preprocess", None),  # one the factory or the class declares
-    }
-    for name, value in facts.items():
-        setattr(model, name, value)  # plain attributes, not parameters or buffers
+        or declared.preprocess,
+    )
+    setattr(model, ATTRIBUTE, info)  # a plain attribute, not a parameter or buffer
     return model.to(device).eval()

@@ -30,6 +30,7 @@ from torch import nn
 
 from vizkit.data import Preprocess
 from vizkit.errors import UsageError, VizkitError
+from vizkit.models.info import ModelInfo, model_info
 
 
 @dataclass
@@ -268,21 +269,30 @@ def describe(model: nn.Module, weights: str | os.PathLike | None = None) -> dict
     """What result.json records about a model: its spec, class and weights.
 
     Args:
-        model: the model, with the ``vizkit_*`` attributes :func:`vizkit.load_model` sets (a
+        model: the model, with the :class:`ModelInfo` :func:`vizkit.load_model` stores (a
             model built otherwise is described by its class name).
         weights: the file whose weights it holds now, when an analysis loaded others than it was
             built with (hashed here); None: the weights it was loaded with.
     """
-    if weights is not None:
-        return {
-            "spec": getattr(model, "vizkit_spec", type(model).__name__),
-            "class": type(model).__name__,
-            "weights": str(weights),
-            "weights_sha256": sha256_file(weights),
-        }
+    info = model_info(model)
     return {
-        "spec": getattr(model, "vizkit_spec", type(model).__name__),
+        "spec": info.spec or type(model).__name__,
         "class": type(model).__name__,
-        "weights": getattr(model, "vizkit_weights", None),
-        "weights_sha256": getattr(model, "vizkit_weights_sha256", None),
+        "weights": str(weights) if weights is not None else info.weights,
+        "weights_sha256": sha256_file(weights) if weights is not None else info.weights_sha256,
     }
+
+
+from vizkit.models.zfnet import clip_feature_scale  # noqa: E402  (public: the ZF models' feature clipping)
+
+__all__ = [
+    "ModelEntry",
+    "ModelInfo",
+    "ModelSource",
+    "apply_state_dict",
+    "clip_feature_scale",
+    "describe",
+    "model_info",
+    "read_state_dict",
+    "sha256_file",
+]

@@ -1,2 +1,60 @@
-"""What several analyses share: running top-k, winners' projections, channel selections,
-figures, training-run folders, multi-process helpers and progress bars."""
+"""``vizkit.toolkit``: what several analyses share, public for plugins written outside vizkit.
+
+* dataset scans: :class:`RunningTopK` (the k strongest activations of every map, mergeable and
+  resumable), :func:`project_winners` (their deconvnet projections and receptive-field patches),
+  :func:`crop_to_box`;
+* choosing what to look at: :func:`parse_layers`, :func:`parse_channel_spec`,
+  :func:`select_channels`, :func:`default_layer` (the layer an analysis looks at when none is
+  given);
+* features and linear probes: :func:`extract_features` / :class:`CachedFeatures` (per-layer
+  pooled features, cached on disk), :func:`parse_pool`, :func:`pool_features`,
+  :class:`LinearProbe`, :class:`Standardizer`, :func:`fit_probe`, :func:`select_probe`,
+  :data:`PROBE_GRID`, :func:`mean_class_accuracy`;
+* long runs: :func:`progress_bar`, :class:`StopRequest`, :func:`deferred_interrupts`,
+  :func:`sigterm_as_interrupt`, :class:`ProcessGroup`, :func:`is_main_process`,
+  :func:`read_run_info`, :func:`write_run_info`, :func:`snapshot_paths`, :func:`cache_folder`;
+* images: :func:`ssim`; :mod:`figures` (``vizkit.toolkit.figures``: :func:`~figures.new_figure`,
+  :func:`~figures.show`, :func:`~figures.hwc`, :func:`~figures.tile_mosaic`,
+  :func:`~figures.projections_beside_patches`, :func:`~figures.shorten`), matplotlib only
+  once it is used;
+* report views: :mod:`report` (``vizkit.toolkit.report``: HTML helpers for an analysis's
+  :class:`vizkit.ReportView`: :func:`~report.esc`, :func:`~report.render_value`,
+  :func:`~report.per_image_table`, :func:`~report.mean_std`, ...).
+"""
+
+from vizkit._lazy import attach
+
+_LAZY = {
+    "RunningTopK": ("vizkit.toolkit.topk", "RunningTopK"),
+    "project_winners": ("vizkit.toolkit.winners", "project_winners"),
+    "crop_to_box": ("vizkit.toolkit.winners", "crop_to_box"),
+    "parse_layers": ("vizkit.toolkit.channels", "parse_layers"),
+    "parse_channel_spec": ("vizkit.toolkit.channels", "parse_channel_spec"),
+    "select_channels": ("vizkit.toolkit.channels", "select_channels"),
+    "default_layer": ("vizkit.toolkit.layers", "default_layer"),
+    "extract_features": ("vizkit.toolkit.features", "extract_features"),
+    "CachedFeatures": ("vizkit.toolkit.features", "CachedFeatures"),
+    "parse_pool": ("vizkit.toolkit.features", "parse_pool"),
+    "pool_features": ("vizkit.toolkit.features", "pool_features"),
+    "LinearProbe": ("vizkit.toolkit.linear", "LinearProbe"),
+    "Standardizer": ("vizkit.toolkit.linear", "Standardizer"),
+    "fit_probe": ("vizkit.toolkit.linear", "fit_probe"),
+    "select_probe": ("vizkit.toolkit.linear", "select_probe"),
+    "PROBE_GRID": ("vizkit.toolkit.linear", "GRID"),
+    "mean_class_accuracy": ("vizkit.toolkit.linear", "mean_class_accuracy"),
+    "progress_bar": ("vizkit.toolkit.progress", "progress_bar"),
+    "StopRequest": ("vizkit.toolkit.interrupts", "StopRequest"),
+    "deferred_interrupts": ("vizkit.toolkit.interrupts", "deferred_interrupts"),
+    "sigterm_as_interrupt": ("vizkit.toolkit.interrupts", "sigterm_as_interrupt"),
+    "ProcessGroup": ("vizkit.toolkit.distributed", "ProcessGroup"),
+    "is_main_process": ("vizkit.toolkit.distributed", "is_main_process"),
+    "read_run_info": ("vizkit.toolkit.runs", "read_run_info"),
+    "write_run_info": ("vizkit.toolkit.runs", "write_run_info"),
+    "snapshot_paths": ("vizkit.toolkit.runs", "snapshot_paths"),
+    "cache_folder": ("vizkit.toolkit.cache", "cache_folder"),
+    "ssim": ("vizkit.toolkit.similarity", "ssim"),
+    "figures": ("vizkit.toolkit.figures", None),
+    "report": ("vizkit.toolkit.report", None),
+}
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = attach(__name__, _LAZY, globals())

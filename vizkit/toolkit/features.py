@@ -151,7 +151,7 @@ def extract_features(
         device: where the forwards run.
         progress: show a progress bar.
         group: this process's place in a torchrun launch (None: a single process).
-        skipped: where unreadable files are recorded (see :class:`vizkit.SkippedImages`); None:
+        skipped: where unreadable files are recorded (see :class:`vizkit.data.SkippedImages`); None:
             a fresh, non-strict record.
         resume: continue an extraction of the same layers that was interrupted (its batches
             done are kept in the cache folder); False: discard it (said on stderr) and start

@@ -70,7 +70,7 @@ def project_winners(
         layer: the layer whose maps ``state`` ranks.
         channels: the M feature maps of ``layer`` that the rows of ``state`` stand for.
         state: the running top-k over ``dataset`` of those maps (M rows, k slots each).
-        boxes: the layer's receptive boxes, [h, w, 4] from :func:`vizkit.receptive_boxes`.
+        boxes: the layer's receptive boxes, [h, w, 4] from :func:`vizkit.engine.receptive_boxes`.
         patch_size: P, the side of every projection and patch, in pixels.
         rule: the projection rule, or a built-in one's name (``"deconvnet"``: the paper's).
         batch_size: how many winning images are run together.

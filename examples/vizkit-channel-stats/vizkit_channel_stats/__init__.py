@@ -4,7 +4,8 @@ This package is a template for a third-party vizkit plugin: copy it, rename it, 
 you need (see its README.md). It uses every kind of registration a plugin usually needs:
 
 * ``register_analyses``: the ``channel-stats`` analysis, with its own options (``--layer``,
-  ``--top``, ``--sort``, ``--project``, ``--rule``) and two figures;
+  ``--top``, ``--sort``, ``--project``, ``--rule``), two figures and its own report view (a
+  ranked table of the strongest maps in ``vizkit report``);
 * ``register_models``: a named model, ``tinycnn`` (with its own preprocessing, 64x64);
 * ``register_model_sources``: a model spec form, ``tinycnn:<width>``;
 * ``register_rules``: a projection rule, ``leaky-deconvnet``, which then is a valid ``--rule`` of
@@ -150,7 +151,7 @@ def run(ctx: vizkit.RunContext, layer: str, top: int, sort: str, project: int, r
 def _bar_figure(values: np.ndarray, order: np.ndarray, layer: str, images: int, sort: str) -> Figure:
     """A bar chart of the per-channel statistic ``sort`` ranks by, sorted descending."""
     channels = values.shape[0]
-    figure = vizkit.new_figure(min(16.0, max(6.0, 0.12 * channels + 2.0)), 4.0)  # never pyplot
+    figure = vizkit.toolkit.figures.new_figure(min(16.0, max(6.0, 0.12 * channels + 2.0)), 4.0)  # never pyplot
     ax = figure.add_subplot(1, 1, 1)
     positions = np.arange(channels)
     ax.bar(positions, values[order], width=0.85, color="tab:blue")
@@ -186,15 +187,61 @@ def _projection_figure(
 ) -> Figure:
     """The first image beside each chosen map's projection from its strongest activation."""
     k = len(projection.channels)
-    figure = vizkit.new_figure(2.2 * (k + 1), 2.6)
-    vizkit.show(figure.add_subplot(1, k + 1, 1), image, "input (first image)", fontsize=9)
+    figure = vizkit.toolkit.figures.new_figure(2.2 * (k + 1), 2.6)
+    vizkit.toolkit.figures.show(figure.add_subplot(1, k + 1, 1), image, "input (first image)", fontsize=9)
     for j, channel in enumerate(projection.channels):
         shown = vizkit.to_image(projection.images[0, j])  # [H, W, 3] in [0, 1], zero = grey
         value = float(projection.values[0, j])
-        vizkit.show(figure.add_subplot(1, k + 1, j + 2), shown, f"map {channel} (max {value:.3g})", fontsize=9)
+        vizkit.toolkit.figures.show(figure.add_subplot(1, k + 1, j + 2), shown, f"map {channel} (max {value:.3g})", fontsize=9)
     figure.suptitle(f"{rule.title} of the strongest maps of layer {layer}", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+# ------------------------------------------------------------------------------ the report view
+REPORT_CSS = """
+.channel-stats td.bar{min-width:120px}
+.channel-stats td.bar span{display:block;height:8px;margin-top:5px;background:var(--accent);border-radius:2px}
+"""
+
+
+def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
+    """How ``vizkit report`` shows a channel-stats result: the named maps ranked in a table, each
+    with a bar of its statistic relative to the strongest, the dead maps counted in the caption.
+
+    It returns its HTML and the summary keys that HTML shows; vizkit's generic rendering shows the
+    others (``layer``, ``images``, ``projected``) after it, and the figures follow. ``page.document``
+    is the result.json as read: check its shape (an older or hand-edited result may differ) and
+    escape every value that goes into the page (``vizkit.toolkit.report.esc``, or one of its
+    renderers, which escape for you).
+    """
+    report = vizkit.toolkit.report
+    document = page.document
+    channels, values, means = (document.get(key) for key in ("top_channels", "top_values", "top_means"))
+    if not (isinstance(channels, list) and isinstance(values, list) and isinstance(means, list)):
+        return "", set()  # nothing this view knows: the generic rendering shows every key
+    if not len(channels) == len(values) == len(means):
+        return "", set()
+    finite = [abs(v) for v in values if report.is_number(v) and np.isfinite(v)]
+    peak = max(finite, default=0.0) or 1.0
+    rows = []
+    for rank, (channel, value, mean) in enumerate(zip(channels, values, means), 1):
+        width = 100 * abs(value) / peak if report.is_number(value) and np.isfinite(value) else 0.0
+        rows.append(
+            f"<tr><td>{rank}</td><th>map {report.esc(channel)}</th><td>{report.render_value(value)}</td>"
+            f'<td class="bar"><span style="width:{width:.0f}%"></span></td><td>{report.render_value(mean)}</td></tr>'
+        )
+    statistic = AXIS_LABEL.get(str(document.get("ranked_by")), "statistic")
+    dead, total = document.get("dead_channels"), document.get("channels")
+    caption = f"The {len(channels)} strongest maps by {statistic}"
+    if report.is_number(dead) and report.is_number(total):
+        caption += f"; {dead} of {total} maps never positive (dead)"
+    head = f"<tr><th>rank</th><th>map</th><th colspan='2'>{report.esc(statistic)}</th><th>mean activation</th></tr>"
+    html = (
+        f'<h3>Strongest maps</h3><table class="records channel-stats"><caption>{report.esc(caption)}</caption>'
+        f"{head}{''.join(rows)}</table>"
+    )
+    return html, {"top_channels", "top_values", "top_means", "ranked_by", "dead_channels", "channels"}
 
 
 # ------------------------------------------------------------------------------ a projection rule
@@ -257,7 +304,7 @@ def tiny_cnn(width: int = 16) -> TinyCNN:
     with torch.random.fork_rng(devices=[]):  # never reseed the caller's global generator
         torch.manual_seed(width)
         model = TinyCNN(width)
-    model.vizkit_preprocess = TINY_PREPROCESS  # load_model keeps a preprocessing the factory set
+    model.vizkit_info = vizkit.models.ModelInfo(preprocess=TINY_PREPROCESS)  # load_model keeps what the factory set
     return model
 
 
@@ -301,6 +348,7 @@ def register_analyses(register: Callable[[vizkit.Analysis], None]) -> None:
                 ),
             ],
             demo={"layer": "conv5"},  # `vizkit demo` runs it on the bundled model with these options
+            view=vizkit.framework.ReportView(report_view, css=REPORT_CSS),  # how `vizkit report` shows it
         )
     )
 

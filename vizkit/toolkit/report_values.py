@@ -1,4 +1,5 @@
-"""Rendering JSON values of a ``result.json`` as HTML for people (used by :mod:`vizkit.app.report`).
+"""Rendering JSON values of a ``result.json`` as HTML for people: the report's generic rendering
+(:mod:`vizkit.app.report`), public to report views through :mod:`vizkit.toolkit.report`.
 
 Every analysis writes its summary as plain JSON: numbers, strings, lists and nested dicts. A
 report that dumps that JSON is unreadable, so each shape gets the rendering a person would draw

@@ -1,15 +1,15 @@
-"""The report's unit browser for ``top9`` results: one card per feature map (NetDissect style)
-with its top-k deconvnet projections and image patches as 3x3 mosaics and its strength, and
-controls to sort, filter and page through the cards.
+"""top9's report view: a unit browser, one card per feature map (NetDissect style) with its top-k
+deconvnet projections and image patches as 3x3 mosaics and its strength, and controls to sort,
+filter and page through the cards (``browser.js``, styled by ``browser.css``).
 
 Where the pictures come from: the per-map mosaics are drawn at report time from the result's
-``arrays.npz`` (``projections``, ``patches``, ``values``, ``image_index``) into
-``DIR/report_assets/<result>/``, not cropped out of the ``top9_page*.png`` figures. The figures
-show only ``--maps-per-page x --pages`` maps (64 by default) in a layout that depends on options
-(a filter column for the first layer, empty panels for silent maps), so cropping them would be
-brittle and would miss most maps; the arrays hold every map at its stored resolution. The drawn
-mosaics are cached: a result whose ``arrays.npz`` has not changed (size and modification time,
-recorded in the asset folder's ``assets.json``) is not drawn again.
+``arrays.npz`` (``projections``, ``patches``, ``values``, ``image_index``) into the result's
+asset folder (``DIR/report_assets/<result>/``), not cropped out of the ``top9_page*.png``
+figures. The figures show only ``--maps-per-page x --pages`` maps (64 by default) in a layout
+that depends on options (a filter column for the first layer, empty panels for silent maps), so
+cropping them would be brittle and would miss most maps; the arrays hold every map at its stored
+resolution. The drawn mosaics are cached: a result whose ``arrays.npz`` has not changed (size and
+modification time, recorded in the asset folder's manifest) is not drawn again.
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ import shutil
 import zipfile
 import zlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vizkit.engine.deconv import to_image
-from vizkit.framework.results import write_atomic
+import vizkit
+from vizkit.framework import write_atomic
 from vizkit.toolkit.figures import tile_mosaic
+from vizkit.toolkit.report import esc, format_number, is_number, url
 
-from .report_values import esc, format_number
-
-ASSETS = "report_assets"  # the folder under the report's DIR that holds drawn pictures
-MANIFEST = "assets.json"  # marks a folder of report_assets as the report's own (and its cache key)
 ASSET_VERSION = 1  # bump when the drawing changes, so cached pictures are redrawn
 MAX_UNITS = 1024  # cards per result at most (the strongest maps), so a wide layer stays browsable
 PAGE_SIZES = (12, 24, 48, 96)
@@ -103,34 +100,20 @@ def _load(arrays: Path, channels: list[int] | None) -> tuple[list[int], dict[str
     return list(channels), data
 
 
-def draw_units(result: Path, document: dict, root: Path, slug: str) -> tuple[list[Unit], int]:
-    """Draw (or reuse) every shown map's projection and patch mosaics into
-    ``root/report_assets/slug`` and return the cards' data and the number of maps in the result.
-
-    Args:
-        result: the top9 result folder.
-        document: its ``result.json``.
-        root: the report's folder (pictures are referenced relative to it).
-        slug: the result's unique name in the report (its asset sub-folder).
-    """
+def _arrays_file(page: vizkit.framework.ReportPage) -> Path:
+    document = page.document
     arrays_name = str((document.get("files") or {}).get("arrays") or "arrays.npz")
     if "/" in arrays_name or "\\" in arrays_name or arrays_name in (".", ".."):
         raise ValueError(f"result.json names its arrays {arrays_name!r}, not a file beside it")
-    arrays = result / arrays_name
+    arrays = page.folder / arrays_name
     if not arrays.is_file():
         raise FileNotFoundError(f"no {arrays_name} beside result.json")
-    channels, data = _load(arrays, document.get("channels") if isinstance(document.get("channels"), list) else None)
-    values = data["values"].astype(np.float64)
-    fired = np.isfinite(values) & (data["image_index"] >= 0)
-    maps, k = values.shape
-    strength = np.where(fired[:, 0], values[:, 0], 0.0) if k else np.zeros(maps)
-    order = np.argsort(-strength, kind="stable")[:MAX_UNITS]
-    shown = sorted(int(m) for m in order)
-    rows = max(1, math.ceil(math.sqrt(k)))
+    return arrays
 
-    folder = root / ASSETS / slug
-    key = _source_key(arrays)
-    manifest = folder / MANIFEST
+
+def _reuse_or_clear(folder: Path, manifest: Path, key: dict[str, int | str]) -> bool:
+    """Whether the pictures in ``folder`` were drawn from the same arrays (``key``); if not, the
+    folder is emptied for a new drawing."""
     cached = False
     if manifest.is_file():
         try:
@@ -141,6 +124,29 @@ def draw_units(result: Path, document: dict, root: Path, slug: str) -> tuple[lis
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
+    return cached
+
+
+def draw_units(page: vizkit.framework.ReportPage) -> tuple[list[Unit], int]:
+    """Draw (or reuse) every shown map's projection and patch mosaics into the result's asset
+    folder (``page.assets``) and return the cards' data and the number of maps in the result.
+
+    Args:
+        page: the top9 result as the report gives it to its view.
+    """
+    document = page.document
+    arrays = _arrays_file(page)
+    channels, data = _load(arrays, document.get("channels") if isinstance(document.get("channels"), list) else None)
+    values = data["values"].astype(np.float64)
+    fired = np.isfinite(values) & (data["image_index"] >= 0)
+    maps, k = values.shape
+    strength = np.where(fired[:, 0], values[:, 0], 0.0) if k else np.zeros(maps)
+    order = np.argsort(-strength, kind="stable")[:MAX_UNITS]
+    shown = sorted(int(m) for m in order)
+    rows = max(1, math.ceil(math.sqrt(k)))
+
+    folder, key = page.assets, _source_key(arrays)
+    cached = _reuse_or_clear(folder, page.manifest, key)
     units = []
     for m in shown:
         count = int(fired[m].sum())
@@ -149,66 +155,57 @@ def draw_units(result: Path, document: dict, root: Path, slug: str) -> tuple[lis
             valid = np.flatnonzero(fired[m])
             for slot, kind in enumerate(("projections", "patches")):
                 name = f"map{channels[m]:05d}_{kind}.png"
-                names[slot] = f"{ASSETS}/{slug}/{name}"
+                names[slot] = page.asset_path(name)
                 if cached and (folder / name).is_file():
                     continue
                 if kind == "projections":
                     tensor = torch.from_numpy(data["projections"][m, valid].astype(np.float32))
-                    tiles = to_image(tensor, channels_last=False).permute(0, 2, 3, 1).numpy()
+                    tiles = vizkit.to_image(tensor, channels_last=False).permute(0, 2, 3, 1).numpy()
                 else:
                     tiles = data["patches"][m, valid].astype(np.float32) / 255
                 write_atomic(folder / name, _png(mosaic(tiles, rows, k)))
         mean = float(values[m][fired[m]].mean()) if count else 0.0
         units.append(Unit(channels[m], float(strength[m]), mean, count, names[0], names[1]))
     if not cached:
-        write_atomic(manifest, (json.dumps({"source": key, "maps": len(units)}, indent=1) + "\n").encode())
+        write_atomic(page.manifest, (json.dumps({"source": key, "maps": len(units)}, indent=1) + "\n").encode())
     return units, maps
 
 
-def prune_assets(root: Path, keep: set[str]) -> None:
-    """Remove asset folders of results no longer in the report (only folders holding the
-    report's own manifest are touched)."""
-    assets = root / ASSETS
-    if not assets.is_dir():
-        return
-    for folder in assets.iterdir():
-        if folder.is_dir() and folder.name not in keep and (folder / MANIFEST).is_file():
-            shutil.rmtree(folder)
-
-
 def _img(src: str, caption: str, alt: str) -> str:
-    url = esc(quote(src))
+    link = url(src)
     return (
-        f'<figure><a class="zoom" href="{url}" title="{esc(alt)}: click to enlarge">'
-        f'<img class="mosaic" src="{url}" alt="{esc(alt)}"></a><figcaption>{esc(caption)}</figcaption></figure>'
+        f'<figure><a class="zoom" href="{link}" title="{esc(alt)}: click to enlarge">'
+        f'<img class="mosaic" src="{link}" alt="{esc(alt)}"></a><figcaption>{esc(caption)}</figcaption></figure>'
+    )
+
+
+def _card(u: Unit, peak: float, n_images: int | None) -> str:
+    width = max(0.0, min(100.0, 100 * u.strength / peak))
+    if u.fired and u.projections and u.patches:
+        pictures = _img(u.projections, "projections", f"map {u.channel} projections") + _img(
+            u.patches, "patches", f"map {u.channel} patches"
+        )
+        detail = f"max {format_number(u.strength)} · mean {format_number(u.mean)} over {u.fired}"
+    else:
+        seen = f"these {n_images} images" if n_images else "these images"
+        pictures = f'<p class="silent-note">never fired on {esc(seen)}</p>'
+        detail = "silent"
+    return (
+        f'<div class="unit{" silent" if not u.fired else ""}" data-map="{u.channel}" '
+        f'data-strength="{u.strength!r}" data-silent="{0 if u.fired else 1}">'
+        f'<div class="unit-head"><b>map {u.channel}</b><span>{esc(detail)}</span></div>'
+        f'<div class="strength" title="strength relative to the strongest map"><span style="width:{width:.1f}%"></span></div>'
+        f'<div class="unit-pics">{pictures}</div></div>'
     )
 
 
 def render_browser(units: list[Unit], total_maps: int, k: int, layer: str, n_images: int | None) -> str:
-    """The unit browser's HTML: controls, then a card per map (all in the page; the inline
-    script sorts, filters and pages them, and without script every card shows)."""
+    """The unit browser's HTML: controls, then a card per map (all in the page; the script
+    sorts, filters and pages them, and without script every card shows)."""
     if not units:
         return '<p class="note">This result holds no feature maps.</p>'
     peak = max((u.strength for u in units), default=0.0) or 1.0
-    cards = []
-    for u in units:
-        width = max(0.0, min(100.0, 100 * u.strength / peak))
-        if u.fired and u.projections and u.patches:
-            pictures = _img(u.projections, "projections", f"map {u.channel} projections") + _img(
-                u.patches, "patches", f"map {u.channel} patches"
-            )
-            detail = f"max {format_number(u.strength)} · mean {format_number(u.mean)} over {u.fired}"
-        else:
-            seen = f"these {n_images} images" if n_images else "these images"
-            pictures = f'<p class="silent-note">never fired on {esc(seen)}</p>'
-            detail = "silent"
-        cards.append(
-            f'<div class="unit{" silent" if not u.fired else ""}" data-map="{u.channel}" '
-            f'data-strength="{u.strength!r}" data-silent="{0 if u.fired else 1}">'
-            f'<div class="unit-head"><b>map {u.channel}</b><span>{esc(detail)}</span></div>'
-            f'<div class="strength" title="strength relative to the strongest map"><span style="width:{width:.1f}%"></span></div>'
-            f'<div class="unit-pics">{pictures}</div></div>'
-        )
+    cards = [_card(u, peak, n_images) for u in units]
     sizes = "".join(
         f'<option value="{n}"{" selected" if n == DEFAULT_PAGE_SIZE else ""}>{n}</option>' for n in PAGE_SIZES
     )
@@ -233,4 +230,33 @@ def render_browser(units: list[Unit], total_maps: int, k: int, layer: str, n_ima
         '<button type="button" data-role="next">next ›</button>'
         "</div>"
         f'<div class="unit-grid">{"".join(cards)}</div></div>'
+    )
+
+
+def render(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
+    """The unit browser over every map's card (the summary's keys stay in the generic table)."""
+    document = page.document
+    try:
+        units, total = draw_units(page)
+    except (OSError, ValueError) as error:
+        return f'<p class="note">Unit browser unavailable: {esc(error)}</p>', set()
+    k = document.get("k")
+    n_images = document.get("n_images")
+    html = render_browser(
+        units,
+        total,
+        int(k) if is_number(k) else 0,
+        str(document.get("layer", "?")),
+        int(n_images) if is_number(n_images) else None,
+    )
+    return html, set()
+
+
+def report_view() -> vizkit.framework.ReportView:
+    """top9's view, with the unit browser's style sheet and script (package data beside this module)."""
+    here = resources.files(__package__ or "vizkit_plugins.top9")
+    return vizkit.framework.ReportView(
+        render,
+        css=here.joinpath("browser.css").read_text(encoding="utf-8"),
+        js=here.joinpath("browser.js").read_text(encoding="utf-8"),
     )

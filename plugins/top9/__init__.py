@@ -11,6 +11,8 @@ to result.json, also across a resume and across processes) or, with ``--strict``
 Projection pass: only the winning images are run again, each once for all the maps that chose
 it; each winning activation is projected with the deconvnet using that image's own switches,
 and the image patch under its receptive field is cut out.
+
+Report: a unit browser of every map's card (:mod:`.view`, its script and style sheet beside it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit import ProcessGroup, new_figure, save_torch_atomic, tile_mosaic
+from vizkit.toolkit import ProcessGroup
+from vizkit.toolkit.figures import new_figure, tile_mosaic
+from vizkit.framework import save_torch_atomic
+
+from .view import report_view
 
 CHECKPOINT_VERSION = 1
 
@@ -34,7 +40,7 @@ CHECKPOINT_VERSION = 1
 # ------------------------------------------------------------------------------------ scan pass
 def _fingerprint(ctx: vizkit.RunContext, layer: str, channels: list[int], k: int, group: ProcessGroup) -> str:
     paths = "\n".join(str(p) for p in ctx.dataset().paths)
-    model = vizkit.describe_model(ctx.model)
+    model = vizkit.models.describe(ctx.model)
     text = repr(
         (
             model["spec"],
@@ -61,12 +67,12 @@ def _checkpoint_path(ctx: vizkit.RunContext, group: ProcessGroup) -> Path | None
 
 def _save_checkpoint(
     path: Path | None,
-    state: vizkit.RunningTopK,
+    state: vizkit.toolkit.RunningTopK,
     next_batch: int,
     done: bool,
     fingerprint: str,
     seconds: float,
-    skipped: vizkit.SkippedImages | None = None,
+    skipped: vizkit.data.SkippedImages | None = None,
 ) -> None:
     if path is None:
         return
@@ -104,7 +110,7 @@ def scan(
     workers: int,
     group: ProcessGroup,
     checkpoint_seconds: float = 60.0,
-) -> tuple[vizkit.RunningTopK, float]:
+) -> tuple[vizkit.toolkit.RunningTopK, float]:
     """The running top-k of ``channels`` of ``layer`` over this process's shard of the data.
 
     The checkpoint is written every ``checkpoint_every`` batches and whenever
@@ -114,7 +120,7 @@ def scan(
     dataset = ctx.dataset()
     fingerprint = _fingerprint(ctx, layer, channels, k, group)
     path = _checkpoint_path(ctx, group)
-    state = vizkit.RunningTopK.empty(len(channels), k, ctx.device)
+    state = vizkit.toolkit.RunningTopK.empty(len(channels), k, ctx.device)
     start_batch, seconds = 0, 0.0
     if resume and path is not None and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -122,7 +128,7 @@ def scan(
             raise vizkit.UsageError(
                 f"{path} is a checkpoint of a different run (model, layer, channels, k, batch size or data differ); drop --resume"
             )
-        state = vizkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
+        state = vizkit.toolkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
         start_batch, seconds = int(saved["next_batch"]), float(saved["seconds"])
         ctx.skipped.load_state_dict(saved.get("skipped", []))
         if saved["done"]:
@@ -136,11 +142,11 @@ def scan(
     made_out = ctx.out is not None and not ctx.out.exists()
     shard = list(range(group.rank, len(dataset), group.world))[start_batch * ctx.batch_size :]
     # unreadable files are left out of their batch and recorded in ctx.skipped (--strict: raised)
-    loader = vizkit.read_batches(dataset, ctx.skipped, shard, ctx.batch_size, workers, keep_empty=True)
+    loader = vizkit.data.read_batches(dataset, ctx.skipped, shard, ctx.batch_size, workers, keep_empty=True)
     selected = torch.tensor(channels, device=ctx.device)
     total = math.ceil(len(shard) / ctx.batch_size) + start_batch
     started = time.perf_counter()
-    progress = vizkit.progress_bar(total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress)
+    progress = vizkit.toolkit.progress_bar(total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress)
     next_batch, consistent, last_save = start_batch, True, time.monotonic()
 
     def save() -> None:
@@ -158,7 +164,7 @@ def scan(
         raise KeyboardInterrupt(signal_name)
 
     try:
-        with torch.no_grad(), vizkit.deferred_interrupts() as stop:
+        with torch.no_grad(), vizkit.toolkit.deferred_interrupts() as stop:
             for number, images, indices in scan_batches(loader, start_batch):
                 if len(indices):  # else every file of the batch was unreadable
                     activation = im(images.to(ctx.device, non_blocking=True), until=layer)
@@ -174,7 +180,7 @@ def scan(
                     last_save = time.monotonic()
             if stop.requested:  # the signal came after the last batch's check
                 stop_here(stop.signal_name)
-    except vizkit.UnreadableImage:  # --strict met a bad file: leave nothing this run started behind
+    except vizkit.data.UnreadableImage:  # --strict met a bad file: leave nothing this run started behind
         if path is not None and not resumed:
             path.unlink(missing_ok=True)
             if made_out and ctx.out is not None and ctx.out.is_dir() and not any(ctx.out.iterdir()):
@@ -191,10 +197,10 @@ def scan(
     return state, seconds
 
 
-def merge_shards(state: vizkit.RunningTopK, group: ProcessGroup) -> vizkit.RunningTopK:
+def merge_shards(state: vizkit.toolkit.RunningTopK, group: ProcessGroup) -> vizkit.toolkit.RunningTopK:
     if group.world == 1:
         return state
-    merged = vizkit.RunningTopK.empty(state.values.shape[0], state.k, "cpu")
+    merged = vizkit.toolkit.RunningTopK.empty(state.values.shape[0], state.k, "cpu")
     for values, images, positions in zip(
         group.all_gather(state.values), group.all_gather(state.images), group.all_gather(state.positions)
     ):
@@ -220,7 +226,7 @@ def merge_skipped(ctx: vizkit.RunContext, dataset: vizkit.ImageList, group: Proc
     for index in torch.nonzero(flagged).flatten().tolist():
         if str(dataset.paths[index]) not in ctx.skipped:
             item = dataset.read(index)
-            if isinstance(item, vizkit.BadImage):
+            if isinstance(item, vizkit.data.BadImage):
                 ctx.skipped.add(item, warn=False)
 
 
@@ -377,16 +383,6 @@ def run(
     workers: int,
     rule: str,
 ) -> vizkit.Result:
-    if k < 1:
-        raise vizkit.UsageError(f"--k must be at least 1, not {k}")
-    if patch_size < 8:
-        raise vizkit.UsageError(f"--patch-size must be at least 8, not {patch_size}")
-    if maps_per_page < 1 or pages < 1:
-        raise vizkit.UsageError(f"--maps-per-page and --pages must be at least 1, not {maps_per_page} and {pages}")
-    if workers < 0:
-        raise vizkit.UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
-    if not checkpoint_every >= 0 or not checkpoint_seconds >= 0:
-        raise vizkit.UsageError("--checkpoint-every and --checkpoint-seconds must be 0 or more")
     dataset = ctx.dataset()
     group = ProcessGroup.join(ctx.device)
     ctx.device = group.device
@@ -400,7 +396,7 @@ def run(
             if activation is None or activation.dim() < 2:
                 raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
             layer = im.resolve_alias(layer)
-            chosen = vizkit.select_channels(channels, activation.shape[1])
+            chosen = vizkit.toolkit.select_channels(channels, activation.shape[1])
             state, seconds_scan = scan(
                 ctx, layer, chosen, k, resume, checkpoint_every, workers, group, checkpoint_seconds
             )
@@ -411,8 +407,8 @@ def run(
     if group.rank != 0:  # only rank 0 projects and writes
         return vizkit.Result(summary={"layer": layer, "rank": group.rank, "seconds_scan": seconds_scan})
     started = time.perf_counter()
-    boxes = vizkit.receptive_boxes(im, probe, layer)
-    arrays = vizkit.project_winners(
+    boxes = vizkit.engine.receptive_boxes(im, probe, layer)
+    arrays = vizkit.toolkit.project_winners(
         im,
         dataset,
         ctx.preprocess,
@@ -495,7 +491,7 @@ def register_analyses(register) -> None:
                     str,
                     "all",
                     help="feature maps: all, a range 0-63, or a list 3,7,9",
-                    parse=vizkit.parse_channel_spec,
+                    parse=vizkit.toolkit.parse_channel_spec,
                 ),
                 vizkit.Option(
                     "k", int, 9, help="activations kept per map (one per image at most)", minimum=1, maximum=10_000
@@ -528,5 +524,6 @@ def register_analyses(register) -> None:
             ],
             demo={"layer": "conv5", "channels": "0-15", "pages": 2, "workers": 0},
             demo_quick={"channels": "0-3", "pages": 1},
+            view=report_view(),  # the report's unit browser (view.py)
         )
     )

@@ -1,0 +1,161 @@
+"""The analysis's two figures: every map drawn as captum's ``visualize_image_attr`` draws it,
+beside each image; and per image the rank-correlation matrix and the deletion curves."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+import vizkit
+from vizkit.toolkit.figures import new_figure
+
+from .methods import DECONVNET, make_method
+from .metrics import best_column, ranks_pixels
+
+SIGNS = ("absolute_value", "all", "positive", "negative")
+OVERLAYS = ("blended_heat_map", "heat_map", "masked_image", "alpha_scaling")
+
+
+def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc: float, overlay: str) -> None:
+    """One map as captum's ``visualize_image_attr`` draws it (sign, percentile clipping, overlay)."""
+    from captum.attr import visualization
+
+    selected = {
+        "all": map_2d,
+        "positive": np.maximum(map_2d, 0),
+        "negative": np.minimum(map_2d, 0),
+        "absolute_value": np.abs(map_2d),
+    }[sign]
+    # captum cannot scale an empty map, and draws a uniform one fully saturated: say what it is instead
+    if not np.any(selected) or selected.max() == selected.min():
+        if not np.any(map_2d):
+            text = "all zero"
+        elif not np.any(selected):
+            text = f"no {sign} values"
+        else:
+            text = f"constant\n({float(selected.flat[0]):.3g} everywhere)"
+        ax.imshow(image.mean(axis=2), cmap="gray", vmin=0, vmax=1, alpha=0.5)
+        ax.text(
+            0.5,
+            0.5,
+            text,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="darkred",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
+        ax.set_xticks([]), ax.set_yticks([])
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "normalize by value approximately 0": tiny gradients are fine
+        visualization.visualize_image_attr(
+            map_2d[..., None],
+            image,
+            method=overlay,
+            sign=sign,
+            outlier_perc=outlier_perc,
+            plt_fig_axis=(ax.figure, ax),
+            use_pyplot=False,
+        )
+
+
+def maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, units, shown, score):
+    names = ctx.image_names()
+    n, k = x.shape[0], len(columns)
+    figure = new_figure(2.4 * (k + 1), 2.75 * n + 0.5)
+    grid = figure.add_gridspec(n, k + 1, wspace=0.05, hspace=0.3)
+    for i in range(n):
+        image = vizkit.toolkit.figures.hwc(ctx.preprocess.denormalize(x[i].cpu()))
+        ax = figure.add_subplot(grid[i, 0])
+        vizkit.toolkit.figures.show(
+            ax,
+            image,
+            f"{names[i]}\ntarget {ctx.label(int(targets[i]))} (p={probability[i]:.3g})",
+            fontsize=7,
+        )
+        for j, column in enumerate(columns):
+            ax = figure.add_subplot(grid[i, j + 1])
+            draw_map(ax, maps[j, i], image, **shown)
+            if i == 0:
+                if column == DECONVNET:
+                    title = f"vizkit deconvnet ({seconds[DECONVNET]:.2f} s)\n{layer} map {units[i]['channel']}"
+                else:
+                    title = f"{column}\n{make_method(column).label}\n{seconds[column]:.2f} s"
+                ax.set_title(title, fontsize=8)
+            elif column == DECONVNET:
+                ax.set_title(f"map {units[i]['channel']}", fontsize=7)
+    figure.suptitle(
+        f"Attributions of the target's {score}, drawn as captum's visualize_image_attr ({shown['overlay']}, sign {shown['sign']}, outlier_perc {shown['outlier_perc']:g}); "
+        "last column: vizkit's deconvnet projection of the layer unit contributing most to the target",
+        fontsize=8,
+    )
+    return figure
+
+
+def comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, targets):
+    from matplotlib import colormaps
+
+    names = ctx.image_names()
+    n, k = correlation.shape[0], len(columns)
+    row_height = 3.4 + 0.15 * k
+    figure = new_figure(4.0 + 0.3 * k + 7.5, row_height * n)
+    made = figure.subfigures(n, 1, hspace=0.02)
+    rows = list(np.ravel(made)) if isinstance(made, np.ndarray) else [made]
+    # the method colours, without the greys of the random reference's dashed line
+    base = colormaps["tab10"] if k <= 9 else colormaps["tab20"]
+    grey = (7,) if base.N == 10 else (14, 15)
+    colours = [base(c) for c in range(base.N) if c not in grey]
+    for i, row in enumerate(rows):
+        # one heading per image; the panels' own titles stay short, so nothing collides
+        best = best_column(columns, auc[:, i], maps[:, i])
+        target = ctx.label(int(targets[i]))
+        row.suptitle(f"{names[i]}  —  target {target}", fontsize=9, fontweight="bold", x=0.01, ha="left")
+        grid = row.add_gridspec(
+            1, 2, width_ratios=[1.0, 1.15], wspace=0.28, left=0.09, right=0.80, bottom=0.2, top=0.86
+        )
+        ax = row.add_subplot(grid[0, 0])
+        shown = ax.imshow(correlation[i], cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_xticks(range(k), columns, rotation=60, ha="right", fontsize=6)
+        ax.set_yticks(range(k), columns, fontsize=6)
+        for p in range(k):
+            for q in range(k):
+                value = correlation[i, p, q]
+                text = "—" if not np.isfinite(value) else f"{value:.2f}"
+                ax.text(
+                    q, p, text, ha="center", va="center", fontsize=5, color="white" if abs(value) > 0.6 else "black"
+                )
+        ax.set_title("Spearman rank correlation of |map|", fontsize=8)
+        row.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+
+        ax = row.add_subplot(grid[0, 1])
+        for j in np.argsort(auc[:, i], kind="stable"):  # the legend lists the best first
+            column = [*columns, "random"][j]
+            style: dict[str, Any] = {"color": colours[j % len(colours)], "linestyle": "-"}
+            if column == "random":
+                style = {"color": "grey", "linestyle": "--"}
+            elif column == DECONVNET:
+                style = {"color": "black", "linestyle": ":"}
+            note = ""
+            if column != "random" and not ranks_pixels(maps[j, i]):
+                note = ", all zero: random order" if not np.any(maps[j, i]) else ", constant: random order"
+            ax.plot(fractions, curves[j, i], label=f"{column} ({auc[j, i]:.3g}{note})", linewidth=1.2, **style)
+        ax.set_xlabel("fraction of pixels removed, most |attributed| first", fontsize=7)
+        ax.set_ylabel(f"p({target})", fontsize=7)
+        ax.set_xlim(0, 1), ax.set_ylim(bottom=0)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        ax.legend(
+            fontsize=6,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0,
+            title="map (AUC)",
+            title_fontsize=6,
+        )
+        verdict = f"best: {best}" if best is not None else "no single best: tied or uniform maps"
+        ax.set_title(f"deletion curves: lower AUC = the model depends on it ({verdict})", fontsize=8)
+    return figure
