@@ -86,7 +86,9 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
-            vizkit.toolkit.extract_features(im, model, sample, layers, scratch, pool=args.pool, batch_size=32, workers=2)
+            vizkit.toolkit.extract_features(
+                im, model, sample, layers, scratch, pool=args.pool, batch_size=32, workers=2
+            )
             extract_seconds = time.perf_counter() - started
         features = vizkit.toolkit.extract_features(
             im, model, subset, layers, default_cache(), pool=args.pool, batch_size=32, workers=2
@@ -107,14 +109,18 @@ def main() -> None:
                     torch.from_numpy(x_train), torch.from_numpy(y_train), kind, grid=grid, cv_folds=3, seed=fold
                 )
                 ours_seconds = time.perf_counter() - started
-                ours, _ = vizkit.toolkit.mean_class_accuracy(probe.predict(torch.from_numpy(x_test)).numpy(), y_test, kept)
+                ours, _ = vizkit.toolkit.mean_class_accuracy(
+                    probe.predict(torch.from_numpy(x_test)).numpy(), y_test, kept
+                )
                 line = (
                     f"  {layer:<14} d={matrix.shape[1]:<6} fold {fold} {kind:<8} vizkit {100 * ours:5.1f}% "
                     f"(C={c_ours:g}) {ours_seconds:7.1f} s"
                 )
                 if matrix.shape[1] <= args.skip_sklearn_above and args.fixed_c:
                     started = time.perf_counter()
-                    single = vizkit.toolkit.fit_probe(torch.from_numpy(x_train), torch.from_numpy(y_train), kind, C=c_ours)
+                    single = vizkit.toolkit.fit_probe(
+                        torch.from_numpy(x_train), torch.from_numpy(y_train), kind, C=c_ours
+                    )
                     single_seconds = time.perf_counter() - started
                     single_accuracy, _ = vizkit.toolkit.mean_class_accuracy(
                         single.predict(torch.from_numpy(x_test)).numpy(), y_test, kept

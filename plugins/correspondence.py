@@ -46,9 +46,9 @@ import torch
 from torch import Tensor
 
 import vizkit
+from vizkit.data import parse_fill
 from vizkit.toolkit import report
 from vizkit.toolkit.figures import new_figure
-from vizkit.data import parse_fill
 
 RESERVED_KEYS = ("image", "class_index", "box", "parts", "name")
 Zeros = Literal["sign", "changed"]
@@ -101,35 +101,36 @@ def read_landmarks(path: str | Path) -> list[LandmarkedImage]:
     entries = document.get("images") if isinstance(document, dict) else document
     if not isinstance(entries, list):
         raise vizkit.UsageError(f"{path} must hold a list of images (or {{'images': [...]}})")
-    images = []
-    for number, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-            raise vizkit.UsageError(f"{path}: image {number} has no 'image' path")
-        found = _resolve_image(entry["image"], path.parent)
-        if found is None:
-            raise vizkit.UsageError(f"{path}: image not found: {entry['image']} (looked next to the file and above it)")
-        source = entry["parts"] if isinstance(entry.get("parts"), dict) else entry
-        parts = {}
-        for key, value in source.items():
-            if key in RESERVED_KEYS:
-                continue
-            point = _point(value)
-            if point is None:
-                raise vizkit.UsageError(f"{path}: part '{key}' of {entry['image']} is not an [x, y] pair")
-            parts[key] = point
-        box = entry.get("box")
-        if box is not None and not (isinstance(box, list) and len(box) == 4 and box[0] < box[2] and box[1] < box[3]):
-            raise vizkit.UsageError(
-                f"{path}: the box of {entry['image']} must be [x0, y0, x1, y1] with x0 < x1, y0 < y1"
-            )
-        class_index = entry.get("class_index")
-        corners = (float(box[0]), float(box[1]), float(box[2]), float(box[3])) if box else None
-        images.append(LandmarkedImage(found, parts, corners, class_index))
+    images = [_landmarked_image(path, number, entry) for number, entry in enumerate(entries)]
     if len(images) < 2:
         raise vizkit.UsageError(f"{path} lists {len(images)} image(s); correspondence needs at least two")
     if not any(image.parts for image in images):
         raise vizkit.UsageError(f'{path} names no parts (e.g. "nose": [x, y]) in any image')
     return images
+
+
+def _landmarked_image(path: Path, number: int, entry: Any) -> LandmarkedImage:
+    """Entry ``number`` of landmarks file ``path``, checked (a UsageError says what is wrong)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+        raise vizkit.UsageError(f"{path}: image {number} has no 'image' path")
+    found = _resolve_image(entry["image"], path.parent)
+    if found is None:
+        raise vizkit.UsageError(f"{path}: image not found: {entry['image']} (looked next to the file and above it)")
+    source = entry["parts"] if isinstance(entry.get("parts"), dict) else entry
+    parts = {}
+    for key, value in source.items():
+        if key in RESERVED_KEYS:
+            continue
+        point = _point(value)
+        if point is None:
+            raise vizkit.UsageError(f"{path}: part '{key}' of {entry['image']} is not an [x, y] pair")
+        parts[key] = point
+    box = entry.get("box")
+    if box is not None and not (isinstance(box, list) and len(box) == 4 and box[0] < box[2] and box[1] < box[3]):
+        raise vizkit.UsageError(f"{path}: the box of {entry['image']} must be [x0, y0, x1, y1] with x0 < x1, y0 < y1")
+    class_index = entry.get("class_index")
+    corners = (float(box[0]), float(box[1]), float(box[2]), float(box[3])) if box else None
+    return LandmarkedImage(found, parts, corners, class_index)
 
 
 # ------------------------------------------------------------------------------------ squares
@@ -257,6 +258,80 @@ def feature_changes(
 
 
 # ------------------------------------------------------------------------------------ analysis
+def _parts_in_crop(
+    entries: list[LandmarkedImage], pictures: list[Any], preprocess: vizkit.Preprocess
+) -> tuple[list[dict[str, tuple[float, float]]], list[str]]:
+    """Each image's parts mapped to input pixels, and the parts the crop cuts away (reported
+    and skipped), in words."""
+    crop = preprocess.crop
+    mapped: list[dict[str, tuple[float, float]]] = []
+    skipped: list[str] = []
+    for entry, picture in zip(entries, pictures):
+        width, height = picture.size
+        inside = {}
+        for part, (x, y) in entry.parts.items():
+            ix, iy = preprocess.input_point(x, y, width, height)
+            if 0 <= ix < crop and 0 <= iy < crop:
+                inside[part] = (ix, iy)
+            else:
+                skipped.append(f"{part} of {entry.path.name} (at {ix:.0f},{iy:.0f}, outside the {crop}x{crop} crop)")
+        mapped.append(inside)
+    return mapped, skipped
+
+
+def _named_in(mapped: list[dict[str, tuple[float, float]]], part: str) -> int:
+    """How many images name ``part`` inside the crop."""
+    return sum(part in inside for inside in mapped)
+
+
+def _squares(
+    entries: list[LandmarkedImage],
+    mapped: list[dict[str, tuple[float, float]]],
+    pictures: list[Any],
+    parts: list[str],
+    preprocess: vizkit.Preprocess,
+    size: int,
+    random: int,
+    seed: int,
+) -> tuple[list[list[Square]], list[tuple[float, float, float, float]]]:
+    """Every image's squares: one per part it has (a placeholder where it has not), then
+    ``random`` squares drawn inside its object region; and those regions."""
+    crop = preprocess.crop
+    generator = np.random.default_rng(seed)
+    squares: list[list[Square]] = []
+    regions = []
+    for entry, inside, picture in zip(entries, mapped, pictures):
+        own = [Square.centred(*inside[part], size) if part in inside else Square(0, 0, 0) for part in parts]
+
+        def to_input(
+            x: float, y: float, width: int = picture.size[0], height: int = picture.size[1]
+        ) -> tuple[float, float]:
+            return preprocess.input_point(x, y, width, height)
+
+        region = object_region(entry, inside or {"centre": (crop / 2, crop / 2)}, size, crop, to_input)
+        regions.append(region)
+        xs = generator.uniform(region[0], region[2], random)
+        ys = generator.uniform(region[1], region[3], random)
+        squares.append(own + [Square.centred(float(x), float(y), size) for x, y in zip(xs, ys)])
+    return squares, regions
+
+
+def _random_distances(draws: np.ndarray, n: int) -> tuple[dict[str, float | None], np.ndarray]:
+    """The random baseline of one layer from its ``draws`` ([draws, n, n] distance matrices):
+    the mean and spread over every pair of every draw, and each draw's mean over its pairs."""
+    everyone = list(range(n))
+    draw_pairs = [pair_values(matrix, everyone) for matrix in draws]
+    draw_means = np.array([values.mean() if values.size else np.nan for values in draw_pairs])
+    pooled = np.concatenate(draw_pairs)
+    scored = draw_means[~np.isnan(draw_means)]
+    baseline = {
+        "mean": _float(pooled.mean()) if pooled.size else None,
+        "std": _float(pooled.std()) if pooled.size else None,
+        "draw_std": _float(scored.std()) if scored.size else None,
+    }
+    return baseline, draw_means
+
+
 def run(
     ctx: vizkit.RunContext,
     landmarks: str,
@@ -274,50 +349,15 @@ def run(
         raise vizkit.UsageError(f"--size must be between 1 and the input size {crop}, not {size}")
     fill_value = parse_fill(fill, preprocess)
     names = vizkit.toolkit.parse_layers(layers)
-
-    # parts mapped to input pixels; a part the crop cuts away is reported and skipped
-    mapped: list[dict[str, tuple[float, float]]] = []
-    skipped: list[str] = []
-    pictures = []
-    for entry in entries:
-        picture = vizkit.load_image(entry.path)
-        width, height = picture.size
-        pictures.append(picture)
-        inside = {}
-        for part, (x, y) in entry.parts.items():
-            ix, iy = preprocess.input_point(x, y, width, height)
-            if 0 <= ix < crop and 0 <= iy < crop:
-                inside[part] = (ix, iy)
-            else:
-                skipped.append(f"{part} of {entry.path.name} (at {ix:.0f},{iy:.0f}, outside the {crop}x{crop} crop)")
-        mapped.append(inside)
-    counts: dict[str, int] = {}
-    for inside in mapped:
-        for part in inside:
-            counts[part] = counts.get(part, 0) + 1
-    parts = [part for part in dict.fromkeys(p for inside in mapped for p in inside) if counts[part] >= 2]
+    pictures = [vizkit.load_image(entry.path) for entry in entries]
+    mapped, skipped = _parts_in_crop(entries, pictures, preprocess)
+    parts = [part for part in dict.fromkeys(p for inside in mapped for p in inside) if _named_in(mapped, part) >= 2]
     if not parts:
         detail = f"; skipped: {'; '.join(skipped)}" if skipped else ""
         raise vizkit.UsageError(f"no part is named (inside the crop) in at least two images of {landmarks}{detail}")
 
-    # every image: one square per part it has (a placeholder where it has not), then the random draws
     images = torch.stack([preprocess(picture) for picture in pictures])
-    generator = np.random.default_rng(ctx.seed)
-    squares: list[list[Square]] = []
-    regions = []
-    for entry, inside, picture in zip(entries, mapped, pictures):
-        own = [Square.centred(*inside[part], size) if part in inside else Square(0, 0, 0) for part in parts]
-
-        def to_input(
-            x: float, y: float, width: int = picture.size[0], height: int = picture.size[1]
-        ) -> tuple[float, float]:
-            return preprocess.input_point(x, y, width, height)
-
-        region = object_region(entry, inside or {"centre": (crop / 2, crop / 2)}, size, crop, to_input)
-        regions.append(region)
-        xs = generator.uniform(region[0], region[2], random)
-        ys = generator.uniform(region[1], region[3], random)
-        squares.append(own + [Square.centred(float(x), float(y), size) for x, y in zip(xs, ys)])
+    squares, regions = _squares(entries, mapped, pictures, parts, preprocess, size, random, ctx.seed)
     signs = feature_changes(ctx, images, squares, names, fill_value, tolerance)
 
     n = len(entries)
@@ -327,22 +367,12 @@ def run(
     pair_counts = {}
     for layer in names:
         draws = np.stack([sign_distances(signs[layer][:, len(parts) + k].float(), zeros) for k in range(random)])
-        everyone = list(range(n))
-        draw_pairs = [pair_values(matrix, everyone) for matrix in draws]
-        draw_means = np.array([values.mean() if values.size else np.nan for values in draw_pairs])
-        pooled = np.concatenate(draw_pairs)
-        scored = draw_means[~np.isnan(draw_means)]
-        random_table[layer] = {
-            "mean": _float(pooled.mean()) if pooled.size else None,
-            "std": _float(pooled.std()) if pooled.size else None,
-            "draw_std": _float(scored.std()) if scored.size else None,
-        }
+        random_table[layer], draw_means = _random_distances(draws, n)
         arrays[f"random/{layer}"] = draws.astype(np.float32)
         for p, part in enumerate(parts):
             members = [i for i in range(n) if part in mapped[i]]
             matrix = np.full((n, n), np.nan)
-            sub = sign_distances(signs[layer][members, p].float(), zeros)
-            matrix[np.ix_(members, members)] = sub
+            matrix[np.ix_(members, members)] = sign_distances(signs[layer][members, p].float(), zeros)
             values = pair_values(matrix, members)
             mean = float(values.mean()) if values.size else math.nan
             table.setdefault(part, {})[layer] = {
@@ -506,7 +536,9 @@ def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
             f"<td>{report.render_value(report.dig(table, part, layer, 'p_vs_random'))}</td>"
             for layer in layers
         )
-        rows.append(f"<tr><th>{report.esc(report.title(part))}</th>{cells}<td>{report.render_value(pairs.get(part))}</td></tr>")
+        rows.append(
+            f"<tr><th>{report.esc(report.title(part))}</th>{cells}<td>{report.render_value(pairs.get(part))}</td></tr>"
+        )
     used = {"table", "parts", "layers", "pairs"}
     if isinstance(random, dict):
         cells = "".join(
@@ -581,6 +613,6 @@ def register_analyses(register: Any) -> None:
             ],
             demo={"landmarks": "{landmarks}", "layers": "conv5,fc7", "random": 10},  # a resource vizkit demo finds
             demo_quick={"random": 4},
-            view=vizkit.framework.ReportView(report_view),
+            view=vizkit.ReportView(report_view),
         )
     )

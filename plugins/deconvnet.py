@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 import vizkit
+from vizkit.engine import support_box
 from vizkit.toolkit import report
 from vizkit.toolkit.figures import projections_beside_patches
-from vizkit.engine import support_box
 
 
 def run(
@@ -234,6 +234,6 @@ def register_analyses(register) -> None:
             ],
             demo={"layer": "conv5", "top": 9},
             demo_quick={"top": 4},
-            view=vizkit.framework.ReportView(report_view),
+            view=vizkit.ReportView(report_view),
         )
     )

@@ -29,11 +29,11 @@ import torch
 
 import vizkit
 from vizkit import ImageList
-from vizkit.models import apply_state_dict, read_state_dict, sha256_file
 from vizkit.data import image_list
-from vizkit.toolkit.figures import new_figure, tile_mosaic
-from vizkit.toolkit import read_run_info, snapshot_paths
 from vizkit.framework import save_torch_atomic
+from vizkit.models import apply_state_dict, read_state_dict, sha256_file
+from vizkit.toolkit import read_run_info, snapshot_paths
+from vizkit.toolkit.figures import new_figure, tile_mosaic
 
 if TYPE_CHECKING:  # only an annotation: matplotlib loads when a figure is drawn
     from matplotlib.figure import Figure
@@ -109,7 +109,8 @@ def scan(
     start = int(partial["next_batch"]) if partial is not None else 0
     if partial is not None:
         states = {
-            layer: vizkit.toolkit.RunningTopK.from_state_dict(state, ctx.device) for layer, state in partial["states"].items()
+            layer: vizkit.toolkit.RunningTopK.from_state_dict(state, ctx.device)
+            for layer, state in partial["states"].items()
         }
         ctx.skipped.load_state_dict(partial.get("skipped", []))
     rows = range(start * ctx.batch_size, len(sample))  # the batches of an uninterrupted scan, from ``start`` on
@@ -294,6 +295,43 @@ def run(
     return result
 
 
+def _strongest_winners(
+    ctx: vizkit.RunContext,
+    images: ImageList,
+    layer: str,
+    channels: list[int],
+    state: vizkit.toolkit.RunningTopK,
+    boxes: torch.Tensor,
+    patch_size: int,
+    rule: vizkit.ProjectionRule,
+) -> dict[str, torch.Tensor]:
+    """One snapshot's strongest winner of each chosen map of ``layer``: its value, image,
+    position, projection (fp16) and patch."""
+    if not channels:  # no map of it was active at the last snapshot: nothing to project
+        return _no_maps(patch_size)
+    state = _select(state, channels)
+    arrays = vizkit.toolkit.project_winners(
+        ctx.instrumented,
+        images,
+        ctx.preprocess,
+        layer,
+        channels,
+        state,
+        boxes,
+        patch_size,
+        rule,
+        batch_size=ctx.batch_size,
+        device=ctx.device,
+    )
+    return {
+        "values": torch.from_numpy(arrays["recomputed"][:, 0]),
+        "image": state.images[:, 0].cpu(),
+        "position": torch.from_numpy(arrays["position"][:, 0]),
+        "projection": torch.from_numpy(arrays["projections"][:, 0].astype(np.float32)).half(),
+        "patch": torch.from_numpy(arrays["patches"][:, 0]),
+    }
+
+
 def _project_snapshots(
     ctx: vizkit.RunContext,
     cache: SnapshotCache,
@@ -348,32 +386,12 @@ def _project_snapshots(
                 if epoch == last and last_states is not None
                 else scan(ctx, images, names, checkpoint(epoch))
             )
-            done = {}
-            for layer in names:
-                if not chosen[layer]:  # no map of it was active at the last snapshot: nothing to project
-                    done[layer] = _no_maps(patch_size)
-                    continue
-                state = _select(states[layer], chosen[layer])
-                arrays = vizkit.toolkit.project_winners(
-                    im,
-                    images,
-                    ctx.preprocess,
-                    layer,
-                    chosen[layer],
-                    state,
-                    boxes[layer],
-                    patch_size,
-                    projection_rule,
-                    batch_size=ctx.batch_size,
-                    device=ctx.device,
+            done = {
+                layer: _strongest_winners(
+                    ctx, images, layer, chosen[layer], states[layer], boxes[layer], patch_size, projection_rule
                 )
-                done[layer] = {
-                    "values": torch.from_numpy(arrays["recomputed"][:, 0]),
-                    "image": state.images[:, 0].cpu(),
-                    "position": torch.from_numpy(arrays["position"][:, 0]),
-                    "projection": torch.from_numpy(arrays["projections"][:, 0].astype(np.float32)).half(),
-                    "patch": torch.from_numpy(arrays["patches"][:, 0]),
-                }
+                for layer in names
+            }
             cache.save(f"epoch{epoch:03d}", done)
             cache.drop(f"scan{epoch:03d}")
         per_epoch[epoch] = done

@@ -190,6 +190,70 @@ def _linearity(steps: tuple[float, ...], distance: np.ndarray, identity: float, 
     return float(r * r)
 
 
+def _measure_images(
+    ctx: vizkit.RunContext, families: list[Transform], layers: list[str], fill: list[float], normalize: str
+) -> tuple[list[tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], Tensor]], Tensor]:
+    """:func:`measure` on each image file, resized as the preprocessing resizes (the crop comes
+    after the transformation); and the first image resized, for the figure's example strip."""
+    from torchvision.transforms.v2 import functional as tf
+
+    preprocess = ctx.preprocess
+    per_image = []
+    first_resized: Tensor | None = None  # the figure's example strip transforms the first image again
+    for path in ctx.image_paths:
+        picture = vizkit.load_image(path)
+        resized = tf.to_dtype(
+            tf.to_image(tf.resize(picture, [preprocess.resize], antialias=True)), torch.float32, scale=True
+        )
+        first_resized = resized if first_resized is None else first_resized
+        per_image.append(measure(ctx, resized, families, layers, fill, normalize))
+    assert first_resized is not None  # run() refuses a call without image files
+    return per_image, first_resized
+
+
+def _family_summary(
+    family: Transform,
+    per_image: list[tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], Tensor]],
+    layers: list[str],
+    targets: list[int],
+    p0: np.ndarray,
+    originals: Tensor,
+    arrays: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """One transformation's curves, stored into ``arrays``, and their summary: per layer how
+    soon and how linearly its features move, and how long the target's probability and the
+    top-1 label hold."""
+    n = len(per_image)
+    t = family.name
+    identity = IDENTITY[t]
+    arrays[f"{t}_steps"] = np.asarray(family.steps, dtype=np.float32)
+    probabilities = np.stack([_softmax(logits[t])[:, targets[i]] for i, (_, logits, _) in enumerate(per_image)])
+    arrays[f"{t}_prob"] = probabilities.astype(np.float32)
+    arrays[f"{t}_top1"] = np.stack([logits[t].argmax(axis=1) for _, logits, _ in per_image]).astype(np.int64)
+    centre = family.steps.index(identity)
+    nearest = min((s for s in range(len(family.steps)) if s != centre), key=lambda s: abs(family.steps[s] - identity))
+    layer_summary = {}
+    for layer in layers:
+        distance = np.stack([d[t][layer] for d, _, _ in per_image])
+        arrays[f"{t}_distance_{layer}"] = distance.astype(np.float32)
+        peak = distance.max(axis=1)
+        layer_summary[layer] = {
+            "first_step": family.steps[nearest],
+            # how much of its largest change a layer already shows at the smallest step
+            "first_step_fraction": _mean([distance[i, nearest] / peak[i] for i in range(n) if peak[i] > 0]),
+            "linearity_r2": _mean([_linearity(family.steps, distance[i], identity, t == "rotate") for i in range(n)]),
+            "max_distance": _mean(list(peak)),
+        }
+    return {
+        "layers": layer_summary,
+        "prob_half_range": [_half_range(family.steps, probabilities[i], identity) for i in range(n)],
+        "prob_above_half_fraction": _mean([float((probabilities[i] >= 0.5 * p0[i]).mean()) for i in range(n)]),
+        "top1_kept_fraction": _mean(
+            [float((arrays[f"{t}_top1"][i] == int(originals[i].argmax())).mean()) for i in range(n)]
+        ),
+    }
+
+
 def run(
     ctx: vizkit.RunContext,
     target: tuple[str, ...],
@@ -201,8 +265,6 @@ def run(
     range_rotate: str,
     normalize: str,
 ) -> vizkit.Result:
-    from torchvision.transforms.v2 import functional as tf
-
     ranges = {
         "translate": parse_range(range_translate, "--range-translate"),
         "scale": parse_range(range_scale, "--range-scale"),
@@ -214,16 +276,7 @@ def run(
     preprocess = ctx.preprocess
     fill = list(preprocess.mean)  # the dataset mean colour, zero after normalisation
     started = time.perf_counter()
-    per_image = []
-    first_resized: Tensor | None = None  # the figure's example strip transforms the first image again
-    for path in ctx.image_paths:
-        picture = vizkit.load_image(path)
-        resized = tf.to_dtype(
-            tf.to_image(tf.resize(picture, [preprocess.resize], antialias=True)), torch.float32, scale=True
-        )
-        first_resized = resized if first_resized is None else first_resized
-        per_image.append(measure(ctx, resized, families, layers, fill, normalize))
-    assert first_resized is not None  # run() refuses a call without image files
+    per_image, first_resized = _measure_images(ctx, families, layers, fill, normalize)
     n = len(per_image)
     originals = torch.stack([first for _, _, first in per_image])
     classes = originals.shape[1]
@@ -234,38 +287,7 @@ def run(
     arrays: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {}
     for family in families:
-        t = family.name
-        identity = IDENTITY[t]
-        arrays[f"{t}_steps"] = np.asarray(family.steps, dtype=np.float32)
-        probabilities = np.stack([_softmax(logits[t])[:, targets[i]] for i, (_, logits, _) in enumerate(per_image)])
-        arrays[f"{t}_prob"] = probabilities.astype(np.float32)
-        arrays[f"{t}_top1"] = np.stack([logits[t].argmax(axis=1) for _, logits, _ in per_image]).astype(np.int64)
-        centre = family.steps.index(identity)
-        nearest = min(
-            (s for s in range(len(family.steps)) if s != centre), key=lambda s: abs(family.steps[s] - identity)
-        )
-        layer_summary = {}
-        for layer in layers:
-            distance = np.stack([d[t][layer] for d, _, _ in per_image])
-            arrays[f"{t}_distance_{layer}"] = distance.astype(np.float32)
-            peak = distance.max(axis=1)
-            layer_summary[layer] = {
-                "first_step": family.steps[nearest],
-                # how much of its largest change a layer already shows at the smallest step
-                "first_step_fraction": _mean([distance[i, nearest] / peak[i] for i in range(n) if peak[i] > 0]),
-                "linearity_r2": _mean(
-                    [_linearity(family.steps, distance[i], identity, t == "rotate") for i in range(n)]
-                ),
-                "max_distance": _mean(list(peak)),
-            }
-        summary[t] = {
-            "layers": layer_summary,
-            "prob_half_range": [_half_range(family.steps, probabilities[i], identity) for i in range(n)],
-            "prob_above_half_fraction": _mean([float((probabilities[i] >= 0.5 * p0[i]).mean()) for i in range(n)]),
-            "top1_kept_fraction": _mean(
-                [float((arrays[f"{t}_top1"][i] == int(originals[i].argmax())).mean()) for i in range(n)]
-            ),
-        }
+        summary[family.name] = _family_summary(family, per_image, layers, targets, p0, originals, arrays)
     names = [ctx.label(t) for t in targets]
     result = vizkit.Result(
         summary={

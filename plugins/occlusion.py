@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +27,9 @@ import torch
 from torch import Tensor
 
 import vizkit
+from vizkit.data import parse_fill, resolve_target
 from vizkit.toolkit.figures import new_figure, show
 from vizkit.toolkit.report import per_image_view
-from vizkit.data import parse_fill, resolve_target
 
 
 # ------------------------------------------------------------------------ the grid and the maps
@@ -110,19 +111,16 @@ def occlusion_maps(
     grid, then the full grid only over the ``drill_down`` fraction of positions whose
     interpolated probability drop is largest; the rest keeps the interpolated coarse values.
     Each image's :class:`vizkit.engine.OcclusionCost` is appended to ``costs`` when given."""
-    if mode not in MODES:
-        raise vizkit.UsageError(f"unknown occlusion mode '{mode}'; use {', '.join(MODES)}")
-    if not 0 < tau <= 1:
-        raise vizkit.UsageError(f"--tau must be in (0, 1], not {tau}")
-    if not 0 <= drill_down <= 1:
-        raise vizkit.UsageError(f"--drill-down must be in [0, 1], not {drill_down}")
+    _check_settings(mode, tau, drill_down)
     if mode != "fast":
         tau, drill_down = 1.0, 1.0
     n = x.shape[0]
     activity = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
     probability = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
     top = np.zeros((n, grid.rows, grid.cols), dtype=np.int64)
-    bar = vizkit.toolkit.progress_bar(total=n * grid.count if drill_down >= 1 else None, desc="occlusion", enabled=progress)
+    bar = vizkit.toolkit.progress_bar(
+        total=n * grid.count if drill_down >= 1 else None, desc="occlusion", enabled=progress
+    )
     # batched: full forwards that record the tracked layer only, and no switches
     scope = im.configured(layers=[layer], switches=False) if mode == "batched" else contextlib.nullcontext(im)
     with scope:
@@ -148,21 +146,44 @@ def occlusion_maps(
                     top[i, rows, cols] = p.argmax(dim=1).cpu().numpy()
                     bar.update(len(part))
 
-            cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
             if drill_down >= 1:
-                compute(cells)
+                compute([(r, c) for r in range(grid.rows) for c in range(grid.cols)])
             else:
-                coarse_rows, coarse_cols = _coarse(grid.rows), _coarse(grid.cols)
-                compute([(r, c) for r in coarse_rows for c in coarse_cols])
-                for maps in (activity, probability):
-                    maps[i] = _interpolate(maps[i][np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
-                top[i] = _nearest(top[i][np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
-                refine = _to_refine(probability[i], coarse_rows, coarse_cols, drill_down)
-                compute(refine)
+                _drill_down(compute, grid, drill_down, activity[i], probability[i], top[i])
             if costs is not None and mode != "batched":
                 costs.append(engine.cost)
     bar.close()
     return {"feature_activity": activity, "true_class_prob": probability, "top_label": top}
+
+
+def _check_settings(mode: str, tau: float, drill_down: float) -> None:
+    """:func:`occlusion_maps`' own settings, for callers from Python (the analysis's options
+    declare the same ranges)."""
+    if mode not in MODES:
+        raise vizkit.UsageError(f"unknown occlusion mode '{mode}'; use {', '.join(MODES)}")
+    if not 0 < tau <= 1:
+        raise vizkit.UsageError(f"--tau must be in (0, 1], not {tau}")
+    if not 0 <= drill_down <= 1:
+        raise vizkit.UsageError(f"--drill-down must be in [0, 1], not {drill_down}")
+
+
+def _drill_down(
+    compute: Callable[[list[tuple[int, int]]], None],
+    grid: OcclusionGrid,
+    fraction: float,
+    activity: np.ndarray,
+    probability: np.ndarray,
+    top: np.ndarray,
+) -> None:
+    """One image's maps by adaptive drill-down: ``compute`` (which fills the maps at the cells
+    it is given) over every other row and column, the rest interpolated, then ``compute`` again
+    over the ``fraction`` of cells whose probability drop is largest."""
+    coarse_rows, coarse_cols = _coarse(grid.rows), _coarse(grid.cols)
+    compute([(r, c) for r in coarse_rows for c in coarse_cols])
+    for maps in (activity, probability):
+        maps[:] = _interpolate(maps[np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
+    top[:] = _nearest(top[np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
+    compute(_to_refine(probability, coarse_rows, coarse_cols, fraction))
 
 
 MODES = ("exact", "fast", "batched")
@@ -215,6 +236,23 @@ def _batched(
 
 
 # ----------------------------------------------------------------------------------- analysis
+def _logits_layer_and_map(ctx: vizkit.RunContext, x: Tensor, layer: str | None) -> tuple[Tensor, str, Tensor]:
+    """One forward of ``x``: the logits, the layer whose map is tracked (``--layer``, else the
+    default one) and each image's strongest map of it."""
+    im = ctx.instrumented
+    with im.configured(layers=[layer] if layer else "all"), torch.no_grad():
+        logits = im(x)  # one forward gives the logits and the layer
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise vizkit.UsageError("occlusion needs a classifier: the model must output [N, classes] logits")
+    num_classes = logits.shape[1]
+    vizkit.data.check_labels(ctx.labels, num_classes)
+    layer = im.resolve_alias(layer) if layer else vizkit.toolkit.default_layer(ctx.model, im, num_classes)
+    activation = im.activation(layer)  # unknown layer -> clear error listing valid ones
+    if activation.dim() != 4:
+        raise vizkit.UsageError(f"layer '{layer}' has no spatial feature maps (shape {tuple(activation.shape)})")
+    return logits, layer, activation.flatten(2).amax(2).argmax(1)  # the strongest map, per image
+
+
 def run(
     ctx: vizkit.RunContext,
     target: str,
@@ -234,18 +272,8 @@ def run(
     if size > min(height, width):  # the Option's range holds it at 1 or more
         raise vizkit.UsageError(f"--size must be between 1 and {min(height, width)}, not {size}")
     fill_value = parse_fill(fill, ctx.preprocess)
-    with im.configured(layers=[layer] if layer else "all"), torch.no_grad():
-        logits = im(x)  # one forward gives the logits and the layer
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise vizkit.UsageError("occlusion needs a classifier: the model must output [N, classes] logits")
-    num_classes = logits.shape[1]
-    vizkit.data.check_labels(ctx.labels, num_classes)
-    layer = im.resolve_alias(layer) if layer else vizkit.toolkit.default_layer(ctx.model, im, num_classes)
-    activation = im.activation(layer)  # unknown layer -> clear error listing valid ones
-    if activation.dim() != 4:
-        raise vizkit.UsageError(f"layer '{layer}' has no spatial feature maps (shape {tuple(activation.shape)})")
-    strongest = activation.flatten(2).amax(2).argmax(1)  # per image
-    fixed = resolve_target(target, ctx.labels, num_classes)
+    logits, layer, strongest = _logits_layer_and_map(ctx, x, layer)
+    fixed = resolve_target(target, ctx.labels, logits.shape[1])
     targets = logits.argmax(1) if fixed is None else torch.full((x.shape[0],), fixed, dtype=torch.long)
 
     grid = OcclusionGrid(height, width, size, stride)
@@ -368,13 +396,71 @@ def _overlay(ax, image: np.ndarray, values: np.ndarray, grid: OcclusionGrid, tit
 MAX_OTHER_PROJECTIONS = 8  # projections of the strongest map in other images drawn per figure
 
 
-def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value, how):
+def _other_projections(figure: Any, row: Any, names: list[str], index: int, projection: Any, what: str) -> None:
+    """Panel (c)'s second row: the map of image ``index`` projected in each other image."""
+    others = len(names) - 1
+    shown_others = min(others, MAX_OTHER_PROJECTIONS)
+    other_row = row.subgridspec(1, max(shown_others, 5), wspace=0.3)
+    for slot, j in enumerate([j for j in range(len(names)) if j != index][:shown_others]):
+        ax = figure.add_subplot(other_row[slot])
+        show(
+            ax,
+            vizkit.to_image(projection.images[j, index]),
+            f"in {vizkit.toolkit.figures.shorten(names[j])}",
+            fontsize=7,
+        )
+    more = f" (first {shown_others} of {others})" if others > shown_others else ""
+    figure.text(
+        0.01,
+        row.get_position(figure).y1 + 0.035,
+        f"(c) {what} projected from its strongest activation in the other images{more}",
+        fontsize=9,
+        ha="left",
+    )
+
+
+def _label_panel(ax: Any, ctx: vizkit.RunContext, image: np.ndarray, labels: np.ndarray, grid: OcclusionGrid) -> None:
+    """Panel (e): the most probable label at each occluder position, the commonest first."""
     from matplotlib import colormaps
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    seen, counts = np.unique(labels, return_counts=True)
+    order = seen[np.argsort(-counts)]
+    palette = colormaps["tab20"]
+    lookup = {int(label): k for k, label in enumerate(order)}
+    coded = np.vectorize(lambda v: lookup[int(v)])(labels)
+    colours = [palette(k % 20) for k in range(len(order))]
+    _overlay(
+        ax,
+        image,
+        coded,
+        grid,
+        "(e) most probable label",
+        cmap=ListedColormap(colours),
+        vmin=-0.5,
+        vmax=len(order) - 0.5,
+    )
+    shown_labels = order[:8]
+    ax.legend(
+        handles=[
+            Patch(color=colours[lookup[int(v)]], label=f"{ctx.label(int(v))} ({int(c)})")
+            for v, c in zip(shown_labels, counts[np.argsort(-counts)][:8])
+        ],
+        fontsize=6,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0,
+        title="label (positions)",
+        title_fontsize=6,
+    )
+
+
+def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fill_value, how):
+    from matplotlib.patches import Rectangle
 
     image = vizkit.toolkit.figures.hwc(ctx.preprocess.denormalize(x[index].cpu()))
     others = x.shape[0] - 1
-    shown_others = min(others, MAX_OTHER_PROJECTIONS)
     # the paper's five panels (a)-(e) in one row; the same map projected in the other images, if
     # any, in a second row below (in one row they shrank every panel as images were added)
     figure = new_figure(17.0, 3.6 + (3.3 if others else 0.0))
@@ -411,18 +497,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     ax = figure.add_subplot(grid_spec[2])
     show(ax, vizkit.to_image(projection.images[index, index]), f"(c) map {int(strongest[index])} projected", fontsize=8)
     if others:
-        other_row = rows[1].subgridspec(1, max(shown_others, 5), wspace=0.3)
-        for slot, j in enumerate([j for j in range(x.shape[0]) if j != index][:shown_others]):
-            ax = figure.add_subplot(other_row[slot])
-            show(ax, vizkit.to_image(projection.images[j, index]), f"in {vizkit.toolkit.figures.shorten(names[j])}", fontsize=7)
-        more = f" (first {shown_others} of {others})" if others > shown_others else ""
-        figure.text(
-            0.01,
-            rows[1].get_position(figure).y1 + 0.035,
-            f"(c) map {int(strongest[index])} of {layer} projected from its strongest activation in the other images{more}",
-            fontsize=9,
-            ha="left",
-        )
+        _other_projections(figure, rows[1], names, index, projection, f"map {int(strongest[index])} of {layer}")
 
     # (d) probability of the true class
     ax = figure.add_subplot(grid_spec[3])
@@ -439,39 +514,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
     # (e) most probable label
-    ax = figure.add_subplot(grid_spec[4])
-    labels = maps["top_label"][index]
-    seen, counts = np.unique(labels, return_counts=True)
-    order = seen[np.argsort(-counts)]
-    palette = colormaps["tab20"]
-    lookup = {int(label): k for k, label in enumerate(order)}
-    coded = np.vectorize(lambda v: lookup[int(v)])(labels)
-    from matplotlib.colors import ListedColormap
-
-    colours = [palette(k % 20) for k in range(len(order))]
-    _overlay(
-        ax,
-        image,
-        coded,
-        grid,
-        "(e) most probable label",
-        cmap=ListedColormap(colours),
-        vmin=-0.5,
-        vmax=len(order) - 0.5,
-    )
-    shown_labels = order[:8]
-    ax.legend(
-        handles=[
-            Patch(color=colours[lookup[int(v)]], label=f"{ctx.label(int(v))} ({int(c)})")
-            for v, c in zip(shown_labels, counts[np.argsort(-counts)][:8])
-        ],
-        fontsize=6,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        borderaxespad=0,
-        title="label (positions)",
-        title_fontsize=6,
-    )
+    _label_panel(figure.add_subplot(grid_spec[4]), ctx, image, maps["top_label"][index], grid)
     figure.suptitle(
         f"Occlusion sensitivity: {names[index]}, target {ctx.label(int(targets[index]))} ({how}, "
         f"{grid.size}px square, stride {grid.stride})",

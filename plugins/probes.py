@@ -22,6 +22,7 @@ import math
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,189 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+@dataclass
+class _Extraction:
+    """The features of every image the folds use, and the folds: drawn again without the images
+    found unreadable while extracting (the same draw as for a dataset without those files)."""
+
+    parts: list[tuple[vizkit.toolkit.CachedFeatures, list[int]]]  # each pass and the dataset indices of its rows
+    kept: list[int]  # the classes the folds use
+    dropped: dict[int, int]  # classes too small to use, and their image counts
+    splits: list[tuple[np.ndarray, np.ndarray]]  # (train, test) dataset indices of each fold
+    used: np.ndarray  # every dataset index the folds use, sorted
+    rank: int  # this process's rank (only rank 0 fits and writes)
+
+    @property
+    def features(self) -> vizkit.toolkit.CachedFeatures:
+        """The first pass: layers, dims and the cache folder are the same in every pass."""
+        return self.parts[0][0]
+
+    def layer_matrix(self, layer: str) -> torch.Tensor:
+        """The features of ``layer`` of the images the folds use, in ``used`` order."""
+        row_of = self.row_of()
+        matrix = np.zeros((len(self.used), self.features.dims[layer]), dtype=np.float32)
+        for part, indices in self.parts:
+            rows = [row for row, index in enumerate(indices) if index in row_of]
+            if rows:
+                matrix[[row_of[indices[row]] for row in rows]] = part.layer(layer)[rows]
+        return torch.from_numpy(matrix)
+
+    def row_of(self) -> dict[int, int]:
+        """Dataset index -> its row in :meth:`layer_matrix`."""
+        return {int(index): row for row, index in enumerate(self.used)}
+
+
+def _extract(
+    ctx: vizkit.RunContext,
+    dataset: vizkit.ImageList,
+    candidates: list[int],
+    layers: list[str],
+    train_per_class: int,
+    test_per_class: int,
+    folds: int,
+    extract: dict[str, Any],
+) -> _Extraction:
+    """Every image a fold uses, extracted once (in dataset order, so the cache is shared by any
+    split). An unreadable image is left out and the folds are drawn again without it; the images
+    that replace it are extracted in a further, small pass. Every rank learns the same unreadable
+    rows, so all take the same passes. ``extract``: :func:`vizkit.toolkit.extract_features`'
+    options (cache folder, pool, dtype, workers, resume)."""
+    targets = np.asarray(dataset.targets)
+    unreadable: set[int] = set()
+    extracted: set[int] = set()
+    parts: list[tuple[vizkit.toolkit.CachedFeatures, list[int]]] = []
+    group = vizkit.toolkit.ProcessGroup.join(ctx.device)
+    try:
+        while True:
+            usable = targets.copy()
+            usable[sorted(unreadable)] = -1
+            kept, dropped, splits = draw_folds(usable, candidates, train_per_class, test_per_class, folds, ctx.seed)
+            if len(kept) < 2:
+                raise vizkit.UsageError(
+                    f"fewer than two classes have more than {train_per_class} images"
+                    + (f" ({len(unreadable)} unreadable ones left out)" if unreadable else "")
+                )
+            used = np.unique(np.concatenate([np.concatenate(split) for split in splits]))
+            need = [int(i) for i in used if int(i) not in extracted]
+            if not need:
+                break
+            part = vizkit.toolkit.extract_features(
+                ctx.instrumented,
+                ctx.model,
+                vizkit.ImageList([dataset.paths[i] for i in need], preprocess=dataset.preprocess, source=dataset.where),
+                layers,
+                batch_size=ctx.batch_size,
+                device=group.device,
+                progress=ctx.progress,
+                group=group,
+                skipped=ctx.skipped,
+                **extract,
+            )
+            parts.append((part, need))
+            unreadable |= {need[row] for row in part.skipped}
+            extracted |= set(need) - unreadable
+    finally:
+        group.close()
+    return _Extraction(parts, kept, dropped, splits, used, group.rank)
+
+
+def _fit(
+    ctx: vizkit.RunContext,
+    extraction: _Extraction,
+    labels: torch.Tensor,
+    kinds: list[str],
+    c_grid: tuple[float, ...],
+    cv_folds: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy [layers, kinds, folds], per-class accuracy [..., classes] and the C chosen by
+    cross-validation [layers, kinds, folds] of every probe, one layer in memory at a time."""
+    names, splits, kept = extraction.features.layers, extraction.splits, extraction.kept
+    row_of = extraction.row_of()
+    accuracy = np.zeros((len(names), len(kinds), len(splits)), dtype=np.float32)
+    per_class = np.zeros((len(names), len(kinds), len(splits), len(kept)), dtype=np.float32)
+    chosen_c = np.zeros((len(names), len(kinds), len(splits)), dtype=np.float64)
+    bar = vizkit.toolkit.progress_bar(total=len(names) * len(splits) * len(kinds), desc="probes", enabled=ctx.progress)
+    for l, layer in enumerate(names):
+        matrix = extraction.layer_matrix(layer)  # one layer in memory
+        for f, (train, test) in enumerate(splits):
+            x_train = matrix[[row_of[int(i)] for i in train]].to(ctx.device)
+            x_test = matrix[[row_of[int(i)] for i in test]].to(ctx.device)
+            y_train, y_test = labels[train].to(ctx.device), labels[test]
+            for k, kind in enumerate(kinds):
+                probe, c_value, _ = vizkit.toolkit.select_probe(
+                    x_train, y_train, kind, grid=c_grid, cv_folds=cv_folds, seed=ctx.seed + f
+                )
+                predicted = probe.predict(x_test).cpu()
+                mean, classwise = vizkit.toolkit.mean_class_accuracy(predicted, y_test, kept)
+                accuracy[l, k, f], per_class[l, k, f], chosen_c[l, k, f] = mean, classwise, c_value
+                bar.update(1)
+        del matrix
+    bar.close()
+    return accuracy, per_class, chosen_c
+
+
+def _grid_edges(
+    names: list[str], kinds: list[str], chosen_c: np.ndarray, c_grid: tuple[float, ...]
+) -> dict[str, dict[str, int]]:
+    """Per layer and classifier, the folds whose C is at an end of the grid (the best one may lie
+    beyond it: said on stderr). A grid of one C is a fixed C, chosen by the user, not an edge the
+    search ran into."""
+    at_edge = {
+        layer: {
+            kind: int(np.isin(chosen_c[l, k], [c_grid[0], c_grid[-1]]).sum()) if len(c_grid) > 1 else 0
+            for k, kind in enumerate(kinds)
+        }
+        for l, layer in enumerate(names)
+    }
+    if any(count for per_layer in at_edge.values() for count in per_layer.values()):
+        print(
+            f"probes: the chosen C was at an end of the grid {list(c_grid)} in some folds (see c_at_grid_edge in "
+            "result.json); widening --grid may raise accuracy",
+            file=sys.stderr,
+        )
+    return at_edge
+
+
+def _table(
+    names: list[str], kinds: list[str], accuracy: np.ndarray, chosen_c: np.ndarray
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """result.json's table: per layer and classifier, the accuracy's mean and spread over the
+    folds and each fold's chosen C."""
+    return {
+        layer: {
+            kind: {
+                "mean": round(float(accuracy[l, k].mean()), 5),
+                "std": round(float(accuracy[l, k].std()), 5),
+                "C": [float(c) for c in chosen_c[l, k]],
+            }
+            for k, kind in enumerate(kinds)
+        }
+        for l, layer in enumerate(names)
+    }
+
+
+def _cache_summary(parts: list[tuple[vizkit.toolkit.CachedFeatures, list[int]]], dtype: str) -> dict[str, Any]:
+    """Where the features are cached (a further pass may use another folder), whether every
+    pass found them there, and how they are stored."""
+    return {
+        "folder": str(parts[0][0].folder),
+        "reused": all(part.reused for part, _ in parts),
+        "dtype": dtype,
+        **({"more_folders": [str(part.folder) for part, _ in parts[1:]]} if len(parts) > 1 else {}),
+    }
+
+
+def _classes(dataset: vizkit.ImageList, exclude: tuple[str, ...]) -> tuple[tuple[str, ...], list[int]]:
+    """The excluded class folders the dataset has, and the indices of the classes left."""
+    if not dataset.classes:
+        raise vizkit.UsageError("probes needs an ImageFolder tree (--data DIR with one sub-folder per class)")
+    unknown = [name for name in exclude if name not in dataset.classes]
+    if unknown and tuple(exclude) != DEFAULT_EXCLUDE:  # the default only matters for Caltech-101
+        raise vizkit.UsageError(f"--exclude {unknown[0]}: no such class folder in --data")
+    exclude = tuple(name for name in exclude if name in dataset.classes)
+    return exclude, [i for i, name in enumerate(dataset.classes) if name not in exclude]
+
+
 def run(
     ctx: vizkit.RunContext,
     layers: list[str],
@@ -95,133 +279,35 @@ def run(
         raise vizkit.UsageError(f"--cv-folds ({cv_folds}) cannot exceed --train-per-class ({train_per_class})")
     vizkit.toolkit.parse_pool(pool)
     dataset = ctx.dataset()
-    if not dataset.classes:
-        raise vizkit.UsageError("probes needs an ImageFolder tree (--data DIR with one sub-folder per class)")
-    unknown = [name for name in exclude if name not in dataset.classes]
-    if unknown and tuple(exclude) != DEFAULT_EXCLUDE:  # the default only matters for Caltech-101
-        raise vizkit.UsageError(f"--exclude {unknown[0]}: no such class folder in --data")
-    exclude = tuple(name for name in exclude if name in dataset.classes)
-    targets = np.asarray(dataset.targets)
-    candidates = [i for i, name in enumerate(dataset.classes) if name not in exclude]
-
-    # every image a fold uses, extracted once (in dataset order, so the cache is shared by any
-    # split). An unreadable image is left out and the folds are drawn again without it (the same
-    # draw as for a dataset without that file); the images that replace it are extracted in a
-    # further, small pass. Every rank learns the same unreadable rows, so all take the same passes.
-    unreadable: set[int] = set()
-    extracted: set[int] = set()
-    parts: list[tuple[vizkit.toolkit.CachedFeatures, list[int]]] = []  # each pass and the dataset indices of its rows
-    group = vizkit.toolkit.ProcessGroup.join(ctx.device)
-    try:
-        while True:
-            usable = targets.copy()
-            usable[sorted(unreadable)] = -1
-            kept, dropped, splits = draw_folds(usable, candidates, train_per_class, test_per_class, folds, ctx.seed)
-            if len(kept) < 2:
-                raise vizkit.UsageError(
-                    f"fewer than two classes have more than {train_per_class} images"
-                    + (f" ({len(unreadable)} unreadable ones left out)" if unreadable else "")
-                )
-            used = np.unique(np.concatenate([np.concatenate(split) for split in splits]))
-            need = [int(i) for i in used if int(i) not in extracted]
-            if not need:
-                break
-            part = vizkit.toolkit.extract_features(
-                ctx.instrumented,
-                ctx.model,
-                vizkit.ImageList([dataset.paths[i] for i in need], preprocess=dataset.preprocess, source=dataset.where),
-                layers,
-                cache or default_cache(),
-                pool=pool,
-                dtype=cache_dtype,
-                batch_size=ctx.batch_size,
-                workers=workers,
-                device=group.device,
-                progress=ctx.progress,
-                group=group,
-                skipped=ctx.skipped,
-                resume=resume,
-            )
-            parts.append((part, need))
-            unreadable |= {need[row] for row in part.skipped}
-            extracted |= set(need) - unreadable
-    finally:
-        group.close()
-    features = parts[0][0]  # layers, dims and the cache folder are the same in every pass
+    exclude, candidates = _classes(dataset, exclude)
+    extract = {
+        "cache": cache or default_cache(),
+        "pool": pool,
+        "dtype": cache_dtype,
+        "workers": workers,
+        "resume": resume,
+    }
+    extraction = _extract(ctx, dataset, candidates, layers, train_per_class, test_per_class, folds, extract)
+    parts, splits, kept, features = extraction.parts, extraction.splits, extraction.kept, extraction.features
     seconds_extract = sum(part.seconds for part, _ in parts)
-    if group.rank != 0:  # only rank 0 fits and writes
-        return vizkit.Result(summary={"rank": group.rank, "seconds_extract": round(seconds_extract, 3)})
-    row_of = {int(index): row for row, index in enumerate(used)}
-
-    def layer_matrix(layer: str) -> torch.Tensor:
-        """The features of ``layer`` of the images the folds use, in ``used`` order."""
-        matrix = np.zeros((len(used), features.dims[layer]), dtype=np.float32)
-        for part, indices in parts:
-            rows = [row for row, index in enumerate(indices) if index in row_of]
-            if rows:
-                matrix[[row_of[indices[row]] for row in rows]] = part.layer(layer)[rows]
-        return torch.from_numpy(matrix)
+    if extraction.rank != 0:  # only rank 0 fits and writes
+        return vizkit.Result(summary={"rank": extraction.rank, "seconds_extract": round(seconds_extract, 3)})
 
     started = time.perf_counter()
-    names = features.layers
-    accuracy = np.zeros((len(names), len(kinds), folds), dtype=np.float32)
-    per_class = np.zeros((len(names), len(kinds), folds, len(kept)), dtype=np.float32)
-    chosen_c = np.zeros((len(names), len(kinds), folds), dtype=np.float64)
-    labels = torch.as_tensor(targets)
-    bar = vizkit.toolkit.progress_bar(total=len(names) * folds * len(kinds), desc="probes", enabled=ctx.progress)
-    for l, layer in enumerate(names):
-        matrix = layer_matrix(layer)  # one layer in memory
-        for f, (train, test) in enumerate(splits):
-            x_train = matrix[[row_of[int(i)] for i in train]].to(ctx.device)
-            x_test = matrix[[row_of[int(i)] for i in test]].to(ctx.device)
-            y_train, y_test = labels[train].to(ctx.device), labels[test]
-            for k, kind in enumerate(kinds):
-                probe, c_value, _ = vizkit.toolkit.select_probe(
-                    x_train, y_train, kind, grid=c_grid, cv_folds=cv_folds, seed=ctx.seed + f
-                )
-                predicted = probe.predict(x_test).cpu()
-                mean, classwise = vizkit.toolkit.mean_class_accuracy(predicted, y_test, kept)
-                accuracy[l, k, f], per_class[l, k, f], chosen_c[l, k, f] = mean, classwise, c_value
-                bar.update(1)
-        del matrix
-    bar.close()
+    labels = torch.as_tensor(np.asarray(dataset.targets))
+    accuracy, per_class, chosen_c = _fit(ctx, extraction, labels, kinds, c_grid, cv_folds)
     seconds_fit = time.perf_counter() - started
-    # a C chosen at an end of the grid may mean the best one lies beyond it: say so (a grid of
-    # one C is a fixed C, chosen by the user, not an edge the search ran into)
-    at_edge = {
-        layer: {
-            kind: int(np.isin(chosen_c[l, k], [c_grid[0], c_grid[-1]]).sum()) if len(c_grid) > 1 else 0
-            for k, kind in enumerate(kinds)
-        }
-        for l, layer in enumerate(names)
-    }
-    if any(count for per_layer in at_edge.values() for count in per_layer.values()):
-        print(
-            f"probes: the chosen C was at an end of the grid {list(c_grid)} in some folds (see c_at_grid_edge in "
-            "result.json); widening --grid may raise accuracy",
-            file=sys.stderr,
-        )
-
-    table = {
-        layer: {
-            kind: {
-                "mean": round(float(accuracy[l, k].mean()), 5),
-                "std": round(float(accuracy[l, k].std()), 5),
-                "C": [float(c) for c in chosen_c[l, k]],
-            }
-            for k, kind in enumerate(kinds)
-        }
-        for l, layer in enumerate(names)
-    }
+    names = features.layers
+    at_edge = _grid_edges(names, kinds, chosen_c, c_grid)
     longest_test = max(len(test) for _, test in splits)
     result = vizkit.Result(
         summary={
-            "table": table,
+            "table": _table(names, kinds, accuracy, chosen_c),
             "layers": names,
             "classifiers": kinds,
             "dims": features.dims,
             "classes": [dataset.classes[c] for c in kept],
-            "dropped_classes": {dataset.classes[c]: n for c, n in dropped.items()},
+            "dropped_classes": {dataset.classes[c]: n for c, n in extraction.dropped.items()},
             "excluded_classes": list(exclude),
             "folds": folds,
             "train_per_class": train_per_class,
@@ -233,12 +319,7 @@ def run(
             "c_at_grid_edge": at_edge,
             "seconds_extract": round(seconds_extract, 3),
             "seconds_fit": round(seconds_fit, 3),
-            "cache": {
-                "folder": str(features.folder),
-                "reused": all(part.reused for part, _ in parts),
-                "dtype": cache_dtype,
-                **({"more_folders": [str(part.folder) for part, _ in parts[1:]]} if len(parts) > 1 else {}),
-            },
+            "cache": _cache_summary(parts, cache_dtype),
         },
         arrays={
             "accuracy": accuracy,
@@ -374,7 +455,11 @@ def register_analyses(register: Any) -> None:
             inputs="data",
             options=[
                 vizkit.Option(
-                    "layers", str, required=True, help="layers to probe, comma-separated", parse=vizkit.toolkit.parse_layers
+                    "layers",
+                    str,
+                    required=True,
+                    help="layers to probe, comma-separated",
+                    parse=vizkit.toolkit.parse_layers,
                 ),
                 vizkit.Option("train_per_class", int, 30, help="training images per class and fold", minimum=2),
                 vizkit.Option(
@@ -439,6 +524,6 @@ def register_analyses(register: Any) -> None:
                 "workers": 0,
             },
             demo_quick={"layers": "conv2,fc7", "folds": 1},
-            view=vizkit.framework.ReportView(report_view),
+            view=vizkit.ReportView(report_view),
         )
     )

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import numpy as np
@@ -40,9 +40,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import vizkit
 from vizkit import Preprocess, UsageError, VizkitError
+from vizkit.framework import save_torch_atomic, write_atomic
 from vizkit.models import clip_feature_scale
 from vizkit.toolkit import deferred_interrupts, progress_bar
-from vizkit.framework import save_torch_atomic, write_atomic
 
 
 @dataclass
@@ -194,7 +194,7 @@ def untrained_model(spec: str, app=None) -> tuple[nn.Module, Preprocess]:
     """The architecture ``spec`` names, freshly initialised (never a registered model's shipped
     weights: training starts from the recipe's initialisation), and its preprocessing."""
     model, entry = vizkit.build_model(spec, app)
-    model.vizkit_info = replace(vizkit.models.model_info(model), spec=spec)  # a plain attribute on an nn.Module
+    setattr(model, "vizkit_info", replace(vizkit.models.model_info(model), spec=spec))  # noqa: B010 - a plain attribute
     return model, (entry.preprocess if entry and entry.preprocess else Preprocess())
 
 
@@ -218,6 +218,133 @@ def check_model_fits(model: nn.Module, crop: int, classes: int, device: torch.de
             f"--data has {classes} class folders but the model has {outputs} outputs: "
             "train a model with at least one output per class"
         )
+
+
+def _starting_point(
+    checkpoint: Path,
+    resume: bool,
+    config: TrainConfig,
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+) -> tuple[int, dict, dict | None]:
+    """Where training starts: the first epoch to run, the best validation epoch so far (kept in
+    best.pt), and the position inside an unfinished epoch (its batches done and running sums;
+    None: from its start).
+
+    With ``resume`` the model, optimiser, scheduler and random generators are the checkpoint's;
+    without, a previous run in the folder is discarded (its log and best epoch are not mixed in)."""
+    out = checkpoint.parent
+    best = {"epoch": 0, "val_accuracy": -1.0}
+    if resume:
+        if not checkpoint.exists():
+            raise UsageError(f"--resume: no checkpoint in {out}")
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state["config"] != resumable_settings(config):
+            raise UsageError(
+                f"{checkpoint} was written with other training settings; drop --resume or use another --out"
+            )
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_random_state(state["rng"])
+        return state["epoch"] + 1, state.get("best", best), state.get("position")
+    if checkpoint.exists() or (out / "metrics.jsonl").exists():
+        print(f"train: discarding the previous run in {out} (pass --resume to continue it)", file=sys.stderr)
+        names = ["metrics.jsonl", "best.pt", "checkpoint.pt", "weights.pt"]
+        names += [path.name for path in out.glob("weights_epoch*.pt")]  # evolution would mix them in
+        for stale in names:
+            (out / stale).unlink(missing_ok=True)
+    return 1, best, None
+
+
+def _record_run(
+    out: Path, spec: str | None, config: TrainConfig, preprocess: Preprocess, command: list[str] | None
+) -> None:
+    """run.json, when the architecture has a spec to rebuild it from. The run's command: a
+    resumed run is the same run, so not "--resume"."""
+    if spec:
+        run_command = [arg for arg in command if arg != "--resume"] if command else command
+        vizkit.toolkit.write_run_info(out, spec, config.data, asdict(config), preprocess, run_command)
+
+
+def _step(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    epoch: int,
+    sums: dict[str, Any],
+) -> None:
+    """One SGD step on a batch (then feature scale clipping); its loss, correct predictions and
+    clipped filters are added to the epoch's running ``sums``."""
+    logits = model(images)
+    loss = nn.functional.cross_entropy(logits, labels)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    if config.clip_radius is not None:
+        sums["clipped"] += clip_feature_scale(model, config.clip_radius)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise VizkitError(f"training diverged at epoch {epoch} (loss {value}); try a lower --lr")
+    sums["loss"] += value * labels.numel()
+    sums["correct"] += int((logits.argmax(1) == labels).sum())
+    sums["seen"] += labels.numel()
+    sums["batches"] += 1
+
+
+def _checkpoint(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    scheduler: Any,
+    config: TrainConfig,
+    epoch_done: int,
+    where: dict | None,
+    best: dict,
+) -> dict[str, Any]:
+    """What checkpoint.pt holds: everything ``--resume`` needs to go on as if never stopped."""
+    return {
+        "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _random_state(),
+        "epoch": epoch_done,  # complete epochs
+        "position": where,  # None, or the unfinished epoch's batches done and running sums
+        "best": best,
+        "config": resumable_settings(config),
+    }
+
+
+def _epoch_sums(position: dict | None, epoch: int) -> dict[str, Any]:
+    """The running sums epoch ``epoch`` starts from: a resumed position's inside it, else zero."""
+    if position is not None and position["epoch"] == epoch:
+        return dict(position["sums"])
+    return {"loss": 0.0, "correct": 0, "seen": 0, "clipped": 0, "batches": 0}
+
+
+def _epoch_metrics(sums: dict[str, Any], val_loss: float, val_accuracy: float, lr: float) -> dict[str, Any]:
+    """An epoch's line of metrics.jsonl, from its running ``sums`` and the validation pass."""
+    seen = max(sums["seen"], 1)
+    return {
+        "train_loss": sums["loss"] / seen,
+        "train_accuracy": sums["correct"] / seen,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "lr": lr,
+        "filters_clipped": sums["clipped"],
+    }
+
+
+def _schedule(scheduler: Any, config: TrainConfig, epoch: int, val_accuracy: float) -> None:
+    """The learning rate's step after an epoch: cosine annealing, or a cut on a plateau of the
+    validation error (never before ``min_epochs_before_decay``)."""
+    if config.schedule == "cosine":
+        scheduler.step()
+    elif epoch > config.min_epochs_before_decay:
+        scheduler.step(1.0 - val_accuracy)
 
 
 def train(
@@ -249,85 +376,26 @@ def train(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = make_scheduler(optimiser, config)
-    start_epoch, position = 1, None
-    best = {"epoch": 0, "val_accuracy": -1.0}  # the best validation epoch so far (kept in best.pt)
     checkpoint = out / "checkpoint.pt"
-    if resume:
-        if not checkpoint.exists():
-            raise UsageError(f"--resume: no checkpoint in {out}")
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["config"] != resumable_settings(config):
-            raise UsageError(
-                f"{checkpoint} was written with other training settings; drop --resume or use another --out"
-            )
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_random_state(state["rng"])
-        start_epoch = state["epoch"] + 1
-        best = state.get("best", best)
-        position = state.get("position")  # inside an unfinished epoch: where, and its running sums
-    elif checkpoint.exists() or (out / "metrics.jsonl").exists():
-        # a fresh run over an old one: say so, and do not mix the old run's log and best epoch in
-        print(f"train: discarding the previous run in {out} (pass --resume to continue it)", file=sys.stderr)
-        names = ["metrics.jsonl", "best.pt", "checkpoint.pt", "weights.pt"]
-        names += [path.name for path in out.glob("weights_epoch*.pt")]  # evolution would mix them in
-        for stale in names:
-            (out / stale).unlink(missing_ok=True)
+    start_epoch, best, position = _starting_point(checkpoint, resume, config, model, optimiser, scheduler, device)
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
-    spec = model_spec or vizkit.models.model_info(model).spec
-    if spec:  # the run's command: a resumed run is the same run, so not "--resume"
-        run_command = [arg for arg in command if arg != "--resume"] if command else command
-        vizkit.toolkit.write_run_info(out, spec, config.data, asdict(config), preprocess, run_command)
+    _record_run(out, model_spec or vizkit.models.model_info(model).spec, config, preprocess, command)
 
     def save_checkpoint(epoch_done: int, where: dict | None) -> None:
-        save_torch_atomic(
-            checkpoint,
-            {
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _random_state(),
-                "epoch": epoch_done,  # complete epochs
-                "position": where,  # None, or the unfinished epoch's batches done and running sums
-                "best": best,
-                "config": resumable_settings(config),
-            },
-        )
+        save_torch_atomic(checkpoint, _checkpoint(model, optimiser, scheduler, config, epoch_done, where, best))
 
     metrics: dict = {}
     with deferred_interrupts() as stop:
         for epoch in range(start_epoch, config.epochs + 1):
             model.train()
             started = time.perf_counter()
-            sums: dict[str, Any] = {"loss": 0.0, "correct": 0, "seen": 0, "clipped": 0, "batches": 0}
-            if position is not None and position["epoch"] == epoch:
-                sums = dict(position["sums"])
-            position = None
+            sums, position = _epoch_sums(position, epoch), None
             order.epoch, order.start = epoch, sums["batches"] * config.batch_size
             last_save = time.monotonic()
-            bar = progress_bar(
-                total=sums["batches"] + len(train_loader),
-                initial=sums["batches"],
-                desc=f"epoch {epoch}/{config.epochs}",
-                enabled=progress,
-            )
+            bar = _epoch_bar(sums, len(train_loader), epoch, config, progress)
             for images, labels in train_loader:
                 images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
-                logits = model(images)
-                loss = nn.functional.cross_entropy(logits, labels)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                if config.clip_radius is not None:
-                    sums["clipped"] += clip_feature_scale(model, config.clip_radius)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise VizkitError(f"training diverged at epoch {epoch} (loss {value}); try a lower --lr")
-                sums["loss"] += value * labels.numel()
-                sums["correct"] += int((logits.argmax(1) == labels).sum())
-                sums["seen"] += labels.numel()
-                sums["batches"] += 1
+                _step(model, optimiser, images, labels, config, epoch, sums)
                 bar.update(1)
                 stopping = stop.requested or (stop_after is not None and stop_after(epoch, sums["batches"]))
                 if stopping or time.monotonic() - last_save >= config.checkpoint_seconds:
@@ -335,33 +403,22 @@ def train(
                     last_save = time.monotonic()
                 if stopping:
                     bar.close()
-                    _say_how_to_resume(out, epoch, sums["batches"], command, stop.signal_name)
-                    raise KeyboardInterrupt(stop.signal_name or "stop_after")
+                    _stop_training(out, epoch, sums["batches"], command, stop.signal_name)
             bar.close()
             val_loss, val_accuracy = evaluate(model, val_loader, device)
-            if config.schedule == "cosine":
-                scheduler.step()
-            elif epoch > config.min_epochs_before_decay:
-                scheduler.step(1.0 - val_accuracy)
+            _schedule(scheduler, config, epoch, val_accuracy)
             improved = val_accuracy > best["val_accuracy"]
             if improved:
                 best = {"epoch": epoch, "val_accuracy": val_accuracy}
                 save_torch_atomic(out / "best.pt", {"model": model.state_dict(), **best})
-            seen = max(sums["seen"], 1)
             metrics = {
                 "epoch": epoch,
-                "train_loss": sums["loss"] / seen,
-                "train_accuracy": sums["correct"] / seen,
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "lr": optimiser.param_groups[0]["lr"],
-                "filters_clipped": sums["clipped"],
+                **_epoch_metrics(sums, val_loss, val_accuracy, optimiser.param_groups[0]["lr"]),
                 "seconds": round(time.perf_counter() - started, 1),  # of this process's share of the epoch
                 "best": improved,  # a new best validation accuracy: best.pt holds this epoch
                 "best_epoch": best["epoch"],
             }
-            with open(out / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(metrics) + "\n")
+            _append_json_line(out / "metrics.jsonl", metrics)
             save_checkpoint(epoch, None)
             if epoch in config.snapshot_epochs:
                 save_torch_atomic(out / f"weights_epoch{epoch:03d}.pt", model.state_dict())
@@ -392,6 +449,28 @@ def _set_random_state(state: Any) -> None:
     numpy_state = state["numpy"]
     keys = numpy_state["keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, numpy_state["pos"], numpy_state["gauss"][0], numpy_state["gauss"][1]))
+
+
+def _append_json_line(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def _epoch_bar(sums: dict[str, Any], batches: int, epoch: int, config: TrainConfig, progress: bool) -> Any:
+    """The progress bar of an epoch, from the batches it resumes at."""
+    return progress_bar(
+        total=sums["batches"] + batches,
+        initial=sums["batches"],
+        desc=f"epoch {epoch}/{config.epochs}",
+        enabled=progress,
+    )
+
+
+def _stop_training(out: Path, epoch: int, batches: int, command: list[str] | None, signal_name: str | None) -> NoReturn:
+    """Training stopped (a signal, or ``stop_after``) with its checkpoint saved: how to resume,
+    then KeyboardInterrupt."""
+    _say_how_to_resume(out, epoch, batches, command, signal_name)
+    raise KeyboardInterrupt(signal_name or "stop_after")
 
 
 def _say_how_to_resume(out: Path, epoch: int, batches: int, command: list[str] | None, signal_name: str | None) -> None:
@@ -435,13 +514,7 @@ def export_weights(
     if len(set(epochs)) < len(epochs):
         raise UsageError(f"which={which} names epoch {max(epochs, key=epochs.count)} twice")
     averaged = len(states) > 1
-    model_state = states[0][1]
-    if averaged:  # in fp32, whatever the storage: fp16 sums would round
-        model_state = {
-            k: (sum(s[k].float() for _, s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
-            for k, v in model_state.items()
-        }
-    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model_state.items()}
+    weights = _exported_weights([state for _, state in states], half)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     by_epoch = {m["epoch"]: m for m in metrics}
     missing = [e for e in epochs if e not in by_epoch]
@@ -491,6 +564,18 @@ def export_weights(
     save_torch_atomic(destination.with_suffix(".pt"), weights)
     write_atomic(destination.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+def _exported_weights(states: list[dict], half: bool) -> dict:
+    """The uniform average of several state_dicts (one: itself), its floating tensors in fp16
+    with ``half``."""
+    model_state = states[0]
+    if len(states) > 1:  # in fp32, whatever the storage: fp16 sums would round
+        model_state = {
+            k: (sum(s[k].float() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in model_state.items()
+        }
+    return {k: (v.half() if half and v.is_floating_point() else v) for k, v in model_state.items()}
 
 
 def _epoch_weights(run_dir: Path, part: str) -> tuple[int, dict]:

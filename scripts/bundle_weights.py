@@ -73,7 +73,9 @@ def main() -> None:
     meta = export_weights(args.run, COMPACT_WEIGHTS.with_suffix(""), names=names, which=args.which)
     if args.trained_with_commit:
         meta["trained_with_commit"] = args.trained_with_commit
-        vizkit.framework.write_atomic(COMPACT_WEIGHTS.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+        vizkit.framework.write_atomic(
+            COMPACT_WEIGHTS.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode()
+        )
     size = COMPACT_WEIGHTS.stat().st_size / 2**20
     what = f"average of epochs {meta['averaged_epochs']}" if "averaged_epochs" in meta else f"epoch {meta['epoch']}"
     loop = "" if meta["val_accuracy"] is None else f" (val top-1 {meta['val_accuracy']:.4f} in the training loop)"
@@ -88,7 +90,9 @@ def main() -> None:
         }
         if meta["val_accuracy"] is None:  # an average: this is its only measurement
             meta["val_accuracy"] = correct / total
-        vizkit.framework.write_atomic(COMPACT_WEIGHTS.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+        vizkit.framework.write_atomic(
+            COMPACT_WEIGHTS.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode()
+        )
         print(f"measured: {correct}/{total} = {correct / total:.4f} top-1 on {args.verify}/val")
 
 

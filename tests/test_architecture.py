@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import re
 import subprocess
 import sys
 import types
@@ -132,11 +133,15 @@ def test_the_public_api_check_catches_reach_through(tmp_path):
     reach = tmp_path / "reach.py"
     reach.write_text("import vizkit\nvizkit.data.decode.load_image\nvizkit.engine.recorder.Recorder\n")
     assert {n for n in _reached(reach) if not _public(n)} == {
+        "vizkit.data.decode",  # a module below a namespace is internal: its chain is refused from there on
         "vizkit.data.decode.load_image",
+        "vizkit.engine.recorder",
         "vizkit.engine.recorder.Recorder",
     }
     fine = tmp_path / "fine.py"
-    fine.write_text("import vizkit\nfrom vizkit.toolkit import figures\nvizkit.toolkit.figures.show\nvizkit.Result.save\n")
+    fine.write_text(
+        "import vizkit\nfrom vizkit.toolkit import figures\nvizkit.toolkit.figures.show\nvizkit.Result.save\n"
+    )
     assert all(_public(n) for n in _reached(fine))
 
 
@@ -147,6 +152,59 @@ def test_sub_namespaces_resolve_every_public_name():
         for name in module.__all__:
             assert getattr(module, name) is not None, f"vizkit.{namespace}.{name}"
             assert name in dir(module)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes of a module and of its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            value = first.value if isinstance(first, ast.Expr) else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.add(id(value))
+    return found
+
+
+def _identifiers(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        return [node.attr]
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, ast.arg):
+        return [node.arg]
+    if isinstance(node, ast.alias):
+        return [node.asname or node.name]
+    return []
+
+
+def test_the_app_layer_names_no_built_in_analysis():
+    """An analysis owns what is particular to it, its report view included: no module of the
+    core's app layer (the CLI, demo, report shell) spells a built-in analysis's name in a string
+    or an identifier (``"top9"``, ``probes_view``), or imports a built-in plugin; docstrings may
+    mention one as an example."""
+    app = vizkit.make_app()
+    names = {name for name, analysis in app.analyses.items() if app.is_builtin(analysis.plugin)}
+    assert {"top9", "probes", "correspondence", "attribution", "deconvnet", "occlusion"} <= names
+    word = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, sorted(names))) + r")(?![a-z0-9])", re.IGNORECASE)
+    problems = []
+    for path in sorted((REPO / "vizkit" / "app").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            line = getattr(node, "lineno", "?")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+                found = word.search(node.value)
+                if found:
+                    problems.append(f"{path.name}:{line} says {found.group()!r}")
+            for identifier in _identifiers(node):
+                found = word.search(identifier.replace("_", " "))
+                if found:
+                    problems.append(f"{path.name}:{line} has the identifier {identifier!r}")
+        problems += [f"{path.name} imports {name}" for name in _imports(path) if name.startswith("vizkit_plugins")]
+    assert not problems, "\n".join(problems)
 
 
 # ------------------------------------------------------------------------------- plugin hooks

@@ -201,7 +201,9 @@ def test_an_image_listed_twice_is_refused(tmp_path):
 def test_read_batches_drops_bad_items_and_a_worker_error_stays_one_line(folders):
     data = vizkit.data.image_list(folders["mixed"], vizkit.Preprocess(resize=40, crop=32))
     record = vizkit.data.SkippedImages()
-    seen = [i for _, indices in vizkit.data.read_batches(data, record, batch_size=2, workers=0) for i in indices.tolist()]
+    seen = [
+        i for _, indices in vizkit.data.read_batches(data, record, batch_size=2, workers=0) for i in indices.tolist()
+    ]
     assert [data.paths[i].name for i in seen] == list(GOOD)
     assert sorted(Path(p).name for p in record.paths) == sorted(BAD)
     # a plugin with its own DataLoader and workers: torch re-raises the worker's error from its

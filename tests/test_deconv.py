@@ -8,13 +8,15 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-from helpers import assert_no_hooks, relative_error
+from helpers import assert_no_hooks, relative_error, tiny_net
 from vizkit.engine.deconv import project
 from vizkit.engine.ops import UnsupportedOpError
+from vizkit.engine.rules import BUILTIN_RULES, resolve_rule
 from vizkit.models.zfnet import zfnet
 
 
@@ -148,50 +150,73 @@ def test_matches_hand_written_reference_on_small_random_net():
                 assert torch.allclose(got, expected, atol=1e-5), (channel, method)
 
 
-def _paths_agree(model, x, layers):
+RULES = [rule.name for rule in BUILTIN_RULES]  # every built-in projection rule
+
+
+def _has_normalisation(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.LocalResponseNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
+
+
+def _paths_agree(model, x, layers, rule="deconvnet"):
+    """Autograd and explicit projections of each layer's 3 strongest maps agree under ``rule``.
+    A rule that differentiates normalisation (the gradient) is refused by the explicit path,
+    which does not invert it: that refusal, by name, is what a model with normalisation gets."""
+    refused = not resolve_rule(rule).passes_normalisation and _has_normalisation(model)
     with vizkit.instrument(model) as im:
         im(x)
         for layer in layers:
             act = im.activation(layer)
             strengths = act.flatten(2).amax(2)[0] if act.dim() == 4 else act[0]
             channels = strengths.argsort(descending=True)[:3].tolist()
-            a = project(im, x, layer, channels, method="autograd")
-            e = project(im, x, layer, channels, method="explicit")
+            a = project(im, x, layer, channels, method="autograd", rule=rule)
             assert a.images.abs().sum() > 0, f"{layer}: empty projection"
-            assert relative_error(e.images, a.images) < 1e-5, layer
+            if refused:
+                with pytest.raises(UnsupportedOpError, match=f"normalisation under rule '{rule}'"):
+                    project(im, x, layer, channels, method="explicit", rule=rule)
+                continue
+            e = project(im, x, layer, channels, method="explicit", rule=rule)
+            assert relative_error(e.images, a.images) < 1e-5, (layer, rule)
             assert torch.equal(a.positions, e.positions)
     assert_no_hooks(model)
 
 
 # offline: random weights or the bundled model, and a photograph that ships with matplotlib
-def test_paths_agree_on_zfnet(photo_tensor):
+@pytest.mark.parametrize("rule", RULES)
+def test_paths_agree_on_zfnet(photo_tensor, rule):
     torch.manual_seed(0)
-    _paths_agree(zfnet().eval(), photo_tensor, ["conv1", "conv2", "conv3.relu", "conv5", "fc6", "fc8"])
+    _paths_agree(zfnet().eval(), photo_tensor, ["conv1", "conv2", "conv3.relu", "conv5", "fc6", "fc8"], rule)
 
 
-def test_paths_agree_on_the_bundled_trained_model(bundled_model, photo_path):
+@pytest.mark.parametrize("rule", RULES)
+def test_paths_agree_on_the_bundled_trained_model(bundled_model, photo_path, rule):
     x = vizkit.load_images([photo_path], vizkit.data.preprocess_for(bundled_model))
-    _paths_agree(bundled_model, x, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"])
+    _paths_agree(bundled_model, x, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"], rule)
 
 
-def test_paths_agree_on_alexnet(photo_tensor):
+@pytest.mark.parametrize("rule", RULES)
+def test_paths_agree_on_alexnet(photo_tensor, rule):
     torch.manual_seed(0)
-    _paths_agree(tvm.alexnet().eval(), photo_tensor, ["features.1", "features.7", "features.12", "classifier.5"])
+    _paths_agree(tvm.alexnet().eval(), photo_tensor, ["features.1", "features.7", "features.12", "classifier.5"], rule)
 
 
-def test_paths_agree_on_random_squeezenet(photo_tensor):
+@pytest.mark.parametrize("rule", RULES)
+def test_paths_agree_on_random_squeezenet(photo_tensor, rule):
     torch.manual_seed(0)
-    _paths_agree(tvm.squeezenet1_0().eval(), photo_tensor, ["features.3", "features.7", "features.12"])
+    _paths_agree(tvm.squeezenet1_0().eval(), photo_tensor, ["features.3", "features.7", "features.12"], rule)
 
 
-def test_paths_agree_through_residual_adds_and_batchnorm(photo_tensor):
+@pytest.mark.parametrize("rule", RULES)
+def test_paths_agree_through_residual_adds_and_batchnorm(photo_tensor, rule):
     torch.manual_seed(0)
-    _paths_agree(tvm.resnet18().eval(), photo_tensor, ["layer1.1", "layer2.0.bn2", "layer3.1"])
+    _paths_agree(tvm.resnet18().eval(), photo_tensor, ["layer1.1", "layer2.0.bn2", "layer3.1"], rule)
 
 
 # real data: the ImageNet SqueezeNet on a real ImageNet photograph
-def test_paths_agree_on_real_squeezenet(squeezenet, dog_tensor):
-    _paths_agree(squeezenet, dog_tensor, ["features.3", "features.7", "features.12", "features.12.squeeze_activation"])
+@pytest.mark.parametrize("rule", RULES)
+def test_paths_agree_on_real_squeezenet(squeezenet, dog_tensor, rule):
+    _paths_agree(
+        squeezenet, dog_tensor, ["features.3", "features.7", "features.12", "features.12.squeeze_activation"], rule
+    )
 
 
 def test_explicit_path_names_ops_it_cannot_reverse():
@@ -374,6 +399,39 @@ def test_projection_through_a_frozen_backbone_run_under_no_grad():
         im(x)
         project(im, x, "head", [0])  # not a silent all-zero projection
     assert_no_hooks(model)
+
+
+class _Branchy(nn.Module):
+    """Every op the explicit path reverses besides normalisation: a functional max-pool, a
+    concatenation, a residual add, average and adaptive pooling, dropout, a flatten, a linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 3, padding=1)
+        self.pool, self.drop, self.fc = nn.AvgPool2d(2), nn.Dropout(0.3), nn.Linear(32, 5)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.stem(x)), 2)
+        y = self.pool(torch.cat([F.relu(self.a(h)), F.relu(self.b(h))], 1) + h)
+        return self.fc(self.drop(torch.flatten(F.adaptive_avg_pool2d(y, 2), 1)))
+
+
+TINY_NETS = {  # name -> (model, input, layers)
+    "overlapping-pool": lambda: (overlapping_pool_net(), torch.rand(1, 1, 6, 6), ["pool"]),
+    "in-place-relu": lambda: (_RectifiedSkip().eval(), torch.randn(1, 3, 8, 8), ["out"]),
+    "frozen-backbone": lambda: (_FrozenBackbone().eval(), torch.randn(1, 3, 10, 10), ["backbone.2", "head"]),
+    "tiny": lambda: (tiny_net(max_pool=True, relu2=True).eval(), torch.randn(2, 3, 40, 40), ["relu2", "fc"]),
+    "branchy": lambda: (_Branchy().eval(), torch.randn(2, 3, 16, 16), ["max_pool2d", "pool", "fc"]),
+}
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("net", sorted(TINY_NETS))
+def test_paths_agree_on_tiny_nets_under_every_rule(net, rule):
+    torch.manual_seed(1)
+    model, x, layers = TINY_NETS[net]()
+    _paths_agree(model, x, layers, rule)
 
 
 def test_projection_refuses_a_model_in_training_mode():

@@ -5,6 +5,8 @@ module hook must attach (captum's layer methods)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,28 +53,20 @@ class FunctionalLast(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(F.relu(x), 1).flatten(1))
 
 
-def recorded(model: nn.Module) -> tuple[vizkit.Instrumented, int]:
-    torch.manual_seed(0)
-    model.eval()
-    im = vizkit.instrument(model)
-    im.__enter__()
-    with torch.no_grad():
-        num_classes = im(torch.randn(1, 3, 16, 16)).shape[1]
-    return im, num_classes
-
-
 @pytest.fixture
 def instrumented():
-    opened: list[vizkit.Instrumented] = []
+    """``make(model)``: the model instrumented (until the test ends) after one forward, and its
+    number of classes."""
+    with contextlib.ExitStack() as stack:
 
-    def make(model: nn.Module) -> tuple[vizkit.Instrumented, int]:
-        im, num_classes = recorded(model)
-        opened.append(im)
-        return im, num_classes
+        def make(model: nn.Module) -> tuple[vizkit.Instrumented, int]:
+            torch.manual_seed(0)
+            im = stack.enter_context(vizkit.instrument(model.eval()))
+            with torch.no_grad():
+                num_classes = im(torch.randn(1, 3, 16, 16)).shape[1]
+            return im, num_classes
 
-    yield make
-    for im in opened:
-        im.__exit__(None, None, None)
+        yield make
 
 
 def test_a_declared_alias_is_resolved_to_its_layer(instrumented):

@@ -147,7 +147,7 @@ def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
         return project_winners(*args, **kwargs)
 
     monkeypatch.setattr(evolution, "scan", counted)
-    monkeypatch.setattr(vizkit, "project_winners", interrupted)
+    monkeypatch.setattr("vizkit.toolkit.winners.project_winners", interrupted)  # where vizkit.toolkit's name resolves
     with pytest.raises(KeyboardInterrupt):
         vizkit.run("evolution", None, out=tmp_path, **options)
     assert sorted(p.name for p in (tmp_path / ".evolution").iterdir()) == ["choice.pt", "epoch001.pt"]

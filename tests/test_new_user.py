@@ -18,7 +18,8 @@ import helpers
 import vizkit
 import vizkit.app.cli
 from helpers import REPO, assert_no_hooks
-from vizkit.app.cli import build_cli, default_out
+from vizkit.app.cli import build_cli
+from vizkit.app.commands.run import default_out
 
 WRAP_SPEC = f"{REPO / 'examples' / 'wrap_your_model.py'}:build"
 
@@ -65,7 +66,11 @@ def test_run_uses_the_models_preprocessing_like_the_cli(bundled_model, photo_pat
     assert code == 0, err
     document = json.loads((out / "result.json").read_text())
     used = vizkit.Preprocess.from_dict(result.meta["inputs"]["preprocess"])
-    assert vizkit.Preprocess.from_dict(document["inputs"]["preprocess"]) == used == vizkit.data.preprocess_for(bundled_model)
+    assert (
+        vizkit.Preprocess.from_dict(document["inputs"]["preprocess"])
+        == used
+        == vizkit.data.preprocess_for(bundled_model)
+    )
     assert document["channels"] == result["channels"]
     # an override on the CLI is the same as a Preprocess given to vizkit.run
     custom = vizkit.Preprocess(resize=176, crop=144)

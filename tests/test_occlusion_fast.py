@@ -141,7 +141,9 @@ def test_ssim_hand_examples():
     skimage = pytest.importorskip("skimage.metrics")
     rng = np.random.default_rng(0)
     x, y = rng.random((23, 23)), rng.random((23, 23))
-    assert vizkit.toolkit.ssim(x, y, data_range=1.0) == pytest.approx(skimage.structural_similarity(x, y, data_range=1.0))
+    assert vizkit.toolkit.ssim(x, y, data_range=1.0) == pytest.approx(
+        skimage.structural_similarity(x, y, data_range=1.0)
+    )
 
 
 def test_fast_mode_from_the_cli_reports_fidelity_and_cost(tmp_path, photo_path, capsys):

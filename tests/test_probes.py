@@ -352,7 +352,9 @@ def test_selection_sees_only_the_training_split():
     assert chosen in (0.01, 1.0) and set(scores) == {0.01, 1.0}
     again = vizkit.toolkit.select_probe(x, y, "softmax", grid=(0.01, 1.0), cv_folds=3)
     assert again[1] == chosen and again[2] == scores  # seeded
-    tied = vizkit.toolkit.select_probe(torch.zeros(30, 2), torch.arange(3).repeat(10), "svm", grid=(0.1, 1.0, 10.0), cv_folds=3)
+    tied = vizkit.toolkit.select_probe(
+        torch.zeros(30, 2), torch.arange(3).repeat(10), "svm", grid=(0.1, 1.0, 10.0), cv_folds=3
+    )
     assert tied[1] == 0.1  # every C scores the same on constant features: the smallest wins
 
 

@@ -356,6 +356,35 @@ def test_a_view_that_meets_unexpected_data_falls_back_without_crashing(tmp_path)
     assert "conv1" in text
 
 
+class ViewPlugin:
+    """A third-party analysis with a bare render function as its view, and one whose view raises."""
+
+    @vizkit.hookimpl
+    def register_analyses(self, register):
+        def shown(page):
+            return f'<p class="mine-view">score {vizkit.toolkit.report.esc(page.document["score"])}</p>', {"score"}
+
+        def broken(page):
+            raise KeyError("nothing here")
+
+        register(vizkit.Analysis("mine", "a view", lambda ctx: None, view=shown))
+        register(
+            vizkit.Analysis("fragile", "a failing view", lambda ctx: None, view=vizkit.framework.ReportView(broken))
+        )
+
+
+def test_a_plugins_view_shows_its_keys_and_a_failing_one_falls_back(tmp_path):
+    write_result(tmp_path / "m", "mine", {"score": "<b>1.5</b>", "other": 2})
+    write_result(tmp_path / "f", "fragile", {"score": 3})
+    _path, count = write_report(tmp_path, vizkit.make_app(extra=[("views", ViewPlugin())]))
+    text = (tmp_path / "index.html").read_text()
+    mine = text.split('id="res-m"', 1)[1].split("</section>", 1)[0]
+    assert count == 2 and '<p class="mine-view">score &lt;b&gt;1.5&lt;/b&gt;</p>' in mine
+    assert "<th>score</th>" not in mine and "<th>other</th>" in mine  # the view showed score, not other
+    fragile = text.split('id="res-f"', 1)[1].split("</section>", 1)[0]
+    assert "The fragile view could not show this result (KeyError" in fragile and "<th>score</th>" in fragile
+
+
 def test_hostile_strings_are_escaped(tmp_path):
     evil = '<script>alert("x")</script>'
     write_result(

@@ -141,7 +141,10 @@ def test_receptive_fields_known_values_and_dilation():
     x = torch.zeros(1, 3, 224, 224)
     with vizkit.instrument(model) as im:
         sizes = {
-            layer: int(vizkit.engine.receptive_boxes(im, x, layer)[6, 6, 2] - vizkit.engine.receptive_boxes(im, x, layer)[6, 6, 0])
+            layer: int(
+                vizkit.engine.receptive_boxes(im, x, layer)[6, 6, 2]
+                - vizkit.engine.receptive_boxes(im, x, layer)[6, 6, 0]
+            )
             for layer in ("features.0", "features.2", "features.5", "features.10")
         }
     assert sizes == {"features.0": 11, "features.2": 19, "features.5": 67, "features.10": 163}

@@ -46,8 +46,19 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, spelled out for type 
         project,
         to_image,
     )
-    from vizkit.framework import Analysis, Option, Result, RunContext, load_result, make_app, run
-    from vizkit.framework import build_model, list_models, load_model
+    from vizkit.framework import (
+        Analysis,
+        Option,
+        ReportView,
+        Result,
+        RunContext,
+        build_model,
+        list_models,
+        load_model,
+        load_result,
+        make_app,
+        run,
+    )
     from vizkit.models import ModelEntry, ModelSource
 
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -74,6 +85,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Analysis": ("vizkit.framework", "Analysis"),
     "Option": ("vizkit.framework", "Option"),
     "RunContext": ("vizkit.framework", "RunContext"),
+    "ReportView": ("vizkit.framework", "ReportView"),
     "Result": ("vizkit.framework", "Result"),
     "load_result": ("vizkit.framework", "load_result"),
     "make_app": ("vizkit.framework", "make_app"),
@@ -85,5 +97,42 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "ModelSource": ("vizkit.models", "ModelSource"),
 }
 
-__all__ = sorted([*_LAZY, "UsageError", "VizkitError", "hookimpl", "__version__"])
+__all__ = [
+    "Analysis",
+    "ImageList",
+    "Instrumented",
+    "ModelEntry",
+    "ModelSource",
+    "NonFiniteActivation",
+    "Option",
+    "Preprocess",
+    "Projection",
+    "ProjectionRule",
+    "ReportView",
+    "Result",
+    "RunContext",
+    "UnknownLayerError",
+    "UsageError",
+    "VizkitError",
+    "__version__",
+    "build_model",
+    "data",
+    "download_samples",
+    "engine",
+    "framework",
+    "hookimpl",
+    "instrument",
+    "list_models",
+    "load_image",
+    "load_images",
+    "load_model",
+    "load_result",
+    "make_app",
+    "models",
+    "project",
+    "run",
+    "sample_images",
+    "to_image",
+    "toolkit",
+]
 __getattr__, __dir__ = attach(__name__, _LAZY, globals())

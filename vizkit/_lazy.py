@@ -16,7 +16,9 @@ from typing import Any
 Table = Mapping[str, tuple[str, "str | None"]]
 
 
-def attach(package: str, table: Table, eager: Mapping[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def attach(
+    package: str, table: Table, eager: Mapping[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of a package whose public names are in ``table``.
 
     Args:

@@ -164,6 +164,6 @@ def register_analyses(register) -> None:
                 "deletion_steps": 10,
             },
             demo_quick={"method": "saliency,layergradcam", "deletion_steps": 5},
-            view=vizkit.framework.ReportView(report_view),
+            view=vizkit.ReportView(report_view),
         )
     )

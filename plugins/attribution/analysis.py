@@ -67,11 +67,13 @@ def _deconvnet_column(
     layer: str,
     targets: Tensor,
     rule: str,
-) -> tuple[Tensor, list[dict[str, Any]]]:
+) -> tuple[Tensor, list[dict[str, Any]], float]:
     """vizkit's projection of the unit of ``layer`` that contributes most to each image's target
-    (activation x gradient, captum's LayerGradientXActivation on the copy)."""
+    (activation x gradient, captum's LayerGradientXActivation on the copy), the units, and the
+    seconds it took."""
     from captum.attr import LayerGradientXActivation
 
+    started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         contribution = LayerGradientXActivation(canonical, module).attribute(x.clone(), target=targets).detach()
@@ -99,7 +101,7 @@ def _deconvnet_column(
         }
         for i in range(n)
     ]
-    return projection.images[:, 0].detach(), units
+    return projection.images[:, 0].detach(), units, round(time.perf_counter() - started, 3)
 
 
 def _mean_of_finite(values: np.ndarray) -> float:
@@ -179,6 +181,36 @@ def _run_methods(
     return attributions, seconds
 
 
+def _target_summary(
+    ctx: vizkit.RunContext,
+    method: list[str],
+    targets: Tensor,
+    probability: list[float],
+    layer: str,
+    score: str,
+    baseline: Tensor,
+) -> dict[str, Any]:
+    """What result.json says first: the methods and columns, what they explain, where."""
+    return {
+        "methods": method,
+        "columns": [*method, DECONVNET],
+        "captum": {name: make_method(name).label for name in method},
+        "captum_version": _captum_version(),
+        "target": targets.tolist(),
+        "target_name": [ctx.label(int(t)) for t in targets.tolist()],
+        "probability": [_significant(p) for p in probability],
+        "layer": layer,
+        "score": score,
+        "baseline": [round(float(v), 5) for v in baseline],
+    }
+
+
+def _captum_version() -> str:
+    import captum
+
+    return captum.__version__
+
+
 def _comparison_summary(comparison: Comparison, columns: list[str], names: list[str]) -> dict[str, Any]:
     """The comparison's part of result.json: correlations per image and their means, deletion
     curves' areas, the maps that rank no pixel, and each image's best map."""
@@ -231,8 +263,6 @@ def run(
     rule: str,
 ) -> vizkit.Result:
     """The analysis (its options are described where it is registered, in the package)."""
-    import captum
-
     x = ctx.images()
     height, width = x.shape[-2:]
     _check_combinations(method, window, stride, overlay, sign, min(height, width))
@@ -255,9 +285,7 @@ def run(
     )
     bar = vizkit.toolkit.progress_bar(total=len(method) + 2, desc="attribution", enabled=ctx.progress)
     attributions, seconds = _run_methods(ctx, method, canonical, module, x, targets, settings, bar)
-    started = time.perf_counter()
-    projection, units = _deconvnet_column(ctx, canonical, module, x, layer, targets, rule)
-    seconds_deconvnet = round(time.perf_counter() - started, 3)
+    projection, units, seconds_deconvnet = _deconvnet_column(ctx, canonical, module, x, layer, targets, rule)
     bar.update(1)
 
     columns = [*method, DECONVNET]
@@ -272,16 +300,7 @@ def run(
     names = ctx.image_names()
     result = vizkit.Result(
         summary={
-            "methods": method,
-            "columns": columns,
-            "captum": {name: make_method(name).label for name in method},
-            "captum_version": captum.__version__,
-            "target": targets.tolist(),
-            "target_name": [ctx.label(int(t)) for t in targets.tolist()],
-            "probability": [_significant(p) for p in probability],
-            "layer": layer,
-            "score": score,
-            "baseline": [round(float(v), 5) for v in baseline_colour],
+            **_target_summary(ctx, method, targets, probability, layer, score, baseline_colour),
             "deconvnet_unit": units,
             "relu_calls_routed": len(canonical.relus),
             "seconds_per_method": seconds,
@@ -293,11 +312,7 @@ def run(
         arrays={
             **{name: values.numpy().astype(np.float32) for name, values in attributions.items()},
             DECONVNET: projection.cpu().numpy().astype(np.float32),
-            "maps": maps.astype(np.float32),
-            "rank_correlation": comparison.correlation.astype(np.float32),
-            "deletion_fractions": comparison.fractions.astype(np.float32),
-            "deletion_probability": comparison.curves,
-            "deletion_auc": comparison.auc.astype(np.float32),
+            **comparison.arrays(),
         },
     )
     shown = {"sign": sign, "outlier_perc": outlier_perc, "overlay": overlay}
@@ -305,7 +320,5 @@ def run(
     result.figures["attribution"] = maps_figure(
         ctx, x, columns, maps, targets, probability, seconds_shown, layer, units, shown, score
     )
-    result.figures["attribution_comparison"] = comparison_figure(
-        ctx, columns, maps, comparison.correlation, comparison.fractions, comparison.curves, comparison.auc, targets
-    )
+    result.figures["attribution_comparison"] = comparison_figure(ctx, columns, comparison, targets)
     return result

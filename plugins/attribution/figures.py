@@ -4,21 +4,26 @@ beside each image; and per image the rank-correlation matrix and the deletion cu
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import Tensor
 
 import vizkit
 from vizkit.toolkit.figures import new_figure
 
 from .methods import DECONVNET, make_method
-from .metrics import best_column, ranks_pixels
+from .metrics import Comparison, best_column, ranks_pixels
+
+if TYPE_CHECKING:  # only annotations: matplotlib loads when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 SIGNS = ("absolute_value", "all", "positive", "negative")
 OVERLAYS = ("blended_heat_map", "heat_map", "masked_image", "alpha_scaling")
 
 
-def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc: float, overlay: str) -> None:
+def draw_map(ax: Axes, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc: float, overlay: str) -> None:
     """One map as captum's ``visualize_image_attr`` draws it (sign, percentile clipping, overlay)."""
     from captum.attr import visualization
 
@@ -63,7 +68,34 @@ def draw_map(ax, map_2d: np.ndarray, image: np.ndarray, sign: str, outlier_perc:
         )
 
 
-def maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, units, shown, score):
+def maps_figure(
+    ctx: vizkit.RunContext,
+    x: Tensor,
+    columns: list[str],
+    maps: np.ndarray,
+    targets: Tensor,
+    probability: list[float],
+    seconds: dict[str, float],
+    layer: str,
+    units: list[dict[str, Any]],
+    shown: dict[str, Any],
+    score: str,
+) -> Figure:
+    """Each image (a row) beside its maps (a column per method, the deconvnet's last).
+
+    Args:
+        ctx: the run's context (image names, labels, the preprocessing to undo).
+        x: the images, [N, 3, H, W], preprocessed.
+        columns: the maps' names, the methods' then ``deconvnet``.
+        maps: [K, N, H, W], one per column and image.
+        targets: each image's target class, [N].
+        probability: each image's probability of its target.
+        seconds: what each column took, shown in its title.
+        layer: the deconvnet column's layer.
+        units: the deconvnet column's unit of each image (its ``channel``).
+        shown: :func:`draw_map`'s ``sign``, ``outlier_perc`` and ``overlay``.
+        score: what the methods explain (logit or probability), for the title.
+    """
     names = ctx.image_names()
     n, k = x.shape[0], len(columns)
     figure = new_figure(2.4 * (k + 1), 2.75 * n + 0.5)
@@ -96,9 +128,20 @@ def maps_figure(ctx, x, columns, maps, targets, probability, seconds, layer, uni
     return figure
 
 
-def comparison_figure(ctx, columns, maps, correlation, fractions, curves, auc, targets):
+def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Comparison, targets: Tensor) -> Figure:
+    """A row per image: the maps' rank-correlation matrix and their deletion curves (with the
+    random reference), the best map named.
+
+    Args:
+        ctx: the run's context (image names, labels).
+        columns: the maps' names, the methods' then ``deconvnet``.
+        comparison: the maps compared (:func:`.metrics.compare`).
+        targets: each image's target class, [N].
+    """
     from matplotlib import colormaps
 
+    maps, correlation, fractions = comparison.maps, comparison.correlation, comparison.fractions
+    curves, auc = comparison.curves, comparison.auc
     names = ctx.image_names()
     n, k = correlation.shape[0], len(columns)
     row_height = 3.4 + 0.15 * k

@@ -122,6 +122,16 @@ class Comparison:
     auc: np.ndarray  # [K + 1, N], the areas under the curves
     seconds: float  # what the deletion curves took
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The comparison's arrays as the result stores them (float32)."""
+        return {
+            "maps": self.maps.astype(np.float32),
+            "rank_correlation": self.correlation.astype(np.float32),
+            "deletion_fractions": self.fractions.astype(np.float32),
+            "deletion_probability": self.curves,
+            "deletion_auc": self.auc.astype(np.float32),
+        }
+
     @property
     def relative_auc(self) -> np.ndarray:
         """[K + 1, N]: each area as a fraction of the unaltered image's probability."""
@@ -156,12 +166,13 @@ def compare(
     fractions = np.linspace(0.0, 1.0, steps + 1)
     started = time.perf_counter()
     curves = np.zeros((len(maps) + 1, x.shape[0], len(fractions)), dtype=np.float32)
+    height, width = x.shape[-2:]
     for i in range(x.shape[0]):
         target = int(targets[i])
         orders = [deletion_order(maps[k, i], rng, patch) for k in range(len(maps))]
         for k, order in enumerate(orders):
             curves[k, i] = deletion_curve(im, x[i], order, target, fractions, baseline, batch_size)
-        random_orders = [deletion_order(None, rng, patch, tuple(x.shape[-2:])) for _ in range(RANDOM_DRAWS)]
+        random_orders = [deletion_order(None, rng, patch, (height, width)) for _ in range(RANDOM_DRAWS)]
         curves[-1, i] = np.mean(  # the reference: squares in random order, averaged over a few draws
             [deletion_curve(im, x[i], order, target, fractions, baseline, batch_size) for order in random_orders],
             axis=0,

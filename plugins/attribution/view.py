@@ -20,7 +20,9 @@ def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
     images = images if isinstance(images, list) and images and all(isinstance(i, str) for i in images) else []
     for key, caption in AREAS:
         table = page.document.get(key)
-        if not isinstance(table, dict) or not all(isinstance(v, list) and len(v) == len(images) for v in table.values()):
+        if not isinstance(table, dict) or not all(
+            isinstance(v, list) and len(v) == len(images) for v in table.values()
+        ):
             continue
         head = "<tr><th>method</th>" + "".join(f"<th>{label}</th>" for label in report.text_labels(images)) + "</tr>"
         rows = "".join(

@@ -21,16 +21,17 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 import vizkit
+from vizkit.framework import save_torch_atomic
 from vizkit.toolkit import ProcessGroup
 from vizkit.toolkit.figures import new_figure, tile_mosaic
-from vizkit.framework import save_torch_atomic
 
 from .view import report_view
 
@@ -100,6 +101,54 @@ def scan_batches(
         yield number, images, indices
 
 
+def _starting_point(
+    ctx: vizkit.RunContext, path: Path | None, resume: bool, fingerprint: str, channels: int, k: int
+) -> tuple[vizkit.toolkit.RunningTopK, int, float, bool]:
+    """Where the scan starts: with ``resume``, the checkpoint's state, next batch, seconds so far
+    and whether it finished; else an empty state at batch 0 (a checkpoint there is discarded)."""
+    if resume and path is not None and path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("version") != CHECKPOINT_VERSION or saved.get("fingerprint") != fingerprint:
+            raise vizkit.UsageError(
+                f"{path} is a checkpoint of a different run (model, layer, channels, k, batch size or data differ); drop --resume"
+            )
+        state = vizkit.toolkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
+        ctx.skipped.load_state_dict(saved.get("skipped", []))
+        return state, int(saved["next_batch"]), float(saved["seconds"]), bool(saved["done"])
+    if resume and path is None:
+        raise vizkit.UsageError("--resume needs --out (the checkpoint lives there)")
+    if not resume and path is not None and path.exists():
+        print(f"top9: discarding the interrupted scan in {path} (pass --resume to continue it)", file=sys.stderr)
+        path.unlink()
+    return vizkit.toolkit.RunningTopK.empty(channels, k, ctx.device), 0, 0.0, False
+
+
+def _remove_started(ctx: vizkit.RunContext, path: Path | None, resumed: bool, made_out: bool) -> None:
+    """The checkpoint this run started (not one it resumed), and the out folder it made if nothing
+    else is in it."""
+    if path is None or resumed:
+        return
+    path.unlink(missing_ok=True)
+    if made_out and ctx.out is not None and ctx.out.is_dir() and not any(ctx.out.iterdir()):
+        ctx.out.rmdir()
+
+
+def _stop_if_requested(
+    stop: Any, save: Callable[[], None], progress: Any, path: Path | None, next_batch: int, total: int
+) -> None:
+    """When SIGINT or SIGTERM came (``stop``, :func:`vizkit.toolkit.deferred_interrupts`): the
+    checkpoint saved and the scan stopped, with a line saying where it stopped (KeyboardInterrupt)."""
+    if not stop.requested:
+        return
+    save()
+    progress.close()
+    where = f"checkpoint saved in {path}" if path is not None else "nothing saved (no out folder)"
+    print(
+        f"top9: {stop.signal_name} received; scan stopped after batch {next_batch} of {total}, {where}", file=sys.stderr
+    )
+    raise KeyboardInterrupt(stop.signal_name)
+
+
 def scan(
     ctx: vizkit.RunContext,
     layer: str,
@@ -120,24 +169,9 @@ def scan(
     dataset = ctx.dataset()
     fingerprint = _fingerprint(ctx, layer, channels, k, group)
     path = _checkpoint_path(ctx, group)
-    state = vizkit.toolkit.RunningTopK.empty(len(channels), k, ctx.device)
-    start_batch, seconds = 0, 0.0
-    if resume and path is not None and path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("version") != CHECKPOINT_VERSION or saved.get("fingerprint") != fingerprint:
-            raise vizkit.UsageError(
-                f"{path} is a checkpoint of a different run (model, layer, channels, k, batch size or data differ); drop --resume"
-            )
-        state = vizkit.toolkit.RunningTopK.from_state_dict(saved["state"], ctx.device)
-        start_batch, seconds = int(saved["next_batch"]), float(saved["seconds"])
-        ctx.skipped.load_state_dict(saved.get("skipped", []))
-        if saved["done"]:
-            return state, seconds
-    elif resume and path is None:
-        raise vizkit.UsageError("--resume needs --out (the checkpoint lives there)")
-    elif not resume and path is not None and path.exists():
-        print(f"top9: discarding the interrupted scan in {path} (pass --resume to continue it)", file=sys.stderr)
-        path.unlink()
+    state, start_batch, seconds, done = _starting_point(ctx, path, resume, fingerprint, len(channels), k)
+    if done:
+        return state, seconds
     resumed = path is not None and path.exists()  # (a checkpoint not resumed was discarded above)
     made_out = ctx.out is not None and not ctx.out.exists()
     shard = list(range(group.rank, len(dataset), group.world))[start_batch * ctx.batch_size :]
@@ -146,22 +180,15 @@ def scan(
     selected = torch.tensor(channels, device=ctx.device)
     total = math.ceil(len(shard) / ctx.batch_size) + start_batch
     started = time.perf_counter()
-    progress = vizkit.toolkit.progress_bar(total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress)
+    progress = vizkit.toolkit.progress_bar(
+        total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress
+    )
     next_batch, consistent, last_save = start_batch, True, time.monotonic()
 
     def save() -> None:
         _save_checkpoint(
             path, state, next_batch, False, fingerprint, seconds + time.perf_counter() - started, ctx.skipped
         )
-
-    def stop_here(signal_name: str | None) -> None:
-        save()
-        progress.close()
-        where = f"checkpoint saved in {path}" if path is not None else "nothing saved (no out folder)"
-        print(
-            f"top9: {signal_name} received; scan stopped after batch {next_batch} of {total}, {where}", file=sys.stderr
-        )
-        raise KeyboardInterrupt(signal_name)
 
     try:
         with torch.no_grad(), vizkit.toolkit.deferred_interrupts() as stop:
@@ -172,19 +199,14 @@ def scan(
                     state.update(activation.index_select(1, selected), indices)
                 next_batch, consistent = number + 1, True
                 progress.update(1)
-                if stop.requested:
-                    stop_here(stop.signal_name)
+                _stop_if_requested(stop, save, progress, path, next_batch, total)
                 due = checkpoint_every > 0 and next_batch % checkpoint_every == 0
                 if due or time.monotonic() - last_save >= checkpoint_seconds:
                     save()
                     last_save = time.monotonic()
-            if stop.requested:  # the signal came after the last batch's check
-                stop_here(stop.signal_name)
+            _stop_if_requested(stop, save, progress, path, next_batch, total)  # a signal after the last check
     except vizkit.data.UnreadableImage:  # --strict met a bad file: leave nothing this run started behind
-        if path is not None and not resumed:
-            path.unlink(missing_ok=True)
-            if made_out and ctx.out is not None and ctx.out.is_dir() and not any(ctx.out.iterdir()):
-                ctx.out.rmdir()
+        _remove_started(ctx, path, resumed, made_out)
         raise
     except BaseException:
         if consistent:
@@ -277,6 +299,57 @@ def _maps_per_row(
     return square if scale(square) > scale(usual) + 1e-9 else usual
 
 
+def _draw_map(
+    figure: Any,
+    inner: Any,
+    channel: int,
+    row: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    m: int,
+    filters: torch.Tensor | None,
+    grid: tuple[int, int],
+    n_images: int,
+    shrink: float,
+) -> None:
+    """Map ``m`` (``channel``, its winners' values ``row``) in its cell ``inner`` of a page: its
+    filter (layer 1), its projections and its patches as ``grid`` mosaics; an empty labelled panel
+    when it never fired."""
+    extra = 1 if filters is not None else 0
+    k = int((np.isfinite(row) & (arrays["image_index"][m] >= 0)).sum())
+    if k == 0:  # never fired on these images: an empty, labelled panel
+        ax = figure.add_subplot(inner[0, extra:])
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_facecolor("0.93")
+        ax.set_title(
+            f"map {channel}: never fired on these {n_images} images",
+            fontsize=max(4.0, 8 * shrink),
+            loc="left",
+        )
+        return
+    projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))
+    display = vizkit.to_image(projections, channels_last=False).permute(0, 2, 3, 1).numpy()
+    patches = arrays["patches"][m, :k].astype(np.float32) / 255
+    if filters is not None:
+        ax = figure.add_subplot(inner[0, 0])
+        weight = filters[channel]
+        ax.imshow(
+            ((weight - weight.min()) / (weight.max() - weight.min() + 1e-12)).permute(1, 2, 0).numpy(),
+            interpolation="nearest",
+        )
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title("filter", fontsize=max(4.0, 7 * shrink))
+    for offset, tiles in enumerate((display, patches)):
+        ax = figure.add_subplot(inner[0, extra + offset])
+        ax.imshow(tile_mosaic(tiles, rows=grid[0], columns=grid[1]), interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        if offset == 0:
+            ax.set_title(
+                f"map {channel}  (top {k}: {row[0]:.3g} .. {row[k - 1]:.3g})",
+                fontsize=max(4.0, 8 * shrink),
+                loc="left",
+            )
+
+
 def figure_pages(
     layer: str,
     channels: list[int],
@@ -321,39 +394,9 @@ def figure_pages(
         for slot, m in enumerate(maps):
             r, c = divmod(slot, per_row)
             inner = outer[r, c].subgridspec(1, 2 + extra, width_ratios=ratios, wspace=0.15 / (map_w / (2 + extra)))
-            k = int((np.isfinite(values[m]) & (arrays["image_index"][m] >= 0)).sum())
-            if k == 0:  # never fired on these images: an empty, labelled panel
-                ax = figure.add_subplot(inner[0, extra:])
-                ax.set_xticks([]), ax.set_yticks([])
-                ax.set_facecolor("0.93")
-                ax.set_title(
-                    f"map {channels[m]}: never fired on these {n_images} images",
-                    fontsize=max(4.0, 8 * shrink),
-                    loc="left",
-                )
-                continue
-            projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))
-            display = vizkit.to_image(projections, channels_last=False).permute(0, 2, 3, 1).numpy()
-            patches = arrays["patches"][m, :k].astype(np.float32) / 255
-            if filters is not None:
-                ax = figure.add_subplot(inner[0, 0])
-                weight = filters[channels[m]]
-                ax.imshow(
-                    ((weight - weight.min()) / (weight.max() - weight.min() + 1e-12)).permute(1, 2, 0).numpy(),
-                    interpolation="nearest",
-                )
-                ax.set_xticks([]), ax.set_yticks([])
-                ax.set_title("filter", fontsize=max(4.0, 7 * shrink))
-            for offset, tiles in enumerate((display, patches)):
-                ax = figure.add_subplot(inner[0, extra + offset])
-                ax.imshow(tile_mosaic(tiles, rows=grid_rows, columns=grid_columns), interpolation="nearest")
-                ax.set_xticks([]), ax.set_yticks([])
-                if offset == 0:
-                    ax.set_title(
-                        f"map {channels[m]}  (top {k}: {values[m, 0]:.3g} .. {values[m, k - 1]:.3g})",
-                        fontsize=max(4.0, 8 * shrink),
-                        loc="left",
-                    )
+            _draw_map(
+                figure, inner, channels[m], values[m], arrays, m, filters, (grid_rows, grid_columns), n_images, shrink
+            )
         notes = [f"page {page + 1} of {n_pages}"] if n_pages > 1 else []
         if shown_maps < len(channels):
             notes.append(f"{len(channels) - shown_maps} more maps not drawn (the arrays hold all {len(channels)})")
@@ -369,6 +412,67 @@ def figure_pages(
 
 
 # ----------------------------------------------------------------------------------- analysis
+def _scan_layer(
+    ctx: vizkit.RunContext,
+    dataset: vizkit.ImageList,
+    group: ProcessGroup,
+    layer: str,
+    channels: str,
+    k: int,
+    resume: bool,
+    checkpoint_every: int,
+    workers: int,
+    checkpoint_seconds: float,
+) -> tuple[torch.Tensor, str, list[int], vizkit.toolkit.RunningTopK, float]:
+    """The probe image, ``layer``'s name (an alias resolved), the channels ``--channels`` chose,
+    the running top-k merged over every process's shard, and this process's scan seconds."""
+    im = ctx.instrumented
+    probe = ctx.first_image(dataset)[0][None].to(ctx.device)
+    with im.configured(layers=[layer], switches=False):  # the scan records one layer, no switches
+        with torch.no_grad():
+            activation = im(probe, until=layer)
+        if activation is None or activation.dim() < 2:
+            raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
+        layer = im.resolve_alias(layer)
+        chosen = vizkit.toolkit.select_channels(channels, activation.shape[1])
+        state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group, checkpoint_seconds)
+    state = merge_shards(state, group)
+    merge_skipped(ctx, dataset, group)
+    return probe, layer, chosen, state, seconds_scan
+
+
+def _winners(
+    state: vizkit.toolkit.RunningTopK, arrays: dict[str, np.ndarray], boxes: torch.Tensor
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """The result's arrays of the winners (``arrays``: :func:`vizkit.toolkit.project_winners`'),
+    which of them are silent, and how far the scan's values are from the projection pass's."""
+    filled = state.filled()
+    scanned = state.values[:, :filled].cpu().numpy().astype(np.float32)
+    # reported values come from the projection pass's forward of the winning images, which is
+    # the same computation however the scan was batched or sharded; the scan's own values agree
+    # to float rounding (max_recompute_error)
+    values = arrays["recomputed"][:, :filled].astype(np.float32)
+    image_index = state.images[:, :filled].cpu().numpy()
+    # after a ReLU, a winner of value 0 is a map that did not fire on that image: no location,
+    # nothing to show (a dead map would otherwise get k "winners" with real-looking patches)
+    silent = (values == 0) if values.size and float(values.min()) >= 0 else np.zeros_like(values, dtype=bool)
+    image_index = np.where(silent, -1, image_index)
+    for key in ("projections", "patches"):
+        arrays[key] = arrays[key].copy()
+        arrays[key][:, :filled][silent] = 0
+    position = arrays["position"]
+    winners = {
+        "values": values,
+        "image_index": image_index,
+        "position": position,
+        "box": boxes[position[..., 0], position[..., 1]].numpy(),
+        "projections": arrays["projections"][:, :filled],
+        "projection_scale": arrays["projection_scale"][:, :filled],
+        "patches": arrays["patches"][:, :filled],
+    }
+    return winners, silent, float(np.abs(scanned - values).max()) if values.size else 0.0
+
+
 def run(
     ctx: vizkit.RunContext,
     layer: str,
@@ -389,19 +493,8 @@ def run(
     im = ctx.instrumented
     projection_rule = ctx.rule(rule)
     try:
-        probe = ctx.first_image(dataset)[0][None].to(ctx.device)
-        with im.configured(layers=[layer], switches=False):  # the scan records one layer, no switches
-            with torch.no_grad():
-                activation = im(probe, until=layer)
-            if activation is None or activation.dim() < 2:
-                raise vizkit.UsageError(f"layer '{layer}' has no feature maps to rank")
-            layer = im.resolve_alias(layer)
-            chosen = vizkit.toolkit.select_channels(channels, activation.shape[1])
-            state, seconds_scan = scan(
-                ctx, layer, chosen, k, resume, checkpoint_every, workers, group, checkpoint_seconds
-            )
-        state = merge_shards(state, group)
-        merge_skipped(ctx, dataset, group)
+        scanning = (k, resume, checkpoint_every, workers, checkpoint_seconds)
+        probe, layer, chosen, state, seconds_scan = _scan_layer(ctx, dataset, group, layer, channels, *scanning)
     finally:
         group.close()
     if group.rank != 0:  # only rank 0 projects and writes
@@ -424,25 +517,12 @@ def run(
     )
     seconds_project = time.perf_counter() - started
     filled = state.filled()
-    scanned = state.values[:, :filled].cpu().numpy().astype(np.float32)
-    # reported values come from the projection pass's forward of the winning images, which is
-    # the same computation however the scan was batched or sharded; the scan's own values agree
-    # to float rounding (max_recompute_error)
-    values = arrays["recomputed"][:, :filled].astype(np.float32)
-    image_index = state.images[:, :filled].cpu().numpy()
     listed = {str(p) for p in dataset.paths}
     readable = len(dataset) - sum(1 for p in ctx.skipped.paths if p in listed)
     if filled < k:
         print(f"top9: only {filled} images, so {filled} winners per map instead of --k {k}", file=sys.stderr)
-    # after a ReLU, a winner of value 0 is a map that did not fire on that image: no location,
-    # nothing to show (a dead map would otherwise get k "winners" with real-looking patches)
-    silent = (values == 0) if values.size and float(values.min()) >= 0 else np.zeros_like(values, dtype=bool)
-    image_index = np.where(silent, -1, image_index)
-    for key in ("projections", "patches"):
-        arrays[key] = arrays[key].copy()
-        arrays[key][:, :filled][silent] = 0
-    position = arrays["position"]
-    box = boxes[position[..., 0], position[..., 1]].numpy()
+    winners, silent, recompute_error = _winners(state, arrays, boxes)
+    values = winners["values"]
     filters = _first_layer_filters(ctx, layer, probe)
     result = vizkit.Result(
         summary={
@@ -458,17 +538,9 @@ def run(
             "processes": group.world,
             "receptive_field": int((boxes[..., 2] - boxes[..., 0]).max()),
             "first_layer_filters": filters is not None,
-            "max_recompute_error": float(np.abs(scanned - values).max()) if values.size else 0.0,
+            "max_recompute_error": recompute_error,
         },
-        arrays={
-            "values": values,
-            "image_index": image_index,
-            "position": position,
-            "box": box,
-            "projections": arrays["projections"][:, :filled],
-            "projection_scale": arrays["projection_scale"][:, :filled],
-            "patches": arrays["patches"][:, :filled],
-        },
+        arrays=winners,
     )
     result.figures = figure_pages(layer, chosen, values, result.arrays, filters, maps_per_page, pages, readable)
     if ctx.out is not None:  # kept for --resume until the result is saved

@@ -252,10 +252,10 @@ def render(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
     return html, set()
 
 
-def report_view() -> vizkit.framework.ReportView:
+def report_view() -> vizkit.ReportView:
     """top9's view, with the unit browser's style sheet and script (package data beside this module)."""
     here = resources.files(__package__ or "vizkit_plugins.top9")
-    return vizkit.framework.ReportView(
+    return vizkit.ReportView(
         render,
         css=here.joinpath("browser.css").read_text(encoding="utf-8"),
         js=here.joinpath("browser.js").read_text(encoding="utf-8"),

@@ -388,6 +388,38 @@ def _image_files(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+def _listed_files(listing: Path) -> list[Path]:
+    """The image files a UTF-8 text file lists, one per line, in its order (see :func:`image_list`);
+    none listed, a missing one or one listed twice is a UsageError.
+
+    Args:
+        listing: the text file; relative paths are relative to its folder.
+    """
+    try:  # utf-8-sig: a byte-order mark (Windows editors) would become part of the first path
+        lines = [line.strip() for line in listing.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise UsageError(f"--data {listing} is neither a folder nor a UTF-8 text file of image paths") from None
+    listed = [
+        (number, Path(line) if Path(line).is_absolute() else listing.parent / line)
+        for number, line in enumerate(lines, 1)
+        if line and not line.startswith("#")
+    ]
+    paths = [path for _, path in listed]
+    if not paths:
+        raise UsageError(f"no image paths listed in {listing}")
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{len(missing)} image(s) listed in {listing} do not exist, e.g. {missing[0]}")
+    first_line: dict[str, int] = {}
+    for number, path in listed:  # the same file twice would be two images: twice a top9 winner
+        earlier = first_line.setdefault(os.path.realpath(path), number)
+        if earlier != number:
+            raise UsageError(
+                f"{listing} lists the same image twice, on lines {earlier} and {number} ({path}); list each image once"
+            )
+    return paths
+
+
 def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) -> ImageList:
     """The images under ``source``: a folder, an ImageFolder tree, or a text file of paths.
 
@@ -409,29 +441,7 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
     if root.is_file() and is_image_file(root):
         raise UsageError(f"--data {root} is one image; --data takes a folder or a text file of paths (use --image)")
     if root.is_file():
-        try:  # utf-8-sig: a byte-order mark (Windows editors) would become part of the first path
-            lines = [line.strip() for line in root.read_text(encoding="utf-8-sig").splitlines()]
-        except UnicodeDecodeError:
-            raise UsageError(f"--data {root} is neither a folder nor a UTF-8 text file of image paths") from None
-        listed = [
-            (number, Path(line) if Path(line).is_absolute() else root.parent / line)
-            for number, line in enumerate(lines, 1)
-            if line and not line.startswith("#")
-        ]
-        paths = [path for _, path in listed]
-        if not paths:
-            raise UsageError(f"no image paths listed in {root}")
-        missing = [p for p in paths if not p.exists()]
-        if missing:
-            raise UsageError(f"{len(missing)} image(s) listed in {root} do not exist, e.g. {missing[0]}")
-        first_line: dict[str, int] = {}
-        for number, path in listed:  # the same file twice would be two images: twice a top9 winner
-            earlier = first_line.setdefault(os.path.realpath(path), number)
-            if earlier != number:
-                raise UsageError(
-                    f"{root} lists the same image twice, on lines {earlier} and {number} ({path}); list each image once"
-                )
-        return ImageList(paths, preprocess=preprocess, source=str(root))
+        return ImageList(_listed_files(root), preprocess=preprocess, source=str(root))
     paths = _image_files(root)
     if not paths:
         raise UsageError(f"no images found under {root}")

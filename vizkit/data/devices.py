@@ -9,7 +9,12 @@ from vizkit.errors import UsageError
 
 
 def ensure_device(name: str) -> torch.device:
-    """A torch device, refusing CUDA when none is available."""
+    """A torch device, refusing one this machine lacks (CUDA, a CUDA index past the last, MPS)
+    or that vizkit does not run on, with a one-line UsageError.
+
+    Args:
+        name: the ``--device`` value: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
     try:
         device = torch.device(name)
     except RuntimeError:

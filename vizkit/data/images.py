@@ -23,6 +23,11 @@ IMAGE_EXTENSIONS = (
 
 
 def is_image_file(path: Path) -> bool:
+    """Whether a dataset scan takes ``path`` as an image: a known extension, not a hidden file.
+
+    Args:
+        path: the file.
+    """
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 

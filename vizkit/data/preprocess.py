@@ -33,6 +33,7 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def transform(self) -> transforms.Compose:
+        """The torchvision pipeline (Resize, CenterCrop, ToTensor, Normalize), built once."""
         return self._pipeline
 
     @cached_property
@@ -105,10 +106,16 @@ class Preprocess:
         return (x * std + mean).clamp(0, 1)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (what result.json and run.json record)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocess:
+        """A Preprocess from :meth:`to_dict`'s form (e.g. read back from JSON).
+
+        Args:
+            values: ``resize``, ``crop``, ``mean`` and ``std``.
+        """
         return cls(
             resize=int(values["resize"]), crop=int(values["crop"]), mean=tuple(values["mean"]), std=tuple(values["std"])
         )

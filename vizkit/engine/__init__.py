@@ -17,12 +17,29 @@ Public names:
 * occlusion: :class:`IncrementalOcclusion` (re-runs only the part of the network a patch
   reaches), :class:`OcclusionCost`;
 * canonical copies: :class:`CanonicalModel`, :func:`hook_free_copy` (a private copy of a model
-  whose every ReLU call goes through a module of its own, for attribution libraries).
+  whose every ReLU call goes through a module of its own, for attribution libraries);
+* the op table: :class:`Op` (one kind of torch call and all vizkit does with it),
+  :func:`register_op`, :func:`unregister_op`, :func:`op_of`, and :mod:`ops`
+  (``vizkit.engine.ops``: the built-in ops to subclass, e.g. ``ops.MaxPool2d``, and
+  ``ops.PoolSwitches``); its docstring says how to add an op.
 
-Modules inside (``recorder``, ``deconv``, ``ops``, ...) are internal: their names may change.
+Other modules inside (``recorder``, ``deconv``, ...) are internal: their names may change.
 """
 
+from typing import TYPE_CHECKING
+
 from vizkit._lazy import attach
+
+if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
+    from vizkit.engine import ops
+    from vizkit.engine.canonical import CanonicalModel, hook_free_copy
+    from vizkit.engine.deconv import Projection, project, receptive_boxes, support_box, to_image
+    from vizkit.engine.incremental import IncrementalOcclusion, OcclusionCost
+    from vizkit.engine.instrumented import Instrumented, hook_counts, instrument
+    from vizkit.engine.ops import Op, op_of, register_op, unregister_op
+    from vizkit.engine.recorder import LayerInfo, NonFiniteActivation, Settings, UnknownLayerError
+    from vizkit.engine.rules import DeconvnetRule, GradientRule, GuidedRule, ProjectionRule
+
 
 _LAZY = {
     "instrument": ("vizkit.engine.instrumented", "instrument"),
@@ -45,6 +62,37 @@ _LAZY = {
     "OcclusionCost": ("vizkit.engine.incremental", "OcclusionCost"),
     "CanonicalModel": ("vizkit.engine.canonical", "CanonicalModel"),
     "hook_free_copy": ("vizkit.engine.canonical", "hook_free_copy"),
+    "ops": ("vizkit.engine.ops", None),
+    "Op": ("vizkit.engine.ops", "Op"),
+    "register_op": ("vizkit.engine.ops", "register_op"),
+    "unregister_op": ("vizkit.engine.ops", "unregister_op"),
+    "op_of": ("vizkit.engine.ops", "op_of"),
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "CanonicalModel",
+    "DeconvnetRule",
+    "GradientRule",
+    "GuidedRule",
+    "IncrementalOcclusion",
+    "Instrumented",
+    "LayerInfo",
+    "NonFiniteActivation",
+    "OcclusionCost",
+    "Op",
+    "Projection",
+    "ProjectionRule",
+    "Settings",
+    "UnknownLayerError",
+    "hook_counts",
+    "hook_free_copy",
+    "instrument",
+    "op_of",
+    "ops",
+    "project",
+    "receptive_boxes",
+    "register_op",
+    "support_box",
+    "to_image",
+    "unregister_op",
+]
 __getattr__, __dir__ = attach(__name__, _LAZY, globals())

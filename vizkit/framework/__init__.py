@@ -16,7 +16,19 @@
 Modules inside are internal: their names may change.
 """
 
+from typing import TYPE_CHECKING
+
 from vizkit._lazy import attach
+
+if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
+    from vizkit.framework.analysis import Analysis, Option, RunContext
+    from vizkit.framework.hookspecs import hookimpl
+    from vizkit.framework.loading import build_model, list_models, load_model
+    from vizkit.framework.registry import App, get_app, make_app
+    from vizkit.framework.report_view import ReportPage, ReportView
+    from vizkit.framework.results import Result, load_result, save_torch_atomic, write_atomic
+    from vizkit.framework.runner import run
+
 
 _LAZY = {
     "Analysis": ("vizkit.framework.analysis", "Analysis"),
@@ -37,5 +49,23 @@ _LAZY = {
     "build_model": ("vizkit.framework.loading", "build_model"),
     "list_models": ("vizkit.framework.loading", "list_models"),
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Analysis",
+    "App",
+    "Option",
+    "ReportPage",
+    "ReportView",
+    "Result",
+    "RunContext",
+    "build_model",
+    "get_app",
+    "hookimpl",
+    "list_models",
+    "load_model",
+    "load_result",
+    "make_app",
+    "run",
+    "save_torch_atomic",
+    "write_atomic",
+]
 __getattr__, __dir__ = attach(__name__, _LAZY, globals())

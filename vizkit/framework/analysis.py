@@ -173,8 +173,8 @@ class Analysis:
     does the work; ``options`` become its CLI options and keyword arguments; ``inputs`` says
     whether it needs --image files, --data, either or none; ``demo`` / ``demo_quick`` are its
     options in ``vizkit demo``; ``model_from`` picks a model when none is given; ``view`` shows
-    its results in ``vizkit report`` (None: the generic rendering); ``plugin`` is filled in by
-    the registry.
+    its results in ``vizkit report`` (a :class:`~vizkit.framework.ReportView`, or just its
+    ``render`` function; None: the generic rendering); ``plugin`` is filled in by the registry.
     """
 
     name: str
@@ -190,6 +190,14 @@ class Analysis:
     # how `vizkit report` shows its results (its own tables, pictures); None: the generic rendering
     view: ReportView | None = None
     plugin: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.view is not None and not isinstance(self.view, ReportView):
+            if not callable(self.view):
+                raise TypeError(
+                    f"analysis '{self.name}': view must be a vizkit.ReportView, not {type(self.view).__name__}"
+                )
+            self.view = ReportView(self.view)  # a bare render function: a view without style or script
 
     def option(self, name: str) -> Option:
         for option in self.options:

@@ -74,7 +74,9 @@ def explain(app: App, error: BaseException, running: str | None = None) -> str:
         return f"{subject}{what} (raised at {code.co_filename}:{own.f_lineno} in {code.co_name}; {DEBUG_HINT})"
     if _environmental(error):  # a full disk or no memory is not a bug
         return subject + what
-    return f"{subject or 'unexpected '}{what} (a bug in vizkit: please report it with the traceback VIZKIT_DEBUG=1 shows)"
+    return (
+        f"{subject or 'unexpected '}{what} (a bug in vizkit: please report it with the traceback VIZKIT_DEBUG=1 shows)"
+    )
 
 
 def origin(app: App, error: BaseException) -> Origin | None:

@@ -19,7 +19,7 @@ Example, the per-image table of an analysis whose summary holds ``images`` and p
 
     from vizkit.toolkit import report
 
-    def render(page: vizkit.ReportPage) -> tuple[str, set[str]]:
+    def render(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
         return report.per_image_table(page.document, ["score"])
 
     vizkit.Analysis("scores", "...", run, view=vizkit.ReportView(render))

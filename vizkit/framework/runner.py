@@ -199,11 +199,7 @@ def normalise_inputs(
     preprocess = preprocess or preprocess_for(model)
     if isinstance(labels, (str, os.PathLike)):  # a file, as load_model takes (a str is not a list of names)
         labels = read_labels(labels)
-    names = (
-        (labels if isinstance(labels, Labels) else list(labels))
-        if labels is not None
-        else model_info(model).labels
-    )
+    names = (labels if isinstance(labels, Labels) else list(labels)) if labels is not None else model_info(model).labels
     paths: list[Path] = []
     tensors = None
     if isinstance(images, Tensor):

@@ -22,7 +22,26 @@
   :func:`~report.per_image_table`, :func:`~report.mean_std`, ...).
 """
 
+from typing import TYPE_CHECKING
+
 from vizkit._lazy import attach
+
+if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
+    from vizkit.toolkit import figures, report
+    from vizkit.toolkit.cache import cache_folder
+    from vizkit.toolkit.channels import parse_channel_spec, parse_layers, select_channels
+    from vizkit.toolkit.distributed import ProcessGroup, is_main_process
+    from vizkit.toolkit.features import CachedFeatures, extract_features, parse_pool, pool_features
+    from vizkit.toolkit.interrupts import StopRequest, deferred_interrupts, sigterm_as_interrupt
+    from vizkit.toolkit.layers import default_layer
+    from vizkit.toolkit.linear import GRID as PROBE_GRID
+    from vizkit.toolkit.linear import LinearProbe, Standardizer, fit_probe, mean_class_accuracy, select_probe
+    from vizkit.toolkit.progress import progress_bar
+    from vizkit.toolkit.runs import read_run_info, snapshot_paths, write_run_info
+    from vizkit.toolkit.similarity import ssim
+    from vizkit.toolkit.topk import RunningTopK
+    from vizkit.toolkit.winners import crop_to_box, project_winners
+
 
 _LAZY = {
     "RunningTopK": ("vizkit.toolkit.topk", "RunningTopK"),
@@ -56,5 +75,36 @@ _LAZY = {
     "figures": ("vizkit.toolkit.figures", None),
     "report": ("vizkit.toolkit.report", None),
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "PROBE_GRID",
+    "CachedFeatures",
+    "LinearProbe",
+    "ProcessGroup",
+    "RunningTopK",
+    "Standardizer",
+    "StopRequest",
+    "cache_folder",
+    "crop_to_box",
+    "default_layer",
+    "deferred_interrupts",
+    "extract_features",
+    "figures",
+    "fit_probe",
+    "is_main_process",
+    "mean_class_accuracy",
+    "parse_channel_spec",
+    "parse_layers",
+    "parse_pool",
+    "pool_features",
+    "progress_bar",
+    "project_winners",
+    "read_run_info",
+    "report",
+    "select_channels",
+    "select_probe",
+    "sigterm_as_interrupt",
+    "snapshot_paths",
+    "ssim",
+    "write_run_info",
+]
 __getattr__, __dir__ = attach(__name__, _LAZY, globals())

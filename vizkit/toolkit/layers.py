@@ -22,14 +22,15 @@ def default_layer(model: nn.Module, im: Recorder, num_classes: int, *, hookable:
 
     The model's declared default (:func:`vizkit.models.model_info`'s ``default_layer``, e.g. a
     class's ``vizkit_default_layer``: the paper's "layer 5" for the bundled ZF net), resolved
-    through the model's aliases to a layer name; else the last layer
-    of the recorded forward whose output is a spatial feature map (four dimensions, more than
-    one row) that is not the classifier's (as many channels as classes) and not a container or
-    pass-through module (Sequential, ModuleList, Dropout, Identity).
+    through the model's aliases to a layer name; else the last layer of the recorded forward
+    whose output is a spatial feature map (four dimensions, more than one row) that is not the
+    classifier's (as many channels as classes) and not a container or pass-through module
+    (Sequential, ModuleList, Dropout, Identity).
 
     Args:
         model: the model, read for its declared default layer.
-        im: the instrumented model (:class:`vizkit.engine.Instrumented`), after a forward that recorded every layer.
+        im: the instrumented model (:class:`vizkit.engine.Instrumented`), after a forward that
+            recorded every layer.
         num_classes: the number of the model's outputs: a layer with that many channels is
             the classifier itself, not a feature map.
         hookable: only a module that runs once per forward, what a module hook (captum's layer

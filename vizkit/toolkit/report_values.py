@@ -38,7 +38,11 @@ def format_number(value: float | int) -> str:
     """A number as a person reads it: integers whole, floats to four significant digits without
     an exponent between 1e-4 and 1e6, scientific notation outside, NaN and infinities by name.
     A fraction that four digits would round to a whole number keeps the digits that show it is
-    not one (0.99996, not 1; 2.00003, not 2)."""
+    not one (0.99996, not 1; 2.00003, not 2).
+
+    Args:
+        value: the number (a bool reads yes / no).
+    """
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -73,6 +77,11 @@ def _fixed(value: float, digits: int) -> str:
 
 
 def is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether ``value`` is an int or a float, not a bool (JSON's true is no number to show).
+
+    Args:
+        value: any JSON value.
+    """
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -91,6 +100,11 @@ def is_path_like(text: str) -> bool:
 
 
 def render_text(text: str) -> str:
+    """A string as HTML: escaped, a file path shown by its last part (the whole path on hover).
+
+    Args:
+        text: the string.
+    """
     if is_path_like(text):
         name = text.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or text
         return f'<span class="path" title="{esc(text)}">{esc(name)}</span>'
@@ -100,7 +114,11 @@ def render_text(text: str) -> str:
 def text_labels(texts: Sequence[str]) -> list[str]:
     """Strings as :func:`render_text` shows them, a path by its file name (the whole path on
     hover), except that paths sharing a file name show as many of their last folders as tell
-    them apart (``a/photo.jpg``, ``b/photo.jpg``), so rows or chips of images are never alike."""
+    them apart (``a/photo.jpg``, ``b/photo.jpg``), so rows or chips of images are never alike.
+
+    Args:
+        texts: the strings, e.g. a summary's image paths.
+    """
     parts = [text.replace("\\", "/").rstrip("/").split("/") for text in texts]
     depth = [1] * len(texts)
     for _ in range(max((len(p) for p in parts), default=1)):
@@ -273,7 +291,13 @@ def render_dict(mapping: dict[str, Any], depth: int = 0) -> str:
 
 
 def key_value_table(mapping: dict[str, Any], depth: int = 0, css: str = "kv") -> str:
-    """A two-column table: each key beside its rendered value."""
+    """A two-column table: each key beside its rendered value.
+
+    Args:
+        mapping: the keys and values to show.
+        depth: how deep in nested tables this one is (deeper values are summarised).
+        css: the table's class.
+    """
     rows = "".join(
         f"<tr><th>{esc(key)}</th><td>{render_value(value, depth + 1)}</td></tr>" for key, value in mapping.items()
     )
@@ -281,7 +305,12 @@ def key_value_table(mapping: dict[str, Any], depth: int = 0, css: str = "kv") ->
 
 
 def render_value(value: Any, depth: int = 0) -> str:
-    """Any JSON value as readable HTML (see the module docstring for the rules)."""
+    """Any JSON value as readable HTML (see the module docstring for the rules).
+
+    Args:
+        value: the value.
+        depth: how deep in nested tables it is shown (0: at the top; deeper values are summarised).
+    """
     if isinstance(value, dict):
         return render_dict({str(k): v for k, v in value.items()}, depth)
     if isinstance(value, (list, tuple)):

@@ -192,7 +192,9 @@ def _projection_figure(
     for j, channel in enumerate(projection.channels):
         shown = vizkit.to_image(projection.images[0, j])  # [H, W, 3] in [0, 1], zero = grey
         value = float(projection.values[0, j])
-        vizkit.toolkit.figures.show(figure.add_subplot(1, k + 1, j + 2), shown, f"map {channel} (max {value:.3g})", fontsize=9)
+        vizkit.toolkit.figures.show(
+            figure.add_subplot(1, k + 1, j + 2), shown, f"map {channel} (max {value:.3g})", fontsize=9
+        )
     figure.suptitle(f"{rule.title} of the strongest maps of layer {layer}", fontsize=10)
     figure.tight_layout()
     return figure
@@ -348,7 +350,7 @@ def register_analyses(register: Callable[[vizkit.Analysis], None]) -> None:
                 ),
             ],
             demo={"layer": "conv5"},  # `vizkit demo` runs it on the bundled model with these options
-            view=vizkit.framework.ReportView(report_view, css=REPORT_CSS),  # how `vizkit report` shows it
+            view=vizkit.ReportView(report_view, css=REPORT_CSS),  # how `vizkit report` shows it
         )
     )
 

@@ -22,7 +22,7 @@ from vizkit.toolkit.distributed import is_main_process
 
 DEFAULT_OUT_ROOT = Path("vizkit-results")
 
-
+# what every analysis's command takes; its own options follow
 RUN_OPTIONS = [
     click.Option(
         ["--model"],

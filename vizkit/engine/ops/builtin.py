@@ -1,231 +1,35 @@
-"""The op table: everything vizkit knows about each torch operation, one class per op kind.
+"""The built-in ops: one class per kind of torch call vizkit understands, registered below.
 
-Adding an op
-------------
-Subclass :class:`Op` (or the built-in op it resembles), fill in what applies and register an
-instance with :func:`register_op`; nothing else in the engine names an op:
-
-* ``name`` (the layer type ``F.<name>`` of a functional call) and ``calls``, the ``__name__``\\ s
-  of the torch calls that perform it (a ``TorchFunctionMode`` sees every route to an op,
-  ``nn.ReLU``, ``F.relu``, ``x.relu_()``, as a call with one of those names);
-* ``signature`` (:func:`parse_signature`) to :meth:`Op.bind` arguments by name;
-* ``layer`` (a functional call is a layer of its own) and ``owner`` (the module class whose own
-  call it is), ``pointwise``, ``normalisation``, ``inference_only``;
-* :meth:`Op.window`: its sliding window (:class:`~vizkit.engine.geometry.Window`);
-* :meth:`Op.forward`: the call during an instrumented forward and what it records (a max-pool
-  its switches: the "forward record" the recorder keeps per layer and the tape gets);
-* :meth:`Op.reverse`: the explicit deconvnet's step down through it (given the tape's rule);
-* :meth:`Op.step`: how incremental occlusion steps through it (point-wise, sliding window,
-  union of windows; None: recompute the whole tensor).
-
-A stochastic pool, say, subclasses :class:`MaxPool2d`, overrides ``name``, ``calls``, ``owner``
-and :meth:`Op.forward` (sample the switches instead of taking the maxima) and keeps the
-max-pool's unpooling (tests/test_ops.py registers one).
+A new op is one class here (or in a plugin or test: :func:`~vizkit.engine.ops.register_op`)
+and one line in the registration at the bottom; see :mod:`vizkit.engine.ops`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vizkit.engine.geometry import Box, Window, adaptive_bin, conv_window, pool_window
+from vizkit.engine.ops.base import (
+    Node,
+    Op,
+    PoolSwitches,
+    SlidingOp,
+    first_input,
+    parse_signature,
+    pass_node,
+    register_op,
+)
 from vizkit.errors import VizkitError
 
 if TYPE_CHECKING:
     from vizkit.engine.deconv import Tape
     from vizkit.engine.incremental import IncrementalOcclusion, _Call, _Window
     from vizkit.engine.rules import ProjectionRule
-
-
-def parse_signature(text: str) -> inspect.Signature:
-    """The signature written as ``"(input, kernel_size, stride=None)"``."""
-    namespace: dict[str, Any] = {}
-    exec(f"def f{text}: pass", namespace)
-    return inspect.signature(namespace["f"])
-
-
-def first_input(args: tuple, kwargs: dict) -> Any:
-    """The first argument of a call (``input``, positional or by name)."""
-    return args[0] if args else kwargs["input"]
-
-
-class UnsupportedOpError(VizkitError):
-    """The explicit path met an op it cannot reverse."""
-
-
-@dataclass(frozen=True)
-class PoolSwitches:
-    """The switches of one max-pooling call and the parameters needed to unpool with them."""
-
-    indices: Tensor  # [B, C, h, w], flat index into each input plane (H*W)
-    input_shape: tuple[int, ...]
-    window: Window
-    ceil_mode: bool
-
-
-@dataclass
-class Node:
-    """One recorded call as the explicit reverse pass sees it: the tape entries it read and
-    the signal each of them gets from the signal on its output."""
-
-    op: Op | None  # None: the input, or a call vizkit does not track
-    parents: Sequence[int | None]
-    backward: Callable[[Tensor], Sequence[Tensor | None]]
-    name: str = ""
-    window: Window | None = None  # for ops that look at a spatial window
-
-    @classmethod
-    def refusal(cls, op: Op | None, parents: Sequence[int | None], what: str) -> Node:
-        """A node that names ``what`` when a signal reaches it."""
-
-        def backward(signal: Tensor) -> list:
-            raise UnsupportedOpError(f"the explicit deconvnet cannot reverse '{what}'; use method='autograd'")
-
-        return cls(op, parents, backward)
-
-
-class Op:
-    """One kind of torch operation. Class attributes say what it is; methods what vizkit does
-    with it. The defaults describe an op that is followed but not understood: recorded as it
-    runs, refused by the explicit path, recomputed whole by incremental occlusion."""
-
-    name: ClassVar[str] = ""
-    calls: ClassVar[tuple[str, ...]] = ()
-    signature: ClassVar[inspect.Signature | None] = None
-    layer: ClassVar[bool] = False  # a functional call is a layer of its own (``<module>.<name>``)
-    owner: ClassVar[type | tuple[type, ...] | None] = None  # modules whose call is their own
-    pointwise: ClassVar[bool] = False  # each output position reads only the same input position
-    normalisation: ClassVar[bool] = False  # the rule decides how the signal crosses it
-    inference_only: ClassVar[bool] = False  # an owner module in training mode changes every forward
-
-    def bind(self, args: tuple, kwargs: dict | None) -> dict[str, Any]:
-        """The arguments of a call by parameter name, defaults filled in.
-
-        Args:
-            args: the call's positional arguments.
-            kwargs: its keyword arguments.
-        """
-        if self.signature is None:
-            raise TypeError(f"op '{self.name}' has no signature to bind")
-        bound = self.signature.bind(*args, **(kwargs or {}))
-        bound.apply_defaults()
-        return dict(bound.arguments)
-
-    def owns(self, module: nn.Module) -> bool:
-        """Whether ``module`` is one whose call of this op is the module's own."""
-        return self.owner is not None and isinstance(module, self.owner)
-
-    def draws_at_random(self, module: nn.Module) -> bool:
-        """Whether an owner ``module`` draws new random choices on every forward (eval mode too)."""
-        return False
-
-    def window(self, p: dict[str, Any]) -> Window | None:
-        """The call's sliding window from its bound arguments ``p``; None: it has none."""
-        return None
-
-    def forward(
-        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
-    ) -> tuple[Any, Any]:
-        """The call during an instrumented forward: its output and its forward record (None).
-
-        Args:
-            func: the torch call intercepted.
-            args: its positional arguments.
-            kwargs: its keyword arguments.
-            rule: the autograd projection's rule while its forward runs, else None.
-            record: whether forward records (max-pooling switches) are wanted.
-        """
-        return func(*args, **kwargs), None
-
-    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node | None:
-        """The explicit path's node for a call (``record``: its forward record); None: the op
-        cannot be reversed (the pass names it if a signal reaches it)."""
-        return None
-
-    def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
-        """The part of an input map that ``box`` of an output map of an op without a window
-        depends on (unclipped); None: the whole map."""
-        return box if tuple(out_shape[-2:]) == tuple(in_shape[-2:]) else None
-
-    def step(
-        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
-    ) -> _Window | Tensor | None:
-        """Incremental occlusion through a call whose changed inputs are all spatial windows:
-        the output's changed window (or whole tensor); None: recompute the whole tensor."""
-        return occlusion.pointwise(call, windows) if self.pointwise else None
-
-    def macs(self, args: tuple, kwargs: dict, output: Tensor) -> int:
-        """Multiply-adds of a call producing ``output`` (counted for conv and linear only)."""
-        return 0
-
-    def replay_args(self, func: Callable, args: tuple) -> tuple:
-        """A recorded call's arguments adapted to a replay on a larger batch."""
-        return args
-
-    def __repr__(self) -> str:
-        return f"<op {self.name!r}>"
-
-
-# ---------------------------------------------------------------------------- the registry
-OPS: dict[str, Op] = {}
-_BY_CALL: dict[str, Op] = {}
-
-
-def register_op(op: Op) -> Op:
-    """Add ``op`` to the table (a ValueError if its name or a call name is taken); returns it.
-
-    Args:
-        op: an instance of an :class:`Op` subclass.
-    """
-    taken = [name for name in op.calls if name in _BY_CALL]
-    if op.name in OPS or taken or not op.name:
-        raise ValueError(f"op name '{op.name}' or call names {taken} are empty or already registered")
-    OPS[op.name] = op
-    _BY_CALL.update(dict.fromkeys(op.calls, op))
-    return op
-
-
-def unregister_op(op: Op) -> None:
-    """Take ``op`` out of the table again.
-
-    Args:
-        op: an op registered with :func:`register_op`.
-    """
-    if OPS.get(op.name) is op:
-        del OPS[op.name]
-    for name in op.calls:
-        if _BY_CALL.get(name) is op:
-            del _BY_CALL[name]
-
-
-def op_of(func: Callable) -> Op | None:
-    """The op a torch call performs, or None for calls vizkit does not track.
-
-    Args:
-        func: the callable a ``TorchFunctionMode`` intercepted.
-    """
-    return _BY_CALL.get(getattr(func, "__name__", ""))
-
-
-def op_of_module(module: nn.Module) -> Op | None:
-    """The op whose owner ``module`` is, or None.
-
-    Args:
-        module: any module.
-    """
-    return next((op for op in OPS.values() if op.owns(module)), None)
-
-
-# ---------------------------------------------------------------------------- the ops
-def _pass(tape: Tape, op: Op, args: tuple, kwargs: dict) -> Node:
-    """A node that hands the signal to the call's first input unchanged."""
-    return Node(op, [tape.index(first_input(args, kwargs))], lambda s: [s])
 
 
 class ReLU(Op):
@@ -272,40 +76,24 @@ class Normalisation(Op):
         if not tape.rule.passes_normalisation:  # contrast normalisation is not inverted
             parents = [tape.index(first_input(args, kwargs))]
             return Node.refusal(self, parents, f"normalisation under rule '{tape.rule.name}'")
-        return _pass(tape, self, args, kwargs)
+        return pass_node(tape, self, args, kwargs)
 
 
 class LocalResponseNorm(Normalisation):
+    """Contrast normalisation across maps (the paper's layers 1 and 2)."""
+
     name = "local_response_norm"
     calls = ("local_response_norm",)
     owner = nn.LocalResponseNorm
 
 
 class BatchNorm(Normalisation):
+    """Batch normalisation, in eval mode (running statistics)."""
+
     name = "batch_norm"
     calls = ("batch_norm",)
     owner = nn.modules.batchnorm._BatchNorm
     inference_only = True  # batch statistics
-
-
-class SlidingOp(Op):
-    """An op computing each output from a window of its input (convolution, pooling):
-    incremental occlusion recomputes the outputs whose windows meet the changed inputs."""
-
-    pad_value: ClassVar[float] = 0.0  # what padding holds
-
-    def slide(self, slab: Tensor, p: dict[str, Any], window: Window) -> Tensor:
-        """The op on ``slab`` (a padded block of its input), without padding."""
-        raise NotImplementedError
-
-    def macs_per_position(self, p: dict[str, Any]) -> int:
-        """Multiply-adds per output position (all channels)."""
-        return 0
-
-    def step(
-        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
-    ) -> _Window | Tensor | None:
-        return occlusion.sliding(index, call, self, windows)
 
 
 class MaxPool2d(SlidingOp):
@@ -512,7 +300,7 @@ class Dropout(Op):
     pointwise, inference_only = True, True
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
-        return _pass(tape, self, args, kwargs)
+        return pass_node(tape, self, args, kwargs)
 
 
 class Identity(Op):
@@ -523,7 +311,7 @@ class Identity(Op):
     pointwise = True
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
-        return _pass(tape, self, args, kwargs)
+        return pass_node(tape, self, args, kwargs)
 
 
 class Reshape(Op):
@@ -598,6 +386,8 @@ class Add(Op):
         return occlusion.union(call, windows)
 
 
+# ---------------------------------------------------------------------------- the table
+# a new built-in op is one more line here (the ReLU is named: the canonical copy and the rules ask for it)
 RELU = register_op(ReLU())
 for _op in (
     MaxPool2d(),

@@ -1,0 +1,94 @@
+"""The op table: everything vizkit knows about each torch operation, one class per op kind.
+
+Adding an op
+------------
+One class plus a test. Subclass :class:`Op` (or the built-in op it resembles) in
+:mod:`~vizkit.engine.ops.builtin` and add it to the registration at its bottom (a plugin or a
+test calls :func:`register_op`); fill in what applies, nothing else in the engine names an op:
+
+* ``name`` (the layer type ``F.<name>`` of a functional call) and ``calls``, the ``__name__``\\ s
+  of the torch calls that perform it (a ``TorchFunctionMode`` sees every route to an op,
+  ``nn.ReLU``, ``F.relu``, ``x.relu_()``, as a call with one of those names);
+* ``signature`` (:func:`parse_signature`) to :meth:`Op.bind` arguments by name;
+* ``layer`` (a functional call is a layer of its own) and ``owner`` (the module class whose own
+  call it is), ``pointwise``, ``normalisation``, ``inference_only``;
+* :meth:`Op.window`: its sliding window (:class:`~vizkit.engine.geometry.Window`);
+* :meth:`Op.forward`: the call during an instrumented forward and what it records (a max-pool
+  its switches: the "forward record" the recorder keeps per layer and the tape gets);
+* :meth:`Op.reverse`: the explicit deconvnet's step down through it (given the tape's rule);
+* :meth:`Op.step`: how incremental occlusion steps through it (point-wise, sliding window,
+  union of windows; None: recompute the whole tensor).
+
+A stochastic pool, say, subclasses :class:`MaxPool2d`, overrides ``name``, ``calls``, ``owner``
+and :meth:`Op.forward` (sample the switches instead of taking the maxima) and keeps the
+max-pool's unpooling (tests/test_ops.py registers one).
+
+Layout: :mod:`~vizkit.engine.ops.base` holds the machinery (:class:`Op`, :class:`Node`, the
+max-pool's forward record :class:`PoolSwitches`, the registry), :mod:`~vizkit.engine.ops.builtin`
+the ops. The recorder, the explicit deconvnet, receptive boxes, incremental occlusion, the
+projection rules and the canonical copy all dispatch through this table.
+"""
+
+from vizkit.engine.ops.base import (
+    OPS,
+    Node,
+    Op,
+    PoolSwitches,
+    SlidingOp,
+    UnsupportedOpError,
+    first_input,
+    op_of,
+    op_of_module,
+    parse_signature,
+    register_op,
+    unregister_op,
+)
+from vizkit.engine.ops.builtin import (
+    RELU,
+    AdaptiveAvgPool2d,
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Cat,
+    Conv2d,
+    Dropout,
+    FractionalMaxPool,
+    Identity,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    Normalisation,
+    ReLU,
+    Reshape,
+)
+
+__all__ = [
+    "OPS",
+    "RELU",
+    "AdaptiveAvgPool2d",
+    "Add",
+    "AvgPool2d",
+    "BatchNorm",
+    "Cat",
+    "Conv2d",
+    "Dropout",
+    "FractionalMaxPool",
+    "Identity",
+    "Linear",
+    "LocalResponseNorm",
+    "MaxPool2d",
+    "Node",
+    "Normalisation",
+    "Op",
+    "PoolSwitches",
+    "ReLU",
+    "Reshape",
+    "SlidingOp",
+    "UnsupportedOpError",
+    "first_input",
+    "op_of",
+    "op_of_module",
+    "parse_signature",
+    "register_op",
+    "unregister_op",
+]
