@@ -28,7 +28,9 @@ import torchvision.models as tvm
 
 import vizkit
 from common import POMERANIAN, SHARED, median_time, squeezenet
-from vizkit_plugins.occlusion import FAST_DRILL_DOWN, FAST_TAU, OcclusionGrid, explain_cost, occlusion_maps
+from vizkit_plugins.occlusion.analysis import explain_cost
+from vizkit_plugins.occlusion.grid import OcclusionGrid
+from vizkit_plugins.occlusion.maps import FAST_DRILL_DOWN, FAST_TAU, occlusion_maps
 
 MODELS = {
     "squeezenet": (squeezenet, "features.12"),

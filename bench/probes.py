@@ -27,7 +27,8 @@ import torch
 
 import vizkit
 from common import SHARED, median_time, squeezenet
-from vizkit_plugins.probes import default_cache, draw_folds
+from vizkit_plugins.probes.extraction import default_cache
+from vizkit_plugins.probes.folds import draw_folds
 
 
 def main() -> None:

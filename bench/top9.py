@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import vizkit
-import vizkit_plugins.top9 as top9
+import vizkit_plugins.top9.scan as top9_scan
 from common import SHARED, squeezenet
 from vizkit.toolkit.distributed import ProcessGroup
 
@@ -61,7 +61,7 @@ def vizkit_scan(
             analysis="top9",
         )
         started = time.perf_counter()
-        state, _ = top9.scan(
+        state, _ = top9_scan.scan(
             ctx, layer, channels, 9, resume=False, checkpoint_every=0, workers=workers, group=ProcessGroup()
         )
         return time.perf_counter() - started, state

@@ -26,7 +26,7 @@ from torch import nn
 import vizkit
 
 if TYPE_CHECKING:
-    from vizkit_plugins.occlusion import OcclusionGrid
+    from vizkit_plugins.occlusion.grid import OcclusionGrid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VIZKIT_SHARED", REPO.parent / "shared"))
@@ -163,7 +163,7 @@ def occlusion_as_captum(model: nn.Module, x: torch.Tensor, layer: str, target: i
     channel), rebuilt from the occlusion plugin's exact probability map on ``grid``: a pixel gets
     the mean, over the windows covering it, of p(unoccluded) - p(occluded by that window), and 0
     where no window covers it. (height, width), for one colour channel: they are all the same."""
-    from vizkit_plugins.occlusion import occlusion_maps
+    from vizkit_plugins.occlusion.maps import occlusion_maps
 
     with vizkit.instrument(model) as im:
         maps = occlusion_maps(

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import vizkit
-import vizkit_plugins.top9 as top9
+import vizkit_plugins.top9.scan as top9_scan
 from helpers import shipped_photos
 from vizkit.app.cli import main
 
@@ -265,7 +265,7 @@ def test_top9_skips_bad_files_and_matches_the_good_images(folders, tmp_path, cap
 
 
 def test_top9_interrupted_and_resumed_over_bad_files(folders, tmp_path, capsys, monkeypatch, top9_reference):
-    original = top9.scan_batches
+    original = top9_scan.scan_batches
 
     def interrupted(loader, start):
         for number, images, indices in original(loader, start):
@@ -273,12 +273,12 @@ def test_top9_interrupted_and_resumed_over_bad_files(folders, tmp_path, capsys, 
                 raise KeyboardInterrupt
             yield number, images, indices
 
-    monkeypatch.setattr(top9, "scan_batches", interrupted)
+    monkeypatch.setattr(top9_scan, "scan_batches", interrupted)
     args = ["run", "top9", *TOP9, "--data", folders["mixed"], "--workers", 0, "--out", tmp_path]
     code, err = cli(capsys, *args, "--checkpoint-every", 1)
     assert code == 130 and (tmp_path / ".top9-scan.pt").exists() and not (tmp_path / "result.json").exists()
     assert "b_truncated.jpg" in err and "d_text.png" in err
-    monkeypatch.setattr(top9, "scan_batches", original)
+    monkeypatch.setattr(top9_scan, "scan_batches", original)
     code, err = cli(capsys, *args, "--checkpoint-every", 1, "--resume")
     assert code == 0, err
     document, arrays = read(tmp_path)
@@ -296,7 +296,7 @@ def test_top9_rank_zero_learns_the_files_other_processes_skipped(folders):
     mine.add(data.read(first))  # rank 0 met one; the other rank met the other two
     other = torch.tensor([int(p.name in BAD and i != first) for i, p in enumerate(data.paths)], dtype=torch.int32)
     group = types.SimpleNamespace(world=2, rank=0, all_gather=lambda mask: [mask, other])
-    top9.merge_skipped(types.SimpleNamespace(skipped=mine), data, group)
+    top9_scan.merge_skipped(types.SimpleNamespace(skipped=mine), data, group)
     assert sorted(Path(p).name for p in mine.paths) == sorted(BAD)
     assert mine.why() == {why: 1 for why in BAD.values()}
 

@@ -15,7 +15,9 @@ from PIL import Image
 import vizkit
 from helpers import SHARED, assert_no_hooks, needs_shared, shipped_photos
 from vizkit.app.cli import main
-from vizkit_plugins.correspondence import Square, p_below_random, pair_values, read_landmarks, sign_distances
+from vizkit_plugins.correspondence.landmarks import read_landmarks
+from vizkit_plugins.correspondence.squares import Square
+from vizkit_plugins.correspondence.statistics import p_below_random, pair_values, sign_distances
 
 DOGS = SHARED / "data" / "dog_landmarks.json"
 

@@ -129,12 +129,12 @@ def test_projection_is_the_deconvnet_of_that_activation(training_run):
 
 
 def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
-    import vizkit_plugins.evolution as evolution
+    import vizkit_plugins.evolution.scan as evolution_scan  # where the snapshots are scanned
 
     options = dict(run=str(training_run), sample=6, maps=2, patch_size=16)
     reference = vizkit.run("evolution", None, **options)
     calls, projected = [], []
-    scan, project_winners = evolution.scan, vizkit.toolkit.project_winners
+    scan, project_winners = evolution_scan.scan, vizkit.toolkit.project_winners
 
     def counted(*args, **kwargs):
         calls.append(1)
@@ -146,7 +146,7 @@ def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return project_winners(*args, **kwargs)
 
-    monkeypatch.setattr(evolution, "scan", counted)
+    monkeypatch.setattr(evolution_scan, "scan", counted)
     monkeypatch.setattr("vizkit.toolkit.winners.project_winners", interrupted)  # where vizkit.toolkit's name resolves
     with pytest.raises(KeyboardInterrupt):
         vizkit.run("evolution", None, out=tmp_path, **options)
@@ -249,7 +249,8 @@ def _fake_snapshots(epochs: list[int], maps: int, patch: int = 8) -> dict[int, d
 
 def test_many_maps_get_no_legend_that_swamps_the_strength_figure():
     """40 maps used to get a 40-entry legend, taller than the plot (tight_layout gave up with a warning)."""
-    from vizkit_plugins.evolution import LEGEND_MAPS, assemble
+    from vizkit_plugins.evolution.analysis import assemble
+    from vizkit_plugins.evolution.figures import LEGEND_MAPS
 
     paths = [f"/x/{i}.jpg" for i in range(3)]
     images = ImageList(paths, preprocess=vizkit.Preprocess(resize=160, crop=144))
@@ -267,7 +268,7 @@ def test_many_maps_get_no_legend_that_swamps_the_strength_figure():
 
 def test_one_snapshot_has_no_settled_epoch():
     """With a single snapshot nothing can be seen to settle: None, not that snapshot's epoch."""
-    from vizkit_plugins.evolution import assemble
+    from vizkit_plugins.evolution.analysis import assemble
 
     images = ImageList([f"/x/{i}.jpg" for i in range(3)], preprocess=vizkit.Preprocess(resize=160, crop=144))
     result = assemble("run", {}, ["conv1"], {"conv1": [0, 1]}, _fake_snapshots([5], 2), images, 8)

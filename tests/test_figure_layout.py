@@ -23,8 +23,8 @@ from vizkit.toolkit.figures import (
     projections_beside_patches,
     tile_mosaic,
 )
-from vizkit_plugins.evolution import evolution_figure
-from vizkit_plugins.top9 import figure_pages
+from vizkit_plugins.evolution.figures import evolution_figure
+from vizkit_plugins.top9.figures import figure_pages
 
 MAX_PIXELS = int(MAX_FIGURE_INCHES * 100)
 

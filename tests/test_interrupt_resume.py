@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 import vizkit
-import vizkit_plugins.evolution as evolution
-import vizkit_plugins.top9 as top9
+import vizkit_plugins.evolution.cache as evolution_cache
+import vizkit_plugins.top9.scan as top9_scan
 from helpers import shipped_photos
 from vizkit.app.cli import main
 
@@ -296,13 +296,13 @@ def test_a_rerun_without_resume_says_it_discards_the_checkpoint(
 def test_top9_checkpoints_by_time_as_well_as_by_batches(inputs, tmp_path, monkeypatch):
     assert vizkit.framework.get_app().analysis("top9").option("checkpoint_seconds").default <= 60
     saved: list[tuple[int, bool]] = []
-    original = top9._save_checkpoint
+    original = top9_scan._save_checkpoint
 
     def recording(path, state, next_batch, done, *args, **kwargs):
         saved.append((next_batch, done))
         return original(path, state, next_batch, done, *args, **kwargs)
 
-    monkeypatch.setattr(top9, "_save_checkpoint", recording)
+    monkeypatch.setattr(top9_scan, "_save_checkpoint", recording)
     model = vizkit.load_model(f"{inputs['net']}:build")
     options = dict(
         data=inputs["list"], layer="conv2", channels="0-1", k=2, patch_size=8, pages=1, workers=0, batch_size=6
@@ -320,13 +320,13 @@ def test_top9_checkpoints_by_time_as_well_as_by_batches(inputs, tmp_path, monkey
 def test_evolution_checkpoints_a_snapshot_scan_by_time(inputs, tmp_path, monkeypatch):
     assert vizkit.framework.get_app().analysis("evolution").option("checkpoint_seconds").default <= 60
     tags: list[str] = []
-    original = evolution.SnapshotCache.save
+    original = evolution_cache.SnapshotCache.save
 
     def recording(self, tag, data):
         tags.append(f"{tag}@{data['next_batch']}" if tag.startswith("scan") else tag)
         return original(self, tag, data)
 
-    monkeypatch.setattr(evolution.SnapshotCache, "save", recording)
+    monkeypatch.setattr(evolution_cache.SnapshotCache, "save", recording)
     options = dict(run=str(inputs["run"]), data=inputs["list"], layers=("conv2",), maps=2, sample=12, patch_size=8)
     vizkit.run("evolution", None, out=tmp_path / "a", batch_size=4, checkpoint_seconds=0, **options).save(
         tmp_path / "a"

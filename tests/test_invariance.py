@@ -213,7 +213,7 @@ def test_five_paper_images_on_the_real_squeezenet(squeezenet):
 def test_summary_keeps_small_numbers_to_six_significant_digits():
     """Relative distances of a few 1e-7 were rounded to 6 decimals, so max_distance read 0.0
     beside a first_step_fraction computed from the same (nonzero) distances."""
-    from vizkit_plugins.invariance import _mean
+    from vizkit_plugins.invariance.summary import _mean
 
     assert _mean([3e-7, 5e-7]) == 4e-7
     assert _mean([1234.56789]) == 1234.57 and _mean([0.123456789]) == 0.123457

@@ -14,7 +14,8 @@ from helpers import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, occlusion_as_ca
 from vizkit.app.cli import main
 from vizkit.data import parse_fill
 from vizkit.models.zfnet import zfnet
-from vizkit_plugins.occlusion import OcclusionGrid, occluded_batch, occlusion_maps
+from vizkit_plugins.occlusion.grid import OcclusionGrid, occluded_batch
+from vizkit_plugins.occlusion.maps import occlusion_maps
 
 
 def reference_maps(model, x, layer, feature_map, target, grid, fill):

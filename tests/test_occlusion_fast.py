@@ -14,7 +14,8 @@ from torch import nn
 import vizkit
 from helpers import assert_no_hooks
 from vizkit.app.cli import main
-from vizkit_plugins.occlusion import OcclusionGrid, _coarse, occluded_batch, occlusion_maps
+from vizkit_plugins.occlusion.grid import OcclusionGrid, occluded_batch
+from vizkit_plugins.occlusion.maps import _coarse, occlusion_maps
 
 
 class TwoConvs(nn.Module):

@@ -14,7 +14,7 @@ import vizkit
 import vizkit.toolkit.features as features_module
 from helpers import SHARED, assert_no_hooks, needs_shared, run_vizkit, shipped_photos
 from vizkit.app.cli import main
-from vizkit_plugins.probes import draw_folds
+from vizkit_plugins.probes.folds import draw_folds
 
 CALTECH = SHARED / "data" / "caltech101"
 

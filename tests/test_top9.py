@@ -12,7 +12,7 @@ import torchvision.models as tvm
 from torch import nn
 
 import vizkit
-import vizkit_plugins.top9 as top9
+import vizkit_plugins.top9.scan as top9_scan
 from helpers import SHARED, SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared, run_vizkit
 
 IMAGENETTE_VAL = SHARED / "data" / "imagenette" / "val"
@@ -87,7 +87,7 @@ def test_first_layer_shows_filters_and_failing_runs_leave_no_hooks(squeezenet, i
 def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, image_file_list, tmp_path, monkeypatch):
     reference = run_top9(squeezenet, image_file_list)
     out = tmp_path / "run"
-    original = top9.scan_batches
+    original = top9_scan.scan_batches
     seen: list[int] = []
 
     def interrupted(loader, start):
@@ -97,13 +97,15 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, im
             seen.append(number)
             yield number, images, indices
 
-    monkeypatch.setattr(top9, "scan_batches", interrupted)
+    monkeypatch.setattr(top9_scan, "scan_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_top9(squeezenet, image_file_list, out=out, checkpoint_every=1)
     assert_no_hooks(squeezenet)
     assert (out / ".top9-scan.pt").exists() and not (out / "result.json").exists()
     monkeypatch.setattr(
-        top9, "scan_batches", lambda loader, start: (seen.append(n) or (n, x, i) for n, x, i in original(loader, start))
+        top9_scan,
+        "scan_batches",
+        lambda loader, start: (seen.append(n) or (n, x, i) for n, x, i in original(loader, start)),
     )
     seen.clear()
     resumed = run_top9(squeezenet, image_file_list, out=out, checkpoint_every=1, resume=True)
@@ -114,10 +116,10 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, im
     resumed.save(out)
     assert not (out / ".top9-scan.pt").exists() and (out / "result.json").exists()
     # a checkpoint from other settings is refused, not silently mixed in
-    monkeypatch.setattr(top9, "scan_batches", interrupted)
+    monkeypatch.setattr(top9_scan, "scan_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_top9(squeezenet, image_file_list, out=tmp_path / "other", checkpoint_every=1)
-    monkeypatch.setattr(top9, "scan_batches", original)
+    monkeypatch.setattr(top9_scan, "scan_batches", original)
     with pytest.raises(vizkit.UsageError, match="different run"):
         run_top9(squeezenet, image_file_list, out=tmp_path / "other", k=4, resume=True)
     assert_no_hooks(squeezenet)
@@ -230,7 +232,7 @@ def test_many_maps_on_one_page_keep_their_titles_apart():
     """--maps-per-page is open-ended: 4 maps a row made 100 maps a page 25 rows tall, capped to a
     quarter of its size, and every title ran over its neighbours' and the suptitle."""
     from vizkit.toolkit.figures import MAX_FIGURE_INCHES, overlapping_texts
-    from vizkit_plugins.top9 import figure_pages
+    from vizkit_plugins.top9.figures import figure_pages
 
     rng = np.random.default_rng(0)
     maps, k, size = 100, 1, 16

@@ -105,7 +105,7 @@ def test_training_starts_from_the_recipe_initialisation_not_the_shipped_weights(
 
 def scripted_validation(monkeypatch, accuracies: list[float]) -> None:
     """Make each epoch's validation accuracy the next of ``accuracies`` (training still runs)."""
-    import vizkit_plugins.train as train_module
+    import vizkit_plugins.train.loop as train_module  # where train() looks evaluate up
 
     script = iter(accuracies)
     monkeypatch.setattr(train_module, "evaluate", lambda model, loader, device: (1.0, next(script)))

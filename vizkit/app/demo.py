@@ -30,18 +30,23 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.cbook
 
 import vizkit
 from vizkit.app.downloads import downloaded_samples
-from vizkit.data import ImageList, image_list, preprocess_for
+from vizkit.data import ImageList, Preprocess, image_list, preprocess_for
 from vizkit.errors import UsageError
 from vizkit.framework.registry import App
 from vizkit.framework.results import RESULT_FILE, write_atomic
 from vizkit.models.bundled import bundled_meta
 from vizkit.toolkit.runs import RUN_FILE, snapshot_paths
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from vizkit.framework.analysis import Analysis
 
 DEMO_MODEL = "zfnet-compact"
 DEMO_FILE = "demo.json"  # the demo's record of a run; also marks a folder as the demo's own
@@ -236,6 +241,7 @@ class Resources:
     found: dict[str, Path] = field(default_factory=dict)
 
     def get(self, name: str) -> Path:
+        """The path of resource ``name``, found once (:class:`Skip` when it is not at hand here)."""
         if name not in self.found:
             if name == "landmarks":
                 self.found[name] = self._landmarks()
@@ -280,6 +286,7 @@ class DemoSummary:
 
     @property
     def failed(self) -> list[str]:
+        """The analyses that failed (the caller's exit status follows from them)."""
         return [name for name, status in self.statuses.items() if status == "failed"]
 
 
@@ -329,43 +336,26 @@ def run_demo(
     """
     check_demo_out(out, overwrite)
     per_class, image_count = QUICK if quick else FULL
-    # on the user's images or the fallback photograph, an analysis that refuses them (a usage
-    # error: e.g. probes without class folders) is skipped; on the sample images it has failed
-    if data is not None:
-        paths, folders = pick(image_list(data), per_class)
-        source, lenient = f"--data {data}", True
-    else:
-        samples = find_samples(per_class)
-        paths, folders, source = samples.paths, samples.folders, samples.source
-        if samples.fallback:
-            echo(f"demo: note: {FALLBACK_HINT}; or pass --data")
-        lenient = samples.fallback or samples.user
+    picked = _demo_images(data, per_class, echo)
     model = vizkit.load_model(DEMO_MODEL, app=app)
-    preprocess = preprocess_for(model)
-    classes = sorted({f for f in folders if f is not None})
-    dataset = ImageList(
-        paths,
-        classes,
-        [classes.index(f) for f in folders if f is not None] if classes else [],
-        preprocess,
-        source=f"{source} (the demo's class-balanced pick)",
-    )
-    images = spread(paths, folders, image_count)
+    dataset = _class_balanced_set(picked, preprocess_for(model))
+    inputs = _DemoInputs(model, spread(picked.paths, picked.folders, image_count), dataset, quick, picked.lenient)
+    classes = dataset.classes
     echo(
-        f"demo: {DEMO_MODEL} on {len(paths)} image(s)"
+        f"demo: {DEMO_MODEL} on {len(picked.paths)} image(s)"
         + (f" of {len(classes)} class{'es' if len(classes) != 1 else ''}" if classes else "")
-        + f" from {source}; single-image analyses use {len(images)}"
+        + f" from {picked.source}; single-image analyses use {len(inputs.images)}"
     )
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_results(out)
-    resources = Resources(spread(paths, folders, max(3, image_count)), out, echo)  # landmark images
+    resources = Resources(spread(picked.paths, picked.folders, max(3, image_count)), out, echo)  # landmark images
     record: dict[str, Any] = {
         "vizkit_version": vizkit.__version__,
         "model": DEMO_MODEL,
         "quick": quick,
-        "source": source,
-        "images": [str(p) for p in images],
-        "data": [{"path": str(p), "class": class_name(f)} for p, f in zip(paths, folders)],
+        "source": picked.source,
+        "images": [str(p) for p in inputs.images],
+        "data": [{"path": str(p), "class": class_name(f)} for p, f in zip(picked.paths, picked.folders)],
         "analyses": {},
     }
     write_atomic(out / DEMO_FILE, (json.dumps(record, indent=2) + "\n").encode())  # marks the folder as ours
@@ -373,40 +363,10 @@ def run_demo(
     for analysis in sorted(app.analyses.values(), key=lambda a: a.name):
         if analysis.demo is None:
             continue
-        target = out / analysis.name
-        started = time.perf_counter()
-        entry: dict[str, Any] = {"folder": analysis.name}
-        try:
-            options = resources.fill({**analysis.demo, **((analysis.demo_quick or {}) if quick else {})})
-            result = vizkit.run(
-                analysis.name,
-                None if analysis.model_from is not None else model,
-                images=images if analysis.inputs in ("images", "any") else None,
-                data=dataset if analysis.inputs == "data" else None,
-                app=app,
-                out=target,
-                **options,
-            )
-            result.save(target, overwrite=True)
-            entry["status"] = "ok"
-            line = f"{time.perf_counter() - started:6.1f}s  {target}"
-        except Skip as why:
-            entry.update(status="skipped", reason=str(why))
-            line = f"skipped: {why}"
-        except Exception as error:  # one analysis failing must not stop the others
-            if lenient and isinstance(error, UsageError):  # it refuses these images: not the demo's fault
-                entry.update(status="skipped", reason=_one_line(error))
-                line = f"skipped: {_one_line(error)}"
-            else:
-                entry.update(status="failed", reason=_one_line(error))
-                line = f"FAILED after {time.perf_counter() - started:.1f}s: {_one_line(error)}"
-        entry["seconds"] = round(time.perf_counter() - started, 2)
+        entry, line = _run_analysis(app, analysis, out / analysis.name, inputs, resources)
         record["analyses"][analysis.name] = entry
         echo(f"demo: {analysis.name:<{width}}  {line}")
-    done = {name for name, entry in record["analyses"].items() if entry["status"] == "ok"}
-    for name in sorted(previous - done):  # the previous demo's result would pass for this run's
-        if (out / name / RESULT_FILE).is_file():
-            shutil.rmtree(out / name)
+    _remove_stale_results(out, previous, record["analyses"])
     write_atomic(out / DEMO_FILE, (json.dumps(record, indent=2) + "\n").encode())
     from vizkit.app.report import write_report  # imported here: `import vizkit` stays light
 
@@ -414,3 +374,97 @@ def run_demo(
     echo(f"demo: report with {count} result(s): {report}")
     statuses = {name: entry["status"] for name, entry in record["analyses"].items()}
     return DemoSummary(statuses, report, count)
+
+
+@dataclass(frozen=True)
+class _DemoImages:
+    """The demo's class-balanced pick of images, where it came from, and whether an analysis
+    that refuses them is skipped (``lenient``) rather than failed."""
+
+    paths: list[Path]
+    folders: list[str | None]
+    source: str
+    lenient: bool
+
+
+def _demo_images(data: str | None, per_class: int, echo: Callable[[str], None]) -> _DemoImages:
+    """The images the demo runs on: the user's ``data``, else the sample images (with a note
+    when only the fallback photograph was found)."""
+    # on the user's images or the fallback photograph, an analysis that refuses them (a usage
+    # error: e.g. probes without class folders) is skipped; on the sample images it has failed
+    if data is not None:
+        paths, folders = pick(image_list(data), per_class)
+        return _DemoImages(paths, folders, f"--data {data}", lenient=True)
+    samples = find_samples(per_class)
+    if samples.fallback:
+        echo(f"demo: note: {FALLBACK_HINT}; or pass --data")
+    return _DemoImages(samples.paths, samples.folders, samples.source, lenient=samples.fallback or samples.user)
+
+
+def _class_balanced_set(picked: _DemoImages, preprocess: Preprocess) -> ImageList:
+    """The pick as the data set that ``inputs="data"`` analyses get (classes sorted by name)."""
+    classes = sorted({f for f in picked.folders if f is not None})
+    return ImageList(
+        picked.paths,
+        classes,
+        [classes.index(f) for f in picked.folders if f is not None] if classes else [],
+        preprocess,
+        source=f"{picked.source} (the demo's class-balanced pick)",
+    )
+
+
+@dataclass(frozen=True)
+class _DemoInputs:
+    """What every analysis of one demo run is given, and how it runs."""
+
+    model: nn.Module
+    images: list[Path]  # for single-image analyses
+    dataset: ImageList  # for analyses of a data set
+    quick: bool  # each analysis's demo_quick settings over its demo ones
+    lenient: bool  # a usage error is a skip (the user's images or the fallback photograph)
+
+
+def _run_analysis(
+    app: App, analysis: Analysis, target: Path, inputs: _DemoInputs, resources: Resources
+) -> tuple[dict[str, Any], str]:
+    """Run one analysis's demo and save its result in ``target``: its entry in ``demo.json``
+    (status, reason, seconds) and its progress line. A failure is recorded, never raised, so
+    that the other analyses still run."""
+    started = time.perf_counter()
+    entry: dict[str, Any] = {"folder": analysis.name}
+    try:
+        demo = analysis.demo or {}
+        options = resources.fill({**demo, **((analysis.demo_quick or {}) if inputs.quick else {})})
+        result = vizkit.run(
+            analysis.name,
+            None if analysis.model_from is not None else inputs.model,
+            images=inputs.images if analysis.inputs in ("images", "any") else None,
+            data=inputs.dataset if analysis.inputs == "data" else None,
+            app=app,
+            out=target,
+            **options,
+        )
+        result.save(target, overwrite=True)
+        entry["status"] = "ok"
+        line = f"{time.perf_counter() - started:6.1f}s  {target}"
+    except Skip as why:
+        entry.update(status="skipped", reason=str(why))
+        line = f"skipped: {why}"
+    except Exception as error:  # one analysis failing must not stop the others
+        if inputs.lenient and isinstance(error, UsageError):  # it refuses these images: not the demo's fault
+            entry.update(status="skipped", reason=_one_line(error))
+            line = f"skipped: {_one_line(error)}"
+        else:
+            entry.update(status="failed", reason=_one_line(error))
+            line = f"FAILED after {time.perf_counter() - started:.1f}s: {_one_line(error)}"
+    entry["seconds"] = round(time.perf_counter() - started, 2)
+    return entry, line
+
+
+def _remove_stale_results(out: Path, previous: set[str], entries: dict[str, dict[str, Any]]) -> None:
+    """Remove the results an earlier demo saved for analyses that did not succeed this time:
+    they would pass for this run's."""
+    done = {name for name, entry in entries.items() if entry["status"] == "ok"}
+    for name in sorted(previous - done):
+        if (out / name / RESULT_FILE).is_file():
+            shutil.rmtree(out / name)

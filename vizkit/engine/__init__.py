@@ -34,21 +34,23 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.engine import ops
     from vizkit.engine.canonical import CanonicalModel, hook_free_copy
     from vizkit.engine.deconv import Projection, project, receptive_boxes, support_box, to_image
+    from vizkit.engine.finite import NonFiniteActivation
     from vizkit.engine.incremental import IncrementalOcclusion, OcclusionCost
     from vizkit.engine.instrumented import Instrumented, hook_counts, instrument
+    from vizkit.engine.layers import LayerInfo, UnknownLayerError
     from vizkit.engine.ops import Op, op_of, register_op, unregister_op
-    from vizkit.engine.recorder import LayerInfo, NonFiniteActivation, Settings, UnknownLayerError
     from vizkit.engine.rules import DeconvnetRule, GradientRule, GuidedRule, ProjectionRule
+    from vizkit.engine.settings import Settings
 
 
 _LAZY = {
     "instrument": ("vizkit.engine.instrumented", "instrument"),
     "Instrumented": ("vizkit.engine.instrumented", "Instrumented"),
     "hook_counts": ("vizkit.engine.instrumented", "hook_counts"),
-    "Settings": ("vizkit.engine.recorder", "Settings"),
-    "LayerInfo": ("vizkit.engine.recorder", "LayerInfo"),
-    "UnknownLayerError": ("vizkit.engine.recorder", "UnknownLayerError"),
-    "NonFiniteActivation": ("vizkit.engine.recorder", "NonFiniteActivation"),
+    "Settings": ("vizkit.engine.settings", "Settings"),
+    "LayerInfo": ("vizkit.engine.layers", "LayerInfo"),
+    "UnknownLayerError": ("vizkit.engine.layers", "UnknownLayerError"),
+    "NonFiniteActivation": ("vizkit.engine.finite", "NonFiniteActivation"),
     "project": ("vizkit.engine.deconv", "project"),
     "Projection": ("vizkit.engine.deconv", "Projection"),
     "to_image": ("vizkit.engine.deconv", "to_image"),

@@ -194,6 +194,7 @@ class OcclusionCost:
         return self.full * self.positions / max(1, self.needed)
 
     def as_dict(self) -> dict[str, float]:
+        """The costs as summary entries: per-position averages, the bound and the padding overhead."""
         per = max(1, self.positions)
         return {
             "macs_full_forward": self.full,

@@ -4,158 +4,52 @@ A :class:`Recorder` is a context manager. Inside it every forward records, for t
 layers, a clone of the layer's output and, for every max-pooling op, its switches (the argmax
 indices). It works for models that are not Sequentials: pooling, ReLU and normalisation calls are
 seen by a ``TorchFunctionMode`` whether a module or the model's own ``forward`` makes them, so
-functional calls (``F.max_pool2d`` in torchvision's Inception) become layers named
-``<module>.<op>``. A module (or functional op) called more than once per forward gets one layer
-per call: ``relu``, ``relu#1``, ... . Every hook and the mode are removed on exit, also on error.
+functional calls become layers too (:mod:`vizkit.engine.layers` says how layers are named). What a
+forward records is its :class:`~vizkit.engine.settings.Settings`. Every hook and the mode are
+removed on exit, also on error.
 
 Non-finite values: the model's output (or the ``until`` layer's) and every activation read with
 :meth:`Recorder.activation` are checked with one ``isfinite().all()`` each; when one holds NaN or
 inf, the forward is run again checking every layer's output as it appears, and
-:class:`NonFiniteActivation` names the first layer that produced them and the image(s).
+:class:`~vizkit.engine.finite.NonFiniteActivation` names the first layer that produced them and
+the image(s) (:mod:`vizkit.engine.finite`).
 """
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack, _pop_mode, _push_mode
+from torch.overrides import TorchFunctionMode
 
 from vizkit.engine import ops
+from vizkit.engine.finite import FoundNonFinite, activation_error, all_finite, batch_size, input_error
+from vizkit.engine.layers import (
+    LayerInfo,
+    UnknownLayerError,
+    functional_base,
+    functional_layer,
+    nth_call,
+    unknown_layer_message,
+)
+from vizkit.engine.modes import exit_mode
 from vizkit.engine.ops import PoolSwitches
 from vizkit.engine.rules import ProjectionRule
+from vizkit.engine.settings import KEEP, Settings
 from vizkit.engine.tape import OpRecorder
-from vizkit.errors import UsageError, VizkitError
-
-
-class UnknownLayerError(UsageError, KeyError):
-    """A layer name that the model does not have."""
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return str(self.args[0])
+from vizkit.errors import VizkitError
 
 
 class _StopForward(BaseException):
     """Raised from a hook to end a forward pass once the layer of interest is computed. A
     BaseException (like KeyboardInterrupt), so that a model whose ``forward`` catches every
     ``Exception`` (a fallback path, a retry) does not swallow it and run on past the layer."""
-
-
-class _FoundNonFinite(BaseException):
-    """Raised from a hook while locating: ``layer``'s output is the first non-finite one (a
-    BaseException for the same reason as :class:`_StopForward`)."""
-
-    def __init__(self, layer: str, output: Tensor) -> None:
-        super().__init__(layer)
-        self.layer = layer
-        self.output = output
-
-
-class NonFiniteActivation(VizkitError):
-    """A layer produced NaN or infinite activations although the weights and input are finite
-    (an overflow, a log of a negative, a division by zero inside the model).
-
-    ``layer`` is the first layer whose output holds them (None: none of the layers did, the
-    model's own ``forward`` code did), ``rows`` the batch positions affected (of ``batch``),
-    ``images`` their names (a file name where the input could be matched to one, else None).
-    It is a property of the model, not a mistake on the command line: the CLI exits with 1.
-    """
-
-    def __init__(
-        self,
-        layer: str | None,
-        kinds: str,
-        rows: list[int],
-        images: list[str | None],
-        batch: int,
-        layer_type: str = "",
-        what: str = "",
-    ) -> None:
-        self.layer, self.kinds, self.rows, self.images, self.batch = layer, kinds, rows, images, batch
-        where = f"layer '{layer}'" if layer else "the model's output"
-        names = [name or f"#{row}" for row, name in zip(rows, images)]
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        on = f"image{'s' if len(names) > 1 else ''} {shown}"
-        if any(name is None for name in images):
-            on += f" of a batch of {batch}"
-        on += f" ({what})" if what else ""
-        kind = f"a {layer_type} module; " if layer_type else ""
-        cause = (
-            f"{kind}its input was finite: it overflows or computes an invalid value (0/0, log of a negative, ...)"
-            if layer
-            else "no layer's output did: the model's own forward code produced them"
-        )
-        super().__init__(f"{where} produced {kinds} activations on {on} ({cause}); check the model and its weights")
-
-
-class NonFiniteInput(UsageError):
-    """The input batch itself holds NaN or inf (e.g. an extreme ``--mean`` / ``--std``): a usage
-    error, raised where :class:`NonFiniteActivation` would otherwise blame the first layer."""
-
-
-def _floating_tensors(value: Any) -> Iterator[Tensor]:
-    """The floating-point tensors in a model output (a tensor, or tuples/lists/dicts of them)."""
-    if isinstance(value, Tensor):
-        if value.is_floating_point() or value.is_complex():
-            yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _floating_tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _floating_tensors(item)
-
-
-def _all_finite(value: Any) -> bool:
-    """One ``isfinite().all()`` per floating tensor in ``value``."""
-    return all(bool(torch.isfinite(t).all()) for t in _floating_tensors(value))
-
-
-def _non_finite_kinds(tensor: Tensor) -> str:
-    nan, inf = bool(torch.isnan(tensor).any()), bool(torch.isinf(tensor).any())
-    return "NaN and inf" if nan and inf else ("NaN" if nan else "inf")
-
-
-def _bad_rows(tensor: Tensor, batch: int) -> list[int]:
-    """Batch positions whose part of ``tensor`` is not finite (every one when the tensor has
-    no batch dimension)."""
-    if tensor.dim() == 0 or tensor.shape[0] != batch:
-        return list(range(batch))
-    return [int(i) for i in (~torch.isfinite(tensor)).reshape(batch, -1).any(1).nonzero().flatten()]
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One layer as seen in the last forward: a module call or a functional op call."""
-
-    name: str
-    type: str  # module class name, or "F.<op>" for a functional call
-    functional: bool
-    shape: tuple[int, ...] | None  # output shape, None for non-tensor outputs
-    has_switches: bool
-
-
-_KEEP: Any = object()  # configured(): leave this setting as it is
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What an instrumented forward records. Changed only for the length of a ``with
-    im.configured(...)`` block, so nothing an analysis does outlives it."""
-
-    layers: frozenset[str] | None = None  # None: every layer; an empty set: none
-    switches: bool = True  # record max-pooling switches
-    rule: ProjectionRule | None = None  # projection rule of the autograd path, if any
-    tape: OpRecorder | None = None  # records every op of the forward, if any
-    capture: str | None = None  # layer whose live output (with its graph) is kept
-    check_finite: bool = True  # refuse NaN/inf in the output and in the activations read
-    locate: bool = False  # check every layer's output as it appears (finding the first bad one)
 
 
 @dataclass
@@ -260,7 +154,7 @@ class Recorder:
         self._handles.clear()
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            _exit_mode(mode)
+            exit_mode(mode)
         self._rec.active = False
         self._rec.stack.clear()
 
@@ -272,17 +166,18 @@ class Recorder:
 
     @property
     def record_switches(self) -> bool:
+        """Whether forwards record the max-pools' switches now (see :meth:`configured`)."""
         return self._settings.switches
 
     @contextmanager
     def configured(
         self,
-        layers: str | Iterable[str] | None = _KEEP,
-        switches: bool = _KEEP,
-        rule: ProjectionRule | None = _KEEP,
-        tape: OpRecorder | None = _KEEP,
-        capture: str | None = _KEEP,
-        check_finite: bool = _KEEP,
+        layers: str | Iterable[str] | None = KEEP,
+        switches: bool = KEEP,
+        rule: ProjectionRule | None = KEEP,
+        tape: OpRecorder | None = KEEP,
+        capture: str | None = KEEP,
+        check_finite: bool = KEEP,
     ) -> Iterator[Recorder]:
         """Record differently inside a ``with`` block; the previous settings return on exit,
         also on error. ``layers``: "all", None (none) or names whose activations to keep;
@@ -290,17 +185,17 @@ class Recorder:
         activations (:class:`NonFiniteActivation`). (``rule``, ``tape`` and ``capture`` are the
         projection engine's.)"""
         changes: dict[str, Any] = {}
-        if layers is not _KEEP:
+        if layers is not KEEP:
             changes["layers"] = self._layer_set(layers)
-        if switches is not _KEEP:
+        if switches is not KEEP:
             changes["switches"] = bool(switches)
-        if rule is not _KEEP:
+        if rule is not KEEP:
             changes["rule"] = rule
-        if tape is not _KEEP:
+        if tape is not KEEP:
             changes["tape"] = tape
-        if capture is not _KEEP:
+        if capture is not KEEP:
             changes["capture"] = None if capture is None else self.resolve_alias(capture)
-        if check_finite is not _KEEP:
+        if check_finite is not KEEP:
             changes["check_finite"] = bool(check_finite)
         with self._settings_changed(**changes):
             yield self
@@ -337,6 +232,7 @@ class Recorder:
         return frozenset(self.resolve_alias(name) for name in layers)
 
     def resolve_alias(self, name: str) -> str:
+        """The layer that alias ``name`` stands for (a name that is no alias, unchanged)."""
         return self.aliases.get(name, name)
 
     # ------------------------------------------------------------------ running
@@ -352,12 +248,12 @@ class Recorder:
         except _StopForward:
             self.output = None
             stopped = self._rec.stopped
-            if self._settings.check_finite and stopped is not None and not _all_finite(stopped):
+            if self._settings.check_finite and stopped is not None and not all_finite(stopped):
                 raise self.non_finite_error() from None
             return self._rec.acts.get(stop) if stop else None
         if stop is not None:
             self._require(stop)
-        if self._settings.check_finite and not _all_finite(self.output):
+        if self._settings.check_finite and not all_finite(self.output):
             raise self.non_finite_error()
         return self.output
 
@@ -373,17 +269,10 @@ class Recorder:
         x = self.input if x is None else x
         if x is None:
             raise VizkitError("run a forward pass first")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            batch = int(x.shape[0]) if x.dim() > 0 else 1
-            rows = _bad_rows(x, batch)
-            shown = [self._name_row(x, row) or f"#{row}" for row in rows[:3]]
-            more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
-            return NonFiniteInput(
-                f"the input image{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more} "
-                f"hold{'' if len(rows) > 1 else 's'} {_non_finite_kinds(x)} values after preprocessing: "
-                "check --mean and --std (or the input tensor)"
-            )
-        found: _FoundNonFinite | None = None
+        bad_input = input_error(x, partial(self._name_row, x))
+        if bad_input is not None:
+            return bad_input
+        found: FoundNonFinite | None = None
         with (
             self._keeping_last_forward(),
             self.configured(layers=None, switches=False, rule=None, tape=None, capture=None),
@@ -394,21 +283,11 @@ class Recorder:
                 output = self._forward(x, stop, *args, **kwargs)
             except _StopForward:
                 output = None
-            except _FoundNonFinite as error:
+            except FoundNonFinite as error:
                 found, output = error, None
             types = {name: info.type for name, info in self._rec.infos.items()}
-        batch = int(x.shape[0]) if x.dim() > 0 else 1
-        if found is not None:
-            bad: Tensor | None = found.output
-            layer: str | None = found.layer
-        else:  # no layer's output was: the model's own code (or a different second forward)
-            bad = next((t for t in _floating_tensors(output) if not bool(torch.isfinite(t).all())), None)
-            layer = None
-        kinds = _non_finite_kinds(bad) if bad is not None else "NaN/inf"
-        rows = _bad_rows(bad, batch) if bad is not None else list(range(batch))
         source = x if name_from is None else name_from
-        names = [self._name_row(source, row) for row in rows[:3]] + [None] * max(0, len(rows) - 3)
-        return NonFiniteActivation(layer, kinds, rows, names, batch, types.get(layer or "", ""), what)
+        return activation_error(found, output, batch_size(x), types, partial(self._name_row, source), what)
 
     def _name_row(self, x: Tensor, row: int) -> str | None:
         if self.name_input is None or x.dim() != 4 or row >= x.shape[0]:
@@ -475,6 +354,7 @@ class Recorder:
         return list(self._rec.infos)
 
     def layer_infos(self) -> list[LayerInfo]:
+        """What the last forward saw of each layer, in the order of :attr:`layers`."""
         return list(self._rec.infos.values())
 
     @property
@@ -483,6 +363,8 @@ class Recorder:
         return [name for name, record in self._rec.records.items() if isinstance(record, PoolSwitches)]
 
     def info(self, layer: str) -> LayerInfo:
+        """What the last forward saw of ``layer`` (an alias allowed); an unknown layer is an error
+        listing the valid ones."""
         return self._rec.infos[self._require(layer)]
 
     def activation(self, layer: str) -> Tensor:
@@ -496,7 +378,7 @@ class Recorder:
             raise VizkitError(f"layer '{name}' was not recorded; pass it to instrument(..., layers=[...])")
         act = rec.acts[name]
         if self._settings.check_finite and name not in rec.checked:
-            if not _all_finite(act):
+            if not all_finite(act):
                 raise self.non_finite_error()
             rec.checked.add(name)
         return act
@@ -506,6 +388,8 @@ class Recorder:
         return self.pool_switches(layer).indices
 
     def pool_switches(self, layer: str) -> PoolSwitches:
+        """The switches the max-pool ``layer`` recorded in the last forward, with what unpooling
+        with them needs (input shape, window)."""
         name = self._require(layer)
         switches = self._rec.records.get(name)
         if not isinstance(switches, PoolSwitches):
@@ -555,9 +439,7 @@ class Recorder:
             rec = self._rec
             if not rec.active:
                 return
-            count = rec.calls[name]
-            rec.calls[name] += 1
-            rec.stack.append((name if count == 0 else f"{name}#{count}", module))
+            rec.stack.append((nth_call(rec.calls, name), module))
 
         return pre
 
@@ -583,7 +465,7 @@ class Recorder:
         )
         if is_tensor:
             if settings.locate and output.is_floating_point() and not bool(torch.isfinite(output).all()):
-                raise _FoundNonFinite(layer, output.detach())
+                raise FoundNonFinite(layer, output.detach())
             if settings.layers is None or layer in settings.layers:
                 # the forward ends at ``until``, so nothing can change that output: no copy needed
                 rec.acts[layer] = output.detach() if layer == rec.stop_at else output.detach().clone()
@@ -600,8 +482,8 @@ class Recorder:
         rec, settings = self._rec, self._settings
         top_name, top_module = rec.stack[-1]
         # a functional pool/ReLU/norm called from a composite module's forward is a layer itself
-        functional = op if op is not None and op.layer and not op.owns(top_module) else None
-        layer = top_name if functional is None else self._functional_layer(top_name, functional)
+        functional = functional_layer(op, top_module)
+        layer = top_name if functional is None else nth_call(rec.calls, functional_base(top_name, functional))
         if op is None:
             output, record = func(*args, **kwargs), None
         else:
@@ -613,31 +495,3 @@ class Recorder:
         if functional is not None:
             self._record(layer, f"F.{functional.name}", True, output)
         return output
-
-    def _functional_layer(self, top_name: str, op: ops.Op) -> str:
-        """``<module>.<op>``, with ``#<n>`` for its n-th repeat in this forward."""
-        rec = self._rec
-        base = f"{top_name}.{op.name}" if top_name else op.name
-        count = rec.calls[base]
-        rec.calls[base] += 1
-        return base if count == 0 else f"{base}#{count}"
-
-
-def _exit_mode(mode: TorchFunctionMode) -> None:
-    """Take ``mode`` off torch's function-mode stack, wherever it is. ``mode.__exit__`` pops the
-    top one: when instrumented models are closed out of order (``a`` entered, ``b`` entered,
-    ``a`` closed), that is ``b``'s, which would then record no switches and project plain
-    gradients instead of the rule's, silently, while ``a``'s stayed on for good."""
-    if mode not in _get_current_function_mode_stack():
-        return
-    above: list[TorchFunctionMode] = []
-    while (top := _pop_mode()) is not mode:
-        above.append(top)
-    for other in reversed(above):
-        _push_mode(other)
-
-
-def unknown_layer_message(name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return f"unknown layer '{name}'{hint}; valid layers: {', '.join(valid)}"

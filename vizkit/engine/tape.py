@@ -42,6 +42,7 @@ class OpRecorder:
         return index
 
     def input(self, x: Tensor) -> None:
+        """Put the forward's input ``x`` on the tape: the entry every path back ends at."""
         self._add(x, self._input_entry(x))
 
     def signal_inputs(self, args: tuple, kwargs: dict) -> list[int]:

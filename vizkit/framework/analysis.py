@@ -77,6 +77,7 @@ class Option:
 
     @property
     def flag(self) -> str:
+        """The option's command-line flag (``--batch-size`` for ``batch_size``)."""
         return "--" + self.name.replace("_", "-")
 
     @property
@@ -96,6 +97,9 @@ class Option:
         return f"between {low:g} and {high:g}"
 
     def convert(self, value: Any) -> Any:
+        """``value`` checked and converted as this option declares (a choice's spelling, a number
+        inside its range, a usable output folder, then ``parse``); None stays None. A bad value is a
+        UsageError naming the flag."""
         if value is None:
             return None
         if isinstance(self.type, tuple):
@@ -200,6 +204,7 @@ class Analysis:
             self.view = ReportView(self.view)  # a bare render function: a view without style or script
 
     def option(self, name: str) -> Option:
+        """The declared option ``name`` (KeyError when the analysis has none of that name)."""
         for option in self.options:
             if option.name == name:
                 return option
@@ -312,6 +317,8 @@ class RunContext:
         return first_readable(self.dataset() if images is None else images, self.skipped)
 
     def label(self, index: int) -> str:
+        """How figures and summaries name class ``index``: the model's label for it, or
+        ``class <index>`` without labels."""
         return label_name(self.labels, int(index))
 
     def image_names(self) -> list[str]:

@@ -9,20 +9,15 @@ from collections.abc import Callable
 from vizkit.data import Preprocess
 from vizkit.engine.rules import BUILTIN_RULES, ProjectionRule
 from vizkit.framework.hookspecs import hookimpl
-from vizkit.models import (
-    ModelEntry,
-    ModelSource,
-    build_torchvision,
-    call_factory,
-    is_file_factory,
-    is_module_factory,
-)
+from vizkit.models import ModelEntry, ModelSource
 from vizkit.models.bundled import COMPACT_PREPROCESS, COMPACT_WEIGHTS, bundled_meta
+from vizkit.models.sources import build_torchvision, call_factory, is_file_factory, is_module_factory
 from vizkit.models.zfnet import zfnet, zfnet_compact
 
 
 @hookimpl
 def register_models(register: Callable[[ModelEntry], None]) -> None:
+    """vizkit's own models: the paper's ZF layout (untrained) and the bundled compact ZF model."""
     register(
         ModelEntry(
             name="zfnet",
@@ -48,6 +43,8 @@ def register_models(register: Callable[[ModelEntry], None]) -> None:
 
 @hookimpl
 def register_model_sources(register: Callable[[ModelSource], None]) -> None:
+    """vizkit's own spec forms: ``torchvision:<builder>``, ``file.py:factory`` and
+    ``package.module:factory``."""
     register(
         ModelSource(
             "torchvision",
@@ -79,6 +76,7 @@ def register_model_sources(register: Callable[[ModelSource], None]) -> None:
 
 @hookimpl
 def register_rules(register: Callable[[ProjectionRule], None]) -> None:
+    """The built-in projection rules (deconvnet, guided, gradient)."""
     for rule in BUILTIN_RULES:
         register(rule())
 

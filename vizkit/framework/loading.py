@@ -15,8 +15,9 @@ from torch import nn
 from vizkit.data import Preprocess, read_labels
 from vizkit.errors import UsageError
 from vizkit.framework.registry import App, get_app
-from vizkit.models import ModelEntry, apply_state_dict, read_state_dict, sha256_file, weights_preprocess
+from vizkit.models import ModelEntry, apply_state_dict, read_state_dict, sha256_file
 from vizkit.models.info import ATTRIBUTE, model_info
+from vizkit.models.weight_files import weights_preprocess
 
 
 def _app(app: App | None) -> App:
@@ -89,7 +90,7 @@ def load_model(
         trust_weights: allow arbitrary unpickling of ``weights``; only for trusted files.
         app: the plugin registry to consult; None: the installed plugins' (:func:`vizkit.framework.get_app`).
         preprocess: the preprocessing the model expects; None: the one recorded in the JSON beside
-            ``weights`` (:func:`vizkit.models.weights_preprocess`), else the registered model's own
+            ``weights`` (``<name>.json``, or a ``vizkit train`` run's ``run.json``), else the registered model's own
             (``zfnet-compact``: resize 160, crop 144), else the one in the ``vizkit_info`` its
             factory set, else none (the ImageNet default applies).
     """

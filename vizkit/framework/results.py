@@ -51,6 +51,9 @@ class Result:
         raise KeyError(key)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``result.json`` document: the run's record (analysis, version, model, params, inputs,
+        seconds), the summary, and the files saved beside it. A summary key that would overwrite
+        one of those is a VizkitError (a plugin bug)."""
         document = {
             "analysis": self.analysis,
             "vizkit_version": __version__,

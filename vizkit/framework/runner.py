@@ -349,30 +349,14 @@ def _image_namer(
     [3,H,W] is (an --image file, a row of the input tensor, or a --data file, searched for at
     most ``_NAMING_SECONDS``), or None (e.g. an occluded or transformed copy). Runs only when
     a forward has gone non-finite."""
-    loaded: list[tuple[str, Tensor]] = []
+    loaded: list[tuple[str, Tensor]] = []  # the given inputs, read once
 
     def candidates() -> Iterator[tuple[str, Tensor]]:
+        if not loaded:
+            loaded.extend(_given_inputs(paths, tensors, preprocess))
         yield from loaded
-        if not loaded and tensors is not None:
-            loaded.extend((f"{i} of the input tensor", t.detach().cpu().float()) for i, t in enumerate(tensors))
-            yield from loaded
-        if not loaded and paths:
-            for path in paths:
-                try:
-                    loaded.append((path.name, load_images([path], preprocess)[0]))
-                except Exception:  # an unreadable file cannot be the one
-                    continue
-            yield from loaded
         if dataset is not None:
-            started = time.perf_counter()
-            for index in range(len(dataset)):
-                if time.perf_counter() - started > _NAMING_SECONDS:
-                    return
-                try:
-                    image = dataset[index][0]
-                except Exception:
-                    continue
-                yield str(dataset.paths[index]), image
+            yield from _dataset_images(dataset, _NAMING_SECONDS)
 
     def name(row: Tensor) -> str | None:
         row = row.detach().cpu().float()
@@ -382,6 +366,33 @@ def _image_namer(
         return None
 
     return name
+
+
+def _given_inputs(paths: list[Path], tensors: Tensor | None, preprocess: Preprocess) -> list[tuple[str, Tensor]]:
+    """The inputs the run was given, named for messages: the rows of the input tensor, else the
+    --image files that can be read (an unreadable file cannot be the one)."""
+    if tensors is not None and len(tensors):
+        return [(f"{i} of the input tensor", t.detach().cpu().float()) for i, t in enumerate(tensors)]
+    named: list[tuple[str, Tensor]] = []
+    for path in paths:
+        try:
+            named.append((path.name, load_images([path], preprocess)[0]))
+        except Exception:  # an unreadable file cannot be the one
+            continue
+    return named
+
+
+def _dataset_images(dataset: ImageList, seconds: float) -> Iterator[tuple[str, Tensor]]:
+    """The readable images of ``dataset`` with their paths, in order, for at most ``seconds``."""
+    started = time.perf_counter()
+    for index in range(len(dataset)):
+        if time.perf_counter() - started > seconds:
+            return
+        try:
+            image = dataset[index][0]
+        except Exception:
+            continue
+        yield str(dataset.paths[index]), image
 
 
 _NAMING_SECONDS = 20.0

@@ -1,4 +1,5 @@
-"""What vizkit knows about a model, as one object stored on it (timm's ``pretrained_cfg``).
+"""What vizkit knows about a model, as one object stored on it (timm's ``pretrained_cfg``), and
+what result.json records of it (:func:`describe`).
 
 :func:`vizkit.load_model` stores a :class:`ModelInfo` on the model it returns, as
 ``model.vizkit_info``: the spec it was built from, its weights file and their SHA-256, its class
@@ -20,6 +21,7 @@ The engine (layer aliases) and :func:`vizkit.data.preprocess_for` sit below this
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +30,7 @@ from torch import nn
 
 from vizkit.data import Preprocess
 from vizkit.errors import UsageError
+from vizkit.models.weight_files import sha256_file
 
 ATTRIBUTE = "vizkit_info"  # where a model carries its ModelInfo
 
@@ -94,3 +97,21 @@ def model_info(model: nn.Module) -> ModelInfo:
         default_layer=found.default_layer or getattr(model, "vizkit_default_layer", None),
         aliases=found.aliases or getattr(model, "vizkit_aliases", None) or {},
     )
+
+
+def describe(model: nn.Module, weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What result.json records about a model: its spec, class and weights.
+
+    Args:
+        model: the model, with the :class:`ModelInfo` :func:`vizkit.load_model` stores (a
+            model built otherwise is described by its class name).
+        weights: the file whose weights it holds now, when an analysis loaded others than it was
+            built with (hashed here); None: the weights it was loaded with.
+    """
+    info = model_info(model)
+    return {
+        "spec": info.spec or type(model).__name__,
+        "class": type(model).__name__,
+        "weights": str(weights) if weights is not None else info.weights,
+        "weights_sha256": sha256_file(weights) if weights is not None else info.weights_sha256,
+    }

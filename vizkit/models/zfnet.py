@@ -120,6 +120,7 @@ class ZFNet(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (logits) [B, classes] for images ``x`` [B, 3, H, W]."""
         for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.fc6, self.fc7):
             x = stage(x)
         return self.fc8(x)

@@ -13,10 +13,12 @@ import torch.distributed as dist
 
 
 def world_size() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
+    """This process's rank in a torchrun launch (0 outside torchrun)."""
     return int(os.environ.get("RANK", "0"))
 
 
@@ -36,6 +38,8 @@ class ProcessGroup:
 
     @classmethod
     def join(cls, device: torch.device) -> ProcessGroup:
+        """This process's place in the launch, joining the process group (nccl on ``device``'s GPU
+        of this rank, gloo on CPU); outside torchrun it joins nothing."""
         world = world_size()
         if world <= 1:
             return cls(0, 1, device)
@@ -63,6 +67,8 @@ class ProcessGroup:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group if this object joined it, after a last barrier so that no rank
+        leaves while another still waits."""
         if self._owns_group and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

@@ -43,6 +43,7 @@ from vizkit.toolkit.progress import progress_bar
 
 CACHE_VERSION = 2  # 2: max:S no longer upsamples a map smaller than S
 DTYPES = {"float16": np.float16, "float32": np.float32}
+META_FILE = "meta.json"  # a cache folder's record of its complete layers, dims and unreadable rows
 
 
 def parse_pool(text: str) -> tuple[str, int]:
@@ -103,6 +104,7 @@ class CachedFeatures:
     skipped: list[int] = field(default_factory=list)  # rows whose image was unreadable (left zero)
 
     def layer(self, name: str) -> np.ndarray:
+        """The [N, D] features of layer ``name`` (a resolved name), memory-mapped read-only."""
         return np.load(self.folder / _layer_file(name), mmap_mode="r")
 
 
@@ -111,6 +113,16 @@ def _layer_file(layer: str) -> str:
 
 
 def cache_key(model: nn.Module, pool: str, preprocess: Preprocess, dtype: str, paths: Sequence[Path]) -> str:
+    """The name of the cache folder for these features: a hash of everything they depend on
+    (the model as it is, the pooling, the preprocessing, the dtype and the image list).
+
+    Args:
+        model: the model (its spec and weights, see :func:`model_fingerprint`).
+        pool: the pooling (see :func:`parse_pool`).
+        preprocess: the preprocessing the images go through.
+        dtype: the dtype on disk.
+        paths: the image files, in order.
+    """
     listing = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
     text = json.dumps([CACHE_VERSION, model_fingerprint(model), pool, preprocess.to_dict(), dtype, listing])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -165,12 +177,7 @@ def extract_features(
     record = SkippedImages() if skipped is None else skipped
     names = list(dict.fromkeys(im.resolve_alias(layer) for layer in layers))
     folder = Path(cache) / cache_key(model, pool, images.preprocess, dtype, images.paths)
-    meta_path = folder / "meta.json"
-    meta: dict[str, Any] = {"count": len(images), "complete": {}, "dims": {}}
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-    if meta.get("count") != len(images):
-        raise UsageError(f"{folder} holds features of another image list; remove it or use another --cache")
+    meta = _read_meta(folder, len(images))
     missing = [name for name in names if name not in meta["complete"]]
     if not missing:
         unreadable = _report_skipped(images, meta.get("skipped", []), record)
@@ -178,73 +185,182 @@ def extract_features(
 
     started = time.perf_counter()
     probe = first_readable(images, record)[0][None].to(device)
-    with im.configured(layers=missing, switches=False), torch.no_grad():
-        im(probe)  # learns the layer order and the feature sizes
-        for name in missing:
-            im.info(name)  # an unknown layer: the error lists the valid ones
-        deepest = max(missing, key=im.layers.index)
-        dims = {name: int(pool_features(im.activation(name), pool).shape[1]) for name in missing}
-    job = hashlib.sha256(json.dumps([missing, batch_size]).encode()).hexdigest()[:12]
-    batches = math.ceil(len(images) / batch_size)
+    deepest, dims = _probe_layers(im, probe, missing, pool)
+    run = _Extraction(folder, missing, dims, deepest, len(images), pool, dtype, batch_size, group)
     if group.rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in missing:
-            path = folder / _layer_file(name)
-            if not path.exists() or np.load(path, mmap_mode="r").shape != (len(images), dims[name]):
-                np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[dtype], shape=(len(images), dims[name])).flush()
+        _allocate_layer_files(run)
     group.barrier()
-    done_path = folder / f".progress-{job}-rank{group.rank}of{group.world}.npy"
-    done = np.load(done_path) if done_path.exists() else np.zeros(batches, dtype=bool)
-    # the unreadable rows of this rank's finished batches, kept beside the progress for a resume
-    bad_path = folder / f".skipped-{job}-rank{group.rank}of{group.world}.json"
+    done, bad_rows = _progress_so_far(run, resume)
+    _report_skipped(images, bad_rows, record)
+    _extract_batches(im, images, run, done, bad_rows, record, workers, device, progress)
+    group.barrier()
+    if group.rank == 0:
+        _complete_cache(run, meta, model, images)
+    group.barrier()
+    # every rank learns every rank's unreadable rows (rank 0 wrote them all into meta.json)
+    unreadable = _report_skipped(images, json.loads((folder / META_FILE).read_text()).get("skipped", []), record)
+    all_dims = {**{n: meta["dims"][n] for n in names if n in meta["dims"]}, **dims}
+    return CachedFeatures(folder, names, all_dims, len(images), time.perf_counter() - started, False, unreadable)
+
+
+@dataclass
+class _Extraction:
+    """One extraction of the layers a cache folder lacks: what it writes, in which batches, and
+    where this rank keeps its progress (so that an interrupted extraction resumes)."""
+
+    folder: Path
+    layers: list[str]  # the layers extracted, under their resolved names
+    dims: dict[str, int]  # features per row of each layer
+    deepest: str  # the forward stops after this layer
+    count: int  # images (= rows) in the list
+    pool: str
+    dtype: str
+    batch_size: int
+    group: ProcessGroup
+
+    @property
+    def job(self) -> str:
+        """Names this extraction's progress files: the same layers in the same batches resume."""
+        return hashlib.sha256(json.dumps([self.layers, self.batch_size]).encode()).hexdigest()[:12]
+
+    @property
+    def batches(self) -> int:
+        """Batches over the whole image list (every rank's)."""
+        return math.ceil(self.count / self.batch_size)
+
+    @property
+    def done_path(self) -> Path:
+        """This rank's finished batches, one bool per batch."""
+        return self.folder / f".progress-{self.job}-rank{self.group.rank}of{self.group.world}.npy"
+
+    @property
+    def bad_path(self) -> Path:
+        """The unreadable rows of this rank's finished batches, kept beside the progress for a resume."""
+        return self.folder / f".skipped-{self.job}-rank{self.group.rank}of{self.group.world}.json"
+
+    def rows(self, batch: int) -> range:
+        """The rows (image indices) batch ``batch`` covers."""
+        first = batch * self.batch_size
+        return range(first, min(self.count, first + self.batch_size))
+
+
+def _read_meta(folder: Path, count: int) -> dict[str, Any]:
+    """The cache folder's record of its complete layers (a fresh one when there is none); a
+    folder of another image list is refused."""
+    meta_path = folder / META_FILE
+    meta: dict[str, Any] = {"count": count, "complete": {}, "dims": {}}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+    if meta.get("count") != count:
+        raise UsageError(f"{folder} holds features of another image list; remove it or use another --cache")
+    return meta
+
+
+def _probe_layers(im: Recorder, probe: Tensor, layers: list[str], pool: str) -> tuple[str, dict[str, int]]:
+    """One forward of ``probe`` that learns the layer order and the feature sizes: the deepest of
+    ``layers`` and each layer's features per row. An unknown layer is an error listing the valid ones."""
+    with im.configured(layers=layers, switches=False), torch.no_grad():
+        im(probe)
+        for name in layers:
+            im.info(name)  # an unknown layer: the error lists the valid ones
+        deepest = max(layers, key=im.layers.index)
+        dims = {name: int(pool_features(im.activation(name), pool).shape[1]) for name in layers}
+    return deepest, dims
+
+
+def _allocate_layer_files(run: _Extraction) -> None:
+    """Create each layer's ``.npy`` at its full size (rank 0 only), keeping one of the right shape
+    (an interrupted extraction's rows)."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    for name in run.layers:
+        path = run.folder / _layer_file(name)
+        shape = (run.count, run.dims[name])
+        if not path.exists() or np.load(path, mmap_mode="r").shape != shape:
+            np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[run.dtype], shape=shape).flush()
+
+
+def _progress_so_far(run: _Extraction, resume: bool) -> tuple[np.ndarray, list]:
+    """This rank's finished batches and the unreadable rows found in them, from an interrupted
+    extraction; without ``resume`` that extraction is discarded (said on stderr)."""
+    done = np.load(run.done_path) if run.done_path.exists() else np.zeros(run.batches, dtype=bool)
     if not resume and done.any():
         print(
-            f"features: discarding the interrupted extraction in {folder} (pass --resume to continue it)",
+            f"features: discarding the interrupted extraction in {run.folder} (pass --resume to continue it)",
             file=sys.stderr,
         )
-        done = np.zeros(batches, dtype=bool)
-        done_path.unlink(missing_ok=True)
-        bad_path.unlink(missing_ok=True)
-    bad_rows = json.loads(bad_path.read_text()) if bad_path.exists() and done.any() else []
-    _report_skipped(images, bad_rows, record)
-    mine = [b for b in range(batches) if b % group.world == group.rank and not done[b]]
-    # rows are written with plain file writes at their offsets (a writable memory map would keep
-    # every written page resident in this process), flushed and synced before progress is recorded
-    offsets = {name: int(np.load(folder / _layer_file(name), mmap_mode="r").offset) for name in missing}
-    outputs = {name: open(folder / _layer_file(name), "r+b") for name in missing}  # noqa: SIM115 - closed below
-    itemsize = np.dtype(DTYPES[dtype]).itemsize
-    loader = image_loader(  # batches of (images, indices, unreadable items), one per batch of ``mine``
-        images,
-        [i for b in mine for i in range(b * batch_size, min(len(images), (b + 1) * batch_size))],
-        batch_size,
-        workers,
-    )
-    bar = progress_bar(total=batches, initial=batches - len(mine), desc="features", enabled=progress)
+        done = np.zeros(run.batches, dtype=bool)
+        run.done_path.unlink(missing_ok=True)
+        run.bad_path.unlink(missing_ok=True)
+    bad_rows = json.loads(run.bad_path.read_text()) if run.bad_path.exists() and done.any() else []
+    return done, bad_rows
+
+
+class _RowWriter:
+    """Writes a batch's rows into the layer files with plain file writes at their offsets (a
+    writable memory map would keep every written page resident in this process), flushed and
+    synced before the batch's progress is recorded."""
+
+    def __init__(self, run: _Extraction) -> None:
+        self.run = run
+        files = {name: run.folder / _layer_file(name) for name in run.layers}
+        self.offsets = {name: int(np.load(path, mmap_mode="r").offset) for name, path in files.items()}
+        self.handles = {name: open(path, "r+b") for name, path in files.items()}  # noqa: SIM115 - see close
+        self.itemsize = np.dtype(DTYPES[run.dtype]).itemsize
+
+    def write(self, im: Recorder, batch: int, indices: Tensor) -> None:
+        """Write batch ``batch``'s rows of every layer from ``im``'s activations of the readable
+        images ``indices``; an unreadable image's row stays zero."""
+        rows = self.run.rows(batch)
+        where = (indices - rows.start).numpy()
+        for name in self.run.layers:
+            dim = self.run.dims[name]
+            block = np.zeros((len(rows), dim), dtype=DTYPES[self.run.dtype])  # an unreadable image's row stays 0
+            if len(indices):
+                block[where] = pool_features(im.activation(name), self.run.pool).float().cpu().numpy()
+            handle = self.handles[name]
+            handle.seek(self.offsets[name] + rows.start * dim * self.itemsize)
+            handle.write(np.ascontiguousarray(block).tobytes())
+        for handle in self.handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        """Close the layer files."""
+        for handle in self.handles.values():
+            handle.close()
+
+
+def _extract_batches(
+    im: Recorder,
+    images: ImageList,
+    run: _Extraction,
+    done: np.ndarray,
+    bad_rows: list,
+    record: SkippedImages,
+    workers: int,
+    device: torch.device | str,
+    progress: bool,
+) -> None:
+    """Extract this rank's batches not ``done`` yet, recording each one's progress (and the
+    unreadable rows in it, appended to ``bad_rows``) once its rows are on disk. A signal stops the
+    loop after the batch in progress, whose progress is then recorded (KeyboardInterrupt)."""
+    mine = [b for b in range(run.batches) if b % run.group.world == run.group.rank and not done[b]]
+    writer = _RowWriter(run)
+    # batches of (images, indices, unreadable items), one per batch of ``mine``
+    loader = image_loader(images, [i for b in mine for i in run.rows(b)], run.batch_size, workers)
+    bar = progress_bar(total=run.batches, initial=run.batches - len(mine), desc="features", enabled=progress)
     try:
-        # a signal stops the loop after the batch in progress, whose progress is then recorded
-        with im.configured(layers=missing, switches=False), torch.no_grad(), deferred_interrupts() as stop:
+        with im.configured(layers=run.layers, switches=False), torch.no_grad(), deferred_interrupts() as stop:
             for number, batch in zip(mine, loader):
                 x, indices = record.take(batch)  # (strict: raises at an unreadable file)
-                first = number * batch_size
-                count = min(len(images), first + batch_size) - first
                 if batch[2]:
                     bad_rows += [[item.index, item.why, item.detail] for item in batch[2]]
-                    write_atomic(bad_path, json.dumps(bad_rows).encode())
+                    write_atomic(run.bad_path, json.dumps(bad_rows).encode())
                 if len(indices):
-                    im(x.to(device, non_blocking=True), until=deepest)
-                where = (indices - first).numpy()
-                for name in missing:
-                    block = np.zeros((count, dims[name]), dtype=DTYPES[dtype])  # an unreadable image's row stays 0
-                    if len(indices):
-                        block[where] = pool_features(im.activation(name), pool).float().cpu().numpy()
-                    handle = outputs[name]
-                    handle.seek(offsets[name] + first * dims[name] * itemsize)
-                    handle.write(np.ascontiguousarray(block).tobytes())
-                for handle in outputs.values():
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    im(x.to(device, non_blocking=True), until=run.deepest)
+                writer.write(im, number, indices)
                 done[number] = True
-                write_atomic(done_path, _npy_bytes(done))
+                write_atomic(run.done_path, _npy_bytes(done))
                 bar.update(1)
                 if stop.requested:
                     break
@@ -252,45 +368,44 @@ def extract_features(
                 bar.close()
                 print(
                     f"features: {stop.signal_name} received; extraction stopped with {int(done.sum())} of "
-                    f"{batches} batches done, kept in {folder}",
+                    f"{run.batches} batches done, kept in {run.folder}",
                     file=sys.stderr,
                 )
                 raise KeyboardInterrupt(stop.signal_name)
     finally:
-        for handle in outputs.values():
-            handle.close()
+        writer.close()
         bar.close()
-    group.barrier()
-    if group.rank == 0:
-        everyone = np.zeros(batches, dtype=bool)
-        for path in folder.glob(f".progress-{job}-rank*of{group.world}.npy"):
-            everyone |= np.load(path)
-        if not everyone.all():
-            raise UsageError(f"feature extraction in {folder} is incomplete; run again with --resume to continue it")
-        known = {int(row[0]): row for row in meta.get("skipped", [])}
-        for path in folder.glob(f".skipped-{job}-rank*of{group.world}.json"):
-            known.update({int(row[0]): row for row in json.loads(path.read_text())})
-        meta["skipped"] = [known[row] for row in sorted(known)]
-        meta["dims"].update(dims)
-        meta["complete"].update({name: True for name in missing})
-        meta.update(
-            {
-                "count": len(images),
-                "pool": pool,
-                "dtype": dtype,
-                "model": model_fingerprint(model),
-                "preprocess": images.preprocess.to_dict(),
-            }
-        )
-        write_atomic(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
-        (folder / "images.txt").write_text("\n".join(str(p) for p in images.paths) + "\n")
-        for path in [*folder.glob(f".progress-{job}-*.npy"), *folder.glob(f".skipped-{job}-*.json")]:
-            path.unlink(missing_ok=True)
-    group.barrier()
-    # every rank learns every rank's unreadable rows (rank 0 wrote them all into meta.json)
-    unreadable = _report_skipped(images, json.loads(meta_path.read_text()).get("skipped", []), record)
-    all_dims = {**{n: meta["dims"][n] for n in names if n in meta["dims"]}, **dims}
-    return CachedFeatures(folder, names, all_dims, len(images), time.perf_counter() - started, False, unreadable)
+
+
+def _complete_cache(run: _Extraction, meta: dict[str, Any], model: nn.Module, images: ImageList) -> None:
+    """Once every rank has finished (rank 0 only): check that every batch is done, record the
+    layers as complete in ``meta.json`` with every rank's unreadable rows, and remove the
+    progress files."""
+    folder, job, world = run.folder, run.job, run.group.world
+    everyone = np.zeros(run.batches, dtype=bool)
+    for path in folder.glob(f".progress-{job}-rank*of{world}.npy"):
+        everyone |= np.load(path)
+    if not everyone.all():
+        raise UsageError(f"feature extraction in {folder} is incomplete; run again with --resume to continue it")
+    known = {int(row[0]): row for row in meta.get("skipped", [])}
+    for path in folder.glob(f".skipped-{job}-rank*of{world}.json"):
+        known.update({int(row[0]): row for row in json.loads(path.read_text())})
+    meta["skipped"] = [known[row] for row in sorted(known)]
+    meta["dims"].update(run.dims)
+    meta["complete"].update({name: True for name in run.layers})
+    meta.update(
+        {
+            "count": len(images),
+            "pool": run.pool,
+            "dtype": run.dtype,
+            "model": model_fingerprint(model),
+            "preprocess": images.preprocess.to_dict(),
+        }
+    )
+    write_atomic(folder / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    (folder / "images.txt").write_text("\n".join(str(p) for p in images.paths) + "\n")
+    for path in [*folder.glob(f".progress-{job}-*.npy"), *folder.glob(f".skipped-{job}-*.json")]:
+        path.unlink(missing_ok=True)
 
 
 def _report_skipped(images: ImageList, rows: list, record: SkippedImages) -> list[int]:

@@ -17,6 +17,7 @@ from torch import Tensor
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: it slows every start-up
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.gridspec import GridSpec
     from matplotlib.text import Text
 
 
@@ -343,16 +344,8 @@ def projections_beside_patches(
     if not (len(boxes) == len(titles) == len(silent) == count):
         raise ValueError("projections, boxes, titles and silent must have one entry each per projection")
     rows, pairs = grid_shape(max(count, 1), max_columns=4)
-    side = max(2, rows)
-    top_gap = 0.75 + (0.25 if note else 0.0)  # suptitle, note, the first row's titles
-    header = top_gap + 0.3
-    across = (side + 2 * pairs) * 1.06  # panels side by side, with the gaps between them
-    down = max(2.0, 1.32 * rows - 0.32)  # rows of panels with the room for their titles (hspace)
-    panel_size = min(panel_size, (MAX_FIGURE_INCHES - 0.6) / across, (MAX_FIGURE_INCHES - header) / down)
-    figure = new_figure(panel_size * across + 0.6, panel_size * down + header)
+    figure, outer = _pairs_figure(rows, pairs, panel_size, note)
     height = figure.get_figheight()
-    figure.subplots_adjust(top=1 - top_gap / height, bottom=0.3 / height, left=0.02, right=0.98)
-    outer = figure.add_gridspec(1, 2, width_ratios=[side, 2 * pairs], wspace=0.04)
     left = figure.add_subplot(outer[0])
     show(left, image, image_title, fontsize=9)
     inner = outer[1].subgridspec(rows, 2 * pairs, wspace=0.04, hspace=0.32)
@@ -362,30 +355,63 @@ def projections_beside_patches(
         colour = BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
         row, pair = divmod(index, pairs)
         if quiet:
-            ax = figure.add_subplot(inner[row, 2 * pair : 2 * pair + 2])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_facecolor("0.93")
-            ax.text(0.5, 0.5, SILENT_TEXT, ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
-            ax.set_title(f"{number}. {title}", fontsize=7, loc="left", color=colour)
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linestyle("--")
+            _silent_panel(figure.add_subplot(inner[row, 2 * pair : 2 * pair + 2]), f"{number}. {title}", colour)
             continue
         _draw_box(left, box, colour)
         tag_boxes.append(box)
         tag_labels.append(str(number))
         tag_colours.append(colour)
-        x0, y0, x1, y1 = box
         ax_projection = figure.add_subplot(inner[row, 2 * pair])
         ax_patch = figure.add_subplot(inner[row, 2 * pair + 1])
-        show(ax_projection, projection[:, y0:y1, x0:x1])
-        show(ax_patch, image[:, y0:y1, x0:x1])
-        ax_projection.set_title(f"{number}. {title}", fontsize=7, loc="left", color=colour)
-        for spine in (*ax_projection.spines.values(), *ax_patch.spines.values()):
-            spine.set_edgecolor(colour)
+        _projection_and_patch(ax_projection, ax_patch, projection, image, box, f"{number}. {title}", colour)
     figure.suptitle(suptitle, fontsize=10, y=1 - 0.1 / height, va="top")
     if note:
         figure.text(0.5, 1 - 0.4 / height, note, ha="center", va="top", fontsize=8, color="0.3")
     place_box_tags(left, tag_boxes, tag_labels, tag_colours)
     return figure
+
+
+def _pairs_figure(rows: int, pairs: int, panel_size: float, note: str | None) -> tuple[Figure, GridSpec]:
+    """The figure of :func:`projections_beside_patches`, sized for ``rows`` rows of ``pairs``
+    (projection, patch) pairs beside the input and kept within :data:`MAX_FIGURE_INCHES`, with
+    its outer grid: the input's cell, then the pairs' cell."""
+    side = max(2, rows)
+    top_gap = 0.75 + (0.25 if note else 0.0)  # suptitle, note, the first row's titles
+    header = top_gap + 0.3
+    across = (side + 2 * pairs) * 1.06  # panels side by side, with the gaps between them
+    down = max(2.0, 1.32 * rows - 0.32)  # rows of panels with the room for their titles (hspace)
+    panel_size = min(panel_size, (MAX_FIGURE_INCHES - 0.6) / across, (MAX_FIGURE_INCHES - header) / down)
+    figure = new_figure(panel_size * across + 0.6, panel_size * down + header)
+    height = figure.get_figheight()
+    figure.subplots_adjust(top=1 - top_gap / height, bottom=0.3 / height, left=0.02, right=0.98)
+    return figure, figure.add_gridspec(1, 2, width_ratios=[side, 2 * pairs], wspace=0.04)
+
+
+def _silent_panel(ax: Axes, title: str, colour: str) -> None:
+    """The grey panel that stands for a projection whose map does not fire on the image."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_facecolor("0.93")
+    ax.text(0.5, 0.5, SILENT_TEXT, ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
+    ax.set_title(title, fontsize=7, loc="left", color=colour)
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linestyle("--")
+
+
+def _projection_and_patch(
+    ax_projection: Axes,
+    ax_patch: Axes,
+    projection: Tensor,
+    image: Tensor,
+    box: Sequence[int],
+    title: str,
+    colour: str,
+) -> None:
+    """The projection cropped to its box beside the image patch under it, framed in the box's colour."""
+    x0, y0, x1, y1 = box
+    show(ax_projection, projection[:, y0:y1, x0:x1])
+    show(ax_patch, image[:, y0:y1, x0:x1])
+    ax_projection.set_title(title, fontsize=7, loc="left", color=colour)
+    for spine in (*ax_projection.spines.values(), *ax_patch.spines.values()):
+        spine.set_edgecolor(colour)

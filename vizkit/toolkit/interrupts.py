@@ -22,6 +22,7 @@ class StopRequest:
 
     @property
     def requested(self) -> bool:
+        """Whether a stop signal has arrived."""
         return self.signal_name is not None
 
 

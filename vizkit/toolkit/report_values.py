@@ -137,6 +137,8 @@ def text_labels(texts: Sequence[str]) -> list[str]:
 
 
 def render_scalar(value: Any) -> str:
+    """One value as HTML: None as a dash, a bool as yes/no, a number formatted, anything else
+    as text (a path shortened, see :func:`render_text`)."""
     if value is None:
         return '<span class="none">—</span>'
     if isinstance(value, bool):
@@ -164,6 +166,7 @@ def summarise_numbers(values: Sequence[Any]) -> str:
 
 
 def render_chips(items: Iterable[Any]) -> str:
+    """``items`` as a row of HTML chips, each rendered as a scalar."""
     return '<ul class="chips">' + "".join(f"<li>{render_scalar(item)}</li>" for item in items) + "</ul>"
 
 
@@ -232,6 +235,9 @@ def render_records(values: Sequence[dict], depth: int) -> str:
 
 
 def render_list(values: list[Any], depth: int) -> str:
+    """A list as HTML in the form that reads best for its contents: numbers inline or
+    summarised, labels as chips, a matrix, a ranking or records as a table, else numbered
+    items; nesting beyond ``depth`` folds away."""
     if not values:
         return '<span class="none">(empty)</span>'
     if all(is_number(v) or v is None for v in values):

@@ -25,6 +25,7 @@ class RunningTopK:
 
     @classmethod
     def empty(cls, maps: int, k: int, device: torch.device | str = "cpu") -> RunningTopK:
+        """A state that has seen no image: ``maps`` maps of ``k`` empty slots on ``device``."""
         return cls(
             torch.full((maps, k), float("-inf"), device=device),
             torch.full((maps, k), NO_IMAGE, dtype=torch.long, device=device),
@@ -33,6 +34,7 @@ class RunningTopK:
 
     @property
     def k(self) -> int:
+        """Slots per map."""
         return self.values.shape[1]
 
     def update(self, activation: Tensor, image_indices: Tensor) -> None:
@@ -59,6 +61,7 @@ class RunningTopK:
         self.positions = all_positions.gather(1, order)
 
     def merge_state(self, other: RunningTopK) -> None:
+        """Fold in ``other``'s candidates (e.g. another rank's state)."""
         self.merge(other.values, other.images, other.positions)
 
     def filled(self) -> int:
@@ -66,8 +69,10 @@ class RunningTopK:
         return int((self.images[0] != NO_IMAGE).sum()) if self.images.numel() else 0
 
     def state_dict(self) -> dict[str, Tensor]:
+        """The state as CPU tensors, to save or send (see :meth:`from_state_dict`)."""
         return {"values": self.values.cpu(), "images": self.images.cpu(), "positions": self.positions.cpu()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor], device: torch.device | str = "cpu") -> RunningTopK:
+        """A state from :meth:`state_dict`'s tensors ``state``, on ``device``."""
         return cls(state["values"].to(device), state["images"].to(device), state["positions"].to(device))

@@ -19,6 +19,7 @@ class LayersCommand(click.Command):
     the help is shown: the command is built once, for any App)."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """End the help with the model specs MODEL accepts in the App the command line runs for."""
         formatter.write_paragraph()
         with formatter.indentation():
             formatter.write_text(f"MODEL: {model_help(current_app(ctx))}.")

@@ -116,9 +116,12 @@ class RunGroup(click.Group):
     command line runs for (:func:`current_app`), built from its declared options."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """The analyses the App's plugins register, sorted by name."""
         return sorted(current_app(ctx).analyses)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """Analysis ``name`` as a command, its options built from those the analysis declares;
+        None for an unknown name."""
         app = current_app(ctx)
         analysis = app.analyses.get(name)
         if analysis is None:
@@ -137,6 +140,8 @@ class RunGroup(click.Group):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, except that an unknown analysis is the registry's error, which lists the
+        available ones."""
         app = current_app(ctx)
         name = args[0] if args else ""
         if name and not name.startswith("-") and name not in app.analyses:
