@@ -34,7 +34,7 @@ from vizkit_plugins.attribution.metrics import (
     deletion_order,
     spearman_matrix,
 )
-from vizkit_plugins.occlusion import OcclusionGrid
+from vizkit_plugins.occlusion.grid import OcclusionGrid
 
 FAST = {"steps": 4, "window": 32, "stride": 32, "samples": 2, "deletion_steps": 2}
 EVERY_METHOD = [*METHODS, "nt-saliency", "nt-guidedgradcam"]
