@@ -194,7 +194,14 @@ def register_analyses(register) -> None:
             inputs="images",
             options=[
                 vizkit.Option("layer", str, required=True, help="layer to project from (see `vizkit layers MODEL`)"),
-                vizkit.Option("top", int, 9, help="number of strongest feature maps to project", minimum=1),
+                vizkit.Option(
+                    "top",
+                    int,
+                    9,
+                    help="number of strongest feature maps to project (unless --channels names them)",
+                    minimum=1,
+                    applies=lambda options: options["channels"] is None,
+                ),
                 vizkit.Option(
                     "maps_per_page",
                     int,
@@ -234,6 +241,6 @@ def register_analyses(register) -> None:
             ],
             demo={"layer": "conv5", "top": 9},
             demo_quick={"top": 4},
-            view=vizkit.ReportView(report_view),
+            view=vizkit.ReportView(report_view, paper="Fig. 1", paper_order=1),
         )
     )

@@ -228,5 +228,6 @@ def register_analyses(register) -> None:
                 ),
             ],
             demo={},
+            view=vizkit.ReportView(paper="Fig. 6", paper_order=6),  # the report's place: the generic rendering
         )
     )

@@ -21,6 +21,7 @@ from vizkit.toolkit.figures import (
     new_figure,
     overlapping_texts,
     projections_beside_patches,
+    shorten,
     tile_mosaic,
 )
 from vizkit_plugins.evolution.figures import evolution_figure
@@ -271,3 +272,78 @@ def test_attribution_comparison_titles_do_not_collide(tmp_path, bundled_model):
     assert overlapping_texts(figure) == []
     headings = [w for w in texts(figure) if w.startswith("ILSVRC2012_val_")]
     assert len(headings) == 3 and all("target" in w for w in headings)  # one heading per image row
+
+
+@pytest.mark.parametrize(
+    "text,width,expected",
+    [
+        ("n02085782_Japanese_spaniel", 18, "n02085782…spaniel"),  # was "n02085782_Japanese_spa"
+        ("n02085782_Japanese_spaniel.jpg", 22, "n02085782…spaniel.jpg"),  # the extension stays with the tail
+        ("American Staffordshire terrier", 18, "American…terrier"),
+        ("Japanese-spaniel-puppy", 16, "Japanese…puppy"),
+        ("garbage truck", 13, "garbage truck"),  # fits: unchanged
+        ("garbage truck", 8, "garbage…"),  # no room for both ends: the first word
+        ("supercalifragilisticexpialidocious", 12, "superc…cious"),  # one long word: cut inside it
+    ],
+)
+def test_shorten_cuts_at_word_boundaries(text, width, expected):
+    shortened = shorten(text, width)
+    assert shortened == expected and len(shortened) <= width
+
+
+def test_shorten_never_leaves_half_a_word_when_whole_words_fit():
+    words = ["n01440764", "tench", "Tinca", "tinca", "garbage", "truck", "chain", "saw"]
+    text = "_".join(words)
+    for width in range(12, len(text)):
+        head, _, tail = shorten(text, width).partition("…")
+        assert len(head) + 1 + len(tail) <= width
+        pieces = [p for p in head.split("_") + tail.split("_") if p]
+        assert pieces and all(p in words for p in pieces), (width, head, tail)
+
+
+def _two_class_brightness() -> torch.nn.Module:
+    """:class:`Brightness` with a classifier on top: occlusion needs [N, classes] logits."""
+    features = Brightness()
+    return torch.nn.Sequential(
+        *features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)
+    ).eval()
+
+
+def test_occlusion_draws_silent_maps_as_silent_panels():
+    """The bright image's strongest map does not fire on the dark image, and nothing fires on a
+    black one: those panels say "silent" (as the deconvnet figure does), not an empty grey."""
+    model = _two_class_brightness()
+    images = torch.stack([torch.ones(3, 32, 32), -torch.ones(3, 32, 32), torch.zeros(3, 32, 32)])
+    result = vizkit.run("occlusion", model, images=images, layer="4", size=8, stride=8)
+    assert_no_hooks(model)
+    bright, dark, black = (result.figures[f"occlusion_{i}"] for i in range(3))
+    strongest = result["strongest_map"]
+    # the bright image's map, projected in the dark and the black image: two silent panels
+    assert sum(w.startswith(f"silent: map {strongest[0]} does not") for w in texts(bright)) == 2
+    # on the black image every map is silent: its activity (b) and its projection (c) say so
+    assert any(w.startswith("(b) total activity") for w in texts(black))
+    assert sum(w.startswith(f"silent: map {strongest[2]} does not") for w in texts(black)) >= 2
+    # the dark image's own map fires on it: silent only in the other two images
+    assert sum(w.startswith(f"silent: map {strongest[1]} does not") for w in texts(dark)) == 2
+    for figure in (bright, dark, black):
+        assert overlapping_texts(figure) == []
+        legend = figure.axes[4].get_legend()  # (e): one entry per colour shown
+        assert legend is not None and len(legend.get_texts()) == len(np.unique(result["top_label"]))
+
+
+def test_top9_and_evolution_say_silent():
+    values, arrays = _top9_arrays(maps=2, k=4, fired=0)  # map 0 never fired
+    figure = figure_pages("conv5", [10, 11], values, arrays, None, maps_per_page=2, pages=1, n_images=30)["top9_page01"]
+    assert any(w.startswith("silent: map 10 never fired on these 30 images") for w in texts(figure))
+    assert overlapping_texts(figure) == []
+
+    layers, epochs = ["conv1", "conv2"], [1, 2, 5]
+    channels = np.array([[3, 4], [-1, -1]])  # conv2: no active map
+    rng = np.random.default_rng(0)
+    projections = rng.normal(size=(2, 2, 3, 3, 16, 16)).astype(np.float16)
+    strength = np.full((2, 2, 3), np.nan, dtype=np.float32)
+    strength[0] = [[0.0, 1.0, 2.0], [0.5, 1.0, 2.0]]  # map 3 silent at epoch 1
+    figure = evolution_figure(layers, channels, epochs, projections, 64, values=strength)
+    assert texts(figure).count("silent") == 1
+    assert any(w.startswith("silent: no map") for w in texts(figure))
+    assert overlapping_texts(figure) == []

@@ -25,12 +25,26 @@ registered here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import vizkit
 
 from .analysis import SCORES, run
 from .figures import OVERLAYS, SIGNS
-from .methods import METHODS, NT_TYPES, parse_methods
+from .methods import METHODS, NT_PREFIX, NT_TYPES, parse_methods
 from .view import report_view
+
+
+def _uses(method: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether --method includes ``method`` (alone or inside a NoiseTunnel): its options apply
+    only then (result.json's params leave them out otherwise)."""
+    return lambda options: any(name.removeprefix(NT_PREFIX) == method for name in options["method"])
+
+
+def _noise_tunnel(options: dict[str, Any]) -> bool:
+    """Whether --method includes a NoiseTunnel (``nt-<method>``): --samples, --nt-type, --stdev apply only then."""
+    return any(name.startswith(NT_PREFIX) for name in options["method"])
 
 
 @vizkit.hookimpl
@@ -74,6 +88,7 @@ def register_analyses(register) -> None:
                     help="integratedgradients: steps along the path (n_steps)",
                     minimum=1,
                     maximum=10_000,
+                    applies=_uses("integratedgradients"),
                 ),
                 vizkit.Option(
                     "baseline",
@@ -88,9 +103,16 @@ def register_analyses(register) -> None:
                     help="occlusion: side of the square window, in input pixels",
                     minimum=1,
                     maximum=4096,
+                    applies=_uses("occlusion"),
                 ),
                 vizkit.Option(
-                    "stride", int, 16, help="occlusion: step between windows, in input pixels", minimum=1, maximum=4096
+                    "stride",
+                    int,
+                    16,
+                    help="occlusion: step between windows, in input pixels",
+                    minimum=1,
+                    maximum=4096,
+                    applies=_uses("occlusion"),
                 ),
                 vizkit.Option(
                     "samples",
@@ -99,12 +121,14 @@ def register_analyses(register) -> None:
                     help="nt-<method>: noisy samples per image (nt_samples)",
                     minimum=1,
                     maximum=10_000,
+                    applies=_noise_tunnel,
                 ),
                 vizkit.Option(
                     "nt_type",
                     NT_TYPES,
                     "smoothgrad",
                     help=f"nt-<method>: how samples combine: {', '.join(NT_TYPES)}",
+                    applies=_noise_tunnel,
                 ),
                 vizkit.Option(
                     "stdev",
@@ -113,6 +137,7 @@ def register_analyses(register) -> None:
                     help="nt-<method>: noise std as a fraction of the input's range",
                     minimum=0,
                     exclusive_minimum=True,
+                    applies=_noise_tunnel,
                 ),
                 vizkit.Option(
                     "deletion_steps",
@@ -164,6 +189,6 @@ def register_analyses(register) -> None:
                 "deletion_steps": 10,
             },
             demo_quick={"method": "saliency,layergradcam", "deletion_steps": 5},
-            view=vizkit.ReportView(report_view),
+            view=vizkit.ReportView(report_view),  # beyond the paper: its section follows the paper's
         )
     )

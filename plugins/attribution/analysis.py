@@ -283,7 +283,7 @@ def run(
         stdev=stdev,
         batch_size=ctx.batch_size,
     )
-    bar = vizkit.toolkit.progress_bar(total=len(method) + 2, desc="attribution", enabled=ctx.progress)
+    bar = vizkit.toolkit.progress_bar(total=len(method) + 2, desc="attribution", unit="steps", enabled=ctx.progress)
     attributions, seconds = _run_methods(ctx, method, canonical, module, x, targets, settings, bar)
     projection, units, seconds_deconvnet = _deconvnet_column(ctx, canonical, module, x, layer, targets, rule)
     bar.update(1)

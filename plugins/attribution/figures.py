@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 import vizkit
-from vizkit.toolkit.figures import new_figure
+from vizkit.toolkit.figures import LABEL_COLOURS, new_figure, shorten, silent_panel
 
 from .methods import DECONVNET, make_method
 from .metrics import Comparison, best_column, ranks_pixels
@@ -106,12 +106,16 @@ def maps_figure(
         vizkit.toolkit.figures.show(
             ax,
             image,
-            f"{names[i]}\ntarget {ctx.label(int(targets[i]))} (p={probability[i]:.3g})",
+            f"{shorten(names[i], 30)}\ntarget {ctx.label(int(targets[i]))} (p={probability[i]:.3g})",
             fontsize=7,
         )
         for j, column in enumerate(columns):
             ax = figure.add_subplot(grid[i, j + 1])
-            draw_map(ax, maps[j, i], image, **shown)
+            if column == DECONVNET and units[i].get("activation") == 0.0:  # the unit does not fire
+                channel = units[i]["channel"]
+                silent_panel(ax, f"silent: map {channel} does not\nfire on this image (max 0),\nnothing to project")
+            else:
+                draw_map(ax, maps[j, i], image, **shown)
             if i == 0:
                 if column == DECONVNET:
                     title = f"vizkit deconvnet ({seconds[DECONVNET]:.2f} s)\n{layer} map {units[i]['channel']}"
@@ -138,8 +142,6 @@ def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Co
         comparison: the maps compared (:func:`.metrics.compare`).
         targets: each image's target class, [N].
     """
-    from matplotlib import colormaps
-
     maps, correlation, fractions = comparison.maps, comparison.correlation, comparison.fractions
     curves, auc = comparison.curves, comparison.auc
     names = ctx.image_names()
@@ -148,15 +150,14 @@ def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Co
     figure = new_figure(4.0 + 0.3 * k + 7.5, row_height * n)
     made = figure.subfigures(n, 1, hspace=0.02)
     rows = list(np.ravel(made)) if isinstance(made, np.ndarray) else [made]
-    # the method colours, without the greys of the random reference's dashed line
-    base = colormaps["tab10"] if k <= 9 else colormaps["tab20"]
-    grey = (7,) if base.N == 10 else (14, 15)
-    colours = [base(c) for c in range(base.N) if c not in grey]
+    # the method colours: the colour-blind-safe label palette (no grey: the random reference's
+    # dashed line is grey), its second round dash-dotted
+    palette = len(LABEL_COLOURS)
     for i, row in enumerate(rows):
         # one heading per image; the panels' own titles stay short, so nothing collides
         best = best_column(columns, auc[:, i], maps[:, i])
         target = ctx.label(int(targets[i]))
-        row.suptitle(f"{names[i]}  —  target {target}", fontsize=9, fontweight="bold", x=0.01, ha="left")
+        row.suptitle(f"{shorten(names[i], 60)}  —  target {target}", fontsize=9, fontweight="bold", x=0.01, ha="left")
         grid = row.add_gridspec(
             1, 2, width_ratios=[1.0, 1.15], wspace=0.28, left=0.09, right=0.80, bottom=0.2, top=0.86
         )
@@ -177,7 +178,7 @@ def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Co
         ax = row.add_subplot(grid[0, 1])
         for j in np.argsort(auc[:, i], kind="stable"):  # the legend lists the best first
             column = [*columns, "random"][j]
-            style: dict[str, Any] = {"color": colours[j % len(colours)], "linestyle": "-"}
+            style: dict[str, Any] = {"color": LABEL_COLOURS[j % palette], "linestyle": "-" if j < palette else "-."}
             if column == "random":
                 style = {"color": "grey", "linestyle": "--"}
             elif column == DECONVNET:

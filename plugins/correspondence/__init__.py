@@ -104,6 +104,8 @@ def register_analyses(register: Any) -> None:
             ],
             demo={"landmarks": "{landmarks}", "layers": "conv5,fc7", "random": 10},  # a resource vizkit demo finds
             demo_quick={"random": 4},
-            view=vizkit.ReportView(report_view),
+            view=vizkit.ReportView(
+                report_view, paper="Fig. 8, Table 1", paper_order=8, key_figure="correspondence_table"
+            ),
         )
     )

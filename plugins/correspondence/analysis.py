@@ -35,7 +35,9 @@ def feature_changes(
     n, count = images.shape[0], len(squares[0])
     per_batch = max(1, ctx.batch_size - 1)
     signs: dict[str, Tensor] = {}
-    bar = vizkit.toolkit.progress_bar(total=n * count, desc="correspondence", enabled=ctx.progress)
+    bar = vizkit.toolkit.progress_bar(
+        total=n * count, desc="correspondence", unit="occluded images", enabled=ctx.progress
+    )
     with im.configured(layers=layers, switches=False), torch.no_grad():
         for i in range(n):
             for start in range(0, count, per_batch):

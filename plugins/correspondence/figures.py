@@ -49,7 +49,7 @@ def occlusion_figure(
             if i == 0:
                 ax.set_title("random (draw 1)" if c == len(parts) else parts[c].replace("_", " "), fontsize=8)
             if c == 0:
-                ax.set_ylabel(entries[i].path.stem[:22], fontsize=7)
+                ax.set_ylabel(vizkit.toolkit.figures.shorten(entries[i].path.stem, 22), fontsize=7)
     figure.suptitle("Correspondence: the same part occluded in every image (and a random square)", fontsize=9)
     figure.subplots_adjust(left=0.06, right=0.99, top=0.92, bottom=0.01, wspace=0.04, hspace=0.08)
     return figure

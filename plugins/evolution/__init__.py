@@ -75,5 +75,6 @@ def register_analyses(register) -> None:
             ],
             demo={"run": "{train_run}", "sample": 32, "maps": 3},  # skipped by vizkit demo without a training run
             demo_quick={"sample": 16, "maps": 2},
+            view=vizkit.ReportView(paper="Fig. 4", paper_order=4),  # the report's place: the generic rendering
         )
     )

@@ -211,6 +211,8 @@ def assemble(
             "patches": patches,
         },
     )
-    result.figures["evolution"] = evolution_figure(layers, channels, epochs, projections, len(images) - unreadable)
+    result.figures["evolution"] = evolution_figure(
+        layers, channels, epochs, projections, len(images) - unreadable, values=values
+    )
     result.figures["evolution_strength"] = strength_figure(layers, channels, epochs, values)
     return result

@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit.toolkit.figures import new_figure, tile_mosaic
+from vizkit.toolkit.figures import (
+    LABEL_COLOURS,
+    SILENT_FACE,
+    mark_silent_tile,
+    new_figure,
+    silent_panel,
+    tile_mosaic,
+)
 
 if TYPE_CHECKING:  # only an annotation: matplotlib loads when a figure is drawn
     from matplotlib.figure import Figure
@@ -23,7 +30,12 @@ LEGEND_MAPS = 12  # the strength figure names the maps in a legend up to this ma
 
 
 def evolution_figure(
-    layers: list[str], channels: np.ndarray, epochs: list[int], projections: np.ndarray, n_images: int
+    layers: list[str],
+    channels: np.ndarray,
+    epochs: list[int],
+    projections: np.ndarray,
+    n_images: int,
+    values: np.ndarray | None = None,
 ) -> Figure:
     """Paper Fig. 4: a block per layer, rows = its maps, columns = snapshot epochs.
 
@@ -32,7 +44,12 @@ def evolution_figure(
     neighbouring block whatever the number of maps or epochs (a grid of equal cells let the
     labels of one layer cover the tiles of the previous one when tiles were large). Tiles shrink
     to keep the figure within ``MAX_WIDTH_INCHES`` when there are many epochs and layers.
+    ``values`` ([layers, maps, epochs], each map's strongest activation per snapshot), if given,
+    marks the tiles of a map that does not fire at a snapshot (0) "silent" on a light grey tile
+    instead of the mid-grey of an all-zero projection.
     """
+    from matplotlib.colors import to_rgb
+
     cols, size, gap = len(epochs), projections.shape[-1], 2
     counts = [int((channels[l] >= 0).sum()) for l in range(len(layers))]
     labels = [[f"map {int(m)}" for m in channels[l, : counts[l]]] for l in range(len(layers))]
@@ -68,14 +85,18 @@ def evolution_figure(
         ax.set_title(layer, fontsize=9)
         ax.tick_params(length=0)
         if count == 0:  # no map of this layer was active at the last snapshot
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.text(0.5, 0.5, "no active\nmaps", ha="center", va="center", fontsize=LABEL_FONT, transform=ax.transAxes)
+            silent_panel(ax, "silent: no map\nof this layer\nfires at the\nlast snapshot", fontsize=LABEL_FONT - 1)
             continue
         flat = torch.from_numpy(projections[l, :count].reshape(-1, 3, size, size).astype(np.float32))
         # [maps x epochs, P, P, 3], row by row
         shown = vizkit.to_image(flat, channels_last=False).permute(0, 2, 3, 1).numpy()
+        silent = np.zeros(count * cols, dtype=bool) if values is None else (values[l, :count] == 0).reshape(-1)
+        shown[silent] = to_rgb(SILENT_FACE)
         ax.imshow(tile_mosaic(shown, rows=count, gap=gap), interpolation="nearest")
         step = size + gap
+        for tile_index in np.flatnonzero(silent):
+            r, c = divmod(int(tile_index), cols)
+            mark_silent_tile(ax, c * step + size / 2, r * step + size / 2, fontsize=min(6.0, 18 * tile))
         ax.set_xticks([c * step + size / 2 for c in range(cols)], [str(e) for e in epochs], fontsize=LABEL_FONT - 1)
         ax.set_yticks([r * step + size / 2 for r in range(count)], labels[l], fontsize=LABEL_FONT)
         ax.set_xlabel("epoch", fontsize=LABEL_FONT, labelpad=2)
@@ -88,8 +109,12 @@ def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], 
     for l, layer in enumerate(layers):
         ax = figure.add_subplot(1, len(layers), l + 1)
         count = int((channels[l] >= 0).sum())
-        for m in range(count):
-            ax.plot(epochs, values[l, m], marker="o", markersize=3, linewidth=1, label=f"map {channels[l, m]}")
+        for m in range(count):  # the label palette, its second round dashed
+            style = {
+                "color": LABEL_COLOURS[m % len(LABEL_COLOURS)],
+                "linestyle": "-" if m < len(LABEL_COLOURS) else "--",
+            }
+            ax.plot(epochs, values[l, m], marker="o", markersize=3, linewidth=1, label=f"map {channels[l, m]}", **style)
         ax.set_xscale("log")
         ax.set_xticks(epochs, [str(e) for e in epochs], fontsize=6)
         ax.minorticks_off()
@@ -98,8 +123,7 @@ def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], 
             ax.set_ylabel("strongest activation", fontsize=7)
         ax.tick_params(labelsize=6)
         if count == 0:  # no map of this layer was active at the last snapshot
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.text(0.5, 0.5, "no active maps", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            silent_panel(ax, "silent: no map of this layer\nfires at the last snapshot", fontsize=7)
         ax.set_title(layer if count <= LEGEND_MAPS else f"{layer} ({count} maps)", fontsize=9)
         if 0 < count <= LEGEND_MAPS:  # a longer legend would cover the plot and push the figure out of shape
             ax.legend(fontsize=5, loc="best", ncol=2, frameon=False)

@@ -170,7 +170,9 @@ def _project_snapshots(
     ctx.skipped.load_state_dict(choice.get("skipped", []))
     boxes = {layer: vizkit.engine.receptive_boxes(im, probe, layer) for layer in names}
     per_epoch = {}
-    progress = vizkit.toolkit.progress_bar(total=len(snapshots), desc="evolution snapshots", enabled=ctx.progress)
+    progress = vizkit.toolkit.progress_bar(
+        total=len(snapshots), desc="evolution", unit="snapshots", enabled=ctx.progress
+    )
     for epoch in snapshots:
         done = cache.load(f"epoch{epoch:03d}")
         if done is None:

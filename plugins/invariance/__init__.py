@@ -35,6 +35,12 @@ from .analysis import run
 from .transforms import TRANSFORMS
 
 
+def _measures(transform: str) -> Any:
+    """Whether --transforms includes ``transform``: its --range-* applies only then (result.json's
+    params leave it out otherwise)."""
+    return lambda options: transform in options["transforms"]
+
+
 @vizkit.hookimpl
 def register_analyses(register: Any) -> None:
     register(
@@ -77,9 +83,22 @@ def register_analyses(register: Any) -> None:
                     str,
                     "-60,60",
                     help="vertical translation LOW,HIGH in input pixels (positive = down)",
+                    applies=_measures("translate"),
                 ),
-                vizkit.Option("range_scale", str, "1.0,1.8", help="scale LOW,HIGH about the centre"),
-                vizkit.Option("range_rotate", str, "0,360", help="rotation LOW,HIGH in degrees, counter-clockwise"),
+                vizkit.Option(
+                    "range_scale",
+                    str,
+                    "1.0,1.8",
+                    help="scale LOW,HIGH about the centre",
+                    applies=_measures("scale"),
+                ),
+                vizkit.Option(
+                    "range_rotate",
+                    str,
+                    "0,360",
+                    help="rotation LOW,HIGH in degrees, counter-clockwise",
+                    applies=_measures("rotate"),
+                ),
                 vizkit.Option(
                     "normalize",
                     ("none", "norm"),
@@ -89,6 +108,8 @@ def register_analyses(register: Any) -> None:
             ],
             demo={"layers": "conv1,fc7", "steps": 13},
             demo_quick={"steps": 5},
-            view=report.per_image_view(["target_name", "target", "original_probability"]),  # the report's rows
+            view=report.per_image_view(  # the report's rows
+                ["target_name", "target", "original_probability"], paper="Fig. 5", paper_order=5
+            ),
         )
     )

@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 import vizkit
-from vizkit.toolkit.figures import new_figure
+from vizkit.toolkit.figures import LABEL_COLOURS, label_key, new_figure, shorten, text_colour
 
 from .transforms import UNITS, Transform
 
@@ -32,7 +32,7 @@ def curves_figure(
     figure = new_figure(3.1 * columns, 2.8 * rows + 0.6)
     grid = figure.add_gridspec(rows, columns, width_ratios=[1.7] + [1] * (columns - 1), wspace=0.32, hspace=0.45)
     preprocess = ctx.preprocess
-    colours = [f"C{i}" for i in range(len(names))]
+    colours = [LABEL_COLOURS[i % len(LABEL_COLOURS)] for i in range(len(names))]  # one per image
     for r, family in enumerate(families):
         t = family.name
         steps = arrays[f"{t}_steps"]
@@ -64,7 +64,7 @@ def curves_figure(
             ax.set_ylim(bottom=0)
         ax = figure.add_subplot(grid[r, columns - 1])
         for i, name in enumerate(names):
-            ax.plot(steps, arrays[f"{t}_prob"][i], color=colours[i], linewidth=1.1, label=name)
+            ax.plot(steps, arrays[f"{t}_prob"][i], color=colours[i], linewidth=1.1, label=shorten(name, 28))
         ax.set_ylim(-0.02, 1.02)
         ax.set_title("P(true class)", fontsize=8)
         ax.set_xlabel(UNITS[t], fontsize=7)
@@ -81,62 +81,61 @@ def curves_figure(
     return figure
 
 
+LABEL_POINTS = 5.5  # the size of the labels written on the bands
+PLOT_LEFT, PLOT_RIGHT = 0.14, 0.98  # the bands' horizontal extent, as fractions of the figure's width
+
+
 def top1_figure(
     ctx: vizkit.RunContext, families: list[Transform], arrays: dict[str, np.ndarray], names: list[str]
 ) -> Any:
-    """The top-1 label along each transformation, a coloured band per image; runs of three steps
-    or more are labelled in place, every label has its own colour (up to 60)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    labels, counts = np.unique(np.concatenate([arrays[f"{f.name}_top1"].ravel() for f in families]), return_counts=True)
-    order = labels[np.argsort(-counts, kind="stable")]  # most frequent first: they get the first colours
-    palette = [colormaps[name](k) for name in ("tab20", "tab20b", "tab20c") for k in range(20)]
-    lookup = {int(label): k for k, label in enumerate(order)}
-    colours = [palette[k] if k < len(palette) else (0.5, 0.5, 0.5, 1.0) for k in range(len(order))]
-    figure = new_figure(12, 0.3 + (0.3 * len(names) + 0.6) * len(families))
+    """The top-1 label along each transformation, a coloured band per image. Labels have
+    colour-blind-safe colours, the most frequent first, and the legend names every colour (the
+    rarest labels beyond the palette share one grey, "other"); runs of three steps or more are
+    also labelled in place, their names shortened to the run's width."""
+    key = label_key(np.concatenate([arrays[f"{f.name}_top1"].ravel() for f in families]))
+    width = 12.0
+    char_inches = 0.6 * LABEL_POINTS / 72  # a generous estimate of one character's width
+    figure = new_figure(width, 0.3 + (0.3 * len(names) + 0.6) * len(families))
     for r, family in enumerate(families):
         ax = figure.add_subplot(len(families), 1, r + 1)
         top1 = arrays[f"{family.name}_top1"]
-        coded = np.vectorize(lambda v: lookup[int(v)])(top1)
         steps = arrays[f"{family.name}_steps"]
         ax.imshow(
-            coded,
+            key.codes(top1),
             aspect="auto",
             interpolation="nearest",
-            cmap=ListedColormap(colours),
-            vmin=-0.5,
-            vmax=len(order) - 0.5,
             extent=(-0.5, len(steps) - 0.5, len(names) - 0.5, -0.5),
+            **key.imshow_args(),
         )
+        step_inches = (PLOT_RIGHT - PLOT_LEFT) * width / len(steps)
         for i in range(len(names)):
             start = 0
             for s in range(1, len(steps) + 1):
                 if s == len(steps) or top1[i, s] != top1[i, start]:
-                    if s - start >= 3:
+                    room = int((s - start) * step_inches / char_inches) - 1
+                    if s - start >= 3 and room >= 5:
+                        label = int(top1[i, start])
                         ax.text(
                             (start + s - 1) / 2,
                             i,
-                            ctx.label(int(top1[i, start]))[:18],
+                            shorten(ctx.label(label), room),
                             ha="center",
                             va="center",
-                            fontsize=5.5,
-                            color="black",
+                            fontsize=LABEL_POINTS,
+                            color=text_colour(key.colour(label)),
                         )
                     start = s
         ticks = np.unique(np.linspace(0, len(steps) - 1, 7).round().astype(int))
         ax.set_xticks(ticks, [f"{steps[k]:.3g}" for k in ticks], fontsize=6)
-        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.set_yticks(range(len(names)), [shorten(name, 24) for name in names], fontsize=6)
         ax.set_xlabel(UNITS[family.name], fontsize=7)
-    shown = order[:40]
-    legend_rows = math.ceil(len(shown) / 5)
+    handles = key.legend_handles(ctx.label)
+    legend_rows = math.ceil(len(handles) / 5)
     height = figure.get_figheight() + 0.35 + 0.12 * legend_rows
     figure.set_figheight(height)
-    more = f" ({len(order) - len(shown)} rarer labels not in the legend)" if len(order) > len(shown) else ""
-    figure.suptitle(f"Top-1 label along each transformation, one band per image{more}", fontsize=9, y=1 - 0.1 / height)
+    figure.suptitle("Top-1 label along each transformation, one band per image", fontsize=9, y=1 - 0.1 / height)
     figure.legend(
-        handles=[Patch(color=colours[lookup[int(v)]], label=ctx.label(int(v))[:22]) for v in shown],
+        handles=handles,
         fontsize=5.5,
         loc="upper center",
         ncol=5,
@@ -144,8 +143,8 @@ def top1_figure(
         bbox_to_anchor=(0.55, 1 - 0.32 / height),
     )
     figure.subplots_adjust(
-        left=0.14,
-        right=0.98,
+        left=PLOT_LEFT,
+        right=PLOT_RIGHT,
         top=1 - (0.45 + 0.12 * legend_rows) / height,
         bottom=0.45 / height,
         hspace=0.35 + 0.1 * len(families),

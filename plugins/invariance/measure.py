@@ -3,6 +3,8 @@ to the untransformed image and the logits, the untransformed image first in ever
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -19,9 +21,11 @@ def measure(
     layers: list[str],
     fill: list[float],
     normalize: str,
+    progress: Any = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], Tensor]:
     """For one image ([3,H,W] resized, in [0,1]): per transform and layer the distance at every
-    step, per transform the logits at every step, and the untransformed image's logits."""
+    step, per transform the logits at every step, and the untransformed image's logits
+    (``progress`` counts the transformed images)."""
     from torchvision.transforms.v2 import functional as tf
 
     preprocess = ctx.preprocess
@@ -61,6 +65,8 @@ def measure(
                 if logits[name].shape[1] == 0:
                     logits[name] = np.zeros((len(family[name].steps), row.numel()), dtype=np.float32)
                 logits[name][s] = row.numpy()
+            if progress is not None:
+                progress.update(len(chunk))
     assert first_logits is not None
     return distances, logits, first_logits
 
@@ -75,12 +81,17 @@ def _measure_images(
     preprocess = ctx.preprocess
     per_image = []
     first_resized: Tensor | None = None  # the figure's example strip transforms the first image again
+    steps = sum(len(t.steps) for t in families)
+    bar = vizkit.toolkit.progress_bar(
+        total=len(ctx.image_paths) * steps, desc="invariance", unit="transformed images", enabled=ctx.progress
+    )
     for path in ctx.image_paths:
         picture = vizkit.load_image(path)
         resized = tf.to_dtype(
             tf.to_image(tf.resize(picture, [preprocess.resize], antialias=True)), torch.float32, scale=True
         )
         first_resized = resized if first_resized is None else first_resized
-        per_image.append(measure(ctx, resized, families, layers, fill, normalize))
+        per_image.append(measure(ctx, resized, families, layers, fill, normalize, bar))
+    bar.close()
     assert first_resized is not None  # run() refuses a call without image files
     return per_image, first_resized

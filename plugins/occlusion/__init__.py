@@ -28,6 +28,11 @@ from .analysis import run
 from .maps import FAST_DRILL_DOWN, FAST_TAU, MODES
 
 
+def _fast_mode(options: dict) -> bool:
+    """--tau, --drill-down and --check apply in fast mode only (result.json's params leave them out otherwise)."""
+    return options["mode"] == "fast"
+
+
 @vizkit.hookimpl
 def register_analyses(register) -> None:
     register(
@@ -70,6 +75,7 @@ def register_analyses(register) -> None:
                     minimum=0,
                     maximum=1,
                     exclusive_minimum=True,
+                    applies=_fast_mode,
                 ),
                 vizkit.Option(
                     "drill_down",
@@ -79,6 +85,7 @@ def register_analyses(register) -> None:
                     "positions with the largest probability drop (1: off)",
                     minimum=0,
                     maximum=1,
+                    applies=_fast_mode,
                 ),
                 vizkit.Option(
                     "check",
@@ -87,6 +94,7 @@ def register_analyses(register) -> None:
                     help="fast mode: positions recomputed exactly to report the approximation's error in "
                     "result.json (0: none; the grid size or more: all, with SSIM)",
                     minimum=0,
+                    applies=_fast_mode,
                 ),
                 vizkit.Option("explain", bool, False, help="print the multiply-add cost model and its bound"),
             ],
@@ -99,7 +107,9 @@ def register_analyses(register) -> None:
                     "min_probability",
                     "strongest_map",
                     "positions_evaluated",
-                ]
+                ],
+                paper="Fig. 7",
+                paper_order=7,
             ),
         )
     )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 import vizkit
-from vizkit.toolkit.figures import new_figure, show
+from vizkit.toolkit.figures import label_key, new_figure, shorten, show, silent_panel
 
 from .grid import OcclusionGrid, occluded_batch
 
@@ -25,19 +25,26 @@ def _overlay(ax, image: np.ndarray, values: np.ndarray, grid: OcclusionGrid, tit
 MAX_OTHER_PROJECTIONS = 8  # projections of the strongest map in other images drawn per figure
 
 
-def _other_projections(figure: Any, row: Any, names: list[str], index: int, projection: Any, what: str) -> None:
-    """Panel (c)'s second row: the map of image ``index`` projected in each other image."""
+def _silent_text(channel: int, where: str = "this image") -> str:
+    """What a panel of map ``channel`` says when the map does not fire on the image."""
+    return f"silent: map {channel} does not\nfire on {where} (max 0),\nnothing to project"
+
+
+def _other_projections(
+    figure: Any, row: Any, names: list[str], index: int, projection: Any, channel: int, what: str
+) -> None:
+    """Panel (c)'s second row: the map of image ``index`` projected in each other image (a
+    silent panel where the map does not fire on that image)."""
     others = len(names) - 1
     shown_others = min(others, MAX_OTHER_PROJECTIONS)
     other_row = row.subgridspec(1, max(shown_others, 5), wspace=0.3)
     for slot, j in enumerate([j for j in range(len(names)) if j != index][:shown_others]):
         ax = figure.add_subplot(other_row[slot])
-        show(
-            ax,
-            vizkit.to_image(projection.images[j, index]),
-            f"in {vizkit.toolkit.figures.shorten(names[j])}",
-            fontsize=7,
-        )
+        title = f"in {shorten(names[j])}"
+        if float(projection.values[j, index]) == 0.0:
+            silent_panel(ax, _silent_text(channel), title=title, fontsize=6, title_fontsize=7)
+            continue
+        show(ax, vizkit.to_image(projection.images[j, index]), title, fontsize=7)
     more = f" (first {shown_others} of {others})" if others > shown_others else ""
     figure.text(
         0.01,
@@ -49,33 +56,13 @@ def _other_projections(figure: Any, row: Any, names: list[str], index: int, proj
 
 
 def _label_panel(ax: Any, ctx: vizkit.RunContext, image: np.ndarray, labels: np.ndarray, grid: OcclusionGrid) -> None:
-    """Panel (e): the most probable label at each occluder position, the commonest first."""
-    from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    seen, counts = np.unique(labels, return_counts=True)
-    order = seen[np.argsort(-counts)]
-    palette = colormaps["tab20"]
-    lookup = {int(label): k for k, label in enumerate(order)}
-    coded = np.vectorize(lambda v: lookup[int(v)])(labels)
-    colours = [palette(k % 20) for k in range(len(order))]
-    _overlay(
-        ax,
-        image,
-        coded,
-        grid,
-        "(e) most probable label",
-        cmap=ListedColormap(colours),
-        vmin=-0.5,
-        vmax=len(order) - 0.5,
-    )
-    shown_labels = order[:8]
+    """Panel (e): the most probable label at each occluder position in colour-blind-safe colours,
+    the commonest first, with a legend entry for every colour (the rarest labels beyond the
+    palette share one grey, "other")."""
+    key = label_key(labels)
+    _overlay(ax, image, key.codes(labels), grid, "(e) most probable label", **key.imshow_args())
     ax.legend(
-        handles=[
-            Patch(color=colours[lookup[int(v)]], label=f"{ctx.label(int(v))} ({int(c)})")
-            for v, c in zip(shown_labels, counts[np.argsort(-counts)][:8])
-        ],
+        handles=key.legend_handles(ctx.label, counted="positions"),
         fontsize=6,
         loc="upper left",
         bbox_to_anchor=(1.02, 1.0),
@@ -107,26 +94,31 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     occluded = vizkit.toolkit.figures.hwc(
         ctx.preprocess.denormalize(occluded_batch(x[index].cpu(), [(y0, x0)], grid.size, fill_value)[0])
     )
-    show(ax, occluded, f"(a) {names[index]}\noccluder {grid.size}px at its most damaging place", fontsize=8)
+    show(
+        ax, occluded, f"(a) {shorten(names[index], 34)}\noccluder {grid.size}px at its most damaging place", fontsize=8
+    )
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), grid.size, grid.size, fill=False, edgecolor="yellow", linewidth=1.2))
 
-    # (b) total activity of the strongest feature map
+    # (b) total activity of the strongest feature map (silent: the map does not fire on the image,
+    # wherever the occluder is, so the panel would be one flat colour)
+    channel = int(strongest[index])
     ax = figure.add_subplot(grid_spec[1])
-    shown = _overlay(
-        ax,
-        image,
-        maps["feature_activity"][index],
-        grid,
-        f"(b) total activity of {layer}\nmap {int(strongest[index])}",
-        cmap="viridis",
-    )
-    figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    activity = maps["feature_activity"][index]
+    title = f"(b) total activity of {layer}\nmap {channel}"
+    if not np.any(activity):
+        silent_panel(ax, _silent_text(channel, "any occluded copy"), title=title, fontsize=7, title_fontsize=8)
+    else:
+        shown = _overlay(ax, image, activity, grid, title, cmap="viridis")
+        figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
     # (c) deconvnet projection of that map's strongest activation, and in the other images
     ax = figure.add_subplot(grid_spec[2])
-    show(ax, vizkit.to_image(projection.images[index, index]), f"(c) map {int(strongest[index])} projected", fontsize=8)
+    if float(projection.values[index, index]) == 0.0:
+        silent_panel(ax, _silent_text(channel), title=f"(c) map {channel} projected", fontsize=7, title_fontsize=8)
+    else:
+        show(ax, vizkit.to_image(projection.images[index, index]), f"(c) map {channel} projected", fontsize=8)
     if others:
-        _other_projections(figure, rows[1], names, index, projection, f"map {int(strongest[index])} of {layer}")
+        _other_projections(figure, rows[1], names, index, projection, channel, f"map {channel} of {layer}")
 
     # (d) probability of the true class
     ax = figure.add_subplot(grid_spec[3])
@@ -145,7 +137,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     # (e) most probable label
     _label_panel(figure.add_subplot(grid_spec[4]), ctx, image, maps["top_label"][index], grid)
     figure.suptitle(
-        f"Occlusion sensitivity: {names[index]}, target {ctx.label(int(targets[index]))} ({how}, "
+        f"Occlusion sensitivity: {shorten(names[index], 48)}, target {ctx.label(int(targets[index]))} ({how}, "
         f"{grid.size}px square, stride {grid.stride})",
         fontsize=10,
     )

@@ -54,7 +54,7 @@ def occlusion_maps(
     probability = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
     top = np.zeros((n, grid.rows, grid.cols), dtype=np.int64)
     bar = vizkit.toolkit.progress_bar(
-        total=n * grid.count if drill_down >= 1 else None, desc="occlusion", enabled=progress
+        total=n * grid.count if drill_down >= 1 else None, desc="occlusion", unit="positions", enabled=progress
     )
     # batched: full forwards that record the tracked layer only, and no switches
     scope = im.configured(layers=[layer], switches=False) if mode == "batched" else contextlib.nullcontext(im)

@@ -113,6 +113,6 @@ def register_analyses(register: Any) -> None:
                 "workers": 0,
             },
             demo_quick={"layers": "conv2,fc7", "folds": 1},
-            view=vizkit.ReportView(report_view),
+            view=vizkit.ReportView(report_view, paper="Table 7", paper_order=9.5),
         )
     )

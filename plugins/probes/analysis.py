@@ -104,4 +104,6 @@ def run(
     )
     result.figures["probes"] = accuracy_figure(names, kinds, accuracy, features.dims, train_per_class, len(kept))
     result.figures["probes_table"] = table_figure(names, kinds, accuracy, features.dims)
+    if not exclude:  # the default (Caltech's background class) named no folder of --data: params leave it out
+        result.meta["not_applicable"] = ["exclude"]
     return result

@@ -42,7 +42,9 @@ def _fit(
     accuracy = np.zeros((len(names), len(kinds), len(splits)), dtype=np.float32)
     per_class = np.zeros((len(names), len(kinds), len(splits), len(kept)), dtype=np.float32)
     chosen_c = np.zeros((len(names), len(kinds), len(splits)), dtype=np.float64)
-    bar = vizkit.toolkit.progress_bar(total=len(names) * len(splits) * len(kinds), desc="probes", enabled=ctx.progress)
+    bar = vizkit.toolkit.progress_bar(
+        total=len(names) * len(splits) * len(kinds), desc="probes", unit="fits", enabled=ctx.progress
+    )
     for l, layer in enumerate(names):
         matrix = extraction.layer_matrix(layer)  # one layer in memory
         for f, (train, test) in enumerate(splits):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import vizkit
-from vizkit.toolkit.figures import new_figure, tile_mosaic
+from vizkit.toolkit.figures import new_figure, silent_panel, tile_mosaic
 
 MAX_SIDE_INCHES = 20.0  # vizkit's figure cap (2000 px at 100 dpi): larger pages shrink to fit
 BLOCK_INCHES = 3.0  # width of one map's block of projections (and of its block of patches)
@@ -75,14 +75,13 @@ def _draw_map(
     when it never fired."""
     extra = 1 if filters is not None else 0
     k = int((np.isfinite(row) & (arrays["image_index"][m] >= 0)).sum())
-    if k == 0:  # never fired on these images: an empty, labelled panel
-        ax = figure.add_subplot(inner[0, extra:])
-        ax.set_xticks([]), ax.set_yticks([])
-        ax.set_facecolor("0.93")
-        ax.set_title(
-            f"map {channel}: never fired on these {n_images} images",
-            fontsize=max(4.0, 8 * shrink),
-            loc="left",
+    if k == 0:  # never fired on these images: the silent panel of every figure
+        silent_panel(
+            figure.add_subplot(inner[0, extra:]),
+            f"silent: map {channel} never fired on these {n_images} images\n(max activation 0), so there is nothing to project",
+            title=f"map {channel}: silent",
+            fontsize=max(4.0, 7 * shrink),
+            title_fontsize=max(4.0, 8 * shrink),
         )
         return
     projections = torch.from_numpy(arrays["projections"][m, :k].astype(np.float32))

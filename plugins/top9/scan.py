@@ -162,8 +162,13 @@ def scan(
     selected = torch.tensor(channels, device=ctx.device)
     total = math.ceil(len(shard) / ctx.batch_size) + start_batch
     started = time.perf_counter()
+    before = start_batch * ctx.batch_size  # images of this shard scanned before a resume
     progress = vizkit.toolkit.progress_bar(
-        total=total, initial=start_batch, desc=f"top9 scan {layer}", enabled=ctx.progress
+        total=before + len(shard),
+        initial=before,
+        desc=f"top9 scan {layer}" + (f" (rank {group.rank})" if group.world > 1 else ""),
+        unit="images",
+        enabled=ctx.progress,
     )
     next_batch, consistent, last_save = start_batch, True, time.monotonic()
 
@@ -180,7 +185,7 @@ def scan(
                     consistent = False  # stopped inside the update, the state is half of one batch: not saved
                     state.update(activation.index_select(1, selected), indices)
                 next_batch, consistent = number + 1, True
-                progress.update(1)
+                progress.update(min(ctx.batch_size, before + len(shard) - number * ctx.batch_size))
                 _stop_if_requested(stop, save, progress, path, next_batch, total)
                 due = checkpoint_every > 0 and next_batch % checkpoint_every == 0
                 if due or time.monotonic() - last_save >= checkpoint_seconds:

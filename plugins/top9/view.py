@@ -9,15 +9,14 @@ figures. The figures show only ``--maps-per-page x --pages`` maps (64 by default
 that depends on options (a filter column for the first layer, empty panels for silent maps), so
 cropping them would be brittle and would miss most maps; the arrays hold every map at its stored
 resolution. The drawn mosaics are cached: a result whose ``arrays.npz`` has not changed (size and
-modification time, recorded in the asset folder's manifest) is not drawn again.
+modification time, recorded in the asset folder's manifest) is not drawn again, and a report over
+a tree whose sub-folders hold their own reports takes their mosaics (``ReportPage.reuse_assets``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
-import shutil
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -111,22 +110,6 @@ def _arrays_file(page: vizkit.framework.ReportPage) -> Path:
     return arrays
 
 
-def _reuse_or_clear(folder: Path, manifest: Path, key: dict[str, int | str]) -> bool:
-    """Whether the pictures in ``folder`` were drawn from the same arrays (``key``); if not, the
-    folder is emptied for a new drawing."""
-    cached = False
-    if manifest.is_file():
-        try:
-            cached = json.loads(manifest.read_text()).get("source") == key
-        except (OSError, ValueError):
-            cached = False
-    if not cached:
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-    return cached
-
-
 def draw_units(page: vizkit.framework.ReportPage) -> tuple[list[Unit], int]:
     """Draw (or reuse) every shown map's projection and patch mosaics into the result's asset
     folder (``page.assets``) and return the cards' data and the number of maps in the result.
@@ -146,7 +129,7 @@ def draw_units(page: vizkit.framework.ReportPage) -> tuple[list[Unit], int]:
     rows = max(1, math.ceil(math.sqrt(k)))
 
     folder, key = page.assets, _source_key(arrays)
-    cached = _reuse_or_clear(folder, page.manifest, key)
+    cached = page.reuse_assets(key)  # drawn before, by this report or a nested one
     units = []
     for m in shown:
         count = int(fired[m].sum())
@@ -167,7 +150,7 @@ def draw_units(page: vizkit.framework.ReportPage) -> tuple[list[Unit], int]:
         mean = float(values[m][fired[m]].mean()) if count else 0.0
         units.append(Unit(channels[m], float(strength[m]), mean, count, names[0], names[1]))
     if not cached:
-        write_atomic(page.manifest, (json.dumps({"source": key, "maps": len(units)}, indent=1) + "\n").encode())
+        page.save_manifest(key, maps=len(units))
     return units, maps
 
 
@@ -259,4 +242,7 @@ def report_view() -> vizkit.ReportView:
         render,
         css=here.joinpath("browser.css").read_text(encoding="utf-8"),
         js=here.joinpath("browser.js").read_text(encoding="utf-8"),
+        paper="Fig. 2",
+        paper_order=2,
+        key_figure="top9_page*",
     )

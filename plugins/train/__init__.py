@@ -27,8 +27,6 @@ registered here.
 
 from __future__ import annotations
 
-import sys
-
 import click
 import torch
 
@@ -96,7 +94,11 @@ def register_commands(cli: click.Group) -> None:
         show_default=True,
         help="inside an epoch, write the checkpoint at least this often (SIGINT/SIGTERM also write it)",
     )
-    @click.option("--quiet", is_flag=True)
+    @click.option(
+        "--quiet",
+        is_flag=True,
+        help="no progress output (a bar, or a line every ~10 s off a terminal) and no per-epoch metrics lines",
+    )
     @click.pass_context
     def train_command(
         context: click.Context,
@@ -166,7 +168,7 @@ def register_commands(cli: click.Group) -> None:
             config,
             preprocess,
             resume=resume,
-            progress=not quiet and sys.stderr.isatty(),
+            progress=not quiet,  # a bar on a terminal, else a line every ~10 s
             model_spec=model_spec,
             command=["vizkit", *argv],
         )

@@ -14,7 +14,7 @@ from torch import nn
 
 from vizkit import UsageError
 
-from .config import TrainConfig, resumable_settings
+from .config import TrainConfig, resumable_settings, same_settings
 
 
 def _starting_point(
@@ -38,7 +38,7 @@ def _starting_point(
         if not checkpoint.exists():
             raise UsageError(f"--resume: no checkpoint in {out}")
         state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["config"] != resumable_settings(config):
+        if not same_settings(state["config"], config):
             raise UsageError(
                 f"{checkpoint} was written with other training settings; drop --resume or use another --out"
             )

@@ -36,13 +36,27 @@ class TrainConfig:
 SCHEDULES = ("plateau", "cosine")
 
 
+def inapplicable_settings(config: TrainConfig) -> list[str]:
+    """The settings that have no effect under ``config``'s schedule: the plateau rule's
+    ``patience`` and ``min_epochs_before_decay`` with the cosine schedule."""
+    return ["patience", "min_epochs_before_decay"] if config.schedule == "cosine" else []
+
+
 def resumable_settings(config: TrainConfig) -> dict:
     """The settings a resumed run must share with the checkpoint (not device or workers, nor
-    epochs unless the schedule depends on them)."""
-    free = ["device", "workers", "checkpoint_seconds"]
+    epochs unless the schedule depends on them, nor the settings the schedule does not use)."""
+    free = ["device", "workers", "checkpoint_seconds", *inapplicable_settings(config)]
     if config.schedule != "cosine":
         free.append("epochs")
     return {k: v for k, v in asdict(config).items() if k not in free}
+
+
+def same_settings(saved: dict, config: TrainConfig) -> bool:
+    """Whether a checkpoint's ``saved`` settings (:func:`resumable_settings` when it was written)
+    are ``config``'s, leaving aside the settings ``config``'s schedule does not use (a checkpoint
+    written before they were left out still holds them)."""
+    unused = set(inapplicable_settings(config))
+    return {k: v for k, v in saved.items() if k not in unused} == resumable_settings(config)
 
 
 def make_scheduler(optimiser: torch.optim.Optimizer, config: TrainConfig) -> Any:

@@ -219,5 +219,6 @@ def _epoch_bar(sums: dict[str, Any], batches: int, epoch: int, config: TrainConf
         total=sums["batches"] + batches,
         initial=sums["batches"],
         desc=f"epoch {epoch}/{config.epochs}",
+        unit="batches",
         enabled=progress,
     )

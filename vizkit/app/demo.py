@@ -27,15 +27,16 @@ import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import matplotlib.cbook
 
 import vizkit
-from vizkit.app.downloads import downloaded_samples
+from vizkit.app.downloads import downloaded_samples, samples_reachable
 from vizkit.data import ImageList, Preprocess, image_list, preprocess_for
 from vizkit.errors import UsageError
 from vizkit.framework.registry import App
@@ -56,9 +57,18 @@ TRAIN_RUN_ENV = "VIZKIT_TRAIN_RUN"
 DEFAULT_TRAIN_RUN = Path("vizkit-train")  # the default --out of `vizkit train`
 FLAT_CLASSES = 10  # a folder without class sub-folders gives as many images as ten classes would
 
-# (images per class in the data set, images for single-image analyses)
-FULL = (4, 4)
-QUICK = (3, 1)
+
+class Amounts(NamedTuple):
+    """How many images a demo run gives its analyses. A data-set analysis (top-9 ranks every image
+    it is given; probes need a training and a test split per class) gets many more than a
+    single-image one, which draws a figure per image."""
+
+    per_class: int  # images per class in the data set of the data-set analyses (inputs="data")
+    images: int  # images for the single-image analyses, one per class, spread over the classes
+
+
+FULL = Amounts(per_class=30, images=4)  # 300 images of Imagenette's 10 classes: top-9 is selective
+QUICK = Amounts(per_class=10, images=1)
 
 
 # ------------------------------------------------------------------------------------ samples
@@ -317,7 +327,13 @@ def _one_line(error: BaseException) -> str:
 
 
 def run_demo(
-    app: App, out: Path, data: str | None, quick: bool, overwrite: bool, echo: Callable[[str], None] = print
+    app: App,
+    out: Path,
+    data: str | None,
+    quick: bool,
+    overwrite: bool,
+    echo: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> DemoSummary:
     """Run every analysis that declares a demo on the bundled model, save each result in
     ``out/<analysis>``, write the report, and return what happened.
@@ -333,22 +349,24 @@ def run_demo(
         quick: fewer images and each analysis's ``demo_quick`` settings (well under a minute).
         overwrite: write into a folder the demo did not make.
         echo: where progress lines go.
+        progress: each analysis's progress on stderr as it runs (a bar on a terminal, else a
+            line every ~10 s).
     """
     check_demo_out(out, overwrite)
-    per_class, image_count = QUICK if quick else FULL
-    picked = _demo_images(data, per_class, echo)
+    amounts = QUICK if quick else FULL
+    picked = _demo_images(data, amounts.per_class, echo)
     model = vizkit.load_model(DEMO_MODEL, app=app)
     dataset = _class_balanced_set(picked, preprocess_for(model))
-    inputs = _DemoInputs(model, spread(picked.paths, picked.folders, image_count), dataset, quick, picked.lenient)
-    classes = dataset.classes
-    echo(
-        f"demo: {DEMO_MODEL} on {len(picked.paths)} image(s)"
-        + (f" of {len(classes)} class{'es' if len(classes) != 1 else ''}" if classes else "")
-        + f" from {picked.source}; single-image analyses use {len(inputs.images)}"
+    inputs = _DemoInputs(
+        model, spread(picked.paths, picked.folders, amounts.images), dataset, quick, picked.lenient, progress
     )
+    echo(_header(picked, dataset, len(inputs.images)))
+    short = _short_of_images(picked, amounts.per_class, app)
+    if short:
+        echo(short)
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_results(out)
-    resources = Resources(spread(picked.paths, picked.folders, max(3, image_count)), out, echo)  # landmark images
+    resources = Resources(spread(picked.paths, picked.folders, max(3, amounts.images)), out, echo)  # landmark images
     record: dict[str, Any] = {
         "vizkit_version": vizkit.__version__,
         "model": DEMO_MODEL,
@@ -376,6 +394,36 @@ def run_demo(
     return DemoSummary(statuses, report, count)
 
 
+def _header(picked: _DemoImages, dataset: ImageList, single: int) -> str:
+    """The demo's first line (after a note on where images are): what it runs on."""
+    classes = dataset.classes
+    counts = Counter(picked.folders)
+    per_class = f", {min(counts.values())}-{max(counts.values())} per class" if classes else ""
+    if classes and min(counts.values()) == max(counts.values()):
+        per_class = f", {max(counts.values())} per class"
+    return (
+        f"demo: {DEMO_MODEL} on {len(picked.paths)} image(s)"
+        + (f" of {len(classes)} class{'es' if len(classes) != 1 else ''}{per_class}" if classes else "")
+        + f" from {picked.source}; single-image analyses use {single} of them"
+    )
+
+
+def _short_of_images(picked: _DemoImages, per_class: int, app: App) -> str | None:
+    """A note when the data-set analyses get fewer images than the demo asks for (``per_class``
+    of each class): top-9 out of a few dozen images is hardly selective. None when the pick is
+    whole, or is only the fallback photograph (whose note says so already)."""
+    names = sorted(a.name for a in app.analyses.values() if a.demo is not None and a.inputs == "data")
+    counts = Counter(picked.folders)
+    wanted = per_class * (len(counts) if picked.folders and picked.folders[0] is not None else FLAT_CLASSES)
+    if not names or len(picked.paths) >= wanted or picked.fallback:
+        return None
+    return (
+        f"demo: note: the data-set analyses ({', '.join(names)}) get only {len(picked.paths)} image(s), "
+        f"fewer than the {per_class} per class the demo asks for: top-9 picks its 9 out of these alone "
+        "(a few hundred make it selective) and probes need dozens per class"
+    )
+
+
 @dataclass(frozen=True)
 class _DemoImages:
     """The demo's class-balanced pick of images, where it came from, and whether an analysis
@@ -385,11 +433,26 @@ class _DemoImages:
     folders: list[str | None]
     source: str
     lenient: bool
+    fallback: bool = False  # only matplotlib's photograph: no images of the model's classes found
+
+
+DOWNLOAD_OFFER = (
+    "demo: no images of the bundled model's classes were found; to fetch them once (Imagenette's "
+    "3,925 validation images, about 94 MB, into vizkit's cache), run:  vizkit samples --download  "
+    "and then  vizkit demo  again. This run goes on with matplotlib's one sample photograph."
+)
+NO_SAMPLES_NOTE = (
+    "demo: note: no images of the bundled model's classes found, so only matplotlib's sample photograph "
+    f"is used (set {SAMPLES_ENV} to a folder or class tree of images, or {SHARED_ENV} to a folder holding "
+    "data/imagenette/val, or pass --data)"
+)
 
 
 def _demo_images(data: str | None, per_class: int, echo: Callable[[str], None]) -> _DemoImages:
-    """The images the demo runs on: the user's ``data``, else the sample images (with a note
-    when only the fallback photograph was found)."""
+    """The images the demo runs on: the user's ``data``, else the sample images. When only the
+    fallback photograph was found, the first line says so: it offers the one-command download
+    when the samples' server answers (:func:`~vizkit.app.downloads.samples_reachable`, at most
+    ~2 s), else it names the other ways to give images. Nothing is downloaded here."""
     # on the user's images or the fallback photograph, an analysis that refuses them (a usage
     # error: e.g. probes without class folders) is skipped; on the sample images it has failed
     if data is not None:
@@ -397,17 +460,22 @@ def _demo_images(data: str | None, per_class: int, echo: Callable[[str], None]) 
         return _DemoImages(paths, folders, f"--data {data}", lenient=True)
     samples = find_samples(per_class)
     if samples.fallback:
-        echo(f"demo: note: {FALLBACK_HINT}; or pass --data")
-    return _DemoImages(samples.paths, samples.folders, samples.source, lenient=samples.fallback or samples.user)
+        echo(DOWNLOAD_OFFER if samples_reachable() else NO_SAMPLES_NOTE)
+    lenient = samples.fallback or samples.user
+    return _DemoImages(samples.paths, samples.folders, samples.source, lenient, fallback=samples.fallback)
 
 
 def _class_balanced_set(picked: _DemoImages, preprocess: Preprocess) -> ImageList:
-    """The pick as the data set that ``inputs="data"`` analyses get (classes sorted by name)."""
-    classes = sorted({f for f in picked.folders if f is not None})
+    """The pick as the data set that ``inputs="data"`` analyses get: classes in the order of their
+    folders' names, named as the bundled model names them (``tench``, not ``n01440764``; a folder
+    it does not know keeps its own name)."""
+    folders = sorted({f for f in picked.folders if f is not None})
+    names = [class_name(f) or f for f in folders]  # the model's names ("tench"), not wnids, where known
+    classes = names if len(set(names)) == len(names) else folders
     return ImageList(
         picked.paths,
         classes,
-        [classes.index(f) for f in picked.folders if f is not None] if classes else [],
+        [folders.index(f) for f in picked.folders if f is not None] if folders else [],
         preprocess,
         source=f"{picked.source} (the demo's class-balanced pick)",
     )
@@ -422,6 +490,7 @@ class _DemoInputs:
     dataset: ImageList  # for analyses of a data set
     quick: bool  # each analysis's demo_quick settings over its demo ones
     lenient: bool  # a usage error is a skip (the user's images or the fallback photograph)
+    progress: bool = False  # each analysis's progress on stderr
 
 
 def _run_analysis(
@@ -442,6 +511,7 @@ def _run_analysis(
             data=inputs.dataset if analysis.inputs == "data" else None,
             app=app,
             out=target,
+            progress=inputs.progress,
             **options,
         )
         result.save(target, overwrite=True)

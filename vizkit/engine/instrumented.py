@@ -7,12 +7,13 @@ removed when its ``with`` block ends, also on error; :func:`hook_counts` checks 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from vizkit.engine.deconv import project
+from vizkit.engine.deconv import Projection, project
 from vizkit.engine.recorder import Recorder
 from vizkit.errors import VizkitError
 
@@ -28,16 +29,67 @@ class Instrumented(Recorder):
 
         ``channel`` an int gives [B,3,H,W]; a list gives [B,k,3,H,W]. Options are those of
         :func:`vizkit.project` (``position``, ``target``, ``method``, ``rule``).
+
+        A map that is silent on an image (no activation above zero there, or a zero unit at
+        ``position``) projects to all zeros, a mid-grey picture: that is said in one
+        ``UserWarning`` per call, naming the layer, the maps and the images, and how to pick the
+        strongest map instead. (:func:`vizkit.project` does not warn: its ``values`` are 0 there.)
         """
         if self.input is None:
             raise VizkitError("run a forward pass first: project() projects the last input")
         channels = [channel] if isinstance(channel, int) else list(channel)
         result = project(self, self.input, layer, channels, **options)
+        info = next((i for i in self.layer_infos() if i.name == self.resolve_alias(layer)), None)
+        spatial = info is None or info.shape is None or len(info.shape) > 2
+        _warn_if_silent(result, layer, spatial, options.get("position") is not None)
         return result.images[:, 0] if isinstance(channel, int) else result.images
 
     def __enter__(self) -> Instrumented:
         super().__enter__()
         return self
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the layers of the last forward (name, type, output shape, whether the
+        activation was kept and the pooling switches recorded) and what forwards record now."""
+        from vizkit.engine.display import recorder_html
+
+        return recorder_html(self)
+
+
+def _warn_if_silent(result: Projection, layer: str, spatial: bool, at_position: bool) -> None:
+    """One warning for the maps whose projection is all zero because they are silent on the image
+    (their projected activation is 0): the user would otherwise see a grey picture and no reason."""
+    zero = result.images.flatten(2).abs().amax(dim=2) == 0  # [B, k]
+    silent = ((result.values == 0) & zero).nonzero().tolist()
+    if not silent:
+        return
+    rows: list[list[int]] = [
+        [int(c) for c in row]
+        for row in (result.channels if isinstance(result.channels[0], list) else [result.channels])
+    ]
+    maps = sorted({rows[b if len(rows) > 1 else 0][j] for b, j in silent})
+    images = sorted({b for b, _ in silent})
+    several = len(maps) > 1
+    subject = f"map{'s' if several else ''} {_some(maps)} of layer '{layer}'"
+    where = f" on image{'s' if len(images) > 1 else ''} {_some(images)}" if result.images.shape[0] > 1 else ""
+    outcome = f"so {'their projections are' if several else 'its projection is'} all zero (mid-grey in vizkit.to_image)"
+    if at_position:
+        message = (
+            f"{subject} {'are' if several else 'is'} 0 at the given position{where}, {outcome}; "
+            "leave position out to project each map's strongest unit"
+        )
+    else:
+        scores = ".flatten(1).amax(1)" if spatial else ""
+        message = (
+            f"{subject} {'are' if several else 'is'} silent{where} (no activation above 0), {outcome}; "
+            f"project a map that fires, e.g. the strongest: "
+            f"channel=int(im.activation({layer!r})[{images[0]}]{scores}.argmax())"
+        )
+    warnings.warn(f"im.project: {message}", UserWarning, stacklevel=3)
+
+
+def _some(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:8])) + (f" and {len(numbers) - 8} more" if len(numbers) > 8 else "")
 
 
 def instrument(

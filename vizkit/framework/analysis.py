@@ -58,6 +58,13 @@ class Option:
     A float option never takes NaN or infinity; an int option never takes a fraction.
     ``output_folder`` marks a str option naming a folder the analysis writes into (a cache): it
     must be a folder, or one that can be created, and the one-line error says why not.
+
+    ``applies`` says, from all the resolved options, whether this one has any effect on the run
+    (``Option("drill_down", float, 0.15, applies=lambda options: options["mode"] == "fast")``);
+    one that does not is still checked, but left out of ``result.json``'s ``params``, which thus
+    holds exactly the settings the result depends on (:func:`applied_params`). An analysis
+    that learns only from its inputs that an option did not apply (a default class folder to
+    exclude that the data lacks) lists it in ``result.meta["not_applicable"]``.
     """
 
     name: str
@@ -74,6 +81,7 @@ class Option:
     exclusive_maximum: bool = False
     output_folder: bool = False
     comma_separated: bool = False
+    applies: Callable[[dict[str, Any]], bool] | None = field(default=None, compare=False)
 
     @property
     def flag(self) -> str:
@@ -167,6 +175,25 @@ class Option:
 
 
 INT_LIMIT = 2**31 - 1  # no int option goes beyond (torch turns them into C ints: 2**63 overflows)
+
+
+def applied_params(
+    options: Sequence[Option], resolved: dict[str, Any], not_applicable: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The resolved options that applied to a run, as ``result.json``'s ``params`` records them
+    (tuples as lists): those whose :attr:`Option.applies` says so (or that declare none), less
+    the ones the analysis named in ``not_applicable``.
+
+    Args:
+        options: the analysis's declared options.
+        resolved: their values, as :meth:`Analysis.resolve_options` returns them.
+        not_applicable: option names the analysis found did not apply to its inputs.
+    """
+    skipped = {not_applicable} if isinstance(not_applicable, str) else set(not_applicable)
+    for option in options:
+        if option.applies is not None and option.name in resolved and not option.applies(resolved):
+            skipped.add(option.name)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if k not in skipped}
 
 
 @dataclass

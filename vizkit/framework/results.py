@@ -8,6 +8,8 @@ a truncated file.
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import json
 import math
@@ -29,6 +31,14 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 ARRAYS_FILE = "arrays.npz"
 
+# how a Result shows itself in a notebook (``_repr_html_``)
+HTML_FIGURE_PIXELS = 1000  # a figure inlined wider (or taller than twice this) is drawn at a lower dpi
+HTML_FIGURES = 12  # figures inlined at most; the rest are named
+HTML_ITEMS = 40  # entries of a dict, or rows of a list of records, shown before the rest are counted
+HTML_NUMBERS = 12  # a list of numbers or labels up to this long is shown whole
+HTML_DEPTH = 3  # nesting shown as tables; deeper values are summarised
+HTML_TEXT = 300  # characters of a string shown
+
 
 @dataclass
 class Result:
@@ -49,6 +59,21 @@ class Result:
         if key in self.arrays:
             return self.arrays[key]
         raise KeyError(key)
+
+    def __repr__(self) -> str:
+        """One line: the analysis, the summary's keys, the arrays' shapes and the figures' names
+        (the values are in ``summary``, ``arrays`` and ``figures``; a notebook shows them all)."""
+        keys = ", ".join(map(str, self.summary))
+        arrays = ", ".join(f"{name} {_shape_text(value)}" for name, value in self.arrays.items())
+        figures = ", ".join(map(str, self.figures))
+        return f"Result({self.analysis!r}, summary: [{keys}], arrays: [{arrays}], figures: [{figures}])"
+
+    def _repr_html_(self) -> str:
+        """The result in a notebook (Jupyter calls this when a cell's value is a Result): the
+        analysis, model and timing, the summary as a table, the arrays' shapes and every figure
+        inline as a PNG (at most ``HTML_FIGURE_PIXELS`` wide). It never raises: a part that
+        cannot be drawn says why in its place."""
+        return result_html(self)
 
     def to_json(self) -> dict[str, Any]:
         """The ``result.json`` document: the run's record (analysis, version, model, params, inputs,
@@ -243,3 +268,146 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# ------------------------------------------------------------------------------ notebook display
+# (self-contained: the report's renderer, vizkit.toolkit.report_values, sits a layer above)
+_CELL = 'style="text-align:left;vertical-align:top;padding:2px 8px"'
+_FIGURE_STYLE = "max-width:100%;height:auto;border:1px solid #ddd"
+
+
+def result_html(result: Result) -> str:
+    """``result`` as one HTML fragment for a notebook: a heading, the summary table, the arrays
+    and the figures inlined as base64 PNGs; see :meth:`Result._repr_html_`."""
+    esc = _esc
+    meta = result.meta or {}
+    model = meta.get("model")
+    spec = (model.get("spec") or model.get("class")) if isinstance(model, dict) else model
+    facts = [f"model <code>{esc(spec)}</code>" if spec else ""]
+    if isinstance(meta.get("seconds"), (int, float)):
+        facts.append(f"{meta['seconds']:.3g} s")
+    parts = [
+        '<div class="vizkit-result">',
+        f"<p><strong>vizkit result: <code>{esc(result.analysis or 'unnamed')}</code></strong> "
+        + " · ".join(f for f in facts if f)
+        + "</p>",
+    ]
+    try:
+        summary = _jsonable(result.summary)
+        parts.append(_html_value(summary, 0) if summary else "<p><em>no summary values</em></p>")
+    except Exception as error:  # a repr must not raise: say what went wrong in its place
+        parts.append(f"<p><em>the summary cannot be shown: {esc(error)}</em></p>")
+    params = meta.get("params")
+    if isinstance(params, dict) and params:
+        parts.append(f"<details><summary>parameters</summary>{_html_value(_jsonable(params), 1)}</details>")
+    if result.arrays:
+        shown = [
+            f"<code>{esc(name)}</code> {esc(_shape_text(value))}"
+            for name, value in list(result.arrays.items())[:HTML_ITEMS]
+        ]
+        more = len(result.arrays) - len(shown)
+        parts.append("<p>arrays: " + ", ".join(shown) + (f", and {more} more" if more > 0 else "") + "</p>")
+    names = list(result.figures)
+    for name in names[:HTML_FIGURES]:
+        parts.append(_figure_html(name, result.figures[name]))
+    if len(names) > HTML_FIGURES:
+        rest = ", ".join(f"<code>{esc(n)}</code>" for n in names[HTML_FIGURES:])
+        parts.append(f"<p>{len(names) - HTML_FIGURES} more figures in <code>.figures</code>: {rest}</p>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def figure_png(figure: Any, max_pixels: int = HTML_FIGURE_PIXELS) -> bytes:
+    """A matplotlib Figure as PNG bytes, at its own dpi or a lower one that keeps it at most
+    ``max_pixels`` wide and ``2 * max_pixels`` high (before ``bbox_inches="tight"`` trims it).
+
+    Args:
+        figure: a matplotlib Figure (on its own canvas, as analyses make them).
+        max_pixels: the largest width in pixels.
+    """
+    width, height = figure.get_size_inches()
+    dpi = min(float(figure.get_dpi()), max_pixels / max(width, 1e-3), 2 * max_pixels / max(height, 1e-3))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _figure_html(name: str, figure: Any) -> str:
+    caption = f"<figcaption><code>{_esc(name)}</code></figcaption>"
+    try:
+        data = base64.b64encode(figure_png(figure)).decode("ascii")
+    except Exception as error:  # a plugin's odd figure: name it, show the rest
+        return f"<figure>{caption}<p><em>cannot be drawn: {_esc(type(error).__name__)}: {_esc(error)}</em></p></figure>"
+    image = f'<img src="data:image/png;base64,{data}" alt="{_esc(name)}" style="{_FIGURE_STYLE}">'
+    return f'<figure style="margin:8px 0">{image}{caption}</figure>'
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _shape_text(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None:
+        return type(value).__name__
+    return f"[{', '.join(str(int(d)) for d in shape)}] {dtype}"
+
+
+def _scalar_html(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return _esc(text if len(text) <= HTML_TEXT else text[:HTML_TEXT] + "…")
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _html_value(value: Any, depth: int) -> str:
+    """A JSON value as HTML: scalars as text, short lists inline, long ones summarised, lists of
+    records and dicts as tables (``HTML_DEPTH`` deep, ``HTML_ITEMS`` entries)."""
+    if _is_scalar(value):
+        return _scalar_html(value)
+    if isinstance(value, list):
+        if all(_is_scalar(v) for v in value):
+            if len(value) <= HTML_NUMBERS:
+                return "[" + ", ".join(_scalar_html(v) for v in value) + "]"
+            numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            first = ", ".join(_scalar_html(v) for v in value[:6])
+            spread = (
+                f"; {_scalar_html(min(numbers))} to {_scalar_html(max(numbers))}" if len(numbers) == len(value) else ""
+            )
+            return f"{len(value)} values: [{first}, …]{spread}"
+        if depth >= HTML_DEPTH:
+            return f"a list of {len(value)} items"
+        if all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for row in value[:HTML_ITEMS] for k in row))
+            head = "".join(f"<th {_CELL}>{_esc(c)}</th>" for c in columns)
+            rows = [
+                "<tr>" + "".join(f"<td {_CELL}>{_html_value(row.get(c), depth + 1)}</td>" for c in columns) + "</tr>"
+                for row in value[:HTML_ITEMS]
+            ]
+            return f"<table><tr>{head}</tr>{''.join(rows)}</table>" + _more(len(value), "rows")
+        items = [_html_value(v, depth + 1) for v in value[:HTML_ITEMS]]
+        return "[" + ", ".join(items) + "]" + _more(len(value), "items")
+    if isinstance(value, dict):
+        if depth >= HTML_DEPTH:
+            return f"{len(value)} entries"
+        rows = [
+            f"<tr><th {_CELL}>{_esc(key)}</th><td {_CELL}>{_html_value(item, depth + 1)}</td></tr>"
+            for key, item in list(value.items())[:HTML_ITEMS]
+        ]
+        return f"<table>{''.join(rows)}</table>" + _more(len(value), "entries")
+    return _scalar_html(value)
+
+
+def _more(count: int, what: str) -> str:
+    return f"<p><em>and {count - HTML_ITEMS} more {what}</em></p>" if count > HTML_ITEMS else ""

@@ -36,7 +36,7 @@ from vizkit.data import (
 from vizkit.engine.instrumented import Instrumented, instrument
 from vizkit.errors import UsageError
 from vizkit.framework import loading
-from vizkit.framework.analysis import Analysis, RunContext
+from vizkit.framework.analysis import Analysis, RunContext, applied_params
 from vizkit.framework.registry import App, get_app
 from vizkit.framework.results import Result
 from vizkit.models import describe
@@ -264,8 +264,9 @@ def annotate_result(
     seconds: float,
 ) -> None:
     """Record on ``result`` what ran on what: the analysis, its duration, the model (unless the
-    analysis said which weights it loaded), the resolved options and settings, and the inputs
-    (with the count of --data images and those that could not be read); report the skipped ones.
+    analysis said which weights it loaded), the resolved options that applied (see
+    :func:`~vizkit.framework.analysis.applied_params`) and the settings, and the inputs (with the
+    count of --data images and those that could not be read); report the skipped ones.
 
     Args:
         result: what the analysis returned (changed in place).
@@ -280,7 +281,8 @@ def annotate_result(
     result.analysis = spec.name
     result.meta.setdefault("seconds", round(seconds, 3))
     result.meta.setdefault("model", describe(model))  # an analysis that loaded other weights says which
-    result.meta["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
+    # only the options that applied (vizkit.Option's ``applies``, the analysis's "not_applicable")
+    result.meta["params"] = applied_params(spec.options, opts, result.meta.pop("not_applicable", ()))
     result.meta["params"].update(
         {"device": str(settings.device), "batch_size": settings.batch_size, "seed": settings.seed}
     )

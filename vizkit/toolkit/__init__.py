@@ -15,7 +15,9 @@
   :func:`read_run_info`, :func:`write_run_info`, :func:`snapshot_paths`, :func:`cache_folder`;
 * images: :func:`ssim`; :mod:`figures` (``vizkit.toolkit.figures``: :func:`~figures.new_figure`,
   :func:`~figures.show`, :func:`~figures.hwc`, :func:`~figures.tile_mosaic`,
-  :func:`~figures.projections_beside_patches`, :func:`~figures.shorten`), matplotlib only
+  :func:`~figures.projections_beside_patches`, :func:`~figures.shorten` (a middle ellipsis at
+  word boundaries), :func:`~figures.label_key` (class-label colours, colour-blind safe, with
+  their legend), :func:`~figures.silent_panel` (a map that does not fire)), matplotlib only
   once it is used;
 * report views: :mod:`report` (``vizkit.toolkit.report``: HTML helpers for an analysis's
   :class:`vizkit.ReportView`: :func:`~report.esc`, :func:`~report.render_value`,

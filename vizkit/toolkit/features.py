@@ -348,7 +348,9 @@ def _extract_batches(
     writer = _RowWriter(run)
     # batches of (images, indices, unreadable items), one per batch of ``mine``
     loader = image_loader(images, [i for b in mine for i in run.rows(b)], run.batch_size, workers)
-    bar = progress_bar(total=run.batches, initial=run.batches - len(mine), desc="features", enabled=progress)
+    bar = progress_bar(
+        total=run.batches, initial=run.batches - len(mine), desc="features", unit="batches", enabled=progress
+    )
     try:
         with im.configured(layers=run.layers, switches=False), torch.no_grad(), deferred_interrupts() as stop:
             for number, batch in zip(mine, loader):

@@ -8,8 +8,9 @@ notebook keeps its inline or widget backend).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor
@@ -113,18 +114,41 @@ def show(ax: Axes, image: Tensor | np.ndarray, title: str | None = None, fontsiz
 
 
 def shorten(text: str, width: int = 28) -> str:
-    """``text`` in at most ``width`` characters, its middle replaced by an ellipsis (file names
-    keep their start and their extension), so a panel title fits above its panel.
+    """``text`` in at most ``width`` characters, its middle replaced by an ellipsis, cut at word
+    boundaries (spaces, underscores, hyphens) so that no word is left half:
+    ``shorten("n02085782_Japanese_spaniel", 18) == "n02085782…spaniel"``. A file name keeps its
+    extension with the tail. Where whole words would keep less than half of ``width`` (one very
+    long word), the cut falls inside words instead, keeping the start and the end.
 
     Args:
-        text: the label, e.g. an image's file name.
-        width: the most characters kept (at least 5).
+        text: the label, e.g. an image's file name or a class name.
+        width: the most characters kept, the ellipsis included (at least 5).
     """
     if len(text) <= width:
         return text
     width = max(width, 5)
-    tail = (width - 1) // 2
-    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
+    room = width - 1  # characters of text beside the ellipsis
+    cuts = [i for i, char in enumerate(text) if char in _WORD_BREAKS]
+    best: tuple[int, int, int, int] | None = None  # (both ends kept, kept, balance, head end): larger is better
+    heads = [0, *cuts]  # a head ends before a break (0: no head)
+    tails = [*(c + 1 for c in cuts), len(text)]  # a tail starts after a break (len: no tail)
+    for end in heads:
+        for start in tails:
+            kept = end + len(text) - start
+            if start <= end or kept > room or kept == 0:
+                continue
+            key = (int(end > 0 and start < len(text)), kept, -abs(end - (len(text) - start)), end)
+            if best is None or key > best:
+                best = key
+    if best is not None and best[1] >= room / 2:
+        end = best[3]
+        start = len(text) - (best[1] - end)
+        return text[:end].rstrip(_WORD_BREAKS) + "…" + text[start:].lstrip(_WORD_BREAKS)
+    tail = room // 2
+    return text[: room - tail] + "…" + text[len(text) - tail :]
+
+
+_WORD_BREAKS = " _-"
 
 
 def grid_shape(count: int, max_columns: int | None = None) -> tuple[int, int]:
@@ -302,7 +326,167 @@ BOX_COLOURS = (
     "tab:gray",
 )
 
+LABEL_COLOURS = (
+    "#AA4499",  # purple
+    "#DDCC77",  # sand
+    "#117733",  # green
+    "#88CCEE",  # cyan
+    "#CC6677",  # rose
+    "#332288",  # indigo
+    "#44AA99",  # teal
+    "#882255",  # wine
+    "#999933",  # olive
+)
+"""The colours of class labels (occlusion's top-label map, invariance's top-1 bands) and of other
+named series (attribution's methods, invariance's images), in this order: Paul Tol's
+colour-blind-safe 'muted' scheme, all nine colours, ordered so that neighbours differ in hue and in
+lightness. Neighbours are at least 26.9 apart in CIEDE2000 with normal vision (39) and under
+simulated deuteranopia (the least), protanopia and tritanopia (Machado et al. 2009), and at least
+18.5 apart in CIELAB lightness L* (normal vision, deuteranopia, protanopia);
+``tests/test_palette.py`` checks it. matplotlib's tab20, used before, paired each colour with its
+own lighter tint (neighbours 12 apart with normal vision, 8.7 under protanopia, 1.9 in L*); tab10's
+neighbours are 1.3 apart under protanopia."""
+
+OTHER_COLOUR = "#DDDDDD"
+"""The colour the classes beyond :data:`LABEL_COLOURS` share (Tol's pale grey): legends name it
+"other (n labels)"."""
+
+
+def label_colours(count: int) -> list[str]:
+    """Colours for ``count`` classes ranked most important (e.g. most frequent) first: the first
+    ``len(LABEL_COLOURS)`` take :data:`LABEL_COLOURS` in order; the rest share
+    :data:`OTHER_COLOUR` (more hues could not be told apart, least of all by colour-blind readers),
+    which a legend names "other" (:class:`LabelKey` does both)."""
+    return [LABEL_COLOURS[k] if k < len(LABEL_COLOURS) else OTHER_COLOUR for k in range(max(0, count))]
+
+
+def text_colour(colour: Any) -> str:
+    """``"black"`` or ``"white"``, whichever contrasts more with ``colour`` (WCAG relative
+    luminance): the colour of text written on a coloured band or tag."""
+    from matplotlib.colors import to_rgb
+
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(colour)]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "black" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "white"
+
+
+@dataclass(frozen=True)
+class LabelKey:
+    """The colours of the class labels an array of labels holds, most frequent first
+    (:func:`label_key`): what an image of the labels (``codes`` with ``imshow_args``) and its
+    legend (``legend_handles``: every colour shown, the shared grey as "other") need."""
+
+    labels: tuple[int, ...]  # the distinct labels, most frequent first (ties: smaller label first)
+    counts: tuple[int, ...]  # how often each occurs
+    colours: tuple[str, ...]  # each label's colour (:func:`label_colours`)
+
+    @property
+    def other(self) -> int:
+        """How many labels share :data:`OTHER_COLOUR`."""
+        return max(0, len(self.labels) - len(LABEL_COLOURS))
+
+    def colour(self, label: int) -> str:
+        """The colour of ``label``."""
+        return self.colours[self.labels.index(int(label))]
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (labels) as indices into ``colours``, for ``imshow(codes, **imshow_args())``."""
+        lookup = {label: k for k, label in enumerate(self.labels)}
+        flat = np.asarray(values).ravel()
+        return np.array([lookup[int(v)] for v in flat], dtype=np.int64).reshape(np.shape(values))
+
+    def imshow_args(self) -> dict[str, Any]:
+        """``cmap``, ``vmin`` and ``vmax`` that draw :meth:`codes` in their colours."""
+        from matplotlib.colors import ListedColormap
+
+        return {
+            "cmap": ListedColormap(list(self.colours) or [OTHER_COLOUR]),
+            "vmin": -0.5,
+            "vmax": max(1, len(self.labels)) - 0.5,
+        }
+
+    def legend_handles(self, name: Callable[[int], str], counted: str = "", width: int = 24) -> list[Any]:
+        """One legend entry per colour shown: each palette label by ``name(label)`` (shortened to
+        ``width``, :func:`shorten`), then the shared grey as "other (n labels)".
+
+        Args:
+            name: a label's name (e.g. ``ctx.label``).
+            counted: if given, each entry ends with its count, e.g. ``"positions"`` gives "(12)";
+                the count is also what "other" sums.
+            width: the most characters of a name.
+        """
+        from matplotlib.patches import Patch
+
+        palette = len(LABEL_COLOURS)
+        handles = []
+        for label, count, colour in zip(self.labels[:palette], self.counts[:palette], self.colours[:palette]):
+            text = shorten(name(label), width) + (f" ({count})" if counted else "")
+            handles.append(Patch(facecolor=colour, edgecolor="0.4", linewidth=0.4, label=text))
+        if self.other:
+            rest = sum(self.counts[palette:])
+            text = f"other ({self.other} labels" + (f", {rest} {counted})" if counted else ")")
+            handles.append(Patch(facecolor=OTHER_COLOUR, edgecolor="0.4", linewidth=0.4, label=text))
+        return handles
+
+
+def label_key(values: np.ndarray) -> LabelKey:
+    """The :class:`LabelKey` of an array of integer class labels: its distinct labels, most
+    frequent first, coloured by :func:`label_colours`."""
+    labels, counts = np.unique(np.asarray(values).ravel().astype(np.int64), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return LabelKey(
+        labels=tuple(int(v) for v in labels[order]),
+        counts=tuple(int(c) for c in counts[order]),
+        colours=tuple(label_colours(len(labels))),
+    )
+
+
 SILENT_TEXT = "silent: this map does not fire\non this image (max activation 0),\nso there is nothing to project"
+"""What a silent panel says (:func:`silent_panel`) when the caller gives no shorter text."""
+
+SILENT_FACE = "0.93"  # the face of a silent panel or tile
+SILENT_INK = "0.35"  # its text
+
+
+def silent_panel(
+    ax: Axes,
+    text: str = SILENT_TEXT,
+    title: str | None = None,
+    colour: str | None = None,
+    fontsize: float = 7,
+    title_fontsize: float | None = None,
+) -> None:
+    """Draw ``ax`` as the grey panel that stands for a map that does not fire on an image (its
+    strongest activation is 0, so its projection, activity or attribution is all zero): the
+    deconvnet figure's silent tiles, and every other figure's panel of a silent map, instead of
+    an unexplained empty panel.
+
+    Args:
+        ax: the panel (its ticks are removed).
+        text: what the panel says, centred (:data:`SILENT_TEXT`, or a shorter line that starts
+            with "silent" for a small panel).
+        title: the panel's title, left-aligned; None: keep the title it has.
+        colour: the title's and the dashed frame's colour (e.g. the map's box colour); None: grey.
+        fontsize: the text's size, in points.
+        title_fontsize: the title's size; None: ``fontsize``.
+    """
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_facecolor(SILENT_FACE)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=fontsize, color=SILENT_INK, transform=ax.transAxes)
+    edge = colour or SILENT_INK
+    if title is not None:
+        ax.set_title(title, fontsize=title_fontsize or fontsize, loc="left", color=colour or "black")
+    for spine in ax.spines.values():
+        spine.set_edgecolor(edge)
+        spine.set_linestyle("--")
+
+
+def mark_silent_tile(ax: Axes, x: float, y: float, fontsize: float = 6) -> None:
+    """Write "silent" centred at ``(x, y)`` (data coordinates) on a tile of a mosaic whose map did
+    not fire there (the tile itself should be :data:`SILENT_FACE`, not the mid-grey of an
+    all-zero projection)."""
+    ax.text(x, y, "silent", ha="center", va="center", fontsize=fontsize, color=SILENT_INK, clip_on=True)
 
 
 def projections_beside_patches(
@@ -355,7 +539,9 @@ def projections_beside_patches(
         colour = BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
         row, pair = divmod(index, pairs)
         if quiet:
-            _silent_panel(figure.add_subplot(inner[row, 2 * pair : 2 * pair + 2]), f"{number}. {title}", colour)
+            silent_panel(
+                figure.add_subplot(inner[row, 2 * pair : 2 * pair + 2]), title=f"{number}. {title}", colour=colour
+            )
             continue
         _draw_box(left, box, colour)
         tag_boxes.append(box)
@@ -385,18 +571,6 @@ def _pairs_figure(rows: int, pairs: int, panel_size: float, note: str | None) ->
     height = figure.get_figheight()
     figure.subplots_adjust(top=1 - top_gap / height, bottom=0.3 / height, left=0.02, right=0.98)
     return figure, figure.add_gridspec(1, 2, width_ratios=[side, 2 * pairs], wspace=0.04)
-
-
-def _silent_panel(ax: Axes, title: str, colour: str) -> None:
-    """The grey panel that stands for a projection whose map does not fire on the image."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_facecolor("0.93")
-    ax.text(0.5, 0.5, SILENT_TEXT, ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
-    ax.set_title(title, fontsize=7, loc="left", color=colour)
-    for spine in ax.spines.values():
-        spine.set_edgecolor(colour)
-        spine.set_linestyle("--")
 
 
 def _projection_and_patch(

@@ -11,7 +11,8 @@ built-in views are made of, public so that a plugin's view looks and behaves lik
   (file paths shortened to what tells them apart);
 * tables: :func:`per_image_table` (a row per input image) and :func:`per_image_view` (a whole
   view of it), :func:`two_level_head` (grouped column headers), :func:`columns`, :func:`dig`,
-  :func:`title`.
+  :func:`title`; :func:`fold` (a long table folded under its heading, as the report folds its
+  own: the figures come first, long tables are a click away).
 
 Every helper escapes what it puts in the page; HTML a view writes itself must use :func:`esc`.
 """
@@ -26,10 +27,13 @@ from vizkit.framework.report_view import ReportPage, ReportView
 
 from .report_values import esc, format_number, is_number, key_value_table, render_text, render_value, text_labels
 
+FOLD_ROWS = 12  # a table with more rows than this is folded (its heading stays visible)
+
 __all__ = [
     "columns",
     "dig",
     "esc",
+    "fold",
     "format_number",
     "is_number",
     "key_value_table",
@@ -176,18 +180,37 @@ def per_image_table(document: dict[str, Any], keys: list[str]) -> tuple[str, set
         f"<tr><th>{label}</th>" + "".join(f"<td>{render_value(values[i], 2)}</td>" for _, values in shown) + "</tr>"
         for i, label in enumerate(text_labels(images))
     )
-    return f'<h3>Per image</h3><table class="records">{head}{rows}</table>', {"images"} | {k for k, _ in shown}
+    table = f'<table class="records">{head}{rows}</table>'
+    html = fold(f"Per image <small>{n} images</small>", table) if n > FOLD_ROWS else f"<h3>Per image</h3>{table}"
+    return html, {"images"} | {k for k, _ in shown}
 
 
-def per_image_view(keys: list[str]) -> ReportView:
+def fold(heading: str, html: str, open: bool = False) -> str:
+    """``html`` folded under ``heading`` (a ``<details>`` whose summary reads as an ``<h3>``): a
+    long table or a block of settings a reader opens when they want it.
+
+    Args:
+        heading: the heading's HTML (escape any value in it: :func:`esc`).
+        html: what folds away.
+        open: shown unfolded at first (a short block: the reader can still fold it).
+    """
+    return f'<details class="fold"{" open" if open else ""}><summary><h3>{heading}</h3></summary>{html}</details>'
+
+
+def per_image_view(
+    keys: list[str], *, paper: str = "", paper_order: float | None = None, key_figure: str = ""
+) -> ReportView:
     """A whole view: the per-image table of ``keys`` (see :func:`per_image_table`), e.g.
     ``Analysis(..., view=vizkit.toolkit.report.per_image_view(["target_name", "probability"]))``.
 
     Args:
         keys: the per-image summary keys, in column order.
+        paper: the view's :attr:`~vizkit.ReportView.paper` (what of the paper it reproduces).
+        paper_order: its :attr:`~vizkit.ReportView.paper_order` (where its sections go).
+        key_figure: its :attr:`~vizkit.ReportView.key_figure` (the figure on the front page).
     """
 
     def render(page: ReportPage) -> tuple[str, set[str]]:
         return per_image_table(page.document, keys)
 
-    return ReportView(render)
+    return ReportView(render, paper=paper, paper_order=paper_order, key_figure=key_figure)

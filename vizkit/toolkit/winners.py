@@ -89,7 +89,7 @@ def project_winners(
     recomputed = np.zeros((maps, k), dtype=np.float32)
     position = np.zeros((maps, k, 2), dtype=np.int64)
     winners = sorted(by_image)
-    bar = progress_bar(total=len(winners), desc=f"project {layer}", enabled=progress)
+    bar = progress_bar(total=len(winners), desc=f"project {layer}", unit="images", enabled=progress)
     for start in range(0, len(winners), batch_size):
         chunk = winners[start : start + batch_size]
         x = torch.stack([dataset[i][0] for i in chunk]).to(device)

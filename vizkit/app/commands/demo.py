@@ -39,7 +39,7 @@ def demo_command(app: App, out: str, data: str | None, quick: bool, overwrite: b
 
     if not out.strip():
         raise UsageError("--out is empty; give the demo's folder (default: vizkit-demo)")
-    summary = run_demo(app, Path(out), data, quick, overwrite, echo=click.echo)
+    summary = run_demo(app, Path(out), data, quick, overwrite, echo=click.echo, progress=True)
     if summary.failed:
         raise VizkitError(f"demo: {len(summary.failed)} analysis(es) failed: {', '.join(summary.failed)}")
 

@@ -4,7 +4,6 @@ options, so ``vizkit run deconvnet --help`` lists that analysis's options."""
 from __future__ import annotations
 
 import shlex
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,9 @@ RUN_OPTIONS = [
     click.Option(["--crop"], type=int, help="centre crop size (default 224, or the model's own)"),
     click.Option(["--mean"], help=f"normalisation mean R,G,B (default {','.join(map(str, IMAGENET_MEAN))})"),
     click.Option(["--std"], help=f"normalisation std R,G,B (default {','.join(map(str, IMAGENET_STD))})"),
-    click.Option(["--quiet"], is_flag=True, help="no progress output"),
+    click.Option(
+        ["--quiet"], is_flag=True, help="no progress output (a bar on a terminal, else a line every ~10 s on stderr)"
+    ),
     click.Argument(["more_images"], nargs=-1, required=False),
 ]
 
@@ -197,7 +198,7 @@ def _run_command(app: App, analysis: vizkit.Analysis, **kwargs: Any) -> None:
         mean=_floats3(common["mean"], "--mean") or base.mean,
         std=_floats3(common["std"], "--std") or base.std,
     )
-    progress = not common["quiet"] and sys.stderr.isatty()
+    progress = not common["quiet"]  # a bar on a terminal, else a line every ~10 s
     try:
         result = vizkit.run(
             analysis.name,
