@@ -14,6 +14,7 @@ from torch import nn
 
 import vizkit
 from helpers import assert_no_hooks, relative_error, tiny_net
+from vizkit.app.cli import main
 from vizkit.engine.deconv import project
 from vizkit.engine.ops import UnsupportedOpError
 from vizkit.engine.rules import BUILTIN_RULES, resolve_rule
@@ -466,3 +467,64 @@ def test_projection_refuses_fractional_max_pooling_with_random_windows():
         with pytest.raises(vizkit.UsageError, match="fractional max-pooling '2' draws new pooling windows"):
             project(im, x, "3", [0])
     assert_no_hooks(model)
+
+
+# ---------------------------------------------------------------------- a silent map says so
+def _silent_and_strongest(im, layer: str) -> tuple[list[int], int]:
+    peaks = im.activation(layer)[0].flatten(1).amax(1)
+    return (peaks == 0).nonzero().flatten().tolist(), int(peaks.argmax())
+
+
+def test_im_project_warns_once_per_call_on_a_silent_map_and_says_how_to_pick_one(bundled_model, photo_path):
+    x = vizkit.load_images([photo_path, photo_path], bundled_model)
+    with vizkit.instrument(bundled_model) as im:
+        im(x[:1])
+        silent, strongest = _silent_and_strongest(im, "conv5")
+        assert len(silent) >= 2  # conv5 has maps that never fire on this photograph
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            grey = im.project("conv5", channel=silent[0])
+        assert not grey.any()  # all zero: a flat grey picture
+        (warning,) = caught
+        message = str(warning.message)
+        assert warning.category is UserWarning and warning.filename == __file__  # points at the caller
+        assert f"map {silent[0]} of layer 'conv5' is silent" in message and "all zero" in message
+        hint = message.split("channel=", 1)[1]  # an expression the user can paste
+        assert eval(hint, {"im": im}) == strongest
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert im.project("conv5", channel=strongest).any()  # a map that fires: no warning
+            im.project("conv5", channel=[strongest, *silent[:2]])  # several silent maps: one warning
+            im.project("fc7", channel=int(im.activation("fc7")[0].argmax()))
+        (several,) = caught
+        assert f"maps {silent[0]}, {silent[1]} of layer 'conv5' are silent" in str(several.message)
+        im(x)  # two images: the warning names them
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            im.project("conv5", channel=silent[0])
+            im.project("conv5", channel=strongest, position=(0, 0))  # that unit may be 0: said differently
+        assert "silent on images 0, 1" in str(caught[0].message)
+        assert all("is 0 at the given position" in str(w.message) for w in caught[1:])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # Python's default: once per call site and message
+            for _ in range(3):
+                im.project("conv5", channel=silent[0])
+        assert len(caught) == 1
+    assert_no_hooks(bundled_model)
+
+
+def test_analyses_and_the_cli_do_not_repeat_it(bundled_model, photo_path, tmp_path, capsys):
+    """They mark silent maps themselves (the deconvnet figure's "silent" tiles, values of 0)."""
+    x = vizkit.load_images([photo_path], bundled_model)
+    with vizkit.instrument(bundled_model) as im:
+        im(x)
+        silent, strongest = _silent_and_strongest(im, "conv5")
+    channels = ",".join(map(str, [strongest, *silent[:3]]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = vizkit.run("deconvnet", bundled_model, images=[photo_path], layer="conv5", channels=channels)
+        args = ["run", "deconvnet", "--model", "zfnet-compact", "--image", photo_path, "--layer", "conv5"]
+        assert main([str(a) for a in [*args, "--channels", channels, "--out", tmp_path / "out"]]) == 0
+    assert result.summary["activations"][1:] == [0.0, 0.0, 0.0]  # the silent maps, marked by their value
+    assert not [w for w in caught if "silent" in str(w.message)]
+    assert "im.project" not in capsys.readouterr().err

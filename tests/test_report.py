@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -316,9 +317,9 @@ def test_table_of_contents_links_resolve_and_figures_are_relative(tmp_path):
     write_result(tmp_path / "nested" / "deeper", "filters", {"layer": "conv2"})
     text, page, count = report(tmp_path)
     assert count == 2
-    anchors = [link[1:] for link in page.links if link.startswith("#")]
-    assert len(anchors) == 2 and all(anchor in page.ids for anchor in anchors)
-    assert page.images == ["a%20b%231/filters.png"]  # percent-encoded: resolves from file://
+    anchors = {link[1:] for link in page.links if link.startswith("#")}  # contents, cards, "overview"
+    assert anchors == {"overview", "res-a-b-1", "res-nested-deeper"} and anchors <= page.ids
+    assert set(page.images) == {"a%20b%231/filters.png"}  # percent-encoded: resolves from file://
     assert "file://" not in text and "http" not in text.replace("http-equiv", "")  # nothing fetched
 
 
@@ -559,3 +560,162 @@ def test_a_label_with_a_slash_is_shown_whole_not_as_a_path():
         assert render_text(label) == label
     for path, shown in (("a/photo.jpg", "photo.jpg"), ("/data/val/x", "x"), ("./runs/top9/", "top9")):
         assert f">{shown}</span>" in render_text(path) and f'title="{path}"' in render_text(path)
+
+
+# ---------------------------------------------------------------- front page, order, folding
+def section_ids(text: str) -> list[str]:
+    return re.findall(r'<section class="result" id="res-([^"]+)"', text)
+
+
+def card_links(text: str) -> list[str]:
+    gallery = text.split('<ol class="gallery">', 1)[1].split("</ol>", 1)[0]
+    return re.findall(r'<a class="card" href="#res-([^"]+)"', gallery)
+
+
+def test_sections_follow_the_papers_order_with_a_card_each_on_the_front_page(tmp_path):
+    """Path order (a_probes, b_attribution, ...) is not the paper's: the page is in the paper's
+    order (Fig. 1 deconvnet ... Table 7 probes), analyses beyond the paper after it by name, an
+    unreadable result last; the front page has one card per result in the same order."""
+    write_result(tmp_path / "a_probes", "probes", {"layers": ["conv2", "fc7"]}, figures=["probes.png"])
+    write_result(tmp_path / "b_attribution", "attribution", {"layer": "conv5"}, figures=["attribution.png"])
+    write_result(
+        tmp_path / "c_correspondence",
+        "correspondence",
+        {"layers": ["conv5"]},
+        figures=["correspondence_occlusions.png", "correspondence_table.png"],
+    )
+    write_result(tmp_path / "d_deconvnet", "deconvnet", {"layer": "conv5"}, figures=["deconvnet.png"])
+    write_result(tmp_path / "e_mine", "aaa-third-party", {"score": 1})  # beyond the paper, no figure
+    write_result(tmp_path / "f_occlusion", "occlusion", {}, figures=["occlusion.png"])
+    write_result(tmp_path / "g_filters", "filters", {"layer": "conv1"}, figures=["filters.png"])
+    write_result(tmp_path / "h_invariance", "invariance", {"layers": ["conv1", "fc7"]}, figures=["invariance.png"])
+    synthetic_top9(tmp_path / "i_top9", [0, 1])
+    (tmp_path / "j_broken").mkdir()
+    (tmp_path / "j_broken" / "result.json").write_text("{not json")
+    text, page, count = report(tmp_path)
+    assert count == 9
+    order = [
+        "d-deconvnet",  # Fig. 1
+        "i-top9",  # Fig. 2
+        "h-invariance",  # Fig. 5
+        "g-filters",  # Fig. 6
+        "f-occlusion",  # Fig. 7
+        "c-correspondence",  # Fig. 8, Table 1
+        "a-probes",  # Table 7
+        "e-mine",  # beyond the paper: aaa-third-party before attribution, by name
+        "b-attribution",
+        "j-broken",  # unreadable
+    ]
+    assert section_ids(text) == order
+    assert card_links(text) == order
+    assert text.index('id="overview"') < text.index('<section class="result"')  # the front page leads
+    # a card names the analysis, the paper's figure, the layer and the folder; shows the key figure
+    gallery = text.split('<ol class="gallery">', 1)[1].split("</ol>", 1)[0]
+    cards = dict(zip(card_links(text), re.split(r'<a class="card" ', gallery)[1:]))
+    assert 'src="c_correspondence/correspondence_table.png"' in cards["c-correspondence"]  # its key figure
+    assert ">Fig. 8, Table 1<" in cards["c-correspondence"] and "conv5 · c_correspondence" in cards["c-correspondence"]
+    assert ">Fig. 1<" in cards["d-deconvnet"] and ">Table 7<" in cards["a-probes"] and ">Fig. 2<" in cards["i-top9"]
+    assert "conv1, fc7 · h_invariance" in cards["h-invariance"]
+    assert "no figure" in cards["e-mine"] and 'class="paper"' not in cards["b-attribution"]
+    # the section leads with the key figure too, before the view's tables
+    section = text.split('id="res-c-correspondence"', 1)[1].split("</section>", 1)[0]
+    figures = re.findall(r'<img src="c_correspondence/([^"]+)"', section)
+    assert figures == ["correspondence_table.png", "correspondence_occlusions.png"]
+    assert {f"res-{slug}" for slug in order} <= page.ids
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("", "a.png"),
+        ("table", "table.png"),
+        ("table.png", "table.png"),
+        ("top9_page*", "top9_page01.png"),
+        ("nothing-like-it", "a.png"),  # no match: the first figure
+    ],
+)
+def test_a_key_figure_is_the_views_choice_else_the_first(pattern, expected):
+    from vizkit.app.report import key_figure
+
+    assert key_figure(["a.png", "table.png", "top9_page01.png", "top9_page02.png"], pattern) == expected
+    assert key_figure([], pattern) is None
+
+
+class PlacedPlugin:
+    """A third-party analysis that places itself after the paper's Fig. 5 and picks its key figure,
+    with no render of its own."""
+
+    @vizkit.hookimpl
+    def register_analyses(self, register):
+        view = vizkit.ReportView(paper="Fig. 5 (b)", paper_order=5.5, key_figure="second")
+        register(vizkit.Analysis("placed", "a placed analysis", lambda ctx: None, view=view))
+
+
+def test_a_third_party_view_can_place_its_analysis_in_the_papers_order(tmp_path):
+    write_result(tmp_path / "a", "placed", {"score": 2}, figures=["first.png", "second.png"])
+    write_result(tmp_path / "b", "filters", {"layer": "conv1"})  # Fig. 6
+    write_result(tmp_path / "c", "invariance", {})  # Fig. 5
+    app = vizkit.make_app(extra=[("placed", PlacedPlugin())])
+    _path, count = write_report(tmp_path, app)
+    text = (tmp_path / "index.html").read_text()
+    assert count == 3 and section_ids(text) == ["c", "a", "b"]
+    placed = text.split('id="res-a"', 1)[1].split("</section>", 1)[0]
+    assert re.findall(r'<img src="a/([^"]+)"', placed) == ["second.png", "first.png"]
+    assert "<th>score</th>" in placed and "a placed analysis" in placed  # generic rendering, description
+    assert ">Fig. 5 (b)<" in placed
+
+
+def test_figures_come_first_and_settings_and_long_tables_are_folded(tmp_path):
+    many = [f"/data/val/img{i:02d}.jpg" for i in range(20)]
+    write_result(
+        tmp_path / "occ",
+        "occlusion",
+        {"images": many, "target_name": ["tench"] * 20, "target": [0] * 20, "extra": {str(i): i for i in range(30)}},
+        figures=["occlusion.png"],
+        inputs={"images": many},
+    )
+    write_result(tmp_path / "fil", "filters", {"layer": "conv1", "dead": 0})
+    text, _page, _count = report(tmp_path)
+    occ = text.split('id="res-occ"', 1)[1].split("</section>", 1)[0]
+    # figures, then the view's (folded: 20 rows) per-image table, then the rest, then the settings
+    assert occ.index("<img") < occ.index("Per image") < occ.index("More of the summary") < occ.index("Parameters")
+    folds = re.findall(r'<details class="fold"( open)?><summary><h3>([^<]+)', occ)
+    assert folds == [("", "Per image "), ("", "More of the summary "), ("", "Model, parameters, inputs, timing ")]
+    fil = text.split('id="res-fil"', 1)[1].split("</section>", 1)[0]
+    folds = re.findall(r'<details class="fold"( open)?><summary><h3>([^<]+)', fil)
+    assert folds == [(" open", "Summary "), ("", "Model, parameters, inputs, timing ")]  # a short summary stays open
+    assert "<th>dead</th>" in fil
+
+
+# ------------------------------------------------------------------------ nested reports
+def test_a_nested_reports_pictures_are_reused_not_redrawn(tmp_path, monkeypatch):
+    """`vizkit report .` over folders that have their own reports takes their unit mosaics (hard
+    links or copies) instead of drawing them again; a result that changed is drawn anew."""
+    view = pytest.importorskip("vizkit_plugins.top9.view")
+    synthetic_top9(tmp_path / "a" / "t", [0, 1])
+    synthetic_top9(tmp_path / "b" / "t", [2, 3])
+    write_report(tmp_path / "a")
+    write_report(tmp_path / "b")
+    drawn: list[int] = []
+    real_mosaic = view.mosaic
+    monkeypatch.setattr(view, "mosaic", lambda *args: drawn.append(1) or real_mosaic(*args))
+    _text, _page, count = report(tmp_path)
+    assert count == 2 and drawn == []  # nothing drawn: both sub-reports' pictures were taken
+    for sub, channel in (("a", 0), ("b", 3)):
+        mine = tmp_path / ASSETS / f"{sub}-t" / f"map{channel:05d}_patches.png"
+        theirs = tmp_path / sub / ASSETS / "t" / mine.name
+        assert mine.read_bytes() == theirs.read_bytes()
+        assert f'src="{ASSETS}/{sub}-t/{mine.name}"' in _text  # the page refers to its own copy
+    # the other way round: a sub-folder's report takes the enclosing report's pictures
+    shutil.rmtree(tmp_path / "a" / ASSETS)
+    write_report(tmp_path / "a")
+    assert drawn == []
+    # a changed result (same arrays, other result.json) is drawn again, and the parent's copies
+    # do not change the sub-report's pictures
+    document = json.loads((tmp_path / "b" / "t" / "result.json").read_text())
+    document["n_images"] = 9
+    (tmp_path / "b" / "t" / "result.json").write_text(json.dumps(document))
+    before = (tmp_path / "b" / ASSETS / "t" / "map00002_patches.png").stat().st_mtime_ns
+    write_report(tmp_path)
+    assert len(drawn) == 4  # 2 maps x (projections, patches) of b/t only
+    assert (tmp_path / "b" / ASSETS / "t" / "map00002_patches.png").stat().st_mtime_ns == before

@@ -2,12 +2,15 @@
 Playwright pointed at the system binary) opens ``index.html`` from ``file://`` over small real
 results and checks that it works there: no console errors, every image loaded, every
 table-of-contents link lands on a section, the lightbox opens, and the top9 unit browser's
-controls change what is shown. Skipped when no Chromium binary or no Playwright is installed
+controls change what is shown; and, at 1400 px and on a 420 px phone, that the page never
+scrolls sideways (also with every fold opened), leads with a front page of one card per result in
+the paper's order, and folds the settings until asked. Skipped when no Chromium binary or no Playwright is installed
 (``apt-get install -y chromium``; ``pip install playwright``: its own browser download is not
 needed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +22,7 @@ from helpers import assert_no_hooks
 from vizkit.app.report import write_report
 
 SCREENSHOT_COPY = Path("/tmp/report_screenshot.png")  # for a person to look at, outside CI
+LONG_WORD = "x" * 300  # a value with nowhere to break
 
 
 def chromium_binary() -> str | None:
@@ -50,7 +54,8 @@ def browser():
 @pytest.fixture(scope="module")
 def report_folder(tmp_path_factory, offline_photo_list, bundled_model) -> Path:
     """Real results of the bundled model on shipped photographs: deconvnet and occlusion on two
-    images, top9 over eight (16 maps of conv2), and the report over them."""
+    images, top9 over eight (16 maps of conv2), a third-party result with wide values (a 40-column
+    table, a 300-character word), and the report over them."""
     root = tmp_path_factory.mktemp("browser-report")
     photos = offline_photo_list.read_text().splitlines()
     listing = root / "images.txt"
@@ -64,8 +69,18 @@ def report_folder(tmp_path_factory, offline_photo_list, bundled_model) -> Path:
     for name, options in runs.items():
         vizkit.run(name, bundled_model, **options).save(root / "results" / name)
         assert_no_hooks(bundled_model)
+    wide = root / "results" / "wide"
+    wide.mkdir()
+    document = {
+        "analysis": "wide-thing",
+        "params": {"note": LONG_WORD},
+        "matrix": {f"row{r}": {f"column_{c}": r * c + 0.5 for c in range(40)} for r in range(8)},
+        "word": LONG_WORD,
+        "files": {"figures": []},
+    }
+    (wide / "result.json").write_text(json.dumps(document))
     _path, count = write_report(root)
-    assert count == 3
+    assert count == 4
     return root
 
 
@@ -93,7 +108,7 @@ def test_the_report_works_opened_from_disk(browser, report_folder):
 
     # every table-of-contents link lands on an element
     targets = page.eval_on_selector_all("nav.toc a", "links => links.map(a => a.getAttribute('href'))")
-    assert len(targets) == 3
+    assert len(targets) == 4
     for href in targets:
         assert href.startswith("#") and page.evaluate("id => !!document.getElementById(id)", href[1:]), href
     page.click(f"nav.toc a[href='{targets[-1]}']")
@@ -159,4 +174,57 @@ def test_the_report_works_opened_from_disk(browser, report_folder):
     if os.environ.get("CI") != "true":
         shutil.copyfile(shot, SCREENSHOT_COPY)
     assert not problems, problems
+    page.close()
+
+
+PAPER_ORDER = ["deconvnet", "top9", "occlusion", "wide-thing"]  # Fig. 1, Fig. 2, Fig. 7, beyond the paper
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_the_report_leads_with_pictures_and_fits_the_screen(browser, report_folder, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto((report_folder / "index.html").as_uri(), wait_until="load")
+
+    def overflow() -> int:
+        return page.evaluate("() => document.documentElement.scrollWidth") - width
+
+    assert overflow() <= 0  # no sideways scroll
+    broken = page.eval_on_selector_all(
+        "img", "imgs => imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src'))"
+    )
+    assert not broken and page.eval_on_selector_all("img", "imgs => imgs.length") > 10
+
+    # the front page: one card per result, in the paper's order, the first one in the first screen
+    cards = page.eval_on_selector_all("ol.gallery a.card", "cards => cards.map(c => c.getAttribute('href'))")
+    sections = page.eval_on_selector_all("section.result", "sections => sections.map(s => '#' + s.id)")
+    assert cards == sections and len(cards) == 4
+    names = page.eval_on_selector_all("ol.gallery .card-title b", "names => names.map(b => b.textContent)")
+    assert names == PAPER_ORDER
+    assert page.eval_on_selector("ol.gallery a.card img", "img => img.getBoundingClientRect().top") < 900
+    first = page.eval_on_selector("section.result", "s => s.querySelector('img, details').tagName")
+    assert first == "IMG"  # a section shows its figures before anything folded
+    page.click(f"ol.gallery a.card[href='{cards[1]}']")
+    assert page.evaluate("() => location.hash") == cards[1]
+
+    # the unit browser's controls wrap on screen, none cut off
+    rights = page.eval_on_selector_all(
+        ".unit-controls > *", "els => els.map(e => e.getBoundingClientRect().right + window.scrollX)"
+    )
+    assert rights and max(rights) <= width
+
+    # settings are folded: opening them shows the parameters
+    meta = page.locator("section.result details.fold:has(.meta)").first
+    assert meta.evaluate("d => !d.open") and not meta.locator(".meta").is_visible()
+    meta.locator("summary").click()
+    assert meta.evaluate("d => d.open") and meta.locator(".meta").is_visible()
+
+    # every fold opened, wide tables and long words included: still no sideways scroll
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    assert overflow() <= 0
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = false; })")
+    shot = report_folder / f"report-{width}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("CI") != "true":
+        shutil.copyfile(shot, SCREENSHOT_COPY.with_name(f"report_screenshot_{width}.png"))
     page.close()

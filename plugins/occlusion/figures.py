@@ -22,6 +22,14 @@ def _overlay(ax, image: np.ndarray, values: np.ndarray, grid: OcclusionGrid, tit
     return shown
 
 
+def _colorbar(figure: Any, shown: Any, ax: Any) -> None:
+    """A small colour bar beside ``ax``, its ticks in plain numbers (an offset such as "+5.4e2"
+    above a nearly constant map's bar ran into the panel's title)."""
+    bar = figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+    bar.ax.tick_params(labelsize=6)
+    bar.ax.yaxis.get_major_formatter().set_useOffset(False)
+
+
 MAX_OTHER_PROJECTIONS = 8  # projections of the strongest map in other images drawn per figure
 
 
@@ -31,7 +39,7 @@ def _silent_text(channel: int, where: str = "this image") -> str:
 
 
 def _other_projections(
-    figure: Any, row: Any, names: list[str], index: int, projection: Any, channel: int, what: str
+    figure: Any, row: Any, names: list[str], index: int, projection: Any, channel: int, what: str, aspect: float
 ) -> None:
     """Panel (c)'s second row: the map of image ``index`` projected in each other image (a
     silent panel where the map does not fire on that image)."""
@@ -42,7 +50,9 @@ def _other_projections(
         ax = figure.add_subplot(other_row[slot])
         title = f"in {shorten(names[j])}"
         if float(projection.values[j, index]) == 0.0:
-            silent_panel(ax, _silent_text(channel), title=title, fontsize=6, title_fontsize=7)
+            silent_panel(
+                ax, _silent_text(channel), title=title, fontsize=6, title_fontsize=7, aspect=aspect, title_loc="center"
+            )
             continue
         show(ax, vizkit.to_image(projection.images[j, index]), title, fontsize=7)
     more = f" (first {shown_others} of {others})" if others > shown_others else ""
@@ -102,23 +112,40 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
     # (b) total activity of the strongest feature map (silent: the map does not fire on the image,
     # wherever the occluder is, so the panel would be one flat colour)
     channel = int(strongest[index])
+    aspect = image.shape[0] / image.shape[1]  # a silent panel keeps the image panels' shape
     ax = figure.add_subplot(grid_spec[1])
     activity = maps["feature_activity"][index]
     title = f"(b) total activity of {layer}\nmap {channel}"
     if not np.any(activity):
-        silent_panel(ax, _silent_text(channel, "any occluded copy"), title=title, fontsize=7, title_fontsize=8)
+        silent_panel(
+            ax,
+            _silent_text(channel, "any occluded copy"),
+            title=title,
+            fontsize=7,
+            title_fontsize=8,
+            aspect=aspect,
+            title_loc="center",
+        )
     else:
         shown = _overlay(ax, image, activity, grid, title, cmap="viridis")
-        figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        _colorbar(figure, shown, ax)
 
     # (c) deconvnet projection of that map's strongest activation, and in the other images
     ax = figure.add_subplot(grid_spec[2])
     if float(projection.values[index, index]) == 0.0:
-        silent_panel(ax, _silent_text(channel), title=f"(c) map {channel} projected", fontsize=7, title_fontsize=8)
+        silent_panel(
+            ax,
+            _silent_text(channel),
+            title=f"(c) map {channel} projected",
+            fontsize=7,
+            title_fontsize=8,
+            aspect=aspect,
+            title_loc="center",
+        )
     else:
         show(ax, vizkit.to_image(projection.images[index, index]), f"(c) map {channel} projected", fontsize=8)
     if others:
-        _other_projections(figure, rows[1], names, index, projection, channel, f"map {channel} of {layer}")
+        _other_projections(figure, rows[1], names, index, projection, channel, f"map {channel} of {layer}", aspect)
 
     # (d) probability of the true class
     ax = figure.add_subplot(grid_spec[3])
@@ -132,7 +159,7 @@ def _figure(ctx, x, index, maps, grid, projection, strongest, targets, layer, fi
         vmin=0.0,
         vmax=max(1e-6, float(probability.max())),
     )
-    figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    _colorbar(figure, shown, ax)
 
     # (e) most probable label
     _label_panel(figure.add_subplot(grid_spec[4]), ctx, image, maps["top_label"][index], grid)

@@ -28,6 +28,18 @@ def _cache_summary(parts: list[tuple[vizkit.toolkit.CachedFeatures, list[int]]],
     }
 
 
+def _check_enough(dataset: vizkit.ImageList, candidates: list[int], train_per_class: int) -> None:
+    """Refuse, before any extraction, a data set in which fewer than two of the classes probed have
+    more than ``train_per_class`` images (a training split and at least one test image each)."""
+    counts = np.bincount(np.asarray(dataset.targets, dtype=np.int64), minlength=len(dataset.classes))[candidates]
+    if int((counts > train_per_class).sum()) < 2:
+        raise vizkit.UsageError(
+            f"fewer than two classes have more than {train_per_class} images (--train-per-class), as probing "
+            f"needs a training split and test images in each; {dataset.where} has at most "
+            f"{int(counts.max(initial=0))} in a class"
+        )
+
+
 def run(
     ctx: vizkit.RunContext,
     layers: list[str],
@@ -51,6 +63,7 @@ def run(
     vizkit.toolkit.parse_pool(pool)
     dataset = ctx.dataset()
     exclude, candidates = _classes(dataset, exclude)
+    _check_enough(dataset, candidates, train_per_class)
     extract = {
         "cache": cache or default_cache(),
         "pool": pool,

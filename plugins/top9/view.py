@@ -75,18 +75,36 @@ def _source_key(arrays: Path) -> dict[str, int | str]:
     }
 
 
+PICTURES = ("projections", "patches")  # the large arrays: read only when a mosaic must be drawn
+
+
+def _shape(archive: zipfile.ZipFile, key: str) -> tuple[int, ...]:
+    """An array's shape in an ``.npz``, read from its header (the array itself is not read)."""
+    with archive.open(f"{key}.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            return tuple(np.lib.format.read_array_header_1_0(stream)[0])
+        if version == (2, 0):
+            return tuple(np.lib.format.read_array_header_2_0(stream)[0])
+    with archive.open(f"{key}.npy") as stream:  # a newer header format: read the array
+        return tuple(np.lib.format.read_array(stream, allow_pickle=False).shape)
+
+
 def _load(arrays: Path, channels: list[int] | None) -> tuple[list[int], dict[str, np.ndarray]]:
-    """The arrays the browser needs, checked for the shapes top9 writes."""
+    """The small arrays the browser needs (``values``, ``image_index``), the large ones
+    (:data:`PICTURES`) checked by their headers for the shapes top9 writes."""
     try:
         with np.load(arrays, allow_pickle=False) as npz:
-            missing = {"values", "image_index", "projections", "patches"} - set(npz.files)
+            missing = {"values", "image_index", *PICTURES} - set(npz.files)
             if missing:
                 raise ValueError(f"{arrays.name} lacks {', '.join(sorted(missing))}")
-            data = {key: npz[key] for key in ("values", "image_index", "projections", "patches")}
+            data = {key: npz[key] for key in ("values", "image_index")}
+        with zipfile.ZipFile(arrays) as archive:
+            projections, patches = (_shape(archive, key) for key in PICTURES)
     except (EOFError, zipfile.BadZipFile, zlib.error) as error:  # truncated, or not an .npz at all
         raise ValueError(f"{arrays.name} could not be read ({error})") from None
     maps, k = data["values"].shape[:2]
-    if data["projections"].shape[:3] != (maps, k, 3) or data["patches"].shape[:2] != (maps, k):
+    if projections[:3] != (maps, k, 3) or patches[:2] != (maps, k):
         raise ValueError(f"{arrays.name} holds arrays of unexpected shapes")
     if channels is None:  # a result that does not list its maps: they are the layer's first ones
         return list(range(maps)), data
@@ -130,6 +148,7 @@ def draw_units(page: vizkit.framework.ReportPage) -> tuple[list[Unit], int]:
 
     folder, key = page.assets, _source_key(arrays)
     cached = page.reuse_assets(key)  # drawn before, by this report or a nested one
+    pictures: dict[str, np.ndarray] = {}  # the large arrays, read at the first mosaic to draw
     units = []
     for m in shown:
         count = int(fired[m].sum())
@@ -141,11 +160,14 @@ def draw_units(page: vizkit.framework.ReportPage) -> tuple[list[Unit], int]:
                 names[slot] = page.asset_path(name)
                 if cached and (folder / name).is_file():
                     continue
+                if not pictures:
+                    with np.load(arrays, allow_pickle=False) as npz:
+                        pictures.update((part, npz[part]) for part in PICTURES)
                 if kind == "projections":
-                    tensor = torch.from_numpy(data["projections"][m, valid].astype(np.float32))
+                    tensor = torch.from_numpy(pictures["projections"][m, valid].astype(np.float32))
                     tiles = vizkit.to_image(tensor, channels_last=False).permute(0, 2, 3, 1).numpy()
                 else:
-                    tiles = data["patches"][m, valid].astype(np.float32) / 255
+                    tiles = pictures["patches"][m, valid].astype(np.float32) / 255
                 write_atomic(folder / name, _png(mosaic(tiles, rows, k)))
         mean = float(values[m][fired[m]].mean()) if count else 0.0
         units.append(Unit(channels[m], float(strength[m]), mean, count, names[0], names[1]))

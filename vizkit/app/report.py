@@ -147,7 +147,8 @@ def figure_names(document: dict[str, Any], here: Path) -> tuple[list[str], list[
     names = files.get("figures") if isinstance(files, dict) else None
     if not isinstance(names, list):
         return [], []
-    shown, missing = [], []
+    shown: list[str] = []
+    missing: list[str] = []
     for name in names:
         if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
             continue
@@ -382,8 +383,6 @@ def _card(entry: Entry) -> str:
         layers = _layers(entry.document)
         if layers:
             detail.insert(0, layers)
-    elif entry.error is not None:
-        picture = '<span class="thumb none">could not be read</span>'
     paper = f'<span class="paper">{esc(entry.paper)}</span>' if entry.paper else ""
     return (
         f'<li{" class=wide" if wide else ""}><a class="card" href="#res-{entry.slug}" title="{esc(entry.description)}">{picture}'

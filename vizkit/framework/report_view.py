@@ -147,7 +147,9 @@ class ReportPage:
         where links are not possible) into :attr:`assets`, so nothing is drawn twice and this
         report does not depend on the other staying. When nothing fits, :attr:`assets` is
         emptied and created for a new drawing; draw the pictures that are missing, then call
-        :meth:`save_manifest`.
+        :meth:`save_manifest`. Write each picture whole by replacing the file
+        (:func:`vizkit.framework.write_atomic`), never by rewriting it in place: a linked
+        picture is shared with the report it came from.
 
         Args:
             source: what the pictures are drawn from, as JSON (e.g. the arrays file's path, size

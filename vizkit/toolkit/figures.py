@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from torch import Tensor
@@ -424,7 +424,8 @@ class LabelKey:
             handles.append(Patch(facecolor=colour, edgecolor="0.4", linewidth=0.4, label=text))
         if self.other:
             rest = sum(self.counts[palette:])
-            text = f"other ({self.other} labels" + (f", {rest} {counted})" if counted else ")")
+            many = f"{self.other} label{'s' if self.other > 1 else ''}"
+            text = f"other ({many}" + (f", {rest} {counted})" if counted else ")")
             handles.append(Patch(facecolor=OTHER_COLOUR, edgecolor="0.4", linewidth=0.4, label=text))
         return handles
 
@@ -455,6 +456,8 @@ def silent_panel(
     colour: str | None = None,
     fontsize: float = 7,
     title_fontsize: float | None = None,
+    aspect: float | None = None,
+    title_loc: Literal["left", "center", "right"] = "left",
 ) -> None:
     """Draw ``ax`` as the grey panel that stands for a map that does not fire on an image (its
     strongest activation is 0, so its projection, activity or attribution is all zero): the
@@ -469,14 +472,20 @@ def silent_panel(
         colour: the title's and the dashed frame's colour (e.g. the map's box colour); None: grey.
         fontsize: the text's size, in points.
         title_fontsize: the title's size; None: ``fontsize``.
+        aspect: the panel's height / width, e.g. that of the image panels beside it (they keep
+            their images' aspect); None: the whole cell.
+        title_loc: where the title goes, as for ``Axes.set_title`` (the panels beside it may
+            centre theirs).
     """
+    if aspect is not None:
+        ax.set_box_aspect(aspect)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_facecolor(SILENT_FACE)
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=fontsize, color=SILENT_INK, transform=ax.transAxes)
     edge = colour or SILENT_INK
     if title is not None:
-        ax.set_title(title, fontsize=title_fontsize or fontsize, loc="left", color=colour or "black")
+        ax.set_title(title, fontsize=title_fontsize or fontsize, loc=title_loc, color=colour or "black")
     for spine in ax.spines.values():
         spine.set_edgecolor(edge)
         spine.set_linestyle("--")
