@@ -199,8 +199,8 @@ def test_label_image_and_legend_draw_without_overlap():
     ax.legend(handles=key.legend_handles(lambda label: f"label {label}"), fontsize=6, loc="upper left")
     figure.subplots_adjust(right=0.6)
     image = ax.get_images()[0]
-    drawn = image.cmap(image.norm(key.codes(labels)))[..., :3]
-    expected = np.array([to_rgb(key.colour(v)) for v in labels.ravel()]).reshape(6, 6, 3)
+    drawn = np.asarray(image.cmap(image.norm(key.codes(labels))))[..., :3]
+    expected = np.array([to_rgb(key.colour(int(v))) for v in labels.ravel()]).reshape(6, 6, 3)
     assert np.allclose(drawn, expected, atol=1 / 255)
     assert overlapping_texts(figure) == []
 

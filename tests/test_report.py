@@ -648,7 +648,7 @@ class PlacedPlugin:
     @vizkit.hookimpl
     def register_analyses(self, register):
         view = vizkit.ReportView(paper="Fig. 5 (b)", paper_order=5.5, key_figure="second")
-        register(vizkit.Analysis("placed", "a placed analysis", lambda ctx: None, view=view))
+        register(vizkit.Analysis("placed", "a placed analysis", lambda ctx: vizkit.Result(), view=view))
 
 
 def test_a_third_party_view_can_place_its_analysis_in_the_papers_order(tmp_path):
@@ -698,7 +698,12 @@ def test_a_nested_reports_pictures_are_reused_not_redrawn(tmp_path, monkeypatch)
     write_report(tmp_path / "b")
     drawn: list[int] = []
     real_mosaic = view.mosaic
-    monkeypatch.setattr(view, "mosaic", lambda *args: drawn.append(1) or real_mosaic(*args))
+
+    def counted(*args):
+        drawn.append(1)
+        return real_mosaic(*args)
+
+    monkeypatch.setattr(view, "mosaic", counted)
     _text, _page, count = report(tmp_path)
     assert count == 2 and drawn == []  # nothing drawn: both sub-reports' pictures were taken
     for sub, channel in (("a", 0), ("b", 3)):

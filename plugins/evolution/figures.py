@@ -85,7 +85,7 @@ def evolution_figure(
         ax.set_title(layer, fontsize=9)
         ax.tick_params(length=0)
         if count == 0:  # no map of this layer was active at the last snapshot
-            silent_panel(ax, "silent: no map\nof this layer\nfires at the\nlast snapshot", fontsize=LABEL_FONT - 1)
+            silent_panel(ax, "silent: no map\nof this layer fires\nat the last snapshot", fontsize=LABEL_FONT - 1)
             continue
         flat = torch.from_numpy(projections[l, :count].reshape(-1, 3, size, size).astype(np.float32))
         # [maps x epochs, P, P, 3], row by row
@@ -110,11 +110,16 @@ def strength_figure(layers: list[str], channels: np.ndarray, epochs: list[int], 
         ax = figure.add_subplot(1, len(layers), l + 1)
         count = int((channels[l] >= 0).sum())
         for m in range(count):  # the label palette, its second round dashed
-            style = {
-                "color": LABEL_COLOURS[m % len(LABEL_COLOURS)],
-                "linestyle": "-" if m < len(LABEL_COLOURS) else "--",
-            }
-            ax.plot(epochs, values[l, m], marker="o", markersize=3, linewidth=1, label=f"map {channels[l, m]}", **style)
+            ax.plot(
+                epochs,
+                values[l, m],
+                marker="o",
+                markersize=3,
+                linewidth=1,
+                label=f"map {channels[l, m]}",
+                color=LABEL_COLOURS[m % len(LABEL_COLOURS)],
+                linestyle="-" if m < len(LABEL_COLOURS) else "--",
+            )
         ax.set_xscale("log")
         ax.set_xticks(epochs, [str(e) for e in epochs], fontsize=6)
         ax.minorticks_off()

@@ -111,12 +111,9 @@ class ReportPage:
         """
         return f"{ASSETS}/{self.slug}/{name}"
 
-    def _matches(self, manifest: dict[str, Any] | None, source: Any) -> bool:
-        return (
-            manifest is not None
-            and manifest.get("source") == source
-            and manifest.get("result") == result_digest(self.document)
-        )
+    @staticmethod
+    def _matches(manifest: dict[str, Any] | None, source: Any, digest: str) -> bool:
+        return manifest is not None and manifest.get("source") == source and manifest.get("result") == digest
 
     def _other_asset_folders(self) -> Iterator[Path]:
         """Asset folders that may hold this result's pictures: this report's other ones (the
@@ -156,10 +153,11 @@ class ReportPage:
                 and modification time, and a version of the drawing code).
         """
         source = json.loads(json.dumps(source))  # tuples become lists, as read back from a manifest
-        if self._matches(_read_manifest(self.manifest), source):
+        digest = result_digest(self.document)
+        if self._matches(_read_manifest(self.manifest), source, digest):
             return True
         for folder in self._other_asset_folders():
-            if self._matches(_read_manifest(folder / MANIFEST), source):
+            if self._matches(_read_manifest(folder / MANIFEST), source, digest):
                 if self.assets.exists():
                     shutil.rmtree(self.assets)
                 self.assets.parent.mkdir(parents=True, exist_ok=True)
