@@ -137,7 +137,7 @@ def _figures(
         where = f" @{row},{col}" if row >= 0 else ""
         titles.append(f"map {channel}: {values[j]:.3g}{where}")
     names = ctx.image_names()
-    caption = names[index] if index < len(names) else f"image {index}"
+    caption = vizkit.toolkit.figures.shorten(names[index], 40) if index < len(names) else f"image {index}"
     if predicted:
         best = predicted[index][0]
         caption += f"\npredicted: {best['label']} ({best['probability']:.0%})"
