@@ -102,9 +102,10 @@ def inspect_and_project(model: nn.Module, x: torch.Tensor) -> None:
             print(f"  {info.name:<20} {info.type:<22} {shape}")
         print("pools with switches:", ", ".join(im.pools))
 
-        layer, channel = "head", 3  # above the residual block: the projection splits at the add
+        layer = "head"  # above the residual block: the projection splits at the add
+        channel = int(im.activation(layer)[0].flatten(1).amax(1).argmax())  # the map that fires most
         strongest = im.activation(layer)[0, channel].max().item()
-        print(f"projecting channel {channel} of {layer} (strongest activation {strongest:.4f})")
+        print(f"projecting channel {channel} of {layer}, the strongest map (activation {strongest:.4f})")
         via_autograd = im.project(layer, channel=channel, method="autograd")  # [1, 3, H, W]
         via_explicit = im.project(layer, channel=channel, method="explicit")
 

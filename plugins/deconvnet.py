@@ -239,7 +239,7 @@ def register_analyses(register) -> None:
                     help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)",
                 ),
             ],
-            demo={"layer": "conv5", "top": 9},
+            demo={"layer": "conv2", "top": 9},  # 43 px receptive fields: parts of the image
             demo_quick={"top": 4},
             view=vizkit.ReportView(report_view, paper="Fig. 1", paper_order=1),
         )

@@ -307,6 +307,7 @@ def test_layers_captum_cannot_hook_are_refused():
 
 
 # ---------------------------------------------------------------------------- real model, CLI
+@pytest.mark.slow
 def test_real_squeezenet_pomeranian(squeezenet):
     pomeranian = sample("Pomeranian")
     result = vizkit.run(

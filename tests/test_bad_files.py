@@ -247,7 +247,7 @@ def top9_reference(folders, tmp_path_factory) -> tuple[dict, dict[str, np.ndarra
     return read(out)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_top9_skips_bad_files_and_matches_the_good_images(folders, tmp_path, capsys, top9_reference, workers):
     code, err = cli(capsys, "run", "top9", *TOP9, "--data", folders["mixed"], "--workers", workers, "--out", tmp_path)
     assert code == 0, err
@@ -264,6 +264,7 @@ def test_top9_skips_bad_files_and_matches_the_good_images(folders, tmp_path, cap
     assert reference["inputs"]["skipped_images"]["count"] == 0
 
 
+@pytest.mark.slow
 def test_top9_interrupted_and_resumed_over_bad_files(folders, tmp_path, capsys, monkeypatch, top9_reference):
     original = top9_scan.scan_batches
 

@@ -43,6 +43,7 @@ def test_weights_ship_inside_the_package_with_their_metadata():
     assert torch.equal(model.conv1.conv.weight.detach().half(), state["conv1.conv.weight"])
 
 
+@pytest.mark.slow
 def test_accuracy_on_imagenette_val_matches_the_recorded_one():
     """40 images per class, read and preprocessed by torchvision alone (not vizkit's loader)."""
     needs_shared(IMAGENETTE)

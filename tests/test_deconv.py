@@ -215,6 +215,7 @@ def test_paths_agree_through_residual_adds_and_batchnorm(photo_tensor, rule):
 
 
 # real data: the ImageNet SqueezeNet on a real ImageNet photograph
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", RULES)
 def test_paths_agree_on_real_squeezenet(squeezenet, dog_tensor, rule):
     _paths_agree(
@@ -243,7 +244,12 @@ def test_explicit_path_names_ops_it_cannot_reverse():
 
 
 @pytest.mark.parametrize(
-    "name,layer", [("alexnet", "features.12"), ("vgg11", "features.20"), ("alexnet", "classifier.5")]
+    "name,layer",
+    [
+        ("alexnet", "features.12"),
+        pytest.param("vgg11", "features.20", marks=pytest.mark.slow),
+        ("alexnet", "classifier.5"),
+    ],
 )
 def test_equals_captum_neuron_deconvolution(name, layer):
     from captum.attr import NeuronDeconvolution, NeuronGuidedBackprop

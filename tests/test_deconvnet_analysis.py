@@ -14,6 +14,7 @@ from helpers import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 from vizkit.app.cli import main
 
 
+@pytest.mark.slow
 def test_strongest_maps_of_real_squeezenet(squeezenet, dog_image):
     result = vizkit.run("deconvnet", squeezenet, images=[dog_image], layer="features.12", top=9)
     assert_no_hooks(squeezenet)
@@ -65,8 +66,8 @@ def test_failing_run_leaves_no_hooks(squeezenet, dog_image):
         ("zfnet", "conv5"),
         ("zfnet", "fc7"),
         ("torchvision:resnet18", "layer4"),
-        ("torchvision:googlenet", "inception4c"),
-        ("torchvision:inception_v3", "Mixed_6a.max_pool2d"),
+        pytest.param("torchvision:googlenet", "inception4c", marks=pytest.mark.slow),
+        pytest.param("torchvision:inception_v3", "Mixed_6a.max_pool2d", marks=pytest.mark.slow),
     ],
 )
 def test_any_layer_of_other_models(spec, layer, dog_image):
@@ -78,6 +79,7 @@ def test_any_layer_of_other_models(spec, layer, dog_image):
     assert_no_hooks(model)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, dog_image, capsys):
     out = tmp_path / "deconv"
     argv = [
@@ -113,6 +115,7 @@ def test_cli_end_to_end(tmp_path, dog_image, capsys):
     assert np.abs(explicit - arrays["projections"]).max() <= 1e-5 * np.abs(arrays["projections"]).max()
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "vizkit", "list", "analyses"], capture_output=True, text=True, timeout=120
@@ -126,6 +129,7 @@ def test_console_script_and_module_entry_points(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_demo_runs_offline(tmp_path):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "deconvnet" / "result.json").exists()

@@ -68,6 +68,7 @@ def only(monkeypatch, *names: str) -> None:
     monkeypatch.setenv("VIZKIT_DISABLE_PLUGINS", ",".join(n for n in BUILT_IN if n not in names))
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_every_analysis_that_declares_one(offline, monkeypatch, capsys):
     monkeypatch.setenv("VIZKIT_TRAIN_RUN", str(training_run(offline / "run", offline / "data")))
     out = offline / "demo"

@@ -128,6 +128,7 @@ def test_projection_is_the_deconvnet_of_that_activation(training_run):
     assert_no_hooks(model)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_snapshots(training_run, tmp_path, monkeypatch):
     import vizkit_plugins.evolution.scan as evolution_scan  # where the snapshots are scanned
 

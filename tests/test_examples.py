@@ -41,6 +41,7 @@ def test_examples_folder_holds_what_the_tests_run():
     assert {p.name for p in EXAMPLES.iterdir()} >= {"wrap_your_model.py", "torchvision_cli.sh", "vizkit-channel-stats"}
 
 
+@pytest.mark.slow
 def test_wrap_your_model(tmp_path):
     out = tmp_path / "out"
     ran = subprocess.run(
@@ -83,6 +84,7 @@ def test_wrap_your_model(tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_torchvision_model_with_own_weights_from_the_cli(tmp_path):
     """examples/torchvision_cli.sh: SqueezeNet with the shared ImageNet weights when they are there;
     otherwise a torchvision SqueezeNet 1.1 whose (random) weights are saved here, as a user's own."""

@@ -245,6 +245,7 @@ def _long_named_copies(tmp_path, count: int) -> list:
     return paths
 
 
+@pytest.mark.slow
 def test_occlusion_figure_keeps_its_size_as_images_are_added(tmp_path, bundled_model):
     """Four images: the other images' projections go to a second row, so the paper's five panels
     keep their size (in one row they shrank with every image added) and no title collides."""
@@ -264,6 +265,7 @@ def test_occlusion_figure_keeps_its_size_as_images_are_added(tmp_path, bundled_m
         assert sum(w.startswith("in ILSVRC2012_val") for w in texts(figure)) == 3
 
 
+@pytest.mark.slow
 def test_attribution_comparison_titles_do_not_collide(tmp_path, bundled_model):
     paths = _long_named_copies(tmp_path, 3)
     result = vizkit.run("attribution", bundled_model, images=paths, method="saliency,inputxgradient")

@@ -352,6 +352,7 @@ def test_probes_extraction_records_progress_every_batch(inputs, references, tmp_
     same_arrays(out, references["probes"])
 
 
+@pytest.mark.slow
 def test_evolution_resumes_exactly_from_inside_and_between_snapshots(inputs, references, tmp_path, monkeypatch):
     """Stopped inside the choice's scan, inside a later snapshot's scan and between two
     snapshots (the model signals itself on its 20th, 30th, 40th forward), --resume ends with the

@@ -54,8 +54,8 @@ MODELS = {
         ("squeezenet-random", "features.12", 259),
         ("zfnet-compact-bundled", "conv5", 0),
         ("zfnet", "conv5", 259),
-        ("resnet18", "layer4", 259),
-        ("googlenet", "inception4e", 259),
+        pytest.param("resnet18", "layer4", 259, marks=pytest.mark.slow),
+        pytest.param("googlenet", "inception4e", 259, marks=pytest.mark.slow),
     ],
 )
 def test_exact_equals_batched_equals_one_at_a_time(name, layer, target, request, photo_path):
@@ -85,6 +85,7 @@ def test_exact_equals_batched_equals_one_at_a_time(name, layer, target, request,
         assert np.array_equal(got["top_label"][0], top), mode
 
 
+@pytest.mark.slow
 def test_probability_map_equals_captum_occlusion(squeezenet, dog_tensor):
     """captum's attribution of a pixel is the mean, over the windows covering it, of
     p(unoccluded) - p(occluded by that window); rebuild it from vizkit's probability map."""

@@ -177,6 +177,7 @@ def test_bad_fast_options_are_one_line_errors(option, value, photo_path, tmp_pat
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_fast_mode_does_not_depend_on_the_batch():
     """Windows of a batch are padded to a common size; with tau < 1 the padding must not make
     border positions (whose capped windows are smaller) more exact than they would be alone."""

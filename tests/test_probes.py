@@ -119,6 +119,7 @@ def test_interrupted_extraction_resumes_without_redoing_batches(photo_tree, tmp_
     assert np.array_equal(np.asarray(resumed.layer("conv3")), np.asarray(reference.layer("conv3")))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_fill_the_same_cache_as_one(photo_tree, tmp_path):
     common = [
         "run",
@@ -260,6 +261,7 @@ def test_bad_options_are_one_line_errors(extra, message, photo_tree, tmp_path, c
     assert not (tmp_path / "o" / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_caltech_on_the_real_squeezenet(squeezenet, tmp_path):
     needs_shared(CALTECH)
     classes = sorted(p for p in CALTECH.iterdir() if p.is_dir() and p.name != "BACKGROUND_Google")[:6]

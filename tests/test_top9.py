@@ -84,6 +84,7 @@ def test_first_layer_shows_filters_and_failing_runs_leave_no_hooks(squeezenet, i
     assert_no_hooks(squeezenet)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_the_uninterrupted_result(squeezenet, image_file_list, tmp_path, monkeypatch):
     reference = run_top9(squeezenet, image_file_list)
     out = tmp_path / "run"

@@ -64,6 +64,7 @@ def test_stopped_mid_epoch_then_resumed_equals_the_uninterrupted_run(tiny_imagen
     assert metrics(out) == metrics(uninterrupted)
 
 
+@pytest.mark.slow
 def test_augmentation_and_order_do_not_depend_on_workers(tiny_imagenette, uninterrupted, tmp_path):
     out = tmp_path / "workers"
     model, preprocess = fresh_model()
@@ -106,6 +107,7 @@ def cli_argv(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_a_real_training_process_saves_and_resume_finishes_the_same_run(tiny_imagenette, tmp_path, signum):
     whole, cut = tmp_path / "whole", tmp_path / "cut"

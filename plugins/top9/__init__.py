@@ -73,8 +73,9 @@ def register_analyses(register) -> None:
                     help="projection rule (the paper's deconvnet by default)",
                 ),
             ],
-            demo={"layer": "conv5", "channels": "0-15", "pages": 2, "workers": 0},
-            demo_quick={"channels": "0-3", "pages": 1},
+            # conv3: its 75 px receptive field is a part of the 144 px input (conv5's is all of it)
+            demo={"layer": "conv3", "channels": "0-15", "pages": 2, "workers": 0},
+            demo_quick={"channels": "0-7", "pages": 1},
             view=report_view(),  # the report's unit browser (view.py)
         )
     )
