@@ -4,8 +4,14 @@ dependencies stand in for class folders, and a two-snapshot training run is made
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -14,23 +20,30 @@ from PIL import Image
 import vizkit
 import vizkit.app.cli
 from helpers import IMAGENETTE, needs_shared, shipped_photos
+from vizkit.app import demo, downloads
 from vizkit.app.cli import main
 from vizkit.app.demo import DEMO_FILE, sample_image
+from vizkit.app.downloads import Archive
 
 BUILT_IN = ["deconvnet", "top9", "occlusion", "filters", "evolution", "train"]
 BUILT_IN += ["correspondence", "invariance", "probes", "attribution"]
 
 
-def photo_tree(root: Path, per_class: int) -> Path:
-    """An ImageFolder tree: one class per shipped photograph, ``per_class`` crops of each."""
-    for source in shipped_photos():
+# folders named as Imagenette's (the bundled model's classes), and the names the model gives them
+WNIDS = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player"}
+
+
+def photo_tree(root: Path, per_class: int, folders: list[str] | None = None) -> Path:
+    """An ImageFolder tree: one class per shipped photograph (folders named after the photographs,
+    or ``folders``), ``per_class`` crops of each (at most 12)."""
+    for source, name in zip(shipped_photos(), folders or [p.stem for p in shipped_photos()]):
         image = Image.open(source).convert("RGB")
         image.thumbnail((240, 240))
         width, height = image.size
-        folder = root / source.stem
+        folder = root / name
         folder.mkdir(parents=True)
         for i in range(per_class):
-            crop = image.crop((i * width // 12, i * height // 14, width - i * width // 16, height - i * height // 18))
+            crop = image.crop((i * width // 40, i * height // 44, width - i * width // 48, height - i * height // 52))
             if i % 2:
                 crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             crop.save(folder / f"{source.stem}_{i}.jpg")
@@ -51,9 +64,10 @@ def training_run(folder: Path, data: Path) -> Path:
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch, no_hooks_left):
-    """Sample images from $VIZKIT_SAMPLES (a photo tree), no shared folder, a private feature
-    cache; every model built during the test must be free of hooks at its end."""
-    photo_tree(tmp_path / "data" / "train", 3)
+    """Sample images from $VIZKIT_SAMPLES (a photo tree of three of the bundled model's classes,
+    10 images each), no shared folder, a private feature cache; every model built during the
+    test must be free of hooks at its end."""
+    photo_tree(tmp_path / "data" / "train", 10, list(WNIDS))  # the quick demo's 10 a class
     monkeypatch.setenv("VIZKIT_SAMPLES", str(tmp_path / "data" / "train"))
     monkeypatch.setenv("VIZKIT_SHARED", str(tmp_path / "no-shared-here"))
     monkeypatch.setenv("VIZKIT_CACHE", str(tmp_path / "cache"))
@@ -73,7 +87,8 @@ def test_quick_demo_runs_every_analysis_that_declares_one(offline, monkeypatch, 
     monkeypatch.setenv("VIZKIT_TRAIN_RUN", str(training_run(offline / "run", offline / "data")))
     out = offline / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     demos = sorted(a.name for a in vizkit.make_app().analyses.values() if a.demo is not None)
     assert set(BUILT_IN) - {"train"} <= set(demos)
     record = json.loads((out / DEMO_FILE).read_text())
@@ -85,9 +100,19 @@ def test_quick_demo_runs_every_analysis_that_declares_one(offline, monkeypatch, 
         progress = [line for line in lines if line.startswith(f"demo: {name} ")]
         assert len(progress) == 1 and progress[0].endswith(str(out / name)), progress
         assert name in page
-    assert len(record["data"]) == 9 and len(record["images"]) == 1  # 3 classes x 3; one image
-    top9 = json.loads((out / "top9" / "result.json").read_text())["inputs"]  # which images, not null
-    assert top9["data"].startswith("VIZKIT_SAMPLES=") and top9["data_images"] == 9
+    # the data-set analyses get the whole pick, the single-image ones one image of it
+    assert len(record["data"]) == 30 and len(record["images"]) == 1  # 3 classes x 10; one image
+    assert lines[0].startswith("demo: zfnet-compact on 30 image(s) of 3 classes from VIZKIT_SAMPLES=")
+    assert "(10 per class); the single-image analyses use 1 of them" in lines[0]
+    assert not any("demo: note: only" in line for line in lines)  # the pick is whole
+    top9 = json.loads((out / "top9" / "result.json").read_text())
+    assert top9["inputs"]["data"].startswith("VIZKIT_SAMPLES=") and top9["inputs"]["data_images"] == 30
+    assert top9["receptive_field"] < 144  # its patches are parts of the 144 px input
+    # classes by the model's names, not the folders' wnids; no Caltech-101 parameter
+    probes = json.loads((out / "probes" / "result.json").read_text())
+    assert probes["classes"] == list(WNIDS.values()) and "exclude" not in probes["params"]
+    assert [entry["class"] for entry in record["data"][::10]] == list(WNIDS.values())
+    assert "at an end of the grid" not in captured.err  # a warning a demo user could not act on
     assert lines[-1].startswith(f"demo: report with {len(demos)} result(s): ")
     # no hand-marked landmarks here: correspondence occluded fixed frame positions, and said so
     landmarks = json.loads((out / "landmarks.json").read_text())
@@ -226,3 +251,129 @@ def test_one_image_of_one_class_says_so_and_what_correspondence_lacks(offline, m
     line = next(line for line in out.splitlines() if line.startswith("demo: correspondence"))
     assert "skipped: needs landmarks on two or more images, and has 1" in line
     assert "pass --data with more images" in line  # --data was given: "pass --data" alone would puzzle
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_demo_layers_see_a_part_of_the_image_and_data_set_analyses_get_more_images(quick, bundled_model):
+    """top9 and deconvnet project from a layer whose receptive field is a part of the 144 px input
+    (conv5's is all of it: its 'patches' are whole images); the data-set analyses get many more
+    images than the single-image ones."""
+    app = vizkit.make_app()
+    x = torch.zeros(1, 3, 144, 144)
+    with vizkit.instrument(bundled_model) as im:
+        for name in ("top9", "deconvnet"):
+            analysis = app.analyses[name]
+            options = {**(analysis.demo or {}), **((analysis.demo_quick or {}) if quick else {})}
+            boxes = vizkit.engine.receptive_boxes(im, x, options["layer"])
+            sides = torch.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
+            assert int(sides.max()) <= 144 * 3 // 4, (name, options["layer"], int(sides.max()))
+    amounts = demo.QUICK if quick else demo.FULL
+    assert amounts.per_class * 10 >= (100 if quick else 300) and amounts.images <= 4
+    assert amounts.per_class * 10 > 20 * amounts.images
+
+
+def test_probes_are_skipped_in_one_line_when_too_few_images_a_class(offline, monkeypatch, capsys):
+    only(monkeypatch, "probes", "top9")
+    photo_tree(offline / "few", 4, list(WNIDS))
+    out = offline / "demo"
+    assert main(["demo", "--quick", "--data", str(offline / "few"), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("demo: zfnet-compact on 12 image(s) of 3 classes from --data ")
+    # fewer images than the demo asks for: said once, before the analyses
+    assert lines[1] == (
+        "demo: note: only 12 image(s) for the data-set analyses (probes, top9), fewer than the 10 a class "
+        "the demo asks for; top-9 is selective only among a few hundred"
+    )
+    probes = [line for line in lines if line.startswith("demo: probes ")]
+    assert len(probes) == 1 and len([line for line in lines if "have more than 6 images" in line]) == 1
+    assert "skipped: fewer than two classes have more than 6 images (--train-per-class)" in probes[0]
+    assert "has at most 4 in a class" in probes[0]
+    record = json.loads((out / DEMO_FILE).read_text())
+    assert record["analyses"]["probes"]["status"] == "skipped" and record["analyses"]["top9"]["status"] == "ok"
+    assert not (out / "probes").exists()
+
+
+class RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder and records the method of every request (a HEAD asks, a GET downloads)."""
+
+    methods: ClassVar[list[str]] = []
+
+    def do_HEAD(self):
+        self.methods.append("HEAD")
+        super().do_HEAD()
+
+    def do_GET(self):
+        self.methods.append("GET")
+        super().do_GET()
+
+    def log_message(self, format, *args):  # silence the request log
+        pass
+
+
+@pytest.fixture
+def no_samples(tmp_path, monkeypatch, no_hooks_left):
+    """No images of the bundled model's classes anywhere: the demo falls back to one photograph."""
+    monkeypatch.delenv("VIZKIT_SAMPLES", raising=False)
+    monkeypatch.setenv("VIZKIT_SHARED", str(tmp_path / "no-shared-here"))
+    monkeypatch.setenv("VIZKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VIZKIT_TRAIN_RUN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    only(monkeypatch, "filters")
+    return tmp_path
+
+
+@pytest.fixture
+def archive_server(tmp_path):
+    """A local HTTP server holding a stand-in for the sample archive; yields its Archive and the
+    methods of the requests it got."""
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "imagenette2-160.tgz").write_bytes(b"not really an archive")
+    RecordingHandler.methods = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RecordingHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/imagenette2-160.tgz"
+    yield Archive(url, "0" * 32, "imagenette2-160/val/", "a stand-in", 1), RecordingHandler.methods
+    server.shutdown()
+    server.server_close()
+
+
+def test_no_samples_and_a_reachable_server_the_first_line_offers_the_download(
+    no_samples, archive_server, monkeypatch, capsys
+):
+    archive, methods = archive_server
+    monkeypatch.setattr(downloads, "IMAGENETTE_160_VAL", archive)
+    assert main(["demo", "--quick", "--out", str(no_samples / "demo")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == demo.DOWNLOAD_OFFER and "vizkit samples --download" in lines[0]
+    assert sum("samples --download" in line for line in lines) == 1
+    assert lines[1].startswith("demo: zfnet-compact on 1 image(s) from matplotlib's sample photograph")
+    # asked, never fetched: one HEAD request, no GET, nothing in the cache
+    assert methods == ["HEAD"] and not (no_samples / "cache" / "samples").exists()
+
+
+def test_no_samples_and_no_server_no_offer_and_no_wait(no_samples, monkeypatch, capsys):
+    with socket.socket() as sock:  # a port nothing listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    closed = Archive(f"http://127.0.0.1:{port}/imagenette2-160.tgz", "0" * 32, "x/", "nowhere", 1)
+    monkeypatch.setattr(downloads, "IMAGENETTE_160_VAL", closed)
+    assert main(["demo", "--quick", "--out", str(no_samples / "demo")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == demo.NO_SAMPLES_NOTE and not any("--download" in line for line in lines)
+    assert not (no_samples / "cache" / "samples").exists()
+
+
+def test_the_reachability_check_is_bounded_and_downloads_nothing(archive_server):
+    archive, methods = archive_server
+    assert downloads.samples_reachable(archive) and methods == ["HEAD"]
+    missing = Archive(archive.url.replace(".tgz", "-gone.tgz"), "0" * 32, "x/", "gone", 1)
+    assert not downloads.samples_reachable(missing)  # a 404 is no offer
+    # a server that never answers: given up after the timeout, not urllib's own (or DNS's) waits
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # accepts the connection, never answers
+        mute = Archive(f"http://127.0.0.1:{silent.getsockname()[1]}/a.tgz", "0" * 32, "x/", "mute", 1)
+        started = time.perf_counter()
+        assert not downloads.samples_reachable(mute, timeout=0.5)
+        assert time.perf_counter() - started < 1.5

@@ -113,7 +113,13 @@ def register_analyses(register: Any) -> None:
                 "grid": "0.001",
                 "workers": 0,
             },
-            demo_quick={"layers": "conv3,fc7", "train_per_class": 6, "test_per_class": 4, "classifiers": "svm"},
+            demo_quick={
+                "layers": "conv3,fc7",
+                "train_per_class": 6,
+                "test_per_class": 4,
+                "folds": 2,
+                "classifiers": "svm",
+            },
             view=vizkit.ReportView(report_view, paper="Table 7", paper_order=9.5),
         )
     )

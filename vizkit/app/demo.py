@@ -3,8 +3,13 @@
 
 An analysis joins the demo by declaring ``demo={...}`` (its options for the demo) and, where the
 default settings take too long for ``--quick``, ``demo_quick={...}`` (overrides of those). The
-demo gives it what its ``inputs`` ask for: a few images (one per class, classes spread) for
-``"images"`` / ``"any"``, the whole class-balanced sample set as ``data`` for ``"data"``. An
+demo gives it what its ``inputs`` ask for: a few images (4, one per class, classes spread; 1 with
+``--quick``) for ``"images"`` / ``"any"``, and a class-balanced pick of many more (30 a class, 300
+of Imagenette's 10; 10 a class with ``--quick``) as ``data`` for ``"data"``: top-9 is selective
+only among a few hundred images, and probes need a training and a test split per class. The
+pick's classes carry the bundled model's names (``tench``, not the folder ``n01440764``). When
+fewer images are at hand, a line says so; when none of the model's classes are, the first line
+offers the one-command download (only when its server answers; nothing is downloaded unasked). An
 analysis with ``model_from`` (one that rebuilds its own model, e.g. from a training run) gets no
 model and uses its own. Option values may name a resource the demo finds, as the whole string:
 
@@ -395,16 +400,17 @@ def run_demo(
 
 
 def _header(picked: _DemoImages, dataset: ImageList, single: int) -> str:
-    """The demo's first line (after a note on where images are): what it runs on."""
+    """The line that says what the demo runs on: the data-set analyses get the whole pick, the
+    single-image ones a few of its images."""
     classes = dataset.classes
-    counts = Counter(picked.folders)
-    per_class = f", {min(counts.values())}-{max(counts.values())} per class" if classes else ""
-    if classes and min(counts.values()) == max(counts.values()):
-        per_class = f", {max(counts.values())} per class"
+    counts = sorted(Counter(picked.folders).values())
+    per_class = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
     return (
         f"demo: {DEMO_MODEL} on {len(picked.paths)} image(s)"
-        + (f" of {len(classes)} class{'es' if len(classes) != 1 else ''}{per_class}" if classes else "")
-        + f" from {picked.source}; single-image analyses use {single} of them"
+        + (f" of {len(classes)} class{'es' if len(classes) != 1 else ''}" if classes else "")
+        + f" from {picked.source}"
+        + (f" ({per_class} per class)" if classes else "")
+        + f"; the single-image analyses use {single} of them"
     )
 
 
@@ -418,9 +424,8 @@ def _short_of_images(picked: _DemoImages, per_class: int, app: App) -> str | Non
     if not names or len(picked.paths) >= wanted or picked.fallback:
         return None
     return (
-        f"demo: note: the data-set analyses ({', '.join(names)}) get only {len(picked.paths)} image(s), "
-        f"fewer than the {per_class} per class the demo asks for: top-9 picks its 9 out of these alone "
-        "(a few hundred make it selective) and probes need dozens per class"
+        f"demo: note: only {len(picked.paths)} image(s) for the data-set analyses ({', '.join(names)}), fewer "
+        f"than the {per_class} a class the demo asks for; top-9 is selective only among a few hundred"
     )
 
 
