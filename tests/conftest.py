@@ -19,6 +19,9 @@ from helpers import IMAGENETTE, LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, nee
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# progress lines (every 10 s off a terminal) would make a test's stderr depend on the machine's
+# load; tests/test_progress.py sets its own interval
+os.environ.setdefault("VIZKIT_PROGRESS_INTERVAL", "3600")
 
 
 @pytest.fixture(scope="session")

@@ -266,7 +266,8 @@ def test_the_demo_layers_see_a_part_of_the_image_and_data_set_analyses_get_more_
             options = {**(analysis.demo or {}), **((analysis.demo_quick or {}) if quick else {})}
             boxes = vizkit.engine.receptive_boxes(im, x, options["layer"])
             sides = torch.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
-            assert int(sides.max()) <= 144 * 3 // 4, (name, options["layer"], int(sides.max()))
+            # two thirds of the input at most: conv3 sees 75 px, conv4 107 px, conv5 all 144
+            assert int(sides.max()) <= 144 * 2 // 3, (name, options["layer"], int(sides.max()))
     amounts = demo.QUICK if quick else demo.FULL
     assert amounts.per_class * 10 >= (100 if quick else 300) and amounts.images <= 4
     assert amounts.per_class * 10 > 20 * amounts.images

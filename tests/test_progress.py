@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import types
 
 import pytest
 
@@ -147,3 +148,17 @@ def test_a_download_shows_its_progress_in_mb(tmp_path, capsys, monkeypatch):
     counts = [line.split(",")[0].removeprefix("downloading archive.tgz: ") for line in lines]
     assert counts == ["1/2.5 MB", "2/2.5 MB", "2.5/2.5 MB", "2.5/2.5 MB"], lines  # each MB, then the closing line
     assert lines[-1].endswith(" in all")
+
+
+def test_ipython_imported_is_no_notebook_but_a_jupyter_kernel_is(monkeypatch):
+    """A process that merely imported IPython or ipykernel (a notebook test did) still gets lines;
+    inside a Jupyter kernel, tqdm's own choice (a widget where ipywidgets is installed)."""
+    ipython = pytest.importorskip("IPython")
+    pytest.importorskip("ipykernel")
+    assert isinstance(progress_bar(total=1, stream=io.StringIO()), ProgressLines)
+
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setattr(ipython, "get_ipython", lambda: kernel)
+    bar = progress_bar(total=1, stream=io.StringIO())
+    assert type(bar).__module__.startswith("tqdm")
+    bar.close()

@@ -62,7 +62,12 @@ def progress_bar(
     if _is_terminal(out) or _in_notebook():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, initial=initial, unit=f" {unit}", file=out, leave=False, dynamic_ncols=True)
+        try:
+            return tqdm(
+                total=total, desc=desc, initial=initial, unit=f" {unit}", file=out, leave=False, dynamic_ncols=True
+            )
+        except ImportError:  # a notebook without ipywidgets: lines
+            pass
     return ProgressLines(total, desc, initial, unit, interval=progress_interval(interval), stream=out)
 
 
@@ -181,15 +186,15 @@ def _is_terminal(stream: IO[str]) -> bool:
 
 
 def _in_notebook() -> bool:
-    """A Jupyter kernel with ipywidgets: tqdm.auto picks its widget bar there."""
-    if "ipykernel" not in sys.modules:
+    """Inside a Jupyter kernel (where tqdm.auto draws a widget, given ipywidgets)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
         return False
     try:
-        from tqdm.auto import tqdm as auto
-        from tqdm.std import tqdm as plain
-    except ImportError:
+        shell = ipython.get_ipython()
+    except Exception:  # an IPython too old or half imported: no notebook bar
         return False
-    return auto is not plain
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _number(value: float | None) -> str:
