@@ -442,9 +442,9 @@ class _DemoImages:
 
 
 DOWNLOAD_OFFER = (
-    "demo: no images of the bundled model's classes were found; to fetch them once (Imagenette's "
-    "3,925 validation images, about 94 MB, into vizkit's cache), run:  vizkit samples --download  "
-    "and then  vizkit demo  again. This run goes on with matplotlib's one sample photograph."
+    "demo: no images of the bundled model's classes were found: `vizkit samples --download` fetches them "
+    "once (Imagenette's 3,925 validation images, about 94 MB, into vizkit's cache), then run `vizkit demo` "
+    "again; this run goes on with matplotlib's one sample photograph"
 )
 NO_SAMPLES_NOTE = (
     "demo: note: no images of the bundled model's classes found, so only matplotlib's sample photograph "
