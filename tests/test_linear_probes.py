@@ -178,3 +178,30 @@ def test_selection_returns_a_grid_value_and_breaks_ties_towards_the_smaller_c():
         select_probe(points, labels, "svm", grid=())
     with pytest.raises(UsageError):
         select_probe(points, labels, "svm", cv_folds=1)
+
+
+def test_a_small_fit_runs_on_one_thread_and_restores_the_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        solve = linear._solve
+
+        def spy(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return solve(*args, **kwargs)
+
+        linear._solve = spy
+        try:
+            x, y = torch.randn(40, 8), torch.arange(40) % 2
+            linear.select_probe(x, y, "svm", grid=[0.1, 1.0], cv_folds=2)
+            assert seen and set(seen) == {1}
+            assert torch.get_num_threads() == 2
+            with pytest.raises(UsageError):
+                linear.fit_probe(x, y, "svm", C=-1.0)
+            linear.fit_probe(x, y, "softmax", C=1.0)
+            assert torch.get_num_threads() == 2
+        finally:
+            linear._solve = solve
+    finally:
+        torch.set_num_threads(before)

@@ -88,7 +88,13 @@ def register_analyses(register: Any) -> None:
                 vizkit.Option("cache_dtype", ("float32", "float16"), "float32", help="how features are stored"),
                 vizkit.Option("workers", int, 2, help="data-loading worker processes", minimum=0, maximum=128),
                 vizkit.Option(
-                    "cv_folds", int, 3, help="cross-validation folds on the training split that choose C", minimum=2
+                    "cv_folds",
+                    int,
+                    3,
+                    help="cross-validation folds on the training split that choose C",
+                    minimum=2,
+                    # a one-value --grid fixes C: no cross-validation runs
+                    applies=lambda options: len({v.strip() for v in str(options["grid"]).split(",") if v.strip()}) > 1,
                 ),
                 vizkit.Option(
                     "grid",
