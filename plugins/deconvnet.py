@@ -5,7 +5,8 @@ activation (or the maps given with ``--channels``) are projected down with the d
 from its strongest activation, using the image's own pooling switches.
 
 With several images the maps are chosen on the first one and kept for all (same map, same
-tile), so a map that does not fire on a later image is drawn as a "silent" tile. Figures hold
+tile, comparable across images), so a map that does not fire on a later image is drawn as a
+"silent" tile; ``--rank each`` chooses each image's own strongest maps instead. Figures hold
 ``--maps-per-page`` maps each, at most ``--pages`` of them per image; the arrays hold every map.
 """
 
@@ -35,6 +36,7 @@ def run(
     rule: str,
     maps_per_page: int = 16,
     pages: int = 4,
+    rank: Literal["first", "each"] = "first",
 ) -> vizkit.Result:
     im = ctx.instrumented
     x = ctx.images()
@@ -46,14 +48,21 @@ def run(
         raise vizkit.UsageError(f"layer '{layer}' has no channels to project (shape {tuple(activation.shape)})")
     strengths = activation.flatten(2).amax(dim=2) if activation.dim() > 2 else activation
     n_channels = strengths.shape[1]
-    if channels is None:
-        chosen = strengths[0].argsort(descending=True, stable=True)[: min(top, n_channels)].tolist()
-    else:
-        chosen = vizkit.toolkit.select_channels(channels, n_channels)
+    strongest = strengths.argsort(dim=1, descending=True, stable=True)[:, : min(top, n_channels)].tolist()
+    each = channels is None and rank == "each" and x.shape[0] > 1
+    shared = vizkit.toolkit.select_channels(channels, n_channels) if channels is not None else strongest[0]
+    chosen: list[int] | list[list[int]] = strongest if each else shared
 
-    projection = vizkit.project(
-        im, x, layer, chosen, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size
-    )
+    def project(images: torch.Tensor, maps: list[int]) -> vizkit.Projection:
+        return vizkit.project(
+            im, images, layer, maps, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size
+        )
+
+    # one projection for every image (the same maps), or one per image (its own maps, row 0)
+    projections = [project(x[i : i + 1], maps) for i, maps in enumerate(strongest)] if each else [project(x, shared)]
+    values = torch.cat([p.values for p in projections])
+    images_projected = torch.cat([p.images for p in projections])
+    positions = torch.cat([p.positions for p in projections])
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     squeeze: Callable[[torch.Tensor], np.ndarray] = (
@@ -63,7 +72,7 @@ def run(
         summary={
             "layer": im.resolve_alias(layer),
             "channels": chosen,
-            "activations": squeeze(projection.values).tolist(),
+            "activations": squeeze(values).tolist(),
             "predicted": predicted[0] if (single and predicted) else predicted,
             "images": ctx.image_names(),
             "target": target,
@@ -71,21 +80,34 @@ def run(
             "rule": rule,
         },
         arrays={
-            "projections": squeeze(projection.images).astype(np.float32),
-            "positions": squeeze(projection.positions).astype(np.int64),
+            "projections": squeeze(images_projected).astype(np.float32),
+            "positions": squeeze(positions).astype(np.int64),
         },
     )
-    drawn = min(len(chosen), maps_per_page * pages)
-    if drawn < len(chosen):
+    count = len(projections[0].channels)
+    drawn = min(count, maps_per_page * pages)
+    if drawn < count:
         print(
-            f"deconvnet: drawing the first {drawn} of {len(chosen)} maps ({pages} page(s) of {maps_per_page}); "
+            f"deconvnet: drawing the first {drawn} of {count} maps ({pages} page(s) of {maps_per_page}); "
             "the arrays hold all of them (raise --pages or --maps-per-page to draw more)",
             file=sys.stderr,
         )
     for index in range(x.shape[0]):
         base = "deconvnet" if single else f"deconvnet_{index}"
+        projection, row = (projections[index], 0) if each else (projections[0], index)
+        ranked_on_first = channels is None and not each
         figures = _figures(
-            ctx, x[index], projection, index, layer, predicted, projection_rule, maps_per_page, drawn, channels is None
+            ctx,
+            x[index],
+            projection,
+            row,
+            index,
+            layer,
+            predicted,
+            projection_rule,
+            maps_per_page,
+            drawn,
+            ranked_on_first,
         )
         if len(figures) == 1:
             result.figures[base] = figures[0]
@@ -108,6 +130,7 @@ def _figures(
     ctx: vizkit.RunContext,
     image: torch.Tensor,
     projection: vizkit.Projection,
+    row: int,
     index: int,
     layer: str,
     predicted: list[list[dict]] | None,
@@ -116,15 +139,16 @@ def _figures(
     drawn: int,
     ranked: bool,
 ) -> list:
-    """Image ``index``'s pages: its first ``drawn`` maps, ``maps_per_page`` to a page.
+    """Image ``index``'s pages (its projections are row ``row`` of ``projection``): its first
+    ``drawn`` maps, ``maps_per_page`` to a page.
 
     A map that does not fire on this image (strongest activation 0, as after a ReLU: it can
     happen on every image but the one the maps were chosen on) has nothing to project; it is
     drawn as a "silent" tile, not as an empty projection beside an arbitrary patch at 0,0.
     """
-    shown = vizkit.to_image(projection.images[index], channels_last=False)  # [k,3,H,W], sliced below
+    shown = vizkit.to_image(projection.images[row], channels_last=False)  # [k,3,H,W], sliced below
     total = len(projection.channels)
-    values = projection.values[index].tolist()
+    values = projection.values[row].tolist()
     silent = [value == 0.0 for value in values]
     boxes, titles = [], []
     for j, channel in enumerate(projection.channels):
@@ -132,9 +156,9 @@ def _figures(
             boxes.append((0, 0, 1, 1))  # unused: a silent tile has no box
             titles.append(f"map {channel}: silent")
             continue
-        boxes.append(support_box(projection.images[index, j]))
-        row, col = projection.positions[index, j].tolist()
-        where = f" @{row},{col}" if row >= 0 else ""
+        boxes.append(support_box(projection.images[row, j]))
+        y, x = projection.positions[row, j].tolist()
+        where = f" @{y},{x}" if y >= 0 else ""
         titles.append(f"map {channel}: {values[j]:.3g}{where}")
     names = ctx.image_names()
     caption = vizkit.toolkit.figures.shorten(names[index], 40) if index < len(names) else f"image {index}"
@@ -173,10 +197,13 @@ def _figures(
 
 
 def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
-    """The report's per-image rows: the predictions and the projected maps' activations."""
-    html, shown = report.per_image_table(page.document, ["predicted", "activations"])
+    """The report's per-image rows: the predictions and the projected maps' activations (and,
+    when each image ranked its own maps, which maps)."""
     channels = page.document.get("channels")
-    if "activations" in shown and isinstance(channels, list):
+    own_maps = isinstance(channels, list) and bool(channels) and all(isinstance(c, list) for c in channels)
+    keys = ["predicted", "channels", "activations"] if own_maps else ["predicted", "activations"]
+    html, shown = report.per_image_table(page.document, keys)
+    if "activations" in shown and isinstance(channels, list) and not own_maps:
         html = html.replace(
             "<th>activations</th>",
             f"<th>activations of maps {report.esc(', '.join(str(c) for c in channels))}</th>",
@@ -238,8 +265,16 @@ def register_analyses(register) -> None:
                     registry="rules",
                     help="what a ReLU does going down: the paper's deconvnet, guided backprop, or the plain gradient (for comparison)",
                 ),
+                vizkit.Option(
+                    "rank",
+                    ("first", "each"),
+                    "first",
+                    help="with several images, rank the maps on the first image (the same maps for all, comparable) "
+                    "or on each image (its own strongest maps, none silent)",
+                    applies=lambda options: options["channels"] is None,
+                ),
             ],
-            demo={"layer": "conv2", "top": 9},  # 43 px receptive fields: parts of the image
+            demo={"layer": "conv2", "top": 9, "rank": "each"},  # 43 px receptive fields: parts of the image
             demo_quick={"top": 4},
             view=vizkit.ReportView(report_view, paper="Fig. 1", paper_order=1),
         )

@@ -12,6 +12,7 @@ import torch
 import vizkit
 from helpers import LABELS, SQUEEZENET_WEIGHTS, assert_no_hooks, sample
 from vizkit.app.cli import main
+from vizkit.app.report import write_report
 
 
 @pytest.mark.slow
@@ -49,6 +50,31 @@ def test_several_images_and_explicit_channels(squeezenet, dog_image):
     assert result.arrays["projections"].shape == (2, 3, 3, 224, 224)
     assert set(result.figures) == {"deconvnet_0", "deconvnet_1"}
     assert_no_hooks(squeezenet)
+
+
+def test_rank_each_projects_each_images_own_strongest_maps(tmp_path):
+    """--rank each: every image gets its own top maps (checked against the layer's activations
+    read directly), each projected exactly as a run on that image alone projects it; the
+    default ranks on the first image, so later images show the first image's maps."""
+    model = vizkit.load_model("zfnet-compact")
+    images = [sample("tench"), sample("parachute"), sample("golf_ball")]
+    each = vizkit.run("deconvnet", model, images=images, layer="conv2", top=5, rank="each")
+    x = vizkit.load_images(images, model)
+    with vizkit.instrument(model, layers=["conv2"]) as im, torch.no_grad():
+        im(x)
+        strengths = im.activation("conv2").flatten(2).amax(2)
+    expected = [row.argsort(descending=True, stable=True)[:5].tolist() for row in strengths]
+    assert each["channels"] == expected and expected[0] != expected[1]
+    assert all(v > 0 for row in each["activations"] for v in row)  # each image's own maps fire on it
+    alone = vizkit.run("deconvnet", model, images=[images[1]], layer="conv2", top=5)
+    assert alone["channels"] == expected[1]
+    np.testing.assert_allclose(each.arrays["projections"][1], alone.arrays["projections"], atol=1e-6)
+    first = vizkit.run("deconvnet", model, images=images, layer="conv2", top=5)
+    assert first["channels"] == expected[0]
+    each.save(tmp_path / "each")
+    html = write_report(tmp_path)[0].read_text()
+    assert "<th>channels</th>" in html
+    assert_no_hooks(model)
 
 
 def test_failing_run_leaves_no_hooks(squeezenet, dog_image):

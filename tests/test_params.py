@@ -88,6 +88,7 @@ def test_invariance_and_deconvnet_record_only_the_options_that_applied():
     assert ranges <= _applied("invariance", layers="conv1")
     assert "top" in _applied("deconvnet", layer="conv5")
     assert "top" not in _applied("deconvnet", layer="conv5", channels="0-3")
+    assert "rank" not in _applied("deconvnet", layer="conv5", channels="0-3")
     assert "cv_folds" in _applied("probes", layers="conv5", grid="0.01,0.1")
     assert "cv_folds" not in _applied("probes", layers="conv5", grid="0.001")  # one C: nothing cross-validated
 
