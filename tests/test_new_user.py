@@ -45,7 +45,9 @@ def test_readme_python_example_on_the_bundled_model(bundled_model, photo_path):
     with vizkit.instrument(model) as im:
         logits = im(x)
         assert logits.shape == (1, 10)
-        proj = im.project("conv5", channel=3)
+        strongest = int(im.activation("conv5")[0].flatten(1).amax(1).argmax())  # as the README picks it
+        proj = im.project("conv5", channel=strongest)
+        assert proj.abs().amax() > 0
         assert proj.shape == (1, 3, 144, 144)
         image = vizkit.to_image(proj)
     assert image.shape == (144, 144, 3)
