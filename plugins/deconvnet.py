@@ -66,7 +66,7 @@ def run(
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     squeeze: Callable[[torch.Tensor], np.ndarray] = (
-        (lambda t: t[0].cpu().numpy()) if single else (lambda t: t.cpu().numpy())
+        (lambda t: t[0].float().cpu().numpy()) if single else (lambda t: t.float().cpu().numpy())  # bfloat16 has no numpy
     )
     result = vizkit.Result(
         summary={
@@ -118,7 +118,7 @@ def run(
 
 
 def _top5(logits: torch.Tensor, ctx: vizkit.RunContext) -> list[list[dict]]:
-    probabilities = logits.softmax(dim=1)
+    probabilities = logits.float().softmax(dim=1)  # a half-precision model's too
     values, indices = probabilities.topk(min(5, probabilities.shape[1]), dim=1)
     return [
         [{"index": int(i), "label": ctx.label(int(i)), "probability": round(float(p), 5)} for p, i in zip(vs, ids)]

@@ -311,7 +311,7 @@ def run(
         },
         arrays={
             **{name: values.numpy().astype(np.float32) for name, values in attributions.items()},
-            DECONVNET: projection.cpu().numpy().astype(np.float32),
+            DECONVNET: projection.float().cpu().numpy(),
             **comparison.arrays(),
         },
     )

@@ -18,7 +18,7 @@ RANDOM_DRAWS = 3  # random deletion orders averaged into the reference curve
 
 def to_2d(attribution: Tensor | np.ndarray) -> np.ndarray:
     """[N, C, H, W] -> [N, H, W]: the sum over channels, sign kept (as captum's figures do)."""
-    values = attribution.detach().cpu().numpy() if isinstance(attribution, Tensor) else np.asarray(attribution)
+    values = attribution.detach().float().cpu().numpy() if isinstance(attribution, Tensor) else np.asarray(attribution)
     return values.astype(np.float64).sum(axis=1)
 
 

@@ -102,7 +102,7 @@ def run(
             "cost": [cost.as_dict() for cost in costs],
             "fidelity": fidelity,
             "seconds_maps": round(seconds, 3),  # the occlusion maps alone (result.json's seconds: the whole run)
-            "unoccluded_probability": [float(p) for p in logits.softmax(1)[torch.arange(x.shape[0]), targets]],
+            "unoccluded_probability": [float(p) for p in logits.float().softmax(1)[torch.arange(x.shape[0]), targets]],
             "min_probability": [float(m.min()) for m in maps["true_class_prob"]],
             "images": ctx.image_names(),
         },

@@ -36,6 +36,8 @@ Labels (:mod:`vizkit.data.labels`):
 Devices (:mod:`vizkit.data.devices`):
 
 * :func:`ensure_device`: a ``--device`` value as a torch device, refused when absent.
+* :func:`model_dtype`: the dtype a model computes in (its inputs are cast to it,
+  :func:`to_model_dtype`); :func:`accumulation_dtype`: the one its sums and statistics are taken in.
 """
 
 from vizkit.data.datasets import (
@@ -48,7 +50,7 @@ from vizkit.data.datasets import (
     read_batches,
     workers_ignore_stop_signals,
 )
-from vizkit.data.devices import ensure_device
+from vizkit.data.devices import accumulation_dtype, dtype_name, ensure_device, model_dtype, to_model_dtype
 from vizkit.data.images import UnreadableImage, load_image, load_images, to_rgb
 from vizkit.data.labels import Labels, check_labels, label_name, read_labels, resolve_target
 from vizkit.data.preprocess import Preprocess, parse_fill, preprocess_for
@@ -60,7 +62,9 @@ __all__ = [
     "Preprocess",
     "SkippedImages",
     "UnreadableImage",
+    "accumulation_dtype",
     "check_labels",
+    "dtype_name",
     "ensure_device",
     "first_readable",
     "image_list",
@@ -68,11 +72,13 @@ __all__ = [
     "label_name",
     "load_image",
     "load_images",
+    "model_dtype",
     "parse_fill",
     "preprocess_for",
     "read_batches",
     "read_labels",
     "resolve_target",
+    "to_model_dtype",
     "to_rgb",
     "workers_ignore_stop_signals",
 ]

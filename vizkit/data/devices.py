@@ -1,9 +1,10 @@
-"""Devices: the ``--device`` value as a torch device, refused with one line when this machine
-has no such device."""
+"""Devices and dtypes: the ``--device`` value as a torch device, refused with one line when this
+machine has no such device; the dtype a model computes in, which its inputs are cast to."""
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
 
 from vizkit.errors import UsageError
 
@@ -28,3 +29,47 @@ def ensure_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unsupported device '{name}'; use cpu or cuda")
     return device
+
+
+def model_dtype(model: nn.Module, strict: bool = True) -> torch.dtype:
+    """The floating dtype ``model`` computes in: that of its floating parameters (of its floating
+    buffers when it has no floating parameters; float32 when it has neither). Inputs are cast to it
+    where they enter the model.
+
+    Args:
+        model: the model.
+        strict: refuse a model whose floating parameters are of several dtypes (a UsageError naming
+            them); False: the first one's.
+    """
+    found: dict[torch.dtype, str] = {}
+    for name, tensor in model.named_parameters():
+        if tensor.is_floating_point():
+            found.setdefault(tensor.dtype, name)
+    if not found:
+        for name, tensor in model.named_buffers():
+            if tensor.is_floating_point():
+                found.setdefault(tensor.dtype, name)
+                break
+    if len(found) > 1 and strict:
+        kinds = ", ".join(f"{dtype_name(dtype)} (e.g. '{name}')" for dtype, name in found.items())
+        raise UsageError(f"the model's parameters mix several dtypes: {kinds}; convert it to one, e.g. model.float()")
+    return next(iter(found), torch.float32)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` as ``bfloat16``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which sums and statistics over values of ``dtype`` are taken: float32 for the
+    half-precision ones (bfloat16 keeps 8 bits of mantissa, float16 11), else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def to_model_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` in the model's ``dtype`` when it is a floating tensor of another one (integer ones
+    such as class indices, and tensors already in ``dtype``, unchanged)."""
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype:
+        return x.to(dtype)
+    return x

@@ -11,8 +11,10 @@ Two paths compute it and must agree:
   (residual adds, concatenations, functional calls).
 * ``method="explicit"``: a reverse pass written out op by op over a tape recorded during the
   forward, using the recorded switches. It is the paper's procedure verbatim and an independent
-  check of the first path; it supports conv, linear, ReLU, max/avg pooling, normalisation,
-  dropout, reshapes, concatenation and addition, and names any other op it meets.
+  check of the first path; it supports conv, linear, ReLU and smooth rectifiers, gates and
+  products, max/avg pooling, means, normalisation, dropout, reshapes, permutes, slicing,
+  chunk / split, concatenation and addition (the op table, :mod:`vizkit.engine.ops`), and names
+  any other op it meets.
 
 ``rule`` picks what a ReLU and a normalisation layer do to the signal going down (a
 :class:`~vizkit.engine.rules.ProjectionRule`, or the name of a built-in one): ``"deconvnet"``
@@ -190,6 +192,12 @@ class _ExplicitPass:
         with torch.no_grad():  # a copy: in-place ops of the model on its input leave the caller's x alone
             self.output = im.run_capturing(x.detach().clone(), layer, tape=self.tape)
         self.act = self.output
+        if self.tape.index(self.output) is None:
+            raise ops.UnsupportedOpError(
+                f"the explicit deconvnet lost the signal on its way to layer '{layer}': a call the tape does "
+                "not follow (one returning no tensor, or run outside torch) produced an input of it; "
+                "use method='autograd'"
+            )
 
     def down(self, seed: Tensor, last: bool) -> Tensor:
         with torch.no_grad():
@@ -266,6 +274,24 @@ class Tape(OpRecorder):
             node = Node.refusal(op, self.signal_inputs(args, kwargs)[:1], name)
         node.name = name
         return node
+
+    def record(self, func: Callable, op: ops.Op | None, args: tuple, kwargs: dict, output: Any, record: Any) -> None:
+        """As :meth:`OpRecorder.record`; a call returning several tensors (chunk, split) puts each
+        on the tape: reversed when its op says how, else refused by name when a signal reaches it
+        (rather than dropped, which would cut the signal off without a word)."""
+        pieces = [t for t in output if isinstance(t, Tensor)] if isinstance(output, (tuple, list)) else []
+        if len(pieces) < 2 or not self.signal_inputs(args, kwargs):
+            super().record(func, op, args, kwargs, output, record)
+            return
+        name = getattr(func, "__name__", str(func))
+        nodes = op.reverse_pieces(self, func, args, kwargs, output, record) if op is not None else None
+        if nodes is None:
+            super().record(func, op, args, kwargs, output, record)
+            parents = self.signal_inputs(args, kwargs)[:1]
+            nodes = [(piece, Node.refusal(op, parents, name)) for piece in pieces[1:]]
+        for piece, node in nodes:
+            node.name = name
+            self._add(piece, node)
 
     def reverse(self, output: Tensor, seed: Tensor) -> Tensor:
         """Run ``seed`` (a signal on ``output``) down to the tape's input."""

@@ -257,6 +257,17 @@ class Recorder:
             raise self.non_finite_error()
         return self.output
 
+    def cast_input(self, x: Any) -> Any:
+        """``x`` in the dtype the model computes in (that of its first floating parameter or
+        buffer) when it is a floating tensor of another dtype: images are loaded, and analyses
+        build occluded or transformed copies, in float32, and a float64, float16 or bfloat16
+        model takes them all. The cast is differentiable (gradients reach ``x`` in its own dtype);
+        anything else is returned unchanged."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            return x
+        dtype = floating_dtype(self.model)
+        return x if dtype is None or x.dtype == dtype else x.to(dtype)
+
     def non_finite_error(self, x: Tensor | None = None, what: str = "", name_from: Tensor | None = None) -> VizkitError:
         """The error for a forward of ``x`` (default: the last input, with its ``until``) whose
         output or one of whose activations is not finite: the forward is run again checking
@@ -301,7 +312,7 @@ class Recorder:
         self._stop_next = stop  # read by the root pre-hook, which starts the recording
         self._call_next = (args, kwargs)
         try:
-            return self.model(x, *args, **kwargs)
+            return self.model(self.cast_input(x), *args, **kwargs)
         finally:
             self._stop_next = None
             self._rec.active = False
@@ -495,3 +506,12 @@ class Recorder:
         if functional is not None:
             self._record(layer, f"F.{functional.name}", True, output)
         return output
+
+
+def floating_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating parameter (else buffer); None: it has neither."""
+    for tensors in (model.parameters(), model.buffers()):
+        for tensor in tensors:
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return None

@@ -1,7 +1,8 @@
 """Projection rules: what a ReLU and a normalisation layer do to the signal going down.
 
-A rule is one class. The paper's deconvnet rectifies the signal at every ReLU and passes it
-through normalisation unchanged; guided back-propagation (Springenberg et al. 2015) also keeps
+A rule is one class. The paper's deconvnet rectifies the signal at every ReLU (and smooth
+rectifier: SiLU, GELU, Hardswish, ...), passes it through normalisation unchanged and holds gates
+(the sigmoid of a squeeze-and-excitation block) constant; guided back-propagation (Springenberg et al. 2015) also keeps
 only units that were active going up; the plain gradient (Simonyan et al. 2014) is ordinary
 back-propagation. Every other op (convolution, pooling with switches, concatenation, ...) is
 reversed the same way under all rules.
@@ -61,6 +62,44 @@ class _RuleReLUInPlace(torch.autograd.Function):
         return ctx.rule.relu_down(grads[0], ctx.forward_input), None
 
 
+class _RuleActivation(torch.autograd.Function):
+    """A point-wise activation going up (``fn``, out of place); ``down(grad, forward_input)``
+    going down. With ``in_place`` it overwrites ``x``, as the model's own call does."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        fn: Callable[[Tensor], Tensor],
+        down: Callable[[Tensor, Tensor | None], Tensor],
+        keep: bool,
+        in_place: bool,
+    ) -> Tensor:
+        ctx.down = down
+        ctx.forward_input = x.detach().clone() if keep else None  # before an in-place write
+        if not in_place:
+            return fn(x)
+        ctx.mark_dirty(x)
+        return x.copy_(fn(x))
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None, None, None]:
+        return ctx.down(grads[0], ctx.forward_input), None, None, None, None
+
+
+def _gradient(fn: Callable[[Tensor], Tensor], x: Tensor | None) -> Callable[[Tensor], Tensor]:
+    """The signal back-propagated through ``fn`` at ``x`` (its true derivative)."""
+
+    def through(signal: Tensor) -> Tensor:
+        assert x is not None
+        with torch.enable_grad():
+            probe = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(fn(probe), probe, signal)
+        return grad
+
+    return through
+
+
 class ProjectionRule:
     """How the signal crosses ReLUs and normalisation on its way down to pixel space.
 
@@ -69,6 +108,12 @@ class ProjectionRule:
     ``uses_forward_input = False`` when :meth:`relu_down` ignores the forward input (so it is
     not kept in memory), and ``passes_normalisation = False`` to differentiate through
     normalisation layers instead of passing the signal through them.
+
+    The ops of later convnets: a smooth rectifier (SiLU, GELU, Hardswish, ReLU6, ...) is crossed
+    by :meth:`rectifier_down` (by default as a ReLU: :meth:`relu_down`); a gate (sigmoid,
+    hardsigmoid, tanh) is held constant at its forward value while ``holds_gates`` (no signal
+    goes back through the branch that computed it), else differentiated. A product passes each
+    factor the signal times the other factor, under every rule.
     """
 
     name: ClassVar[str] = ""
@@ -76,11 +121,42 @@ class ProjectionRule:
     description: ClassVar[str] = ""
     uses_forward_input: ClassVar[bool] = True
     passes_normalisation: ClassVar[bool] = True
+    holds_gates: ClassVar[bool] = True
     plugin: str = ""  # set when registered: the plugin that contributed the rule
 
     def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
         """The signal below a ReLU, given the signal above it and the ReLU's forward input."""
         raise NotImplementedError
+
+    def rectifier_down(
+        self, signal: Tensor, forward_input: Tensor | None, gradient: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """The signal below a smooth rectifier (SiLU, GELU, Hardswish, ...), given the signal
+        above it, its forward input and ``gradient`` (back-propagation through it): as below a
+        ReLU unless a rule says otherwise."""
+        return self.relu_down(signal, forward_input)
+
+    def autograd_rectifier(self, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
+        """A smooth rectifier ``fn`` (out of place) on ``x`` during the autograd projection's
+        forward, with :meth:`rectifier_down` as its backward; ``in_place``: it overwrites ``x``."""
+        keep = self.uses_forward_input
+
+        def down(grad: Tensor, forward_input: Tensor | None) -> Tensor:
+            return self.rectifier_down(grad, forward_input, _gradient(fn, forward_input))
+
+        return _RuleActivation.apply(x, fn, down, keep, in_place and not (x.is_leaf and x.requires_grad))
+
+    def autograd_gate(self, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
+        """A gate ``fn`` (out of place) on ``x`` during the autograd projection's forward: held
+        constant (no gradient) while ``holds_gates``, else differentiated."""
+        held = self.holds_gates
+
+        def down(grad: Tensor, forward_input: Tensor | None) -> Tensor:
+            return torch.zeros_like(grad) if held else _gradient(fn, forward_input)(grad)
+
+        return _RuleActivation.apply(
+            x, fn, down, not self.holds_gates, in_place and not (x.is_leaf and x.requires_grad)
+        )
 
     def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
         """The ReLU call during a forward whose backward is this rule's projection; an in-place
@@ -136,6 +212,12 @@ class GradientRule(ProjectionRule):
     title = "Gradients"
     description = "plain gradient of the activation (saliency), through normalisation too"
     passes_normalisation = False
+    holds_gates = False
+
+    def rectifier_down(
+        self, signal: Tensor, forward_input: Tensor | None, gradient: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        return gradient(signal)
 
     def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
         assert forward_input is not None

@@ -24,9 +24,11 @@ from vizkit.data import (
     ImageList,
     Preprocess,
     SkippedImages,
+    accumulation_dtype,
     first_readable,
     label_name,
     load_images,
+    model_dtype,
     read_batches,
 )
 from vizkit.engine.instrumented import Instrumented
@@ -302,13 +304,26 @@ class RunContext:
             return resolve_rule(name)
         return self.app.rule(name)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model computes in (:func:`vizkit.data.model_dtype`): :meth:`images` and
+        :meth:`batches` give it, and the instrumented model casts any other floating input to it.
+        Sums and statistics over what it computes are best taken in :attr:`accumulation_dtype`."""
+        return model_dtype(self.model, strict=False)
+
+    @property
+    def accumulation_dtype(self) -> torch.dtype:
+        """The dtype to accumulate sums and statistics of the model's outputs in: float32 for a
+        float16 or bfloat16 model, else the model's own (:func:`vizkit.data.accumulation_dtype`)."""
+        return accumulation_dtype(self.dtype)
+
     def images(self) -> Tensor:
-        """The --image inputs as one preprocessed batch on the device."""
+        """The --image inputs as one preprocessed batch on the device, in the model's dtype."""
         if self.image_tensors is not None:
-            return self.image_tensors.to(self.device)
+            return self.image_tensors.to(self.device, self.dtype)
         if not self.image_paths:
             raise UsageError(f"analysis '{self.analysis}' needs --image")
-        return load_images(self.image_paths, self.preprocess).to(self.device)
+        return load_images(self.image_paths, self.preprocess).to(self.device, self.dtype)
 
     def dataset(self) -> ImageList:
         """The --data images. Read them with :meth:`batches` / :meth:`first_image`, which skip
@@ -321,7 +336,7 @@ class RunContext:
     def batches(
         self, images: ImageList | None = None, indices: Sequence[int] | None = None, workers: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(images on the device, their indices)`` in batches of ``batch_size``, unreadable
+        """``(images on the device in the model's dtype, their indices)`` in batches of ``batch_size``, unreadable
         files left out and recorded in ``skipped`` (see :func:`vizkit.data.read_batches`).
 
         Args:
@@ -331,7 +346,7 @@ class RunContext:
         """
         source = self.dataset() if images is None else images
         for x, where in read_batches(source, self.skipped, indices, self.batch_size, workers):
-            yield x.to(self.device, non_blocking=True), where
+            yield x.to(self.device, self.dtype, non_blocking=True), where
 
     def first_image(self, images: ImageList | None = None) -> tuple[Tensor, int]:
         """The first readable image (preprocessed, on the CPU) and its index, e.g. to learn a

@@ -27,11 +27,14 @@ from vizkit.data import (
     Preprocess,
     SkippedImages,
     check_labels,
+    dtype_name,
     ensure_device,
     image_list,
     load_images,
+    model_dtype,
     preprocess_for,
     read_labels,
+    to_model_dtype,
 )
 from vizkit.engine.instrumented import Instrumented, instrument
 from vizkit.errors import UsageError
@@ -77,7 +80,7 @@ class RunInputs:
 def run(
     analysis: str,
     model: nn.Module | None,
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Tensor | None = None,
+    images: str | os.PathLike | Sequence[str | os.PathLike] | Tensor | Sequence[Tensor] | None = None,
     data: str | os.PathLike | ImageList | None = None,
     labels: str | os.PathLike | Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
@@ -99,7 +102,8 @@ def run(
         model: the model to analyse; None: the analysis's own default (e.g. the architecture a
             training run recorded), if it has one.
         images: an image file path or several, or an already-preprocessed float [N,3,H,W]
-            tensor (``preprocess`` is then not applied to it), for analyses of single images.
+            tensor or a list of [3,H,W] ones of one size (``preprocess`` is then not applied to
+            them; they are cast to the model's dtype), for analyses of single images.
         data: a folder, ImageFolder tree or text file of paths (see :func:`vizkit.data.image_list`), or
             an ImageList, for analyses over a dataset.
         labels: class names, one per model output, or a labels file (one name per line, or
@@ -126,6 +130,7 @@ def run(
     opts = spec.resolve_options(options, app)
     device = ensure_device(str(device)) if not isinstance(device, torch.device) else device
     model = _model(spec, model, options, device, app)
+    model_dtype(model)  # a model whose parameters mix dtypes is refused here, in one line
     _check_settings(preprocess, batch_size, seed)
     settings = RunSettings(device, batch_size, seed, progress, Path(out) if out else None, strict)
     inputs = normalise_inputs(model, images, data, labels, preprocess, strict)
@@ -186,7 +191,8 @@ def normalise_inputs(
 ) -> RunInputs:
     """What :func:`run` was given, as one :class:`RunInputs`: the preprocessing and labels the
     model carries where none are given, a labels file read, one image path taken as one image,
-    a tensor checked to be a preprocessed float batch, a ``data`` path listed.
+    a tensor (or a list of same-sized image tensors) checked to be a preprocessed float batch and
+    cast to the model's dtype (:func:`vizkit.data.model_dtype`), a ``data`` path listed.
 
     Args:
         model: the model to analyse (its own preprocessing and labels are the defaults).
@@ -202,21 +208,71 @@ def normalise_inputs(
     names = (labels if isinstance(labels, Labels) else list(labels)) if labels is not None else model_info(model).labels
     paths: list[Path] = []
     tensors = None
+    if _is_tensor_list(images):
+        images = _stack_tensors(images)
     if isinstance(images, Tensor):
         if images.dim() != 4 or not images.is_floating_point():
             raise UsageError(
                 f"images as a tensor must be a preprocessed float batch [N, 3, H, W], not "
                 f"{images.dtype} {list(images.shape)} (vizkit.load_images(paths, model) makes one)"
             )
-        tensors = images
+        tensors = _cast_images(images, model_dtype(model, strict=False))
     elif isinstance(images, (str, os.PathLike)):  # one file, not a sequence of characters
         paths = [Path(images)]
     elif images:
-        paths = [Path(p) for p in images]
+        paths = [_image_path(p) for p in images]
     dataset = data if isinstance(data, ImageList) or data is None else image_list(data, preprocess)
     source = "" if dataset is None else (dataset.where if isinstance(data, ImageList) else str(data))
     skipped = SkippedImages(strict=strict, source=source)
     return RunInputs(preprocess, names, paths, tensors, dataset, data, skipped)
+
+
+def _is_tensor_list(images: Any) -> bool:
+    return isinstance(images, (list, tuple)) and bool(images) and all(isinstance(i, Tensor) for i in images)
+
+
+def _stack_tensors(images: Sequence[Tensor]) -> Tensor:
+    """A list of image tensors ([3,H,W], or [N,3,H,W] batches) as one batch; of several sizes (or
+    dtypes or devices), one line naming them."""
+    batches = [image if image.dim() == 4 else image.unsqueeze(0) for image in images]
+    shapes = [list(image.shape[1:]) for image in batches]
+    if any(image.dim() not in (3, 4) for image in images) or any(shape != shapes[0] for shape in shapes):
+        sizes = ", ".join(str(list(image.shape)) for image in images[:6]) + (", ..." if len(images) > 6 else "")
+        raise UsageError(
+            f"images as a list of tensors must all be [3, H, W] of one size, not {sizes}; "
+            "load image files with a Preprocess (vizkit.load_images) to bring them to one size"
+        )
+    if len({image.device for image in batches}) > 1:
+        raise UsageError("images as a list of tensors must all be on one device")
+    dtypes = {image.dtype for image in batches}
+    if any(not image.is_floating_point() for image in batches):
+        raise UsageError(
+            f"images as tensors must be preprocessed float images, not {', '.join(sorted(map(dtype_name, dtypes)))}"
+        )
+    dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+    return torch.cat([image.to(dtype) for image in batches])
+
+
+def _cast_images(images: Tensor, dtype: torch.dtype) -> Tensor:
+    """``images`` in the model's ``dtype``; values beyond its range (finite before, infinite after)
+    are refused in one line."""
+    cast = to_model_dtype(images, dtype)
+    if cast is not images and not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(images).all()):
+        largest = float(images.abs().max())
+        raise UsageError(
+            f"the input images hold values up to {largest:g}, beyond the range of the model's "
+            f"{dtype_name(dtype)}; preprocess them (vizkit.load_images) or convert the model (model.float())"
+        )
+    return cast
+
+
+def _image_path(image: Any) -> Path:
+    """One ``images`` item as a path; a tensor among paths, or anything else, is one line."""
+    if isinstance(image, (str, os.PathLike)):
+        return Path(image)
+    if isinstance(image, Tensor):
+        raise UsageError("images must be all file paths or all tensors, not a mix of the two")
+    raise UsageError(f"images must be file paths or tensors, not {type(image).__name__}")
 
 
 def build_context(
@@ -325,14 +381,38 @@ def _check_model_takes_images(
     differs from the outputs are refused (a 10-class model labelled with 1,000 ImageNet names
     would call everything 'goldfish')."""
     shape = tuple(images.shape[1:]) if images is not None else (3, preprocess.crop, preprocess.crop)
+    dtype = model_dtype(model)
     try:
         with torch.no_grad():
-            output = model(torch.zeros(1, *shape, device=device))
-    except (RuntimeError, ValueError, TypeError, IndexError) as error:  # what torch raises for bad shapes
+            output = model(torch.zeros(1, *shape, device=device, dtype=dtype))
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as error:  # bad shapes, dtypes
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if _is_dtype_error(first):
+            raise UsageError(
+                f"the model cannot run in {dtype_name(dtype)} on {device} ({first}); convert it with model.float()"
+                + ("" if device.type == "cuda" or dtype == torch.float32 else " or run it with --device cuda")
+            ) from None
         raise UsageError(f"the model cannot take {'x'.join(map(str, shape))} inputs ({first}); check --crop") from None
     if labels is not None and isinstance(output, Tensor) and output.dim() == 2:
         check_labels(labels, output.shape[1])
+
+
+_DTYPE_WORDS = (
+    "dtype",
+    "type (",
+    "not implemented for",
+    "Half",
+    "BFloat16",
+    "Double",
+    "scalar type",
+    "expected scalar",
+)
+
+
+def _is_dtype_error(message: str) -> bool:
+    """Whether torch's ``message`` is about a dtype (a kernel missing for it, or two that differ),
+    not about the input's size."""
+    return any(word in message for word in _DTYPE_WORDS)
 
 
 def _check_inputs(spec: Analysis, has_images: bool, has_data: bool) -> None:

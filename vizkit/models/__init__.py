@@ -16,7 +16,8 @@ Public names:
   ``model.vizkit_info``), :func:`model_info` (the one way to read it, falling back on what the
   model's class declares), :func:`describe` (what result.json records about a model);
 * weights files: :func:`read_state_dict` (``torch.load(weights_only=True)`` unless trusted,
-  unwrapping checkpoints), :func:`apply_state_dict` (loads only weights that fit exactly),
+  unwrapping checkpoints; a ``.safetensors`` file through ``safetensors``), :func:`apply_state_dict`
+  (loads only weights that fit exactly),
   :func:`sha256_file` (the hash results name their weights by);
 * training the ZF models: :func:`clip_feature_scale` (the paper's feature-scale clipping).
 

@@ -36,14 +36,34 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
     """A state_dict from a file, with ``weights_only=True`` unless ``trust`` is given.
 
     Accepts a bare state_dict or a checkpoint holding one under ``state_dict`` / ``model`` /
-    ``model_state_dict``; strips a DataParallel ``module.`` prefix.
+    ``model_state_dict``; strips a DataParallel ``module.`` prefix. A ``.safetensors`` file is
+    read with the ``safetensors`` package (installed with timm), which never unpickles.
 
     Args:
-        path: the weights file (a state_dict, a checkpoint holding one, or a pickled module).
+        path: the weights file (a state_dict, a checkpoint holding one, or a pickled module;
+            or a ``.safetensors`` file).
         trust: allow arbitrary unpickling; only for files from a trusted source.
     """
     path = Path(path)
+    if path.suffix == ".safetensors":  # no pickle at all: nothing to trust
+        return _state_dict_in(_load_safetensors(path), path)
     return _state_dict_in(_load_torch_file(path, trust), path)
+
+
+def _load_safetensors(path: Path) -> object:
+    """The tensors in a ``.safetensors`` file (Hugging Face's format, e.g. timm's hub weights);
+    a missing or unreadable file, or no ``safetensors`` package, is a one-line UsageError."""
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UsageError(f"reading {path} needs the safetensors package (pip install safetensors)") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError on a bad header
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"cannot read weights {path}: {first}") from None
 
 
 def _load_torch_file(path: Path, trust: bool) -> object:

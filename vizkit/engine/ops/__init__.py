@@ -25,7 +25,8 @@ max-pool's unpooling (tests/test_ops.py registers one).
 
 Layout: :mod:`~vizkit.engine.ops.base` holds the machinery (:class:`Op`, :class:`Node`, the
 max-pool's forward record :class:`PoolSwitches`, the registry), :mod:`~vizkit.engine.ops.builtin`
-the ops. The recorder, the explicit deconvnet, receptive boxes, incremental occlusion, the
+the ops of the paper's convnets, :mod:`~vizkit.engine.ops.modern` those of later ones (smooth
+rectifiers, gates and products, layer / group normalisation, permutes, slicing, chunk / split). The recorder, the explicit deconvnet, receptive boxes, incremental occlusion, the
 projection rules and the canonical copy all dispatch through this table.
 """
 
@@ -61,29 +62,57 @@ from vizkit.engine.ops.builtin import (
     ReLU,
     Reshape,
 )
+from vizkit.engine.ops.modern import (
+    Activation,
+    ChannelShuffle,
+    ForwardInput,
+    Gate,
+    GroupNorm,
+    LayerNorm,
+    Mean,
+    Mul,
+    Permute,
+    Rectifier,
+    Slice,
+    Split,
+    Transpose,
+)
 
 __all__ = [
     "OPS",
     "RELU",
+    "Activation",
     "AdaptiveAvgPool2d",
     "Add",
     "AvgPool2d",
     "BatchNorm",
     "Cat",
+    "ChannelShuffle",
     "Conv2d",
     "Dropout",
+    "ForwardInput",
     "FractionalMaxPool",
+    "Gate",
+    "GroupNorm",
     "Identity",
+    "LayerNorm",
     "Linear",
     "LocalResponseNorm",
     "MaxPool2d",
+    "Mean",
+    "Mul",
     "Node",
     "Normalisation",
     "Op",
+    "Permute",
     "PoolSwitches",
     "ReLU",
+    "Rectifier",
     "Reshape",
+    "Slice",
     "SlidingOp",
+    "Split",
+    "Transpose",
     "UnsupportedOpError",
     "first_input",
     "op_of",

@@ -127,6 +127,13 @@ class Op:
         cannot be reversed (the pass names it if a signal reaches it)."""
         return None
 
+    def reverse_pieces(
+        self, tape: Tape, func: Callable, args: tuple, kwargs: dict, output: Any, record: Any
+    ) -> list[tuple[Tensor, Node]] | None:
+        """For a call returning several tensors (chunk, split): each piece with the explicit
+        path's node for it; None: only the first is followed (the rest are refused by name)."""
+        return None
+
     def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
         """The part of an input map that ``box`` of an output map of an op without a window
         depends on (unclipped); None: the whole map."""

@@ -73,10 +73,25 @@ class Normalisation(Op):
         return output, None
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
-        if not tape.rule.passes_normalisation:  # contrast normalisation is not inverted
-            parents = [tape.index(first_input(args, kwargs))]
-            return Node.refusal(self, parents, f"normalisation under rule '{tape.rule.name}'")
-        return pass_node(tape, self, args, kwargs)
+        if tape.rule.passes_normalisation:  # contrast normalisation is not inverted
+            return pass_node(tape, self, args, kwargs)
+        # a rule that differentiates normalisation: its true derivative at the forward input
+        x = first_input(args, kwargs)
+        before, rest = x.detach().clone(), {k: v for k, v in kwargs.items() if k != "input"}
+
+        def differentiate(s: Tensor) -> list[Tensor]:
+            with torch.enable_grad():
+                probe = before.requires_grad_(True)
+                output = self.call(probe, args[1:], rest)
+                (grad,) = torch.autograd.grad(output, probe, s)
+            return [grad]
+
+        return Node(self, [tape.index(x)], differentiate)
+
+    def call(self, x: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        """The normalisation on ``x`` with the call's other arguments."""
+        function = getattr(F, self.name)
+        return function(x, *args, **kwargs)
 
 
 class LocalResponseNorm(Normalisation):
@@ -318,7 +333,7 @@ class Reshape(Op):
     """A view of the same values in another shape: the signal is reshaped back."""
 
     name = "reshape"
-    calls = ("view", "reshape", "flatten")
+    calls = ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as")
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
         x = first_input(args, kwargs)

@@ -1,0 +1,442 @@
+"""The ops of modern classification convnets (EfficientNet, MobileNetV3, ConvNeXt, RegNet,
+ShuffleNet, CSP and Ghost blocks), registered below like the built-in ones.
+
+What each does going down (the README's "The deconvnet projection" has the table):
+
+* smooth rectifiers (SiLU, GELU, Hardswish, Mish, ReLU6 / hardtanh, leaky ReLU, ELU, SELU,
+  CELU): the rule's :meth:`~vizkit.engine.rules.ProjectionRule.rectifier_down`, like a ReLU (the
+  deconvnet rectifies the signal, guided back-propagation also keeps units whose input was
+  positive, the gradient is the activation's own derivative);
+* gates (sigmoid, hardsigmoid, tanh): held constant at their forward value, so no signal goes
+  back through the branch that computed them (:attr:`~vizkit.engine.rules.ProjectionRule.holds_gates`;
+  the gradient differentiates them);
+* products (``x * g``, SE gates, layer scale): each factor gets the signal times the other
+  factor's forward value (a gate factor then stops it, as above);
+* layer, group and instance normalisation: as batch normalisation (passed through, or
+  differentiated under a rule that does not pass normalisation);
+* channel and layout ops (permute, transpose, slicing, chunk / split, channel shuffle, mean,
+  narrow, pad, ...): their exact adjoint (the signal put back where its values came from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vizkit.engine.ops.base import Node, Op, first_input, parse_signature, register_op
+from vizkit.engine.ops.builtin import Normalisation
+
+if TYPE_CHECKING:
+    from vizkit.engine.deconv import Tape
+    from vizkit.engine.rules import ProjectionRule
+
+
+@dataclass(frozen=True)
+class ForwardInput:
+    """The forward record of an in-place call: its input before the call overwrote it."""
+
+    value: Tensor
+
+
+def vjp(fn: Callable[[Tensor], Tensor], x: Tensor, signal: Tensor) -> Tensor:
+    """``signal`` back-propagated through ``fn`` at ``x`` (the op's true derivative)."""
+    with torch.enable_grad():
+        probe = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(probe), probe, signal)
+    return grad
+
+
+def _is_in_place(func: Callable, p: dict[str, Any]) -> bool:
+    name = getattr(func, "__name__", "")
+    return name.startswith("__i") or (name.endswith("_") and not name.startswith("__")) or bool(p.get("inplace"))
+
+
+class Activation(Op):
+    """A point-wise activation other than the ReLU; ``function`` computes it out of place."""
+
+    function: ClassVar[Callable[..., Tensor]]
+    pointwise = True
+
+    def out_of_place(self, args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor]:
+        """The call as a function of its input alone, never in place."""
+        p = self.bind(args, kwargs)
+        extra = {k: v for k, v in p.items() if k not in ("input", "inplace")}
+        return lambda t: type(self).function(t, **extra)
+
+    def in_place(self, func: Callable, args: tuple, kwargs: dict) -> bool:
+        """Whether the call overwrites its input (``x.sigmoid_()``, ``inplace=True``)."""
+        return _is_in_place(func, self.bind(args, kwargs))
+
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        in_place = self.in_place(func, args, kwargs)
+        if rule is not None:
+            return self.autograd(rule, self.out_of_place(args, kwargs), first_input(args, kwargs), in_place), None
+        kept = ForwardInput(first_input(args, kwargs).detach().clone()) if in_place and record else None
+        return func(*args, **kwargs), kept
+
+    def autograd(self, rule: ProjectionRule, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
+        """The call during the autograd projection's forward (the rule's backward)."""
+        raise NotImplementedError
+
+
+class Rectifier(Activation):
+    """A smooth or bounded rectifier: crossed as the rule crosses a ReLU
+    (:meth:`~vizkit.engine.rules.ProjectionRule.rectifier_down`)."""
+
+    def autograd(self, rule: ProjectionRule, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
+        return rule.autograd_rectifier(fn, x, in_place)
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x, rule, fn = first_input(args, kwargs), tape.rule, self.out_of_place(args, kwargs)
+        before = _before(x, out, record) if rule.uses_forward_input else None
+        if rule.uses_forward_input and before is None:
+            return Node.refusal(self, [tape.index(x)], f"{self.name} in place without its recorded input")
+
+        def down(s: Tensor) -> list[Tensor]:
+            return [rule.rectifier_down(s, before, lambda g: vjp(fn, before, g))]  # type: ignore[arg-type]
+
+        return Node(self, [tape.index(x)], down)
+
+
+class Gate(Activation):
+    """A squashing function that gates a product (SE blocks): held constant at its forward value
+    under a rule that holds gates, so no signal goes back through the branch computing it."""
+
+    def autograd(self, rule: ProjectionRule, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
+        return rule.autograd_gate(fn, x, in_place)
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x, rule, fn = first_input(args, kwargs), tape.rule, self.out_of_place(args, kwargs)
+        if rule.holds_gates:
+            return Node(self, [tape.index(x)], lambda s: [None])
+        before = _before(x, out, record)
+        if before is None:
+            return Node.refusal(self, [tape.index(x)], f"{self.name} in place without its recorded input")
+        return Node(self, [tape.index(x)], lambda s: [vjp(fn, before, s)])
+
+
+def _before(x: Tensor, out: Tensor, record: Any) -> Tensor | None:
+    """A call's input going up: recorded by an in-place call, else still ``x``."""
+    if isinstance(record, ForwardInput):
+        return record.value
+    return None if out is x else x.detach().clone()
+
+
+def _rectifier(name: str, function: Callable[..., Tensor], signature: str, owner: Any, *calls: str) -> Rectifier:
+    cls = type(
+        f"{name.title().replace('_', '')}Op",
+        (Rectifier,),
+        {
+            "name": name,
+            "calls": calls or (name,),
+            "function": staticmethod(function),
+            "signature": parse_signature(signature),
+            "owner": owner,
+        },
+    )
+    return cls()
+
+
+def _gate(name: str, function: Callable[..., Tensor], signature: str, owner: Any, *calls: str) -> Gate:
+    cls = type(
+        f"{name.title()}Op",
+        (Gate,),
+        {
+            "name": name,
+            "calls": calls or (name,),
+            "function": staticmethod(function),
+            "signature": parse_signature(signature),
+            "owner": owner,
+        },
+    )
+    return cls()
+
+
+class Mul(Op):
+    """A product (SE gates, layer scale): each factor gets the signal times the other factor's
+    forward value, summed to its shape (a gate factor then stops it: :class:`Gate`)."""
+
+    name = "mul"
+    calls = ("mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply")
+    signature = parse_signature("(input, other, out=None)")
+
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        p = self.bind(args, kwargs)
+        in_place = _is_in_place(func, p) and isinstance(p["input"], Tensor)
+        kept = ForwardInput(p["input"].detach().clone()) if in_place and record and rule is None else None
+        return func(*args, **kwargs), kept
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        a, b = p["input"], p["other"]
+        if isinstance(a, Tensor) and a is out:  # in place: the factor as it was
+            if not isinstance(record, ForwardInput):
+                return Node.refusal(self, [tape.index(a)], "mul in place without its recorded input")
+            fa: Any = record.value
+        else:
+            fa = _held(tape, a)
+        fb = _held(tape, b)
+
+        def split(s: Tensor) -> list[Tensor | None]:
+            ga = (s * fb).sum_to_size(a.shape) if isinstance(a, Tensor) else None
+            gb = (s * fa).sum_to_size(b.shape) if isinstance(b, Tensor) else None
+            return [ga, gb]
+
+        return Node(self, [tape.index(a), tape.index(b)], split)
+
+
+def _held(tape: Tape, value: Any) -> Any:
+    """A factor's forward value, safe from later in-place ops when it is a signal."""
+    if not isinstance(value, Tensor):
+        return value
+    return value.detach().clone() if tape.index(value) is not None else value.detach()
+
+
+class LayerNorm(Normalisation):
+    """Layer normalisation (ConvNeXt, on channels-last maps): as batch normalisation."""
+
+    name = "layer_norm"
+    calls = ("layer_norm",)
+    owner = nn.LayerNorm
+    pointwise = False  # its statistics may span positions
+
+
+class GroupNorm(Normalisation):
+    """Group normalisation: as batch normalisation."""
+
+    name = "group_norm"
+    calls = ("group_norm",)
+    owner = nn.GroupNorm
+    pointwise = False  # statistics over each group's whole maps
+
+
+class InstanceNorm(Normalisation):
+    """Instance normalisation: as batch normalisation."""
+
+    name = "instance_norm"
+    calls = ("instance_norm",)
+    owner = nn.modules.instancenorm._InstanceNorm
+    pointwise = False
+
+
+class Permute(Op):
+    """A permutation of dimensions (channels-last blocks): the signal permuted back."""
+
+    name = "permute"
+    calls = ("permute",)
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x = first_input(args, kwargs)
+        rest = list(args[1:]) or [kwargs["dims"]]
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else rest
+        order = [int(d) % x.dim() for d in dims]
+        inverse = sorted(range(len(order)), key=order.__getitem__)
+        return Node(self, [tape.index(x)], lambda s: [s.permute(inverse)])
+
+    def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
+        return None
+
+
+class Transpose(Op):
+    """Two dimensions swapped (channel shuffle written out): swapped back."""
+
+    name = "transpose"
+    calls = ("transpose", "swapaxes", "swapdims")
+    signature = parse_signature("(input, dim0, dim1)")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        x, d0, d1 = p["input"], p["dim0"], p["dim1"]
+        return Node(self, [tape.index(x)], lambda s: [s.transpose(d0, d1)])
+
+    def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
+        return None
+
+
+class ChannelShuffle(Op):
+    """``F.channel_shuffle`` in g groups: undone by a shuffle in C / g groups."""
+
+    name = "channel_shuffle"
+    calls = ("channel_shuffle", "native_channel_shuffle")
+    signature = parse_signature("(input, groups)")
+    owner = nn.ChannelShuffle
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        x, groups = p["input"], int(p["groups"])
+        return Node(self, [tape.index(x)], lambda s: [F.channel_shuffle(s, x.shape[1] // groups)])
+
+
+class Slice(Op):
+    """Indexing (``x[:, :c]``, Ghost blocks): the signal put back where it was taken from."""
+
+    name = "getitem"
+    calls = ("__getitem__",)
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x, index = args[0], args[1]
+        shape = x.shape
+        parts = index if isinstance(index, tuple) else (index,)
+        basic = all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in parts)
+
+        def put_back(s: Tensor) -> list[Tensor]:
+            if not basic:  # advanced indexing: repeated indices add up
+                return [vjp(lambda t: t[index], s.new_zeros(shape), s)]
+            grad = s.new_zeros(shape)
+            grad[index] = s
+            return [grad]
+
+        return Node(self, [tape.index(x)], put_back)
+
+    def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
+        return None
+
+
+class Adjoint(Op):
+    """Other linear rearrangements (narrow, select, expand, repeat, roll, flip, pad, movedim):
+    the signal through their exact adjoint (autograd's, on a zero input)."""
+
+    function: ClassVar[Callable[..., Tensor]]
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        x, rest, function = args[0], args[1:], type(self).function
+        shape = x.shape
+        return Node(
+            self, [tape.index(x)], lambda s: [vjp(lambda t: function(t, *rest, **kwargs), s.new_zeros(shape), s)]
+        )
+
+    def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
+        return None
+
+
+def _adjoint(name: str, function: Callable[..., Tensor]) -> Adjoint:
+    return type(f"{name.title()}Op", (Adjoint,), {"name": name, "calls": (name,), "function": staticmethod(function)})()
+
+
+class Split(Op):
+    """chunk / split / unbind (CSP, ShuffleNet): each piece's signal put back in its place."""
+
+    name = "split"
+    calls = ("chunk", "split", "split_with_sizes", "tensor_split", "unbind")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node | None:
+        return None  # every piece is reversed by reverse_pieces
+
+    def reverse_pieces(
+        self, tape: Tape, func: Callable, args: tuple, kwargs: dict, output: Any, record: Any
+    ) -> list[tuple[Tensor, Node]] | None:
+        x = first_input(args, kwargs)
+        unbind = getattr(func, "__name__", "") == "unbind"
+        dim = kwargs.get("dim", args[1 if unbind else 2] if len(args) > (1 if unbind else 2) else 0)
+        dim = int(dim) % x.dim()
+        shape, parent, offset, nodes = x.shape, tape.index(x), 0, []
+        for piece in output:
+            size = 1 if unbind else piece.shape[dim]
+
+            def put_back(s: Tensor, start: int = offset, size: int = size) -> list[Tensor]:
+                grad = s.new_zeros(shape)
+                grad.narrow(dim, start, size).copy_(s.unsqueeze(dim) if unbind else s)
+                return [grad]
+
+            nodes.append((piece, Node(self, [parent], put_back)))
+            offset += size
+        return nodes
+
+
+class Mean(Op):
+    """A mean over dimensions (ShuffleNet's global pool, ``x.mean((2, 3), keepdim=True)`` in SE
+    blocks): the signal spread evenly over what was averaged."""
+
+    name = "mean"
+    calls = ("mean",)
+    signature = parse_signature("(input, dim=None, keepdim=False, dtype=None, out=None)")
+    divide: ClassVar[bool] = True
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        x, dim, keepdim = p["input"], p["dim"], p["keepdim"]
+        shape = x.shape
+        dims = sorted(range(x.dim())) if dim is None else sorted(int(d) % x.dim() for d in _as_list(dim))
+        count = 1
+        for d in dims:
+            count *= shape[d]
+
+        def spread(s: Tensor) -> list[Tensor]:
+            if not keepdim:
+                for d in dims:
+                    s = s.unsqueeze(d)
+            s = s.expand(shape)
+            return [s / count if self.divide else s.clone()]
+
+        return Node(self, [tape.index(x)], spread)
+
+    def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
+        return None
+
+
+class Sum(Mean):
+    """A sum over dimensions: the signal copied to every summand."""
+
+    name = "sum"
+    calls = ("sum",)
+    signature = parse_signature("(input, dim=None, keepdim=False, dtype=None, out=None)")
+    divide = False
+
+
+def _as_list(dim: Any) -> list[int]:
+    return list(dim) if isinstance(dim, (list, tuple, torch.Size)) else [dim]
+
+
+# ---------------------------------------------------------------------------- the table
+for _op in (
+    _rectifier("silu", F.silu, "(input, inplace=False)", nn.SiLU),
+    _rectifier("gelu", F.gelu, "(input, approximate='none')", nn.GELU),
+    _rectifier("hardswish", F.hardswish, "(input, inplace=False)", nn.Hardswish),
+    _rectifier("mish", F.mish, "(input, inplace=False)", nn.Mish),
+    _rectifier("relu6", F.relu6, "(input, inplace=False)", None),
+    _rectifier("hardtanh", F.hardtanh, "(input, min_val=-1.0, max_val=1.0, inplace=False)", nn.Hardtanh),
+    _rectifier("leaky_relu", F.leaky_relu, "(input, negative_slope=0.01, inplace=False)", nn.LeakyReLU),
+    _rectifier("elu", F.elu, "(input, alpha=1.0, inplace=False)", nn.ELU),
+    _rectifier("selu", F.selu, "(input, inplace=False)", nn.SELU),
+    _rectifier("celu", F.celu, "(input, alpha=1.0, inplace=False)", nn.CELU),
+    _gate("sigmoid", torch.sigmoid, "(input, out=None)", nn.Sigmoid, "sigmoid", "sigmoid_"),
+    _gate("hardsigmoid", F.hardsigmoid, "(input, inplace=False)", nn.Hardsigmoid),
+    _gate("tanh", torch.tanh, "(input, out=None)", nn.Tanh, "tanh", "tanh_"),
+    Mul(),
+    LayerNorm(),
+    GroupNorm(),
+    InstanceNorm(),
+    Permute(),
+    Transpose(),
+    ChannelShuffle(),
+    Slice(),
+    Split(),
+    Mean(),
+    Sum(),
+    *(
+        _adjoint(name, function)
+        for name, function in (
+            ("narrow", torch.narrow),
+            ("select", torch.select),
+            ("expand", Tensor.expand),
+            ("expand_as", Tensor.expand_as),
+            ("repeat", Tensor.repeat),
+            ("roll", torch.roll),
+            ("flip", torch.flip),
+            ("pad", F.pad),
+            ("movedim", torch.movedim),
+            ("moveaxis", torch.moveaxis),
+        )
+    ),
+):
+    register_op(_op)
+del _op
