@@ -65,8 +65,9 @@ def run(
     positions = torch.cat([p.positions for p in projections])
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
+    # float(): numpy has no bfloat16 (a float64 model's maps are stored as float32 anyway)
     squeeze: Callable[[torch.Tensor], np.ndarray] = (
-        (lambda t: t[0].float().cpu().numpy()) if single else (lambda t: t.float().cpu().numpy())  # bfloat16 has no numpy
+        (lambda t: t[0].float().cpu().numpy()) if single else (lambda t: t.float().cpu().numpy())
     )
     result = vizkit.Result(
         summary={

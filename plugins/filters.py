@@ -85,7 +85,7 @@ def activity(ctx: vizkit.RunContext, layer: str) -> tuple[np.ndarray | None, int
             from_data += batch.shape[0] if data else 0
     if ctx.data is not None and len(ctx.data) and not from_data:  # not one --data image was readable
         raise ctx.skipped.none_readable(ctx.dataset())
-    return (None if peak is None else peak.cpu().numpy()), count
+    return (None if peak is None else peak.float().cpu().numpy()), count
 
 
 def run(ctx: vizkit.RunContext, layer: str | None, dead_fraction: float, top: int) -> vizkit.Result:

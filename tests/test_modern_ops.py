@@ -113,6 +113,33 @@ def test_in_place_rectifiers_keep_their_input_for_the_way_down(rule):
     assert a.images.abs().sum() > 0 and relative_error(e.images, a.images) < 1e-5
 
 
+class MainPathGate(nn.Module):
+    """A sigmoid and a tanh on the main path (no product): crossed by their own derivative."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(torch.tanh(self.conv1(x)).sigmoid())
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_a_gate_on_the_main_path_is_crossed_by_its_derivative(rule):
+    model, x = MainPathGate().eval(), torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        t = torch.tanh(model.conv1(x))
+        out = model(x)
+
+    def reference(rule: str, channel: int) -> Tensor:
+        s = F.conv_transpose2d(_seed(out, channel), model.conv2.weight)
+        s = s * torch.sigmoid(t) * (1 - torch.sigmoid(t)) * (1 - t**2)
+        return F.conv_transpose2d(s, model.conv1.weight)
+
+    _check(model, x, "conv2", reference, rule)
+
+
 # ------------------------------------------------ ConvNeXt: permute, LayerNorm, channels-last Linear, layer scale
 class ConvNeXtBlock(nn.Module):
     def __init__(self, dim: int = 4) -> None:
@@ -207,6 +234,51 @@ def test_channel_groups(rule, shuffle):
     _check(model, x, "head", reference, rule)
 
 
+def test_incremental_occlusion_follows_every_piece_of_a_chunk():
+    model, x = ChannelGroups().eval(), torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    corners, size = [(0, 0), (3, 5), (6, 6)], 5
+    occluded = x.repeat(len(corners), 1, 1, 1)
+    for i, (row, col) in enumerate(corners):
+        occluded[i, :, row : row + size, col : col + size] = 0.0
+    with vizkit.instrument(model) as im:
+        im(x)
+        logits, _ = vizkit.engine.IncrementalOcclusion(im, x, "conv2").evaluate(corners, size, torch.zeros(3))
+    with torch.no_grad():
+        assert torch.allclose(logits, model(occluded), atol=1e-5)
+
+
+class Centred(nn.Module):
+    """Subtraction and division: each map centred on its mean and divided by a signal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.conv1(x))
+        return self.conv2((h - h.mean((2, 3), keepdim=True)) / (h.sum(1, keepdim=True) + 2.0))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_differences_and_quotients(rule):
+    model, x = Centred().eval(), torch.randn(1, 3, 9, 9, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        pre = model.conv1(x)
+        h = F.relu(pre)
+        centred, denominator = h - h.mean((2, 3), keepdim=True), h.sum(1, keepdim=True) + 2.0
+        out = model(x)
+
+    def reference(rule: str, channel: int) -> Tensor:
+        s = F.conv_transpose2d(_seed(out, channel), model.conv2.weight)
+        through_centre = s / denominator
+        through_centre = through_centre - through_centre.mean((2, 3), keepdim=True)  # mean's adjoint
+        through_denominator = (-s * centred / denominator**2).sum(1, keepdim=True).expand_as(s)
+        return F.conv_transpose2d(_rectify(rule, through_centre + through_denominator, pre), model.conv1.weight)
+
+    _check(model, x, "conv2", reference, rule)
+
+
 # ------------------------------------------------ an op nothing handles
 class Unknown(nn.Module):
     def __init__(self, op: str) -> None:
@@ -233,9 +305,9 @@ def test_an_op_nothing_handles_names_itself_in_one_line(op):
 
 
 # ------------------------------------------------ torchvision's modern classification convnets
-@pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["efficientnet_b0", "mobilenet_v3_small", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x0_5"]
+    "name",
+    ["efficientnet_b0", "mobilenet_v3_small", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x0_5"],
 )
 def test_paths_agree_on_torchvision_convnets(name):
     torch.manual_seed(0)

@@ -46,9 +46,9 @@ def model_dtype(model: nn.Module, strict: bool = True) -> torch.dtype:
         if tensor.is_floating_point():
             found.setdefault(tensor.dtype, name)
     if not found:
-        for name, tensor in model.named_buffers():
-            if tensor.is_floating_point():
-                found.setdefault(tensor.dtype, name)
+        for name, buffer in model.named_buffers():
+            if buffer.is_floating_point():
+                found.setdefault(buffer.dtype, name)
                 break
     if len(found) > 1 and strict:
         kinds = ", ".join(f"{dtype_name(dtype)} (e.g. '{name}')" for dtype, name in found.items())

@@ -275,20 +275,17 @@ class Tape(OpRecorder):
         node.name = name
         return node
 
-    def record(self, func: Callable, op: ops.Op | None, args: tuple, kwargs: dict, output: Any, record: Any) -> None:
-        """As :meth:`OpRecorder.record`; a call returning several tensors (chunk, split) puts each
-        on the tape: reversed when its op says how, else refused by name when a signal reaches it
-        (rather than dropped, which would cut the signal off without a word)."""
-        pieces = [t for t in output if isinstance(t, Tensor)] if isinstance(output, (tuple, list)) else []
-        if len(pieces) < 2 or not self.signal_inputs(args, kwargs):
-            super().record(func, op, args, kwargs, output, record)
-            return
+    def _record_pieces(
+        self, func: Callable, op: ops.Op | None, args: tuple, kwargs: dict, output: Any, record: Any
+    ) -> None:
+        """A call returning several tensors (chunk, split): each piece reversed as its op says,
+        else refused by name when a signal reaches it (not dropped, which would cut the signal
+        off without a word)."""
         name = getattr(func, "__name__", str(func))
         nodes = op.reverse_pieces(self, func, args, kwargs, output, record) if op is not None else None
         if nodes is None:
-            super().record(func, op, args, kwargs, output, record)
             parents = self.signal_inputs(args, kwargs)[:1]
-            nodes = [(piece, Node.refusal(op, parents, name)) for piece in pieces[1:]]
+            nodes = [(t, Node.refusal(op, parents, name)) for t in output if isinstance(t, Tensor)]
         for piece, node in nodes:
             node.name = name
             self._add(piece, node)

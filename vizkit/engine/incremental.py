@@ -46,7 +46,7 @@ class _Call:
     kwargs: dict
     parents: list[int]
     value: Tensor  # the output on the unoccluded image (batch 1), cloned
-    tuple_output: bool
+    piece: int | None  # which tensor of a call returning several (chunk, split); None: the only one
 
 
 @dataclass
@@ -82,7 +82,7 @@ class ReplayTape(OpRecorder):
     """Records each op of one forward with its arguments and its (cloned) output."""
 
     def _input_entry(self, x: Tensor) -> _Call:
-        return _Call(lambda: None, None, (), {}, [], x.detach().clone(), False)
+        return _Call(lambda: None, None, (), {}, [], x.detach().clone(), None)
 
     def _template(self, value: Any, parents: list[int]) -> Any:
         index = self.index(value)
@@ -99,9 +99,8 @@ class ReplayTape(OpRecorder):
         parents: list[int] = []
         args_t = tuple(self._template(a, parents) for a in args)
         kwargs_t = {k: self._template(v, parents) for k, v in kwargs.items()}
-        return _Call(
-            func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(), isinstance(output, tuple)
-        )
+        piece = next((i for i, t in enumerate(output) if t is out), 0) if isinstance(output, (tuple, list)) else None
+        return _Call(func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(), piece)
 
 
 def _fill(value: Any, lookup: Callable[[int], Tensor]) -> Any:
@@ -341,7 +340,7 @@ class IncrementalOcclusion:
         if call.op is not None:  # e.g. a literal batch size (x.view(1, -1))
             args = call.op.replay_args(call.func, args)
         out = call.func(*args, **kwargs)
-        return out[0] if call.tuple_output else out
+        return out[call.piece] if call.piece is not None else out
 
     # ------------------------------------------------------- how an op steps (Op.step picks)
     def pointwise(

@@ -2,7 +2,7 @@
 
 A rule is one class. The paper's deconvnet rectifies the signal at every ReLU (and smooth
 rectifier: SiLU, GELU, Hardswish, ...), passes it through normalisation unchanged and holds gates
-(the sigmoid of a squeeze-and-excitation block) constant; guided back-propagation (Springenberg et al. 2015) also keeps
+(the sigmoid of a squeeze-and-excitation block, a factor of a product) constant; guided back-propagation (Springenberg et al. 2015) also keeps
 only units that were active going up; the plain gradient (Simonyan et al. 2014) is ordinary
 back-propagation. Every other op (convolution, pooling with switches, concatenation, ...) is
 reversed the same way under all rules.
@@ -110,10 +110,11 @@ class ProjectionRule:
     normalisation layers instead of passing the signal through them.
 
     The ops of later convnets: a smooth rectifier (SiLU, GELU, Hardswish, ReLU6, ...) is crossed
-    by :meth:`rectifier_down` (by default as a ReLU: :meth:`relu_down`); a gate (sigmoid,
-    hardsigmoid, tanh) is held constant at its forward value while ``holds_gates`` (no signal
-    goes back through the branch that computed it), else differentiated. A product passes each
-    factor the signal times the other factor, under every rule.
+    by :meth:`rectifier_down` (by default as a ReLU: :meth:`relu_down`). A product passes each
+    factor the signal times the other factor; while ``holds_gates``, a factor that is a gate (the
+    output of a sigmoid, hardsigmoid or tanh: squeeze-and-excitation) is held constant at its
+    forward value and gets none, so the branch that computed it is no path back to pixels. A
+    gate met directly (not as a factor) is crossed by its own derivative under every rule.
     """
 
     name: ClassVar[str] = ""
@@ -145,18 +146,6 @@ class ProjectionRule:
             return self.rectifier_down(grad, forward_input, _gradient(fn, forward_input))
 
         return _RuleActivation.apply(x, fn, down, keep, in_place and not (x.is_leaf and x.requires_grad))
-
-    def autograd_gate(self, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
-        """A gate ``fn`` (out of place) on ``x`` during the autograd projection's forward: held
-        constant (no gradient) while ``holds_gates``, else differentiated."""
-        held = self.holds_gates
-
-        def down(grad: Tensor, forward_input: Tensor | None) -> Tensor:
-            return torch.zeros_like(grad) if held else _gradient(fn, forward_input)(grad)
-
-        return _RuleActivation.apply(
-            x, fn, down, not self.holds_gates, in_place and not (x.is_leaf and x.requires_grad)
-        )
 
     def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
         """The ReLU call during a forward whose backward is this rule's projection; an in-place

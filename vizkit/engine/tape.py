@@ -56,10 +56,23 @@ class OpRecorder:
         does not track), ``record`` what the op recorded going up (a max-pool's switches)."""
         if not self.signal_inputs(args, kwargs):
             return  # an op on weights or constants, not on the signal
+        pieces = [t for t in output if _signal(t)] if isinstance(output, (tuple, list)) else []
+        if len(pieces) > 1:  # chunk, split, unbind, ... (not a max-pool's values and indices)
+            self._record_pieces(func, op, args, kwargs, output, record)
+            return
         out = output[0] if isinstance(output, tuple) and output else output
         if not isinstance(out, Tensor):
             return  # size(), dim(), ...: no signal flows on
         self._add(out, self._entry(func, op, args, kwargs, out, output, record))
+
+    def _record_pieces(
+        self, func: Callable, op: Op | None, args: tuple, kwargs: dict, output: Any, record: Any
+    ) -> None:
+        """A call returning several tensors: an entry for each (``_entry`` with ``out`` that
+        piece), so that calls reading any of them stay on the tape."""
+        for piece in output:
+            if _signal(piece):
+                self._add(piece, self._entry(func, op, args, kwargs, piece, output, record))
 
     def _add(self, output: Tensor, entry: Any) -> None:
         self.entries.append(entry)
@@ -73,3 +86,8 @@ class OpRecorder:
         self, func: Callable, op: Op | None, args: tuple, kwargs: dict, out: Tensor, output: Any, record: Any
     ) -> Any:
         raise NotImplementedError
+
+
+def _signal(value: Any) -> bool:
+    """Whether ``value`` can carry the signal: a floating-point tensor (not indices)."""
+    return isinstance(value, Tensor) and (value.is_floating_point() or value.is_complex())

@@ -183,7 +183,7 @@ def _check_settings(preprocess: Any, batch_size: Any, seed: Any) -> None:
 
 def normalise_inputs(
     model: nn.Module,
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Tensor | None,
+    images: str | os.PathLike | Sequence[str | os.PathLike] | Tensor | Sequence[Tensor] | None,
     data: str | os.PathLike | ImageList | None,
     labels: str | os.PathLike | Sequence[str] | None,
     preprocess: Preprocess | None,
@@ -208,7 +208,7 @@ def normalise_inputs(
     names = (labels if isinstance(labels, Labels) else list(labels)) if labels is not None else model_info(model).labels
     paths: list[Path] = []
     tensors = None
-    if _is_tensor_list(images):
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, Tensor) for i in images):
         images = _stack_tensors(images)
     if isinstance(images, Tensor):
         if images.dim() != 4 or not images.is_floating_point():
@@ -227,13 +227,10 @@ def normalise_inputs(
     return RunInputs(preprocess, names, paths, tensors, dataset, data, skipped)
 
 
-def _is_tensor_list(images: Any) -> bool:
-    return isinstance(images, (list, tuple)) and bool(images) and all(isinstance(i, Tensor) for i in images)
-
-
 def _stack_tensors(images: Sequence[Tensor]) -> Tensor:
-    """A list of image tensors ([3,H,W], or [N,3,H,W] batches) as one batch; of several sizes (or
-    dtypes or devices), one line naming them."""
+    """A list of float image tensors ([3,H,W], or [N,3,H,W] batches) as one batch (float64 if
+    any is, else float32: :func:`_cast_images` then brings it to the model's dtype); of several
+    sizes, one line naming them, and on several devices or not float, one line too."""
     batches = [image if image.dim() == 4 else image.unsqueeze(0) for image in images]
     shapes = [list(image.shape[1:]) for image in batches]
     if any(image.dim() not in (3, 4) for image in images) or any(shape != shapes[0] for shape in shapes):

@@ -16,6 +16,7 @@ test calls :func:`register_op`); fill in what applies, nothing else in the engin
 * :meth:`Op.forward`: the call during an instrumented forward and what it records (a max-pool
   its switches: the "forward record" the recorder keeps per layer and the tape gets);
 * :meth:`Op.reverse`: the explicit deconvnet's step down through it (given the tape's rule);
+  :meth:`Op.reverse_pieces` for a call returning several tensors (chunk, split);
 * :meth:`Op.step`: how incremental occlusion steps through it (point-wise, sliding window,
   union of windows; None: recompute the whole tensor).
 

@@ -7,11 +7,13 @@ What each does going down (the README's "The deconvnet projection" has the table
   CELU): the rule's :meth:`~vizkit.engine.rules.ProjectionRule.rectifier_down`, like a ReLU (the
   deconvnet rectifies the signal, guided back-propagation also keeps units whose input was
   positive, the gradient is the activation's own derivative);
-* gates (sigmoid, hardsigmoid, tanh): held constant at their forward value, so no signal goes
-  back through the branch that computed them (:attr:`~vizkit.engine.rules.ProjectionRule.holds_gates`;
-  the gradient differentiates them);
+* differences and quotients: as back-propagation (``a - b``: ``b`` gets minus the signal);
 * products (``x * g``, SE gates, layer scale): each factor gets the signal times the other
-  factor's forward value (a gate factor then stops it, as above);
+  factor's forward value, except a gate (the output of a sigmoid, hardsigmoid or tanh), held
+  constant under a rule that :attr:`~vizkit.engine.rules.ProjectionRule.holds_gates` (the
+  deconvnet, guided): no signal goes back through the branch that computed it (the gradient
+  differentiates it);
+* gates reached directly (a sigmoid on the main path): their own derivative;
 * layer, group and instance normalisation: as batch normalisation (passed through, or
   differentiated under a rule that does not pass normalisation);
 * channel and layout ops (permute, transpose, slicing, chunk / split, channel shuffle, mean,
@@ -68,8 +70,18 @@ class Activation(Op):
         extra = {k: v for k, v in p.items() if k not in ("input", "inplace")}
         return lambda t: type(self).function(t, **extra)
 
+    def replay_args(self, func: Callable, args: tuple) -> tuple:
+        """Never in place on a replay (``nn.Hardswish`` passes ``inplace`` by position): the
+        replayed input may be a cached tensor others read."""
+        assert self.signature is not None
+        names = list(self.signature.parameters)
+        if "inplace" in names and len(args) > names.index("inplace"):
+            at = names.index("inplace")
+            return (*args[:at], False, *args[at + 1 :])
+        return args
+
     def in_place(self, func: Callable, args: tuple, kwargs: dict) -> bool:
-        """Whether the call overwrites its input (``x.sigmoid_()``, ``inplace=True``)."""
+        """Whether the call overwrites its input (``inplace=True``, ``x.silu_()``)."""
         return _is_in_place(func, self.bind(args, kwargs))
 
     def forward(
@@ -83,7 +95,7 @@ class Activation(Op):
 
     def autograd(self, rule: ProjectionRule, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
         """The call during the autograd projection's forward (the rule's backward)."""
-        raise NotImplementedError
+        return fn(x)
 
 
 class Rectifier(Activation):
@@ -106,20 +118,27 @@ class Rectifier(Activation):
 
 
 class Gate(Activation):
-    """A squashing function that gates a product (SE blocks): held constant at its forward value
-    under a rule that holds gates, so no signal goes back through the branch computing it."""
+    """A squashing function (sigmoid, hardsigmoid, tanh) whose output gates a product (SE
+    blocks): :class:`Mul` holds such a factor constant under a rule that ``holds_gates``.
+    Reached by the signal directly, it is crossed by its own derivative."""
 
-    def autograd(self, rule: ProjectionRule, fn: Callable[[Tensor], Tensor], x: Tensor, in_place: bool) -> Tensor:
-        return rule.autograd_gate(fn, x, in_place)
+    def forward(
+        self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
+    ) -> tuple[Any, Any]:
+        output, kept = super().forward(func, args, kwargs, None, record and rule is None)
+        if rule is not None and isinstance(output, Tensor):
+            setattr(output, GATE_MARK, True)  # the autograd path's products hold it constant
+        return output, kept
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
-        x, rule, fn = first_input(args, kwargs), tape.rule, self.out_of_place(args, kwargs)
-        if rule.holds_gates:
-            return Node(self, [tape.index(x)], lambda s: [None])
+        x, fn = first_input(args, kwargs), self.out_of_place(args, kwargs)
         before = _before(x, out, record)
         if before is None:
             return Node.refusal(self, [tape.index(x)], f"{self.name} in place without its recorded input")
         return Node(self, [tape.index(x)], lambda s: [vjp(fn, before, s)])
+
+
+GATE_MARK = "_vizkit_gate"  # set on a gate's output during the autograd projection's forward
 
 
 def _before(x: Tensor, out: Tensor, record: Any) -> Tensor | None:
@@ -172,7 +191,12 @@ class Mul(Op):
     ) -> tuple[Any, Any]:
         p = self.bind(args, kwargs)
         in_place = _is_in_place(func, p) and isinstance(p["input"], Tensor)
-        kept = ForwardInput(p["input"].detach().clone()) if in_place and record and rule is None else None
+        if rule is not None:
+            if rule.holds_gates and any(getattr(v, GATE_MARK, False) for v in (p["input"], p["other"])):
+                held = [_detach_gate(v, in_place and i == 0) for i, v in enumerate(args)]
+                return func(*held, **{k: _detach_gate(v, False) for k, v in kwargs.items()}), None
+            return func(*args, **kwargs), None
+        kept = ForwardInput(p["input"].detach().clone()) if in_place and record else None
         return func(*args, **kwargs), kept
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
@@ -185,13 +209,67 @@ class Mul(Op):
         else:
             fa = _held(tape, a)
         fb = _held(tape, b)
+        gates = [tape.rule.holds_gates and _is_gate(tape, t) for t in (a, b)]
 
         def split(s: Tensor) -> list[Tensor | None]:
-            ga = (s * fb).sum_to_size(a.shape) if isinstance(a, Tensor) else None
-            gb = (s * fa).sum_to_size(b.shape) if isinstance(b, Tensor) else None
+            ga = (s * fb).sum_to_size(a.shape) if isinstance(a, Tensor) and not gates[0] else None
+            gb = (s * fa).sum_to_size(b.shape) if isinstance(b, Tensor) and not gates[1] else None
             return [ga, gb]
 
         return Node(self, [tape.index(a), tape.index(b)], split)
+
+
+class Sub(Op):
+    """A difference ``a - alpha * b``: ``a`` gets the signal, ``b`` minus it (summed to shape)."""
+
+    name = "sub"
+    calls = ("sub", "sub_", "__sub__", "__isub__", "subtract")
+    signature = parse_signature("(input, other, alpha=1, out=None)")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        a, b, alpha = p["input"], p["other"], p["alpha"]
+
+        def split(s: Tensor) -> list[Tensor | None]:
+            ga = s.sum_to_size(a.shape) if isinstance(a, Tensor) else None
+            gb = -(s.sum_to_size(b.shape) * alpha) if isinstance(b, Tensor) else None
+            return [ga, gb]
+
+        return Node(self, [tape.index(a), tape.index(b)], split)
+
+
+class Div(Op):
+    """A quotient ``a / b``: ``a`` gets the signal over ``b``, a signal ``b`` minus the signal
+    times ``a / b**2`` (both at their forward values), as back-propagation does."""
+
+    name = "div"
+    calls = ("div", "__truediv__", "divide", "true_divide")
+    signature = parse_signature("(input, other, rounding_mode=None, out=None)")
+
+    def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
+        p = self.bind(args, kwargs)
+        a, b = p["input"], p["other"]
+        if p["rounding_mode"] is not None:
+            return Node.refusal(self, [tape.index(a)], f"div(rounding_mode='{p['rounding_mode']}')")
+        fa, fb = _held(tape, a), _held(tape, b)
+
+        def split(s: Tensor) -> list[Tensor | None]:
+            ga = (s / fb).sum_to_size(a.shape) if isinstance(a, Tensor) else None
+            gb = (-s * fa / fb**2).sum_to_size(b.shape) if isinstance(b, Tensor) else None
+            return [ga, gb]
+
+        return Node(self, [tape.index(a), tape.index(b)], split)
+
+
+def _detach_gate(value: Any, written: bool) -> Any:
+    """A gate factor held constant (detached) on the autograd path, unless the call writes to it."""
+    return value.detach() if getattr(value, GATE_MARK, False) and not written else value
+
+
+def _is_gate(tape: Tape, value: Any) -> bool:
+    """Whether ``value`` is a gate's output (a sigmoid's, say) on the tape."""
+    index = tape.index(value)
+    return index is not None and isinstance(tape.entries[index].op, Gate)
 
 
 def _held(tape: Tape, value: Any) -> Any:
@@ -329,7 +407,8 @@ class Split(Op):
     calls = ("chunk", "split", "split_with_sizes", "tensor_split", "unbind")
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node | None:
-        return None  # every piece is reversed by reverse_pieces
+        x = first_input(args, kwargs)  # one piece (x.chunk(1)): the whole input; else see reverse_pieces
+        return Node(self, [tape.index(x)], lambda s: [s]) if out.shape == x.shape else None
 
     def reverse_pieces(
         self, tape: Tape, func: Callable, args: tuple, kwargs: dict, output: Any, record: Any
@@ -408,10 +487,12 @@ for _op in (
     _rectifier("elu", F.elu, "(input, alpha=1.0, inplace=False)", nn.ELU),
     _rectifier("selu", F.selu, "(input, inplace=False)", nn.SELU),
     _rectifier("celu", F.celu, "(input, alpha=1.0, inplace=False)", nn.CELU),
-    _gate("sigmoid", torch.sigmoid, "(input, out=None)", nn.Sigmoid, "sigmoid", "sigmoid_"),
+    _gate("sigmoid", torch.sigmoid, "(input, out=None)", nn.Sigmoid),
     _gate("hardsigmoid", F.hardsigmoid, "(input, inplace=False)", nn.Hardsigmoid),
-    _gate("tanh", torch.tanh, "(input, out=None)", nn.Tanh, "tanh", "tanh_"),
+    _gate("tanh", torch.tanh, "(input, out=None)", nn.Tanh),
     Mul(),
+    Sub(),
+    Div(),
     LayerNorm(),
     GroupNorm(),
     InstanceNorm(),
