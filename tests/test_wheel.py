@@ -198,7 +198,9 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path):
     assert set(found) == set(ENTRY_POINTS), plugins
     assert all(p["status"] == "ok" and p["distribution"] == "vizkit 0.1.0" for p in found.values()), plugins
     analyses = _run([vizkit, "list", "analyses"], 120, cwd=elsewhere, env=env).stdout
-    assert {line.split()[0] for line in analyses.splitlines() if line.strip()} == set(ENTRY_POINTS) - {"train"}
+    # every entry point but two adds an analysis: train adds a command, timm a model source
+    assert {line.split()[0] for line in analyses.splitlines() if line.strip()} == set(ENTRY_POINTS) - {"train", "timm"}
+    assert "timm:" in _run([vizkit, "list", "models"], 120, cwd=elsewhere, env=env).stdout
 
     installed = time.perf_counter()
     out = elsewhere / "demo"
