@@ -178,3 +178,24 @@ def test_deconvnet_runs_on_a_timm_model_and_leaves_no_hooks(app, photo_path, no_
     assert torch.isfinite(torch.as_tensor(result.arrays["projections"])).all()
     assert_no_hooks(model)
     assert not model.training
+
+
+@pytest.mark.parametrize(
+    "name", ["efficientnet_b0", "convnext_atto", "mobilenetv3_small_100", "ghostnet_100", "cspdarknet53"]
+)
+def test_both_projection_paths_agree_on_timm_models_that_stopped_the_explicit_path(app, name):
+    """The five timm families whose SE gates, SiLU/GELU, LayerNorm, channel slices and chunks
+    stopped the explicit path ('mul', 'silu', 'gelu', '__getitem__', an unrecorded tensor)."""
+    model = vizkit.load_model(f"timm:{name}", app=app)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    with vizkit.instrument(model) as im, torch.no_grad():
+        logits = im(x)
+        layer = vizkit.toolkit.default_layer(model, im, logits.shape[1])
+        channel = int(im.activation(layer)[0].flatten(1).amax(1).argmax())
+    with vizkit.instrument(model, layers=[layer]) as im:
+        autograd = vizkit.project(im, x, layer, [channel], method="autograd").images
+        explicit = vizkit.project(im, x, layer, [channel], method="explicit").images
+    assert autograd.abs().amax() > 0
+    assert (autograd - explicit).abs().amax() <= 1e-5 * autograd.abs().amax()
+    assert_no_hooks(model)

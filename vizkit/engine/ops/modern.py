@@ -87,6 +87,8 @@ class Activation(Op):
     def forward(
         self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
     ) -> tuple[Any, Any]:
+        if rule is None and not record:  # a plain recorded forward: nothing to keep, no binding
+            return func(*args, **kwargs), None
         in_place = self.in_place(func, args, kwargs)
         if rule is not None:
             return self.autograd(rule, self.out_of_place(args, kwargs), first_input(args, kwargs), in_place), None
@@ -189,6 +191,8 @@ class Mul(Op):
     def forward(
         self, func: Callable, args: tuple, kwargs: dict, rule: ProjectionRule | None, record: bool
     ) -> tuple[Any, Any]:
+        if rule is None and not record:  # a plain recorded forward: nothing to keep, no binding
+            return func(*args, **kwargs), None
         p = self.bind(args, kwargs)
         in_place = _is_in_place(func, p) and isinstance(p["input"], Tensor)
         if rule is not None:
