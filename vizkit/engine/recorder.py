@@ -498,7 +498,8 @@ class Recorder:
         if op is None:
             output, record = func(*args, **kwargs), None
         else:
-            output, record = op.forward(func, args, kwargs, settings.rule, settings.switches)
+            wanted = settings.switches and (settings.tape is not None or not op.tape_only_record)
+            output, record = op.forward(func, args, kwargs, settings.rule, wanted)
         if record is not None:
             rec.records[layer] = record
         if settings.tape is not None:

@@ -82,6 +82,9 @@ class Op:
     pointwise: ClassVar[bool] = False  # each output position reads only the same input position
     normalisation: ClassVar[bool] = False  # the rule decides how the signal crosses it
     inference_only: ClassVar[bool] = False  # an owner module in training mode changes every forward
+    # its forward record serves only the explicit reverse pass (an in-place op's input): it is
+    # asked for only while a tape records, not on every recorded forward
+    tape_only_record: ClassVar[bool] = False
 
     def bind(self, args: tuple, kwargs: dict | None) -> dict[str, Any]:
         """The arguments of a call by parameter name, defaults filled in.

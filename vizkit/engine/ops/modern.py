@@ -61,6 +61,8 @@ def _is_in_place(func: Callable, p: dict[str, Any]) -> bool:
 class Activation(Op):
     """A point-wise activation other than the ReLU; ``function`` computes it out of place."""
 
+    tape_only_record = True  # the in-place input copy is for the explicit reverse pass only
+
     function: ClassVar[Callable[..., Tensor]]
     pointwise = True
 
@@ -183,6 +185,8 @@ def _gate(name: str, function: Callable[..., Tensor], signature: str, owner: Any
 class Mul(Op):
     """A product (SE gates, layer scale): each factor gets the signal times the other factor's
     forward value, summed to its shape (a gate factor then stops it: :class:`Gate`)."""
+
+    tape_only_record = True  # the in-place input copy is for the explicit reverse pass only
 
     name = "mul"
     calls = ("mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply")
