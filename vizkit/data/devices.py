@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vizkit.engine.recorder import floating_dtype
 from vizkit.errors import UsageError
 
 
@@ -41,6 +42,8 @@ def model_dtype(model: nn.Module, strict: bool = True) -> torch.dtype:
         strict: refuse a model whose floating parameters are of several dtypes (a UsageError naming
             them); False: the first one's.
     """
+    if not strict:
+        return floating_dtype(model) or torch.float32
     found: dict[torch.dtype, str] = {}
     for name, tensor in model.named_parameters():
         if tensor.is_floating_point():
@@ -50,7 +53,7 @@ def model_dtype(model: nn.Module, strict: bool = True) -> torch.dtype:
             if buffer.is_floating_point():
                 found.setdefault(buffer.dtype, name)
                 break
-    if len(found) > 1 and strict:
+    if len(found) > 1:
         kinds = ", ".join(f"{dtype_name(dtype)} (e.g. '{name}')" for dtype, name in found.items())
         raise UsageError(f"the model's parameters mix several dtypes: {kinds}; convert it to one, e.g. model.float()")
     return next(iter(found), torch.float32)

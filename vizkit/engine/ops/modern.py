@@ -152,25 +152,13 @@ def _before(x: Tensor, out: Tensor, record: Any) -> Tensor | None:
     return None if out is x else x.detach().clone()
 
 
-def _rectifier(name: str, function: Callable[..., Tensor], signature: str, owner: Any, *calls: str) -> Rectifier:
+def _activation(
+    kind: type[Activation], name: str, function: Callable[..., Tensor], signature: str, owner: Any, *calls: str
+) -> Activation:
+    """One ``kind`` (:class:`Rectifier` or :class:`Gate`) op for the torch activation ``name``."""
     cls = type(
         f"{name.title().replace('_', '')}Op",
-        (Rectifier,),
-        {
-            "name": name,
-            "calls": calls or (name,),
-            "function": staticmethod(function),
-            "signature": parse_signature(signature),
-            "owner": owner,
-        },
-    )
-    return cls()
-
-
-def _gate(name: str, function: Callable[..., Tensor], signature: str, owner: Any, *calls: str) -> Gate:
-    cls = type(
-        f"{name.title()}Op",
-        (Gate,),
+        (kind,),
         {
             "name": name,
             "calls": calls or (name,),
@@ -485,19 +473,19 @@ def _as_list(dim: Any) -> list[int]:
 
 # ---------------------------------------------------------------------------- the table
 for _op in (
-    _rectifier("silu", F.silu, "(input, inplace=False)", nn.SiLU),
-    _rectifier("gelu", F.gelu, "(input, approximate='none')", nn.GELU),
-    _rectifier("hardswish", F.hardswish, "(input, inplace=False)", nn.Hardswish),
-    _rectifier("mish", F.mish, "(input, inplace=False)", nn.Mish),
-    _rectifier("relu6", F.relu6, "(input, inplace=False)", None),
-    _rectifier("hardtanh", F.hardtanh, "(input, min_val=-1.0, max_val=1.0, inplace=False)", nn.Hardtanh),
-    _rectifier("leaky_relu", F.leaky_relu, "(input, negative_slope=0.01, inplace=False)", nn.LeakyReLU),
-    _rectifier("elu", F.elu, "(input, alpha=1.0, inplace=False)", nn.ELU),
-    _rectifier("selu", F.selu, "(input, inplace=False)", nn.SELU),
-    _rectifier("celu", F.celu, "(input, alpha=1.0, inplace=False)", nn.CELU),
-    _gate("sigmoid", torch.sigmoid, "(input, out=None)", nn.Sigmoid),
-    _gate("hardsigmoid", F.hardsigmoid, "(input, inplace=False)", nn.Hardsigmoid),
-    _gate("tanh", torch.tanh, "(input, out=None)", nn.Tanh),
+    _activation(Rectifier, "silu", F.silu, "(input, inplace=False)", nn.SiLU),
+    _activation(Rectifier, "gelu", F.gelu, "(input, approximate='none')", nn.GELU),
+    _activation(Rectifier, "hardswish", F.hardswish, "(input, inplace=False)", nn.Hardswish),
+    _activation(Rectifier, "mish", F.mish, "(input, inplace=False)", nn.Mish),
+    _activation(Rectifier, "relu6", F.relu6, "(input, inplace=False)", None),
+    _activation(Rectifier, "hardtanh", F.hardtanh, "(input, min_val=-1.0, max_val=1.0, inplace=False)", nn.Hardtanh),
+    _activation(Rectifier, "leaky_relu", F.leaky_relu, "(input, negative_slope=0.01, inplace=False)", nn.LeakyReLU),
+    _activation(Rectifier, "elu", F.elu, "(input, alpha=1.0, inplace=False)", nn.ELU),
+    _activation(Rectifier, "selu", F.selu, "(input, inplace=False)", nn.SELU),
+    _activation(Rectifier, "celu", F.celu, "(input, alpha=1.0, inplace=False)", nn.CELU),
+    _activation(Gate, "sigmoid", torch.sigmoid, "(input, out=None)", nn.Sigmoid),
+    _activation(Gate, "hardsigmoid", F.hardsigmoid, "(input, inplace=False)", nn.Hardsigmoid),
+    _activation(Gate, "tanh", torch.tanh, "(input, out=None)", nn.Tanh),
     Mul(),
     Sub(),
     Div(),
