@@ -23,6 +23,7 @@ EfficientNet, a LayerNorm + GELU ConvNeXt, timm's concatenating DenseNet) runs i
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,17 @@ def shared_images() -> None:
     """The real images the checks run on (../shared); the module is skipped without them."""
     if not IMAGENETTE_VAL.is_dir():
         pytest.skip(f"shared data not available: {IMAGENETTE_VAL}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Small forwards at 64 px: one thread is faster than two, and on a shared 2-core machine
+    two OpenMP threads waiting on each other were measured 20x slower (ResNet-18: 29 ms a forward
+    on one thread, 650 ms on two, under a load of 8)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("entry", "check"), _params())
