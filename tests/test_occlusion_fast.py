@@ -14,8 +14,16 @@ from torch import nn
 import vizkit
 from helpers import assert_no_hooks
 from vizkit.app.cli import main
+from vizkit_plugins.occlusion.analysis import fidelity_entry
 from vizkit_plugins.occlusion.grid import OcclusionGrid, occluded_batch
-from vizkit_plugins.occlusion.maps import _coarse, occlusion_maps
+from vizkit_plugins.occlusion.maps import (
+    _coarse,
+    _interpolate,
+    _lattice,
+    drill_down_maps,
+    drill_levels,
+    occlusion_maps,
+)
 
 
 class TwoConvs(nn.Module):
@@ -31,6 +39,25 @@ class TwoConvs(nn.Module):
     def forward(self, x):
         h = self.conv2(torch.relu(self.conv1(x)))
         return self.fc(nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def unoccluded(model, x, layer, channel=0, target=1) -> tuple[float, float]:
+    """The unoccluded image's target probability and channel sum of ``layer``: what drill-down's
+    change is measured from."""
+    with vizkit.instrument(model) as im, torch.no_grad():
+        logits = im(x)
+        return float(logits.softmax(1)[0, target]), float(im.activation(layer)[0, channel].sum())
+
+
+def neighbourhood_max(values: np.ndarray, radius: int) -> np.ndarray:
+    """Each cell's largest value within ``radius`` cells (edges repeated), by plain loops."""
+    padded = np.pad(values, radius, mode="edge")
+    rows, cols = values.shape
+    out = np.empty_like(values)
+    for r in range(rows):
+        for c in range(cols):
+            out[r, c] = padded[r : r + 2 * radius + 1, c : c + 2 * radius + 1].max()
+    return out
 
 
 def maps_for(model, x, layer, grid, mode, **options):
@@ -103,7 +130,7 @@ def test_drill_down_keeps_coarse_values_where_it_does_not_refine():
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     grid = OcclusionGrid(32, 32, 4, 2)  # 15 x 15 positions
     exact, _ = maps_for(model, x, "conv2", grid, "exact")
-    coarse_only, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.0)
+    coarse_only, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.0, levels=1)
     rows = cols = _coarse(15)
     assert rows == [0, 2, 4, 6, 8, 10, 12, 14] and costs[0].positions == 64
     p, q = exact["true_class_prob"][0], coarse_only["true_class_prob"][0]
@@ -112,18 +139,153 @@ def test_drill_down_keeps_coarse_values_where_it_does_not_refine():
     assert q[1, 1] == pytest.approx((p[0, 0] + p[0, 2] + p[2, 0] + p[2, 2]) / 4, abs=1e-6)
     assert coarse_only["top_label"][0][1, 1] == exact["top_label"][0][0, 0]  # nearest coarse cell (ties: first)
     assert coarse_only["top_label"][0][1, 3] == exact["top_label"][0][0, 2]
-    refined, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.25)
+    refined, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.25, levels=1)
     r = refined["true_class_prob"][0]
-    padded = np.pad(q, 1, mode="edge")  # each cell's lowest interpolated probability around it
-    lowest = np.min([padded[i : i + 15, j : j + 15] for i in range(3) for j in range(3)], axis=0)
-    drop_order = np.argsort(lowest, axis=None, kind="stable")[: round(0.25 * 225)]
+    # each cell's largest change around it (3x3), |p - p0| and |a - a0| each relative to its largest
+    p0, a0 = unoccluded(model, x, "conv2")
+    dp = np.abs(q.astype(np.float64) - p0)
+    da = np.abs(coarse_only["feature_activity"][0].astype(np.float64) - a0)
+    change = neighbourhood_max(np.maximum(dp / dp.max(), da / da.max()), 1)
+    order = np.argsort(-change, axis=None, kind="stable")[: round(0.25 * 225)]
     chosen = np.zeros(225, bool)
-    chosen[drop_order] = True
+    chosen[order] = True
     chosen = chosen.reshape(15, 15)
     chosen[np.ix_(rows, cols)] = True
     assert np.allclose(r[chosen], p[chosen], atol=1e-6)  # refined cells are exact
     assert np.array_equal(r[~chosen], q[~chosen])  # the others keep the interpolated coarse values
     assert costs[0].positions == int(chosen.sum())
+
+
+def test_drill_levels_keep_the_coarsest_positions_at_most_16_px_apart():
+    assert drill_levels(OcclusionGrid(224, 224, 16, 4)) == 2  # every 4th of 53: 16 px apart
+    assert drill_levels(OcclusionGrid(224, 224, 48, 8)) == 1  # every other of 23: 16 px
+    assert drill_levels(OcclusionGrid(224, 224, 8, 1)) == 4  # every 16th
+    assert drill_levels(OcclusionGrid(224, 224, 48, 16)) == 1  # at least every other position
+    assert drill_levels(OcclusionGrid(16, 16, 4, 1)) == 3  # every 8th of 13, not past the grid
+    assert _lattice(13, 8) == [0, 8, 12] and _lattice(53, 4)[-2:] == [48, 52]
+
+
+def synthetic(shape, peak, sign, where="probability"):
+    """A flat map of the target's probability (0.001 when ``sign`` is +1: a class that is not the
+    top one; 0.9 when -1) with a Gaussian bump of 0.012 at ``peak``, rising (+1) or dropping
+    (-1), in the probability or the activity map; the other map stays flat."""
+    rows, cols = np.indices(shape)
+    bump = 0.012 * np.exp(-((rows - peak[0]) ** 2 + (cols - peak[1]) ** 2) / (2 * 2.0**2))
+    base = 0.001 if sign > 0 else 0.9
+    probability = np.full(shape, base) + (sign * bump if where == "probability" else 0)
+    activity = np.full(shape, 5.0) + (sign * 100 * bump if where == "activity" else 0)
+    return probability.astype(np.float32), activity.astype(np.float32), (base, 5.0)
+
+
+def run_drill_down(truth_p, truth_a, unoccluded_values, fraction, levels):
+    """:func:`drill_down_maps` with a ``compute`` that copies the true maps, recording its calls."""
+    grid = OcclusionGrid(truth_p.shape[0] * 2 + 2, truth_p.shape[1] * 2 + 2, 4, 2)
+    assert (grid.rows, grid.cols) == truth_p.shape
+    p, a, top = np.zeros_like(truth_p), np.zeros_like(truth_a), np.zeros(truth_p.shape, dtype=np.int64)
+    calls: list[list[tuple[int, int]]] = []
+
+    def compute(cells):
+        calls.append(list(cells))
+        r, c = np.array(cells).T
+        p[r, c], a[r, c], top[r, c] = truth_p[r, c], truth_a[r, c], 7
+        return None
+
+    mask = drill_down_maps(compute, grid, fraction, levels, a, p, top, unoccluded_values)
+    return p, a, mask, calls, grid
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("where", ["probability", "activity"])
+def test_drill_down_refines_a_rise_as_well_as_a_drop(sign, where):
+    """A bump of the target's probability (or of the activity) between the coarse positions,
+    up or down: drill-down refines down to it and shows its true peak, which interpolation from
+    the coarse positions alone would flatten."""
+    truth_p, truth_a, base = synthetic((33, 33), (9, 19), sign, where)
+    p, a, mask, _, _ = run_drill_down(truth_p, truth_a, base, 0.1, 2)
+    truth, shown = (truth_p, p) if where == "probability" else (truth_a, a)
+    assert mask[9, 19] and mask[8:11, 18:21].all()  # the peak and its neighbours were computed
+    assert shown[9, 19] == truth[9, 19]
+    assert mask.mean() < 0.25  # and not the whole grid
+    nodes = _lattice(33, 4)
+    coarse = _interpolate(truth[np.ix_(nodes, nodes)], nodes, nodes, OcclusionGrid(68, 68, 4, 2))
+    assert abs(coarse[9, 19] - truth[9, 19]) > 0.2 * np.ptp(truth)  # the coarse pass alone misses the peak
+    # in the map's own scale: the largest error is a small part of the map's range
+    assert np.abs(shown - truth).max() < 0.1 * np.ptp(truth)
+
+
+def test_multi_level_drill_down_computes_exactly_the_cells_it_reports():
+    """Three levels on a 29x29 grid: the coarse pass is every 4th row and column, each later
+    pass lies on its own lattice, computes no cell twice and at most its fraction of that
+    lattice; the mask is their union; every computed cell is exact; the rest is interpolated
+    from the finest lattice; and occlusion_maps' fast mode gives the same maps and counts the
+    same positions."""
+    model = TwoConvs().eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    grid = OcclusionGrid(32, 32, 4, 1)  # 29 x 29
+    exact, _ = maps_for(model, x, "conv2", grid, "exact")
+    fast, costs = maps_for(model, x, "conv2", grid, "fast", drill_down=0.2, levels=2)
+    truth_p, truth_a = exact["true_class_prob"][0], exact["feature_activity"][0]
+    p = np.zeros_like(truth_p)
+    a = np.zeros_like(truth_a)
+    top = np.zeros(truth_p.shape, dtype=np.int64)
+    calls: list[list[tuple[int, int]]] = []
+
+    def compute(cells):
+        calls.append(list(cells))
+        r, c = np.array(cells).T
+        p[r, c], a[r, c], top[r, c] = truth_p[r, c], truth_a[r, c], exact["top_label"][0][r, c]
+
+    mask = drill_down_maps(compute, grid, 0.2, 2, a, p, top, unoccluded(model, x, "conv2"))
+    assert len(calls) == 3
+    lattice4 = _lattice(29, 4)
+    assert sorted(calls[0]) == [(r, c) for r in lattice4 for c in lattice4]
+    lattice2 = set(_lattice(29, 2))
+    assert all(r in lattice2 and c in lattice2 for r, c in calls[1])
+    assert len(calls[1]) <= round(0.2 * len(lattice2) ** 2) and len(calls[2]) <= round(0.2 * 29 * 29)
+    flat = [cell for call in calls for cell in call]
+    assert len(flat) == len(set(flat)) == int(mask.sum()) == costs[0].positions
+    assert mask[tuple(np.array(flat).T)].all()
+    assert np.allclose(p[mask], truth_p[mask], atol=0) and not np.allclose(p[~mask], truth_p[~mask], atol=1e-6)
+    assert np.allclose(fast["true_class_prob"][0], p, atol=1e-6) and np.array_equal(fast["top_label"][0], top)
+    assert np.allclose(fast["feature_activity"][0], a, rtol=1e-5, atol=1e-5)
+
+
+def test_fidelity_is_stated_in_the_maps_scale():
+    """max |dp| relative to the map's range: a map spanning 0-0.02 with an error of 0.002 is
+    off by 10%; SSIM (data range: the exact map's) only when every cell is checked."""
+    exact_p = np.linspace(0, 0.02, 49).reshape(7, 7)
+    fast_p = exact_p.copy()
+    fast_p[3, 3] += 0.002
+    activity = np.arange(49.0).reshape(7, 7)
+    labels = np.zeros((7, 7), dtype=np.int64)
+    fast = {"true_class_prob": fast_p, "feature_activity": activity, "top_label": labels}
+    cells = np.arange(49)
+    whole = fidelity_entry(
+        fast,
+        {
+            "true_class_prob": exact_p.reshape(-1),
+            "feature_activity": activity.reshape(-1),
+            "top_label": labels.reshape(-1),
+        },
+        cells,
+    )
+    assert whole["max_abs_delta_p"] == pytest.approx(0.002)
+    assert whole["probability_range"] == pytest.approx(0.02)
+    assert whole["max_abs_delta_p_relative"] == pytest.approx(0.1)
+    assert whole["mean_abs_delta_p_relative"] == pytest.approx(0.1 / 49, abs=1e-4)
+    assert whole["max_abs_delta_activity_relative"] == 0 and whole["top_label_agreement"] == 1
+    assert whole["ssim_probability"] == pytest.approx(vizkit.toolkit.ssim(fast_p, exact_p, data_range=0.02), abs=1e-4)
+    assert whole["ssim_probability"] < vizkit.toolkit.ssim(fast_p, exact_p, data_range=1.0)  # range 1 hides it
+    sample = np.array([3 * 7 + 3, 0, 48])
+    part = fidelity_entry(
+        fast,
+        {
+            key: value.reshape(-1)[sample]
+            for key, value in [("true_class_prob", exact_p), ("feature_activity", activity), ("top_label", labels)]
+        },
+        sample,
+    )
+    assert part["max_abs_delta_p_relative"] == pytest.approx(0.1) and "ssim_probability" not in part
 
 
 def test_ssim_hand_examples():
@@ -164,10 +326,24 @@ def test_fast_mode_from_the_cli_reports_fidelity_and_cost(tmp_path, photo_path, 
     cost = summary["cost"][0]
     assert cost["bound"] > 1 and cost["macs_full_forward"] > cost["macs_needed_per_position"] > 0
     assert math.isfinite(cost["padding_overhead"])
+    assert 0 <= fidelity["max_abs_delta_p_relative"] <= 1 and fidelity["probability_range"] > 0
+    sampled = tmp_path / "sampled"
+    assert main([*argv[:-2], "--check", "5", "--out", str(sampled), "--quiet"]) == 0
+    document = json.loads((sampled / "result.json").read_text())
+    (entry,) = document.get("summary", document)["fidelity"]["per_image"]
+    assert "ssim_probability" not in entry and 0 <= entry["max_abs_delta_p_relative"] <= 1
 
 
 @pytest.mark.parametrize(
-    "option,value", [("--tau", "0"), ("--tau", "1.5"), ("--drill-down", "-0.1"), ("--check", "-1")]
+    "option,value",
+    [
+        ("--tau", "0"),
+        ("--tau", "1.5"),
+        ("--drill-down", "-0.1"),
+        ("--drill-down", "1.5"),
+        ("--drill-down", "half"),
+        ("--check", "-1"),
+    ],
 )
 def test_bad_fast_options_are_one_line_errors(option, value, photo_path, tmp_path, capsys):
     argv = ["run", "occlusion", "--model", "zfnet-compact", "--image", str(photo_path), "--mode", "fast"]

@@ -118,19 +118,23 @@ def run(
 
 
 def explain_cost(cost: vizkit.engine.OcclusionCost) -> str:
-    """One line: the multiply-adds of a full forward, needed and executed per position, the bound."""
+    """The multiply-adds of a full forward, needed and executed per position, the bound; then,
+    one indented line each, every place where the changed window became the whole map, why,
+    and its share of the needed multiply-adds (an SE block's global pool makes every map after
+    it whole: the bound says what that leaves)."""
     numbers = cost.as_dict()
-    return (
+    line = (
         f"full forward {numbers['macs_full_forward'] / 1e9:.3f} GMAC; per position needed "
         f"{numbers['macs_needed_per_position'] / 1e9:.3f} GMAC, executed {numbers['macs_executed_per_position'] / 1e9:.3f}"
         f" GMAC (padding x{numbers['padding_overhead']:.2f}); bound {numbers['bound']:.2f}x full forwards"
         f" over {cost.positions} positions"
     )
+    return "\n".join([line, *(f"  {entry.describe(cost.needed)}" for entry in cost.whole_maps)])
 
 
 def _fidelity(ctx, x, layer, strongest, targets, grid, fill, maps, check: int) -> dict[str, Any] | None:
-    """Fast mode against exact incremental occlusion at ``check`` random positions (all of them,
-    and SSIM of the maps, when ``check`` covers the grid): what the approximation costs."""
+    """Fast mode against exact incremental occlusion at ``check`` random positions: what the
+    approximation costs, in the scale of each map (see :func:`fidelity_entry`)."""
     if check == 0:
         return None
     whole = check >= grid.count
@@ -147,21 +151,45 @@ def _fidelity(ctx, x, layer, strongest, targets, grid, fill, maps, check: int) -
             exact_p.append(p[:, int(targets[i])].cpu().numpy())
             exact_a.append(sums.float().cpu().numpy())
             exact_top.append(p.argmax(1).cpu().numpy())
-        fast_p = maps["true_class_prob"][i].reshape(-1)[cells]
-        fast_top = maps["top_label"][i].reshape(-1)[cells]
-        delta = np.abs(fast_p - np.concatenate(exact_p))
-        entry = {
-            "max_abs_delta_p": round(float(delta.max()), 5),
-            "mean_abs_delta_p": round(float(delta.mean()), 5),
-            "top_label_agreement": round(float((fast_top == np.concatenate(exact_top)).mean()), 4),
+        exact = {
+            "true_class_prob": np.concatenate(exact_p),
+            "feature_activity": np.concatenate(exact_a),
+            "top_label": np.concatenate(exact_top),
         }
-        if whole:
-            shape = (grid.rows, grid.cols)
-            entry["ssim_probability"] = round(
-                vizkit.toolkit.ssim(maps["true_class_prob"][i], np.concatenate(exact_p).reshape(shape)), 4
-            )
-            entry["ssim_activity"] = round(
-                vizkit.toolkit.ssim(maps["feature_activity"][i], np.concatenate(exact_a).reshape(shape)), 4
-            )
-        report["per_image"].append(entry)
+        report["per_image"].append(fidelity_entry({key: maps[key][i] for key in exact}, exact, cells))
     return report
+
+
+def fidelity_entry(fast: dict[str, np.ndarray], exact: dict[str, np.ndarray], cells: np.ndarray) -> dict[str, float]:
+    """One image's error of the fast maps (``fast``: whole [rows, cols] maps) against the exact
+    values at the flat indices ``cells`` (``exact``: 1-D, one value per cell), in the scale of
+    each map: a target's probability may span 0-1 or 0-0.013 (a class that is not the top
+    one), so absolute errors alone say little.
+
+    ``max_abs_delta_p`` and ``mean_abs_delta_p`` are absolute; ``probability_range`` is the
+    map's max - min (over the fast map and the exact values checked: the exact map's own range
+    is known only where all of it is checked); ``max_abs_delta_p_relative`` and
+    ``mean_abs_delta_p_relative`` divide by it, ``max_abs_delta_activity_relative`` likewise
+    for the activity map. With every cell checked, ``ssim_probability`` and ``ssim_activity``
+    are SSIM (:func:`vizkit.toolkit.ssim`) with ``data_range`` the exact map's range, not 1: on
+    a map spanning 0-0.013 a range of 1 would make any two maps look alike. SSIM compares
+    neighbourhoods of the grid, so a random sample of positions gets the relative errors only."""
+    entry: dict[str, float] = {}
+    for key, name in (("true_class_prob", "p"), ("feature_activity", "activity")):
+        shown, truth = fast[key].astype(np.float64), exact[key].astype(np.float64)
+        delta = np.abs(shown.reshape(-1)[cells] - truth)
+        span = float(max(shown.max(), truth.max()) - min(shown.min(), truth.min()))
+        relative = delta / span if span > 0 else np.zeros_like(delta)
+        if name == "p":
+            entry["max_abs_delta_p"] = round(float(delta.max()), 6)
+            entry["mean_abs_delta_p"] = round(float(delta.mean()), 6)
+            entry["probability_range"] = round(span, 6)
+            entry["mean_abs_delta_p_relative"] = round(float(relative.mean()), 4)
+        entry[f"max_abs_delta_{name}_relative"] = round(float(relative.max()), 4)
+    agreement = fast["top_label"].reshape(-1)[cells] == exact["top_label"]
+    entry["top_label_agreement"] = round(float(agreement.mean()), 4)
+    if len(cells) == fast["true_class_prob"].size:
+        shape = fast["true_class_prob"].shape
+        for key, name in (("true_class_prob", "probability"), ("feature_activity", "activity")):
+            entry[f"ssim_{name}"] = round(vizkit.toolkit.ssim(fast[key], exact[key].reshape(shape)), 4)
+    return entry

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from torch import Tensor
 
 import vizkit
@@ -16,11 +17,16 @@ import vizkit
 from .grid import OcclusionGrid, occluded_batch
 
 MODES = ("exact", "fast", "batched")
-# Defaults from bench/occlusion.py on SqueezeNet (48 px, stride 8, twelve images): drill-down 0.15
-# alone keeps the mean SSIM of p at 0.906 and runs 2.7x faster than exact; tau < 1 lowers SSIM and,
-# at these 13-55 px maps, costs more in bookkeeping than it saves (tau 0.7: 1.24 s vs 0.98 s).
+# Defaults from bench/occlusion.py --fidelity on SqueezeNet (twelve images; see README): tau < 1
+# lowers SSIM and, at these 13-55 px maps, costs more in bookkeeping than it saves (48/8, tau 0.7:
+# 1.24 s vs 0.98 s); FAST_DRILL_DOWN is set where both benchmark geometries keep a mean SSIM of the
+# probability map (data range: the map's own) of 0.9 or more.
 FAST_TAU = 1.0
 FAST_DRILL_DOWN = 0.15
+# The coarsest drill-down pass puts positions at most this many pixels apart (and at least every
+# other position): on 224 px SqueezeNet the probability map's features are about the last layers'
+# stride, 16 px, wide, so 16/4 starts at every 4th position and 48/8 at every 2nd.
+DRILL_SPACING = 16
 
 
 def occlusion_maps(
@@ -37,18 +43,23 @@ def occlusion_maps(
     tau: float = 1.0,
     drill_down: float = 1.0,
     costs: list[vizkit.engine.OcclusionCost] | None = None,
+    levels: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Per image [N, rows, cols]: ``feature_activity`` (sum of map ``feature_maps[i]`` of
     ``layer``), ``true_class_prob`` (softmax of ``targets[i]``) and ``top_label``.
 
     ``mode="fast"`` is incremental with ``tau`` (projective field thresholding) and, for
-    ``drill_down`` < 1, adaptive drill-down: a pass over every other row and column of the
-    grid, then the full grid only over the ``drill_down`` fraction of positions whose
-    interpolated probability drop is largest; the rest keeps the interpolated coarse values.
-    Each image's :class:`vizkit.engine.OcclusionCost` is appended to ``costs`` when given."""
+    ``drill_down`` < 1, adaptive drill-down (:func:`drill_down_maps`): a pass over every
+    ``2**levels``-th row and column of the grid (``levels``: :func:`drill_levels` of the grid
+    unless given), then, halving the spacing level by level, only the ``drill_down`` fraction of
+    each finer level's positions where the maps change most from the unoccluded image; the rest
+    keeps values interpolated from the coarser levels. Each image's
+    :class:`vizkit.engine.OcclusionCost` is appended to ``costs`` when given."""
     _check_settings(mode, tau, drill_down)
     if mode != "fast":
         tau, drill_down = 1.0, 1.0
+    if levels is None:
+        levels = drill_levels(grid)
     n = x.shape[0]
     activity = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
     probability = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
@@ -56,6 +67,10 @@ def occlusion_maps(
     bar = vizkit.toolkit.progress_bar(
         total=n * grid.count if drill_down >= 1 else None, desc="occlusion", unit="positions", enabled=progress
     )
+    if drill_down < 1:  # what drill-down measures change from: one forward of the unoccluded images
+        with im.configured(layers=[layer], switches=False), torch.no_grad():
+            unoccluded_p = im(x).float().softmax(dim=1).cpu().numpy()
+            unoccluded_a = im.activation(layer).float().flatten(2).sum(2).cpu().numpy()
     # batched: full forwards that record the tracked layer only, and no switches
     scope = im.configured(layers=[layer], switches=False) if mode == "batched" else contextlib.nullcontext(im)
     with scope:
@@ -84,7 +99,8 @@ def occlusion_maps(
             if drill_down >= 1:
                 compute([(r, c) for r in range(grid.rows) for c in range(grid.cols)])
             else:
-                _drill_down(compute, grid, drill_down, activity[i], probability[i], top[i])
+                unoccluded = (float(unoccluded_p[i, target]), float(unoccluded_a[i, channel]))
+                drill_down_maps(compute, grid, drill_down, levels, activity[i], probability[i], top[i], unoccluded)
             if costs is not None and mode != "batched":
                 costs.append(engine.cost)
     bar.close()
@@ -102,28 +118,61 @@ def _check_settings(mode: str, tau: float, drill_down: float) -> None:
         raise vizkit.UsageError(f"--drill-down must be in [0, 1], not {drill_down}")
 
 
-def _drill_down(
+def drill_levels(grid: OcclusionGrid) -> int:
+    """How many times drill-down halves the spacing of its positions: the coarsest pass takes
+    every ``2**levels``-th position, the largest power of two that keeps those positions at most
+    :data:`DRILL_SPACING` pixels apart and inside the grid, and at least 2 (every other one)."""
+    levels = 1
+    while 2 ** (levels + 1) * grid.stride <= DRILL_SPACING and 2 ** (levels + 1) < max(grid.rows, grid.cols):
+        levels += 1
+    return levels
+
+
+def drill_down_maps(
     compute: Callable[[list[tuple[int, int]]], None],
     grid: OcclusionGrid,
     fraction: float,
+    levels: int,
     activity: np.ndarray,
     probability: np.ndarray,
     top: np.ndarray,
-) -> None:
-    """One image's maps by adaptive drill-down: ``compute`` (which fills the maps at the cells
-    it is given) over every other row and column, the rest interpolated, then ``compute`` again
-    over the ``fraction`` of cells whose probability drop is largest."""
-    coarse_rows, coarse_cols = _coarse(grid.rows), _coarse(grid.cols)
-    compute([(r, c) for r in coarse_rows for c in coarse_cols])
-    for maps in (activity, probability):
-        maps[:] = _interpolate(maps[np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
-    top[:] = _nearest(top[np.ix_(coarse_rows, coarse_cols)], coarse_rows, coarse_cols, grid)
-    compute(_to_refine(probability, coarse_rows, coarse_cols, fraction))
+    unoccluded: tuple[float, float],
+) -> np.ndarray:
+    """One image's maps by adaptive drill-down, and which cells were computed (a boolean mask).
+
+    ``compute`` fills the maps at the cells it is given. It runs over every ``2**levels``-th row
+    and column (the grid's last row and column included), the rest interpolated from them; then,
+    level by level, the spacing halves and ``compute`` runs over the ``fraction`` of the finer
+    lattice's cells (less those already computed) whose neighbourhood changes most from the
+    ``unoccluded`` (probability, activity) values (:func:`_to_refine`), and the grid is
+    interpolated again from the finer lattice. The change is measured as a size, drops and rises
+    alike: for a target that is not the top class the structure is where its probability rises."""
+    computed = np.zeros((grid.rows, grid.cols), dtype=bool)
+    step = 2**levels
+    rows, cols = _lattice(grid.rows, step), _lattice(grid.cols, step)
+    compute([(r, c) for r in rows for c in cols])
+    computed[np.ix_(rows, cols)] = True
+    while step > 1:
+        for values in (activity, probability):
+            values[:] = _interpolate(values[np.ix_(rows, cols)], rows, cols, grid)
+        top[:] = _nearest(top[np.ix_(rows, cols)], rows, cols, grid)
+        step //= 2
+        rows, cols = _lattice(grid.rows, step), _lattice(grid.cols, step)
+        cells = _to_refine(_change(activity, probability, unoccluded), rows, cols, step, fraction, computed)
+        if cells:
+            compute(cells)
+            computed[tuple(np.array(cells).T)] = True
+    return computed
+
+
+def _lattice(count: int, step: int) -> list[int]:
+    """Every ``step``-th index of a grid axis, and the last one (so interpolation covers the edges)."""
+    return sorted(set(range(0, count, step)) | {count - 1})
 
 
 def _coarse(count: int) -> list[int]:
-    """Every other index of a grid axis, and the last one (so interpolation covers the edges)."""
-    return sorted(set(range(0, count, 2)) | {count - 1})
+    """Every other index of a grid axis, and the last one: one level of drill-down's coarse pass."""
+    return _lattice(count, 2)
 
 
 def _interpolate(values: np.ndarray, rows: list[int], cols: list[int], grid: OcclusionGrid) -> np.ndarray:
@@ -139,19 +188,38 @@ def _nearest(values: np.ndarray, rows: list[int], cols: list[int], grid: Occlusi
     return values[np.ix_(near_row, near_col)]
 
 
-def _to_refine(probability: np.ndarray, rows: list[int], cols: list[int], fraction: float) -> list[tuple[int, int]]:
-    """The ``fraction`` of grid cells with the largest (interpolated) probability drop in their 3x3
-    neighbourhood, less the coarse cells already computed. Taking the neighbourhood's lowest
-    probability refines the edges of a drop too, where interpolation errs most: on the twelve
-    benchmark images it gives the SSIM of refining 25% by the cell's own drop at 20%."""
-    padded = np.pad(probability, 1, mode="edge")
-    height, width = probability.shape
-    lowest = np.min([padded[i : i + height, j : j + width] for i in range(3) for j in range(3)], axis=0)
-    count = round(fraction * probability.size)
-    order = np.argsort(lowest, axis=None, kind="stable")[:count]
-    computed = {(r, c) for r in rows for c in cols}
-    cells = [divmod(int(k), width) for k in order]
-    return sorted(cell for cell in cells if cell not in computed)
+def _change(activity: np.ndarray, probability: np.ndarray, unoccluded: tuple[float, float]) -> np.ndarray:
+    """Each cell's size of change from the unoccluded image: |p - p0| and |a - a0|, each relative
+    to its largest over the grid (so a probability spanning 0-0.013 counts as much as one
+    spanning 0-1), the larger of the two. Sizes, not signed drops: a target's probability can
+    rise under the occluder (a class that is not the top one), and so can a map's activity.
+    A map whose largest change is float rounding (1e-5 of its values' size or less) counts as
+    unchanged, lest its rounding noise, scaled up, choose the cells to refine."""
+    sizes = []
+    for values, base in ((probability, unoccluded[0]), (activity, unoccluded[1])):
+        size = np.abs(values.astype(np.float64) - base)
+        largest = float(size.max())
+        rounding = 1e-5 * max(abs(base), float(np.abs(values).max()))
+        sizes.append(size / largest if largest > rounding else np.zeros_like(size))
+    return np.maximum(*sizes)
+
+
+def _to_refine(
+    change: np.ndarray, rows: list[int], cols: list[int], step: int, fraction: float, computed: np.ndarray
+) -> list[tuple[int, int]]:
+    """The ``fraction`` of the ``rows`` x ``cols`` lattice's cells with the largest change within
+    ``step`` cells of them (their lattice neighbours), less the cells already ``computed``.
+    Taking the neighbourhood's largest change refines the edges of a change too, where
+    interpolation errs most: on the twelve benchmark images it gives the SSIM of refining 25% by
+    the cell's own change at 20%."""
+    padded = np.pad(change, step, mode="edge")
+    side = 2 * step + 1
+    largest = sliding_window_view(padded, (side, side)).max(axis=(-2, -1))
+    lattice = np.zeros(change.shape, dtype=bool)
+    lattice[np.ix_(rows, cols)] = True
+    count = round(fraction * int(lattice.sum()))
+    order = np.argsort(-largest[lattice], kind="stable")[:count]
+    return sorted((int(r), int(c)) for r, c in np.argwhere(lattice)[order] if not computed[r, c])
 
 
 def _batched(
