@@ -11,6 +11,8 @@ interleaved, round after round, and the minimum over rounds is kept (the least d
   default layer (its last convolution);
 * ``all layers``: ``vizkit.instrument(model)`` forward (every activation and every max-pool's
   switches: what it does by default);
+* ``copying``: the same all-layer forward copying each output as it appears (before copy on
+  write, :mod:`vizkit.engine.kept`), to show what keeping references saves;
 * ``fwd+bwd``: a plain forward and a backward of one output unit's sum to the input only
   (``torch.autograd.grad``: no weight gradients, as in a projection);
 * ``projection``: ``vizkit.project`` of one map of L (autograd path, deconvnet rule), which is a
@@ -43,15 +45,15 @@ def _time(function: Callable[[], Any]) -> float:
 
 def _recorded_megabytes(im: Any) -> float:
     """Bytes the last forward's recording holds: kept activations and forward records."""
-    total = 0
     rec = im._rec  # benchmark only: what the recording holds, not part of any API
-    for tensor in rec.acts.values():
-        total += tensor.numel() * tensor.element_size()
+    tensors = list(rec.acts.values())
     for record in rec.records.values():
-        for value in vars(record).values() if hasattr(record, "__dict__") else ():
-            if isinstance(value, torch.Tensor):
-                total += value.numel() * value.element_size()
-    return total / 2**20
+        tensors += [
+            v for v in (vars(record).values() if hasattr(record, "__dict__") else ()) if isinstance(v, torch.Tensor)
+        ]
+    # layers holding the same tensor (a block and its last module) hold its storage once
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values()) / 2**20
 
 
 def bench_model(name: str, batch: int, size: int, rounds: int) -> dict[str, float]:
@@ -71,7 +73,7 @@ def bench_model(name: str, batch: int, size: int, rounds: int) -> dict[str, floa
         inp = x.clone().requires_grad_(True)
         torch.autograd.grad(model(inp)[:, 0].sum(), inp)  # to the input only, as a projection
 
-    times: dict[str, list[float]] = {k: [] for k in ("plain", "one", "all", "fwdbwd", "projection")}
+    times: dict[str, list[float]] = {k: [] for k in ("plain", "one", "all", "copying", "fwdbwd", "projection")}
     memory = 0.0
     plain()  # warm-up: first-call allocations and kernel selection
     for _ in range(rounds):
@@ -81,6 +83,8 @@ def bench_model(name: str, batch: int, size: int, rounds: int) -> dict[str, floa
         with vizkit.instrument(model) as im, torch.no_grad():
             times["all"].append(_time(lambda im=im: im(x)))
             memory = _recorded_megabytes(im)
+            with im._settings_changed(copy_kept=True):  # benchmark only: the copy-everything fallback
+                times["copying"].append(_time(lambda im=im: im(x)))
         times["fwdbwd"].append(_time(forward_backward))
         with vizkit.instrument(model, layers=[layer]) as im:
             times["projection"].append(_time(lambda im=im: vizkit.project(im, x, layer, [channel])))
@@ -100,7 +104,7 @@ def main() -> None:
     )
     print(
         f"{'model':<16} {'layer':<22} {'plain':>8} {'one layer':>10} {'all layers':>11} "
-        f"{'fwd+bwd':>8} {'projection':>11} {'all-layer MB':>13}"
+        f"{'copying':>8} {'fwd+bwd':>8} {'projection':>11} {'all-layer MB':>13}"
     )
     for name in args.models.split(","):
         try:
@@ -110,7 +114,7 @@ def main() -> None:
             continue
         print(
             f"{name:<16} {r['layer']!s:<22} {r['plain'] * 1000:6.0f}ms {r['one'] / r['plain']:9.2f}x "
-            f"{r['all'] / r['plain']:10.2f}x {r['fwdbwd'] * 1000:6.0f}ms {r['projection'] / r['fwdbwd']:10.2f}x "
+            f"{r['all'] / r['plain']:10.2f}x {r['copying'] / r['plain']:7.2f}x {r['fwdbwd'] * 1000:6.0f}ms {r['projection'] / r['fwdbwd']:10.2f}x "
             f"{r['memory_mb']:12.0f}"
         )
 

@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from vizkit.engine import ops
 from vizkit.engine.finite import FoundNonFinite, activation_error, all_finite, batch_size, input_error
+from vizkit.engine.kept import KeptActivations
 from vizkit.engine.layers import (
     LayerInfo,
     UnknownLayerError,
@@ -46,6 +47,11 @@ from vizkit.engine.tape import OpRecorder
 from vizkit.errors import VizkitError
 
 
+class _Stale(Exception):
+    """A kept output held by reference was changed by an op the function mode did not see: the
+    forward is run again copying every output (:mod:`vizkit.engine.kept`)."""
+
+
 class _StopForward(BaseException):
     """Raised from a hook to end a forward pass once the layer of interest is computed. A
     BaseException (like KeyboardInterrupt), so that a model whose ``forward`` catches every
@@ -60,13 +66,18 @@ class _Recording:
     stack: list[tuple[str, nn.Module]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     infos: dict[str, LayerInfo] = field(default_factory=dict)
-    acts: dict[str, Tensor] = field(default_factory=dict)
+    kept: KeptActivations = field(default_factory=KeptActivations)
     records: dict[str, Any] = field(default_factory=dict)  # layer -> its op's forward record
     captured: dict[str, Tensor] = field(default_factory=dict)
     stop_at: str | None = None
     checked: set[str] = field(default_factory=set)  # activations found finite
     stopped: Tensor | None = None  # the ``until`` layer's output
     call: tuple[tuple, dict] = ((), {})  # the forward's other arguments (to run it again)
+
+    @property
+    def acts(self) -> dict[str, Tensor]:
+        """Layer name -> kept output (read them with :meth:`KeptActivations.get`)."""
+        return self.kept.values
 
 
 class _Interceptor(TorchFunctionMode):
@@ -79,8 +90,11 @@ class _Interceptor(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         owner = self.owner
-        if not owner._rec.active:
+        rec = owner._rec
+        if not rec.active:
             return func(*args, **kwargs)
+        if rec.kept:  # outputs held by reference: copy those this call is about to overwrite
+            rec.kept.before_write(func, args, kwargs)
         if owner._settings.rule is not None and not torch.is_grad_enabled():
             # the autograd projection's forward: a model that runs part of its forward under
             # torch.no_grad() (a frozen backbone under a trained head) would cut the layers
@@ -250,7 +264,7 @@ class Recorder:
             stopped = self._rec.stopped
             if self._settings.check_finite and stopped is not None and not all_finite(stopped):
                 raise self.non_finite_error() from None
-            return self._rec.acts.get(stop) if stop else None
+            return self._rec.kept.get(stop) if stop and stop in self._rec.acts else None
         if stop is not None:
             self._require(stop)
         if self._settings.check_finite and not all_finite(self.output):
@@ -309,13 +323,27 @@ class Recorder:
             return None
 
     def _forward(self, x: Tensor, stop: str | None, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._run_model(x, stop, args, kwargs)
+        except _Stale:  # an output kept by reference was overwritten unseen: copy them all
+            with self._settings_changed(copy_kept=True):
+                return self._run_model(x, stop, args, kwargs)
+
+    def _run_model(self, x: Tensor, stop: str | None, args: tuple, kwargs: dict) -> Any:
         self._stop_next = stop  # read by the root pre-hook, which starts the recording
         self._call_next = (args, kwargs)
         try:
-            return self.model(self.cast_input(x), *args, **kwargs)
+            output = self.model(self.cast_input(x), *args, **kwargs)
+        except _StopForward:
+            if self._rec.kept.stale:
+                raise _Stale from None
+            raise
         finally:
             self._stop_next = None
             self._rec.active = False
+        if self._rec.kept.stale:
+            raise _Stale
+        return output
 
     def run_capturing(
         self,
@@ -387,7 +415,7 @@ class Recorder:
         rec = self._rec
         if name not in rec.acts:
             raise VizkitError(f"layer '{name}' was not recorded; pass it to instrument(..., layers=[...])")
-        act = rec.acts[name]
+        act = rec.kept.get(name)
         if self._settings.check_finite and name not in rec.checked:
             if not all_finite(act):
                 raise self.non_finite_error()
@@ -437,13 +465,21 @@ class Recorder:
     _call_next: tuple[tuple, dict] = ((), {})
 
     def _root_pre(self, module: nn.Module, args: Any) -> None:
-        self._rec = _Recording(active=True, stack=[("", module)], stop_at=self._stop_next, call=self._call_next)
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        self._rec = _Recording(
+            active=True,
+            stack=[("", module)],
+            stop_at=self._stop_next,
+            call=self._call_next,
+            kept=KeptActivations(copy_all=self._settings.copy_kept, protected=x),
+        )
         tape = self._settings.tape
-        if tape is not None and args and isinstance(args[0], Tensor):
-            tape.input(args[0])
+        if tape is not None and x is not None:
+            tape.input(x)
 
     def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
         self._rec.active = False
+        self._rec.kept.seal(output)
 
     def _make_pre(self, name: str) -> Callable:
         def pre(module: nn.Module, args: Any) -> None:
@@ -479,7 +515,7 @@ class Recorder:
                 raise FoundNonFinite(layer, output.detach())
             if settings.layers is None or layer in settings.layers:
                 # the forward ends at ``until``, so nothing can change that output: no copy needed
-                rec.acts[layer] = output.detach() if layer == rec.stop_at else output.detach().clone()
+                rec.kept.keep(layer, output, copy=layer != rec.stop_at)
             if layer == settings.capture:
                 rec.captured[layer] = output
                 if settings.tape is not None:

@@ -24,4 +24,5 @@ class Settings:
     tape: OpRecorder | None = None  # records every op of the forward, if any
     capture: str | None = None  # layer whose live output (with its graph) is kept
     check_finite: bool = True  # refuse NaN/inf in the output and in the activations read
+    copy_kept: bool = False  # copy each kept output as it appears (not on write: vizkit.engine.kept)
     locate: bool = False  # check every layer's output as it appears (finding the first bad one)
