@@ -1,7 +1,8 @@
 """Recording: activations and max-pooling switches of any ``nn.Module``.
 
 A :class:`Recorder` is a context manager. Inside it every forward records, for the requested
-layers, a clone of the layer's output and, for every max-pooling op, its switches (the argmax
+layers, the layer's output (copied only before an in-place op writes over it:
+:mod:`vizkit.engine.kept`) and, for every max-pooling op, its switches (the argmax
 indices). It works for models that are not Sequentials: pooling, ReLU and normalisation calls are
 seen by a ``TorchFunctionMode`` whether a module or the model's own ``forward`` makes them, so
 functional calls become layers too (:mod:`vizkit.engine.layers` says how layers are named). What a
@@ -407,7 +408,9 @@ class Recorder:
         return self._rec.infos[self._require(layer)]
 
     def activation(self, layer: str) -> Tensor:
-        """The recorded output of ``layer`` in the last forward (a clone, detached).
+        """The recorded output of ``layer`` in the last forward, detached: the layer's own
+        output tensor, copied only if the forward wrote over it (:mod:`vizkit.engine.kept`), so
+        clone it before changing it; one changed in place after the forward is refused.
 
         With ``check_finite`` (the default) an activation holding NaN or inf raises
         :class:`NonFiniteActivation` naming the first layer that produced them."""
