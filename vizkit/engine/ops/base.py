@@ -85,6 +85,10 @@ class Op:
     # its forward record serves only the explicit reverse pass (an in-place op's input): it is
     # asked for only while a tape records, not on every recorded forward
     tape_only_record: ClassVar[bool] = False
+    # why incremental occlusion recomputes the op's whole output when its step gives up (the
+    # cost report's reason); "": a generic one
+    whole_reason: ClassVar[str] = ""
+    product: ClassVar[bool] = False  # multiplies its inputs (an SE gate's product, the cost report says)
 
     def bind(self, args: tuple, kwargs: dict | None) -> dict[str, Any]:
         """The arguments of a call by parameter name, defaults filled in.

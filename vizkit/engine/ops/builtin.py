@@ -93,6 +93,15 @@ class Normalisation(Op):
         function = getattr(F, self.name)
         return function(x, *args, **kwargs)
 
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Batch and local response normalisation work along axis 1 (the channels): point-wise
+        in space unless axis 1 holds the window's rows or columns."""
+        if not self.pointwise or any(1 in window.dims for window in windows.values()):
+            return None
+        return occlusion.pointwise(call, windows)
+
 
 class LocalResponseNorm(Normalisation):
     """Contrast normalisation across maps (the paper's layers 1 and 2)."""
@@ -177,7 +186,7 @@ class FractionalMaxPool(Op):
         return self.owns(module) and getattr(module, "_random_samples", None) is None
 
 
-class AvgPool2d(Op):
+class AvgPool2d(SlidingOp):
     """Average pooling: the signal spread evenly over each window going down."""
 
     name = "avg_pool2d"
@@ -209,6 +218,24 @@ class AvgPool2d(Op):
             return [F.conv_transpose2d(s, weight, None, stride, padding, out_pad, channels)]
 
         return Node(self, [tape.index(x)], spread, window=window)
+
+    def slide(self, slab: Tensor, p: dict[str, Any], window: Window) -> Tensor:
+        return F.avg_pool2d(slab, window.kernel, window.stride, 0, divisor_override=p["divisor_override"])
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Slid like a convolution where every output divides by its whole kernel (zero padding
+        counted, as a slab padded with zeros and pooled without padding does) and no window
+        overhangs the map (``ceil_mode`` only where the windows fit exactly)."""
+        p = self.bind(call.args, call.kwargs)
+        window, x = self.window(p), occlusion.base[call.parents[0]] if len(call.parents) == 1 else None
+        if x is None or (any(window.padding) and not p["count_include_pad"] and p["divisor_override"] is None):
+            return None
+        fits = all(
+            (x.shape[-2 + i] + 2 * window.padding[i] - window.kernel[i]) % window.stride[i] == 0 for i in range(2)
+        )
+        return occlusion.sliding(index, call, self, windows) if fits or not p["ceil_mode"] else None
 
 
 class AdaptiveAvgPool2d(Op):
@@ -244,10 +271,20 @@ class AdaptiveAvgPool2d(Op):
             adaptive_bin(x1, w, ow)[1] - 1,
         )
 
+    whole_reason = "adaptive average pooling to a size other than 1x1 or the input's"
+
     def step(
         self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
     ) -> _Window | Tensor | None:
-        return occlusion.global_mean(call, windows) if tuple(call.value.shape[-2:]) == (1, 1) else None
+        """A global pool (1x1 output) by the window's change of sum; the identity (output as
+        large as the input: AlexNet's and VGG's at 224 px) point-wise."""
+        if any(window.dims != (2, 3) for window in windows.values()) or len(call.parents) != 1:
+            return None
+        if tuple(call.value.shape[-2:]) == (1, 1):
+            return occlusion.global_mean(call, windows)
+        if call.value.shape[-2:] == occlusion.base[call.parents[0]].shape[-2:]:
+            return occlusion.pointwise(call, windows)
+        return None
 
 
 class Conv2d(SlidingOp):
@@ -293,11 +330,20 @@ class Linear(Op):
     name = "linear"
     calls = ("linear",)
     signature = parse_signature("(input, weight, bias=None)")
+    whole_reason = "a fully connected layer over the map's positions"
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
         p = self.bind(args, kwargs)
         weight = p["weight"].detach()
         return Node(self, [tape.index(p["input"])], lambda s: [s @ weight])
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Point-wise in space when the last axis (the one it reads) holds the channels: a
+        channels-last map's (ConvNeXt's MLP)."""
+        last = call.value.dim() - 1
+        return None if any(last in window.dims for window in windows.values()) else occlusion.pointwise(call, windows)
 
     def input_box(self, box: Box, out_shape: torch.Size, in_shape: torch.Size) -> Box | None:
         return None
@@ -334,6 +380,13 @@ class Reshape(Op):
 
     name = "reshape"
     calls = ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as")
+    whole_reason = "a reshape that merges the map's positions (flatten)"
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """A reshape of the channels alone (ShuffleNet's shuffle) keeps the window."""
+        return occlusion.reshaped(index, call, windows)
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
         x = first_input(args, kwargs)
@@ -372,8 +425,11 @@ class Cat(Op):
     def step(
         self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
     ) -> _Window | Tensor | None:
-        along_channels = self.bind(call.args, call.kwargs)["dim"] in (1, -3)
-        return occlusion.union(call, windows) if along_channels else None
+        """Along an axis other than the batch and the window's rows and columns: the union."""
+        along = self.bind(call.args, call.kwargs)["dim"] % call.value.dim()
+        if along == 0 or any(along in window.dims for window in windows.values()):
+            return None
+        return occlusion.union(call, windows)
 
 
 class Add(Op):

@@ -35,7 +35,21 @@ from vizkit.engine.ops.builtin import Normalisation
 
 if TYPE_CHECKING:
     from vizkit.engine.deconv import Tape
+    from vizkit.engine.incremental import IncrementalOcclusion, _Call, _Window
     from vizkit.engine.rules import ProjectionRule
+
+
+class Elementwise(Op):
+    """An element-wise op of maps and constants (a product, a difference, a quotient):
+    incremental occlusion takes the union of its maps' windows, as for an addition, where the
+    maps and constants broadcast along the channels only (layer scale ``x * gamma``, ``x *
+    sigmoid(x)``); a factor that depends on the whole map (an SE block's gate) makes its output
+    the whole map."""
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        return occlusion.union(call, windows)
 
 
 @dataclass(frozen=True)
@@ -170,7 +184,7 @@ def _activation(
     return cls()
 
 
-class Mul(Op):
+class Mul(Elementwise):
     """A product (SE gates, layer scale): each factor gets the signal times the other factor's
     forward value, summed to its shape (a gate factor then stops it: :class:`Gate`)."""
 
@@ -178,6 +192,7 @@ class Mul(Op):
 
     name = "mul"
     calls = ("mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply")
+    product = True
     signature = parse_signature("(input, other, out=None)")
 
     def forward(
@@ -215,7 +230,7 @@ class Mul(Op):
         return Node(self, [tape.index(a), tape.index(b)], split)
 
 
-class Sub(Op):
+class Sub(Elementwise):
     """A difference ``a - alpha * b``: ``a`` gets the signal, ``b`` minus it (summed to shape)."""
 
     name = "sub"
@@ -234,7 +249,7 @@ class Sub(Op):
         return Node(self, [tape.index(a), tape.index(b)], split)
 
 
-class Div(Op):
+class Div(Elementwise):
     """A quotient ``a / b``: ``a`` gets the signal over ``b``, a signal ``b`` minus the signal
     times ``a / b**2`` (both at their forward values), as back-propagation does."""
 
@@ -282,6 +297,18 @@ class LayerNorm(Normalisation):
     calls = ("layer_norm",)
     owner = nn.LayerNorm
     pointwise = False  # its statistics may span positions
+    whole_reason = "layer normalisation over the map's positions"
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Point-wise in space when the normalised axes (the last ``len(normalized_shape)``) hold
+        no rows or columns: a LayerNorm over the channels of a channels-last map (ConvNeXt)."""
+        shape = call.args[1] if len(call.args) > 1 else call.kwargs["normalized_shape"]
+        first = call.value.dim() - (1 if isinstance(shape, int) else len(shape))
+        if any(d >= first for window in windows.values() for d in window.dims):
+            return None
+        return occlusion.pointwise(call, windows)
 
 
 class GroupNorm(Normalisation):
@@ -291,6 +318,7 @@ class GroupNorm(Normalisation):
     calls = ("group_norm",)
     owner = nn.GroupNorm
     pointwise = False  # statistics over each group's whole maps
+    whole_reason = "group normalisation: statistics over whole maps"
 
 
 class InstanceNorm(Normalisation):
@@ -300,6 +328,7 @@ class InstanceNorm(Normalisation):
     calls = ("instance_norm",)
     owner = nn.modules.instancenorm._InstanceNorm
     pointwise = False
+    whole_reason = "instance normalisation: statistics over whole maps"
 
 
 class Permute(Op):
@@ -307,14 +336,31 @@ class Permute(Op):
 
     name = "permute"
     calls = ("permute",)
+    whole_reason = "a permute that moves the batch axis"
+
+    @staticmethod
+    def order(args: tuple, kwargs: dict, ndim: int) -> list[int]:
+        """The permutation, each axis in [0, ndim)."""
+        rest = list(args[1:]) or [kwargs["dims"]]
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else rest
+        return [int(d) % ndim for d in dims]
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
         x = first_input(args, kwargs)
-        rest = list(args[1:]) or [kwargs["dims"]]
-        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)) else rest
-        order = [int(d) % x.dim() for d in dims]
+        order = self.order(args, kwargs, x.dim())
         inverse = sorted(range(len(order)), key=order.__getitem__)
         return Node(self, [tape.index(x)], lambda s: [s.permute(inverse)])
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """The window permuted with the map (NCHW to channels-last and back): its rows and
+        columns go where the permutation takes them; the batch must stay first."""
+        order = self.order(call.args, call.kwargs, call.value.dim())
+        (window,) = windows.values()
+        if order[0] != 0:
+            return None
+        return occlusion.relayout(index, call, windows, (order.index(window.dims[0]), order.index(window.dims[1])))
 
     def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
         return None
@@ -332,6 +378,20 @@ class Transpose(Op):
         x, d0, d1 = p["input"], p["dim0"], p["dim1"]
         return Node(self, [tape.index(x)], lambda s: [s.transpose(d0, d1)])
 
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """The window transposed with the map (the batch axis must stay put)."""
+        p, ndim = self.bind(call.args, call.kwargs), call.value.dim()
+        d0, d1 = int(p["dim0"]) % ndim, int(p["dim1"]) % ndim
+        (window,) = windows.values()
+        if 0 in (d0, d1):
+            return None
+        swap = {d0: d1, d1: d0}
+        return occlusion.relayout(
+            index, call, windows, (swap.get(window.dims[0], window.dims[0]), swap.get(window.dims[1], window.dims[1]))
+        )
+
     def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
         return None
 
@@ -348,6 +408,12 @@ class ChannelShuffle(Op):
         p = self.bind(args, kwargs)
         x, groups = p["input"], int(p["groups"])
         return Node(self, [tape.index(x)], lambda s: [F.channel_shuffle(s, x.shape[1] // groups)])
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """A shuffle of axis 1 (the channels of an NCHW map) moves no position."""
+        return occlusion.pointwise(call, windows) if all(1 not in w.dims for w in windows.values()) else None
 
 
 class Slice(Op):
@@ -374,6 +440,29 @@ class Slice(Op):
     def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
         return None
 
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Basic indexing that takes every batch entry, row and column (``x[:, :c]``, Ghost
+        blocks) keeps the window; an integer index drops its axis, shifting those after it."""
+        (window,) = windows.values()
+        if len(call.args) != 2 or len(call.parents) != 1:
+            return None
+        parts = list(call.args[1]) if isinstance(call.args[1], tuple) else [call.args[1]]
+        ndim = occlusion.base[call.parents[0]].dim()
+        if parts.count(Ellipsis) == 1:
+            at = parts.index(Ellipsis)
+            parts[at : at + 1] = [slice(None)] * (ndim - len(parts) + 1)
+        if len(parts) > ndim or not all(isinstance(part, (int, slice)) for part in parts):
+            return None
+        parts += [slice(None)] * (ndim - len(parts))
+        whole = slice(None)
+        if any(parts[d] != whole for d in (0, *window.dims)):
+            return None
+        dropped = [axis for axis, part in enumerate(parts) if isinstance(part, int)]
+        dims = tuple(d - sum(axis < d for axis in dropped) for d in window.dims)
+        return occlusion.relayout(index, call, windows, (dims[0], dims[1]))
+
 
 class Adjoint(Op):
     """Other linear rearrangements (narrow, select, expand, repeat, roll, flip, pad, movedim):
@@ -390,6 +479,37 @@ class Adjoint(Op):
 
     def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
         return None
+
+
+class Pad(Adjoint):
+    """``F.pad`` (timm's TF-style 'same' padding before a convolution): the adjoint crops the
+    signal back; incremental occlusion shifts the window by the padding before it."""
+
+    name = "pad"
+    calls = ("pad",)
+    function = staticmethod(F.pad)
+    signature = parse_signature("(input, pad, mode='constant', value=None)")
+    whole_reason = "padding other than a constant one of the rows and columns"
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """A constant padding of the last two axes, when they are the window's rows and columns,
+        moves the window down and right by the top and left padding (the padding itself never
+        changes); padding of the axes before them (the channels) is applied to the window."""
+        p = self.bind(call.args, call.kwargs)
+        pad, ndim = [int(v) for v in p["pad"]], call.value.dim()
+        (window,) = windows.values()
+        if p["mode"] != "constant" or len(call.parents) != 1 or window.dims != (ndim - 2, ndim - 1):
+            return None
+        if any(v < 0 for v in pad) or len(pad) % 2 or len(pad) > 2 * (ndim - 1):
+            return None
+        pad += [0] * (4 - len(pad))
+        (left, _right, top, _bottom), rest = pad[:4], pad[4:]
+        values = window.values
+        if any(rest):
+            values = F.pad(values, [0, 0, 0, 0, *rest], value=0.0 if p["value"] is None else p["value"])
+        return occlusion.shifted(index, window.with_values(values), top, left)
 
 
 def _adjoint(name: str, function: Callable[..., Tensor]) -> Adjoint:
@@ -426,6 +546,22 @@ class Split(Op):
             offset += size
         return nodes
 
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """A piece along the channels (CSP, ShuffleNet) keeps the window (unbind, which drops
+        its axis, recomputes the whole piece)."""
+        if getattr(call.func, "__name__", "") == "unbind":
+            return None
+        (window,) = windows.values()
+        dim = call.kwargs.get("dim", call.args[2] if len(call.args) > 2 else 0)
+        if not isinstance(dim, int):
+            return None
+        dim %= call.value.dim()
+        if dim == 0 or dim in window.dims:
+            return None
+        return occlusion.relayout(index, call, windows, window.dims)
+
 
 class Mean(Op):
     """A mean over dimensions (ShuffleNet's global pool, ``x.mean((2, 3), keepdim=True)`` in SE
@@ -435,6 +571,27 @@ class Mean(Op):
     calls = ("mean",)
     signature = parse_signature("(input, dim=None, keepdim=False, dtype=None, out=None)")
     divide: ClassVar[bool] = True
+    whole_reason = "a mean over some, not all, of the map's positions"
+
+    def step(
+        self, occlusion: IncrementalOcclusion, index: int, call: _Call, windows: dict[int, _Window]
+    ) -> _Window | Tensor | None:
+        """Over exactly the rows and columns: a global pool (the window's change of sum); over
+        axes that hold neither (the channels): point-wise in space; else the whole map."""
+        p = self.bind(call.args, call.kwargs)
+        (window,) = windows.values()
+        ndim = occlusion.base[call.parents[0]].dim() if len(call.parents) == 1 else 0
+        if p["dim"] is None or not ndim or p["dtype"] is not None:
+            return None
+        over = sorted({int(d) % ndim for d in _as_list(p["dim"])})
+        if 0 in over:
+            return None
+        if over == sorted(window.dims):
+            return occlusion.global_mean(call, windows, tuple(over), bool(p["keepdim"]), self.divide)
+        if any(d in window.dims for d in over):
+            return None
+        dims = window.dims if p["keepdim"] else tuple(d - sum(o < d for o in over) for d in window.dims)
+        return occlusion.relayout(index, call, windows, (dims[0], dims[1]))
 
     def reverse(self, tape: Tape, args: tuple, kwargs: dict, out: Tensor, record: Any) -> Node:
         p = self.bind(args, kwargs)
@@ -499,6 +656,7 @@ for _op in (
     Split(),
     Mean(),
     Sum(),
+    Pad(),
     *(
         _adjoint(name, function)
         for name, function in (
@@ -509,7 +667,6 @@ for _op in (
             ("repeat", Tensor.repeat),
             ("roll", torch.roll),
             ("flip", torch.flip),
-            ("pad", F.pad),
             ("movedim", torch.movedim),
             ("moveaxis", torch.moveaxis),
         )
