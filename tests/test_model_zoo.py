@@ -133,11 +133,12 @@ def preprocess(entry: Entry) -> vizkit.Preprocess:
 @dataclass
 class Prepared:
     """A built model, one real image at the entry's size, its deepest spatial layer (the default
-    layer), that layer's strongest map on the image, and the model's top-1 class."""
+    layer), that layer's output and strongest map on the image, and the model's top-1 class."""
 
     model: nn.Module
     x: torch.Tensor
     layer: str
+    activation: torch.Tensor
     channel: int
     top1: int
 
@@ -149,22 +150,35 @@ def prepared(entry: Entry) -> Prepared:
     with vizkit.instrument(model) as im, torch.no_grad():
         logits = im(x)
         layer = vizkit.toolkit.default_layer(model, im, logits.shape[1])
-        channel = int(im.activation(layer)[0].flatten(1).amax(1).argmax())
-    return Prepared(model, x, layer, channel, int(logits[0].argmax()))
+        activation = im.activation(layer)
+    channel = int(activation[0].flatten(1).amax(1).argmax())
+    return Prepared(model, x, layer, activation, channel, int(logits[0].argmax()))
 
 
 # ------------------------------------------------------------------------------- the checks
-def check_projection(entry: Entry) -> dict[str, float]:
-    """Both projection paths agree under every built-in rule; returns each rule's relative error."""
+def check_projection(entry: Entry, candidates: int = 6) -> dict[str, float]:
+    """Both projection paths agree under every built-in rule, for a map of the deepest spatial
+    layer that the rule projects to something non-zero; returns each rule's relative error.
+
+    The deconvnet and guided rules project the strongest map. The gradient rule takes the
+    strongest of the ``candidates`` strongest maps whose autograd projection is not zero: a unit
+    held at a ReLU6's ceiling has a gradient of zero (the strongest three maps of timm's
+    MobileNetV2-0.35 peak at exactly 6)."""
     p = prepared(entry)
+    strongest = p.activation[0].flatten(1).amax(1).argsort(descending=True)[:candidates].tolist()
     errors: dict[str, float] = {}
     with vizkit.instrument(p.model, layers=[p.layer]) as im:
         for rule in RULES:
-            autograd = vizkit.project(im, p.x, p.layer, [p.channel], method="autograd", rule=rule).images
-            explicit = vizkit.project(im, p.x, p.layer, [p.channel], method="explicit", rule=rule).images
-            assert torch.isfinite(explicit).all() and autograd.abs().amax() > 0, rule
+            for channel in strongest if rule == "gradient" else strongest[:1]:
+                autograd = vizkit.project(im, p.x, p.layer, [channel], method="autograd", rule=rule).images
+                if autograd.abs().amax() > 0:
+                    break
+            else:
+                raise AssertionError(f"{rule}: the strongest maps all project to zero")
+            explicit = vizkit.project(im, p.x, p.layer, [channel], method="explicit", rule=rule).images
+            assert torch.isfinite(explicit).all(), rule
             errors[rule] = relative_error(explicit, autograd)
-            assert errors[rule] < 1e-5, (rule, errors[rule])
+            assert errors[rule] < 1e-5, (rule, channel, errors[rule])
     assert_no_hooks(p.model)
     return errors
 
@@ -337,5 +351,5 @@ def test_the_matrix_covers_every_family_once_per_source() -> None:
     assert sorted(by_source["torchvision"]) == sorted(families)
     assert sorted(by_source["timm"]) == sorted(families - not_in_timm)
     assert len({entry.spec for entry in ZOO}) == len(ZOO)
-    assert SAMPLE <= {entry.spec for entry in ZOO} and {s.split(":")[0] for s in SAMPLE} == {"torchvision", "timm"}
+    assert {entry.spec for entry in ZOO} >= SAMPLE and {s.split(":")[0] for s in SAMPLE} == {"torchvision", "timm"}
     assert all(set(entry.known_failures) <= set(CHECKS) for entry in ZOO)
