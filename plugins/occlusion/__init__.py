@@ -81,8 +81,8 @@ def register_analyses(register) -> None:
                     "drill_down",
                     float,
                     FAST_DRILL_DOWN,
-                    help="fast mode: coarse pass at twice the stride, then the stride only over this fraction of "
-                    "positions with the largest probability drop (1: off)",
+                    help="fast mode: a coarse pass (positions up to 16 px apart), then, halving the spacing level "
+                    "by level, only this fraction of each level's positions where the maps change most (1: off)",
                     minimum=0,
                     maximum=1,
                     applies=_fast_mode,
@@ -91,8 +91,8 @@ def register_analyses(register) -> None:
                     "check",
                     int,
                     32,
-                    help="fast mode: positions recomputed exactly to report the approximation's error in "
-                    "result.json (0: none; the grid size or more: all, with SSIM)",
+                    help="fast mode: positions recomputed exactly to report the approximation's error, relative "
+                    "to the map's range, in result.json (0: none; the grid size or more: all, adding SSIM)",
                     minimum=0,
                     applies=_fast_mode,
                 ),

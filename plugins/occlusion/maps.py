@@ -210,8 +210,8 @@ def _to_refine(
     """The ``fraction`` of the ``rows`` x ``cols`` lattice's cells with the largest change within
     ``step`` cells of them (their lattice neighbours), less the cells already ``computed``.
     Taking the neighbourhood's largest change refines the edges of a change too, where
-    interpolation errs most: on the twelve benchmark images it gives the SSIM of refining 25% by
-    the cell's own change at 20%."""
+    interpolation errs most (with one level at 48/8, ranking by the 3x3 neighbourhood's lowest
+    probability gave at 20% the SSIM that ranking by the cell's own gave at 25%)."""
     padded = np.pad(change, step, mode="edge")
     side = 2 * step + 1
     largest = sliding_window_view(padded, (side, side)).max(axis=(-2, -1))
