@@ -156,12 +156,14 @@ def test_drill_down_keeps_coarse_values_where_it_does_not_refine():
     assert costs[0].positions == int(chosen.sum())
 
 
-def test_drill_levels_keep_the_coarsest_positions_at_most_16_px_apart():
-    assert drill_levels(OcclusionGrid(224, 224, 16, 4)) == 2  # every 4th of 53: 16 px apart
-    assert drill_levels(OcclusionGrid(224, 224, 48, 8)) == 1  # every other of 23: 16 px
-    assert drill_levels(OcclusionGrid(224, 224, 8, 1)) == 4  # every 16th
+def test_drill_levels_sample_at_least_twice_per_occluder_width():
+    assert drill_levels(OcclusionGrid(224, 224, 16, 4)) == 1  # every 2nd of 53: 8 px apart
+    assert drill_levels(OcclusionGrid(224, 224, 48, 8)) == 1  # every 2nd of 23: 16 px
+    assert drill_levels(OcclusionGrid(224, 224, 48, 4)) == 2  # every 4th: 16 px
+    assert drill_levels(OcclusionGrid(224, 224, 16, 1)) == 3  # every 8th: 8 px
     assert drill_levels(OcclusionGrid(224, 224, 48, 16)) == 1  # at least every other position
-    assert drill_levels(OcclusionGrid(16, 16, 4, 1)) == 3  # every 8th of 13, not past the grid
+    assert drill_levels(OcclusionGrid(16, 16, 8, 1)) == 2  # every 4th of 9, not past the grid
+    assert drill_levels(OcclusionGrid(10, 10, 8, 1)) == 1  # every 4th of 3 would be past it
     assert _lattice(13, 8) == [0, 8, 12] and _lattice(53, 4)[-2:] == [48, 52]
 
 

@@ -23,10 +23,10 @@ MODES = ("exact", "fast", "batched")
 # probability map (data range: the map's own) of 0.9 or more.
 FAST_TAU = 1.0
 FAST_DRILL_DOWN = 0.15
-# The coarsest drill-down pass puts positions at most this many pixels apart (and at least every
-# other position): on 224 px SqueezeNet the probability map's features are about the last layers'
-# stride, 16 px, wide, so 16/4 starts at every 4th position and 48/8 at every 2nd.
-DRILL_SPACING = 16
+# The coarsest drill-down pass samples the grid at least twice per occluder width: the maps are
+# the image's sensitivity seen through the occluder, and at 16/4 on SqueezeNet a coarse pass 16 px
+# apart (every 4th position) lost structure no refinement found again (Pomeranian, tennis ball:
+# SSIM 0.77 with 37% of the positions evaluated vs 0.90 with 49% from every 2nd position).
 
 
 def occlusion_maps(
@@ -121,9 +121,10 @@ def _check_settings(mode: str, tau: float, drill_down: float) -> None:
 def drill_levels(grid: OcclusionGrid) -> int:
     """How many times drill-down halves the spacing of its positions: the coarsest pass takes
     every ``2**levels``-th position, the largest power of two that keeps those positions at most
-    :data:`DRILL_SPACING` pixels apart and inside the grid, and at least 2 (every other one)."""
+    half the occluder's size apart and inside the grid, and at least 2 (every other one): one
+    level at 16/4 and 48/8, two at 16/2 or 48/4."""
     levels = 1
-    while 2 ** (levels + 1) * grid.stride <= DRILL_SPACING and 2 ** (levels + 1) < max(grid.rows, grid.cols):
+    while 2 ** (levels + 1) * grid.stride * 2 <= grid.size and 2 ** (levels + 1) < max(grid.rows, grid.cols):
         levels += 1
     return levels
 
