@@ -12,7 +12,10 @@ classification family and timm's of the same families, random weights), one Mark
 * recording ratio: an all-layer recording (``vizkit.instrument(model)``: every activation and
   every max-pool's switches) over a plain ``torch.no_grad()`` forward, ``--batch`` images at
   ``--size`` px, the two interleaved round after round and the minimum of ``--rounds`` kept
-  (bench/recording.py's method and timer);
+  (bench/recording.py's method), timed in this process's CPU seconds on ``--threads`` 1: on a
+  machine shared with other jobs, wall-clock times of one ResNet-18 forward spread over
+  431-604 ms and their ratios fell below 1, while CPU times stayed within 107-116 ms
+  (``--clock wall`` takes bench/recording.py's wall-clock timer instead);
 * occlusion bound: the cost model of exact incremental occlusion
   (:class:`vizkit.engine.IncrementalOcclusion`) after evaluating every position of a 48 px square
   at stride 32 over a ``--size`` px image, tracking the default layer: full-forward multiply-adds
@@ -25,11 +28,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from recording import _time  # the timer bench/recording.py uses: one wall-clock call
+from recording import _time  # bench/recording.py's wall-clock timer (--clock wall)
 
 import vizkit
 
@@ -52,15 +56,24 @@ def what_works(entry: Any) -> dict[str, str]:
     return outcome
 
 
-def recording_ratio(model: torch.nn.Module, x: torch.Tensor, rounds: int) -> tuple[float, float]:
+def _cpu_time(function: Callable[[], Any]) -> float:
+    """CPU seconds this process spent in one call of ``function``."""
+    start = time.process_time()
+    function()
+    return time.process_time() - start
+
+
+def recording_ratio(
+    model: torch.nn.Module, x: torch.Tensor, rounds: int, timer: Callable[[Callable[[], Any]], float] = _cpu_time
+) -> tuple[float, float]:
     """Seconds of a plain no-grad forward and of an all-layer recording (the minimum over
-    ``rounds`` interleaved rounds, after one warm-up of each)."""
+    ``rounds`` interleaved rounds, after one warm-up of each), as ``timer`` measures a call."""
     plain, recorded = [], []
     with vizkit.instrument(model) as im, torch.no_grad():
         model(x), im(x)  # warm-up: first-call allocations and kernel selection
         for _ in range(rounds):
-            plain.append(_time(lambda: model(x)))
-            recorded.append(_time(lambda: im(x)))
+            plain.append(timer(lambda: model(x)))
+            recorded.append(timer(lambda: im(x)))
     return min(plain), min(recorded)
 
 
@@ -85,13 +98,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="how the recording ratio is timed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     entries = {entry.spec: entry for entry in zoo.ZOO}
     wanted = [entries[spec if ":" in spec else f"torchvision:{spec}"] for spec in args.models.split(",")]
     print(
         f"checks at {zoo.ZOO[0].size} px (Inception v3: 75); recording: batch {args.batch} at {args.size} px, "
-        f"min of {args.rounds} interleaved rounds; occlusion bound: {OCCLUDER} px square, stride {STRIDE}, "
+        f"min of {args.rounds} interleaved rounds, {args.clock} time; occlusion bound: {OCCLUDER} px square, stride {STRIDE}, "
         f"{args.size} px; {torch.get_num_threads()} thread(s); torch {torch.__version__}",
         flush=True,
     )
@@ -105,8 +119,8 @@ def main() -> None:
         size = max(args.size, entry.size)
         x = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
         try:
-            plain, recorded = recording_ratio(model, x, args.rounds)
-            ratio = f"{recorded / plain:.2f}x ({plain * 1000:.0f} ms plain)"
+            plain, recorded = recording_ratio(model, x, args.rounds, _cpu_time if args.clock == "cpu" else _time)
+            ratio = f"{recorded / plain:.2f}x (plain: {plain * 1000:.0f} ms {args.clock})"
         except Exception as error:
             ratio = f"failed ({type(error).__name__})"
         try:

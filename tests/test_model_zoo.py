@@ -40,6 +40,9 @@ from vizkit_plugins import timm_source
 from vizkit_plugins.occlusion.grid import OcclusionGrid
 from vizkit_plugins.occlusion.maps import occlusion_maps
 
+# torchvision's GoogLeNet and Inception v3 say their default initialisation will change
+pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+
 RULES = [rule.name for rule in BUILTIN_RULES]
 CHECKS = ("projection", "occlusion", "top9", "invariance", "attribution")
 ATTRIBUTION_METHODS = ("saliency", "guidedbackprop")
