@@ -19,7 +19,7 @@ import torchvision.models as tvm
 from torch import Tensor, nn
 
 import vizkit
-from vizkit.engine.incremental import SE_GATE, IncrementalOcclusion, OcclusionCost
+from vizkit.engine.incremental import COVERED, SE_GATE, IncrementalOcclusion, OcclusionCost
 from vizkit_plugins.occlusion.analysis import explain_cost
 from vizkit_plugins.occlusion.grid import OcclusionGrid, occluded_batch
 
@@ -131,21 +131,23 @@ class TinySE(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def _exact_against_one_at_a_time(model: nn.Module, layer: str) -> OcclusionCost:
+def _exact_against_one_at_a_time(
+    model: nn.Module, layer: str, size: int = SIZE, occluder: int = OCCLUDER, stride: int = STRIDE
+) -> OcclusionCost:
     """Exact incremental logits and the tracked layer (whole, and one channel's sum) for every
     position of the grid (batches of 7: blocks of mixed positions) equal forwards of the bare
     model, one occluded image each; returns the cost."""
     torch.manual_seed(0)
     model.eval()
-    x = torch.randn(1, 3, SIZE, SIZE)
-    grid = OcclusionGrid(SIZE, SIZE, OCCLUDER, STRIDE)
+    x = torch.randn(1, 3, size, size)
+    grid = OcclusionGrid(size, size, occluder, stride)
     corners, fill = list(grid.corners()), torch.tensor([0.5, -1.0, 2.0])
     module = dict(model.named_modules())[layer]
     captured: dict[str, Tensor] = {}
     handle = module.register_forward_hook(lambda m, i, o: captured.update(a=o.detach().clone()))
     try:
         with torch.no_grad():
-            expected = [(model(occluded_batch(x[0], [c], OCCLUDER, fill)), captured["a"]) for c in corners]
+            expected = [(model(occluded_batch(x[0], [c], occluder, fill)), captured["a"]) for c in corners]
             model(x)
             unoccluded = captured["a"]
     finally:
@@ -154,8 +156,8 @@ def _exact_against_one_at_a_time(model: nn.Module, layer: str) -> OcclusionCost:
     layer_ref = torch.cat([e[1] for e in expected])
     with vizkit.instrument(model) as im, torch.no_grad():
         engine = IncrementalOcclusion(im, x, layer)
-        parts = [engine.evaluate(corners[s : s + 7], OCCLUDER, fill) for s in range(0, len(corners), 7)]
-        sums = torch.cat([engine.evaluate(corners[s : s + 7], OCCLUDER, fill, channel=1)[1] for s in (0, 7)])
+        parts = [engine.evaluate(corners[s : s + 7], occluder, fill) for s in range(0, len(corners), 7)]
+        sums = torch.cat([engine.evaluate(corners[s : s + 7], occluder, fill, channel=1)[1] for s in (0, 7)])
     logits, layer_out = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     changed = (layer_ref - unoccluded).abs().amax(dim=(1, 2, 3))
     assert bool((changed > 1e-2 * layer_ref.abs().max()).all()), "a position left the tracked layer as it was"
@@ -164,7 +166,7 @@ def _exact_against_one_at_a_time(model: nn.Module, layer: str) -> OcclusionCost:
     assert float((layer_out - layer_ref).abs().max()) <= 1e-5 * float(layer_ref.abs().max())
     sums_ref = layer_ref[:14, 1].flatten(1).sum(1)
     assert float((sums - sums_ref).abs().max()) <= 1e-5 * float(sums_ref.abs().max())
-    return engine.cost  # over 95 positions: the channel sums ran the first 14 again
+    return engine.cost  # the channel sums ran the first 14 positions again
 
 
 def test_channels_last_layernorm_linear_and_layer_scale_keep_the_window():
@@ -198,6 +200,22 @@ def test_an_se_block_makes_the_rest_whole_and_the_cost_model_says_where_and_why(
     lines = explain_cost(cost).splitlines()
     assert len(lines) == 2 and lines[0].startswith("full forward")
     assert lines[1].strip().startswith(f"from se ({SE_GATE}) on, every position recomputes the whole map")
+
+
+def test_a_window_grown_to_the_whole_map_is_reported_where_it_covered_it():
+    """A 9x9 convolution on an 8x8 map: every occluder position changes all of its output, so
+    from there on whole maps are computed (plain calls, no window bookkeeping); the report says
+    where and why, and the results stay exact."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 9, padding=4), nn.Conv2d(4, 4, 1)
+    )
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flatten", nn.Flatten())
+    cost = _exact_against_one_at_a_time(model, "3", size=16, occluder=8, stride=2)
+    (entry,) = cost.whole_maps
+    assert (entry.layer, entry.reason, entry.first_map) == ("2", COVERED, "2")
+    assert entry.macs == 4 * 4 * 8 * 8 * cost.positions  # the 1x1 convolution after it, whole
+    assert cost.needed > cost.full * cost.positions * 0.9  # little left to save: the bound says so
 
 
 def test_torchvision_se_block_is_reported_at_its_pool():

@@ -16,7 +16,9 @@ are its rows and columns), so a channels-last stretch (ConvNeXt's block) keeps i
 
 Anything else, and any op reading a tensor that already depends on the whole map (the gate of a
 squeeze-excitation block, computed from a global pool), recomputes the whole tensor for every
-position, from then on; :attr:`OcclusionCost.whole_maps` says where that began and why. This is
+position, from then on, and so does a window that has grown to cover the whole map at every
+position (the same work, without the windows' bookkeeping); :attr:`OcclusionCost.whole_maps`
+says where that began and why. This is
 exact: every output is computed from exactly the inputs the full forward would use (Krypton,
 Nakandala et al., SIGMOD 2019, without its approximations).
 """
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 GLOBAL_POOL = "global pool"  # the reason a global pool's output depends on the whole map
 SE_GATE = "global pool of an SE block: its gate scales every position"
+COVERED = "the changed window grew to cover the whole map"  # receptive fields, at every position
 
 Dims = tuple[int, int]
 NCHW: Dims = (2, 3)
@@ -440,10 +443,16 @@ class IncrementalOcclusion:
         windows = {p: states[p] for p in call.parents if p in states}
         if all(isinstance(s, _Window) for s in windows.values()) and call.op is not None:
             stepped = call.op.step(self, index, call, windows)
-            if stepped is not None:
-                if isinstance(stepped, Tensor):  # e.g. a global pool: depends on the whole map
-                    self._note_whole(index, call, windows, GLOBAL_POOL)
+            if isinstance(stepped, Tensor):  # e.g. a global pool: depends on the whole map
+                self._note_whole(index, call, windows, GLOBAL_POOL)
                 return stepped
+            if stepped is not None:
+                if not self._covers(call, stepped):
+                    return stepped
+                # every position changed the whole map: from here on whole tensors, stepped by
+                # plain calls (the same multiply-adds, without the windows' bookkeeping)
+                self._note_whole(index, call, windows, COVERED, stepped.values)
+                return stepped.values
         # unbounded or unknown: recompute the whole tensor for every position
         value = self._call(call, lambda n: self._full(n, states, count))
         macs = _macs(call, value)
@@ -451,6 +460,16 @@ class IncrementalOcclusion:
         self.cost.executed += macs
         self._note_whole(index, call, windows, self._reason(call), value, macs)
         return value
+
+    @staticmethod
+    def _covers(call: _Call, window: _Window) -> bool:
+        """Whether ``window`` is the whole map and changed all of it at every position."""
+        shape = call.value.shape
+        for axis, dim in enumerate(window.dims):
+            first, last = window.bounds(axis)
+            if window.size[axis] != shape[dim] or bool(first.gt(0).any() or last.lt(shape[dim] - 1).any()):
+                return False
+        return True
 
     def _reason(self, call: _Call) -> str:
         """Why an op recomputes its whole output (when none of its inputs already depends on
@@ -610,8 +629,15 @@ class IncrementalOcclusion:
         in_y = geometry.input_range(0, starts[0], starts[0])[0]
         in_x = geometry.input_range(1, starts[1], starts[1])[0]
         extent = (geometry.input_extent(0, sizes[0]), geometry.input_extent(1, sizes[1]))
+        height, width = self.base[parent].shape[-2:]
         if extent == window.size and _same_place(in_y, in_x, window):  # e.g. a 1x1 conv: the window is the input
             slab = window.values
+        elif window.size == (height, width) and not bool(in_y.ne(in_y[0]).any() or in_x.ne(in_x[0]).any()):
+            # the window is the whole map (x0 = y0 = 0) and every slab starts at the same place:
+            # pad (or crop) the batch at once instead of pasting it position by position
+            top, left = -int(in_y[0]), -int(in_x[0])
+            edges = (left, extent[1] - width - left, top, extent[0] - height - top)
+            slab = F.pad(window.values, edges, value=op.pad_value)
         else:
             slab = paste(self.padded(parent).gather(in_y, in_x, *extent, op.pad_value), in_y, in_x, window)
         values = op.slide(slab, p, geometry)
