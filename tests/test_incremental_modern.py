@@ -295,3 +295,17 @@ def test_real_architectures_exact_and_reported(name):
     else:
         (entry,) = cost.whole_maps
         assert entry.reason == SE_GATE and entry.layer == "features.1.0.block.1.avgpool"
+
+
+def test_the_run_reports_the_se_block_in_result_json_and_explain(photo_path, capsys):
+    """``vizkit.run("occlusion", ..., explain=True)``: result.json's ``cost`` keeps its keys and
+    adds the whole-map report; ``--explain`` prints its line under the image's cost line."""
+    torch.manual_seed(0)
+    result = vizkit.run("occlusion", TinySE().eval(), images=[photo_path], size=48, stride=44, explain=True)
+    (cost,) = result["cost"]
+    assert {"macs_full_forward", "macs_needed_per_position", "bound", "padding_overhead"} <= set(cost)
+    (entry,) = cost["whole_map"]
+    assert (entry["layer"], entry["op"], entry["reason"], entry["first_map"]) == ("se", "mean", SE_GATE, "se")
+    assert cost["macs_whole_map_per_position"] > 0.9 * cost["macs_needed_per_position"]
+    err = capsys.readouterr().err
+    assert f"  from se ({SE_GATE}) on, every position recomputes the whole map" in err
