@@ -8,7 +8,7 @@ deconvnet projection of the layer unit that contributes most to the target (acti
 gradient) is drawn the same way, and every map is compared: pairwise Spearman rank correlation
 of the pixels' |attribution|, and a deletion curve (the target's probability as the most
 attributed pixels are set to ``--baseline``; a lower area under it means the map found what the
-model depends on).
+model depends on); ``--metrics`` adds insertion curves and ROAD (:mod:`.faithfulness`).
 
 captum runs on a private copy of the model (the parameters are shared, nothing of the caller's
 model is hooked): every nn.ReLU module is replaced, and every ReLU call of a forward (module or
@@ -18,7 +18,8 @@ once. Without it captum treats functional ReLUs as plain ones (GoogLeNet, Incept
 wrong maps without a word (:class:`vizkit.engine.CanonicalModel`).
 
 The package, one job per module: :mod:`.methods` (the captum methods, ``--method``),
-:mod:`.metrics` (rank correlation, deletion curves), :mod:`.figures` (the two figures),
+:mod:`.metrics` (rank correlation, the comparison), :mod:`.faithfulness` (deletion, insertion and
+ROAD curves, batched, with a plain API), :mod:`.figures` (the two figures),
 :mod:`.analysis` (the run), :mod:`.view` (its report view); the analysis and its options are
 registered here.
 """
@@ -31,6 +32,7 @@ from typing import Any
 import vizkit
 
 from .analysis import SCORES, run
+from .faithfulness import METRICS, parse_metrics, parse_percentages
 from .figures import OVERLAYS, SIGNS
 from .methods import METHODS, NT_PREFIX, NT_TYPES, parse_methods
 from .view import report_view
@@ -45,6 +47,11 @@ def _uses(method: str) -> Callable[[dict[str, Any]], bool]:
 def _noise_tunnel(options: dict[str, Any]) -> bool:
     """Whether --method includes a NoiseTunnel (``nt-<method>``): --samples, --nt-type, --stdev apply only then."""
     return any(name.startswith(NT_PREFIX) for name in options["method"])
+
+
+def _road(options: dict[str, Any]) -> bool:
+    """Whether --metrics includes road: --road-percentages and --road-noise apply only then."""
+    return "road" in options["metrics"]
 
 
 @vizkit.hookimpl
@@ -153,6 +160,31 @@ def register_analyses(register) -> None:
                     16,
                     help="deletion curve: pixels go in squares of this side, by mean |attribution| (1: pixel by pixel)",
                     minimum=1,
+                ),
+                vizkit.Option(
+                    "metrics",
+                    str,
+                    "deletion",
+                    help=f"faithfulness metrics, comma-separated: {', '.join(METRICS)} or all; deletion is always computed "
+                    "(insertion: most relevant pixels put back first onto the --baseline image; road: Rong et al.'s "
+                    "noisy linear imputation, most and least relevant first)",
+                    parse=parse_metrics,
+                ),
+                vizkit.Option(
+                    "road_percentages",
+                    str,
+                    "10,20,30,40,50,60,70,80,90",
+                    help="road: percentages of the pixels imputed, comma-separated, between 0 and 100",
+                    parse=parse_percentages,
+                    applies=_road,
+                ),
+                vizkit.Option(
+                    "road_noise",
+                    float,
+                    0.01,
+                    help="road: standard deviation of the noise added to imputed pixels (in the model's input space)",
+                    minimum=0,
+                    applies=_road,
                 ),
                 vizkit.Option(
                     "sign",

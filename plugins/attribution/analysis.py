@@ -239,7 +239,26 @@ def _comparison_summary(comparison: Comparison, columns: list[str], names: list[
             for i, image in enumerate(names)
         },
         "deletion_best": [best_column(columns, auc[:, i], maps[:, i]) for i in range(maps.shape[1])],
+        "metrics": comparison.metrics,
+        **_more_metrics_summary(comparison, columns),
     }
+
+
+def _more_metrics_summary(comparison: Comparison, columns: list[str]) -> dict[str, Any]:
+    """``--metrics`` beyond deletion: the insertion curves' areas (the random reference's too)
+    and ROAD's mean P(target) over the percentages imputed, per map and image."""
+    summary: dict[str, Any] = {}
+    if comparison.insertion_auc is not None:
+        labels = [*columns, "random"]
+        summary["insertion_auc"] = {
+            name: [_significant(v) for v in comparison.insertion_auc[k]] for k, name in enumerate(labels)
+        }
+    if comparison.road is not None:
+        summary["road_percentages"] = comparison.road.percentages.tolist()
+        for order in ("morf", "lerf"):
+            means = getattr(comparison.road, order).mean(axis=-1)
+            summary[f"road_{order}"] = {name: [_significant(v) for v in means[k]] for k, name in enumerate(columns)}
+    return summary
 
 
 def run(
@@ -257,6 +276,9 @@ def run(
     stdev: float,
     deletion_steps: int,
     deletion_patch: int,
+    metrics: list[str],
+    road_percentages: tuple[float, ...],
+    road_noise: float,
     sign: str,
     outlier_perc: float,
     overlay: str,
@@ -292,7 +314,18 @@ def run(
     maps = np.stack([to_2d(attributions[name]) for name in method] + [to_2d(projection)])  # [K, N, H, W]
     patch = min(deletion_patch, height, width)
     comparison = compare(
-        ctx.instrumented, x, maps, targets, baseline_colour, deletion_steps, patch, ctx.rng, ctx.batch_size
+        ctx.instrumented,
+        x,
+        maps,
+        targets,
+        baseline_colour,
+        deletion_steps,
+        patch,
+        ctx.rng,
+        ctx.batch_size,
+        metrics,
+        road_percentages,
+        road_noise,
     )
     bar.update(1)
     bar.close()
@@ -306,6 +339,7 @@ def run(
             "seconds_per_method": seconds,
             "seconds_deconvnet": seconds_deconvnet,
             "seconds_deletion": comparison.seconds,
+            "seconds_metrics": comparison.seconds_metrics,
             **_comparison_summary(comparison, columns, names),
             "images": names,
         },

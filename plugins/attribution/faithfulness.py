@@ -162,9 +162,25 @@ def _colour(baseline: float | Tensor, images: Tensor) -> Tensor:
     return value.reshape(1, -1, 1, 1).expand(1, images.shape[1], 1, 1)
 
 
+_CHANNELS_LAST_FAILED: set[int] = set()  # ids of models a channels-last input broke (a .view on it)
+
+
+def _forward(model: Model, batch: Tensor) -> Tensor:
+    """The model's logits for a perturbed ``batch``, given to it in channels-last memory format
+    on the CPU (oneDNN's convolutions ran SqueezeNet 1.5x faster so, same values to 1e-6); a
+    model that cannot take it (a ``.view`` of a strided tensor) gets the plain layout, then on."""
+    if batch.device.type != "cpu" or batch.dim() != 4 or id(model) in _CHANNELS_LAST_FAILED:
+        return model(batch)
+    try:
+        return model(batch.contiguous(memory_format=torch.channels_last))
+    except RuntimeError:
+        _CHANNELS_LAST_FAILED.add(id(model))
+        return model(batch)
+
+
 def _probabilities(model: Model, batch: Tensor, targets: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """P(target) of each image of ``batch`` and whether the target is the top-1 class."""
-    logits = model(batch).float()
+    logits = _forward(model, batch).float()
     rows = torch.arange(batch.shape[0], device=logits.device)
     targets = targets.to(logits.device)
     probability = logits.softmax(1)[rows, targets]
@@ -306,7 +322,7 @@ def impute(images: np.ndarray, removed: Sequence[np.ndarray], noise: Sequence[np
         the imputed images, float64.
     """
     from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import spsolve
+    from scipy.sparse.linalg import splu
 
     batch, channels, height, width = images.shape
     flat = images.reshape(batch, channels, height * width).astype(np.float64)
@@ -342,12 +358,46 @@ def impute(images: np.ndarray, removed: Sequence[np.ndarray], noise: Sequence[np
     system = coo_matrix(
         (np.concatenate(entries_value), (np.concatenate(entries_row), np.concatenate(entries_col))),
         shape=(total, total),
-    ).tocsc()
-    solution = np.asarray(spsolve(system, rhs)).reshape(total, channels)
+    ).tocsr()
+    # the unknowns in nested-dissection order: LU without pivoting then fills in little (a
+    # symmetric, diagonally dominant system needs no pivoting); SuperLU's own column ordering
+    # took 10x longer on a 224 x 224 image with 90% of its pixels removed
+    order = np.concatenate(
+        [
+            offsets[b] + _dissection(row[offsets[b] : offsets[b + 1]], col[offsets[b] : offsets[b + 1]])
+            for b in range(batch)
+        ]
+    )
+    permuted = system[order][:, order].tocsc()
+    factors = splu(permuted, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    solution = np.empty((total, channels))
+    solution[order] = factors.solve(rhs[order]).reshape(total, channels)
     if noise is not None:
         solution = solution + np.concatenate([np.asarray(n).T for n in noise], axis=0)
     out[image_of, :, pixel] = solution
     return out.reshape(images.shape)
+
+
+def _dissection(rows: np.ndarray, cols: np.ndarray, leaf: int = 64) -> np.ndarray:
+    """A nested-dissection order of the pixels at (``rows``, ``cols``): the region is cut by the
+    middle row or column of its longer side, the two halves ordered (recursively) before the
+    cut. With 8-neighbour coupling one line of pixels separates the halves, so the halves'
+    unknowns never meet in the elimination and the fill-in stays near O(n log n)."""
+    parts: list[np.ndarray] = []
+
+    def split(ids: np.ndarray) -> None:
+        if len(ids) <= leaf:
+            parts.append(ids)
+            return
+        r, c = rows[ids], cols[ids]
+        axis = r if np.ptp(r) >= np.ptp(c) else c
+        middle = (int(axis.min()) + int(axis.max())) // 2
+        split(ids[axis < middle])
+        split(ids[axis > middle])
+        parts.append(ids[axis == middle])
+
+    split(np.arange(len(rows)))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _road_noise(seed: int, channels: int, counts: Sequence[int], images: int, std: float) -> list[list[np.ndarray]]:

@@ -1,17 +1,21 @@
 """How the attribution maps are compared: Spearman rank correlation of the pixels' |map|, and
-deletion curves (the target's probability as the most attributed pixels are removed first) with
-the area under them; the map with the lowest area is the one that found what the model depends on."""
+the faithfulness curves of :mod:`.faithfulness`: deletion (the target's probability as the most
+attributed pixels are removed first) with the area under it, the map with the lowest area being
+the one that found what the model depends on; on request insertion and ROAD."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 import vizkit
+
+from .faithfulness import RoadCurves, perturbation_curves, pixel_order, road_curves
 
 RANDOM_DRAWS = 3  # random deletion orders averaged into the reference curve
 
@@ -46,17 +50,8 @@ def deletion_order(
     """Flat pixel indices in the order a deletion curve removes them: ``patch`` x ``patch``
     squares (those at the right and bottom may be cut by the border), the one with the largest
     mean |attribution| first, ties in random order (``map_2d`` None: the squares of a ``shape``
-    image in random order); inside a square, row by row."""
-    height, width = map_2d.shape if map_2d is not None else shape  # type: ignore[misc]
-    rows, cols = np.divmod(np.arange(height * width), width)
-    square = (rows // patch) * -(-width // patch) + cols // patch
-    count = int(square.max()) + 1
-    score = np.zeros(count)
-    if map_2d is not None:
-        score = np.bincount(square, weights=np.abs(map_2d).ravel(), minlength=count) / np.bincount(square)
-    rank = np.empty(count, dtype=np.int64)
-    rank[np.lexsort((rng.permutation(count), -score))] = np.arange(count)
-    return np.lexsort((np.arange(height * width), rank[square]))
+    image in random order); inside a square, row by row (:func:`.faithfulness.pixel_order`)."""
+    return pixel_order(map_2d, rng, patch, shape)
 
 
 def deletion_curve(
@@ -70,19 +65,12 @@ def deletion_curve(
 ) -> np.ndarray:
     """P(target) as the first ``fractions`` of ``order`` (pixels of [3, H, W] ``image``) are set
     to ``baseline``, through the instrumented model (recording nothing)."""
-    height, width = image.shape[-2:]
-    counts = np.round(fractions * height * width).astype(np.int64)
-    order_t = torch.as_tensor(order, device=image.device)
-    colour = baseline.to(image.device, image.dtype).reshape(3, 1)
-    probabilities = []
-    with im.configured(layers=None, switches=False), torch.no_grad():
-        for start in range(0, len(counts), batch_size):
-            batch = image.unsqueeze(0).repeat(len(counts[start : start + batch_size]), 1, 1, 1)
-            flat = batch.view(batch.shape[0], 3, -1)
-            for row, count in enumerate(counts[start : start + batch_size]):
-                flat[row][:, order_t[: int(count)]] = colour
-            probabilities.append(im(batch).float().softmax(1)[:, target].cpu())
-    return torch.cat(probabilities).numpy()
+    counts = np.round(fractions * image.shape[-2] * image.shape[-1]).astype(np.int64)
+    target_t = torch.tensor([target], device=image.device)
+    with im.configured(layers=None, switches=False):
+        return perturbation_curves(
+            im, image[None], np.zeros(1, np.int64), order[None], target_t, counts, baseline, batch_size
+        )[0]
 
 
 def area_under(fractions: np.ndarray, curve: np.ndarray) -> float:
@@ -111,8 +99,8 @@ def ranks_pixels(map_2d: np.ndarray) -> bool:
 @dataclass(frozen=True)
 class Comparison:
     """Every map of every image compared with the others: K maps (the methods' and the
-    deconvnet's), N images, F removed fractions; the deletion curves' last row is the random
-    reference (the squares removed in random order)."""
+    deconvnet's), N images, F removed fractions, P ROAD percentages; the deletion (and
+    insertion) curves' last row is the random reference (the squares in random order)."""
 
     maps: np.ndarray  # [K, N, H, W], each attribution summed over channels
     correlation: np.ndarray  # [N, K, K], Spearman rank correlation of |map|
@@ -121,21 +109,48 @@ class Comparison:
     curves: np.ndarray  # [K + 1, N, F], P(target) as the fractions are removed
     auc: np.ndarray  # [K + 1, N], the areas under the curves
     seconds: float  # what the deletion curves took
+    insertion: np.ndarray | None = None  # [K + 1, N, F], P(target) with only the fractions kept
+    insertion_auc: np.ndarray | None = None  # [K + 1, N]
+    road: RoadCurves | None = None  # [K, N, P] each, MoRF and LeRF
+    seconds_metrics: dict[str, float] = field(default_factory=dict)  # per metric
+
+    @property
+    def metrics(self) -> list[str]:
+        """The faithfulness metrics computed (deletion always)."""
+        return ["deletion"] + ["insertion"] * (self.insertion is not None) + ["road"] * (self.road is not None)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The comparison's arrays as the result stores them (float32)."""
-        return {
+        """The comparison's arrays as the result stores them (float32; ROAD's top-1 as bool)."""
+        arrays = {
             "maps": self.maps.astype(np.float32),
             "rank_correlation": self.correlation.astype(np.float32),
             "deletion_fractions": self.fractions.astype(np.float32),
             "deletion_probability": self.curves,
             "deletion_auc": self.auc.astype(np.float32),
         }
+        if self.insertion is not None and self.insertion_auc is not None:
+            arrays["insertion_probability"] = self.insertion.astype(np.float32)
+            arrays["insertion_auc"] = self.insertion_auc.astype(np.float32)
+        if self.road is not None:
+            arrays["road_percentages"] = self.road.percentages.astype(np.float32)
+            for order in ("morf", "lerf"):
+                arrays[f"road_{order}_probability"] = getattr(self.road, order).astype(np.float32)
+                arrays[f"road_{order}_correct"] = getattr(self.road, f"{order}_correct").astype(bool)
+        return arrays
 
     @property
     def relative_auc(self) -> np.ndarray:
         """[K + 1, N]: each area as a fraction of the unaltered image's probability."""
         return self.auc / np.maximum(self.curves[:, :, 0], 1e-12)
+
+
+def _with_reference(flat: np.ndarray, maps: int, images: int) -> np.ndarray:
+    """``[N * (K + R), F]`` curves, per image K maps' then R random orders' -> ``[K + 1, N, F]``,
+    the random draws averaged into the last row."""
+    per_image = flat.reshape(images, maps + RANDOM_DRAWS, -1)
+    return np.concatenate(
+        [per_image[:, :maps].transpose(1, 0, 2), per_image[:, maps:].mean(axis=1, keepdims=True).transpose(1, 0, 2)]
+    ).astype(np.float32)
 
 
 def compare(
@@ -148,34 +163,88 @@ def compare(
     patch: int,
     rng: np.random.Generator,
     batch_size: int,
+    metrics: Sequence[str] = ("deletion",),
+    percentages: Sequence[float] = (10, 20, 30, 40, 50, 60, 70, 80, 90),
+    noise: float = 0.01,
 ) -> Comparison:
-    """The rank correlations and deletion curves of ``maps`` ([K, N, H, W], of images ``x``).
+    """The rank correlations and faithfulness curves of ``maps`` ([K, N, H, W], of images ``x``).
+
+    Every perturbed image of every map, image and step of a metric goes through the model in
+    batches (:func:`.faithfulness.perturbation_curves`, :func:`.faithfulness.road_curves`).
 
     Args:
-        im: the instrumented model the deletion curves run through (recording nothing).
+        im: the instrumented model the curves run through (recording nothing).
         x: the images, [N, 3, H, W], preprocessed.
         maps: the attribution maps, [K, N, H, W].
         targets: each image's target class, [N].
-        baseline: the [3] colour removed pixels take.
-        steps: the deletion curves' steps from 0 to 100% of the pixels removed.
-        patch: pixels are removed in squares of this side (1: pixel by pixel).
-        rng: draws the order of tied squares and the random reference's orders.
-        batch_size: occluded images per forward.
+        baseline: the [3] colour removed pixels take (deletion, insertion).
+        steps: the deletion and insertion curves' steps from 0 to 100% of the pixels.
+        patch: deletion and insertion remove pixels in squares of this side (1: pixel by pixel).
+        rng: draws the order of tied squares, the random reference's orders and ROAD's noise seed.
+        batch_size: perturbed images per forward.
+        metrics: deletion (always computed), insertion, road.
+        percentages: ROAD's percentages of pixels imputed.
+        noise: ROAD's noise standard deviation.
     """
     correlation = np.stack([spearman_matrix(maps[:, i]) for i in range(x.shape[0])])
     fractions = np.linspace(0.0, 1.0, steps + 1)
-    started = time.perf_counter()
-    curves = np.zeros((len(maps) + 1, x.shape[0], len(fractions)), dtype=np.float32)
+    count_k, count_n = maps.shape[:2]
     height, width = x.shape[-2:]
-    for i in range(x.shape[0]):
-        target = int(targets[i])
-        orders = [deletion_order(maps[k, i], rng, patch) for k in range(len(maps))]
-        for k, order in enumerate(orders):
-            curves[k, i] = deletion_curve(im, x[i], order, target, fractions, baseline, batch_size)
-        random_orders = [deletion_order(None, rng, patch, (height, width)) for _ in range(RANDOM_DRAWS)]
-        curves[-1, i] = np.mean(  # the reference: squares in random order, averaged over a few draws
-            [deletion_curve(im, x[i], order, target, fractions, baseline, batch_size) for order in random_orders],
-            axis=0,
-        )
+    started = time.perf_counter()
+    orders = []
+    for i in range(count_n):  # the maps' orders, then the random reference's (drawn as before: same seed, same curves)
+        orders += [deletion_order(maps[k, i], rng, patch) for k in range(count_k)]
+        orders += [deletion_order(None, rng, patch, (height, width)) for _ in range(RANDOM_DRAWS)]
+    image_index = np.repeat(np.arange(count_n), count_k + RANDOM_DRAWS)
+    counts = np.round(fractions * height * width).astype(np.int64)
+    seconds: dict[str, float] = {}
+    with im.configured(layers=None, switches=False):
+        flat = perturbation_curves(im, x, image_index, np.stack(orders), targets, counts, baseline, batch_size)
+        curves = _with_reference(flat, count_k, count_n)
+        seconds["deletion"] = round(time.perf_counter() - started, 3)
+        insertion = insertion_auc = road = None
+        if "insertion" in metrics:
+            started = time.perf_counter()
+            flat = perturbation_curves(
+                im, x, image_index, np.stack(orders), targets, counts, baseline, batch_size, insert=True
+            )
+            insertion = _with_reference(flat, count_k, count_n)
+            insertion_auc = np.array([[area_under(fractions, curve) for curve in rows] for rows in insertion])
+            seconds["insertion"] = round(time.perf_counter() - started, 3)
+        if "road" in metrics:
+            started = time.perf_counter()
+            road = _road(im, x, maps, targets, rng, batch_size, percentages, noise)
+            seconds["road"] = round(time.perf_counter() - started, 3)
     auc = np.array([[area_under(fractions, curve) for curve in rows] for rows in curves])
-    return Comparison(maps, correlation, fractions, patch, curves, auc, round(time.perf_counter() - started, 3))
+    return Comparison(
+        maps, correlation, fractions, patch, curves, auc, seconds["deletion"], insertion, insertion_auc, road, seconds
+    )
+
+
+def _road(
+    im: vizkit.Instrumented,
+    x: Tensor,
+    maps: np.ndarray,
+    targets: Tensor,
+    rng: np.random.Generator,
+    batch_size: int,
+    percentages: Sequence[float],
+    noise: float,
+) -> RoadCurves:
+    """ROAD's MoRF and LeRF curves ``[K, N, P]`` of every map, pixel by pixel by |map|; the
+    noise seeded from ``rng`` (MoRF's seed, LeRF's the next)."""
+    count_k, count_n = maps.shape[:2]
+    image_index = np.tile(np.arange(count_n), count_k)
+    seed = int(rng.integers(2**31 - 2))
+    shape = (count_k, count_n, len(percentages))
+    results = []
+    for descending, order_seed in ((True, seed), (False, seed + 1)):
+        orders = np.stack(
+            [pixel_order(maps[k, i], rng, descending=descending) for k in range(count_k) for i in range(count_n)]
+        )
+        probability, correct = road_curves(
+            im, x, image_index, orders, targets, percentages, noise, order_seed, batch_size
+        )
+        results.append((probability.reshape(shape), correct.reshape(shape)))
+    (morf, morf_correct), (lerf, lerf_correct) = results
+    return RoadCurves(np.asarray(percentages, dtype=np.float64), morf, lerf, morf_correct, lerf_correct)

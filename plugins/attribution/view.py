@@ -1,5 +1,6 @@
 """attribution's report view: a row per image (target, probability, the method whose deletion
-curve fell fastest), then the areas under the deletion curves as a method x image table."""
+curve fell fastest), then the faithfulness scores as method x image tables: the areas under the
+deletion curves, and where ``--metrics`` asked for them the insertion areas and ROAD's means."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ PER_IMAGE = ["target_name", "target", "probability", "deletion_best"]
 AREAS = (
     ("deletion_auc", "Area under the deletion curve (lower: the map found what matters sooner)"),
     ("deletion_auc_relative", "Deletion area as a fraction of the unaltered score"),
+    ("insertion_auc", "Area under the insertion curve (higher: the most attributed pixels alone restore the score)"),
+    ("road_morf", "ROAD, most relevant first: mean probability over the percentages imputed (lower: better)"),
+    ("road_lerf", "ROAD, least relevant first: mean probability over the percentages imputed (higher: better)"),
 )
 
 
 def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
-    """Per-image rows, then each deletion area table (method x image) the summary holds."""
+    """Per-image rows, then each faithfulness table (method x image) the summary holds."""
     html, used = report.per_image_table(page.document, PER_IMAGE)
     images = page.document.get("images")
     images = images if isinstance(images, list) and images and all(isinstance(i, str) for i in images) else []

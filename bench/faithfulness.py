@@ -1,0 +1,165 @@
+"""Benchmark: faithfulness curves, vizkit (batched) vs Quantus 0.6, same model, images, maps and
+settings, same run.
+
+    python bench/faithfulness.py [--images 2] [--patch 16] [--percentages 10,30,50,70,90] [--repeats 1]
+
+Uses the real ImageNet SqueezeNet and real images from ../shared (VIZKIT_SHARED); the maps are
+the gradient saliency of each image's top-1 class (|gradient| summed over channels). Curves:
+
+- deletion by squares (``--patch`` px, one square per step, most relevant first) against
+  ``quantus.RegionPerturbation`` (which reports P(clean) - P(after each step));
+- ROAD, most relevant first, at ``--percentages`` with noise from the same seed, against
+  ``quantus.ROAD``. Quantus 0.6's ROAD only runs on one-channel images (it indexes the map
+  broadcast over the channels as pixels), so both sides get the images in grey and the model
+  repeats the grey channel three times before SqueezeNet. Quantus reports top-1 accuracy; the
+  images it fed the model are recorded to compare P(target) too.
+
+Quantus runs one forward per step over the images and builds each ROAD system entry by entry;
+vizkit sends every perturbed image of the curve through the model in batches of
+``--batch-size`` and assembles the ROAD systems with array operations. Prints the median
+seconds of each, the ratio, and the largest difference of the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+import vizkit
+from common import SHARED, median_time, squeezenet
+from vizkit_plugins.attribution import faithfulness as fm
+
+IMAGES = ["n02112018_Pomeranian.jpg", "n01440764_tench.jpg", "n01514859_hen.jpg", "n01443537_goldfish.jpg"]
+
+
+class Grey(nn.Module):
+    """SqueezeNet on one-channel images: the grey channel repeated as R, G and B."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.expand(-1, 3, -1, -1))
+
+
+class Recorder(nn.Module):
+    """The model, keeping every batch Quantus gives it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.inputs = model, []  # type: ignore[var-annotated]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+def saliency(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """|d logit(top-1) / d x| summed over channels, [N, H, W], and the top-1 classes."""
+    x = x.clone().requires_grad_(True)
+    logits = model(x)
+    targets = logits.argmax(1)
+    logits[torch.arange(len(x)), targets].sum().backward()
+    return x.grad.abs().sum(1).numpy().astype(np.float64), targets.detach()
+
+
+def quantus_call(metric, model, x, targets, maps, device: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return metric(
+            model=model,
+            x_batch=x.cpu().numpy(),
+            y_batch=targets.cpu().numpy(),
+            a_batch=maps[:, None].astype(np.float32),
+            device=device,
+            softmax=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--patch", type=int, default=16)
+    parser.add_argument("--percentages", default="10,30,50,70,90")
+    parser.add_argument("--noise", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-road", action="store_true")
+    args = parser.parse_args()
+    import quantus
+
+    device = torch.device(args.device)
+    model = squeezenet().to(device)
+    paths = [SHARED / "data/imagenet-samples" / name for name in IMAGES[: args.images]]
+    x = vizkit.load_images(paths, vizkit.Preprocess()).to(device)
+    maps, targets = saliency(model, x)
+    n, _, height, width = x.shape
+    print(f"squeezenet1_0, {n} images {height}x{width}, device {device}, torch threads {torch.get_num_threads()}")
+
+    # ---------------------------------------------------------------- deletion by squares
+    regions = (height // args.patch) * (width // args.patch)
+    region = quantus.RegionPerturbation(
+        patch_size=args.patch,
+        order="morf",
+        regions_evaluation=regions,
+        abs=True,
+        normalise=False,
+        perturb_baseline=0.0,
+        disable_warnings=True,
+    )
+    settings = fm.FaithfulnessSettings(steps=regions, patch=args.patch, baseline=0.0, batch_size=args.batch_size)
+    with torch.no_grad():
+        t_ours, ours = median_time(lambda: fm.deletion(model, x, maps, targets, settings), args.repeats)
+    t_theirs, theirs = median_time(lambda: quantus_call(region, model, x, targets, maps, args.device), args.repeats)
+    difference = float(np.abs((ours[:, :1] - ours[:, 1:]) - np.array(theirs)).max())
+    print(f"deletion, {args.patch} px squares, {regions} steps (quantus.RegionPerturbation)")
+    print(f"  vizkit  : {t_ours:.3f} s")
+    print(f"  quantus : {t_theirs:.3f} s")
+    print(f"  ratio quantus / vizkit = {t_theirs / t_ours:.2f}x; max |difference| of the curves {difference:.1e}")
+
+    if args.skip_road:
+        return
+    # ---------------------------------------------------------------- ROAD, one channel
+    grey_model = Grey(model).eval()
+    grey = x.mean(1, keepdim=True)
+    percentages = [float(p) for p in args.percentages.split(",")]
+    orders = np.stack([fm.pixel_order(m, np.random.default_rng(0)) for m in maps])
+    road = quantus.ROAD(percentages=percentages, noise=args.noise, abs=True, normalise=False, disable_warnings=True)
+
+    def ours_road():
+        return fm.road_curves(
+            grey_model, grey, np.arange(n), orders, targets, percentages, args.noise, 5, args.batch_size
+        )
+
+    def theirs_road():
+        recorder = Recorder(grey_model).eval()
+        np.random.seed(5)
+        accuracy = quantus_call(road, recorder, grey, targets, maps, args.device)
+        return accuracy, recorder.inputs
+
+    with torch.no_grad():
+        t_ours, (probability, correct) = median_time(ours_road, args.repeats)
+    t_theirs, (accuracy, fed) = median_time(theirs_road, args.repeats)
+    with torch.no_grad():
+        fed_t = torch.stack(fed[-len(percentages) :], dim=1).flatten(0, 1).to(device)
+        theirs_p = grey_model(fed_t).softmax(1).reshape(n, len(percentages), -1)
+    theirs_p = theirs_p[torch.arange(n), :, targets.to(device)].cpu().numpy()
+    difference = float(np.abs(probability - theirs_p).max())
+    accuracy_difference = float(np.abs(correct.mean(0) - np.array([accuracy[p] for p in percentages])).max())
+    print(f"ROAD, most relevant first, {len(percentages)} percentages, noise {args.noise} (quantus.ROAD, grey images)")
+    print(f"  vizkit  : {t_ours:.3f} s")
+    print(f"  quantus : {t_theirs:.3f} s")
+    print(
+        f"  ratio quantus / vizkit = {t_theirs / t_ours:.2f}x; max |difference| of P(target) {difference:.1e}, "
+        f"of the accuracy {accuracy_difference:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
