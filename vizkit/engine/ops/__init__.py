@@ -17,8 +17,10 @@ test calls :func:`register_op`); fill in what applies, nothing else in the engin
   its switches: the "forward record" the recorder keeps per layer and the tape gets);
 * :meth:`Op.reverse`: the explicit deconvnet's step down through it (given the tape's rule);
   :meth:`Op.reverse_pieces` for a call returning several tensors (chunk, split);
-* :meth:`Op.step`: how incremental occlusion steps through it (point-wise, sliding window,
-  union of windows; None: recompute the whole tensor).
+* :meth:`Op.step`: how incremental occlusion steps through it (point-wise in space, sliding
+  window, union of windows, a layout change of the window, a global pool; None: recompute the
+  whole tensor), and ``whole_reason``, what the cost report says when it recomputes the whole
+  tensor (``product``: it multiplies its inputs, as an SE block's gate is applied).
 
 A stochastic pool, say, subclasses :class:`MaxPool2d`, overrides ``name``, ``calls``, ``owner``
 and :meth:`Op.forward` (sample the switches instead of taking the maxima) and keeps the
