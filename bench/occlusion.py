@@ -1,8 +1,8 @@
 """Benchmark: occlusion, vizkit (exact incremental, fast approximate, batched) vs captum Occlusion.
 
     python bench/occlusion.py [--model squeezenet|vgg16|resnet18|alexnet] [--size 48] [--stride 8]
-                              [--repeats 2] [--per-eval 8,16,32,64] [--quick]
-    python bench/occlusion.py --fidelity [--geometries 16/4,48/8] [--per-eval 32,64]
+                              [--repeats 2] [--per-eval 8,16,32,64] [--quick] [--captum-batches K]
+    python bench/occlusion.py --fidelity [--geometries 16/4,48/8] [--drill-down 0.2,0.3] [--per-eval 32,64]
 
 Same image, same square, stride and baseline (the dataset mean: zero after normalisation), same
 run. captum is timed at each ``--per-eval`` (perturbations_per_eval) and its best is the anchor;
@@ -12,18 +12,20 @@ gives the bound of exact incremental inference: full-forward MACs / MACs its cha
 need per position; the achieved speed-up over captum is printed against it. captum is also timed
 on a channels-last copy of the model and image, to show how much of vizkit's speed is memory
 layout alone (``--quick``: exact at batch 32, fast and captum only, for slow models such as
-VGG16 at 16/4). Only SqueezeNet has real (ImageNet) weights; vgg16, resnet18 and alexnet are
-torchvision's architectures with random weights, which is fine for timing (the work per
-position does not depend on the weights) but not for fidelity.
+VGG16 at 16/4; ``--captum-batches K`` extrapolates captum from K batches of its forwards
+instead of running it whole, and says so). Only SqueezeNet has real (ImageNet) weights; vgg16,
+resnet18 and alexnet are torchvision's architectures with random weights, which is fine for
+timing (the work per position does not depend on the weights) but not for fidelity.
 
 ``--fidelity`` compares fast mode with exact, on the real SqueezeNet, over the first validation
 image of each of the ten Imagenette classes plus the Pomeranian and car wheel samples, at each
 of ``--geometries`` (size/stride): SSIM of the probability and activity maps (``data_range``:
 the exact map's own range), max |delta p| relative to that range, top-label agreement, and the
 speed-ups over exact (per image) and over captum (timed once per geometry, on the Pomeranian:
-captum's work does not depend on the image), all in the same run. Then a target that is not the
-top class: tennis ball on the Pomeranian, whose probability rises under the occluder; its peak
-exact and fast, and what the default ``--check 32`` sample reports for it.
+captum's work does not depend on the image), all in the same run, for each ``--drill-down``
+fraction (exact computed once). Then a target that is not the top class: tennis ball on the
+Pomeranian, whose probability rises under the occluder; its peak exact and fast, and what the
+default ``--check 32`` sample reports for it.
 """
 
 from __future__ import annotations
