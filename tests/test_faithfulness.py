@@ -276,3 +276,47 @@ def test_metric_names_and_percentages_are_parsed():
     for bad in ("0,50", "100", "ten", ""):
         with pytest.raises(vizkit.UsageError, match="--road-percentages"):
             fm.parse_percentages(bad)
+
+
+# ---------------------------------------------------------------------------- the attribution run
+def test_cli_metrics_all_writes_curves_tables_and_leaves_deletion_as_it_was(tmp_path, capsys, photo_path):
+    """--metrics all adds insertion and ROAD arrays and summary entries (per map and image) and
+    the report's tables; deletion's keys and values are those of a run without it."""
+    base = ["run", "attribution", "--model", "zfnet-compact", "--image", str(photo_path), "--quiet"]
+    base += ["--method", "saliency", "--deletion-steps", "4", "--seed", "3"]
+    out, plain = tmp_path / "all", tmp_path / "plain"
+    assert main([*base, "--metrics", "all", "--road-percentages", "30,70", "--out", str(out)]) == 0
+    assert main([*base, "--out", str(plain)]) == 0
+    document, arrays = vizkit.load_result(out)
+    before, before_arrays = vizkit.load_result(plain)
+    assert document["metrics"] == ["deletion", "insertion", "road"] and before["metrics"] == ["deletion"]
+    assert document["deletion_auc"] == before["deletion_auc"]
+    assert np.array_equal(arrays["deletion_probability"], before_arrays["deletion_probability"])
+    assert "insertion_auc" not in before and "road_morf" not in before_arrays
+    assert set(document["insertion_auc"]) == {"saliency", "deconvnet", "random"}
+    assert set(document["road_morf"]) == set(document["road_lerf"]) == {"saliency", "deconvnet"}
+    assert document["road_percentages"] == [30.0, 70.0] and document["params"]["road_noise"] == 0.01
+    assert arrays["insertion_probability"].shape == (3, 1, 5)
+    assert arrays["road_morf_probability"].shape == arrays["road_lerf_correct"].shape == (2, 1, 2)
+    # the summary's ROAD entry is the mean of the stored curve over the percentages
+    assert document["road_lerf"]["saliency"][0] == pytest.approx(
+        float(arrays["road_lerf_probability"][0, 0].mean()), rel=1e-4
+    )
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "Area under the insertion curve" in page and "ROAD, most relevant first" in page
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--metrics", "deletion,shap"), ("--metrics", ","), ("--road-percentages", "0,50"), ("--road-noise", "-1")],
+)
+def test_cli_refuses_bad_metric_options_in_one_line(tmp_path, capsys, photo_path, option, value):
+    out = tmp_path / "bad"
+    argv = ["run", "attribution", "--model", "zfnet-compact", "--image", str(photo_path), "--quiet"]
+    argv += ["--method", "saliency", "--metrics", "road", option, value, "--out", str(out)]
+    assert main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vizkit: error: ") and option in lines[0], lines
+    assert not out.exists()
