@@ -180,6 +180,8 @@ TEXT_VALUES = {  # plausible values of string options, by name
     "fill": ["mean", "zero", "0,0,0", "255,255,255", "300,0,0", "1,2", "-5,0,0", "nan,0,0"],
     "baseline": ["mean", "zero", "0,0,0", "1,2", "nan,nan,nan"],
     "method": ["saliency", "occlusion", "all", "nt-saliency", "saliency,saliency", "nosuch"],
+    "metrics": ["deletion", "insertion,road", "all", "road,nosuch", "ROAD"],
+    "road-percentages": ["10,90", "50", "0,50", "99.9", "100", "nan"],
     "epochs": ["all", "1", "2", "1,2", "3", "0"],
     "transforms": ["translate", "scale,rotate", "translate,translate", "shear"],
     "range-translate": ["-8,8", "8,-8", "0,0", "nan,1", "1"],

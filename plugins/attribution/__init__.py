@@ -184,6 +184,7 @@ def register_analyses(register) -> None:
                     0.01,
                     help="road: standard deviation of the noise added to imputed pixels (in the model's input space)",
                     minimum=0,
+                    maximum=10,  # normalised images span a few units: more is noise alone
                     applies=_road,
                 ),
                 vizkit.Option(
