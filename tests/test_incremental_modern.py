@@ -309,3 +309,13 @@ def test_the_run_reports_the_se_block_in_result_json_and_explain(photo_path, cap
     assert cost["macs_whole_map_per_position"] > 0.9 * cost["macs_needed_per_position"]
     err = capsys.readouterr().err
     assert f"  from se ({SE_GATE}) on, every position recomputes the whole map" in err
+
+
+def test_an_adaptive_pool_to_the_input_size_passes_the_window_on():
+    """AlexNet's and VGG's ``AdaptiveAvgPool2d`` at 224 px (6x6 to 6x6, 7x7 to 7x7) is the
+    identity: the window passes unchanged (replaying the pool on the window would stretch it)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(SIZE), nn.Conv2d(4, 4, 3, padding=1))
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flatten", nn.Flatten())
+    cost = _exact_against_one_at_a_time(model, "2")
+    assert cost.whole_maps == [] and cost.bound > 3, cost.as_dict()

@@ -560,6 +560,15 @@ class IncrementalOcclusion:
         self._count(call, out)
         return out
 
+    def passed_on(self, index: int, call: _Call, windows: dict[int, _Window]) -> _Window | None:
+        """An op that is the identity here (an adaptive pool to its input's size): its one
+        parent's window, unchanged (its values shared, never written in place)."""
+        if len(call.parents) != 1 or self.base[call.parents[0]].shape != call.value.shape:
+            return None
+        self._views.add(index)
+        window = windows[call.parents[0]]
+        return window.with_values(window.values)
+
     def relayout(self, index: int, call: _Call, windows: dict[int, _Window], dims: Dims) -> _Window | None:
         """A layout op (permute, transpose, chunk, a slice of the channels) on its one parent's
         window, replayed on the window's values, whose rows and columns end up at axes ``dims``;
