@@ -447,7 +447,7 @@ class IncrementalOcclusion:
                 self._note_whole(index, call, windows, GLOBAL_POOL)
                 return stepped
             if stepped is not None:
-                if not self._covers(call, stepped):
+                if self.tau < 1 or not self._covers(call, stepped):  # (tau < 1: later layers cap theirs)
                     return stepped
                 # every position changed the whole map: from here on whole tensors, stepped by
                 # plain calls (the same multiply-adds, without the windows' bookkeeping)
