@@ -360,8 +360,9 @@ def impute(images: np.ndarray, removed: Sequence[np.ndarray], noise: Sequence[np
         shape=(total, total),
     ).tocsr()
     # the unknowns in nested-dissection order: LU without pivoting then fills in little (a
-    # symmetric, diagonally dominant system needs no pivoting); SuperLU's own column ordering
-    # took 10x longer on a 224 x 224 image with 90% of its pixels removed
+    # symmetric, diagonally dominant system needs no pivoting); with SuperLU's own column
+    # ordering (spsolve's, Quantus's) the factorisation took about twice as long on a 224 x 224
+    # image with 90% of its pixels removed (0.9 s against 0.4 s)
     order = np.concatenate(
         [
             offsets[b] + _dissection(row[offsets[b] : offsets[b + 1]], col[offsets[b] : offsets[b + 1]])
@@ -442,7 +443,9 @@ def road_curves(
             batch = torch.as_tensor(imputed, dtype=images.dtype, device=images.device)
             rows = [r for r, _ in chunk]
             cols = [p for _, p in chunk]
-            probability, top1 = _probabilities(model, batch, targets[torch.as_tensor(image_index[rows])])
+            probability, top1 = _probabilities(
+                model, batch, targets[torch.as_tensor(image_index[rows], device=targets.device)]
+            )
             curves[rows, cols] = probability
             correct[rows, cols] = top1
     return curves, correct
