@@ -227,8 +227,9 @@ def test_insertion_equals_a_plain_loop_with_a_colour_baseline_and_squares():
     colour = torch.tensor([0.5, -1.0, 2.0])
     settings = fm.FaithfulnessSettings(steps=5, patch=3, baseline=colour, batch_size=4)
     ours = fm.insertion(model, x, maps, targets, settings)
+    rng = np.random.default_rng(settings.seed)  # breaks ties between squares as insertion does, map after map
     for i in range(2):
-        order = fm.pixel_order(maps[i], np.random.default_rng(0), patch=3)
+        order = fm.pixel_order(maps[i], rng, patch=3)
         for f, count in enumerate(np.round(settings.fractions * 100).astype(int)):
             image = colour.reshape(3, 1).repeat(1, 100)
             image[:, order[:count]] = x[i].reshape(3, -1)[:, order[:count]]
@@ -320,3 +321,34 @@ def test_cli_refuses_bad_metric_options_in_one_line(tmp_path, capsys, photo_path
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("vizkit: error: ") and option in lines[0], lines
     assert not out.exists()
+
+
+class ViewsItsFeatures(nn.Module):
+    """A model that ``.view``s a convolution's output: a channels-last batch breaks it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x)
+        return self.fc(features.view(features.shape[0], -1))
+
+
+def test_a_model_that_cannot_take_a_channels_last_batch_gets_the_plain_layout():
+    model, (x, maps) = ViewsItsFeatures().eval(), data(3, 8, n=2)
+    with pytest.raises(RuntimeError):  # what the fallback is for
+        model(x.contiguous(memory_format=torch.channels_last))
+    targets = top1(model, x)
+    settings = fm.FaithfulnessSettings(steps=4, patch=2, batch_size=3)
+    curves = fm.deletion(model, x, maps, targets, settings)
+    rng = np.random.default_rng(settings.seed)  # breaks ties between squares as deletion does, map after map
+    for i in range(2):
+        order = fm.pixel_order(maps[i], rng, patch=2)
+        image = x[i].reshape(3, -1).clone()
+        image[:, order[:32]] = 0.0  # half of the 64 pixels
+        with torch.no_grad():
+            p = model(image.reshape(1, 3, 8, 8)).softmax(1)[0, targets[i]]
+        assert abs(float(p) - curves[i, 2]) < 1e-6
