@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 import vizkit
 from helpers import assert_no_hooks
-from vizkit.engine.kept import overwritten
+from vizkit.engine.ops.in_place import overwritten
 
 
 def _copied_each(model: nn.Module, x: Tensor) -> dict[str, Tensor]:

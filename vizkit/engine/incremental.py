@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vizkit.engine.ops.in_place import always_in_place
 from vizkit.engine.recorder import Recorder
 from vizkit.engine.tape import OpRecorder
 from vizkit.errors import VizkitError
@@ -309,12 +310,6 @@ def _macs(call: _Call, output: Tensor) -> int:
     return call.op.macs(call.args, call.kwargs, output) if call.op is not None else 0
 
 
-def _in_place(func: Callable) -> bool:
-    """Whether a call writes into its first argument (``x.relu_()``, ``out += identity``)."""
-    name = getattr(func, "__name__", "")
-    return name.startswith("__i") or (name.endswith("_") and not name.startswith("__"))
-
-
 class IncrementalOcclusion:
     """Occlusion of one image evaluated incrementally against its cached forward.
 
@@ -515,7 +510,12 @@ class IncrementalOcclusion:
         if "inplace" in kwargs:
             kwargs["inplace"] = False
         args = _fill(call.args, lookup)
-        if _in_place(call.func) and args and isinstance(call.args[0], _Ref) and not self._owned(call.args[0].node):
+        if (
+            always_in_place(call.func)
+            and args
+            and isinstance(call.args[0], _Ref)
+            and not self._owned(call.args[0].node)
+        ):
             # x.relu_(), out += identity: the replay must not write into a block others read
             # (the layer's own, which the result reads afterwards), or into the cached tensor
             args = (args[0].clone(), *args[1:])

@@ -5,7 +5,7 @@ Copying every layer's output as it appears costs, on a model of many small point
 output is ever changed after it is produced, so :class:`KeptActivations` keeps a reference to
 each one and copies it only when an in-place op is about to overwrite its storage (a
 ``ReLU(inplace=True)`` on a convolution's output, ``out += identity``), which the recorder's
-function mode sees before the op runs (:func:`overwritten`).
+function mode sees before the op runs (:func:`vizkit.engine.ops.in_place.overwritten`).
 
 An in-place op the mode cannot see (a C++ extension writing into its input, ``.data``
 assignments) is caught afterwards by the tensor's version counter, which every in-place write
@@ -16,62 +16,14 @@ copied at its end too, so that the caller changing them in place cannot change w
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from vizkit.engine.ops.in_place import overwritten, tensors_in
 from vizkit.errors import VizkitError
-
-# Tensor methods that write into their first argument without ending in "_"
-_IN_PLACE_DUNDERS = frozenset(
-    f"__i{name}__"
-    for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "lshift", "rshift")
-) | {"__setitem__", "__imatmul__"}
-_kinds: dict[Any, tuple[bool, int | None]] = {}
-
-
-def _kind(func: Callable) -> tuple[bool, int | None]:
-    """Whether ``func`` always writes into its first argument, and the position of its
-    ``inplace`` parameter (None: it has none)."""
-    kind = _kinds.get(func)
-    if kind is None:
-        name = getattr(func, "__name__", "") or ""
-        always = name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
-        position = None
-        try:
-            names = list(inspect.signature(func).parameters)
-            position = names.index("inplace") if "inplace" in names else None
-        except (TypeError, ValueError):  # a builtin without a signature
-            pass
-        kind = _kinds[func] = (always, position)
-    return kind
-
-
-def overwritten(func: Callable, args: tuple, kwargs: dict) -> list[Tensor]:
-    """The tensors a call is about to write into: its first argument for an in-place op
-    (``relu_``, ``__iadd__``, ``x[i] = y``, ``inplace=True``) and its ``out=`` tensors."""
-    targets = list(_tensors(kwargs["out"])) if kwargs.get("out") is not None else []
-    always, position = _kind(func)
-    if args and isinstance(args[0], Tensor):
-        flag = kwargs.get("inplace", args[position] if position is not None and position < len(args) else False)
-        if always or flag is True:
-            targets.append(args[0])
-    return targets
-
-
-def _tensors(value: Any) -> Iterator[Tensor]:
-    """The tensors in a (nested) tuple, list or dict."""
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
 
 
 def _address(tensor: Tensor) -> int:
@@ -124,7 +76,7 @@ class KeptActivations:
     def seal(self, output: Any) -> None:
         """At the end of the forward: copy what aliases the returned ``output`` (the caller may
         change it in place), and note whether any reference changed unseen (:attr:`stale`)."""
-        for tensor in _tensors(output):
+        for tensor in tensors_in(output):
             if tensor.layout == torch.strided and self._shared:
                 self._copy(_address(tensor))
         self.stale = self.stale or any(self.values[layer]._version != v for layer, v in self._versions.items())

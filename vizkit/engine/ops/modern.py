@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from vizkit.engine.ops.base import Node, Op, first_input, parse_signature, register_op
 from vizkit.engine.ops.builtin import Normalisation
+from vizkit.engine.ops.in_place import always_in_place
 
 if TYPE_CHECKING:
     from vizkit.engine.deconv import Tape
@@ -68,8 +69,7 @@ def vjp(fn: Callable[[Tensor], Tensor], x: Tensor, signal: Tensor) -> Tensor:
 
 
 def _is_in_place(func: Callable, p: dict[str, Any]) -> bool:
-    name = getattr(func, "__name__", "")
-    return name.startswith("__i") or (name.endswith("_") and not name.startswith("__")) or bool(p.get("inplace"))
+    return always_in_place(func) or bool(p.get("inplace"))
 
 
 class Activation(Op):
