@@ -303,6 +303,8 @@ def test_cli_metrics_all_writes_curves_tables_and_leaves_deletion_as_it_was(tmp_
     assert document["road_lerf"]["saliency"][0] == pytest.approx(
         float(arrays["road_lerf_probability"][0, 0].mean()), rel=1e-4
     )
+    assert (out / "attribution_faithfulness.png").stat().st_size > 20_000  # insertion and ROAD curves
+    assert not (plain / "attribution_faithfulness.png").exists()
     assert main(["report", str(tmp_path)]) == 0
     page = (tmp_path / "index.html").read_text()
     assert "Area under the insertion curve" in page and "ROAD, most relevant first" in page

@@ -15,7 +15,7 @@ import vizkit
 from vizkit.data import resolve_target
 from vizkit.engine import CanonicalModel
 
-from .figures import comparison_figure, maps_figure
+from .figures import comparison_figure, faithfulness_figure, maps_figure
 from .methods import DECONVNET, NT_PREFIX, MethodSettings, make_method
 from .metrics import Comparison, best_column, compare, ranks_pixels, to_2d
 
@@ -355,4 +355,7 @@ def run(
         ctx, x, columns, maps, targets, probability, seconds_shown, layer, units, shown, score
     )
     result.figures["attribution_comparison"] = comparison_figure(ctx, columns, comparison, targets)
+    faithfulness = faithfulness_figure(ctx, columns, comparison, targets)
+    if faithfulness is not None:
+        result.figures["attribution_faithfulness"] = faithfulness
     return result

@@ -1,5 +1,6 @@
-"""The analysis's two figures: every map drawn as captum's ``visualize_image_attr`` draws it,
-beside each image; and per image the rank-correlation matrix and the deletion curves."""
+"""The analysis's figures: every map drawn as captum's ``visualize_image_attr`` draws it,
+beside each image; per image the rank-correlation matrix and the deletion curves; and, when
+``--metrics`` asks for them, per image the insertion and ROAD curves."""
 
 from __future__ import annotations
 
@@ -202,4 +203,67 @@ def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Co
         )
         verdict = f"best: {best}" if best is not None else "no single best: tied or uniform maps"
         ax.set_title(f"deletion curves: lower AUC = the model depends on it ({verdict})", fontsize=8)
+    return figure
+
+
+def _style(j: int, column: str) -> dict[str, Any]:
+    """A column's line style, as the deletion panel draws it (random grey dashed, deconvnet dotted)."""
+    if column == "random":
+        return {"color": "grey", "linestyle": "--"}
+    if column == DECONVNET:
+        return {"color": "black", "linestyle": ":"}
+    palette = len(LABEL_COLOURS)
+    return {"color": LABEL_COLOURS[j % palette], "linestyle": "-" if j < palette else "-."}
+
+
+def faithfulness_figure(
+    ctx: vizkit.RunContext, columns: list[str], comparison: Comparison, targets: Tensor
+) -> Figure | None:
+    """A row per image with the curves ``--metrics`` added to deletion: the insertion curves
+    (with the random reference) and ROAD's, most relevant first and least relevant first (the
+    same line, faint and with dots), over the percentages imputed; None when neither was asked
+    for."""
+    insertion, road = comparison.insertion, comparison.road
+    if insertion is None and road is None:
+        return None
+    names = ctx.image_names()
+    panels = [name for name, data in (("insertion", insertion), ("road", road)) if data is not None]
+    n = comparison.maps.shape[1]
+    figure = new_figure(1.5 + 5.2 * len(panels), 3.4 * n)
+    made = figure.subfigures(n, 1, hspace=0.02)
+    rows = list(np.ravel(made)) if isinstance(made, np.ndarray) else [made]
+    for i, row in enumerate(rows):
+        target = ctx.label(int(targets[i]))
+        row.suptitle(f"{shorten(names[i], 60)}  —  target {target}", fontsize=9, fontweight="bold", x=0.01, ha="left")
+        grid = row.add_gridspec(1, len(panels), wspace=0.75, left=0.08, right=0.84, bottom=0.18, top=0.84)
+        for p, panel in enumerate(panels):
+            ax = row.add_subplot(grid[0, p])
+            if panel == "insertion" and insertion is not None and comparison.insertion_auc is not None:
+                for j, column in enumerate([*columns, "random"]):
+                    auc = comparison.insertion_auc[j, i]
+                    ax.plot(comparison.fractions, insertion[j, i], label=f"{column} ({auc:.3g})", **_style(j, column))
+                ax.set_xlabel("fraction of pixels kept, most |attributed| first", fontsize=7)
+                ax.set_title("insertion: higher AUC = the map's pixels carry the score", fontsize=8)
+                title = "map (AUC)"
+            elif road is not None:
+                for j, column in enumerate(columns):
+                    style = _style(j, column)
+                    morf, lerf = road.morf[j, i], road.lerf[j, i]
+                    ax.plot(road.percentages, morf, label=f"{column} ({morf.mean():.3g} / {lerf.mean():.3g})", **style)
+                    ax.plot(road.percentages, lerf, alpha=0.45, marker="o", markersize=2.5, **style)
+                ax.set_xlabel("% of pixels imputed (ROAD)", fontsize=7)
+                ax.set_title("ROAD: MoRF (lower better), LeRF (faint, dotted; higher)", fontsize=8)
+                title = "map (MoRF / LeRF mean)"
+            ax.set_ylabel(f"p({target})", fontsize=7)
+            ax.set_ylim(bottom=0)
+            ax.tick_params(labelsize=6)
+            ax.grid(alpha=0.3)
+            ax.legend(
+                fontsize=5.5,
+                loc="upper left",
+                bbox_to_anchor=(1.02, 1.0),
+                borderaxespad=0,
+                title=title,
+                title_fontsize=6,
+            )
     return figure
