@@ -17,9 +17,6 @@ import vizkit
 from vizkit.app.cli import main
 from vizkit_plugins.attribution import faithfulness as fm
 
-quantus = pytest.importorskip("quantus")
-from quantus.functions.perturb_func import noisy_linear_imputation  # noqa: E402
-
 TOLERANCE = 1e-4
 
 
@@ -30,6 +27,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quantus():
+    """Quantus 0.6 (the test extra): only the tests compared with it need it."""
+    return pytest.importorskip("quantus")
 
 
 def small_model(channels: int, classes: int = 6) -> nn.Module:
@@ -82,7 +85,7 @@ def quiet(metric, model, x, targets, maps):
 
 
 # ---------------------------------------------------------------------------- equal to Quantus
-def test_deletion_pixel_by_pixel_equals_quantus_pixel_flipping():
+def test_deletion_pixel_by_pixel_equals_quantus_pixel_flipping(quantus):
     """PixelFlipping flips C*H*W features by the map broadcast over channels: steps of a whole
     number of pixels (3 features each) flip the same pixels as a deletion step."""
     model, (x, maps) = small_model(3), data(3, 12)
@@ -100,7 +103,7 @@ def test_deletion_pixel_by_pixel_equals_quantus_pixel_flipping():
 
 
 @pytest.mark.parametrize("order", ["morf", "lerf"])
-def test_deletion_by_squares_equals_quantus_region_perturbation(order):
+def test_deletion_by_squares_equals_quantus_region_perturbation(quantus, order):
     """RegionPerturbation removes one patch per step, by its summed attribution, and reports
     the drop from the unaltered probability."""
     model, (x, maps) = small_model(3), data(3, 16)
@@ -136,7 +139,7 @@ class Recorder(nn.Module):
 
 
 @pytest.mark.parametrize("descending", [True, False])
-def test_road_equals_quantus_road_with_its_noise(descending):
+def test_road_equals_quantus_road_with_its_noise(quantus, descending):
     """Quantus's ROAD (MoRF; LeRF by the reversed map) on one-channel images (its 0.6 release
     indexes the map broadcast over channels as pixels, which only works for one channel), with
     the same seed: the same imputed images, noise included (Quantus only reports top-1
@@ -163,7 +166,7 @@ def test_road_equals_quantus_road_with_its_noise(descending):
     assert np.abs(noiseless - ours).max() > 1e-3  # the noise matters: the match above is not by chance
 
 
-def test_imputation_equals_quantus_noisy_linear_imputation_on_colour_images():
+def test_imputation_equals_quantus_noisy_linear_imputation_on_colour_images(quantus):
     """The batched block-diagonal system gives Quantus's per-image imputation, noise included,
     for 3-channel images, removed sets of every size and at the borders."""
     generator = np.random.default_rng(3)
@@ -176,7 +179,7 @@ def test_imputation_equals_quantus_noisy_linear_imputation_on_colour_images():
         np.random.seed(5)
         expected_noise = 0.2 * np.random.randn(3, len(removed[b]))
         np.random.seed(5)
-        theirs = noisy_linear_imputation(images[b], removed[b], noise=0.2)
+        theirs = quantus.functions.perturb_func.noisy_linear_imputation(images[b], removed[b], noise=0.2)
         without_noise = theirs.reshape(3, -1).astype(np.float64)
         without_noise[:, removed[b]] -= expected_noise
         mine = ours[b].reshape(3, -1) - 0.0
