@@ -5,7 +5,8 @@ inputs, ``ctx.images()`` / ``ctx.batches()``, and every forward of an instrument
 occluded and transformed copies too); probabilities and sums are taken in float32 or wider. The
 bundled zfnet-compact and a small torchvision model (resnet18 at 64 px) run deconvnet (both
 methods), occlusion (exact), top9 on a few images, invariance and attribution (saliency) in each
-dtype the CPU can run, close to their float32 results and with no hook left. What cannot work is
+dtype the CPU can run, close to their float32 results and with no hook left; so do the rest of the
+model-zoo matrix's sample (tests/test_model_zoo.py) through deconvnet, occlusion and saliency. What cannot work is
 one line: a model mixing dtypes, a dtype the device lacks a kernel for, a list of tensors of
 several sizes, input values beyond a half-precision model's range.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_model_zoo as zoo
 import torch
 import torchvision
 
@@ -276,3 +278,107 @@ def test_the_other_analyses_run_in_bfloat16(models, tmp_path):
         for key, value in result.arrays.items():
             assert np.asarray(value).dtype != object, (name, key)
     assert_no_hooks(model)
+
+
+# the model-zoo matrix's fast sample, less resnet18 (above): SE gates and SiLU, LayerNorm and GELU
+# over channels-last maps, timm's concatenations
+ZOO_SAMPLE = sorted(spec for spec in zoo.SAMPLE if spec != "torchvision:resnet18")
+
+
+@pytest.fixture(scope="module")
+def zoo_float32() -> dict[tuple[str, str], vizkit.Result]:
+    """Each sample model's float32 runs, once for all dtypes."""
+    return {}
+
+
+def _deepest_in_half_range(model: torch.nn.Module, x: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """Of ten spatial layers spread through the model, the deepest whose strongest map's float32
+    deconvnet projection peaks at 1e-3 or more, and its activation. At random weights
+    EfficientNet-B0's signal shrinks block by block (a projection gain of about 5e-13 from its
+    last layer to the pixels, 1e-3 from features.2): float16 cannot hold such a projection at any
+    scale (its range spans 6e-8 to 65504), the model's own limit, not vizkit's."""
+    with vizkit.instrument(model) as im:
+        with torch.no_grad():
+            im(x)
+        spatial = [name for name in im.layers if len(im.info(name).shape or ()) == 4]
+        for name in reversed(spatial[:: max(1, len(spatial) // 10)]):
+            activation = im.activation(name).clone()
+            channel = int(activation[0].flatten(1).amax(1).argmax())
+            if float(vizkit.project(im, x, name, [channel]).images.abs().amax()) >= 1e-3:
+                return name, activation
+    raise AssertionError("no layer projects to 1e-3")
+
+
+@pytest.mark.parametrize("spec", ZOO_SAMPLE)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_the_model_zoo_sample_runs_in_each_dtype(zoo_float32, spec, dtype):
+    """Both projection paths, exact incremental occlusion and saliency on the zoo's sample in
+    each dtype, close to float32 (what a dtype cannot run is refused in one line)."""
+    entry = next(entry for entry in zoo.ZOO if entry.spec == spec)
+    prepared = zoo.prepared(entry)
+    original, photo = prepared.model, zoo.images(1)
+    layer, activation = _deepest_in_half_range(original, prepared.x)
+    model = copy.deepcopy(original).to(dtype)
+    # the float32 model's two strongest maps: near-ties among a random model's maps may rank
+    # differently in half precision, and the comparison is of the same maps' projections
+    channels = ",".join(map(str, activation[0].flatten(1).amax(1).argsort(descending=True)[:2].tolist()))
+    runs = {
+        f"deconvnet-{method}": dict(analysis="deconvnet", images=photo, layer=layer, channels=channels, method=method)
+        for method in ("autograd", "explicit")
+    }
+    runs["occlusion"] = dict(analysis="occlusion", images=photo, layer=layer, size=24, stride=20, mode="exact")
+    runs["attribution"] = dict(analysis="attribution", images=photo, method="saliency", deletion_steps=4)
+    for what, options in runs.items():
+        options = dict(options)
+        analysis = options.pop("analysis")
+        try:
+            result = vizkit.run(analysis, model, preprocess=zoo.preprocess(entry), app=zoo.app(), **options)
+        except vizkit.UsageError as error:  # only a missing half-precision kernel may stop a run
+            message = str(error)
+            assert dtype != torch.float64 and "on cpu" in message and "\n" not in message, message
+            continue
+        if (spec, what) not in zoo_float32:
+            zoo_float32[spec, what] = vizkit.run(
+                analysis, original, preprocess=zoo.preprocess(entry), app=zoo.app(), **options
+            )
+        _assert_close(result, zoo_float32[spec, what], dtype, f"{spec} {dtype} {what}")
+        assert all(p.dtype == dtype for p in model.parameters() if p.is_floating_point())
+        assert_no_hooks(model)
+    assert_no_hooks(original)
+
+
+def _small_gain_net() -> torch.nn.Module:
+    """Two conv + batch norm + ReLU blocks whose convolutions scale by 1e-3 and whose batch norms
+    scale back up: the forward stays well inside float16's range, but the deconvnet, which passes
+    batch norm through, projects to about 1e-9, below float16's smallest number (6e-8): all zeros
+    unless the seed is scaled up."""
+    torch.manual_seed(0)
+    blocks: list[torch.nn.Module] = []
+    for c_in in (3, 8):
+        conv = torch.nn.Conv2d(c_in, 8, 3, padding=1)
+        norm = torch.nn.BatchNorm2d(8)
+        with torch.no_grad():
+            conv.weight.mul_(1e-3)
+            conv.bias.zero_()
+            norm.running_var.fill_(1e-6)  # divides by about 1e-3
+        blocks += [conv, norm, torch.nn.ReLU()]
+    return torch.nn.Sequential(*blocks).eval()
+
+
+@pytest.mark.parametrize("method", ["autograd", "explicit"])
+def test_float16_projections_do_not_underflow(method):
+    model = _small_gain_net()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    half = copy.deepcopy(model).half()
+    with vizkit.instrument(model) as im:
+        im(x)
+        channel = int(im.activation("5")[0].flatten(1).amax(1).argmax())
+        reference = vizkit.project(im, x, "5", [channel], method=method).images
+    with vizkit.instrument(half) as im:
+        im(x)
+        projection = vizkit.project(im, x, "5", [channel], method=method).images
+    assert 0 < float(reference.abs().amax()) < 1e-9, "the example lost its point: the gain is not below float16's range"
+    assert torch.isfinite(projection).all()
+    assert _cosine(projection.numpy(), reference.numpy()) > 0.99
+    assert float(projection.abs().amax()) == pytest.approx(float(reference.abs().amax()), rel=0.05)
+    assert_no_hooks(half)

@@ -23,6 +23,7 @@ Two paths compute it and must agree:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -119,11 +120,37 @@ def project(
             seed, val, pos = make_seed(
                 run.act, table[part, j], None if where is None else where[part, j], target, layer
             )
-            images[part, j] = run.down(seed, last=j == k - 1)
+            images[part, j] = _down_in_range(run, seed, last=j == k - 1)
             values[part, j], positions[part, j] = val, pos
     return Projection(
         layer, table[0].tolist() if bool((table == table[0]).all()) else table.tolist(), images, values, positions
     )
+
+
+# float16's largest finite value is 65504 and its smallest normal one 6.1e-5: a projection's
+# signal, run down in float16, starts at the seed's scale and shrinks by the network's gain
+_HALF_SEED_EXPONENT = 12  # the seed's peak scaled to [2^12, 2^13): room above, range below
+_HALF_BACKOFF = 4  # on overflow, a 16x smaller scale, at most three times
+
+
+def _down_in_range(run: _AutogradPass | _ExplicitPass, seed: Tensor, last: bool) -> Tensor:
+    """``run.down(seed)``, kept within float16's range for a float16 model: the seed is scaled
+    by a power of two (exact) to a peak of 2^12 and the projection divided by it in float32.
+    Every built-in rule is positively homogeneous in the signal (a ReLU of a scaled signal is
+    the scaled ReLU), so the result is the unscaled projection; without it a deep float16
+    model's projections underflow to zero (EfficientNet-B0 at random weights: a gain of about
+    1e-12 from its last layers to the pixels, below float16's smallest number, 6e-8)."""
+    peak = float(seed.abs().amax())
+    if seed.dtype != torch.float16 or peak == 0 or not math.isfinite(peak):
+        return run.down(seed, last)
+    exponent = _HALF_SEED_EXPONENT - math.floor(math.log2(peak))
+    for _attempt in range(3):
+        scale = 2.0**exponent
+        projection = run.down((seed.float() * scale).half(), last=False)  # the graph is kept for a retry
+        if bool(torch.isfinite(projection).all()):
+            return projection.float() / scale  # stored in the caller's dtype (float32 images: in range)
+        exponent -= _HALF_BACKOFF
+    return run.down(seed, last)  # overflows at every scale tried: the model's own range
 
 
 def _require_inference_mode(model: nn.Module) -> None:

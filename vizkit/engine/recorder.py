@@ -103,7 +103,9 @@ class _Interceptor(TorchFunctionMode):
             with torch.enable_grad():
                 return self.__torch_function__(func, types, args, kwargs)
         op = ops.op_of(func)
-        if op is None and owner._settings.tape is None:
+        settings = owner._settings
+        if settings.tape is None and (op is None or (not op.layer and settings.rule is None)):
+            # nothing to record: not a layer of its own (mul, view, silu, ...), no tape, no rule
             return func(*args, **kwargs)
         return owner._handle(func, op, args, kwargs)
 
