@@ -309,6 +309,17 @@ def _deepest_in_half_range(model: torch.nn.Module, x: torch.Tensor) -> tuple[str
     raise AssertionError("no layer projects to 1e-3")
 
 
+def _underflows_float16(model: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether some spatial layer's float32 activations all lie below float16's smallest normal
+    number (6.1e-5): random-weight EfficientNet-B0's last layers peak near 1e-13 at 64 px."""
+    with vizkit.instrument(model) as im, torch.no_grad():
+        im(x)
+        tiny = torch.finfo(torch.float16).tiny
+        return any(
+            float(im.activation(name).abs().amax()) < tiny for name in im.layers if len(im.info(name).shape or ()) == 4
+        )
+
+
 @pytest.mark.parametrize("spec", ZOO_SAMPLE)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
 def test_the_model_zoo_sample_runs_in_each_dtype(zoo_float32, spec, dtype):
@@ -341,7 +352,13 @@ def test_the_model_zoo_sample_runs_in_each_dtype(zoo_float32, spec, dtype):
             zoo_float32[spec, what] = vizkit.run(
                 analysis, original, preprocess=zoo.preprocess(entry), app=zoo.app(), **options
             )
-        _assert_close(result, zoo_float32[spec, what], dtype, f"{spec} {dtype} {what}")
+        if what == "attribution" and dtype == torch.float16 and _underflows_float16(original, prepared.x):
+            # the float16 forward itself computes zeros at the last layers: the logits, and so
+            # their gradients, no longer depend on the image in this dtype (a rank correlation
+            # with an all-zero map is undefined: NaN)
+            assert np.isfinite(result.arrays["saliency"]).all()
+        else:
+            _assert_close(result, zoo_float32[spec, what], dtype, f"{spec} {dtype} {what}")
         assert all(p.dtype == dtype for p in model.parameters() if p.is_floating_point())
         assert_no_hooks(model)
     assert_no_hooks(original)
