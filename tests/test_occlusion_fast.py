@@ -49,6 +49,20 @@ def unoccluded(model, x, layer, channel=0, target=1) -> tuple[float, float]:
         return float(logits.softmax(1)[0, target]), float(im.activation(layer)[0, channel].sum())
 
 
+def bend(values: np.ndarray, spacing: int) -> np.ndarray:
+    """|v[r - s, c] - 2 v[r, c] + v[r + s, c]| + the same along columns (edges repeated), by
+    plain loops: how much linear interpolation at spacing s errs around each cell."""
+    rows, cols = values.shape
+    at = lambda r, c: values[min(max(r, 0), rows - 1), min(max(c, 0), cols - 1)]
+    out = np.empty_like(values)
+    for r in range(rows):
+        for c in range(cols):
+            out[r, c] = abs(at(r - spacing, c) - 2 * at(r, c) + at(r + spacing, c)) + abs(
+                at(r, c - spacing) - 2 * at(r, c) + at(r, c + spacing)
+            )
+    return out
+
+
 def neighbourhood_max(values: np.ndarray, radius: int) -> np.ndarray:
     """Each cell's largest value within ``radius`` cells (edges repeated), by plain loops."""
     padded = np.pad(values, radius, mode="edge")
@@ -141,11 +155,12 @@ def test_drill_down_keeps_coarse_values_where_it_does_not_refine():
     assert coarse_only["top_label"][0][1, 3] == exact["top_label"][0][0, 2]
     refined, costs = maps_for(model, x, "conv2", grid, "fast", tau=1.0, drill_down=0.25, levels=1)
     r = refined["true_class_prob"][0]
-    # each cell's largest change around it (3x3), |p - p0| and |a - a0| each relative to its largest
+    # each cell's largest bend around it (3x3) of the change, |p - p0| and |a - a0| each relative
+    # to its largest, at the coarse spacing (2)
     p0, a0 = unoccluded(model, x, "conv2")
     dp = np.abs(q.astype(np.float64) - p0)
     da = np.abs(coarse_only["feature_activity"][0].astype(np.float64) - a0)
-    change = neighbourhood_max(np.maximum(dp / dp.max(), da / da.max()), 1)
+    change = neighbourhood_max(bend(np.maximum(dp / dp.max(), da / da.max()), 2), 1)
     order = np.argsort(-change, axis=None, kind="stable")[: round(0.25 * 225)]
     chosen = np.zeros(225, bool)
     chosen[order] = True

@@ -82,7 +82,8 @@ def register_analyses(register) -> None:
                     float,
                     FAST_DRILL_DOWN,
                     help="fast mode: a coarse pass (positions up to 16 px apart), then, halving the spacing level "
-                    "by level, only this fraction of each level's positions where the maps change most (1: off)",
+                    "by level, only this fraction of each level's positions where the change from the unoccluded image "
+                    "bends most (1: off)",
                     minimum=0,
                     maximum=1,
                     applies=_fast_mode,
