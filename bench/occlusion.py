@@ -70,6 +70,13 @@ def time_vizkit(im, x, layer, grid, target, repeats, channel=0, **options):
     return seconds, maps, list(costs)
 
 
+def _fast_once(im, x, grid, target, channel, fraction):
+    """Fast mode on SqueezeNet's features.12 at one drill-down fraction, timed once."""
+    return time_vizkit(
+        im, x, "features.12", grid, target, 1, channel=channel, mode="fast", tau=FAST_TAU, drill_down=fraction
+    )
+
+
 def time_captum(model, x, grid, target, repeats, per_evals) -> tuple[float, int]:
     """captum ``Occlusion`` of the target's probability: the best median seconds over ``per_evals``."""
     from captum.attr import Occlusion
@@ -233,18 +240,7 @@ def fidelity(args) -> None:
                 exact_times.append(te)
                 print(f"  {path.name:28s} exact {te:6.2f} s", flush=True)
                 for fraction in args.drill_down:
-                    tf, fast, costs = time_vizkit(
-                        im,
-                        x,
-                        "features.12",
-                        grid,
-                        target,
-                        1,
-                        channel=channel,
-                        mode="fast",
-                        tau=FAST_TAU,
-                        drill_down=fraction,
-                    )
+                    tf, fast, costs = _fast_once(im, x, grid, target, channel, fraction)
                     entry = _compare(exact, fast)
                     runs[fraction].append((entry, tf, costs[0].positions))
                     print(
@@ -286,18 +282,7 @@ def fidelity(args) -> None:
             target, channel = _target_and_channel(im, pomeranian, tennis_ball)
             te, exact, _ = time_vizkit(im, pomeranian, "features.12", grid, target, 1, channel=channel, mode="exact")
             for fraction in args.drill_down:
-                tf, fast, _ = time_vizkit(
-                    im,
-                    pomeranian,
-                    "features.12",
-                    grid,
-                    target,
-                    1,
-                    channel=channel,
-                    mode="fast",
-                    tau=FAST_TAU,
-                    drill_down=fraction,
-                )
+                tf, fast, _ = _fast_once(im, pomeranian, grid, target, channel, fraction)
                 entry = _compare(exact, fast)
                 sample = np.sort(np.random.default_rng(0).choice(grid.count, size=min(32, grid.count), replace=False))
                 checked = _compare(exact, fast, sample)

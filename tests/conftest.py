@@ -122,3 +122,15 @@ def offline_photo_list(tmp_path_factory) -> Path:
     listing = root / "images.txt"
     listing.write_text("\n".join(str(p) for p in paths))
     return listing
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module of many small forwards (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): one thread is faster there, and on a shared 2-core
+    machine two OpenMP threads waiting on each other were measured 20x slower (ResNet-18 at 64 px:
+    29 ms a forward on one thread, 650 ms on two, under a load of 8). The thread count comes back."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

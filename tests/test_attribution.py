@@ -40,13 +40,7 @@ FAST = {"steps": 4, "window": 32, "stride": 32, "samples": 2, "deletion_steps": 
 EVERY_METHOD = [*METHODS, "nt-saliency", "nt-guidedgradcam"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small forwards and backwards: one thread is faster than two fighting for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small forwards and backwards
 
 
 @pytest.fixture(scope="module")

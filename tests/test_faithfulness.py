@@ -20,13 +20,7 @@ from vizkit_plugins.attribution import faithfulness as fm
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small forwards: one thread is faster than two fighting for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small forwards
 
 
 @pytest.fixture(scope="module")

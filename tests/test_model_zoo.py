@@ -43,7 +43,10 @@ from vizkit_plugins.occlusion.grid import OcclusionGrid
 from vizkit_plugins.occlusion.maps import occlusion_maps
 
 # torchvision's GoogLeNet and Inception v3 say their default initialisation will change
-pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning"),
+    pytest.mark.usefixtures("one_thread"),  # small forwards at 64 px
+]
 
 RULES = [rule.name for rule in BUILTIN_RULES]
 CHECKS = ("projection", "occlusion", "top9", "invariance", "attribution")
@@ -327,15 +330,10 @@ def shared_images() -> None:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small forwards at 64 px: one thread is faster than two, and on a shared 2-core machine
-    two OpenMP threads waiting on each other were measured 20x slower (ResNet-18: 29 ms a forward
-    on one thread, 650 ms on two, under a load of 8)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def release_models() -> Iterator[None]:
+    """The last model is not kept for the rest of the session."""
     yield
-    torch.set_num_threads(threads)
-    prepared.cache_clear()  # the last model is not kept for the rest of the session
+    prepared.cache_clear()
 
 
 @pytest.mark.parametrize(("entry", "check"), _params())

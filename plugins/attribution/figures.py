@@ -151,9 +151,6 @@ def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Co
     figure = new_figure(4.0 + 0.3 * k + 7.5, row_height * n)
     made = figure.subfigures(n, 1, hspace=0.02)
     rows = list(np.ravel(made)) if isinstance(made, np.ndarray) else [made]
-    # the method colours: the colour-blind-safe label palette (no grey: the random reference's
-    # dashed line is grey), its second round dash-dotted
-    palette = len(LABEL_COLOURS)
     for i, row in enumerate(rows):
         # one heading per image; the panels' own titles stay short, so nothing collides
         best = best_column(columns, auc[:, i], maps[:, i])
@@ -179,35 +176,38 @@ def comparison_figure(ctx: vizkit.RunContext, columns: list[str], comparison: Co
         ax = row.add_subplot(grid[0, 1])
         for j in np.argsort(auc[:, i], kind="stable"):  # the legend lists the best first
             column = [*columns, "random"][j]
-            style: dict[str, Any] = {"color": LABEL_COLOURS[j % palette], "linestyle": "-" if j < palette else "-."}
-            if column == "random":
-                style = {"color": "grey", "linestyle": "--"}
-            elif column == DECONVNET:
-                style = {"color": "black", "linestyle": ":"}
             note = ""
             if column != "random" and not ranks_pixels(maps[j, i]):
                 note = ", all zero: random order" if not np.any(maps[j, i]) else ", constant: random order"
-            ax.plot(fractions, curves[j, i], label=f"{column} ({auc[j, i]:.3g}{note})", linewidth=1.2, **style)
+            label = f"{column} ({auc[j, i]:.3g}{note})"
+            ax.plot(fractions, curves[j, i], label=label, linewidth=1.2, **_style(j, column))
         ax.set_xlabel("fraction of pixels removed, most |attributed| first", fontsize=7)
-        ax.set_ylabel(f"p({target})", fontsize=7)
-        ax.set_xlim(0, 1), ax.set_ylim(bottom=0)
-        ax.tick_params(labelsize=6)
-        ax.grid(alpha=0.3)
-        ax.legend(
-            fontsize=6,
-            loc="upper left",
-            bbox_to_anchor=(1.02, 1.0),
-            borderaxespad=0,
-            title="map (AUC)",
-            title_fontsize=6,
-        )
+        ax.set_xlim(0, 1)
+        _curve_axes(ax, target, "map (AUC)", legend_size=6)
         verdict = f"best: {best}" if best is not None else "no single best: tied or uniform maps"
         ax.set_title(f"deletion curves: lower AUC = the model depends on it ({verdict})", fontsize=8)
     return figure
 
 
+def _curve_axes(ax: Any, target: str, legend_title: str, legend_size: float) -> None:
+    """What every curve panel shares: p(target) from 0 up, a light grid, the legend outside."""
+    ax.set_ylabel(f"p({target})", fontsize=7)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(labelsize=6)
+    ax.grid(alpha=0.3)
+    ax.legend(
+        fontsize=legend_size,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0,
+        title=legend_title,
+        title_fontsize=6,
+    )
+
+
 def _style(j: int, column: str) -> dict[str, Any]:
-    """A column's line style, as the deletion panel draws it (random grey dashed, deconvnet dotted)."""
+    """A column's line style: the colour-blind-safe label palette (no grey: the random
+    reference's dashed line is grey), its second round dash-dotted; deconvnet black dotted."""
     if column == "random":
         return {"color": "grey", "linestyle": "--"}
     if column == DECONVNET:
@@ -254,16 +254,5 @@ def faithfulness_figure(
                 ax.set_xlabel("% of pixels imputed (ROAD)", fontsize=7)
                 ax.set_title("ROAD: MoRF (lower better), LeRF (faint, dotted; higher)", fontsize=8)
                 title = "map (MoRF / LeRF mean)"
-            ax.set_ylabel(f"p({target})", fontsize=7)
-            ax.set_ylim(bottom=0)
-            ax.tick_params(labelsize=6)
-            ax.grid(alpha=0.3)
-            ax.legend(
-                fontsize=5.5,
-                loc="upper left",
-                bbox_to_anchor=(1.02, 1.0),
-                borderaxespad=0,
-                title=title,
-                title_fontsize=6,
-            )
+            _curve_axes(ax, target, title, legend_size=5.5)
     return figure

@@ -140,16 +140,6 @@ class ReplayTape(OpRecorder):
         return _Call(func, op, args_t, kwargs_t, list(dict.fromkeys(parents)), out.detach().clone(), piece, module)
 
 
-def _module_of(im: Recorder) -> Callable[[], str]:
-    """A function naming the module whose forward ``im`` is in (the top of its call stack)."""
-
-    def where() -> str:
-        stack = getattr(getattr(im, "_rec", None), "stack", None)
-        return str(stack[-1][0]) if stack else ""
-
-    return where
-
-
 def _fill(value: Any, lookup: Callable[[int], Tensor]) -> Any:
     if isinstance(value, _Ref):
         return lookup(value.node)
@@ -323,7 +313,7 @@ class IncrementalOcclusion:
             raise VizkitError(f"tau must be in (0, 1], not {tau}")
         self.tau = tau
         self.im, self.x = im, x
-        self.tape = ReplayTape(_module_of(im))
+        self.tape = ReplayTape(im.current_module)
         with torch.no_grad():
             output, _captured = im.trace(x, self.tape, layer)
         # the layer's own entry, not tape.index(captured): an in-place op after the layer (the

@@ -427,6 +427,12 @@ class Recorder:
             rec.checked.add(name)
         return act
 
+    def current_module(self) -> str:
+        """The module whose forward is running now ("" for the model's own, or outside a
+        forward): what a tape notes as the maker of each call."""
+        stack = self._rec.stack
+        return stack[-1][0] if self._rec.active and stack else ""
+
     def switches(self, layer: str) -> Tensor:
         """The argmax indices of the max-pool ``layer`` in the last forward."""
         return self.pool_switches(layer).indices
