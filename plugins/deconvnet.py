@@ -280,3 +280,31 @@ def register_analyses(register) -> None:
             view=vizkit.ReportView(report_view, paper="Fig. 1", paper_order=1),
         )
     )
+
+
+def _class_projection(rule: str, request: vizkit.MapRequest) -> torch.Tensor:
+    """The rule's projection of each image's target class score down to its pixels, channels
+    summed (:func:`vizkit.engine.project_class`)."""
+    from vizkit.engine import project_class
+
+    with vizkit.instrument(request.model, layers=None, switches=False) as im:
+        images = project_class(im, request.x, request.targets, rule=rule, chunk=request.batch_size)
+    return images.float().sum(dim=1)
+
+
+@vizkit.hookimpl
+def register_map_methods(register) -> None:
+    """The projection rules (deconvnet, guided, gradient) from the class score as map methods, so
+    that ``vizkit run sanity`` checks the paper's deconvnet beside captum's methods."""
+    from functools import partial
+
+    from vizkit.engine.rules import BUILTIN_RULES
+
+    for rule in BUILTIN_RULES:
+        register(
+            vizkit.MapMethod(
+                rule.name,
+                f"{rule.description}; projected from the class score",
+                partial(_class_projection, rule.name),
+            )
+        )

@@ -48,6 +48,8 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, spelled out for type 
     )
     from vizkit.framework import (
         Analysis,
+        MapMethod,
+        MapRequest,
         Option,
         ReportView,
         Result,
@@ -83,6 +85,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "ProjectionRule": ("vizkit.engine", "ProjectionRule"),
     "to_image": ("vizkit.engine", "to_image"),
     "Analysis": ("vizkit.framework", "Analysis"),
+    "MapMethod": ("vizkit.framework", "MapMethod"),
+    "MapRequest": ("vizkit.framework", "MapRequest"),
     "Option": ("vizkit.framework", "Option"),
     "RunContext": ("vizkit.framework", "RunContext"),
     "ReportView": ("vizkit.framework", "ReportView"),
@@ -101,6 +105,8 @@ __all__ = [
     "Analysis",
     "ImageList",
     "Instrumented",
+    "MapMethod",
+    "MapRequest",
     "ModelEntry",
     "ModelSource",
     "NonFiniteActivation",

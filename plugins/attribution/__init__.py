@@ -27,6 +27,7 @@ registered here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import vizkit
@@ -34,7 +35,7 @@ import vizkit
 from .analysis import SCORES, run
 from .faithfulness import METRICS, parse_metrics, parse_percentages
 from .figures import OVERLAYS, SIGNS
-from .methods import METHODS, NT_PREFIX, NT_TYPES, parse_methods
+from .methods import DESCRIPTIONS, METHODS, NT_PREFIX, NT_TYPES, captum_map, parse_methods
 from .view import report_view
 
 
@@ -225,3 +226,10 @@ def register_analyses(register) -> None:
             view=vizkit.ReportView(report_view),  # beyond the paper: its section follows the paper's
         )
     )
+
+
+@vizkit.hookimpl
+def register_map_methods(register) -> None:
+    """captum's eight methods as map methods: ``vizkit run sanity`` checks them like vizkit's own."""
+    for name, method in METHODS.items():
+        register(vizkit.MapMethod(name, DESCRIPTIONS[name], partial(captum_map, name), needs_layer=method.needs_layer))

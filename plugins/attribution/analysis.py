@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 import vizkit
-from vizkit.data import resolve_target
+from vizkit.data import resolve_targets
 from vizkit.engine import CanonicalModel
 
 from .figures import comparison_figure, faithfulness_figure, maps_figure
@@ -20,23 +20,6 @@ from .methods import DECONVNET, NT_PREFIX, MethodSettings, make_method
 from .metrics import Comparison, best_column, compare, ranks_pixels, to_2d
 
 SCORES = ("logit", "probability")
-
-
-def resolve_targets(text: str, labels: list[str] | None, logits: Tensor) -> Tensor:
-    """``--target``: auto (each image's top-1), an index or a label name, for every image, or
-    one per image separated by commas (``259,car wheel``)."""
-    n, num_classes = logits.shape
-    try:
-        given = [resolve_target(text, labels, num_classes)]
-    except vizkit.UsageError:
-        if "," not in str(text):
-            raise
-        given = [resolve_target(part.strip(), labels, num_classes) for part in str(text).split(",")]
-    if len(given) not in (1, n):
-        raise vizkit.UsageError(f"give one --target for all images or one per image ({n}), not {len(given)}")
-    given = given * n if len(given) == 1 else given
-    top = logits.argmax(1).tolist()
-    return torch.tensor([top[i] if t is None else t for i, t in enumerate(given)], device=logits.device)
 
 
 def _check_canonical(canonical: CanonicalModel, layer: str, logits: Tensor) -> nn.Module:

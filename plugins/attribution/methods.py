@@ -254,3 +254,37 @@ def make_method(name: str, seed: int = 0) -> Method:
     if name.startswith(NT_PREFIX):
         return NoiseTunnel(METHODS[name.removeprefix(NT_PREFIX)](), seed)
     return METHODS[name]()
+
+
+DESCRIPTIONS = {  # what `vizkit list` and `sanity --help` say of each method as a map method
+    "saliency": "captum Saliency: |gradient| of the class score",
+    "inputxgradient": "captum InputXGradient: input times gradient",
+    "integratedgradients": "captum IntegratedGradients from the --baseline image (--steps)",
+    "guidedbackprop": "captum GuidedBackprop: gradient with negative signals stopped at every ReLU",
+    "deconvolution": "captum Deconvolution: the deconvnet rule from the class score",
+    "guidedgradcam": "captum GuidedGradCam at the layer: guided backprop times Grad-CAM",
+    "layergradcam": "captum LayerGradCam at the layer, upsampled (bilinear)",
+    "occlusion": "captum Occlusion: the score's drop under a --window square of --baseline colour",
+}
+
+
+def captum_map(name: str, request: vizkit.MapRequest) -> Tensor:
+    """Method ``name``'s [N, H, W] maps (channels summed) of ``request``, on captum's canonical
+    copy of the request's model (the model itself is not hooked)."""
+    method = make_method(name, request.seed)
+    layer = request.layer if method.needs_layer else None
+    canonical = CanonicalModel.build(request.model, request.x, layer=layer)
+    if layer is not None and canonical.layer_calls != 1:
+        raise vizkit.UsageError(
+            f"--layer '{layer}' runs {canonical.layer_calls} times in one forward; {name} needs a module that runs once"
+        )
+    module = canonical.layer(layer) if layer is not None else canonical  # unused without a layer
+    settings = MethodSettings(
+        steps=int(request.options.get("steps", 50)),
+        baseline=request.baseline,
+        window=int(request.options.get("window", 32)),
+        stride=int(request.options.get("stride", 16)),
+        batch_size=request.batch_size,
+    )
+    values = method.attribute(canonical, module, request.x, request.targets, settings)
+    return values.float().sum(dim=1)

@@ -30,7 +30,7 @@ Labels (:mod:`vizkit.data.labels`):
 
 * :func:`read_labels`: class names from a file (``name``, ``wnid<TAB>name`` or Caffe's
   ``synset_words.txt``), as :class:`Labels` (a list that may carry the WordNet ids).
-* :func:`check_labels`, :func:`label_name`, :func:`resolve_target`: labels against the model's
+* :func:`check_labels`, :func:`label_name`, :func:`resolve_target`, :func:`resolve_targets`: labels against the model's
   outputs, a class's name in figures, ``--target`` as an index.
 
 Devices (:mod:`vizkit.data.devices`):
@@ -52,7 +52,7 @@ from vizkit.data.datasets import (
 )
 from vizkit.data.devices import accumulation_dtype, dtype_name, ensure_device, model_dtype, to_model_dtype
 from vizkit.data.images import UnreadableImage, load_image, load_images, to_rgb
-from vizkit.data.labels import Labels, check_labels, label_name, read_labels, resolve_target
+from vizkit.data.labels import Labels, check_labels, label_name, read_labels, resolve_target, resolve_targets
 from vizkit.data.preprocess import Preprocess, parse_fill, preprocess_for
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "read_batches",
     "read_labels",
     "resolve_target",
+    "resolve_targets",
     "to_model_dtype",
     "to_rgb",
     "workers_ignore_stop_signals",

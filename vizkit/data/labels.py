@@ -7,8 +7,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vizkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _CAFFE_SYNSET = re.compile(r"^(n\d{8}) +(\S.*)$")  # a line of Caffe's synset_words.txt
 
@@ -71,6 +75,37 @@ def label_name(labels: Sequence[str] | None, index: int) -> str:
         index: the class index (an index outside ``labels`` gets the ``class <index>`` form).
     """
     return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+
+def resolve_targets(text: str, labels: Sequence[str] | None, logits: Tensor) -> Tensor:
+    """``--target`` for a batch: ``auto`` (each image's top-1), an index or a label name for
+    every image, or one per image separated by commas (``259,car wheel``; an empty entry is an
+    image without a target, refused).
+
+    Args:
+        text: the option's value.
+        labels: the class names (for names).
+        logits: the model's [N, classes] output for the N images (for ``auto`` and the range).
+    """
+    import torch
+
+    n, num_classes = logits.shape
+    try:
+        given = [resolve_target(text, labels, num_classes)]
+    except UsageError:
+        if "," not in str(text):
+            raise
+        parts = [part.strip() for part in str(text).split(",")]
+        if "" in parts:
+            raise UsageError(
+                f"--target '{text}' leaves image {parts.index('') + 1} without a target; give one per image or one for all"
+            ) from None
+        given = [resolve_target(part, labels, num_classes) for part in parts]
+    if len(given) not in (1, n):
+        raise UsageError(f"give one --target for all images or one per image ({n}), not {len(given)}")
+    given = given * n if len(given) == 1 else given
+    top = logits.argmax(1).tolist()
+    return torch.tensor([top[i] if t is None else t for i, t in enumerate(given)], device=logits.device)
 
 
 def resolve_target(target: str | int, labels: Sequence[str] | None, num_classes: int) -> int | None:

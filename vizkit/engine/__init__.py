@@ -10,10 +10,10 @@ Public names:
 * recording: :func:`instrument`, :class:`Instrumented`, :class:`Settings` (scoped settings),
   :class:`LayerInfo`, :func:`hook_counts` (hooks left on a model: 0 when clean),
   :class:`UnknownLayerError`, :class:`NonFiniteActivation`;
-* projecting: :func:`project`, :class:`Projection`, :func:`to_image`, :func:`receptive_boxes`,
-  :func:`support_box`, and the rules a projection crosses a ReLU with: :class:`ProjectionRule`
-  (subclass it for your own), :class:`DeconvnetRule` (the paper's), :class:`GuidedRule`,
-  :class:`GradientRule`;
+* projecting: :func:`project`, :func:`project_class` (a class score down to the pixels),
+  :class:`Projection`, :func:`to_image`, :func:`receptive_boxes`, :func:`support_box`, and the
+  rules a projection crosses a ReLU with: :class:`ProjectionRule` (subclass it for your own),
+  :class:`DeconvnetRule` (the paper's), :class:`GuidedRule`, :class:`GradientRule`;
 * occlusion: :class:`IncrementalOcclusion` (re-runs only the part of the network a patch
   reaches), :class:`OcclusionCost`;
 * canonical copies: :class:`CanonicalModel`, :func:`hook_free_copy` (a private copy of a model
@@ -33,7 +33,7 @@ from vizkit._lazy import attach
 if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.engine import ops
     from vizkit.engine.canonical import CanonicalModel, hook_free_copy
-    from vizkit.engine.deconv import Projection, project, receptive_boxes, support_box, to_image
+    from vizkit.engine.deconv import Projection, project, project_class, receptive_boxes, support_box, to_image
     from vizkit.engine.finite import NonFiniteActivation
     from vizkit.engine.incremental import IncrementalOcclusion, OcclusionCost
     from vizkit.engine.instrumented import Instrumented, hook_counts, instrument
@@ -52,6 +52,7 @@ _LAZY = {
     "UnknownLayerError": ("vizkit.engine.layers", "UnknownLayerError"),
     "NonFiniteActivation": ("vizkit.engine.finite", "NonFiniteActivation"),
     "project": ("vizkit.engine.deconv", "project"),
+    "project_class": ("vizkit.engine.deconv", "project_class"),
     "Projection": ("vizkit.engine.deconv", "Projection"),
     "to_image": ("vizkit.engine.deconv", "to_image"),
     "receptive_boxes": ("vizkit.engine.deconv", "receptive_boxes"),
@@ -91,6 +92,7 @@ __all__ = [
     "op_of",
     "ops",
     "project",
+    "project_class",
     "receptive_boxes",
     "register_op",
     "support_box",

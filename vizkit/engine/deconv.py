@@ -133,6 +133,57 @@ _HALF_SEED_EXPONENT = 12  # the seed's peak scaled to [2^12, 2^13): room above, 
 _HALF_BACKOFF = 4  # on overflow, a 16x smaller scale, at most three times
 
 
+def project_class(
+    im: Recorder,
+    x: Tensor,
+    targets: Sequence[int] | Tensor,
+    rule: str | ProjectionRule = "deconvnet",
+    chunk: int = 32,
+) -> Tensor:
+    """The rule's projection of each image's class score down to its pixels: output unit
+    ``targets[i]`` of image ``i`` seeded with 1 and everything else 0, passed down the whole
+    network. Under ``"gradient"`` this is the gradient of the score (captum's Saliency without its
+    absolute value); under ``"deconvnet"`` and ``"guided"`` it is what captum's Deconvolution and
+    GuidedBackprop compute. A unit seed, not the score's value: a negative score would flip the
+    signal's sign, and the deconvnet's ReLUs would then pass the other half of it.
+
+    Args:
+        im: the instrumented model (:func:`vizkit.instrument`); its output must be [B, classes].
+        x: the [B, 3, H, W] preprocessed images.
+        targets: B class indices (one per image).
+        rule: the projection rule or a built-in one's name.
+        chunk: how many images each forward holds.
+
+    Returns:
+        [B, 3, H, W] projections, in ``x``'s dtype.
+    """
+    rule = resolve_rule(rule)
+    _require_inference_mode(im.model)
+    table = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if table.numel() != x.shape[0]:
+        raise UsageError(f"give one target class per image ({x.shape[0]}), not {table.numel()}")
+    pieces = []
+    for start in range(0, x.shape[0], max(1, chunk)):
+        part = x[start : start + chunk].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            output = im.run_with_rule(part.clone(), rule)  # a non-leaf copy: see _AutogradPass
+            if not isinstance(output, Tensor) or output.dim() != 2:
+                raise UsageError("a class projection needs a classifier: the model must output [N, classes] scores")
+            wanted = table[start : start + chunk].to(output.device)
+            if bool(((wanted < 0) | (wanted >= output.shape[1])).any()):
+                raise UsageError(f"a target class is out of range: the model has {output.shape[1]} classes")
+            seed = torch.zeros_like(output)
+            seed[torch.arange(len(wanted), device=output.device), wanted] = 1
+            (grad,) = torch.autograd.grad(output, part, seed, allow_unused=True)
+        if grad is None:
+            raise VizkitError(
+                "the class projection cannot reach the input: the model's forward cuts the graph on the way "
+                "(.detach(), .data, a round trip through numpy)"
+            )
+        pieces.append(grad.detach())
+    return torch.cat(pieces)
+
+
 def _down_in_range(run: _AutogradPass | _ExplicitPass, seed: Tensor, last: bool) -> Tensor:
     """``run.down(seed)``, kept within float16's range for a float16 model: the seed is scaled
     by a power of two (exact) to a peak of 2^12 and the projection divided by it in float32.

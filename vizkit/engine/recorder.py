@@ -365,6 +365,14 @@ class Recorder:
         _output, captured = self._isolated_forward(x, layer, rule, tape, stop=True)
         return captured
 
+    def run_with_rule(self, x: Tensor, rule: ProjectionRule) -> Any:
+        """The model's whole forward of ``x`` *with* its autograd graph, the ReLUs and
+        normalisation layers behaving as ``rule`` says going down: back-propagating a seed from
+        the output is that rule's projection of the output units (the class scores). Nothing is
+        recorded, and the activations of the last ordinary forward are kept."""
+        with self._keeping_last_forward(), self.configured(layers=None, switches=False, rule=rule):
+            return self._forward(x, None)
+
     def trace(self, x: Tensor, tape: OpRecorder, layer: str) -> tuple[Any, Tensor]:
         """A whole forward of ``x`` recording every op on ``tape``; returns the model output and
         ``layer``'s output (both the live tensors the tape knows). ``layer``'s entry on the tape

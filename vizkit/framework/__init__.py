@@ -6,8 +6,9 @@
   :class:`Result` (summary numbers, arrays, figures; saved atomically), :class:`ReportView`
   (how ``vizkit report`` shows its results; its ``render`` receives a :class:`ReportPage`);
 * running: :func:`run` (an analysis by name, from Python), :func:`load_result`;
-* plugins: :data:`hookimpl`, :class:`App` (the registry of analyses, models, sources, rules and
-  commands), :func:`make_app` (a fresh registry: tests, extra plugins), :func:`get_app` (the
+* plugins: :data:`hookimpl`, :class:`App` (the registry of analyses, models, sources, rules, map
+  methods and commands), :class:`MapMethod` / :class:`MapRequest` (a way of explaining a class
+  score with a map, which ``sanity`` checks), :func:`make_app` (a fresh registry: tests, extra plugins), :func:`get_app` (the
   process's registry);
 * models by spec: :func:`load_model`, :func:`build_model`, :func:`list_models`;
 * files: :func:`write_atomic`, :func:`save_torch_atomic` (temp file + rename: an interrupted run
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.framework.analysis import Analysis, Option, RunContext
     from vizkit.framework.hookspecs import hookimpl
     from vizkit.framework.loading import build_model, list_models, load_model
+    from vizkit.framework.maps import MapMethod, MapRequest
     from vizkit.framework.registry import App, get_app, make_app
     from vizkit.framework.report_view import ReportPage, ReportView
     from vizkit.framework.results import Result, load_result, save_torch_atomic, write_atomic
@@ -34,6 +36,8 @@ _LAZY = {
     "Analysis": ("vizkit.framework.analysis", "Analysis"),
     "Option": ("vizkit.framework.analysis", "Option"),
     "RunContext": ("vizkit.framework.analysis", "RunContext"),
+    "MapMethod": ("vizkit.framework.maps", "MapMethod"),
+    "MapRequest": ("vizkit.framework.maps", "MapRequest"),
     "run": ("vizkit.framework.runner", "run"),
     "ReportView": ("vizkit.framework.report_view", "ReportView"),
     "ReportPage": ("vizkit.framework.report_view", "ReportPage"),
@@ -52,6 +56,8 @@ _LAZY = {
 __all__ = [
     "Analysis",
     "App",
+    "MapMethod",
+    "MapRequest",
     "Option",
     "ReportPage",
     "ReportView",

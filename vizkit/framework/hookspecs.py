@@ -3,7 +3,7 @@
 A plugin is a module or object with functions decorated by ``vizkit.hookimpl`` whose names are
 listed here. Each ``register_*`` hook receives a ``register`` callback (datasette / llm style),
 so one plugin can contribute several things and vizkit knows which plugin contributed each.
-vizkit's own analyses, commands, models, model sources and projection rules arrive through
+vizkit's own analyses, commands, models, model sources, projection rules and map methods arrive through
 these same hooks.
 
 Names are unique per kind: a name vizkit has (its own or a built-in plugin's) stays vizkit's and a
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from vizkit.engine.rules import ProjectionRule
     from vizkit.framework.analysis import Analysis
+    from vizkit.framework.maps import MapMethod
     from vizkit.models import ModelEntry, ModelSource
 
 hookspec = pluggy.HookspecMarker("vizkit")
@@ -51,6 +52,12 @@ def register_model_sources(register: Callable[[ModelSource], None]) -> None:
 def register_rules(register: Callable[[ProjectionRule], None]) -> None:
     """Contribute projection rules: call ``register(MyRule())`` with a
     ``vizkit.ProjectionRule`` instance; its ``name`` becomes a valid ``--rule``."""
+
+
+@hookspec
+def register_map_methods(register: Callable[[MapMethod], None]) -> None:
+    """Contribute map methods: call ``register(vizkit.MapMethod(...))`` once per method; its
+    ``name`` becomes a valid ``--method`` of ``vizkit run sanity``."""
 
 
 @hookspec

@@ -32,6 +32,7 @@ from vizkit.framework import blame
 from vizkit.framework.analysis import Analysis
 from vizkit.framework.blame import Origin
 from vizkit.framework.manager import CORE, DISABLE_ENV, PluginStatus, make_plugin_manager
+from vizkit.framework.maps import MapMethod
 from vizkit.models import ModelEntry, ModelSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +54,7 @@ class App:
     models: dict[str, ModelEntry] = field(default_factory=dict)
     model_sources: dict[str, ModelSource] = field(default_factory=dict)
     rules: dict[str, ProjectionRule] = field(default_factory=dict)
+    map_methods: dict[str, MapMethod] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     commands: dict[str, str] = field(default_factory=dict)
     callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
@@ -98,11 +100,12 @@ class App:
         return status.builtin if status is not None else plugin == CORE
 
     def collect(self) -> App:
-        """Gather every plugin's analyses, models, model sources and rules (clashes settled)."""
+        """Gather every plugin's analyses, models, model sources, rules and map methods (clashes settled)."""
         self.analyses = self._gather("register_analyses", Analysis, "analysis")
         self.models = self._gather("register_models", ModelEntry, "model")
         self.model_sources = self._gather("register_model_sources", ModelSource, "model source")
         self.rules = self._gather("register_rules", ProjectionRule, "projection rule")
+        self.map_methods = self._gather("register_map_methods", MapMethod, "map method")
         return self
 
     def rule(self, name: str | ProjectionRule) -> ProjectionRule:
