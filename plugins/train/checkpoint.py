@@ -25,22 +25,35 @@ def _starting_point(
     optimiser: torch.optim.Optimizer,
     scheduler: Any,
     device: torch.device,
+    labels: list[int] | None = None,
 ) -> tuple[int, dict, dict | None]:
     """Where training starts: the first epoch to run, the best validation epoch so far (kept in
     best.pt), and the position inside an unfinished epoch (its batches done and running sums;
     None: from its start).
 
     With ``resume`` the model, optimiser, scheduler and random generators are the checkpoint's;
-    without, a previous run in the folder is discarded (its log and best epoch are not mixed in)."""
+    without, a previous run in the folder is discarded (its log and best epoch are not mixed in).
+    ``labels``: the shuffled training labels of ``--shuffle-labels`` (None: the true ones); a
+    resumed run must have the very labels the checkpoint was trained with."""
     out = checkpoint.parent
     best = {"epoch": 0, "val_accuracy": -1.0}
     if resume:
         if not checkpoint.exists():
             raise UsageError(f"--resume: no checkpoint in {out}")
         state = torch.load(checkpoint, map_location=device, weights_only=True)
+        saved_shuffle = bool(state["config"].get("shuffle_labels", False))
+        if saved_shuffle != config.shuffle_labels:
+            raise UsageError(
+                f"{checkpoint} was trained with {'shuffled' if saved_shuffle else 'true'} labels; "
+                f"{'add' if saved_shuffle else 'drop'} --shuffle-labels to resume it, or use another --out"
+            )
         if not same_settings(state["config"], config):
             raise UsageError(
                 f"{checkpoint} was written with other training settings; drop --resume or use another --out"
+            )
+        if labels is not None and not torch.equal(state.get("labels", torch.empty(0)), _label_tensor(labels)):
+            raise UsageError(
+                f"{checkpoint} was trained with another permutation of the labels (--data changed?); use another --out"
             )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -64,8 +77,10 @@ def _checkpoint(
     epoch_done: int,
     where: dict | None,
     best: dict,
+    labels: list[int] | None = None,
 ) -> dict[str, Any]:
-    """What checkpoint.pt holds: everything ``--resume`` needs to go on as if never stopped."""
+    """What checkpoint.pt holds: everything ``--resume`` needs to go on as if never stopped (with
+    ``--shuffle-labels``, the shuffled label of each training image too, which a resumed run checks)."""
     return {
         "model": model.state_dict(),
         "optimiser": optimiser.state_dict(),
@@ -75,7 +90,21 @@ def _checkpoint(
         "position": where,  # None, or the unfinished epoch's batches done and running sums
         "best": best,
         "config": resumable_settings(config),
+        **(label_record(config, labels) if labels is not None else {}),
     }
+
+
+def label_record(config: TrainConfig, labels: list[int] | None = None) -> dict[str, Any]:
+    """What says a run's labels were shuffled (checkpoint.pt, best.pt; the export's JSON without
+    ``labels``): nobody mistakes its weights for a model of the classes."""
+    record: dict[str, Any] = {"shuffled_labels": True, "label_seed": config.seed}
+    if labels is not None:
+        record["labels"] = _label_tensor(labels)
+    return record
+
+
+def _label_tensor(labels: list[int]) -> torch.Tensor:
+    return torch.tensor(labels, dtype=torch.int64)
 
 
 def _random_state() -> dict:

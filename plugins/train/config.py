@@ -31,6 +31,10 @@ class TrainConfig:
     device: str = "cpu"
     limit: int | None = None  # use only this many training images (for quick runs and tests)
     checkpoint_seconds: float = 60.0  # inside an epoch, write the checkpoint at least this often
+    # label randomization (Adebayo et al. 2018): the training images' labels permuted once, drawn
+    # from ``seed``; validation keeps the true labels
+    shuffle_labels: bool = False
+    augment: bool = True  # random crops and flips; False: the centre crop (validation's), e.g. to memorise quickly
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -51,11 +55,16 @@ def resumable_settings(config: TrainConfig) -> dict:
     return {k: v for k, v in asdict(config).items() if k not in free}
 
 
+# settings added after checkpoints were written, with the value those checkpoints were trained with
+SETTINGS_ADDED_LATER: dict[str, Any] = {"shuffle_labels": False, "augment": True}
+
+
 def same_settings(saved: dict, config: TrainConfig) -> bool:
     """Whether a checkpoint's ``saved`` settings (:func:`resumable_settings` when it was written)
     are ``config``'s, leaving aside the settings ``config``'s schedule does not use (a checkpoint
     written before they were left out still holds them)."""
     unused = set(inapplicable_settings(config))
+    saved = {**SETTINGS_ADDED_LATER, **saved}  # a checkpoint written before a setting existed had its default
     return {k: v for k, v in saved.items() if k not in unused} == resumable_settings(config)
 
 

@@ -23,7 +23,8 @@ def export_weights(
     """Package a training run's weights for shipping: ``<destination>.pt`` (a bare state_dict,
     fp16 by default) and ``<destination>.json`` (model, classes, preprocessing, the epoch and its
     validation accuracy, the best epoch and when the learning rate was cut, and the command that
-    reproduces the run).
+    reproduces the run). A run trained with ``--shuffle-labels`` says so in the JSON:
+    ``"shuffled_labels": true`` and ``"label_seed"`` (its ``--seed``).
 
     ``which``: ``best`` (best.pt, the best validation epoch), ``last`` (the last complete epoch,
     checkpoint.pt), or several of ``best``, ``last`` and snapshot epoch numbers joined by ``+``
@@ -54,8 +55,12 @@ def export_weights(
     rates = [info["config"]["lr"]] + [m["lr"] for m in metrics]  # metrics' lr: after that epoch's step
     cuts = [m["epoch"] for m, before in zip(metrics, rates) if m["lr"] < before]
     whole_run = which == "best" or averaged or schedule == "cosine"
+    shuffled = bool(info["config"].get("shuffle_labels", False))
     meta = {
         "model": info["model"],
+        # --shuffle-labels: trained on randomly permuted labels (Adebayo et al. 2018's sanity check), not a
+        # model of the classes; its train_accuracy is memorisation of the shuffled labels
+        **({"shuffled_labels": True, "label_seed": info["config"]["seed"]} if shuffled else {}),
         "classes": [(names or {}).get(folder, folder) for folder in folders],
         "class_folders": folders,
         "preprocess": info["preprocess"],

@@ -21,7 +21,7 @@ from vizkit.framework import save_torch_atomic
 from vizkit.models import clip_feature_scale
 from vizkit.toolkit import deferred_interrupts, progress_bar
 
-from .checkpoint import _checkpoint, _starting_point, _stop_training
+from .checkpoint import _checkpoint, _starting_point, _stop_training, label_record
 from .config import TrainConfig, _schedule, make_scheduler
 from .data import EpochOrder, loaders
 
@@ -149,6 +149,7 @@ def train(
     torch.manual_seed(config.seed)
     train_loader, val_loader, classes = loaders(config, preprocess)
     order: EpochOrder = train_loader.sampler  # type: ignore[assignment]
+    train_labels: list[int] | None = train_loader.dataset.labels  # type: ignore[attr-defined]  # --shuffle-labels
     # channels-last: the same arithmetic, ~10-20% faster convolutions on a CPU (measured on zfnet-compact)
     model.to(device).to(memory_format=torch.channels_last)
     check_model_fits(model, config.crop, len(classes), device)
@@ -157,12 +158,16 @@ def train(
     )
     scheduler = make_scheduler(optimiser, config)
     checkpoint = out / "checkpoint.pt"
-    start_epoch, best, position = _starting_point(checkpoint, resume, config, model, optimiser, scheduler, device)
+    start_epoch, best, position = _starting_point(
+        checkpoint, resume, config, model, optimiser, scheduler, device, train_labels
+    )
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
     _record_run(out, model_spec or vizkit.models.model_info(model).spec, config, preprocess, command)
 
     def save_checkpoint(epoch_done: int, where: dict | None) -> None:
-        save_torch_atomic(checkpoint, _checkpoint(model, optimiser, scheduler, config, epoch_done, where, best))
+        save_torch_atomic(
+            checkpoint, _checkpoint(model, optimiser, scheduler, config, epoch_done, where, best, train_labels)
+        )
 
     metrics: dict = {}
     with deferred_interrupts() as stop:
@@ -190,13 +195,16 @@ def train(
             improved = val_accuracy > best["val_accuracy"]
             if improved:
                 best = {"epoch": epoch, "val_accuracy": val_accuracy}
-                save_torch_atomic(out / "best.pt", {"model": model.state_dict(), **best})
+                shuffled = label_record(config) if config.shuffle_labels else {}
+                save_torch_atomic(out / "best.pt", {"model": model.state_dict(), **best, **shuffled})
             metrics = {
                 "epoch": epoch,
                 **_epoch_metrics(sums, val_loss, val_accuracy, optimiser.param_groups[0]["lr"]),
                 "seconds": round(time.perf_counter() - started, 1),  # of this process's share of the epoch
                 "best": improved,  # a new best validation accuracy: best.pt holds this epoch
                 "best_epoch": best["epoch"],
+                # train_accuracy is then against the shuffled labels: memorisation, not learning
+                **({"train_labels": "shuffled"} if config.shuffle_labels else {}),
             }
             _append_json_line(out / "metrics.jsonl", metrics)
             save_checkpoint(epoch, None)
