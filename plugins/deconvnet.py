@@ -298,9 +298,9 @@ def register_map_methods(register) -> None:
     that ``vizkit run sanity`` checks the paper's deconvnet beside captum's methods."""
     from functools import partial
 
-    from vizkit.engine.rules import BUILTIN_RULES
+    from vizkit.engine import DeconvnetRule, GradientRule, GuidedRule
 
-    for rule in BUILTIN_RULES:
+    for rule in (DeconvnetRule, GuidedRule, GradientRule):
         register(
             vizkit.MapMethod(
                 rule.name,

@@ -251,6 +251,14 @@ class EveryHook:
         register(Absolute())
 
     @vizkit.hookimpl
+    def register_map_methods(self, register):
+        register(
+            vizkit.MapMethod(
+                "blank", "an all-zero map", lambda request: torch.zeros(request.x.shape[0], *request.x.shape[-2:])
+            )
+        )
+
+    @vizkit.hookimpl
     def register_commands(self, cli):
         import click
 
@@ -272,9 +280,14 @@ def test_every_hook_spec_is_exercised_by_the_test_plugin(monkeypatch, capsys, tm
     assert app.models["tiny-8"].plugin == "every-hook"
     assert app.model_sources["tiny"].plugin == "every-hook"
     assert app.rules["absolute"].plugin == "every-hook"
+    assert app.map_methods["blank"].plugin == "every-hook"
     assert vizkit.run("echo", tiny_net(2), app=app, word="yo")["word"] == "yo"  # register_analyses
     assert vizkit.load_model("tiny-8", app=app).fc.in_features == 8  # register_models
     assert vizkit.load_model("tiny:5", app=app).fc.in_features == 5  # register_model_sources
+    sanity = vizkit.run(
+        "sanity", tiny_net(2), images=torch.randn(1, 3, 16, 16), app=app, method="blank", metrics="none"
+    )
+    assert sanity["all_zero"]["blank"] == [[0, 1, 2]]  # register_map_methods: trained, conv, fc all zero
     monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: app)
     assert vizkit.app.cli.main(["hello"]) == 0  # register_commands
     assert "hello from a plugin" in capsys.readouterr().out
@@ -332,6 +345,13 @@ ANALYSES = {
     "deconvnet": {"images": True, "layer": "conv3", "top": 2},
     "occlusion": {"images": True, "size": 48, "stride": 48, "mode": "batched"},
     "attribution": {"images": True, "method": "saliency,guidedbackprop,layergradcam", "deletion_steps": 2},
+    "sanity": {
+        "images": True,
+        "method": "deconvnet,saliency,layergradcam",
+        "layers": "conv5,fc8",
+        "metrics": "deletion",
+        "deletion_steps": 2,
+    },
     "filters": {"images": True},
     "top9": {"data": True, "layer": "conv3", "channels": "0-3", "k": 2, "workers": 0, "patch_size": 16},
     "correspondence": {"landmarks": True, "layers": "conv3,fc7", "random": 2, "size": 30},

@@ -99,6 +99,11 @@ def recipes(inputs: dict[str, Path]) -> dict[str, list[str]]:
             *("--samples", "2", "--window", "12", "--stride", "12", "--deletion-steps", "3"),
             *("--deletion-patch", "12", *common),
         ],
+        "sanity": [
+            *("run", "sanity", *model, *images, "--method", "deconvnet,integratedgradients,occlusion", "--steps", "3"),
+            *("--randomize", "cascading,independent", "--layers", "conv1,fc", "--window", "12", "--stride", "12"),
+            *("--metrics", "all", "--deletion-steps", "3", "--deletion-patch", "12", *common),
+        ],
     }
 
 

@@ -157,6 +157,7 @@ def register_analyses(register) -> None:
             ],
             demo={"method": "deconvnet,guided,gradient,saliency,layergradcam", "metrics": "deletion,insertion"},
             demo_quick={"method": "deconvnet,gradient", "metrics": "deletion"},
+            demo_images=1,  # one image, as Adebayo et al.'s Fig. 2
             view=vizkit.ReportView(_view),
         )
     )

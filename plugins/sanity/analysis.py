@@ -109,12 +109,19 @@ def _layer_for(ctx: vizkit.RunContext, logits: Tensor, layer: str | None, needed
     return vizkit.toolkit.default_layer(ctx.model, im, logits.shape[1], hookable=True)
 
 
+def _json_values(values: np.ndarray) -> Any:
+    """Rounded to 5 decimals, NaN (an undefined similarity: a constant map) as None."""
+    return (
+        [None if not np.isfinite(v) else round(float(v), 5) for v in values]
+        if values.ndim == 1
+        else [_json_values(row) for row in values]
+    )
+
+
 def _similarity_summary(found: dict[str, np.ndarray], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """``[N, K, ...]`` similarity arrays as ``{method: {metric: per-image lists}}``."""
-    return {
-        name: {metric: np.round(found[metric][:, k], 5).tolist() for metric in METRICS}
-        for k, name in enumerate(methods)
-    }
+    """``[N, K, ...]`` similarity arrays as ``{method: {metric: per-image lists}}`` (None where a
+    map is constant and no similarity is defined)."""
+    return {name: {metric: _json_values(found[metric][:, k]) for metric in METRICS} for k, name in enumerate(methods)}
 
 
 def run(
@@ -140,9 +147,10 @@ def run(
     chosen = [known[name] for name in names]
     x = ctx.images()
     height, width = x.shape[-2:]
-    if window > min(height, width):
+    occluding = "occlusion" in names
+    if occluding and window > min(height, width):
         raise vizkit.UsageError(f"--window must be between 1 and {min(height, width)}, not {window}")
-    if stride > window:
+    if occluding and stride > window:
         raise vizkit.UsageError(f"--stride {stride} must be at most --window {window} (the windows would skip pixels)")
     try:
         colour = vizkit.data.parse_fill(baseline, ctx.preprocess)
@@ -304,8 +312,13 @@ def _result(
     }
     for mode in randomize[1:]:
         summary[f"similarity_{mode}"] = _similarity_summary(similarity[mode], names)
+    summary["all_zero"] = {  # steps whose map is all zero: it changed, but no similarity is defined
+        name: [[s for s in range(maps.shape[2]) if not maps[i, k, s].any()] for i in range(maps.shape[0])]
+        for maps in [randomized_maps[first]]
+        for k, name in enumerate(names)
+    }
     summary["fully_randomized"] = {  # the last cascading step: every step re-drawn
-        name: {metric: np.round(similarity[first][metric][:, k, -1], 5).tolist() for metric in METRICS}
+        name: {metric: _json_values(similarity[first][metric][:, k, -1]) for metric in METRICS}
         for k, name in enumerate(names)
     }
     arrays: dict[str, np.ndarray] = {

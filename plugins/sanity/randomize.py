@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import vizkit
-from vizkit.engine.canonical import hook_free_copy
+from vizkit.engine import hook_free_copy
 
 MODES = ("cascading", "independent")
 MAX_LEAF_STEPS = 16  # models with at most this many layers with weights get a step per layer

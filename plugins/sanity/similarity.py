@@ -17,7 +17,6 @@ to anything is undefined (NaN), and the tables say so rather than show a number.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 METRICS = ("spearman", "spearman_abs", "ssim", "hog")
 TITLES = {
@@ -35,6 +34,8 @@ def _constant(values: np.ndarray) -> bool:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two maps' pixels (NaN when either is constant)."""
+    from scipy import stats
+
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if _constant(a) or _constant(b):
         return float("nan")
@@ -73,7 +74,10 @@ def hog_features(map_2d: np.ndarray) -> np.ndarray:
 
 
 def hog_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of the two maps' HOG descriptors (NaN when either has no edges)."""
+    """Pearson correlation of the two maps' HOG descriptors (NaN when either has no edges, or
+    the maps are smaller than two cells of 2 pixels a side)."""
+    if min(np.shape(a)) < 4:
+        return float("nan")
     x, y = hog_features(a), hog_features(b)
     if _constant(x) or _constant(y):
         return float("nan")

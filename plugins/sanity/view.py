@@ -18,7 +18,8 @@ EXPLAINED = (
     "model's map: near 1 means the map hardly depends on the weights, so it cannot explain what this "
     "model learnt (Adebayo et al. found this for guided backprop); near 0 means it does. <b>Other "
     "class</b>: the same similarity for a random other class on the trained model: near 1 means the "
-    "map does not depend on the class it is said to explain. Spearman |.|: rank correlation of the "
+    "map does not depend on the class it is said to explain. <i>all zero</i>: the map vanished once the "
+    "model was randomized (it depends on the weights; no similarity is defined). Spearman |.|: rank correlation of the "
     "absolute maps; SSIM and HOG compare their structure and edges. <b>Deletion</b> (lower is "
     "better) and <b>insertion</b> (higher is better): area under the target's probability as the "
     "most relevant pixels are removed, or put back onto a blank image. <b>ROAD</b> MoRF (lower) / "
@@ -69,14 +70,21 @@ def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
         return html, used
     present = [column for column in COLUMNS if isinstance(document.get(column[1]), dict)]
     head = "<tr><th>method</th>" + "".join(f"<th>{report.esc(c[0])}</th>" for c in present) + "</tr>"
+    zero = document.get("all_zero") if isinstance(document.get("all_zero"), dict) else {}
+    steps = document.get("steps") if isinstance(document.get("steps"), list) else []
     for i, image in enumerate(report.text_labels(images)):  # HTML already
-        rows = "".join(
-            f"<tr><th>{report.esc(method)}</th>"
-            + "".join(f"<td>{_value(_cell(document.get(key), method, metric, i))}</td>" for _, key, metric in present)
-            + "</tr>"
-            for method in methods
-            if isinstance(method, str)
-        )
+        rows = ""
+        for method in (m for m in methods if isinstance(m, str)):
+            zeros = zero.get(method) if isinstance(zero.get(method), list) else []
+            gone = i < len(zeros) and isinstance(zeros[i], list) and len(steps) in zeros[i]
+            cells = "".join(
+                "<td><span class='note'>all zero</span></td>"
+                if gone and key == "fully_randomized"
+                else f"<td>{_value(_cell(document.get(key), method, metric, i))}</td>"
+                for _, key, metric in present
+            )
+            rows += f"<tr><th>{report.esc(method)}</th>{cells}</tr>"
         html += f'<h3>Can I trust this map? {image}</h3><table class="records">{head}{rows}</table>'
     used.update(key for _, key, _ in present)
+    used.add("all_zero")
     return html + EXPLAINED, used

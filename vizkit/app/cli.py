@@ -47,6 +47,11 @@ def build_cli(app: App) -> click.Group:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vizkit`` console script; returns the exit status.
 
+    Under ``torchrun`` a rank other than 0 ends its process here (``os._exit``, after flushing
+    its output) once the command is done and its process group left: interpreter shutdown with
+    gloo's threads around aborted such a rank now and then ("terminate called without an active
+    exception", SIGABRT), which made torchrun stop rank 0 before it wrote the result.
+
     Every error ends in one line on stderr: ``vizkit: error: ...``, status 2 for a usage
     mistake, 1 for a failed run, 130 when interrupted. An unexpected exception (a bug) names
     the plugin and its analysis, model or rule it came from, or says it is a bug in vizkit
@@ -56,7 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: the arguments after ``vizkit``; None: ``sys.argv[1:]``.
     """
-    args = list(argv if argv is not None else sys.argv[1:])
+    status = _main(list(argv if argv is not None else sys.argv[1:]))
+    _end_worker_rank(status)
+    return status
+
+
+def _end_worker_rank(status: int) -> None:
+    """``os._exit(status)`` on a torchrun rank other than 0 whose process group is closed."""
+    from vizkit.toolkit.distributed import is_main_process, world_size
+
+    distributed = sys.modules.get("torch.distributed")
+    if world_size() <= 1 or is_main_process() or distributed is None:
+        return
+    if distributed.is_available() and distributed.is_initialized():
+        return  # still in a group (a plugin's own): leave through the normal shutdown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _main(args: list[str]) -> int:
     app: App | None = None
     try:
         app = make_app()

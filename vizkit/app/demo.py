@@ -2,7 +2,8 @@
 :func:`sample_images`, real photographs of the bundled model's classes found without copying any.
 
 An analysis joins the demo by declaring ``demo={...}`` (its options for the demo) and, where the
-default settings take too long for ``--quick``, ``demo_quick={...}`` (overrides of those). The
+default settings take too long for ``--quick``, ``demo_quick={...}`` (overrides of those);
+``demo_images=N`` gives it only the first N of the demo's images. The
 demo gives it what its ``inputs`` ask for: a few images (4, one per class, classes spread; 1 with
 ``--quick``) for ``"images"`` / ``"any"``, and a class-balanced pick of many more (30 a class, 300
 of Imagenette's 10; 10 a class with ``--quick``) as ``data`` for ``"data"``: top-9 is selective
@@ -512,7 +513,7 @@ def _run_analysis(
         result = vizkit.run(
             analysis.name,
             None if analysis.model_from is not None else inputs.model,
-            images=inputs.images if analysis.inputs in ("images", "any") else None,
+            images=inputs.images[: analysis.demo_images] if analysis.inputs in ("images", "any") else None,
             data=inputs.dataset if analysis.inputs == "data" else None,
             app=app,
             out=target,

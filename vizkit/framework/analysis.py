@@ -217,6 +217,7 @@ class Analysis:
     inputs: Literal["images", "data", "any", "none"] = "images"
     demo: dict[str, Any] | None = None  # options for `vizkit demo`; None: not part of the demo
     demo_quick: dict[str, Any] | None = None  # `vizkit demo --quick`: overrides of ``demo`` (vizkit.app.demo)
+    demo_images: int | None = None  # `vizkit demo` gives it only this many of its images (None: all)
     # the model spec to use when none is given, from the resolved options (e.g. the one a
     # training run recorded); None: a model must be given
     model_from: Callable[[dict[str, Any]], str] | None = None
