@@ -287,7 +287,7 @@ def test_every_hook_spec_is_exercised_by_the_test_plugin(monkeypatch, capsys, tm
     sanity = vizkit.run(
         "sanity", tiny_net(2), images=torch.randn(1, 3, 16, 16), app=app, method="blank", metrics="none"
     )
-    assert sanity["all_zero"]["blank"] == [[0, 1, 2]]  # register_map_methods: trained, conv, fc all zero
+    assert sanity["all_zero"]["blank"] == [[0, 1, 2, 3]]  # register_map_methods: trained and 3 steps, all zero
     monkeypatch.setattr(vizkit.app.cli, "make_app", lambda: app)
     assert vizkit.app.cli.main(["hello"]) == 0  # register_commands
     assert "hello from a plugin" in capsys.readouterr().out
