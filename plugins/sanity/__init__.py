@@ -25,6 +25,7 @@ four metrics), :mod:`.checkpoint` (``--resume``), :mod:`.analysis` (the run), :m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import vizkit
@@ -41,7 +42,9 @@ def _metrics(text: str) -> list[str]:
     return parse_metrics(text)
 
 
-def _uses_any(*methods: str):  # type: ignore[no-untyped-def]
+def _uses_any(*methods: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether --method names one of ``methods`` (or all): their options apply only then."""
+
     def applies(options: dict[str, Any]) -> bool:
         chosen = {m.strip().lower() for m in str(options["method"]).split(",")}
         return "all" in chosen or bool(chosen & set(methods))

@@ -172,8 +172,8 @@ def _redraw(module: nn.Module, seed: int) -> None:
     parameters = dict(module.named_parameters(recurse=False))
     for name, value in parameters.items():
         setattr(module, name, nn.Parameter(value.detach().clone(), requires_grad=value.requires_grad))
-    for name, value in list(module.named_buffers(recurse=False)):
-        module._buffers[name.rpartition(".")[2]] = value.clone()
+    for name, buffer in list(module.named_buffers(recurse=False)):
+        module._buffers[name] = buffer.clone()
     devices = [p.device for p in module.parameters(recurse=False) if p.device.type == "cuda"]
     with torch.random.fork_rng(devices=list(dict.fromkeys(devices))):
         torch.manual_seed(seed)

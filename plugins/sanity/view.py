@@ -70,12 +70,15 @@ def report_view(page: vizkit.framework.ReportPage) -> tuple[str, set[str]]:
         return html, used
     present = [column for column in COLUMNS if isinstance(document.get(column[1]), dict)]
     head = "<tr><th>method</th>" + "".join(f"<th>{report.esc(c[0])}</th>" for c in present) + "</tr>"
-    zero = document.get("all_zero") if isinstance(document.get("all_zero"), dict) else {}
-    steps = document.get("steps") if isinstance(document.get("steps"), list) else []
+    zero_table = document.get("all_zero")
+    zero: dict[str, Any] = zero_table if isinstance(zero_table, dict) else {}
+    step_list = document.get("steps")
+    steps: list[Any] = step_list if isinstance(step_list, list) else []
     for i, image in enumerate(report.text_labels(images)):  # HTML already
         rows = ""
         for method in (m for m in methods if isinstance(m, str)):
-            zeros = zero.get(method) if isinstance(zero.get(method), list) else []
+            found = zero.get(method)
+            zeros: list[Any] = found if isinstance(found, list) else []
             gone = i < len(zeros) and isinstance(zeros[i], list) and len(steps) in zeros[i]
             cells = "".join(
                 "<td><span class='note'>all zero</span></td>"
