@@ -26,7 +26,7 @@ from vizkit.app.demo import DEMO_FILE, sample_image
 from vizkit.app.downloads import Archive
 
 BUILT_IN = ["deconvnet", "top9", "occlusion", "filters", "evolution", "train"]
-BUILT_IN += ["correspondence", "invariance", "probes", "attribution"]
+BUILT_IN += ["correspondence", "invariance", "probes", "attribution", "sanity"]
 
 
 # folders named as Imagenette's (the bundled model's classes), and the names the model gives them
@@ -114,10 +114,25 @@ def test_quick_demo_runs_every_analysis_that_declares_one(offline, monkeypatch, 
     assert [entry["class"] for entry in record["data"][::10]] == list(WNIDS.values())
     assert "at an end of the grid" not in captured.err  # a warning a demo user could not act on
     assert lines[-1].startswith(f"demo: report with {len(demos)} result(s): ")
+    sanity = json.loads((out / "sanity" / "result.json").read_text())
+    assert sanity["methods"] == ["deconvnet", "gradient"] and len(sanity["images"]) == 1
     # no hand-marked landmarks here: correspondence occluded fixed frame positions, and said so
     landmarks = json.loads((out / "landmarks.json").read_text())
     assert {"centre", "upper_left", "lower_right"} <= set(landmarks["images"][0])
     assert any("fixed frame positions" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_the_full_demo_runs_sanity_on_one_of_its_images(offline, monkeypatch, capsys):
+    only(monkeypatch, "sanity")
+    out = offline / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    record = json.loads((out / DEMO_FILE).read_text())
+    assert len(record["images"]) > 1 and record["analyses"]["sanity"]["status"] == "ok"
+    sanity = json.loads((out / "sanity" / "result.json").read_text())
+    assert len(sanity["images"]) == 1 and Path(sanity["images"][0]).name == Path(record["images"][0]).name
+    assert sanity["methods"] == ["deconvnet", "guided", "gradient", "saliency", "layergradcam"]
+    assert {"sanity.png", "sanity_curves.png"} <= {p.name for p in (out / "sanity").iterdir()}
 
 
 def test_rerun_replaces_the_demos_results_and_drops_stale_ones(offline, monkeypatch, capsys):

@@ -127,6 +127,7 @@ BASES = {
     "invariance",
     "occlusion",
     "probes",
+    "sanity",
     "top9",
 }
 
@@ -161,6 +162,10 @@ def base_argv(analysis: str, w: dict[str, Any]) -> tuple[list[str], dict[str, An
             },
         ),
         "top9": (data, {"layer": "features.3", "k": "2", "patch-size": "8", "workers": "0", "pages": "1"}),
+        "sanity": (
+            one,
+            {"method": "gradient,occlusion", "layers": "features.3", "metrics": "none", "window": "8", "stride": "8"},
+        ),
     }
     assert set(cases) == BASES
     if analysis not in cases:  # a plugin's analysis this file does not know: its defaults, images
@@ -183,6 +188,8 @@ TEXT_VALUES = {  # plausible values of string options, by name
     "metrics": ["deletion", "insertion,road", "all", "road,nosuch", "ROAD"],
     "road-percentages": ["10,90", "50", "0,50", "99.9", "100", "nan"],
     "epochs": ["all", "1", "2", "1,2", "3", "0"],
+    "randomize": ["cascading", "independent", "cascading,independent", "sideways", ","],
+    "compare-model": ["nosuch", "zfnet", ""],
     "transforms": ["translate", "scale,rotate", "translate,translate", "shear"],
     "range-translate": ["-8,8", "8,-8", "0,0", "nan,1", "1"],
     "range-scale": ["1,1.5", "0,1", "-1,2", "1.5,1"],
@@ -392,6 +399,7 @@ ALWAYS = {
     "attribution": [{"stride": "16", "window": "1"}],
     "invariance": [{"steps": str(10**9)}],
     "probes": [{"workers": str(10**6)}, {"cache": "a-file"}],
+    "sanity": [{"layers": ""}, {"target": ","}, {"compare-model": "zfnet"}],
 }
 
 

@@ -332,3 +332,10 @@ def test_result_json_and_report_view(images, tmp_path):
     html, used = report_view(ReportPage(document=document, folder=out, root=tmp_path, slug="sanity"))
     assert "Can I trust this map?" in html and "Deletion AUC" in html
     assert {"fully_randomized", "random_logit", "deletion_auc"} <= used
+
+
+def test_list_map_methods(capsys):
+    assert main(["list", "map-methods", "--json"]) == 0
+    listed = {row["name"]: row["plugin"] for row in json.loads(capsys.readouterr().out)}
+    assert {"deconvnet", "guided", "gradient"} <= {n for n, p in listed.items() if p == "deconvnet"}
+    assert {"saliency", "integratedgradients", "occlusion"} <= {n for n, p in listed.items() if p == "attribution"}

@@ -237,8 +237,12 @@ def _second_model(ctx: vizkit.RunContext, spec: str | None, num_classes: int) ->
     if not spec:
         return None
     model = vizkit.load_model(spec, device=ctx.device, app=ctx.app)
-    with torch.no_grad():
-        probe = model(ctx.images()[:1].to(ctx.device))
+    try:
+        with torch.no_grad():
+            probe = model(ctx.images()[:1].to(ctx.device))
+    except (RuntimeError, ValueError) as error:  # another input size or channel count
+        reason = " ".join(str(error).split())[:200]
+        raise vizkit.UsageError(f"--compare-model '{spec}' cannot take the model's images: {reason}") from None
     if not isinstance(probe, Tensor) or probe.dim() != 2 or probe.shape[1] != num_classes:
         shape = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
         raise vizkit.UsageError(

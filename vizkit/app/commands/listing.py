@@ -1,4 +1,4 @@
-"""``vizkit list [analyses|models|plugins] [--json]``: what the installed plugins registered."""
+"""``vizkit list [analyses|models|map-methods|plugins] [--json]``: what the installed plugins registered."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from vizkit.framework.registry import App
 
 
 @click.command("list")
-@click.argument("what", required=False, type=click.Choice(["analyses", "models", "plugins"]))
+@click.argument("what", required=False, type=click.Choice(["analyses", "models", "map-methods", "plugins"]))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_app
 def list_command(app: App, what: str | None, as_json: bool) -> None:
-    """List registered analyses, models and plugins (with errors of broken ones)."""
+    """List registered analyses, models, map methods (what `vizkit run sanity --method` takes) and
+    plugins (with errors of broken ones)."""
     sections: dict[str, list[dict[str, Any]]] = {
         "analyses": [
             {"name": a.name, "description": a.description, "plugin": a.plugin}
@@ -25,6 +26,10 @@ def list_command(app: App, what: str | None, as_json: bool) -> None:
         "models": [
             {"name": m.name, "description": m.description, "plugin": m.plugin, "tags": list(m.tags)}
             for m in sorted(app.models.values(), key=lambda m: m.name)
+        ],
+        "map-methods": [
+            {"name": m.name, "description": m.description, "plugin": m.plugin}
+            for m in sorted(app.map_methods.values(), key=lambda m: m.name)
         ],
         "plugins": [
             {
