@@ -281,6 +281,8 @@ def test_compare_model_and_resume(images, tmp_path):
     [
         (["--method", "gradient,nonsense"], "unknown map method 'nonsense'"),
         (["--method", "gradient", "--layers", "conv9"], "'conv9' is not a module"),
+        (["--method", "layergradcam", "--layer", "conv9"], "'conv9' is not a module"),
+        (["--method", "gradient", "--layers", "relu1"], "no weights"),
         (["--method", "gradient", "--target", "1,"], "without a target"),
         (["--method", "gradient", "--randomize", "sideways"], "unknown randomization 'sideways'"),
         (["--method", "gradient", "--metrics", "speed"], "unknown metric 'speed'"),
