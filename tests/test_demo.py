@@ -124,7 +124,7 @@ def test_quick_demo_runs_every_analysis_that_declares_one(offline, monkeypatch, 
 
 @pytest.mark.slow
 def test_the_full_demo_runs_sanity_on_one_of_its_images(offline, monkeypatch, capsys):
-    only(monkeypatch, "sanity")
+    only(monkeypatch, "sanity", "deconvnet", "attribution")  # the map methods come from these two
     out = offline / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     record = json.loads((out / DEMO_FILE).read_text())

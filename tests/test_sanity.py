@@ -251,6 +251,19 @@ def test_compare_model_and_resume(images, tmp_path):
     assert compared.shape == (2,) and (compared < 0.99).all()
     assert first.arrays["maps_compare_model"].shape == (2, 1, 32, 32)
     assert not (out / ".sanity").exists()  # the working files go once the result is saved
+    weights = tmp_path / "seven.pt"  # the same second model as an architecture and a weights file
+    torch.save(small_net(seed=7).state_dict(), weights)
+    spec = f"{net_file(tmp_path)}:net"
+    by_file = vizkit.run(
+        "sanity",
+        small_net(),
+        images=images,
+        method="gradient",
+        compare_model=spec,
+        compare_weights=str(weights),
+        **FAST,
+    )
+    assert np.array_equal(by_file.arrays["maps_compare_model"], first.arrays["maps_compare_model"])
 
     # interrupted after the trained and random-logit maps: a resume computes only the rest
     import vizkit_plugins.sanity.analysis as analysis
@@ -285,6 +298,7 @@ def test_compare_model_and_resume(images, tmp_path):
         (["--method", "gradient", "--layers", "relu1"], "no weights"),
         (["--method", "gradient", "--target", "1,"], "without a target"),
         (["--method", "gradient", "--randomize", "sideways"], "unknown randomization 'sideways'"),
+        (["--method", "gradient", "--compare-weights", "w.pt"], "--compare-weights needs --compare-model"),
         (["--method", "gradient", "--metrics", "speed"], "unknown metric 'speed'"),
     ],
 )

@@ -156,6 +156,12 @@ def register_analyses(register) -> None:
                     None,
                     help="a second model spec (e.g. trained on shuffled labels, `vizkit train --shuffle-labels`) whose maps are compared with the model's",
                 ),
+                vizkit.Option(
+                    "compare_weights",
+                    str,
+                    None,
+                    help="state_dict file for --compare-model (loaded with weights_only=True), e.g. a shuffled-label run's weights.pt",
+                ),
                 vizkit.Option("resume", bool, False, help="continue an interrupted run from the maps kept in --out"),
             ],
             demo={"method": "deconvnet,guided,gradient,saliency,layergradcam", "metrics": "deletion,insertion"},

@@ -50,6 +50,10 @@ class Request:
 
 def parse_methods(text: str, known: dict[str, vizkit.MapMethod]) -> list[str]:
     """``deconvnet,saliency,...`` (or ``all``: every registered map method) as a list of names."""
+    if not known:
+        raise vizkit.UsageError(
+            "no map method is registered: vizkit's own come from its deconvnet and attribution plugins (are they disabled?)"
+        )
     names: list[str] = []
     for part in (p.strip().lower() for p in str(text).split(",")):
         if not part:
@@ -139,6 +143,7 @@ def run(
     deletion_steps: int,
     deletion_patch: int,
     compare_model: str | None,
+    compare_weights: str | None,
     resume: bool,
 ) -> vizkit.Result:
     """The analysis (its options are described where it is registered, in the package)."""
@@ -168,7 +173,7 @@ def run(
     if layer and layer not in dict(ctx.model.named_modules()):
         raise vizkit.UsageError(f"--layer '{layer}' is not a module of the model; `vizkit layers` lists them")
     plan = steps_for(ctx.model, x, "auto" if layers.strip().lower() == "auto" else layers.split(","))
-    second = _second_model(ctx, compare_model, logits.shape[1])
+    second = _second_model(ctx, compare_model, compare_weights, logits.shape[1])
     request = Request(
         x, targets, layer, colour, ctx.batch_size, ctx.seed, {"steps": steps, "window": window, "stride": stride}
     )
@@ -182,6 +187,7 @@ def run(
         "baseline": colour.tolist(),
         "seed": ctx.seed,
         "compare_model": compare_model,
+        "compare_weights": compare_weights,
     }
     cache = VariantCache(ctx.out, _fingerprint(ctx, x, settings), resume)
     total = (2 + len(randomize) * len(plan) + (second is not None)) * len(chosen)
@@ -231,12 +237,15 @@ def run(
     return result
 
 
-def _second_model(ctx: vizkit.RunContext, spec: str | None, num_classes: int) -> nn.Module | None:
-    """``--compare-model``: the model the trained one's maps are compared with (e.g. one trained
-    on shuffled labels), loaded like ``--model``; it must take the same images and classes."""
+def _second_model(ctx: vizkit.RunContext, spec: str | None, weights: str | None, num_classes: int) -> nn.Module | None:
+    """``--compare-model`` (and ``--compare-weights``, read with ``weights_only=True``): the model
+    the trained one's maps are compared with (e.g. one trained on shuffled labels), loaded like
+    ``--model``; it must take the same images and classes."""
     if not spec:
+        if weights:
+            raise vizkit.UsageError("--compare-weights needs --compare-model (the architecture they belong to)")
         return None
-    model = vizkit.load_model(spec, device=ctx.device, app=ctx.app)
+    model = vizkit.load_model(spec, weights=weights, device=ctx.device, app=ctx.app)
     try:
         with torch.no_grad():
             probe = model(ctx.images()[:1].to(ctx.device))

@@ -4,6 +4,7 @@ each similarity metric against the randomized depth."""
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,7 +68,7 @@ def maps_figure(
             else:
                 ax.imshow(values, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
-            if step > 0:
+            if step > 0 and values is not None:
                 rho = similarity[method]["spearman_abs"][index][step]
                 ax.text(
                     0.03, 0.04, "n/a" if rho is None or not np.isfinite(rho) else f"{rho:.2f}",
@@ -106,9 +107,9 @@ def curves_figure(
             ax = axes[r, c]
             values = similarity[mode][metric]  # [N, K, S + 1]
             for k, method in enumerate(methods):
-                with np.errstate(all="ignore"):
-                    finite = np.where(np.isfinite(values[:, k]), values[:, k], np.nan)
-                    mean = np.nanmean(finite, axis=0) if np.isfinite(finite).any() else np.full(len(positions), np.nan)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a step where every map is constant: no mean
+                    mean = np.nanmean(np.where(np.isfinite(values[:, k]), values[:, k], np.nan), axis=0)
                 ax.plot(positions, mean, marker="o", markersize=2.5, linewidth=1.2, color=colours[k], label=method)
             ax.axhline(0, color="grey", linewidth=0.6, linestyle=":")
             ax.set_xticks(positions)
