@@ -24,13 +24,17 @@ EXPLAINED = (
     "better) and <b>insertion</b> (higher is better): area under the target's probability as the "
     "most relevant pixels are removed, or put back onto a blank image. <b>ROAD</b> MoRF (lower) / "
     "LeRF (higher): mean probability as the most or least relevant pixels are imputed from their "
-    "neighbours, which hides the shape of what was removed.</p>"
+    "neighbours, which hides the shape of what was removed. <b>Compared model</b> (with "
+    "--compare-model, e.g. one trained on shuffled labels): the same similarity to that model's map; a "
+    "map that explains what the model learnt differs there too.</p>"
 )
 
 
 def _value(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "<span class='note'>n/a</span>"
+    if isinstance(value, (int, float)):
+        return f"{value:.2f}"  # two decimals: the differences that matter here are tenths
     return report.render_value(value, 2)
 
 
@@ -52,7 +56,7 @@ COLUMNS = (  # (heading, summary key, metric)
     ("Randomized: HOG", "fully_randomized", "hog"),
     ("Other class: Spearman |.|", "random_logit", "spearman_abs"),
     ("Other class: SSIM", "random_logit", "ssim"),
-    ("Shuffled-label model: Spearman |.|", "similarity_compare_model", "spearman_abs"),
+    ("Compared model: Spearman |.|", "similarity_compare_model", "spearman_abs"),
     ("Deletion AUC", "deletion_auc", None),
     ("Insertion AUC", "insertion_auc", None),
     ("ROAD MoRF", "road_morf_mean", None),
