@@ -80,6 +80,7 @@ def main() -> None:
         "attribution": dict(images=[hopper, china], method="saliency,guidedbackprop,integratedgradients,occlusion"),
         "filters": dict(),
         "invariance": dict(images=[flower], layers="features.0,features.7,features.12", steps=8),
+        "sanity": dict(images=[hopper], method="deconvnet,guided,gradient,integratedgradients,layergradcam", metrics="none"),
     }
     for name, options in runs.items():
         if args.only and name not in args.only:
@@ -87,8 +88,8 @@ def main() -> None:
         started = time.perf_counter()
         result = vizkit.run(name, model, **options)
         for figure_name, figure in result.figures.items():
-            if name == "attribution" and figure_name != "attribution":
-                continue  # the comparison plots are for the report; the gallery shows the maps
+            if name in ("attribution", "sanity") and figure_name != name:
+                continue  # the comparison plots and curves are for the report; the gallery shows the maps
             save_small(figure, args.out / f"{figure_name}.png", args.width)
             print(f"{args.out / figure_name}.png ({time.perf_counter() - started:.0f} s)")
     (args.out / "CREDITS.md").write_text(CREDITS)
