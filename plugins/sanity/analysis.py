@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -194,24 +196,26 @@ def run(
     bar = vizkit.toolkit.progress_bar(total=total, desc="sanity", unit="maps", enabled=ctx.progress)
     started = time.perf_counter()
 
-    def computed(tag: str, model: nn.Module, wanted: Tensor | None = None) -> np.ndarray:
+    def computed(tag: str, model: Callable[[], nn.Module], wanted: Tensor | None = None) -> np.ndarray:
+        """The maps of ``tag``'s model (built only when they are not kept from an earlier run)."""
         saved = cache.load(tag)
         if saved is None:
-            saved = maps_of(chosen, request.of(model, wanted))
+            saved = maps_of(chosen, request.of(model(), wanted))
             cache.save(tag, saved)
         bar.update(len(chosen))
         return saved
 
-    trained = computed("trained", ctx.model)
+    trained = computed("trained", lambda: ctx.model)
     other = _random_other_classes(targets, logits.shape[1], ctx.seed)
-    random_logit = computed("random-logit", ctx.model, other)
+    random_logit = computed("random-logit", lambda: ctx.model, other)
     randomized_maps: dict[str, np.ndarray] = {}
     for mode in randomize:
         per_step = [trained]
         for k, variant in enumerate(variants(plan, mode)):
-            per_step.append(computed(f"{mode}-{k + 1}", randomized(ctx.model, variant, ctx.seed)))
+            copy = partial(randomized, ctx.model, variant, ctx.seed)
+            per_step.append(computed(f"{mode}-{k + 1}", copy))
         randomized_maps[mode] = np.stack(per_step, axis=2)  # [N, K, S + 1, H, W]
-    compared = computed("compare-model", second) if second is not None else None
+    compared = computed("compare-model", lambda: second) if second is not None else None
     bar.close()
     seconds_maps = round(time.perf_counter() - started, 3)
 
