@@ -139,7 +139,7 @@ def register_analyses(register) -> None:
                     "deletion_steps",
                     int,
                     20,
-                    help="deletion and insertion curves: steps from 0 to 100%% of the pixels",
+                    help="deletion and insertion curves: steps from 0 to 100% of the pixels",
                     minimum=1,
                     maximum=10_000,
                 ),
