@@ -80,7 +80,9 @@ def main() -> None:
         "attribution": dict(images=[hopper, china], method="saliency,guidedbackprop,integratedgradients,occlusion"),
         "filters": dict(),
         "invariance": dict(images=[flower], layers="features.0,features.7,features.12", steps=8),
-        "sanity": dict(images=[hopper], method="deconvnet,guided,gradient,integratedgradients,layergradcam", metrics="none"),
+        "sanity": dict(
+            images=[hopper], method="deconvnet,guided,gradient,integratedgradients,layergradcam", metrics="none"
+        ),
     }
     for name, options in runs.items():
         if args.only and name not in args.only:

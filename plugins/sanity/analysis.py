@@ -198,10 +198,10 @@ def run(
 
     def computed(tag: str, model: Callable[[], nn.Module], wanted: Tensor | None = None) -> np.ndarray:
         """The maps of ``tag``'s model (built only when they are not kept from an earlier run)."""
-        saved = cache.load(tag)
+        saved = cache.load_maps(tag)
         if saved is None:
             saved = maps_of(chosen, request.of(model(), wanted))
-            cache.save(tag, saved)
+            cache.save_maps(tag, saved)
         bar.update(len(chosen))
         return saved
 
@@ -237,7 +237,7 @@ def run(
         faithfulness,
         seconds_maps,
     )
-    result.scratch.extend(cache.files())
+    result.scratch.extend(cache.files())  # kept for --resume until the result is saved
     return result
 
 

@@ -5,7 +5,7 @@
 - ``spearman_abs``: the same of their absolute values (a map whose sign flips everywhere still
   ranks the same pixels);
 - ``ssim``: the structural similarity index of the two |maps|, each scaled to [0, 1] by its own
-  maximum (scikit-image's ``structural_similarity``, 7x7 windows, data range 1);
+  maximum (:func:`vizkit.toolkit.ssim`, scikit-image's definition: 7x7 windows, data range 1);
 - ``hog``: Pearson correlation of the histograms of oriented gradients of the two scaled |maps|
   (scikit-image's ``hog``: 9 orientations, 16x16-pixel cells, 2x2-cell blocks), which compares
   their edges' directions rather than their values.
@@ -17,6 +17,8 @@ to anything is undefined (NaN), and the tables say so rather than show a number.
 from __future__ import annotations
 
 import numpy as np
+
+import vizkit
 
 METRICS = ("spearman", "spearman_abs", "ssim", "hog")
 TITLES = {
@@ -51,16 +53,10 @@ def scaled(map_2d: np.ndarray) -> np.ndarray:
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of the two scaled |maps| (NaN when either is constant)."""
-    from skimage.metrics import structural_similarity
-
     x, y = scaled(a), scaled(b)
-    if _constant(x) or _constant(y):
+    if _constant(x) or _constant(y) or min(x.shape) < 3:
         return float("nan")
-    window = min(7, *x.shape)
-    window -= 1 - window % 2  # odd
-    if window < 3:
-        return float("nan")
-    return float(structural_similarity(x, y, data_range=1.0, win_size=window))
+    return vizkit.toolkit.ssim(x, y, data_range=1.0)
 
 
 def hog_features(map_2d: np.ndarray) -> np.ndarray:

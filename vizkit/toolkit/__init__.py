@@ -12,7 +12,8 @@
   :data:`PROBE_GRID`, :func:`mean_class_accuracy`;
 * long runs: :func:`progress_bar`, :class:`StopRequest`, :func:`deferred_interrupts`,
   :func:`sigterm_as_interrupt`, :class:`ProcessGroup`, :func:`is_main_process`,
-  :func:`read_run_info`, :func:`write_run_info`, :func:`snapshot_paths`, :func:`cache_folder`;
+  :func:`read_run_info`, :func:`write_run_info`, :func:`snapshot_paths`, :func:`cache_folder`,
+  :class:`ResumeFolder` (what an interrupted run keeps for ``--resume``);
 * images: :func:`ssim`; :mod:`figures` (``vizkit.toolkit.figures``: :func:`~figures.new_figure`,
   :func:`~figures.show`, :func:`~figures.hwc`, :func:`~figures.tile_mosaic`,
   :func:`~figures.projections_beside_patches`, :func:`~figures.shorten` (a middle ellipsis at
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.toolkit.linear import GRID as PROBE_GRID
     from vizkit.toolkit.linear import LinearProbe, Standardizer, fit_probe, mean_class_accuracy, select_probe
     from vizkit.toolkit.progress import progress_bar
+    from vizkit.toolkit.resume import ResumeFolder
     from vizkit.toolkit.runs import read_run_info, snapshot_paths, write_run_info
     from vizkit.toolkit.similarity import ssim
     from vizkit.toolkit.topk import RunningTopK
@@ -73,6 +75,7 @@ _LAZY = {
     "write_run_info": ("vizkit.toolkit.runs", "write_run_info"),
     "snapshot_paths": ("vizkit.toolkit.runs", "snapshot_paths"),
     "cache_folder": ("vizkit.toolkit.cache", "cache_folder"),
+    "ResumeFolder": ("vizkit.toolkit.resume", "ResumeFolder"),
     "ssim": ("vizkit.toolkit.similarity", "ssim"),
     "figures": ("vizkit.toolkit.figures", None),
     "report": ("vizkit.toolkit.report", None),
@@ -82,6 +85,7 @@ __all__ = [
     "CachedFeatures",
     "LinearProbe",
     "ProcessGroup",
+    "ResumeFolder",
     "RunningTopK",
     "Standardizer",
     "StopRequest",
