@@ -11,7 +11,9 @@ Public names:
   :class:`LayerInfo`, :func:`hook_counts` (hooks left on a model: 0 when clean),
   :class:`UnknownLayerError`, :class:`NonFiniteActivation`;
 * projecting: :func:`project`, :func:`project_class` (a class score down to the pixels),
-  :class:`Projection`, :func:`to_image`, :func:`receptive_boxes`, :func:`support_box`, and the
+  :class:`Projection`, :func:`project_units` (many single units at once, each on its
+  receptive-field cut: top9's winners) with :class:`UnitProjections`, :func:`to_image`,
+  :func:`receptive_boxes`, :func:`support_box`, and the
   rules a projection crosses a ReLU with: :class:`ProjectionRule` (subclass it for your own),
   :class:`DeconvnetRule` (the paper's), :class:`GuidedRule`, :class:`GradientRule`;
 * occlusion: :class:`IncrementalOcclusion` (re-runs only the part of the network a patch
@@ -32,6 +34,7 @@ from vizkit._lazy import attach
 
 if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.engine import ops
+    from vizkit.engine.batched import UnitProjections, project_units
     from vizkit.engine.canonical import CanonicalModel, hook_free_copy
     from vizkit.engine.deconv import Projection, project, project_class, receptive_boxes, support_box, to_image
     from vizkit.engine.finite import NonFiniteActivation
@@ -53,6 +56,8 @@ _LAZY = {
     "NonFiniteActivation": ("vizkit.engine.finite", "NonFiniteActivation"),
     "project": ("vizkit.engine.deconv", "project"),
     "project_class": ("vizkit.engine.deconv", "project_class"),
+    "project_units": ("vizkit.engine.batched", "project_units"),
+    "UnitProjections": ("vizkit.engine.batched", "UnitProjections"),
     "Projection": ("vizkit.engine.deconv", "Projection"),
     "to_image": ("vizkit.engine.deconv", "to_image"),
     "receptive_boxes": ("vizkit.engine.deconv", "receptive_boxes"),
@@ -85,6 +90,7 @@ __all__ = [
     "Projection",
     "ProjectionRule",
     "Settings",
+    "UnitProjections",
     "UnknownLayerError",
     "hook_counts",
     "hook_free_copy",
@@ -93,6 +99,7 @@ __all__ = [
     "ops",
     "project",
     "project_class",
+    "project_units",
     "receptive_boxes",
     "register_op",
     "support_box",
