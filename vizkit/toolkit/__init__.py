@@ -1,7 +1,8 @@
 """``vizkit.toolkit``: what several analyses share, public for plugins written outside vizkit.
 
 * dataset scans: :class:`RunningTopK` (the k strongest activations of every map, mergeable and
-  resumable), :func:`project_winners` (their deconvnet projections and receptive-field patches),
+  resumable), :class:`UnitStatistics` (each unit's activity, histogram of maxima, class means and
+  class selectivity, streamed, mergeable and resumable), :func:`project_winners` (their deconvnet projections and receptive-field patches),
   :func:`crop_to_box`;
 * choosing what to look at: :func:`parse_layers`, :func:`parse_channel_spec`,
   :func:`select_channels`, :func:`default_layer` (the layer an analysis looks at when none is
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.toolkit.runs import read_run_info, snapshot_paths, write_run_info
     from vizkit.toolkit.similarity import ssim
     from vizkit.toolkit.topk import RunningTopK
+    from vizkit.toolkit.unit_stats import UnitStatistics
     from vizkit.toolkit.winners import crop_to_box, project_winners
 
 
@@ -76,6 +78,7 @@ _LAZY = {
     "snapshot_paths": ("vizkit.toolkit.runs", "snapshot_paths"),
     "cache_folder": ("vizkit.toolkit.cache", "cache_folder"),
     "ResumeFolder": ("vizkit.toolkit.resume", "ResumeFolder"),
+    "UnitStatistics": ("vizkit.toolkit.unit_stats", "UnitStatistics"),
     "ssim": ("vizkit.toolkit.similarity", "ssim"),
     "figures": ("vizkit.toolkit.figures", None),
     "report": ("vizkit.toolkit.report", None),
@@ -89,6 +92,7 @@ __all__ = [
     "RunningTopK",
     "Standardizer",
     "StopRequest",
+    "UnitStatistics",
     "cache_folder",
     "crop_to_box",
     "default_layer",
