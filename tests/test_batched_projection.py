@@ -14,6 +14,7 @@ from vizkit.engine.batched import _batches
 from vizkit.errors import UsageError
 
 RULES = ["deconvnet", "guided", "gradient"]
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small forwards and backwards
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def test_zfnet_compact_units_equal_one_at_a_time(zfnet_compact, rule):
 def test_resnet18_units_equal_one_at_a_time(resnet, rule):
     model, x = resnet
     with vizkit.instrument(model) as im:
-        for layer in ["maxpool", "layer1", "layer2.0", "layer3"]:
-            requests = _requests(im, x, layer, per_image=2)
+        for layer in ["relu", "maxpool", "layer1", "layer2.0", "layer3", "layer4"]:
+            requests = _requests(im, x, layer, per_image=3)
             result = project_units(im, x, layer, requests, rule=rule, chunk=5)
             _assert_equal_to_project(im, x, layer, requests, result, rule)
 

@@ -145,7 +145,7 @@ def project_units(
     values = torch.zeros(table.shape[0], dtype=torch.float32)
     for batch in _batches(table, windows, chunk):
         _run_batch(im, x, layer, rule, table, batch, windows, units, boxes, spatial, channels_last, crops, values)
-    missing = [r for r, c in enumerate(crops) if c is None or not bool(torch.isfinite(c).all())]
+    missing = [r for r, c in enumerate(crops) if c is None]
     for r in missing:  # float16 overflow: project's own retries at smaller scales
         image, channel, row, col = table[r].tolist()
         one = project(im, x[image : image + 1], layer, [channel], position=(row, col) if spatial else None, rule=rule)
@@ -352,5 +352,9 @@ def _run_batch(
         top, left = windows[r][:2]
         x0, y0, x1, y1 = boxes[r].tolist()
         piece = grad[slot_s[n], slot_g[n], :, y0 - top : y1 - top, x0 - left : x1 - left]
-        crops[r] = piece.float() / float(scales[n]) if half else piece.contiguous().clone()
+        if half:  # scaled back; left to vizkit.project's retries at smaller scales if it overflowed
+            piece = piece.float() / float(scales[n])
+            crops[r] = piece if bool(torch.isfinite(piece).all()) else None
+        else:
+            crops[r] = piece.clone(memory_format=torch.contiguous_format)
         values[r] = float(seed_values[n])
