@@ -11,6 +11,13 @@ baseline groups them by image and calls ``vizkit.project`` per chunk of ``--batc
 images, padded to the chunk's most-requested image, exactly as ``project_winners`` does. The two
 paths alternate (baseline, batched, baseline, ...) and the minimum of each is reported, with the
 largest difference between the two projections of a unit relative to its peak.
+
+Measured on the 2-core CPU, defaults (1,728 unit-exemplars of conv3 over 300 images, 237 of
+them winning, up to 59 per image), max difference 6.9e-7 of a map's peak in every run:
+
+    quiet (load 0.65 -> 1.69), 2 threads   baseline 26.46 ms, batched 3.14 ms per projection: 8.4x
+    quiet (load 1.58 -> 1.05), 1 thread    baseline 44.02 ms, batched 4.14 ms per projection: 10.6x
+    loaded by a CI run (load 2.9-3.7), 1 thread   baseline 50.24 ms, batched 4.12 ms: 12.2x
 """
 
 from __future__ import annotations
