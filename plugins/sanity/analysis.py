@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -22,32 +22,6 @@ from .checkpoint import VariantCache
 from .figures import curves_figure, maps_figure
 from .randomize import Step, randomized, steps_for, variants
 from .similarity import METRICS, similarities
-
-
-@dataclass
-class Request:
-    """What every map of the run shares: the images, their targets, the layer methods' layer,
-    and the methods' settings (a :class:`vizkit.MapRequest` is made from it per model)."""
-
-    x: Tensor
-    targets: Tensor
-    layer: str
-    baseline: Tensor
-    batch_size: int
-    seed: int
-    options: dict[str, Any]
-
-    def of(self, model: nn.Module, targets: Tensor | None = None) -> vizkit.MapRequest:
-        return vizkit.MapRequest(
-            model,
-            self.x,
-            self.targets if targets is None else targets,
-            self.layer,
-            self.baseline,
-            self.batch_size,
-            self.seed,
-            self.options,
-        )
 
 
 def parse_methods(text: str, known: dict[str, vizkit.MapMethod]) -> list[str]:
@@ -176,8 +150,15 @@ def run(
         raise vizkit.UsageError(f"--layer '{layer}' is not a module of the model; `vizkit layers` lists them")
     plan = steps_for(ctx.model, x, "auto" if layers.strip().lower() == "auto" else layers.split(","))
     second = _second_model(ctx, compare_model, compare_weights, logits.shape[1])
-    request = Request(
-        x, targets, layer, colour, ctx.batch_size, ctx.seed, {"steps": steps, "window": window, "stride": stride}
+    request = vizkit.MapRequest(
+        ctx.model,
+        x,
+        targets,
+        layer,
+        colour,
+        ctx.batch_size,
+        ctx.seed,
+        {"steps": steps, "window": window, "stride": stride},
     )
     settings = {
         "methods": names,
@@ -200,7 +181,8 @@ def run(
         """The maps of ``tag``'s model (built only when they are not kept from an earlier run)."""
         saved = cache.load_maps(tag)
         if saved is None:
-            saved = maps_of(chosen, request.of(model(), wanted))
+            asked = replace(request, model=model(), targets=targets if wanted is None else wanted)
+            saved = maps_of(chosen, asked)
             cache.save_maps(tag, saved)
         bar.update(len(chosen))
         return saved
@@ -329,10 +311,9 @@ def _result(
     }
     for mode in randomize[1:]:
         summary[f"similarity_{mode}"] = _similarity_summary(similarity[mode], names)
+    zero = np.logical_not(np.any(randomized_maps[first], axis=(-2, -1)))  # [N, K, S + 1]
     summary["all_zero"] = {  # steps whose map is all zero: it changed, but no similarity is defined
-        name: [[s for s in range(maps.shape[2]) if not maps[i, k, s].any()] for i in range(maps.shape[0])]
-        for maps in [randomized_maps[first]]
-        for k, name in enumerate(names)
+        name: [np.flatnonzero(zero[i, k]).tolist() for i in range(zero.shape[0])] for k, name in enumerate(names)
     }
     summary["fully_randomized"] = {  # the last cascading step: every step re-drawn
         name: {metric: _json_values(similarity[first][metric][:, k, -1]) for metric in METRICS}
