@@ -297,7 +297,7 @@ def test_top9_rank_zero_learns_the_files_other_processes_skipped(folders):
     mine.add(data.read(first))  # rank 0 met one; the other rank met the other two
     other = torch.tensor([int(p.name in BAD and i != first) for i, p in enumerate(data.paths)], dtype=torch.int32)
     group = types.SimpleNamespace(world=2, rank=0, all_gather=lambda mask: [mask, other])
-    top9_scan.merge_skipped(types.SimpleNamespace(skipped=mine), data, group)
+    vizkit.toolkit.merge_skipped(mine, data, group)
     assert sorted(Path(p).name for p in mine.paths) == sorted(BAD)
     assert mine.why() == {why: 1 for why in BAD.values()}
 

@@ -99,6 +99,10 @@ def recipes(inputs: dict[str, Path]) -> dict[str, list[str]]:
             *("--samples", "2", "--window", "12", "--stride", "12", "--deletion-steps", "3"),
             *("--deletion-patch", "12", *common),
         ],
+        "atlas": [
+            *("run", "atlas", *model, "--data", str(inputs["tree"]), "--layers", "conv1,conv2,conv3,fc", "--k", "2"),
+            *("--patch-size", "16", "--workers", "0", *common),
+        ],
         "sanity": [
             *("run", "sanity", *model, *images, "--method", "deconvnet,integratedgradients,occlusion", "--steps", "3"),
             *("--randomize", "cascading,independent", "--layers", "conv1,fc", "--window", "12", "--stride", "12"),

@@ -36,13 +36,18 @@ import vizkit_plugins.top9.scan as top9_scan
 from helpers import shipped_photos
 from vizkit.app.cli import main
 
-ANALYSES = ("top9", "probes", "evolution")
+ANALYSES = ("top9", "probes", "evolution", "atlas")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SLEEP = 0.15  # seconds a forward of the test model sleeps in the signalled processes
 # the latest signal after the first checkpoint: the forwards left then take longer (top9: 23 batches
 # of the scan; probes: 23 batches; evolution: 11 of the choice's scan, 12 for each of two more
 # snapshots), so a run is caught anywhere in its scan (evolution: in any snapshot, or between two)
-MAX_DELAY = {"top9": 0.7 * 23 * SLEEP, "probes": 0.7 * 23 * SLEEP, "evolution": 0.7 * 35 * SLEEP}
+MAX_DELAY = {
+    "top9": 0.7 * 23 * SLEEP,
+    "probes": 0.7 * 23 * SLEEP,
+    "evolution": 0.7 * 35 * SLEEP,
+    "atlas": 0.7 * 23 * SLEEP,
+}
 
 TEST_NET = '''
 """A small convnet (32x32 inputs, 3 classes) for the interruption tests."""
@@ -130,6 +135,12 @@ def command(analysis: str, inputs: dict[str, Path], out: Path, cache: Path) -> l
             *("--train-per-class", "2", "--test-per-class", "6", "--folds", "1", "--cv-folds", "2", "--grid", "0.1,1"),
             *("--classifiers", "svm", "--workers", "0", "--cache", str(cache), *common),
         ]
+    if analysis == "atlas":  # its scan is stopped; the projections and the ablation follow it
+        return [
+            *("run", "atlas", *model, "--data", str(inputs["tree"]), "--layers", "conv1,conv2,fc", "--k", "3"),
+            *("--patch-size", "8", "--workers", "0", "--ablation", "3", "--ablation-layers", "fc"),
+            *("--checkpoint-seconds", "0", *common),
+        ]
     assert analysis == "evolution"
     return [
         *("run", "evolution", "--run", str(inputs["run"]), "--data", str(inputs["list"]), "--layers", "conv1"),
@@ -144,12 +155,15 @@ def progress_files(analysis: str, out: Path, cache: Path) -> list[str]:
         return glob.glob(str(out / ".top9-scan.pt"))
     if analysis == "evolution":
         return glob.glob(str(out / ".evolution" / "*.pt"))
+    if analysis == "atlas":
+        return glob.glob(str(out / ".atlas-scan.pt")) + glob.glob(str(out / ".atlas" / "*.pt"))
     return glob.glob(str(cache / "*" / ".progress-*.npy"))
 
 
 # every file an interrupted run may leave in --out and --cache (relative paths)
 KEPT = {
     "top9": r"\.top9-scan\.pt",
+    "atlas": r"\.atlas-scan\.pt|\.atlas(/(project|ablation)-[\w.]+\.pt)?",
     "evolution": r"\.evolution(/(choice|epoch\d{3}|scan\d{3})\.pt)?",
     "probes": r"[0-9a-f]{24}(/(conv1|conv2)\.npy|/\.progress-[0-9a-f]{12}-rank0of1\.npy)?",
 }

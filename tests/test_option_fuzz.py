@@ -129,6 +129,7 @@ BASES = {
     "probes",
     "sanity",
     "top9",
+    "atlas",
 }
 
 
@@ -162,6 +163,10 @@ def base_argv(analysis: str, w: dict[str, Any]) -> tuple[list[str], dict[str, An
             },
         ),
         "top9": (data, {"layer": "features.3", "k": "2", "patch-size": "8", "workers": "0", "pages": "1"}),
+        "atlas": (
+            ["--data", str(w["tree"])],
+            {"layers": "features.0,features.3", "k": "2", "patch-size": "8", "workers": "0"},
+        ),
         "sanity": (
             one,
             {"method": "gradient,occlusion", "layers": "features.3", "metrics": "none", "window": "8", "stride": "8"},
@@ -180,6 +185,7 @@ JUNK_FLOAT = ["nan", "inf", "-inf", "-1", "0", "1e-300", "1e300", "1e400", "0.5"
 TEXT_VALUES = {  # plausible values of string options, by name
     "layer": [*LAYERS, "conv9", "features", "features.1"],
     "layers": ["features.3", "features.0,features.5", "features.3,", "classifier.1"],
+    "ablation-layers": ["features.3", "features.0", "features.5", "nosuch"],
     "channels": ["0", "0-3", "1,2", "7", "all", "0-7", "8", "-3", "2-1"],
     "target": ["auto", "0", "2", "3", "-1", "cat", "dog", "bird", "horse"],
     "fill": ["mean", "zero", "0,0,0", "255,255,255", "300,0,0", "1,2", "-5,0,0", "nan,0,0"],
@@ -219,7 +225,7 @@ def option_values(option: vizkit.Option, app: vizkit.framework.App) -> st.Search
     if option.type is float:
         floats = st.floats(-2, 3, allow_nan=False).map(lambda v: f"{v:.3g}")
         return st.one_of(st.sampled_from(default + JUNK_FLOAT), floats)
-    if flag in ("landmarks", "run", "cache"):  # paths: relative junk stays inside the example's folder
+    if flag in ("landmarks", "run", "cache", "ablation-data"):  # paths: relative junk stays inside the example's folder
         return st.sampled_from([*default, "", "missing", "missing.json", "a-file", "."])
     return st.sampled_from(default + TEXT_VALUES.get(flag, []) + JUNK_TEXT)
 
@@ -400,6 +406,7 @@ ALWAYS = {
     "invariance": [{"steps": str(10**9)}],
     "probes": [{"workers": str(10**6)}, {"cache": "a-file"}],
     "sanity": [{"layers": ""}, {"target": ","}, {"compare-model": "zfnet"}],
+    "atlas": [{"layers": ""}, {"bins": "3"}, {"ablation": "2"}, {"ablation-layers": "nosuch", "ablation": "1"}],
 }
 
 

@@ -13,7 +13,7 @@ import vizkit
 from vizkit.toolkit import ProcessGroup
 
 from .figures import _first_layer_filters, figure_pages
-from .scan import merge_shards, merge_skipped, scan
+from .scan import merge_shards, scan
 
 
 def _scan_layer(
@@ -41,7 +41,7 @@ def _scan_layer(
         chosen = vizkit.toolkit.select_channels(channels, activation.shape[1])
         state, seconds_scan = scan(ctx, layer, chosen, k, resume, checkpoint_every, workers, group, checkpoint_seconds)
     state = merge_shards(state, group)
-    merge_skipped(ctx, dataset, group)
+    vizkit.toolkit.merge_skipped(ctx.skipped, dataset, group)
     return probe, layer, chosen, state, seconds_scan
 
 

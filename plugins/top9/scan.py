@@ -215,25 +215,3 @@ def merge_shards(state: vizkit.toolkit.RunningTopK, group: ProcessGroup) -> vizk
     ):
         merged.merge(values, images, positions)
     return merged
-
-
-def merge_skipped(ctx: vizkit.RunContext, dataset: vizkit.ImageList, group: ProcessGroup) -> None:
-    """Every process's unreadable files into rank 0's record (a collective: all ranks call it).
-
-    Each rank flags the files it skipped in a mask over the dataset; rank 0 reads the ones it did
-    not meet itself once more, to say why."""
-    if group.world == 1:
-        return
-    position = {str(p): i for i, p in enumerate(dataset.paths)}
-    mask = torch.zeros(len(dataset), dtype=torch.int32)
-    for name in ctx.skipped.paths:
-        if name in position:
-            mask[position[name]] = 1
-    flagged = torch.stack(group.all_gather(mask)).amax(dim=0)
-    if group.rank != 0:
-        return
-    for index in torch.nonzero(flagged).flatten().tolist():
-        if str(dataset.paths[index]) not in ctx.skipped:
-            item = dataset.read(index)
-            if isinstance(item, vizkit.data.BadImage):
-                ctx.skipped.add(item, warn=False)

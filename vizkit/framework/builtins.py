@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vizkit.data import Preprocess
+from vizkit.data import Labels, Preprocess
 from vizkit.engine.rules import BUILTIN_RULES, ProjectionRule
 from vizkit.framework.hookspecs import hookimpl
 from vizkit.models import ModelEntry, ModelSource
@@ -34,11 +34,23 @@ def register_models(register: Callable[[ModelEntry], None]) -> None:
             factory=zfnet_compact,
             description="compact ZF variant for 144x144 crops, 10 Imagenette classes" + _accuracy_note(meta),
             weights=COMPACT_WEIGHTS if meta else None,
-            labels=meta["classes"] if meta else None,
+            labels=_bundled_labels(meta),
             preprocess=Preprocess.from_dict(meta["preprocess"]) if meta else COMPACT_PREPROCESS,
             tags=("compact", "trained" if meta else "untrained"),
         )
     )
+
+
+def _bundled_labels(meta: dict | None) -> Labels | None:
+    """The bundled model's class names, with the Imagenette folders' WordNet ids they stand for,
+    so a data class folder (``n01440764``) or a ``--target`` wnid finds its class."""
+    if not meta:
+        return None
+    labels = Labels(meta["classes"])
+    folders = meta.get("class_folders")
+    if folders and len(folders) == len(labels):
+        labels.wnids = list(folders)
+    return labels
 
 
 @hookimpl

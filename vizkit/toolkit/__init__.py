@@ -14,7 +14,9 @@
 * long runs: :func:`progress_bar`, :class:`StopRequest`, :func:`deferred_interrupts`,
   :func:`sigterm_as_interrupt`, :class:`ProcessGroup`, :func:`is_main_process`,
   :func:`read_run_info`, :func:`write_run_info`, :func:`snapshot_paths`, :func:`cache_folder`,
-  :class:`ResumeFolder` (what an interrupted run keeps for ``--resume``);
+  :class:`ResumeFolder` (what an interrupted run keeps for ``--resume``), :func:`resumable_scan`
+  (one checkpointed, sharded pass over a data set), :func:`scan_checkpoint`,
+  :func:`merge_skipped` (every process's unreadable files into rank 0's record);
 * images: :func:`ssim`; :mod:`figures` (``vizkit.toolkit.figures``: :func:`~figures.new_figure`,
   :func:`~figures.show`, :func:`~figures.hwc`, :func:`~figures.tile_mosaic`,
   :func:`~figures.projections_beside_patches`, :func:`~figures.shorten` (a middle ellipsis at
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.toolkit.progress import progress_bar
     from vizkit.toolkit.resume import ResumeFolder
     from vizkit.toolkit.runs import read_run_info, snapshot_paths, write_run_info
+    from vizkit.toolkit.scanning import merge_skipped, resumable_scan, scan_checkpoint
     from vizkit.toolkit.similarity import ssim
     from vizkit.toolkit.topk import RunningTopK
     from vizkit.toolkit.unit_stats import UnitStatistics
@@ -78,6 +81,9 @@ _LAZY = {
     "snapshot_paths": ("vizkit.toolkit.runs", "snapshot_paths"),
     "cache_folder": ("vizkit.toolkit.cache", "cache_folder"),
     "ResumeFolder": ("vizkit.toolkit.resume", "ResumeFolder"),
+    "resumable_scan": ("vizkit.toolkit.scanning", "resumable_scan"),
+    "scan_checkpoint": ("vizkit.toolkit.scanning", "scan_checkpoint"),
+    "merge_skipped": ("vizkit.toolkit.scanning", "merge_skipped"),
     "UnitStatistics": ("vizkit.toolkit.unit_stats", "UnitStatistics"),
     "ssim": ("vizkit.toolkit.similarity", "ssim"),
     "figures": ("vizkit.toolkit.figures", None),
@@ -102,6 +108,7 @@ __all__ = [
     "fit_probe",
     "is_main_process",
     "mean_class_accuracy",
+    "merge_skipped",
     "parse_channel_spec",
     "parse_layers",
     "parse_pool",
@@ -110,6 +117,8 @@ __all__ = [
     "project_winners",
     "read_run_info",
     "report",
+    "resumable_scan",
+    "scan_checkpoint",
     "select_channels",
     "select_probe",
     "sigterm_as_interrupt",
