@@ -337,3 +337,48 @@ def test_the_bundled_model_on_real_images(bundled_model, tmp_path):
     assert result["connections"]["conv5"]["prev"]["kind"] == "correlation"  # conv3 and conv4 lie between
     assert (result.arrays["conv2/top_images"][:, 0] >= 0).sum() > 64  # most of the 128 maps fired on 9 images
     assert_no_hooks(bundled_model)
+
+
+class _Residual(nn.Module):
+    """A skip connection across ``inner``: copies of its output cannot be made at the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.inner = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = x + torch.relu(self.inner(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_ablation_copies_at_the_input_across_a_skip_connection_and_both_ways_agree(world, monkeypatch):
+    import vizkit_plugins.atlas.ablation as ablation
+
+    x = torch.randn(5, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    residual = _Residual().eval()
+    with vizkit.instrument(residual) as im:
+        assert not ablation.copies_after_the_layer(im, residual.inner, x, 4)
+        assert ablation.copies_after_the_layer(im, residual.head, x, 3)
+        accuracy, loss = ablation.ablate_layer(im, "inner", 4, x, targets, targets, 3, samples_per_forward=4)
+    for unit in range(4):  # the truth: the unit's weights zeroed
+        model = _Residual().eval()
+        with torch.no_grad():
+            model.inner.weight[unit] = 0
+            model.inner.bias[unit] = 0
+            logits = model(x)
+        assert loss[unit] == pytest.approx(float(nn.functional.cross_entropy(logits, targets)), rel=1e-5)
+        hits = (logits.argmax(1) == targets).double()
+        np.testing.assert_allclose(accuracy[unit], [hits[targets == c].mean().item() for c in range(3)])
+    # on the tiny sequential model both ways give the same numbers
+    model = world["build"]().eval()
+    with vizkit.instrument(model) as im:
+        fast = ablation.ablate_layer(im, "pool2", 8, x.repeat(1, 1, 3, 3)[:, :, :32, :32], targets, targets, 3, 4)
+        monkeypatch.setattr(ablation, "copies_after_the_layer", lambda *args: False)
+        slow = ablation.ablate_layer(im, "pool2", 8, x.repeat(1, 1, 3, 3)[:, :, :32, :32], targets, targets, 3, 4)
+    np.testing.assert_allclose(fast[0], slow[0])
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-5)

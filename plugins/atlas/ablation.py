@@ -2,9 +2,11 @@
 accuracy and in the loss on N held-out labelled images.
 
 Batched: a forward runs G copies of a chunk of images, copy g with unit u_g's map zeroed at the
-layer (a forward hook multiplies the layer's output by a per-sample mask), so G units cost one
-forward of G x chunk images. The rest of the network is re-run for every unit: the price of
-working on any model, not only sequential ones. Finished layers are kept for ``--resume``.
+layer (a forward hook multiplies the layer's output by a per-sample mask). Where the model allows
+it (checked on each layer: see :func:`copies_after_the_layer`), the copies are made at the layer,
+so the network below it runs once per chunk of images and only the rest runs G times; otherwise
+(a skip connection across the layer) they are made at the input. Finished layers are kept for
+``--resume``.
 """
 
 from __future__ import annotations
@@ -76,12 +78,44 @@ def choose_images(images: vizkit.ImageList, count: int, held_out: bool) -> list[
     return sorted(chosen[:count])
 
 
-def _zeroing_hook(mask: Tensor):
+def _zeroing_hook(mask: Tensor, copies: int):
+    """A forward hook that repeats the layer's output ``copies`` times along the batch and zeroes
+    each copy's unit by ``mask`` [copies x batch, units]."""
+
     def hook(module: torch.nn.Module, args: object, output: Tensor) -> Tensor:
+        if copies > 1:
+            output = output.repeat(copies, *([1] * (output.dim() - 1)))
         shape = (mask.shape[0], mask.shape[1]) + (1,) * (output.dim() - 2)
         return output * mask.view(shape).to(output.dtype)
 
     return hook
+
+
+def _logits(im: vizkit.Instrumented, module: torch.nn.Module, x: Tensor, mask: Tensor, copies: int) -> Tensor:
+    handle = module.register_forward_hook(_zeroing_hook(mask, copies))
+    try:
+        with torch.no_grad(), im.configured(layers=None, switches=False):
+            return im(x).float()
+    finally:
+        handle.remove()
+
+
+def copies_after_the_layer(im: vizkit.Instrumented, module: torch.nn.Module, x: Tensor, units: int) -> bool:
+    """Whether the ablated copies can be made *at* the layer (its output repeated, the network
+    below it run once per image) instead of at the input: true when nothing computed before the
+    layer is used after it with the batch size it had (a skip connection across the layer, a
+    reshape by a batch size read earlier). Checked, not assumed: two unablated copies made at the
+    layer must give the plain forward's logits on ``x``, or the copies are made at the input."""
+    with torch.no_grad(), im.configured(layers=None, switches=False):
+        plain = im(x).float()
+    try:
+        doubled = _logits(im, module, x, torch.ones(2 * x.shape[0], units, device=x.device), copies=2)
+    except RuntimeError:  # shapes that do not match downstream: a tensor from before the layer
+        return False
+    if doubled.shape != (2 * plain.shape[0], *plain.shape[1:]):
+        return False
+    scale = float(plain.abs().max()) or 1.0
+    return all(torch.allclose(half, plain, rtol=1e-4, atol=1e-5 * scale) for half in doubled.split(plain.shape[0]))
 
 
 def layer_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
@@ -105,39 +139,46 @@ def ablate_layer(
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class accuracy [units, classes] and mean loss [units] on images ``x`` (their model
-    classes ``targets``, data classes ``classes``) with each unit's map of ``layer`` zeroed."""
+    classes ``targets``, data classes ``classes``) with each unit's map of ``layer`` zeroed.
+
+    Where :func:`copies_after_the_layer` allows it, the network up to the layer runs once per
+    chunk of images and only the rest of it on the copies (up to 8 x ``samples_per_forward``
+    samples); else each copy runs from the input."""
     module = layer_module(im.model, layer)
     n = x.shape[0]
-    group = max(1, samples_per_forward // max(n, 1))
     chunk = min(n, samples_per_forward)
+    at_layer = copies_after_the_layer(im, module, x[: min(n, 4)], units)
+    group = max(1, (8 if at_layer else 1) * samples_per_forward // max(chunk, 1))
     correct = torch.zeros(units, num_classes, dtype=torch.float64)
     loss = torch.zeros(units, dtype=torch.float64)
     counts = torch.bincount(classes, minlength=num_classes).double()
-    bar = vizkit.toolkit.progress_bar(total=units, desc=f"atlas ablation {layer}", unit="units", enabled=progress)
+    chunks = math.ceil(n / chunk)
+    bar = vizkit.toolkit.progress_bar(
+        total=units * chunks, desc=f"atlas ablation {layer}", unit="units", enabled=progress
+    )
     try:
-        for first in range(0, units, group):
-            members = list(range(first, min(units, first + group)))
-            for start in range(0, n, chunk):
-                images = x[start : start + chunk]
-                b = images.shape[0]
-                batch = images.repeat(len(members), *([1] * (images.dim() - 1)))
+        for start in range(0, n, chunk):
+            images = x[start : start + chunk]
+            b = images.shape[0]
+            wanted_once = targets[start : start + chunk]
+            data_class = classes[start : start + chunk].cpu()
+            for first in range(0, units, group):
+                members = list(range(first, min(units, first + group)))
                 mask = torch.ones(len(members) * b, units, device=x.device)
                 for g, unit in enumerate(members):
                     mask[g * b : (g + 1) * b, unit] = 0
-                handle = module.register_forward_hook(_zeroing_hook(mask))
-                try:
-                    with torch.no_grad(), im.configured(layers=None, switches=False):
-                        logits = im(batch).float()
-                finally:
-                    handle.remove()
-                wanted = targets[start : start + chunk].repeat(len(members))
+                if at_layer:
+                    logits = _logits(im, module, images, mask, copies=len(members))
+                else:
+                    batch = images.repeat(len(members), *([1] * (images.dim() - 1)))
+                    logits = _logits(im, module, batch, mask, copies=1)
+                wanted = wanted_once.repeat(len(members))
                 hit = (logits.argmax(1) == wanted).double().view(len(members), b).cpu()
                 lost = F.cross_entropy(logits, wanted, reduction="none").double().view(len(members), b).cpu()
-                data_class = classes[start : start + chunk].cpu()
                 for g, unit in enumerate(members):
                     correct[unit].index_add_(0, data_class, hit[g])
                     loss[unit] += lost[g].sum()
-            bar.update(len(members))
+                bar.update(len(members))
     finally:
         bar.close()
     accuracy = torch.where(counts > 0, correct / counts.clamp_min(1), math.nan)
