@@ -1,4 +1,4 @@
-"""Benchmark: many unit-exemplar projections, ``vizkit.project`` as top9 runs it today vs
+"""Benchmark: many unit-exemplar projections, ``vizkit.project`` as top9 ran it before vs
 ``vizkit.engine.project_units``, same requests, same run (issue 28, item 3).
 
     python bench/projection_batch.py [--images 300] [--layer conv3] [--k 9] [--repeats 2]
@@ -8,7 +8,8 @@ zfnet-compact over Imagenette val from ../shared (VIZKIT_SHARED): the first ``im
 images of each class. The requests are those top9 projects: for every map of the layer, its k
 strongest images (one unit per image, the image's strongest; ties to the smaller index). The
 baseline groups them by image and calls ``vizkit.project`` per chunk of ``--batch-size`` winning
-images, padded to the chunk's most-requested image, exactly as ``project_winners`` does. The two
+images, padded to the chunk's most-requested image, as ``project_winners`` did before it used
+``project_units`` (bench/top9_projection.py times project_winners itself, old vs new). The two
 paths alternate (baseline, batched, baseline, ...) and the minimum of each is reported, with the
 largest difference between the two projections of a unit relative to its peak.
 
@@ -61,7 +62,7 @@ def top_k_requests(im: vizkit.Instrumented, x: torch.Tensor, layer: str, k: int)
 
 def baseline(im: vizkit.Instrumented, x: torch.Tensor, layer: str, requests: torch.Tensor, batch_size: int):
     """vizkit.project per chunk of winning images, padded to the chunk's most-requested image
-    (vizkit.toolkit.project_winners); returns each request's [3, H, W] projection."""
+    (vizkit.toolkit.project_winners before project_units); returns each request's [3, H, W] projection."""
     by_image: dict[int, list[int]] = defaultdict(list)
     for r, image in enumerate(requests[:, 0].tolist()):
         by_image[image].append(r)

@@ -62,13 +62,15 @@ def test_values_are_exact_and_match_a_brute_force_top_k(squeezenet, image_file_l
         for j, index in enumerate(order):
             row, col = positions[channel, j]
             fresh = maxima[index][channel]
-            assert abs(float(fresh[row, col]) - values[channel, j]) <= 1e-4
-            assert abs(float(fresh.max()) - values[channel, j]) <= 1e-4
+            # the value reported is the projection pass's, recomputed on the unit's receptive-field
+            # cut (other convolution shapes than the whole image's): equal to float32 rounding
+            assert float(fresh[row, col]) == pytest.approx(values[channel, j], rel=1e-6, abs=1e-4)
+            assert float(fresh.max()) == pytest.approx(values[channel, j], rel=1e-6, abs=1e-4)
     boxes = result.arrays["box"]
     assert np.all(boxes[..., 0] < boxes[..., 2]) and np.all(boxes[..., 2] <= 224)
     assert result.arrays["projections"].shape == (8, 5, 3, 32, 32)
     assert result.arrays["patches"].shape == (8, 5, 32, 32, 3) and result.arrays["patches"].dtype == np.uint8
-    assert result["max_recompute_error"] <= 1e-4
+    assert result["max_recompute_error"] <= 1e-4 + 1e-6 * float(np.abs(values).max())
     assert not result["first_layer_filters"]
 
 

@@ -1,13 +1,17 @@
 """Deconvnet projections and image patches of the winners of a running top-k (paper Figs. 2, 4).
 
 Shared by every analysis that first finds the strongest activations of feature maps over a set
-of images and then shows them: only the winning images are run again, each once for all the
-maps that chose it, and each winning activation is projected with that image's own switches.
+of images and then shows them: only the winning images are run again, a chunk at a time, and each
+winning activation is projected with that image's own switches, inside its receptive field, by
+:func:`vizkit.engine.project_units` (every unit that chose an image shares its forward; memory is
+bounded by the chunk of images and a bounded batch of projections, however many maps share an
+image).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -15,11 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vizkit.data import ImageList, Preprocess
-from vizkit.engine.deconv import project
+from vizkit.engine.batched import project_units
 from vizkit.engine.recorder import Recorder
 from vizkit.engine.rules import ProjectionRule
 from vizkit.toolkit.progress import progress_bar
 from vizkit.toolkit.topk import RunningTopK
+
+_UNIT_CHUNK = 64  # (cut, unit) slots of one forward-and-backward of project_units
+_CROP_BYTES = 64 * 2**20  # float32 receptive-box crops one project_units call may return
 
 
 def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor:
@@ -33,14 +40,39 @@ def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor
         fill: the value of the padding (e.g. 0.0 for a projection, 0.5 grey for an image).
     """
     x0, y0, x1, y1 = box
-    height, width = image.shape[-2:]
-    crop = image[:, y0:y1, x0:x1]
+    return _square(image[:, y0:y1, x0:x1], box, (image.shape[-2], image.shape[-1]), size, fill)
+
+
+def _square(crop: Tensor, box: Sequence[int], extent: tuple[int, int], size: int, fill: float) -> Tensor:
+    """:func:`crop_to_box` of an image of ``extent`` (H, W) whose cut to ``box`` is ``crop``."""
+    x0, y0, x1, y1 = box
+    height, width = extent
     side = max(y1 - y0, x1 - x0)
     pad_y, pad_x = side - (y1 - y0), side - (x1 - x0)
     top = pad_y if y0 == 0 and y1 < height else (0 if y1 == height and y0 > 0 else pad_y // 2)
     left = pad_x if x0 == 0 and x1 < width else (0 if x1 == width and x0 > 0 else pad_x // 2)
     crop = F.pad(crop, (left, pad_x - left, top, pad_y - top), value=fill)
     return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _bounded(slots: list[tuple[int, int, int, int, int]], boxes: Tensor) -> list[list[tuple[int, int, int, int, int]]]:
+    """``slots`` (image, map, slot, row, col) in runs whose receptive-box crops take at most
+    ``_CROP_BYTES`` (at least one slot each); sorted by (image, row, col) first, so units that
+    share a cut (and so a forward) stay together."""
+    runs: list[list[tuple[int, int, int, int, int]]] = []
+    run: list[tuple[int, int, int, int, int]] = []
+    used = 0
+    for slot in sorted(slots, key=lambda s: (s[0], s[3], s[4], s[1], s[2])):
+        x0, y0, x1, y1 = boxes[slot[3], slot[4]].tolist()
+        size = 3 * 4 * (y1 - y0) * (x1 - x0)
+        if run and used + size > _CROP_BYTES:
+            runs.append(run)
+            run, used = [], 0
+        run.append(slot)
+        used += size
+    if run:
+        runs.append(run)
+    return runs
 
 
 def project_winners(
@@ -63,6 +95,11 @@ def project_winners(
     [M,k,P,P,3]), the activation recomputed by the projection's forward (``recomputed``) and its
     (row, col) in the map (``position`` [M,k,2]).
 
+    The winning images are loaded ``batch_size`` at a time, and their units projected by
+    :func:`vizkit.engine.project_units` (each inside its receptive box, every unit of one cut in
+    one forward), in runs of bounded size: memory does not grow with how many maps share an image.
+    Each projection equals ``vizkit.project``'s of that one unit, cut to its box.
+
     Args:
         im: the instrumented model (:func:`vizkit.instrument`).
         dataset: the images ``state`` was computed over; its indices are ``state.images``.
@@ -73,16 +110,17 @@ def project_winners(
         boxes: the layer's receptive boxes, [h, w, 4] from :func:`vizkit.engine.receptive_boxes`.
         patch_size: P, the side of every projection and patch, in pixels.
         rule: the projection rule, or a built-in one's name (``"deconvnet"``: the paper's).
-        batch_size: how many winning images are run together.
+        batch_size: how many winning images are loaded and run together.
         device: where the winning images are run (the model's device).
         progress: show a progress bar on stderr.
     """
     maps, k = state.values.shape[0], state.filled()
     width = boxes.shape[1]
-    by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    images, flat = state.images[:, :k].cpu().tolist(), state.positions[:, :k].cpu().tolist()
+    by_image: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)  # image -> (map, slot, row, col)
     for m in range(maps):
         for j in range(k):
-            by_image[int(state.images[m, j])].append((m, j))
+            by_image[images[m][j]].append((m, j, flat[m][j] // width, flat[m][j] % width))
     projections = np.zeros((maps, k, 3, patch_size, patch_size), dtype=np.float16)
     scales = np.zeros((maps, k), dtype=np.float32)
     patches = np.zeros((maps, k, patch_size, patch_size, 3), dtype=np.uint8)
@@ -90,29 +128,29 @@ def project_winners(
     position = np.zeros((maps, k, 2), dtype=np.int64)
     winners = sorted(by_image)
     bar = progress_bar(total=len(winners), desc=f"project {layer}", unit="images", enabled=progress)
-    for start in range(0, len(winners), batch_size):
-        chunk = winners[start : start + batch_size]
+    for start in range(0, len(winners), max(1, batch_size)):
+        chunk = winners[start : start + max(1, batch_size)]
         x = torch.stack([dataset[i][0] for i in chunk]).to(device)
-        requests = [by_image[i] for i in chunk]
-        longest = max(len(r) for r in requests)
-        padded = [r + [r[0]] * (longest - len(r)) for r in requests]  # repeats are computed, then dropped
-        table = torch.tensor([[channels[m] for m, _ in r] for r in padded])
-        flat = torch.stack([torch.stack([state.positions[m, j] for m, j in r]) for r in padded]).cpu()
-        where = torch.stack([flat // width, flat % width], dim=-1)
-        result = project(im, x, layer, table, position=where, rule=rule, chunk=len(chunk))
+        extent = (int(x.shape[-2]), int(x.shape[-1]))
         shown = preprocess.denormalize(x.cpu())
-        for b, request in enumerate(requests):
-            for slot, (m, j) in enumerate(request):
-                row, col = where[b, slot].tolist()
+        slots = [(b, m, j, row, col) for b, i in enumerate(chunk) for m, j, row, col in by_image[i]]
+        for run in _bounded(slots, boxes):
+            table = [(b, channels[m], row, col) for b, m, _, row, col in run]
+            result = project_units(im, x, layer, table, rule=rule, chunk=_UNIT_CHUNK)
+            for r, (b, m, j, row, col) in enumerate(run):
                 box = boxes[row, col].tolist()
-                signal = crop_to_box(result.images[b, slot].cpu(), box, patch_size, 0.0)
+                if result.boxes[r].tolist() == box:
+                    signal = _square(result.crops[r].cpu(), box, extent, patch_size, 0.0)
+                else:  # not expected: project_units' box of the unit is the one given
+                    signal = crop_to_box(result.image(r).cpu(), box, patch_size, 0.0)
                 scale = float(signal.abs().max()) or 1.0
                 projections[m, j] = (signal / scale).numpy().astype(np.float16)
                 scales[m, j] = scale
                 patch = crop_to_box(shown[b], box, patch_size, 0.5)
                 patches[m, j] = (patch.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                recomputed[m, j] = float(result.values[b, slot])
+                recomputed[m, j] = float(result.values[r])
                 position[m, j] = (row, col)
+            del result
         bar.update(len(chunk))
     bar.close()
     return {
