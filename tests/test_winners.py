@@ -162,6 +162,7 @@ def test_runs_stay_bounded_and_do_not_change_the_result(setup, monkeypatch):
         side = int((boxes[..., 2] - boxes[..., 0]).max())
         monkeypatch.setattr(winners, "_CROP_BYTES", 10 * 3 * 4 * side * side)  # about 10 crops a run
         monkeypatch.setattr(winners, "project_units", spy)
+        monkeypatch.setattr(winners, "_IMAGES_PER_CALL", 1)  # one image per round: batch_size=1 decides
         bounded = project_winners(im, data, data.preprocess, layer, channels, state, boxes, 20, batch_size=1)
     assert len(calls) >= len(channels) * k // 10
     assert all(images == 1 and 1 <= count <= 10 * 4 for images, count in calls), calls  # clipped boxes: more

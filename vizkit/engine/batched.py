@@ -92,6 +92,7 @@ def project_units(
     chunk: int = 64,
     crop: bool = True,
     channels_last: bool = False,
+    geometry: dict | None = None,
 ) -> UnitProjections:
     """Projections of many single units (unit-exemplars), each equal to
     ``vizkit.project(im, x[i:i+1], layer, [c], position=(row, col), rule=rule)`` (to float
@@ -116,6 +117,9 @@ def project_units(
         channels_last: run the cuts in channels-last layout: faster convolutions on CPU, but
             other float rounding than ``vizkit.project``'s, which can flip a near-tied pooling
             switch (zfnet-compact ``conv3``: up to 4e-3 of a map's peak), so off by default.
+        geometry: a dict to keep across calls on the same model, layer and image size (e.g. one
+            per chunk of a dataset's exemplars): the layer's shape and the receptive boxes of the
+            image and of each cut size are then computed once, not on every call. None: none kept.
 
     Returns:
         a :class:`UnitProjections` in request order: each projection cut to its unit's
@@ -132,14 +136,19 @@ def project_units(
     if table.shape[0] == 0:
         empty = torch.zeros((0, 4), dtype=torch.long)
         return UnitProjections(layer, (height, width), empty, empty.clone(), [], torch.zeros(0, dtype=x.dtype))
-    with torch.no_grad():
-        probe = im.run_capturing(x[:1].detach().clone(), layer)
+    cache = geometry if geometry is not None else {}
+    key = ("layer", layer, height, width)
+    if key not in cache:
+        with torch.no_grad():
+            probe = im.run_capturing(x[:1].detach().clone(), layer)
+        # [h, w, 4] (x0, y0, x1, y1); [1, 1, 4] if not spatial
+        cache[key] = (probe.new_zeros((1, *probe.shape[1:])), receptive_boxes(im, x, layer))
+    probe, full_boxes = cache[key]
     spatial = probe.dim() == 4
     _check_requests(table, x.shape[0], probe, layer)
-    full_boxes = receptive_boxes(im, x, layer)  # [h, w, 4] (x0, y0, x1, y1); [1, 1, 4] if not spatial
     rows, cols = (table[:, 2], table[:, 3]) if spatial else (torch.zeros_like(table[:, 2]),) * 2
     boxes = full_boxes[rows, cols]  # [R, 4]
-    windows, units = _cuts(im, x, table, rows, cols, boxes, full_boxes, (height, width), crop and spatial, layer)
+    windows, units = _cuts(im, x, table, rows, cols, boxes, full_boxes, (height, width), crop and spatial, layer, cache)
 
     crops: list[Tensor | None] = [None] * table.shape[0]
     values = torch.zeros(table.shape[0], dtype=torch.float32)
@@ -194,6 +203,7 @@ def _cuts(
     size: tuple[int, int],
     crop: bool,
     layer: str,
+    cache: dict,
 ) -> tuple[list[_Window], list[tuple[int, int]]]:
     """Each request's cut of its image (y0, x0, height, width) and its unit's (row, col) in the
     cut's map: the receptive box widened up / left to the stride's grid, or the whole image
@@ -215,15 +225,15 @@ def _cuts(
         windows.append((top, left, y_end - top, x_end - left))
         units.append((row - top // stride_y if stride_y else row, col - left // stride_x if stride_x else col))
     # the check: the cut's own receptive box of the unit, shifted back, is the full image's
-    cut_boxes: dict[tuple[int, int], list] = {}
     for r, ((x0, y0, x1, y1), window) in enumerate(zip(boxes.tolist(), windows)):
         top, left, cut_h, cut_w = window
         if window == whole:
             continue
-        if (cut_h, cut_w) not in cut_boxes:
+        key = ("cut", layer, cut_h, cut_w)
+        if key not in cache:
             probe = x.new_zeros((1, x.shape[1], cut_h, cut_w))
-            cut_boxes[(cut_h, cut_w)] = _boxes_or_none(im, probe, layer).tolist()
-        found = cut_boxes[(cut_h, cut_w)]
+            cache[key] = _boxes_or_none(im, probe, layer).tolist()
+        found = cache[key]
         row, col = units[r]
         fits = 0 <= row < len(found) and 0 <= col < len(found[row])
         if not (fits and found[row][col] == [x0 - left, y0 - top, x1 - left, y1 - top]):

@@ -27,6 +27,8 @@ from vizkit.toolkit.topk import RunningTopK
 
 _UNIT_CHUNK = 64  # (cut, unit) slots of one forward-and-backward of project_units
 _CROP_BYTES = 64 * 2**20  # float32 receptive-box crops one project_units call may return
+_IMAGES_PER_CALL = 256  # winning images loaded per project_units round (at least batch_size) ...
+_IMAGE_BYTES = 128 * 2**20  # ... and at most this much of them
 
 
 def crop_to_box(image: Tensor, box: list[int], size: int, fill: float) -> Tensor:
@@ -110,7 +112,7 @@ def project_winners(
         boxes: the layer's receptive boxes, [h, w, 4] from :func:`vizkit.engine.receptive_boxes`.
         patch_size: P, the side of every projection and patch, in pixels.
         rule: the projection rule, or a built-in one's name (``"deconvnet"``: the paper's).
-        batch_size: how many winning images are loaded and run together.
+        batch_size: the fewest winning images loaded together (up to 256 are, within 128 MB).
         device: where the winning images are run (the model's device).
         progress: show a progress bar on stderr.
     """
@@ -128,15 +130,20 @@ def project_winners(
     position = np.zeros((maps, k, 2), dtype=np.int64)
     winners = sorted(by_image)
     bar = progress_bar(total=len(winners), desc=f"project {layer}", unit="images", enabled=progress)
-    for start in range(0, len(winners), max(1, batch_size)):
-        chunk = winners[start : start + max(1, batch_size)]
+    # more images per call, fewer project_units calls with few seeds each; the images' memory bounded
+    first = dataset[winners[0]][0] if winners else None
+    per_image = first.numel() * 4 if first is not None else 1
+    step = max(1, batch_size, min(_IMAGES_PER_CALL, _IMAGE_BYTES // per_image))
+    geometry: dict = {}  # the layer's receptive boxes of the image and of each cut size, computed once
+    for start in range(0, len(winners), step):
+        chunk = winners[start : start + step]
         x = torch.stack([dataset[i][0] for i in chunk]).to(device)
         extent = (int(x.shape[-2]), int(x.shape[-1]))
         shown = preprocess.denormalize(x.cpu())
         slots = [(b, m, j, row, col) for b, i in enumerate(chunk) for m, j, row, col in by_image[i]]
         for run in _bounded(slots, boxes):
             table = [(b, channels[m], row, col) for b, m, _, row, col in run]
-            result = project_units(im, x, layer, table, rule=rule, chunk=_UNIT_CHUNK)
+            result = project_units(im, x, layer, table, rule=rule, chunk=_UNIT_CHUNK, geometry=geometry)
             for r, (b, m, j, row, col) in enumerate(run):
                 box = boxes[row, col].tolist()
                 if result.boxes[r].tolist() == box:
