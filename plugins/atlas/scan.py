@@ -84,7 +84,7 @@ class AtlasState:
             flat = activation.flatten(2).float() if activation.dim() > 2 else activation.float()[:, :, None]
             peak = flat.amax(2)
             maxima[layer] = peak
-            self.topk[layer].update(activation, indices)
+            self.topk[layer].update(activation, indices, maxima=peak)
             self.stats[layer].update(peak, flat.mean(2), labels)
         for (a, b), moments in self.pairs.items():
             moments.update(maxima[a], maxima[b])

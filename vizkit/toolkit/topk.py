@@ -37,28 +37,55 @@ class RunningTopK:
         """Slots per map."""
         return self.values.shape[1]
 
-    def update(self, activation: Tensor, image_indices: Tensor) -> None:
-        """Fold in a batch: ``activation`` [B, C, h, w] (or [B, C]) of the images ``image_indices``."""
+    def update(self, activation: Tensor, image_indices: Tensor, maxima: Tensor | None = None) -> None:
+        """Fold in a batch: ``activation`` [B, C, h, w] (or [B, C]) of the images ``image_indices``.
+
+        ``maxima``: each map's maximum in each image, [B, C], when the caller has it already
+        (``activation.flatten(2).float().amax(2)``). Values are ranked as ``torch.nan_to_num``
+        with ``nan=-inf`` makes them: NaN as the most negative float, as is -inf, and +inf as the
+        largest float."""
         flat = activation.detach().flatten(2) if activation.dim() > 2 else activation.detach()[:, :, None]
-        flat = torch.nan_to_num(flat.float(), nan=float("-inf"))
-        positions = flat.argmax(dim=2)  # first maximum of each map in each image
-        values = flat.gather(2, positions[:, :, None])[:, :, 0]
+        flat = flat.float()
+        values = flat.amax(dim=2) if maxima is None else maxima.detach().float()
+        # a maximum that is NaN, infinite or the lowest float (which an -inf would tie with):
+        # rank nan_to_num's values instead (rare, and it costs a copy of the activation)
+        if not bool(((values > torch.finfo(torch.float32).min) & (values < float("inf"))).all()):
+            flat = torch.nan_to_num(flat, nan=float("-inf"))
+            values = flat.amax(dim=2)
         maps = values.shape[1]
         images = image_indices.to(self.images.device, torch.long)[:, None].expand(-1, maps)
-        self.merge(values.t().to(self.values.device), images.t(), positions.t().to(self.positions.device))
+        all_values = torch.cat([self.values, values.t().to(self.values.device, self.values.dtype)], dim=1)
+        all_images = torch.cat([self.images, images.t()], dim=1)
+        order = self._order(all_values, all_images)
+        # the location (first maximum) only of the batch's candidates that made the top k, not
+        # of every map of every image; its value bit for bit (amax may give 0.0 for a -0.0)
+        where_map, where_slot = (order >= self.k).nonzero(as_tuple=True)
+        column = order[where_map, where_slot]
+        on = flat.device
+        found_values, found = flat[(column - self.k).to(on), where_map.to(on)].max(dim=1)
+        positions = torch.cat([self.positions, self.positions.new_zeros(maps, values.shape[0])], dim=1)
+        positions[where_map, column] = found.to(positions.device)
+        all_values[where_map, column] = found_values.to(all_values.device, all_values.dtype)
+        self.values = all_values.gather(1, order)
+        self.images = all_images.gather(1, order)
+        self.positions = positions.gather(1, order)
 
     def merge(self, values: Tensor, images: Tensor, positions: Tensor) -> None:
         """Fold in candidates [C, n] (e.g. another shard's state)."""
         all_values = torch.cat([self.values, values.to(self.values.dtype)], dim=1)
         all_images = torch.cat([self.images, images], dim=1)
         all_positions = torch.cat([self.positions, positions], dim=1)
-        # order by value (descending), ties by image index (ascending): two stable sorts
-        by_image = all_images.argsort(dim=1, stable=True)
-        by_value = all_values.gather(1, by_image).argsort(dim=1, descending=True, stable=True)
-        order = by_image.gather(1, by_value)[:, : self.k]
+        order = self._order(all_values, all_images)
         self.values = all_values.gather(1, order)
         self.images = all_images.gather(1, order)
         self.positions = all_positions.gather(1, order)
+
+    def _order(self, values: Tensor, images: Tensor) -> Tensor:
+        """[C, k]: which of the candidates [C, n] are the k strongest of each map, strongest first."""
+        # order by value (descending), ties by image index (ascending): two stable sorts
+        by_image = images.argsort(dim=1, stable=True)
+        by_value = values.gather(1, by_image).argsort(dim=1, descending=True, stable=True)
+        return by_image.gather(1, by_value)[:, : self.k]
 
     def merge_state(self, other: RunningTopK) -> None:
         """Fold in ``other``'s candidates (e.g. another rank's state)."""

@@ -72,7 +72,8 @@ class UnitStatistics:
         scale = self.scale.clamp_min(1e-300)[None, :]
         index = torch.floor(maxima / scale * half).long() + half  # [B, U] in [0, bins)
         index = index.clamp(0, self.bins - 1)
-        self.counts += torch.nn.functional.one_hot(index, self.bins).sum(0)
+        flat = index + torch.arange(self.units)[None, :] * self.bins  # unit u's bin i: u * bins + i
+        self.counts += torch.bincount(flat.reshape(-1), minlength=self.units * self.bins).view(self.units, self.bins)
 
     def _grow(self, needed: Tensor) -> None:
         """Double each unit's range (merging adjacent bins on each side of 0) until it holds
