@@ -313,8 +313,8 @@ def test_the_bundled_model_on_real_images(bundled_model, tmp_path):
     data's wnid folders matched to the model's classes for the ablation."""
     from helpers import SHARED, needs_shared
 
-    needs_shared()
     source = SHARED / "data" / "imagenette" / "val"
+    needs_shared(source)
     tree = tmp_path / "tree"
     for folder in sorted(source.iterdir())[:3]:
         (tree / folder.name).mkdir(parents=True)

@@ -141,14 +141,21 @@ def ablate_layer(
     """Per-class accuracy [units, classes] and mean loss [units] on images ``x`` (their model
     classes ``targets``, data classes ``classes``) with each unit's map of ``layer`` zeroed.
 
-    Where :func:`copies_after_the_layer` allows it, the network up to the layer runs once per
-    chunk of images and only the rest of it on the copies (up to 8 x ``samples_per_forward``
-    samples); else each copy runs from the input."""
+    Where :func:`copies_after_the_layer` allows it, the copies are made at the layer: up to
+    8 x ``samples_per_forward`` samples after it per forward, as many units as fit, so the network
+    below the layer runs on n x units / group images in all; else each copy runs from the input."""
     module = layer_module(im.model, layer)
     n = x.shape[0]
-    chunk = min(n, samples_per_forward)
     at_layer = copies_after_the_layer(im, module, x[: min(n, 4)], units)
-    group = max(1, (8 if at_layer else 1) * samples_per_forward // max(chunk, 1))
+    if at_layer:
+        # the network below the layer runs n x units / group images in all: as many units per
+        # forward as the budget of samples after the layer allows, with few images each
+        budget = 8 * samples_per_forward
+        group = min(units, budget)
+        chunk = max(1, min(n, budget // group))
+    else:
+        chunk = min(n, samples_per_forward)
+        group = max(1, samples_per_forward // chunk)
     correct = torch.zeros(units, num_classes, dtype=torch.float64)
     loss = torch.zeros(units, dtype=torch.float64)
     counts = torch.bincount(classes, minlength=num_classes).double()
