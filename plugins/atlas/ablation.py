@@ -29,7 +29,6 @@ class AblationSet:
 
     images: vizkit.ImageList
     indices: list[int]  # positions in ``images``
-    classes: list[int]  # the data class of each (index into ``images.classes``)
     model_classes: list[int]  # each data class's model output index
     held_out: bool  # False: drawn from the scanned images themselves
 

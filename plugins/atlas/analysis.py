@@ -191,7 +191,7 @@ def _prepare_ablation(ctx: vizkit.RunContext, count: int, source: str | None, ou
         raise vizkit.UsageError("--ablation needs labelled images: an ImageFolder tree (one sub-folder per class)")
     model_classes = model_class_index(images.classes, ctx.labels, outputs)
     chosen = choose_images(images, count, held_out=source is not None)
-    return AblationSet(images, chosen, [images.targets[i] for i in chosen], model_classes, source is not None)
+    return AblationSet(images, chosen, model_classes, source is not None)
 
 
 def _ablation(
@@ -321,11 +321,10 @@ def run(
     )
     started = time.perf_counter()
     arrays: dict[str, np.ndarray] = {}
-    filled = 0
+    filled = state.topk[listed[0]].filled()  # the same for every layer: one slot per image scanned
     receptive: dict[str, int] = {}
     for layer in listed:
         topk = state.topk[layer]
-        filled = topk.filled()
         projected = _project(ctx, keep, layer, topk, probe, patch_size, projection_rule)
         boxes = projected["box"][:, :filled]
         receptive[layer] = int((boxes[..., 2] - boxes[..., 0]).max()) if boxes.size else 0
