@@ -45,6 +45,7 @@ from PIL import Image
 
 import vizkit
 from vizkit.framework import write_atomic
+from vizkit.framework.report_view import result_digest
 from vizkit.toolkit.report import esc, format_number, is_number, url
 from vizkit_plugins.top9.view import _arrays_file
 
@@ -596,6 +597,8 @@ td:first-child,th:first-child{text-align:left}tr.top td{font-weight:700;color:va
 .conn:hover,.conn:focus{border-color:var(--accent)}
 .th{display:block;width:97px;height:48px;background-repeat:no-repeat}
 .th.silent{background:#eceef2}
+.fvs{display:flex;flex-wrap:wrap;gap:12px}.fv{margin:0;max-width:100%}
+.fv img{display:block;max-width:100%;height:auto;border:1px solid var(--line)}.fv figcaption{font-size:13px;color:var(--muted)}
 """
 
 
@@ -879,7 +882,68 @@ def _connections(atlas: Atlas, layer: Layer, unit: int) -> str:
     )
 
 
-def unit_page(atlas: Atlas, layer: Layer, unit: int, slug: str, model: str) -> str:
+@dataclass
+class Pictures:
+    """A featvis result's picture of one unit, for its atlas page (issue 29)."""
+
+    src: str  # relative to the report's folder
+    record: dict[str, Any]  # the unit's entry of the result's per_unit
+    how: str  # the objective and parametrisation, for the caption
+    digest: str  # of the featvis result.json: the pages are rewritten when it changes
+
+
+def featvis_pictures(page: vizkit.framework.ReportPage, layer: str) -> dict[int, list[Pictures]]:
+    """Per unit of ``layer``, the pictures featvis results in the report made of it with the same
+    model (read from their result.json and ``units/<unit>.png``; featvis's own code not needed)."""
+    model = _dict(page.document.get("model"))
+    found: dict[int, list[Pictures]] = {}
+    root = page.root.resolve()
+    for folder, document in page.related("featvis"):
+        theirs = _dict(document.get("model"))
+        if theirs.get("spec") != model.get("spec") or theirs.get("weights_sha256") != model.get("weights_sha256"):
+            continue
+        if document.get("layer") != layer or not isinstance(document.get("per_unit"), list):
+            continue
+        listed = set(_strings(_dict(document.get("files")).get("pictures")))
+        relative = folder.resolve().relative_to(root).as_posix()
+        how = f"{document.get('objective')} objective, {document.get('param')} parametrisation, {document.get('steps')} steps"
+        digest = result_digest(document)
+        for record in document["per_unit"]:
+            unit = record.get("unit") if isinstance(record, dict) else None
+            if isinstance(unit, int) and f"units/{unit}.png" in listed:
+                src = "/".join(p for p in (relative, "units", f"{unit}.png") if p and p != ".")
+                found.setdefault(unit, []).append(Pictures(src, record, how, digest))
+    return found
+
+
+def _featvis(pictures: list[Pictures]) -> str:
+    if not pictures:
+        return ""
+    figures = []
+    for picture in pictures:
+        record = picture.record
+        ratio = (record.get("ratio") or [None])[0] if isinstance(record.get("ratio"), list) else None
+        rank = (record.get("rank") or [None])[0] if isinstance(record.get("rank"), list) else None
+        facts = []
+        if isinstance(ratio, (int, float)):
+            facts.append(f"reaches {format_number(ratio)}x the best natural exemplar")
+        if isinstance(rank, int):
+            facts.append(f"rank {rank} among the layer's units on it")
+        src = url("..", "..", "..", "..", *picture.src.split("/"))
+        figures.append(
+            f'<figure class="fv"><img src="{src}" alt="synthetic picture"><figcaption>{esc(picture.how)}'
+            f"{'<br>' + esc(' · '.join(facts)) if facts else ''}</figcaption></figure>"
+        )
+    return (
+        "<section><h2>Feature visualization <small>the image optimised to drive this unit (featvis); "
+        "trust it as far as the natural exemplars above agree</small></h2>"
+        f'<div class="fvs">{"".join(figures)}</div></section>'
+    )
+
+
+def unit_page(
+    atlas: Atlas, layer: Layer, unit: int, slug: str, model: str, pictures: list[Pictures] | None = None
+) -> str:
     """The whole static page of a unit (written at ``atlas/<layer>/<unit>.html`` in the assets)."""
     back = url("..", "..", "..", "..", "index.html")
     nav = [
@@ -925,7 +989,7 @@ def unit_page(atlas: Atlas, layer: Layer, unit: int, slug: str, model: str) -> s
         f"<nav>{''.join(nav)}</nav><h1>{esc(title)}</h1>"
         f'<p class="sub">unit atlas of {esc(model or "a model")} over {esc(scanned)}</p>'
         f'<dl class="facts">{dl}</dl>'
-        f"{_exemplars(atlas, layer, unit)}"
+        f"{_exemplars(atlas, layer, unit)}{_featvis(pictures or [])}"
         f'<div class="cols">{_statistics(layer, unit)}{_classes(atlas, layer, unit)}</div>'
         f"{_ablation(atlas, layer, unit)}{_connections(atlas, layer, unit)}"
         "</main></body></html>\n"
@@ -978,7 +1042,12 @@ def build(page: vizkit.framework.ReportPage) -> Atlas:
         if not (cached and complete):
             draw_layer(arrays, layer, folder)
             drawn = True
-    pages = {"slug": page.slug, "version": PAGE_VERSION}
+    synthetic = {layer.name: featvis_pictures(page, layer.name) for layer in atlas.layers}
+    pages = {
+        "slug": page.slug,
+        "version": PAGE_VERSION,
+        "featvis": sorted({f"{p.src} {p.digest}" for found in synthetic.values() for ps in found.values() for p in ps}),
+    }
     written = cached and not drawn and _manifest(page).get("pages") == pages
     if written:
         written = all(
@@ -988,7 +1057,8 @@ def build(page: vizkit.framework.ReportPage) -> Atlas:
         model = _model_name(page.document)
         for layer in atlas.layers:
             for u in range(layer.units):
-                _replace(root / layer.folder / f"{u}.html", unit_page(atlas, layer, u, page.slug, model).encode())
+                html = unit_page(atlas, layer, u, page.slug, model, synthetic[layer.name].get(u))
+                _replace(root / layer.folder / f"{u}.html", html.encode())
     if drawn or not written or not cached:
         page.save_manifest(key, pages=pages, units=sum(layer.units for layer in atlas.layers))
     return atlas

@@ -71,6 +71,33 @@ def get(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
+def every_unit(objective: str, activation: Tensor, directions: Tensor | None = None) -> Tensor:
+    """The objective for every unit of the layer at once, [B, units]: what ``objective`` would
+    score for each choice of unit (channel means, centre neurons, logits, or the projections on
+    each of ``directions`` [U, C]). The trust numbers rank a unit among all of them, and the scan
+    of natural images ranks images by it."""
+    if objective == "logit":
+        if activation.dim() != 2:
+            raise vizkit.UsageError(f"the logit objective needs a [B,classes] output, not {tuple(activation.shape)}")
+        return activation
+    if activation.dim() < 2:
+        raise vizkit.UsageError(f"the layer's output {tuple(activation.shape)} has no units")
+    if objective == "channel":
+        return activation.reshape(*activation.shape[:2], -1).mean(dim=2)
+    if objective == "neuron":
+        if activation.dim() == 2:
+            return activation
+        height, width = activation.shape[-2:]
+        return activation[..., height // 2, width // 2].reshape(*activation.shape[:2])
+    if objective == "direction":
+        if directions is None:
+            raise vizkit.UsageError("the direction objective needs directions")
+        vectors = F.normalize(directions.to(activation), dim=1)  # [U, C]
+        flat = activation.reshape(*activation.shape[:2], -1)  # [B, C, P]
+        return torch.einsum("bcp,uc->bup", flat, vectors).mean(dim=2)
+    raise vizkit.UsageError(f"unknown objective '{objective}': use {', '.join(OBJECTIVES)}")
+
+
 def gram_similarity(activation: Tensor, group: int) -> Tensor:
     """Lucid's diversity measure, per image [B]: the summed cosine similarity of its Gram matrix
     (channels x channels over the map) to those of the other images of its group (consecutive

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +31,29 @@ class Optimized(NamedTuple):
     images: Tensor  # [len(units) * K, 3, S, S] in [0, 1]
     objective: Tensor  # [steps, len(units) * K]: the objective at each step (on the transformed image)
     reached: Tensor  # [len(units) * K]: the objective of the final, untransformed image
+
+
+class RedirectedReLU(vizkit.engine.GradientRule):
+    """Plain gradients, except at a ReLU whose gradient is zero for a whole image (its units all
+    off: a unit that never fires gives the optimiser nothing): there the gradient is let through
+    where it would raise the ReLU's input, so a dead unit can be woken (Lucid's redirected ReLU
+    gradient). Once any gradient passes the ReLU for an image, that image gets the plain one."""
+
+    name = "featvis-redirected-relu"
+    title = "Redirected-ReLU gradients"
+    description = "plain gradients; a ReLU that blocks all of an image's gradient lets the raising part through"
+
+    def relu_down(self, signal: Tensor, forward_input: Tensor | None) -> Tensor:
+        assert forward_input is not None
+        plain = signal * (forward_input > 0)
+        # minimising: a negative signal raises the input, which is what wakes an off unit
+        redirected = torch.where(forward_input > 0, signal, signal.clamp(max=0))
+        blocked = plain.reshape(plain.shape[0], -1).abs().amax(dim=1) == 0
+        shape = (-1, *([1] * (plain.dim() - 1)))
+        return torch.where(blocked.view(shape), redirected, plain)
+
+    def autograd_relu(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
+        return vizkit.engine.ProjectionRule.autograd_relu(self, func, args, kwargs)
 
 
 @contextlib.contextmanager
@@ -48,6 +72,13 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
         for parameter, flag in flags:
             parameter.requires_grad_(flag)
+
+
+def row_generator(seed: int, unit: int, copy: int) -> torch.Generator:
+    """The generator of one image's initial noise: a function of the seed, the unit and which of
+    its K images it is, so a unit's image is the same whichever units are optimised with it."""
+    state = np.random.SeedSequence([seed, unit, copy]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -86,6 +117,9 @@ def optimize(
     diversity_weight: float = 1.0,
     preprocess: vizkit.Preprocess | None = None,
     init: Tensor | None = None,
+    stop: Callable[[], bool] | None = None,
+    keys: Sequence[int] | None = None,
+    redirect: bool = True,
 ) -> Optimized:
     """Optimise one image per unit (``diversity`` K > 1: K per unit, pushed apart by Lucid's
     diversity term weighted ``diversity_weight``), all in one batch.
@@ -106,6 +140,11 @@ def optimize(
         seed: the initial image and the transforms' draws.
         preprocess: the model's normalisation (default: ``vizkit.data.preprocess_for(model)``).
         init: start from these images [U*K, 3, S, S] in [0, 1] instead of noise.
+        stop: asked after every step; True stops the run with KeyboardInterrupt (a SIGINT
+            deferred by the caller).
+        redirect: cross ReLUs with :class:`RedirectedReLU` (True) or plain gradients.
+        keys: one number per unit naming it for its initial noise (default: the unit index, or
+            the direction's position): a unit's start is the same in any batch of units.
 
     Returns:
         :class:`Optimized`: images [U*K, 3, S, S] in [0, 1], objective per step [steps, U*K] and
@@ -121,8 +160,13 @@ def optimize(
     device = _device(model)
     targets = _unit_targets(units, objective, k, device)
     batch = targets.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    image = make_image(param, batch, size, decorrelate=decorrelate, generator=generator, device=device)
+    generator = torch.Generator().manual_seed(seed)  # the transforms' draws, one per step for the batch
+    if keys is None:
+        keys = range(len(targets) // k) if objective == "direction" else targets[::k].tolist()
+    if len(keys) * k != len(targets):
+        raise ValueError(f"{len(keys)} keys for {len(targets) // k} units")
+    rows = [row_generator(seed, int(key), copy) for key in keys for copy in range(k)]
+    image = make_image(param, batch, size, decorrelate=decorrelate, generator=rows, device=device)
     if init is not None:
         image.from_image(init)
     jitter = transforms if callable(transforms) else transforms_.build(transforms, generator)
@@ -139,12 +183,14 @@ def optimize(
             im = stack.enter_context(vizkit.instrument(model, layers=None, switches=False))
         stack.enter_context(im.configured(layers=None, switches=False))
 
+        rule = RedirectedReLU() if redirect else None
+
         def forward(images: Tensor) -> tuple[Tensor, Tensor]:
             x = normalize.forward(images)
-            if objective == "logit" and layer is None:
-                out = im(x)
+            if layer is None:
+                out = im.run_with_rule(x, rule) if rule is not None else im(x)
                 return score(out, targets), out
-            act = im.run_capturing(x, layer) if layer is not None else im(x)
+            act = im.run_capturing(x, layer, rule=rule)
             return score(act, targets), act
 
         optimizer = torch.optim.Adam(image.params, lr=lr)
@@ -171,6 +217,8 @@ def optimize(
                             changed = operation.apply(changed)
                         image.from_image(changed)
                 bar.update(1)
+                if stop is not None and stop():
+                    raise KeyboardInterrupt("stop requested")
         finally:
             bar.close()
         with torch.no_grad():

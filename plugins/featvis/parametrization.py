@@ -29,9 +29,20 @@ import vizkit
 IMAGENET_COLOR_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
 
 
-def _init(shape: Sequence[int], sd: float, generator: torch.Generator | None, device: torch.device | str) -> Tensor:
-    values = torch.randn(*shape, generator=generator) * sd  # drawn on the CPU: the same seed, any device
-    return values.to(device).requires_grad_(True)
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _init(shape: Sequence[int], sd: float, generator: Generators, device: torch.device | str) -> Tensor:
+    """Normal noise of ``shape`` times ``sd``, drawn on the CPU (the same seed, any device): from
+    one generator, or row by row from one generator per row (a row then does not depend on the
+    rows drawn with it)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        values = torch.randn(*shape, generator=generator)
+    else:
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
+        values = torch.stack([torch.randn(*shape[1:], generator=g) for g in generator])
+    return (values * sd).to(device).requires_grad_(True)
 
 
 class PixelBasis:
@@ -42,7 +53,7 @@ class PixelBasis:
         batch: int,
         size: int | tuple[int, int],
         sd: float = 0.01,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         device: torch.device | str = "cpu",
     ) -> None:
         self.height, self.width = (size, size) if isinstance(size, int) else size
@@ -83,7 +94,7 @@ class FourierBasis:
         size: int | tuple[int, int],
         sd: float = 0.01,
         decay_power: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         device: torch.device | str = "cpu",
     ) -> None:
         self.height, self.width = (size, size) if isinstance(size, int) else size
@@ -227,7 +238,7 @@ def make_image(
     squash: str = "sigmoid",
     sd: float = 0.01,
     decay_power: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str = "cpu",
 ) -> ImageParam:
     """The parametrisation by name: ``param`` "fourier" or "pixel"; ``decorrelate`` True (the

@@ -101,6 +101,27 @@ class ReportPage:
         """The file that marks :attr:`assets` as the report's own."""
         return self.assets / MANIFEST
 
+    def related(self, analysis: str) -> list[tuple[Path, dict[str, Any]]]:
+        """The results of ``analysis`` in this report other than this one: every ``result.json``
+        below :attr:`root` (hidden folders and the report's asset folder skipped) whose
+        ``analysis`` it is, as (its folder, its document), in path order; unreadable ones are left
+        out. A view shows what another analysis found with it (the atlas, featvis's pictures).
+
+        Args:
+            analysis: the analysis name to look for.
+        """
+        found: list[tuple[Path, dict[str, Any]]] = []
+        own = self.folder.resolve()
+        for folder, names, files in os.walk(self.root):
+            here = Path(folder)
+            names[:] = sorted(n for n in names if not n.startswith(".") and not (here == self.root and n == ASSETS))
+            if "result.json" not in files or here.resolve() == own:
+                continue
+            document = _read_manifest(here / "result.json")  # any JSON object, or None
+            if document is not None and document.get("analysis") == analysis:
+                found.append((here, document))
+        return found
+
     def asset_path(self, name: str) -> str:
         """The path of the picture ``name`` in :attr:`assets` relative to the report's folder, with
         forward slashes (percent-encode it and escape it for an ``src``/``href``:

@@ -1,6 +1,7 @@
 """Result objects and writing them to disk atomically.
 
-A saved result is a folder with ``result.json``, ``arrays.npz`` and PNG figures. Each file is
+A saved result is a folder with ``result.json``, ``arrays.npz``, PNG figures and, for analyses
+that make one picture per unit (featvis), PNG pictures that may sit in a subfolder. Each file is
 written to a temporary name and renamed into place, and ``result.json`` is written last, so a
 folder with a ``result.json`` always holds a complete result and an interrupted run never leaves
 a truncated file.
@@ -48,6 +49,9 @@ class Result:
     summary: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    # name -> uint8 [H,W,3] (or [H,W]) image saved as-is as the PNG ``name`` (a relative path of
+    # plain parts, e.g. "units/12.png"): pictures other results' pages show, not figures
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # model, params, inputs, seconds
     # the run's working files (scan checkpoints, resume caches): deleted by ``save`` once the result
     # is written, so a failed save leaves them for --resume; never written into result.json
@@ -97,6 +101,8 @@ class Result:
             "arrays": ARRAYS_FILE if self.arrays else None,
             "figures": [f"{name}.png" for name in self.figures],
         }
+        if self.pictures:
+            document["files"]["pictures"] = list(self.pictures)
         return _jsonable(document)
 
     def _json_text(self) -> str:
@@ -104,6 +110,19 @@ class Result:
         for name in self.figures:
             if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
                 raise VizkitError(f"analysis '{self.analysis}' names a figure {name!r}: use a plain file name")
+        for name, picture in self.pictures.items():
+            if not _picture_name_ok(name):
+                raise VizkitError(
+                    f"analysis '{self.analysis}' names a picture {name!r}: use a relative path of plain parts ending .png"
+                )
+            shape = np.shape(picture)
+            if np.asarray(picture).dtype != np.uint8 or not (
+                len(shape) == 2 or (len(shape) == 3 and shape[2] in (3, 4))
+            ):
+                raise VizkitError(
+                    f"analysis '{self.analysis}' gives picture {name!r} as {np.asarray(picture).dtype} {shape}: "
+                    "use uint8 [H,W], [H,W,3] or [H,W,4]"
+                )
         try:
             return json.dumps(self.to_json(), indent=2, allow_nan=False)
         except (TypeError, ValueError) as error:  # e.g. a set or an object in the summary
@@ -147,8 +166,12 @@ class Result:
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", dpi=figure.get_dpi(), bbox_inches="tight")
             write_atomic(out / f"{name}.png", buffer.getvalue())
-        written = {f"{name}.png" for name in self.figures} | ({ARRAYS_FILE} if self.arrays else set())
-        for stale in previous - written:  # the old result's figures and arrays, never other files
+        for name, picture in self.pictures.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(out / name, png_bytes(np.asarray(picture)))
+        written = {f"{name}.png" for name in self.figures} | set(self.pictures)
+        written |= {ARRAYS_FILE} if self.arrays else set()
+        for stale in previous - written:  # the old result's files, never other files
             (out / stale).unlink(missing_ok=True)
         write_atomic(out / RESULT_FILE, (text + "\n").encode())
 
@@ -179,14 +202,34 @@ def npz_bytes(arrays: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def png_bytes(picture: np.ndarray) -> bytes:
+    """A uint8 [H,W], [H,W,3] or [H,W,4] image as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _picture_name_ok(name: object) -> bool:
+    """A picture's name: a relative path of plain parts (no "..", none hidden) ending ``.png``,
+    never a result file's name."""
+    if not isinstance(name, str) or not name.endswith(".png") or "\\" in name:
+        return False
+    parts = name.split("/")
+    return all(part and not part.startswith(".") for part in parts) and name not in (RESULT_FILE, ARRAYS_FILE)
+
+
 def _result_files(out: Path) -> set[str]:
-    """The figure and array files the result saved in ``out`` lists (none if there is none)."""
+    """The figure, array and picture files the result saved in ``out`` lists (none if there is none)."""
     try:
         files = json.loads((out / RESULT_FILE).read_text()).get("files", {})
     except (OSError, ValueError, AttributeError):
         return set()
     names = set(files.get("figures") or []) | ({files["arrays"]} if files.get("arrays") else set())
-    return {name for name in names if isinstance(name, str) and "/" not in name and name != RESULT_FILE}
+    plain = {name for name in names if isinstance(name, str) and "/" not in name and name != RESULT_FILE}
+    pictures = files.get("pictures") or [] if isinstance(files, dict) else []
+    return plain | {name for name in pictures if _picture_name_ok(name)}
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:

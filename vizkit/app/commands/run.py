@@ -109,6 +109,8 @@ def _click_option(option: vizkit.Option, app: App) -> click.Option:
     if option.multiple:
         kwargs["multiple"] = True
         kwargs["default"] = option.default or ()
+    if option.type is bool and option.default:  # on by default: a --no- form turns it off
+        return click.Option([f"{option.flag}/--no-{option.flag[2:]}", option.name], **kwargs)
     return click.Option([option.flag, option.name], **kwargs)
 
 
