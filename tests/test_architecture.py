@@ -355,6 +355,7 @@ ANALYSES = {
     "filters": {"images": True},
     "top9": {"data": True, "layer": "conv3", "channels": "0-3", "k": 2, "workers": 0, "patch_size": 16},
     "atlas": {"tree": True, "layers": "conv2,conv5,fc6", "k": 2, "workers": 0, "patch_size": 16},
+    "featvis": {"data": True, "layer": "conv2", "units": "0-1", "steps": 3, "size": 32, "workers": 0, "shown": 2},
     "correspondence": {"landmarks": True, "layers": "conv3,fc7", "random": 2, "size": 30},
     "invariance": {"images": True, "layers": "conv1,fc7", "steps": 3, "transforms": "translate,rotate"},
     "probes": {

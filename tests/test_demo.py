@@ -26,7 +26,7 @@ from vizkit.app.demo import DEMO_FILE, sample_image
 from vizkit.app.downloads import Archive
 
 BUILT_IN = ["deconvnet", "top9", "occlusion", "filters", "evolution", "train"]
-BUILT_IN += ["correspondence", "invariance", "probes", "attribution", "sanity", "atlas"]
+BUILT_IN += ["correspondence", "invariance", "probes", "attribution", "sanity", "atlas", "featvis"]
 
 
 # folders named as Imagenette's (the bundled model's classes), and the names the model gives them

@@ -103,6 +103,10 @@ def recipes(inputs: dict[str, Path]) -> dict[str, list[str]]:
             *("run", "atlas", *model, "--data", str(inputs["tree"]), "--layers", "conv1,conv2,conv3,fc", "--k", "2"),
             *("--patch-size", "16", "--workers", "0", *common),
         ],
+        "featvis": [
+            *("run", "featvis", *model, "--data", str(inputs["tree"]), "--layer", "conv2", "--units", "0-2"),
+            *("--steps", "4", "--size", "24", "--diversity", "2", "--shown", "2", "--workers", "0", *common),
+        ],
         "sanity": [
             *("run", "sanity", *model, *images, "--method", "deconvnet,integratedgradients,occlusion", "--steps", "3"),
             *("--randomize", "cascading,independent", "--layers", "conv1,fc", "--window", "12", "--stride", "12"),

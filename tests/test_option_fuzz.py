@@ -130,6 +130,7 @@ BASES = {
     "sanity",
     "top9",
     "atlas",
+    "featvis",
 }
 
 
@@ -166,6 +167,10 @@ def base_argv(analysis: str, w: dict[str, Any]) -> tuple[list[str], dict[str, An
         "atlas": (
             ["--data", str(w["tree"])],
             {"layers": "features.0,features.3", "k": "2", "patch-size": "8", "workers": "0"},
+        ),
+        "featvis": (
+            data,
+            {"layer": "features.3", "units": "0-1", "steps": "2", "size": "16", "shown": "1", "workers": "0"},
         ),
         "sanity": (
             one,
@@ -207,6 +212,8 @@ TEXT_VALUES = {  # plausible values of string options, by name
     "nt-type": ["smoothgrad", "vargrad", "nosuch"],
     "sign": ["positive", "absolute_value", "nosuch"],
     "overlay": ["heat_map", "blended_heat_map", "nosuch"],
+    "units": ["0", "0-3", "1,2", "all", "top:2", "top:0", "top:x", "-1", "3-1", "0,0", "7"],
+    "regularize": ["l2", "tv,blur", "clip", "none", "auto", "nosuch", "l2,"],
 }
 
 
@@ -225,7 +232,14 @@ def option_values(option: vizkit.Option, app: vizkit.framework.App) -> st.Search
     if option.type is float:
         floats = st.floats(-2, 3, allow_nan=False).map(lambda v: f"{v:.3g}")
         return st.one_of(st.sampled_from(default + JUNK_FLOAT), floats)
-    if flag in ("landmarks", "run", "cache", "ablation-data"):  # paths: relative junk stays inside the example's folder
+    if flag in (
+        "landmarks",
+        "run",
+        "cache",
+        "ablation-data",
+        "exemplars",
+        "directions",
+    ):  # paths: relative junk stays inside the example's folder
         return st.sampled_from([*default, "", "missing", "missing.json", "a-file", "."])
     return st.sampled_from(default + TEXT_VALUES.get(flag, []) + JUNK_TEXT)
 
@@ -407,6 +421,14 @@ ALWAYS = {
     "probes": [{"workers": str(10**6)}, {"cache": "a-file"}],
     "sanity": [{"layers": ""}, {"target": ","}, {"compare-model": "zfnet"}],
     "atlas": [{"layers": ""}, {"bins": "3"}, {"ablation": "2"}, {"ablation-layers": "nosuch", "ablation": "1"}],
+    "featvis": [
+        {"units": "top:2"},
+        {"objective": "logit"},
+        {"objective": "direction"},
+        {"exemplars": "."},
+        {"objective": "logit", "layer": "", "units": "0"},
+        {"diversity": "3", "units": "0"},
+    ],
 }
 
 

@@ -70,7 +70,7 @@ def test_pyproject_lists_every_package_folder():
 
 
 def test_entry_points_name_existing_plugin_modules():
-    assert len(ENTRY_POINTS) == 13  # the built-in plugins, atlas the newest
+    assert len(ENTRY_POINTS) == 14  # the built-in plugins, featvis the newest
     plugins = _source_roots()["vizkit_plugins"]
     for name, target in ENTRY_POINTS.items():
         module = target.split(":")[0].removeprefix("vizkit_plugins.")

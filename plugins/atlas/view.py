@@ -25,6 +25,7 @@ rewritten only when the result's place in the report (its slug: the link back na
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -45,7 +46,6 @@ from PIL import Image
 
 import vizkit
 from vizkit.framework import write_atomic
-from vizkit.framework.report_view import result_digest
 from vizkit.toolkit.report import esc, format_number, is_number, url
 from vizkit_plugins.top9.view import _arrays_file
 
@@ -907,7 +907,7 @@ def featvis_pictures(page: vizkit.framework.ReportPage, layer: str) -> dict[int,
         listed = set(_strings(_dict(document.get("files")).get("pictures")))
         relative = folder.resolve().relative_to(root).as_posix()
         how = f"{document.get('objective')} objective, {document.get('param')} parametrisation, {document.get('steps')} steps"
-        digest = result_digest(document)
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
         for record in document["per_unit"]:
             unit = record.get("unit") if isinstance(record, dict) else None
             if isinstance(unit, int) and f"units/{unit}.png" in listed:

@@ -131,7 +131,9 @@ def register_analyses(register) -> None:
                     "workers", int, 2, help="data-loading worker processes for --data", minimum=0, maximum=128
                 ),
             ],
-            demo={"layer": "conv2", "units": "0-7", "steps": 64, "size": 96, "workers": 0},
+            # the atlas's conv3 exemplars (the demo runs it first) as the natural yardstick
+            demo={"layer": "conv3", "units": "0-7", "steps": 128, "size": 96, "exemplars": "{result:atlas}"},
+            demo_quick={"units": "0-3", "steps": 32},
             view=report_view(),
         )
     )

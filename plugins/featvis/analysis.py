@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import vizkit
-from vizkit.toolkit.interrupts import deferred_interrupts
 
 from . import objectives
 from .figures import grid_figures, unit_strip
@@ -92,7 +91,7 @@ def load_directions(path: str | None, channels: int) -> Tensor:
 
 def _labels(ctx: vizkit.RunContext, objective: str, units: list[int]) -> list[str]:
     if objective == "logit":
-        return [f"{u} {vizkit.data.labels.label_name(ctx.labels, u)}" if ctx.labels else f"class {u}" for u in units]
+        return [f"{u} {vizkit.data.label_name(ctx.labels, u)}" if ctx.labels else f"class {u}" for u in units]
     if objective == "direction":
         return [f"direction {u}" for u in units]
     return [f"unit {u}" for u in units]
@@ -102,6 +101,15 @@ def _fingerprint(ctx: vizkit.RunContext, *parts: Any) -> str:
     model = vizkit.models.describe(ctx.model)
     text = repr((model["spec"], model["weights_sha256"], ctx.preprocess, ctx.seed, parts))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _takes(im: vizkit.Instrumented, x: Tensor, layer: str | None) -> bool:
+    """Whether the forward up to ``layer`` (None: the output) runs on ``x`` (the model's own size)."""
+    try:
+        im.run_capturing(x, layer) if layer else im(x)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _rank(values: Tensor, targets: Tensor) -> Tensor:
@@ -161,7 +169,7 @@ def run(
         try:
             output = im.run_capturing(x, layer) if layer else im(x)
         except RuntimeError as error:  # e.g. a classifier that takes one input size only
-            if size == crop:
+            if size == crop or not _takes(im, normalise.forward(full).to(ctx.device, ctx.dtype), layer):
                 raise
             raise vizkit.UsageError(
                 f"the model cannot take a {size}x{size} picture up to {layer or 'its output'} "
@@ -226,7 +234,7 @@ def run(
     )
     pictures, histories, reached = [], [], []
     started = time.perf_counter()
-    with deferred_interrupts() as stop:
+    with vizkit.toolkit.deferred_interrupts() as stop:
         for number, chunk in enumerate(chunks):
             tag = f"chunk-{chunk[0]}-{hashlib.sha256(repr(chunk).encode()).hexdigest()[:16]}"
             saved = keep.load(tag)

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import vizkit
-from vizkit.toolkit import ProcessGroup
-from vizkit.toolkit.topk import RunningTopK
+from vizkit.toolkit import ProcessGroup, RunningTopK
 
 from . import objectives
 
 NO_IMAGE = -1
+RESULT_FILE, ARRAYS_FILE = "result.json", "arrays.npz"  # a saved result's files (DESIGN.md)
 
 
 @dataclass
@@ -197,7 +197,7 @@ def _load_thumbnails(ctx: vizkit.RunContext, paths: list[str], images: np.ndarra
 
 
 def _read_result(folder: Path) -> tuple[dict[str, Any], Path]:
-    document_path = folder / vizkit.framework.results.RESULT_FILE
+    document_path = folder / RESULT_FILE
     try:
         document = json.loads(document_path.read_text())
     except (OSError, ValueError) as error:
@@ -205,7 +205,7 @@ def _read_result(folder: Path) -> tuple[dict[str, Any], Path]:
     if not isinstance(document, dict) or document.get("analysis") not in ("top9", "atlas"):
         found = document.get("analysis") if isinstance(document, dict) else None
         raise vizkit.UsageError(f"--exemplars needs a top9 or atlas result, and {folder} holds a {found} result")
-    return document, folder / vizkit.framework.results.ARRAYS_FILE
+    return document, folder / ARRAYS_FILE
 
 
 def _image_path(text: str, folder: Path) -> str:

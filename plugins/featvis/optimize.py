@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import vizkit
@@ -169,7 +170,16 @@ def optimize(
     image = make_image(param, batch, size, decorrelate=decorrelate, generator=rows, device=device)
     if init is not None:
         image.from_image(init)
-    jitter = transforms if callable(transforms) else transforms_.build(transforms, generator)
+    robust = transforms if callable(transforms) else transforms_.build(transforms, generator)
+
+    def jitter(images: Tensor) -> Tensor:
+        """The transformed batch; for the model's output, at the picture's size again (padding
+        and scaling change it, and a classifier may take one input size only)."""
+        moved = robust(images)
+        if layer is not None or moved.shape[-2:] == images.shape[-2:]:
+            return moved
+        return F.interpolate(moved, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
     regularizers = objectives_.build(regularize)
     penalties = [r for r in regularizers if isinstance(r, objectives_.L2 | objectives_.TotalVariation)]
     operations = [r for r in regularizers if isinstance(r, objectives_.Step)]

@@ -282,10 +282,18 @@ class Resources:
         return frame_landmarks(self.images, self.out)
 
     def fill(self, options: dict[str, Any]) -> dict[str, Any]:
-        """``options`` with every ``"{name}"`` value replaced by that resource's path."""
+        """``options`` with every ``"{name}"`` value replaced by that resource's path, and every
+        ``"{result:NAME}"`` by the folder of this demo's NAME result (analyses run in name order),
+        or left out when that analysis did not run or failed."""
         filled = {}
         for key, value in options.items():
-            if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+            if isinstance(value, str) and value.startswith("{result:") and value.endswith("}"):
+                folder = self.out / value[len("{result:") : -1]
+                if not (folder / "result.json").is_file():
+                    self.notes(f"demo: note: no {folder.name} result to give as --{key.replace('_', '-')}")
+                    continue
+                value = str(folder)
+            elif isinstance(value, str) and value.startswith("{") and value.endswith("}"):
                 value = str(self.get(value[1:-1]))
             filled[key] = value
         return filled
