@@ -74,6 +74,9 @@ def layer_values(
     im: vizkit.Instrumented, x: Tensor, layer: str | None, objective: str, directions: Tensor | None
 ) -> Tensor:
     """[B, units]: the objective of every unit of ``layer`` (None: the model output) on ``x``."""
+    from .optimize import fast_layout
+
+    x = fast_layout(x)
     output = im.run_capturing(x, layer) if layer is not None else im(x)
     if not isinstance(output, Tensor):
         raise vizkit.UsageError(f"'{layer or 'the model output'}' is not a tensor, so it has no units to visualise")
