@@ -118,3 +118,42 @@ def test_a_full_disk_at_save_is_one_line_through_the_cli(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vizkit: error: cannot write the result into "), err
     assert err[0].endswith("No space left on device") and not (tmp_path / "out" / "result.json").exists()
+
+
+def test_pictures_are_saved_as_listed_pngs_and_an_overwrite_removes_the_old_ones(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "r"
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    first = vizkit.Result("demo", summary={"x": 1}, pictures={"units/0.png": colour, "units/1.png": grey, "top.png": grey})
+    first.save(out)
+    document, _ = vizkit.load_result(out)
+    assert document["files"]["pictures"] == ["units/0.png", "units/1.png", "top.png"]
+    assert np.array_equal(np.asarray(Image.open(out / "units" / "0.png")), colour)
+    assert np.array_equal(np.asarray(Image.open(out / "units" / "1.png")), grey)
+    (out / "units" / "mine.png").write_bytes(b"not the result's")
+    second = vizkit.Result("demo", summary={"x": 2}, pictures={"units/1.png": colour})
+    second.save(out, overwrite=True)
+    assert sorted(p.name for p in (out / "units").iterdir()) == ["1.png", "mine.png"]
+    assert not (out / "top.png").exists()
+    assert "pictures" not in vizkit.Result("demo", summary={"x": 3}).to_json()["files"]
+
+
+@pytest.mark.parametrize(
+    "name, picture, message",
+    [
+        ("../up.png", np.zeros((2, 2, 3), np.uint8), "names a picture"),
+        ("/abs.png", np.zeros((2, 2, 3), np.uint8), "names a picture"),
+        ("units/.hidden.png", np.zeros((2, 2, 3), np.uint8), "names a picture"),
+        ("units/a.jpg", np.zeros((2, 2, 3), np.uint8), "names a picture"),
+        ("a.png", np.zeros((2, 2, 3), np.float32), "use uint8"),
+        ("a.png", np.zeros((2, 2, 5), np.uint8), "use uint8"),
+    ],
+)
+def test_a_bad_picture_is_refused_before_anything_is_written(tmp_path, name, picture, message):
+    result = vizkit.Result("demo", summary={"x": 1}, pictures={name: picture})
+    with pytest.raises(vizkit.VizkitError, match=message):
+        result.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
