@@ -13,7 +13,7 @@ from helpers import assert_no_hooks
 from vizkit_plugins.featvis import objectives
 from vizkit_plugins.featvis import transforms as T
 from vizkit_plugins.featvis.optimize import optimize
-from vizkit_plugins.featvis.parametrization import ColorDecorrelation, FourierBasis, ImageParam, make_image
+from vizkit_plugins.featvis.parametrization import ColorDecorrelation, FourierBasis, ImageParam, Normalize, make_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small forwards: one thread is faster
 
@@ -203,6 +203,16 @@ def test_direction_and_diversity():
     diverse = optimize(model, "3", [0, 1], steps=15, size=12, diversity=2, diversity_weight=5.0)
     assert diverse.images.shape == (4, 3, 12, 12) and diverse.objective.shape == (15, 4)
     assert not torch.allclose(diverse.images[0], diverse.images[1], atol=1e-3)
+    # the term works: the same start, weighted, ends with less similar pictures than unweighted
+    plain = optimize(model, "3", [0, 1], steps=30, size=12, diversity=3, diversity_weight=0.0, transforms=None)
+    pushed = optimize(model, "3", [0, 1], steps=30, size=12, diversity=3, diversity_weight=5.0, transforms=None)
+    normalise = Normalize.of(vizkit.Preprocess())
+    with torch.no_grad():
+
+        def similarity(images: torch.Tensor) -> float:  # mean Gram cosine to the unit's 2 others, up to 2
+            return float(objectives.gram_similarity(model[:4](normalise.forward(images)), 3).mean())
+
+        assert similarity(plain.images) > 1.9 and similarity(pushed.images) < 1.5
     same = torch.ones(2, 4, 3, 3)
     assert torch.allclose(objectives.gram_similarity(same, 2), torch.ones(2))
     assert torch.equal(objectives.gram_similarity(same, 1), torch.zeros(2))

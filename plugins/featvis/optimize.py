@@ -137,7 +137,8 @@ def optimize(
     redirect: bool = True,
 ) -> Optimized:
     """Optimise one image per unit (``diversity`` K > 1: K per unit, pushed apart by Lucid's
-    diversity term weighted ``diversity_weight``), all in one batch.
+    diversity term weighted ``diversity_weight`` times the unit's mean activation over its K
+    pictures), all in one batch.
 
     Args:
         im_or_model: the model, or an instrumented one (``vizkit.instrument(model)``) to reuse.
@@ -230,7 +231,10 @@ def optimize(
                 for penalty in penalties:
                     total = total - penalty.penalty(current)
                 if k > 1:
-                    total = total + diversity_weight * objectives_.diversity(act, k)
+                    # in the unit's own units: weight 1 makes a Gram cosine of 1 to each other
+                    # picture cost as much as the unit's mean activation (scales differ by 1000x)
+                    scale = values.detach().abs().view(-1, k).mean(dim=1).clamp(min=1e-6).repeat_interleave(k)
+                    total = total + diversity_weight * scale / (k - 1) * objectives_.diversity(act, k)
                 (-total.sum()).backward()
                 optimizer.step()
                 history[step] = values.detach().float().cpu()
