@@ -240,7 +240,7 @@ def test_logit_and_direction_objectives(world, tmp_path):
 
 
 def test_diversity_gives_k_different_pictures_per_unit(world, tmp_path):
-    document, arrays = _run(world, tmp_path / "div", "--units", "1", "--diversity", "3", "--steps", "16", data=False)
+    document, arrays = _run(world, tmp_path / "div", "--units", "1", "--diversity", "3", "--steps", "48", data=False)
     assert arrays["images"].shape == (1, 3, 32, 32, 3)
     assert len(document["per_unit"][0]["reached"]) == 3
     first, second = arrays["images"][0, 0].astype(int), arrays["images"][0, 1].astype(int)
