@@ -74,7 +74,11 @@ def register_analyses(register) -> None:
                 ),
                 vizkit.Option("decorrelate", bool, True, help="decorrelate colours (ImageNet's colour statistics)"),
                 vizkit.Option(
-                    "color_from_data", bool, False, help="estimate the colour decorrelation from --data instead"
+                    "color_from_data",
+                    bool,
+                    False,
+                    help="estimate the colour decorrelation from --data instead",
+                    applies=lambda o: o["decorrelate"],
                 ),
                 vizkit.Option(
                     "transforms",
@@ -99,7 +103,13 @@ def register_analyses(register) -> None:
                     maximum=64,
                 ),
                 vizkit.Option(
-                    "diversity_weight", float, 1.0, help="the weight of the diversity term", minimum=0, maximum=1e6
+                    "diversity_weight",
+                    float,
+                    1.0,
+                    help="the diversity term's weight, in units of the unit's mean activation",
+                    minimum=0,
+                    maximum=1e6,
+                    applies=lambda o: o["diversity"] > 1,
                 ),
                 vizkit.Option("size", int, 128, help="picture side in pixels", minimum=16, maximum=1024),
                 vizkit.Option(
@@ -119,6 +129,7 @@ def register_analyses(register) -> None:
                     str,
                     None,
                     help="for --objective direction: a .npy or text file of [U, channels] vectors",
+                    applies=lambda o: o["objective"] == "direction",
                 ),
                 vizkit.Option(
                     "redirect",
