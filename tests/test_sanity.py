@@ -20,7 +20,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 import vizkit
-from helpers import SQUEEZENET_WEIGHTS, assert_no_hooks, sample
+from helpers import SQUEEZENET_WEIGHTS, assert_no_hooks, needs_shared, sample
 from vizkit.app.cli import main
 from vizkit.engine import project_class
 from vizkit_plugins.sanity import randomize, similarity
@@ -323,6 +323,7 @@ def test_squeezenet_guided_backprop_barely_depends_on_the_classifier_and_the_dec
     """Adebayo et al.'s finding on the real SqueezeNet and the Pomeranian: re-drawing the
     classifier leaves guided backprop's map much as it was; the deconvnet's does not survive it
     (its signal, rectified at every ReLU on the way down, dies out: an all-zero map)."""
+    needs_shared(SQUEEZENET_WEIGHTS)
     model = vizkit.load_model("torchvision:squeezenet1_0", weights=SQUEEZENET_WEIGHTS)
     x = vizkit.load_images([sample("Pomeranian")], model=model)
     result = vizkit.run("sanity", model, images=x, method="deconvnet,guided", layers="classifier.1,features.12", **FAST)
