@@ -598,7 +598,7 @@ td:first-child,th:first-child{text-align:left}tr.top td{font-weight:700;color:va
 .th{display:block;width:97px;height:48px;background-repeat:no-repeat}
 .th.silent{background:#eceef2}
 .fvs{display:flex;flex-wrap:wrap;gap:12px}.fv{margin:0;max-width:100%}
-.fv img{display:block;max-width:100%;height:auto;border:1px solid var(--line)}.fv figcaption{font-size:13px;color:var(--muted)}
+.fv img{display:block;width:192px;max-width:100%;height:auto;border:1px solid var(--line)}.fv figcaption{font-size:13px;color:var(--muted)}
 """
 
 

@@ -347,7 +347,8 @@ def run(
             "exact": natural.exact,
             "images": natural.n_images,
         }
-        summary["images"] = natural.paths if natural.source == "data" else []
+        if natural.source == "data":
+            summary["images"] = natural.paths
         summary["ratio_median"] = round(float(np.median(finite)), 4) if finite.size else None
         summary["ratio_min"] = round(float(finite.min()), 4) if finite.size else None
         summary["ratio_max"] = round(float(finite.max()), 4) if finite.size else None

@@ -34,6 +34,11 @@ CSS = """
 .featvis img { height: 64px; image-rendering: auto; display: block; }
 .featvis .scroll { overflow-x: auto; max-width: 100%; }
 .featvis .low { color: #a33; }
+.featvis td:first-child { white-space: nowrap; }
+@media (max-width: 600px) {
+  .featvis td, .featvis th { padding: 3px 4px; }
+  .featvis img { height: 48px; }
+}
 """
 
 
@@ -58,11 +63,14 @@ def lede(document: dict[str, Any]) -> str:
     parts = []
     exemplars = document.get("exemplars")
     if isinstance(exemplars, dict):
-        where = "every image of" if exemplars.get("exact") else "the exemplars recorded by"
-        parts.append(
-            f"Natural yardstick: {esc(where)} {esc(exemplars.get('source'))} "
-            f"{esc(exemplars.get('from'))} ({esc(exemplars.get('images'))} images), scored with the same objective."
-        )
+        if exemplars.get("exact"):
+            where = f"every one of the {esc(exemplars.get('images'))} images of {esc(exemplars.get('from'))}"
+        else:
+            where = (
+                f"the exemplars the {esc(exemplars.get('source'))} result in {esc(exemplars.get('from'))} kept "
+                f"(the strongest of {esc(exemplars.get('images'))} images by their maximum)"
+            )
+        parts.append(f"Natural yardstick: {where}, scored with the same objective.")
         median = document.get("ratio_median")
         if isinstance(median, (int, float)):
             parts.append(
