@@ -127,7 +127,9 @@ def test_pictures_are_saved_as_listed_pngs_and_an_overwrite_removes_the_old_ones
     rng = np.random.default_rng(0)
     colour = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     grey = rng.integers(0, 256, (4, 4), dtype=np.uint8)
-    first = vizkit.Result("demo", summary={"x": 1}, pictures={"units/0.png": colour, "units/1.png": grey, "top.png": grey})
+    first = vizkit.Result(
+        "demo", summary={"x": 1}, pictures={"units/0.png": colour, "units/1.png": grey, "top.png": grey}
+    )
     first.save(out)
     document, _ = vizkit.load_result(out)
     assert document["files"]["pictures"] == ["units/0.png", "units/1.png", "top.png"]
