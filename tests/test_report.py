@@ -724,3 +724,29 @@ def test_a_nested_reports_pictures_are_reused_not_redrawn(tmp_path, monkeypatch)
     write_report(tmp_path)
     assert len(drawn) == 4  # 2 maps x (projections, patches) of b/t only
     assert (tmp_path / "b" / ASSETS / "t" / "map00002_patches.png").stat().st_mtime_ns == before
+
+
+def test_a_view_finds_the_reports_other_results_of_an_analysis(tmp_path):
+    """ReportPage.related: every other result of that analysis below the report's folder, the
+    report's own asset folder and hidden folders skipped, this one left out."""
+    from vizkit.framework import ReportPage
+
+    def write(folder, analysis):
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"analysis": analysis, "n": folder.name}))
+
+    write(tmp_path / "a", "featvis")
+    write(tmp_path / "b" / "c", "featvis")
+    write(tmp_path / "d", "top9")
+    write(tmp_path / "report_assets" / "x", "featvis")
+    write(tmp_path / ".hidden", "featvis")
+    write(tmp_path / "self", "featvis")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "result.json").write_text("{not json")
+    page = ReportPage({"analysis": "featvis"}, tmp_path / "self", tmp_path, "self")
+    found = page.related("featvis")
+    assert [(folder.relative_to(tmp_path).as_posix(), document["n"]) for folder, document in found] == [
+        ("a", "a"),
+        ("b/c", "c"),
+    ]
+    assert [folder.name for folder, _ in page.related("top9")] == ["d"]
