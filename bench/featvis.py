@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lucent", default=None, help="a folder holding lucent (pip install --target ...)")
     parser.add_argument("--no-lucent", action="store_true", help="time vizkit only")
+    parser.add_argument("--save", default=None, help="write both tools' pictures, a row each, to this PNG")
     args = parser.parse_args()
     if not WEIGHTS.is_file():
         sys.exit(f"bench/featvis.py needs the SqueezeNet weights at {WEIGHTS} (set VIZKIT_SHARED)")
@@ -123,6 +124,7 @@ def main() -> None:
     seconds, pictures = run_vizkit(model, units, args.steps, args.size)
     reached = channel_means(model, pictures.to(args.device), units)
     rows = [("vizkit", seconds, reached)]
+    strips = [pictures.cpu()]
     if not args.no_lucent:
         if args.lucent:
             sys.path.insert(0, args.lucent)
@@ -133,6 +135,12 @@ def main() -> None:
         else:
             seconds, pictures = run_lucent(model, units, args.steps, args.size, args.device)
             rows.append(("lucent", seconds, channel_means(model, pictures, units)))
+            strips.append(pictures.cpu())
+    if args.save:
+        import torchvision
+
+        grid = torch.cat(strips).clamp(0, 1)
+        torchvision.utils.save_image(grid, args.save, nrow=len(units), padding=2, pad_value=1.0)
     print(f"{'tool':8} {'seconds':>8} {'units/min':>10} {'median act.':>12}")
     for name, seconds, values in rows:
         print(f"{name:8} {seconds:8.1f} {len(units) * 60 / seconds:10.2f} {statistics.median(values):12.1f}")
