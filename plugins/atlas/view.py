@@ -50,7 +50,7 @@ from vizkit.toolkit.report import esc, format_number, is_number, url
 from vizkit_plugins.top9.view import _arrays_file
 
 ASSET_VERSION = 1  # bump when the pictures change, so cached ones are redrawn
-PAGE_VERSION = 1  # bump when the unit pages change, so they are rewritten
+PAGE_VERSION = 2  # bump when the unit pages change, so they are rewritten
 THUMB = 48  # side of a thumbnail's patch and of its projection in the sprite, px
 GAP = 1  # white gap between a thumbnail's patch and its projection, px
 CELL = (2 * THUMB + GAP, THUMB)  # a unit's cell in a layer's sprite (width, height)
@@ -597,7 +597,7 @@ td:first-child,th:first-child{text-align:left}tr.top td{font-weight:700;color:va
 .conn:hover,.conn:focus{border-color:var(--accent)}
 .th{display:block;width:97px;height:48px;background-repeat:no-repeat}
 .th.silent{background:#eceef2}
-.fvs{display:flex;flex-wrap:wrap;gap:12px}.fv{margin:0;max-width:100%}
+.fvs{display:flex;flex-wrap:wrap;gap:12px}.fv{margin:0;width:194px;max-width:100%}
 .fv img{display:block;width:192px;max-width:100%;height:auto;border:1px solid var(--line)}.fv figcaption{font-size:13px;color:var(--muted)}
 """
 
