@@ -337,7 +337,7 @@ def test_a_second_report_draws_nothing_and_a_changed_result_is_redrawn(tmp_path,
     page = unit_page(tmp_path, "a", "conv1", 2)
     before = (sprite.stat().st_mtime_ns, page.stat().st_mtime_ns)
     manifest = json.loads((tmp_path / ASSETS / "a" / "assets.json").read_text())
-    assert manifest["pages"] == {"slug": "a", "version": view.PAGE_VERSION}
+    assert manifest["pages"] == {"slug": "a", "version": view.PAGE_VERSION, "featvis": []}  # no featvis result here
     drawn: list[str] = []
     real_draw = view.draw_layer
     monkeypatch.setattr(view, "draw_layer", lambda arrays, layer, folder: drawn.append(layer.name))
