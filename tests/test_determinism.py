@@ -214,12 +214,20 @@ def twice(inputs, tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
 
 
 def without_timings(value):
-    """A result.json document without its timings (``seconds``, ``seconds_*``, ``*_seconds``)."""
+    """A result.json document without its timings and rates.
+
+    Timings are ``seconds``, ``seconds_*`` and ``*_seconds``; rates (``*_per_minute``,
+    ``*_per_second``) are derived from them, so they vary between runs just as much.
+    """
     if isinstance(value, dict):
         return {
             key: without_timings(item)
             for key, item in value.items()
-            if not (key == "seconds" or key.startswith("seconds_") or key.endswith("_seconds"))
+            if not (
+                key == "seconds"
+                or key.startswith("seconds_")
+                or key.endswith(("_seconds", "_per_minute", "_per_second"))
+            )
         }
     if isinstance(value, list):
         return [without_timings(item) for item in value]
