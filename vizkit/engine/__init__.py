@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.engine.canonical import CanonicalModel, hook_free_copy
     from vizkit.engine.deconv import Projection, project, project_class, receptive_boxes, support_box, to_image
     from vizkit.engine.finite import NonFiniteActivation
+    from vizkit.engine.geometry import Window
     from vizkit.engine.incremental import IncrementalOcclusion, OcclusionCost
     from vizkit.engine.instrumented import Instrumented, hook_counts, instrument
     from vizkit.engine.layers import LayerInfo, UnknownLayerError
@@ -71,6 +72,7 @@ _LAZY = {
     "CanonicalModel": ("vizkit.engine.canonical", "CanonicalModel"),
     "hook_free_copy": ("vizkit.engine.canonical", "hook_free_copy"),
     "ops": ("vizkit.engine.ops", None),
+    "Window": ("vizkit.engine.geometry", "Window"),
     "Op": ("vizkit.engine.ops", "Op"),
     "register_op": ("vizkit.engine.ops", "register_op"),
     "unregister_op": ("vizkit.engine.ops", "unregister_op"),
@@ -92,6 +94,7 @@ __all__ = [
     "Settings",
     "UnitProjections",
     "UnknownLayerError",
+    "Window",
     "hook_counts",
     "hook_free_copy",
     "instrument",

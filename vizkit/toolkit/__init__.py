@@ -25,7 +25,10 @@
   once it is used;
 * report views: :mod:`report` (``vizkit.toolkit.report``: HTML helpers for an analysis's
   :class:`vizkit.ReportView`: :func:`~report.esc`, :func:`~report.render_value`,
-  :func:`~report.per_image_table`, :func:`~report.mean_std`, ...).
+  :func:`~report.per_image_table`, :func:`~report.mean_std`, ...);
+* image classification with learned descriptors: :mod:`spm` (``vizkit.toolkit.spm``: Lazebnik et
+  al.'s Spatial Pyramid Matching on any feature maps and the Caltech-101 protocol, shared by the
+  unsupervised models' plugins; scikit-learn once it is used).
 """
 
 from typing import TYPE_CHECKING
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING
 from vizkit._lazy import attach
 
 if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
-    from vizkit.toolkit import figures, report
+    from vizkit.toolkit import figures, report, spm
     from vizkit.toolkit.cache import cache_folder
     from vizkit.toolkit.channels import parse_channel_spec, parse_layers, select_channels
     from vizkit.toolkit.distributed import ProcessGroup, is_main_process
@@ -88,6 +91,7 @@ _LAZY = {
     "ssim": ("vizkit.toolkit.similarity", "ssim"),
     "figures": ("vizkit.toolkit.figures", None),
     "report": ("vizkit.toolkit.report", None),
+    "spm": ("vizkit.toolkit.spm", None),
 }
 __all__ = [
     "PROBE_GRID",
@@ -123,6 +127,7 @@ __all__ = [
     "select_probe",
     "sigterm_as_interrupt",
     "snapshot_paths",
+    "spm",
     "ssim",
     "write_run_info",
 ]
