@@ -6,6 +6,7 @@ The core mathematics (pooling, R_l, ISTA, CG) is checked in tests/test_adn_core.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -73,8 +74,11 @@ def test_training_writes_metrics_per_epoch_and_the_cost_falls(run):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["layer"], r["epoch"]) for r in records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     for record in records:
-        costs = record["ista_costs_first_batch"]
+        costs = record["ista_costs"]
         assert len(costs) == 6 and costs[-1] < costs[0]  # ISTA lowers the cost from the zero code
+        assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(costs))  # and never raises it
+        steps = record["step_size_guaranteed"], record["step_size_end_median"], record["step_size_start"]
+        assert steps[0] * (1 - 1e-6) <= steps[1] <= steps[2] * (1 + 1e-6)  # halved from the estimate, floored
         assert 0 <= record["sparsity"] <= 1 and 0 <= record["sparsity_unpooled"] <= 1
         assert record["cg_residuals"][-1] < record["cg_residuals"][0]
         assert record["relative_error"] < 1.0  # the code explains part of the image
@@ -224,6 +228,16 @@ def test_step_sizes_bound_the_operator_so_ista_never_rises():
     assert operator_norm_squared([w.double() for w in filters], switches, iterations=200) <= bound
     code = network.infer_layer(y, 2, switches[:1], steps=30)
     assert code.costs[-1] < code.costs[0]  # with switches moving no step is guaranteed, the run is
+
+
+def test_an_images_code_does_not_depend_on_its_batch(run):
+    network = vizkit.load_model(f"adn:{run}").network()
+    y = contrast.prepare(torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5)))
+    together = network.infer(y)
+    for i in range(3):
+        alone = network.infer(y[i : i + 1])
+        for a, b in zip(alone, together):
+            assert torch.allclose(a.z[0], b.z[i], atol=1e-5) and torch.equal(a.switches.index[0], b.switches.index[i])
 
 
 def test_contrast_normalisation_centres_and_scales_locally():

@@ -8,10 +8,13 @@ inference found: T iterations of
 
     z = shrink(z - beta * lambda_l * G^T (G z - y), beta);  p_l, s_l = pool3d(z);  z = U_{s_l} p_l
 
-with ``G = F_1 U_1 ... F_{l-1} U_{l-1} F_l`` (so ``G z = R_l p_l``). The step ``beta`` is
-``0.9 / (lambda_l * B_l)`` with ``B_l = prod_{i <= l} ||F_i||^2``, an upper bound of ``||R_l||^2``
-(unpooling with fixed switches is an isometry) computed from the filters' spectra, so it does not
-depend on the image or on the switches, and a step with fixed switches never raises the cost.
+with ``G = F_1 U_1 ... F_{l-1} U_{l-1} F_l`` (so ``G z = R_l p_l``). Each image's step ``beta`` starts at
+``0.9 / (lambda_l ||R_l||^2)`` with the norm estimated for the filters (power iteration, switches
+in their regions' corners) and is halved, that image's step undone, whenever a step would raise
+its cost, down to the guaranteed ``0.9 / (lambda_l B_l)``, ``B_l = prod_{i <= l} ||F_i||^2`` (an
+upper bound of ``||R_l||^2``: unpooling with fixed switches is an isometry) from the filters'
+spectra. So a step never raises an image's cost (but at that floor, where a moved switch
+could, and is kept), and an image's code does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor
 
 from .inference import shrink
 from .pooling import Switches, pool, pooled_size, unpool
-from .reconstruction import adjoint_unpooled, reconstruct_unpooled
+from .reconstruction import adjoint_unpooled, operator_norm_squared, reconstruct_unpooled
 
 PAPER_MAPS = (15, 50, 100, 150)
 PAPER_LAMBDAS = (2.0, 0.1, 0.005, 0.001)
@@ -143,14 +146,15 @@ def filter_norm_squared(weight: Tensor, grid: int = SPECTRUM_GRID, iterations: i
 
 @dataclass
 class LayerCode:
-    """Layer l's inferred code for a batch: unpooled maps z, pooled maps p, its switches, and
-    the cost ``(lambda/2)||R_l p - y||^2 + |p|_1`` (per image, summed) before each iteration
-    and after the last (``steps + 1`` values)."""
+    """Layer l's inferred code for a batch: unpooled maps z, pooled maps p, its switches, the
+    cost ``(lambda/2)||R_l p - y||^2 + |p|_1`` (summed over the batch) before the first
+    iteration and after each (``steps + 1`` values, never rising), and each image's final step."""
 
     z: Tensor
     p: Tensor
     switches: Switches
     costs: list[float] = field(default_factory=list)
+    steps: list[float] = field(default_factory=list)  # each image's step size at the end
 
 
 @dataclass
@@ -161,6 +165,7 @@ class AdnNetwork:
     filters: list[Tensor] = field(default_factory=list)
 
     _norms: dict[int, tuple[Tensor, int, float]] = field(default_factory=dict, repr=False, compare=False)
+    _steps: dict[int, tuple[tuple, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def _norm_squared(self, weight: Tensor) -> float:
         """:func:`filter_norm_squared`, kept per filter tensor until it changes (an SVD per
@@ -204,32 +209,76 @@ class AdnNetwork:
             z: where to start (warm start during training); None: all zeros.
             steps: ISTA iterations; None: the config's.
             filters: layers 1..l's filters (training's current ones); None: the network's.
-            track_cost: record the cost at every iteration (one more reconstruction each).
+            track_cost: record the batch's cost before the first iteration and after each.
         """
         banks = list(self.filters[:layer] if filters is None else filters)
         if len(banks) != layer or len(below) != layer - 1:
             raise ValueError(f"layer {layer} needs {layer} filter banks and {layer - 1} switches below")
         lam, region = self.config.lambdas[layer - 1], self.config.regions[layer - 1]
-        beta = self.step_size(layer, banks)
         steps = self.config.ista_steps if steps is None else steps
         if z is None:
             h, w = below[-1].pooled_shape[-2:] if below else y.shape[-2:]
             z = y.new_zeros(y.shape[0], self.config.maps[layer - 1], h, w)
-        costs: list[float] = []
+        n = y.shape[0]
+        beta = torch.full((n, 1, 1, 1), self.initial_step(layer, banks), dtype=y.dtype, device=y.device)
+        floor = self.step_size(layer, banks)  # below it every step lowers the cost with the switches fixed
+
+        def image_costs(residual: Tensor, pooled: Tensor) -> Tensor:
+            return 0.5 * lam * residual.pow(2).flatten(1).sum(1) + pooled.abs().flatten(1).sum(1)
+
         with torch.no_grad():
             p, switches = pool(z, region)
             z = unpool(p, switches)
+            residual = reconstruct_unpooled(z, banks, below) - y
+            cost = image_costs(residual, p)
+            costs = [float(cost.sum())] if track_cost else []
             for _ in range(steps):
-                residual = reconstruct_unpooled(z, banks, below) - y
+                step = z - beta * lam * adjoint_unpooled(residual, banks, below)
+                p_new, switches_new = pool(shrink(step, beta), region)
+                z_new = unpool(p_new, switches_new)
+                residual_new = reconstruct_unpooled(z_new, banks, below) - y
+                cost_new = image_costs(residual_new, p_new)
+                # per image: a step that raised the cost is undone and the image's step halved
+                # (never below the bound that guarantees descent), so an image's code does not
+                # depend on the others in its batch
+                keep = (cost_new <= cost) | (beta.view(-1) <= floor)
+                k4 = keep.view(-1, 1, 1, 1)
+                z = torch.where(k4, z_new, z)
+                p = torch.where(k4, p_new, p)
+                index = torch.where(k4, switches_new.index, switches.index)
+                switches = Switches(index=index, shape=switches.shape, region=switches.region)
+                residual = torch.where(k4, residual_new, residual)
+                cost = torch.where(keep, cost_new, cost)
+                beta = torch.where(k4, beta, (beta / 2).clamp(min=floor))
                 if track_cost:
-                    costs.append(float(0.5 * lam * residual.pow(2).sum() + p.abs().sum()))
-                z = shrink(z - beta * lam * adjoint_unpooled(residual, banks, below), beta)
-                p, switches = pool(z, region)
-                z = unpool(p, switches)
-            if track_cost:
-                residual = reconstruct_unpooled(z, banks, below) - y
-                costs.append(float(0.5 * lam * residual.pow(2).sum() + p.abs().sum()))
-        return LayerCode(z=z, p=p, switches=switches, costs=costs)
+                    costs.append(float(cost.sum()))
+        return LayerCode(z=z, p=p, switches=switches, costs=costs, steps=beta.view(-1).tolist())
+
+    def initial_step(self, layer: int, filters: Sequence[Tensor] | None = None) -> float:
+        """The step ISTA starts from at layer ``layer``: ``0.9 / (lambda_l * ||R_l||^2)`` with
+        ``||R_l||^2`` estimated by power iteration for the filters alone (a 64-px canvas, every
+        switch in its region's corner), never below :meth:`step_size`'s guaranteed one.
+        The bound multiplies each layer's norm and ignores that unpooling spreads the maps
+        out, so above layer 1 it is orders of magnitude too small; the estimate can be too
+        large for some images, whose steps :meth:`infer_layer` then halves."""
+        banks = list(self.filters[:layer] if filters is None else filters)
+        key = -layer  # negative keys: step sizes; positive ids: filter norms
+        versions = tuple((id(w), w._version) for w in banks)
+        cached = self._steps.get(key)
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        size = min(self.config.image_size, 64)
+        switches = []
+        h = w = size
+        for i in range(layer):
+            maps = torch.zeros(1, self.config.maps[i], h, w, dtype=banks[0].dtype)
+            _, corner = pool(maps, self.config.regions[i])
+            switches.append(corner)
+            h, w = corner.pooled_shape[-2:]
+        estimate = operator_norm_squared([w.detach() for w in banks], switches, iterations=30, seed=0)
+        value = max(STEP_MARGIN / (self.config.lambdas[layer - 1] * estimate * 1.1), self.step_size(layer, banks))
+        self._steps[key] = (versions, value)
+        return value
 
     def infer(self, y: Tensor, layers: int | None = None, steps: int | None = None) -> list[LayerCode]:
         """Every layer's code for images ``y``, bottom-up: layer l inferred with the switches

@@ -255,13 +255,15 @@ def _train_epoch(
     codes = _Codes()
     codes.region = config.regions[layer - 1]
     n = images.shape[0]
-    first_costs: list[float] = []
+    step_costs = torch.zeros(config.ista_steps + 1, dtype=torch.float64)
+    final_steps: list[float] = []
     squared_error, l1, nonzero, entries = 0.0, 0.0, 0, 0
     bar = progress(f"adn layer {layer} epoch {position.epoch + 1} ISTA", n) if progress else None
     for number, y in _batches(images, settings.batch_size):
         below = lower[number] if layer > 1 else []
-        code = network.infer_layer(y, layer, below, track_cost=number == 0)  # the curve on the first batch
-        first_costs = first_costs or [c / y.shape[0] for c in code.costs]
+        code = network.infer_layer(y, layer, below)
+        step_costs += torch.tensor(code.costs, dtype=torch.float64)
+        final_steps.extend(code.steps)
         codes.p.append(code.p)
         codes.index.append(code.switches.index.to(torch.int32))
         codes.below.append(below)
@@ -276,6 +278,11 @@ def _train_epoch(
     if bar:
         bar.close()
     seconds_inference = time.perf_counter() - started
+    steps_used = {  # of the filters the codes were inferred with, before they are updated
+        "step_size_start": network.initial_step(layer),
+        "step_size_end_median": float(torch.tensor(final_steps).median()),
+        "step_size_guaranteed": network.step_size(layer),
+    }
 
     def batches() -> Iterator[tuple[Tensor, Tensor, list[Switches]]]:
         for number, y in _batches(images, settings.batch_size):
@@ -292,14 +299,14 @@ def _train_epoch(
         "layer": layer,
         "epoch": position.epoch + 1,
         "cost": (0.5 * config.lambdas[layer - 1] * squared_error + l1) / n,
-        "ista_costs_first_batch": [round(c, 6) for c in first_costs],
+        "ista_costs": [round(float(c) / n, 6) for c in step_costs],
         "reconstruction_error": squared_error / pixels,
         "relative_error": squared_error / float(images.pow(2).sum()),
         "l1_per_image": l1 / n,
         "sparsity": 1.0 - nonzero / max(entries, 1),
         "sparsity_unpooled": 1.0 - nonzero / max(entries * math.prod(config.regions[layer - 1]), 1),
         "cg_residuals": [float(r) for r in residuals],
-        "step_size": network.step_size(layer),
+        **steps_used,
         "seconds_inference": seconds_inference,
         "seconds_filters": time.perf_counter() - cg_started,
         "seconds": seconds,
