@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,18 +107,19 @@ def draw_projections(network: AdnNetwork, images: Tensor, strongest: list[list[S
         size = min(max(_extent(p) for p in projections) + 2, images.shape[-1])
         columns = math.ceil(math.sqrt(len(units) * 1.6))
         rows = math.ceil(len(units) / columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.95 + 0.5), squeeze=False)
+        width = max(columns * 0.9, 6.0)
+        figure, axes = plt.subplots(rows, columns, figsize=(width, rows * 0.95 + 0.8), squeeze=False)
         for index, ax in enumerate(axes.flat):
             if index < len(units):
                 _tile(ax, _crop(projections[index], size), f"{index}")
             else:
                 ax.axis("off")
-        figure.suptitle(
-            f"ADN layer {layer}: each of its {len(units)} maps' strongest activation projected to pixels "
-            f"({size}x{size} px crops, grey = 0)",
-            fontsize=9,
+        title = (
+            f"ADN layer {layer}: each of its {len(units)} maps' strongest activation over {images.shape[0]} "
+            f"images, projected to pixels by R_{layer} through the image's switches ({size}x{size} px crops, grey = 0)"
         )
-        figure.tight_layout(rect=(0, 0, 1, 0.97))
+        figure.suptitle("\n".join(textwrap.wrap(title, int(width * 14))), fontsize=9)
+        figure.tight_layout(rect=(0, 0, 1, 0.94))
         path = out / f"projections_layer{layer}.png"
         figure.savefig(path, dpi=110)
         plt.close(figure)
