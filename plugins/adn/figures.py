@@ -53,10 +53,13 @@ def strongest_activations(network: AdnNetwork, images: Tensor, batch_size: int =
     return best
 
 
-def project(network: AdnNetwork, image: Tensor, layer: int, unit: Strongest, map_index: int) -> Tensor:
+def project(
+    network: AdnNetwork, image: Tensor, layer: int, unit: Strongest, map_index: int, codes: list | None = None
+) -> Tensor:
     """The pixel-space projection ``[H, W]`` of one unpooled activation of layer ``layer``
-    (1-based): that activation alone, reconstructed down through the image's inferred switches."""
-    codes = network.infer(image[None], layers=layer)
+    (1-based): that activation alone, reconstructed down through the image's inferred switches
+    (``codes``: the image's inferred codes, when already at hand)."""
+    codes = (network.infer(image[None], layers=layer) if codes is None else codes)[:layer]
     z = torch.zeros_like(codes[-1].z)
     z[0, map_index, unit.y, unit.x] = unit.value
     below = [code.switches for code in codes[:-1]]
@@ -99,9 +102,18 @@ def draw_projections(network: AdnNetwork, images: Tensor, strongest: list[list[S
     import matplotlib.pyplot as plt
 
     written = []
+    inferred: dict[int, list] = {}  # each winning image's codes, inferred once for all its maps
+
+    def codes_of(index: int) -> list:
+        if index not in inferred:
+            inferred[index] = network.infer(images[index][None])
+        return inferred[index]
+
     for layer, units in enumerate(strongest, start=1):
         projections = [
-            project(network, images[u.image], layer, u, m) if u.image >= 0 else torch.zeros(images.shape[-2:])
+            project(network, images[u.image], layer, u, m, codes_of(u.image))
+            if u.image >= 0
+            else torch.zeros(images.shape[-2:])
             for m, u in enumerate(units)
         ]
         size = min(max(_extent(p) for p in projections) + 2, images.shape[-1])
