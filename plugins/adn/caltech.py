@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vizkit import UsageError
+from vizkit.framework import write_atomic
 
 from .model import load_adn_model
 from .training import load_prepared
@@ -96,9 +97,7 @@ def evaluate_run(
         "settings": result.settings,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(out.name + ".partial")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    temporary.replace(out)
+    write_atomic(out, (json.dumps(record, indent=2) + "\n").encode())
     paper = PAPER.get(which)
     beside = f" (paper: {paper[0]} ± {paper[1]} %)" if paper else ""
     return f"ADN layer {which} on Caltech-101: {result.summary()}{beside}"

@@ -108,7 +108,32 @@ def update_switches(
     below = switches[:-1]
     with torch.no_grad():
         z = unpool(p, top)
-        if beta:
-            residual = reconstruct_unpooled(z, filters, below) - y
-            z = shrink(z - beta * lam * adjoint_unpooled(residual, filters, below), beta)
-        return pool(z, top.region)
+        if not beta:
+            return pool(z, top.region)
+        residual = reconstruct_unpooled(z, filters, below) - y
+        return descend(z, residual, filters, below, lam, beta, top.region)
+
+
+def descend(
+    z: Tensor,
+    residual: Tensor,
+    filters: Sequence[Tensor],
+    below: Sequence[Switches],
+    lam: float,
+    beta: float | Tensor,
+    region: tuple[int, int, int],
+) -> tuple[Tensor, Switches]:
+    """The ADN's iteration from unpooled maps ``z`` whose reconstruction error is ``residual``
+    (``G z - y``): a gradient step, shrinkage, 3D pooling; the new pooled maps and switches.
+
+    Args:
+        z: layer l's unpooled maps.
+        residual: ``G z - y`` for them (callers that have it need not recompute it).
+        filters: the filter banks of layers 1..l.
+        below: the switches of layers 1..l-1.
+        lam: lambda_l.
+        beta: the step size: one number, or one per image (``[N, 1, 1, 1]``).
+        region: layer l's pooling region.
+    """
+    step = z - beta * lam * adjoint_unpooled(residual, filters, below)
+    return pool(shrink(step, beta), region)

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .inference import shrink
+from .inference import descend
 from .pooling import Switches, pool, pooled_size, unpool
-from .reconstruction import adjoint_unpooled, operator_norm_squared, reconstruct_unpooled
+from .reconstruction import operator_norm_squared, reconstruct_unpooled
 
 PAPER_MAPS = (15, 50, 100, 150)
 PAPER_LAMBDAS = (2.0, 0.1, 0.005, 0.001)
@@ -233,8 +233,7 @@ class AdnNetwork:
             cost = image_costs(residual, p)
             costs = [float(cost.sum())] if track_cost else []
             for _ in range(steps):
-                step = z - beta * lam * adjoint_unpooled(residual, banks, below)
-                p_new, switches_new = pool(shrink(step, beta), region)
+                p_new, switches_new = descend(z, residual, banks, below, lam, beta, region)
                 z_new = unpool(p_new, switches_new)
                 residual_new = reconstruct_unpooled(z_new, banks, below) - y
                 cost_new = image_costs(residual_new, p_new)

@@ -16,10 +16,8 @@ Run folder: ``checkpoint.pt`` (the network so far, the position, the data's file
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ import torch
 from torch import Tensor
 
 from vizkit import UsageError
+from vizkit.framework import save_torch_atomic, write_atomic
 
 from .contrast import prepare
 from .learning import cg_filters_batched
@@ -109,20 +108,6 @@ def load_prepared(paths: list[Path], size: int, batch_size: int = 64) -> Tensor:
 
 def _files_digest(paths: list[Path]) -> str:
     return hashlib.sha256("\n".join(str(p) for p in paths).encode()).hexdigest()
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(buffer.getvalue())
-    os.replace(temporary, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def load_checkpoint(out: Path) -> dict[str, Any]:
@@ -324,7 +309,7 @@ def _checkpoint(
         "settings": {k: getattr(settings, k) for k in ("epochs", "cg_steps", "batch_size", "per_class", "limit")},
         "files": [str(p) for p in paths],
     }
-    _save_atomic(state, out / CHECKPOINT)
+    save_torch_atomic(out / CHECKPOINT, state)
     summary = {
         "config": network.config.to_dict(),
         "settings": state["settings"],
@@ -334,7 +319,7 @@ def _checkpoint(
         "layers_finished": position.layer if position.epoch >= settings.epochs else position.layer - 1,
         "seconds_per_layer": dict(position.seconds),
     }
-    _write_text_atomic(out / RUN_JSON, json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / RUN_JSON, (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def _truncate_metrics(path: Path, position: Progress) -> None:
@@ -347,7 +332,7 @@ def _truncate_metrics(path: Path, position: Progress) -> None:
         record = json.loads(line)
         if (record["layer"], record["epoch"]) <= (position.layer, position.epoch):
             kept.append(line)
-    _write_text_atomic(path, "".join(line + "\n" for line in kept))
+    write_atomic(path, "".join(line + "\n" for line in kept).encode())
 
 
 def finished_network(out: Path) -> AdnNetwork:
