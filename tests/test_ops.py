@@ -173,7 +173,8 @@ def test_only_the_op_table_spells_op_names():
     names = set(ops.OPS) | {call for op in ops.OPS.values() for call in op.calls}
     root = REPO / "vizkit" / "engine"
     engine = [path for path in root.rglob("*.py") if path.relative_to(root).parts[0] != "ops"]
-    spelled = {path.name: sorted(_string_constants(path) & names) for path in engine}
+    public = set(vizkit.engine.__all__)  # a function the engine exports under the op's own name
+    spelled = {path.name: sorted(_string_constants(path) & names - public) for path in engine}
     assert not any(spelled.values()), spelled
     activations = {op.name for op in ops.OPS.values() if op.layer}  # relu, max_pool2d, ...
     defining = [path for path in (REPO / "plugins").rglob("*.py") if "register_op(" in path.read_text()]

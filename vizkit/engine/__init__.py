@@ -23,7 +23,11 @@ Public names:
 * the op table: :class:`Op` (one kind of torch call and all vizkit does with it),
   :func:`register_op`, :func:`unregister_op`, :func:`op_of`, and :mod:`ops`
   (``vizkit.engine.ops``: the built-in ops to subclass, e.g. ``ops.MaxPool2d``, and
-  ``ops.PoolSwitches``); its docstring says how to add an op.
+  ``ops.PoolSwitches``); its docstring says how to add an op;
+* probabilistic max-pooling (Lee et al., ICML 2009): :func:`prob_max_pool2d`,
+  :class:`ProbMaxPool2d`, :func:`prob_max_pool_probabilities`, and :func:`switch_mode`, the
+  scoped choice of the switches a projection crosses them by (``argmax``, ``expected``,
+  ``sampled``) with its :class:`SwitchMode`.
 
 Other modules inside (``recorder``, ``deconv``, ...) are internal: their names may change.
 """
@@ -43,6 +47,13 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.engine.instrumented import Instrumented, hook_counts, instrument
     from vizkit.engine.layers import LayerInfo, UnknownLayerError
     from vizkit.engine.ops import Op, op_of, register_op, unregister_op
+    from vizkit.engine.ops.probpool import (
+        ProbMaxPool2d,
+        SwitchMode,
+        prob_max_pool2d,
+        prob_max_pool_probabilities,
+        switch_mode,
+    )
     from vizkit.engine.rules import DeconvnetRule, GradientRule, GuidedRule, ProjectionRule
     from vizkit.engine.settings import Settings
 
@@ -77,6 +88,11 @@ _LAZY = {
     "register_op": ("vizkit.engine.ops", "register_op"),
     "unregister_op": ("vizkit.engine.ops", "unregister_op"),
     "op_of": ("vizkit.engine.ops", "op_of"),
+    "prob_max_pool2d": ("vizkit.engine.ops.probpool", "prob_max_pool2d"),
+    "prob_max_pool_probabilities": ("vizkit.engine.ops.probpool", "prob_max_pool_probabilities"),
+    "ProbMaxPool2d": ("vizkit.engine.ops.probpool", "ProbMaxPool2d"),
+    "switch_mode": ("vizkit.engine.ops.probpool", "switch_mode"),
+    "SwitchMode": ("vizkit.engine.ops.probpool", "SwitchMode"),
 }
 __all__ = [
     "CanonicalModel",
@@ -89,9 +105,11 @@ __all__ = [
     "NonFiniteActivation",
     "OcclusionCost",
     "Op",
+    "ProbMaxPool2d",
     "Projection",
     "ProjectionRule",
     "Settings",
+    "SwitchMode",
     "UnitProjections",
     "UnknownLayerError",
     "Window",
@@ -100,12 +118,15 @@ __all__ = [
     "instrument",
     "op_of",
     "ops",
+    "prob_max_pool2d",
+    "prob_max_pool_probabilities",
     "project",
     "project_class",
     "project_units",
     "receptive_boxes",
     "register_op",
     "support_box",
+    "switch_mode",
     "to_image",
     "unregister_op",
 ]

@@ -28,7 +28,8 @@ max-pool's unpooling (tests/test_ops.py registers one).
 
 Layout: :mod:`~vizkit.engine.ops.base` holds the machinery (:class:`Op`, :class:`Node`, the
 max-pool's forward record :class:`PoolSwitches`, the registry), :mod:`~vizkit.engine.ops.builtin`
-the ops of the paper's convnets, :mod:`~vizkit.engine.ops.modern` those of later ones (smooth
+the ops of the paper's convnets, :mod:`~vizkit.engine.ops.probabilistic` the convolutional DBN's
+probabilistic max-pooling (switches that are a distribution), :mod:`~vizkit.engine.ops.modern` those of later ones (smooth
 rectifiers, gates and products, layer / group normalisation, permutes, slicing, chunk / split). The recorder, the explicit deconvnet, receptive boxes, incremental occlusion, the
 projection rules and the canonical copy all dispatch through this table.
 """
@@ -80,9 +81,11 @@ from vizkit.engine.ops.modern import (
     Split,
     Transpose,
 )
+from vizkit.engine.ops.probabilistic import PROB_MAX_POOL, ProbabilisticMaxPool, ProbPoolSwitches
 
 __all__ = [
     "OPS",
+    "PROB_MAX_POOL",
     "RELU",
     "Activation",
     "AdaptiveAvgPool2d",
@@ -109,6 +112,8 @@ __all__ = [
     "Op",
     "Permute",
     "PoolSwitches",
+    "ProbPoolSwitches",
+    "ProbabilisticMaxPool",
     "ReLU",
     "Rectifier",
     "Reshape",
