@@ -8,6 +8,11 @@ With several images the maps are chosen on the first one and kept for all (same 
 tile, comparable across images), so a map that does not fire on a later image is drawn as a
 "silent" tile; ``--rank each`` chooses each image's own strongest maps instead. Figures hold
 ``--maps-per-page`` maps each, at most ``--pages`` of them per image; the arrays hold every map.
+
+``--switches`` chooses how the projections cross probabilistic max-pooling (Lee et al. 2009; see
+:func:`vizkit.engine.switch_mode`): argmax (the default), expected or sampled (drawn from
+``--seed``) switches; ordinary max-pools always unpool by their argmax switches, and the option on
+a model without probabilistic pools is a usage error.
 """
 
 from __future__ import annotations
@@ -37,32 +42,38 @@ def run(
     maps_per_page: int = 16,
     pages: int = 4,
     rank: Literal["first", "each"] = "first",
+    switches: Literal["argmax", "expected", "sampled"] = "argmax",
 ) -> vizkit.Result:
-    im = ctx.instrumented
-    x = ctx.images()
-    projection_rule = ctx.rule(rule)
-    with im.configured(layers=[layer]), torch.no_grad():
-        logits = im(x)
-    activation = im.activation(layer)
-    if activation.dim() < 2:
-        raise vizkit.UsageError(f"layer '{layer}' has no channels to project (shape {tuple(activation.shape)})")
-    strengths = activation.flatten(2).amax(dim=2) if activation.dim() > 2 else activation
-    n_channels = strengths.shape[1]
-    strongest = strengths.argsort(dim=1, descending=True, stable=True)[:, : min(top, n_channels)].tolist()
-    each = channels is None and rank == "each" and x.shape[0] > 1
-    shared = vizkit.toolkit.select_channels(channels, n_channels) if channels is not None else strongest[0]
-    chosen: list[int] | list[list[int]] = strongest if each else shared
+    with vizkit.engine.switch_mode(switches, seed=ctx.seed) as mode:
+        im = ctx.instrumented
+        x = ctx.images()
+        projection_rule = ctx.rule(rule)
+        with im.configured(layers=[layer]), torch.no_grad():
+            logits = im(x)
+        forward_uses = mode.uses  # the forward's probabilistic pools; the projections' come after
+        activation = im.activation(layer)
+        if activation.dim() < 2:
+            raise vizkit.UsageError(f"layer '{layer}' has no channels to project (shape {tuple(activation.shape)})")
+        strengths = activation.flatten(2).amax(dim=2) if activation.dim() > 2 else activation
+        n_channels = strengths.shape[1]
+        strongest = strengths.argsort(dim=1, descending=True, stable=True)[:, : min(top, n_channels)].tolist()
+        each = channels is None and rank == "each" and x.shape[0] > 1
+        shared = vizkit.toolkit.select_channels(channels, n_channels) if channels is not None else strongest[0]
+        chosen: list[int] | list[list[int]] = strongest if each else shared
 
-    def project(images: torch.Tensor, maps: list[int]) -> vizkit.Projection:
-        return vizkit.project(
-            im, images, layer, maps, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size
+        def project(images: torch.Tensor, maps: list[int]) -> vizkit.Projection:
+            return vizkit.project(
+                im, images, layer, maps, target=target, method=method, rule=projection_rule, chunk=ctx.batch_size
+            )
+
+        # one projection for every image (the same maps), or one per image (its own maps, row 0)
+        projections = (
+            [project(x[i : i + 1], maps) for i, maps in enumerate(strongest)] if each else [project(x, shared)]
         )
-
-    # one projection for every image (the same maps), or one per image (its own maps, row 0)
-    projections = [project(x[i : i + 1], maps) for i, maps in enumerate(strongest)] if each else [project(x, shared)]
-    values = torch.cat([p.values for p in projections])
-    images_projected = torch.cat([p.images for p in projections])
-    positions = torch.cat([p.positions for p in projections])
+        values = torch.cat([p.values for p in projections])
+        images_projected = torch.cat([p.images for p in projections])
+        positions = torch.cat([p.positions for p in projections])
+    _check_switches(switches, layer, mode.uses, mode.uses - forward_uses)
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     # float(): numpy has no bfloat16 (a float64 model's maps are stored as float32 anyway)
@@ -79,6 +90,7 @@ def run(
             "target": target,
             "method": method,
             "rule": rule,
+            "switches": switches,
         },
         arrays={
             "projections": squeeze(images_projected).astype(np.float32),
@@ -116,6 +128,25 @@ def run(
             for page, figure in enumerate(figures):
                 result.figures[f"{base}_page{page + 1:02d}"] = figure
     return result
+
+
+def _check_switches(switches: str, layer: str, uses: int, projected: int) -> None:
+    """Switches other than argmax on a model without probabilistic max-pooling are a usage error
+    (its max-pools always use argmax switches); from a layer below every probabilistic pool they
+    change nothing, and a note says so."""
+    if switches == "argmax":
+        return
+    if uses == 0:
+        raise vizkit.UsageError(
+            f"--switches {switches} applies to probabilistic max-pooling; this model has none "
+            "(its max-pools always use argmax switches)"
+        )
+    if projected == 0:
+        print(
+            f"deconvnet: --switches {switches} changes nothing from layer '{layer}': "
+            "no probabilistic max-pool lies below it",
+            file=sys.stderr,
+        )
 
 
 def _top5(logits: torch.Tensor, ctx: vizkit.RunContext) -> list[list[dict]]:
@@ -273,6 +304,14 @@ def register_analyses(register) -> None:
                     help="with several images, rank the maps on the first image (the same maps for all, comparable) "
                     "or on each image (its own strongest maps, none silent)",
                     applies=lambda options: options["channels"] is None,
+                ),
+                vizkit.Option(
+                    "switches",
+                    ("argmax", "expected", "sampled"),
+                    "argmax",
+                    help="how a projection crosses probabilistic max-pooling (Lee et al. 2009): all of a pooled "
+                    "signal to the most probable unit (argmax), spread by P(unit on | pool on) (expected), or to "
+                    "one unit drawn from it (sampled, by --seed); ordinary max-pools always use argmax switches",
                 ),
             ],
             demo={"layer": "conv2", "top": 9, "rank": "each"},  # 43 px receptive fields: parts of the image

@@ -40,7 +40,8 @@ def first_conv(
             raise vizkit.UsageError(f"--layer {name} is not a Conv2d module; convolutions: {', '.join(valid[:20])}")
         return name, module
     for name, module in im.convolutions(probe):
-        if module.in_channels == probe.shape[1]:
+        # 1: a model that sees the image grey (the CDBN and ADN plugins' models)
+        if module.in_channels in (probe.shape[1], 1):
             return name, module
     raise vizkit.UsageError("no convolution applied to the input image found; pass --layer")
 

@@ -70,7 +70,7 @@ def test_pyproject_lists_every_package_folder():
 
 
 def test_entry_points_name_existing_plugin_modules():
-    assert len(ENTRY_POINTS) == 15  # the built-in plugins, adn the newest
+    assert len(ENTRY_POINTS) == 16  # the built-in plugins, cdbn the newest
     plugins = _source_roots()["vizkit_plugins"]
     for name, target in ENTRY_POINTS.items():
         module = target.split(":")[0].removeprefix("vizkit_plugins.")
@@ -198,11 +198,11 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path):
     assert set(found) == set(ENTRY_POINTS), plugins
     assert all(p["status"] == "ok" and p["distribution"] == "vizkit 0.1.0" for p in found.values()), plugins
     analyses = _run([vizkit, "list", "analyses"], 120, cwd=elsewhere, env=env).stdout
-    # every entry point but three adds an analysis: train adds a command, timm a model source, adn both
-    expected = set(ENTRY_POINTS) - {"train", "timm", "adn"}
+    # every entry point but four adds an analysis: train adds a command, timm a model source, adn and cdbn both
+    expected = set(ENTRY_POINTS) - {"train", "timm", "adn", "cdbn"}
     assert {line.split()[0] for line in analyses.splitlines() if line.strip()} == expected
     models = _run([vizkit, "list", "models"], 120, cwd=elsewhere, env=env).stdout
-    assert "timm:" in models and "adn:" in models
+    assert "timm:" in models and "adn:" in models and "cdbn:" in models
 
     installed = time.perf_counter()
     out = elsewhere / "demo"

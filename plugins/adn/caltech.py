@@ -11,8 +11,6 @@ normalisation), a k-means vocabulary, a 3-level pyramid and an intersection-kern
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vizkit import UsageError
-from vizkit.framework import write_atomic
 
 from .model import load_adn_model
 from .training import load_prepared
@@ -66,38 +63,21 @@ def evaluate_run(
     progress: bool = True,
 ) -> str:
     """Run the protocol, write ``out`` (JSON: per split, mean, std, settings, the paper's
-    number) and return a one-line summary."""
+    number) and return a one-line summary (:func:`vizkit.toolkit.spm.evaluate_to_file`)."""
     from vizkit.toolkit import spm
 
-    if splits < 1 or train < 1 or test < 1 or words < 2:
-        raise UsageError("--splits, --train and --test must be at least 1 and --words at least 2")
-    started = time.perf_counter()
-    result = spm.evaluate(
+    return spm.evaluate_to_file(
         adn_features(run, which),
         data,
+        out,
+        f"ADN layer {which}",
+        PAPER.get(which),
         splits=splits,
         train=train,
         test=test,
         words=words,
+        classes=classes,
         seed=seed,
         progress=progress,
-        classes=classes,
+        record={"run": str(run)},
     )
-    std = None if result.std != result.std else round(100 * result.std, 2)  # NaN: one split
-    record = {
-        "features": f"ADN layer {which}",
-        "run": str(run),
-        "accuracies_percent": [round(100 * a, 2) for a in result.accuracies],
-        "mean_percent": round(100 * result.mean, 2),
-        "std_percent": std,
-        "overall_percent": [round(100 * a, 2) for a in result.overall],
-        "paper_percent": PAPER.get(which),
-        "seconds": round(time.perf_counter() - started, 1),
-        "timings": result.timings,
-        "settings": result.settings,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, (json.dumps(record, indent=2) + "\n").encode())
-    paper = PAPER.get(which)
-    beside = f" (paper: {paper[0]} ± {paper[1]} %)" if paper else ""
-    return f"ADN layer {which} on Caltech-101: {result.summary()}{beside}"

@@ -39,7 +39,6 @@ from .reconstruction import reconstruct_unpooled
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RUN_JSON = "run.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -72,26 +71,10 @@ def training_images(folder: Path, settings: TrainSettings, seed: int) -> list[Pa
     """The images to train on: with class subfolders (an ImageFolder or Caltech-101 tree),
     ``per_class`` images drawn (seeded) from each (the paper's 3,060 = 30 from each of
     Caltech-101's 102 folders, ``BACKGROUND_Google`` included); otherwise every image in
-    ``folder``. Sorted; at most ``limit``."""
-    if not folder.is_dir():
-        raise UsageError(f"--data {folder}: no such folder")
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    generator = torch.Generator().manual_seed(seed)
-    chosen: list[Path] = []
-    if classes:
-        for directory in classes:
-            files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            order = torch.randperm(len(files), generator=generator).tolist()
-            chosen.extend(sorted(files[i] for i in order[: settings.per_class]))
-    else:
-        chosen = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if settings.limit is not None:
-        chosen = chosen[: settings.limit]
-    if not chosen:
-        raise UsageError(
-            f"--data {folder}: no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...) in it or its class folders"
-        )
-    return chosen
+    ``folder``. Sorted; at most ``limit`` (:func:`vizkit.data.images_per_class`)."""
+    from vizkit.data import images_per_class
+
+    return images_per_class(folder, settings.per_class, seed, settings.limit)
 
 
 def load_prepared(paths: list[Path], size: int, batch_size: int = 64) -> Tensor:

@@ -20,7 +20,8 @@ Datasets with skip accounting (:mod:`vizkit.data.datasets`):
 * :class:`ImageList`, :func:`image_list`: the ordered image files of a folder, an ImageFolder
   tree or a text file of paths.
 * :func:`read_batches`, :func:`image_loader`: batches that leave unreadable files out;
-  :func:`first_readable`: the first item that can be read.
+  :func:`first_readable`: the first item that can be read; :func:`images_per_class`: a
+  seeded, even draw of training images from each class folder.
 * :class:`SkippedImages`: what one run skipped and why (warnings, ``inputs.skipped_images`` in
   result.json, ``--strict``); :class:`BadImage`: one unreadable item.
 * :func:`workers_ignore_stop_signals`: a DataLoader ``worker_init_fn`` leaving Ctrl-C to the
@@ -47,6 +48,7 @@ from vizkit.data.datasets import (
     first_readable,
     image_list,
     image_loader,
+    images_per_class,
     read_batches,
     workers_ignore_stop_signals,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "first_readable",
     "image_list",
     "image_loader",
+    "images_per_class",
     "label_name",
     "load_image",
     "load_images",

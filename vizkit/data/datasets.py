@@ -452,3 +452,38 @@ def image_list(source: str | os.PathLike, preprocess: Preprocess | None = None) 
         targets = [index[p.relative_to(root).parts[0]] for p in paths]
         return ImageList(paths, subfolders, targets, preprocess, str(root))
     return ImageList(paths, preprocess=preprocess, source=str(root))
+
+
+def images_per_class(folder: str | os.PathLike, per_class: int, seed: int = 0, limit: int | None = None) -> list[Path]:
+    """Training images drawn evenly from a folder: with class sub-folders (an ImageFolder or a
+    Caltech-101 tree), ``per_class`` images drawn (seeded, without replacement) from each
+    (sorted within the class); otherwise every image of ``folder``. At most ``limit`` in all;
+    a missing folder or one without images is a UsageError. Hidden files and folders are left
+    out, as :func:`image_list` leaves them.
+
+    Args:
+        folder: the folder.
+        per_class: images drawn from each class folder.
+        seed: the draw's seed.
+        limit: keep at most this many (the first ones).
+    """
+    import torch
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"--data {root}: no such folder")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    generator = torch.Generator().manual_seed(seed)
+    chosen: list[Path] = []
+    if classes:
+        for directory in classes:
+            files = _image_files(directory)
+            order = torch.randperm(len(files), generator=generator).tolist()
+            chosen.extend(sorted(files[i] for i in order[:per_class]))
+    else:
+        chosen = _image_files(root)
+    if limit is not None:
+        chosen = chosen[:limit]
+    if not chosen:
+        raise UsageError(f"--data {root}: no images in it or its class folders")
+    return chosen

@@ -736,3 +736,64 @@ def module_features(
             return module(x).float().cpu()
 
     return features
+
+
+# ----------------------------------------------------------------------------- a run, recorded
+def evaluate_to_file(
+    features: FeatureFunction,
+    data: Path,
+    out: Path,
+    name: str,
+    paper: tuple[float, float] | None = None,
+    *,
+    splits: int = 3,
+    train: int = 30,
+    test: int = 50,
+    words: int = 200,
+    classes: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    record: dict[str, Any] | None = None,
+    **options: Any,
+) -> str:
+    """:func:`evaluate`, written to ``out`` as JSON (per split, mean, std, the paper's number
+    beside ours, timings, settings, plus ``record``) atomically, and summed up in one line:
+    what a plugin's ``caltech`` command prints. ``name`` says whose features they are
+    (``"ADN layer 1"``); ``paper`` is the published ``(mean, std)`` in percent, if any;
+    ``options`` go to :func:`evaluate` (``patch``, ``stride``, ``batch_size``, ...)."""
+    import json
+
+    from vizkit.framework import write_atomic
+
+    if splits < 1 or train < 1 or test < 1 or words < 2:
+        raise UsageError("--splits, --train and --test must be at least 1 and --words at least 2")
+    started = time.perf_counter()
+    result = evaluate(
+        features,
+        data,
+        splits=splits,
+        train=train,
+        test=test,
+        words=words,
+        seed=seed,
+        progress=progress,
+        classes=classes,
+        **options,
+    )
+    std = None if result.std != result.std else round(100 * result.std, 2)  # NaN: one split
+    document = {
+        "features": name,
+        **(record or {}),
+        "accuracies_percent": [round(100 * a, 2) for a in result.accuracies],
+        "mean_percent": round(100 * result.mean, 2),
+        "std_percent": std,
+        "overall_percent": [round(100 * a, 2) for a in result.overall],
+        "paper_percent": paper,
+        "seconds": round(time.perf_counter() - started, 1),
+        "timings": result.timings,
+        "settings": result.settings,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, (json.dumps(document, indent=2) + "\n").encode())
+    beside = f" (paper: {paper[0]} ± {paper[1]} %)" if paper else ""
+    return f"{name} on Caltech-101: {result.summary()}{beside}"

@@ -82,6 +82,7 @@ from vizkit.engine.ops.modern import (
     Transpose,
 )
 from vizkit.engine.ops.probabilistic import PROB_MAX_POOL, ProbabilisticMaxPool, ProbPoolSwitches
+from vizkit.engine.ops.probpool import pool_cells, unpool_cells
 
 __all__ = [
     "OPS",
@@ -126,6 +127,8 @@ __all__ = [
     "op_of",
     "op_of_module",
     "parse_signature",
+    "pool_cells",
     "register_op",
+    "unpool_cells",
     "unregister_op",
 ]

@@ -23,11 +23,11 @@ from vizkit.engine.ops.base import Node, PoolSwitches, SlidingOp, first_input, p
 from vizkit.engine.ops.probpool import (
     ProbMaxPool2d,
     _kernel,
-    cells,
     current_switch_mode,
+    pool_cells,
     prob_max_pool_probabilities,
     spread_weights,
-    uncells,
+    unpool_cells,
 )
 from vizkit.errors import VizkitError
 
@@ -49,7 +49,7 @@ class ProbPoolSwitches(PoolSwitches):
     def unpool(self, signal: Tensor) -> Tensor:
         """``signal`` on the pooling units ``[N, C, h, w]`` spread over their cells by the weights."""
         assert self.weights is not None
-        return uncells(signal.unsqueeze(-1) * self.weights.to(signal.dtype), self.window.kernel, self.input_shape)
+        return unpool_cells(signal.unsqueeze(-1) * self.weights.to(signal.dtype), self.window.kernel, self.input_shape)
 
 
 class ProbabilisticMaxPool(SlidingOp):
@@ -79,7 +79,7 @@ class ProbabilisticMaxPool(SlidingOp):
             pooled = prob_max_pool_probabilities(x, window.kernel)[1]
         conditional, indices, weights = spread_weights(x, window.kernel, mode)
         if rule is not None:  # the autograd path: the value P(p = 1), the gradient the unpooling
-            linear = (cells(x, window.kernel) * weights).sum(dim=-1)
+            linear = (pool_cells(x, window.kernel) * weights).sum(dim=-1)
             return pooled + (linear - linear.detach()), None
         switches = ProbPoolSwitches(
             indices=indices,

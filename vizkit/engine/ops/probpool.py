@@ -51,7 +51,7 @@ def _kernel(kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | 
     return (int(kernel[0]), int(kernel[1]))
 
 
-def cells(input: Tensor, kernel: tuple[int, int]) -> Tensor:
+def pool_cells(input: Tensor, kernel: tuple[int, int]) -> Tensor:
     """The whole cells of ``input`` [N, C, H, W] as ``[N, C, H // kh, W // kw, kh * kw]``."""
     n, c, h, w = input.shape
     kh, kw = kernel
@@ -60,10 +60,10 @@ def cells(input: Tensor, kernel: tuple[int, int]) -> Tensor:
     return inner.reshape(n, c, rows, kh, cols, kw).permute(0, 1, 2, 4, 3, 5).reshape(n, c, rows, cols, kh * kw)
 
 
-def uncells(
+def unpool_cells(
     values: Tensor, kernel: tuple[int, int], shape: torch.Size | tuple[int, ...], fill: Tensor | None = None
 ) -> Tensor:
-    """The inverse of :func:`cells`: ``[N, C, h, w, kh * kw]`` back to ``shape`` [N, C, H, W];
+    """The inverse of :func:`pool_cells`: ``[N, C, h, w, kh * kw]`` back to ``shape`` [N, C, H, W];
     the positions outside every cell hold ``fill`` there (zeros without it)."""
     n, c, rows, cols, _ = values.shape
     kh, kw = kernel
@@ -89,11 +89,11 @@ def prob_max_pool_probabilities(
         stride: None or equal to ``kernel_size`` (cells are disjoint).
     """
     kernel = _kernel(kernel_size, stride)
-    blocks = cells(input, kernel)
+    blocks = pool_cells(input, kernel)
     states = torch.cat([blocks, blocks.new_zeros((*blocks.shape[:-1], 1))], dim=-1).softmax(dim=-1)
     detection = states[..., :-1]
     pooled = detection.sum(dim=-1)
-    return uncells(detection, kernel, input.shape, fill=torch.sigmoid(input)), pooled
+    return unpool_cells(detection, kernel, input.shape, fill=torch.sigmoid(input)), pooled
 
 
 def prob_max_pool2d(
@@ -165,22 +165,24 @@ def spread_weights(input: Tensor, kernel: tuple[int, int], mode: SwitchMode) -> 
     weights ``mode`` spreads a pooled signal with ``[N, C, h, w, n]`` (one-hot for argmax and
     sampled switches). A sampled draw depends on the seed and the tensor's shape only, so the
     explicit and the autograd paths of one projection draw the same switches."""
-    blocks = cells(input.detach(), kernel)
-    conditional = blocks.float().softmax(dim=-1).to(blocks.dtype)
+    blocks = pool_cells(input.detach(), kernel)
+    # half precision is computed in float32, float64 stays float64 (not rounded to float32)
+    conditional = blocks.softmax(dim=-1, dtype=torch.promote_types(blocks.dtype, torch.float32)).to(blocks.dtype)
+    best = blocks.argmax(dim=-1)  # the largest input: the softmax's argmax, before any rounding ties it
     n = blocks.shape[-1]
     if mode.kind == "sampled":
         generator = torch.Generator().manual_seed(hash((mode.seed, tuple(input.shape))) % (2**63))
         uniform = torch.rand((*blocks.shape[:-1], 1), generator=generator, dtype=torch.float64).to(blocks.device)
-        below = conditional.double().cumsum(dim=-1) < uniform  # the first state whose cumulative mass passes u
-        chosen = below.sum(dim=-1).clamp(max=n - 1)
+        cumulative = conditional.double().cumsum(dim=-1)
+        # the first state whose cumulative mass passes u (of the mass as rounded: never a unit of none)
+        chosen = (cumulative < uniform * cumulative[..., -1:]).sum(dim=-1).clamp(max=n - 1)
     else:
-        chosen = conditional.argmax(dim=-1)
+        chosen = best
     if mode.kind == "expected":
         weights = conditional
     else:
         weights = F.one_hot(chosen, n).to(blocks.dtype)
     kh, kw = kernel
-    best = conditional.argmax(dim=-1)
     top = torch.arange(blocks.shape[2], device=input.device).view(1, 1, -1, 1) * kh
     left = torch.arange(blocks.shape[3], device=input.device).view(1, 1, 1, -1) * kw
     indices = (top + best // kw) * input.shape[-1] + left + best % kw
@@ -191,11 +193,11 @@ __all__ = [
     "SWITCH_MODES",
     "ProbMaxPool2d",
     "SwitchMode",
-    "cells",
     "current_switch_mode",
+    "pool_cells",
     "prob_max_pool2d",
     "prob_max_pool_probabilities",
     "spread_weights",
     "switch_mode",
-    "uncells",
+    "unpool_cells",
 ]
