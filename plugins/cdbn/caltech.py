@@ -6,7 +6,8 @@ are the pooling units' probabilities from feed-forward inference: layer 1's (24 
 image's size) and, for "1+2", layer 2's, each repeated over the 2x2 layer-1 pooling units its
 cell covers and shifted to the centre of its receptive field, stacked behind them. The same
 :mod:`vizkit.toolkit.spm` pipeline as the ADN's turns them into dense descriptors (the maps
-summed over a 4x4 grid of cells in 16x16 patches every 8 map pixels, SIFT's normalisation), a
+summed over a 4x4 grid of cells in 8x8 patches every 4 units of layer 1's pooling grid, i.e.
+SIFT's 16x16 pixels every 8, and SIFT's normalisation), a
 k-means vocabulary, a 3-level pyramid and an intersection-kernel SVM.
 """
 
@@ -24,6 +25,9 @@ from vizkit import UsageError
 from .training import finished_network, load_images
 
 PAPER = {"1+2": (65.4, 0.5), "1": None}  # ICML 2009, Table 2 (layers 1+2)
+# on layer 1's pooling grid (half the image's resolution): 8x8 patches every 4 units are SIFT's
+# 16x16 pixels every 8 (on 20 classes, 1 split: 55.3 % against 44.0 % for 16 every 8 units)
+PATCH, STRIDE = 8, 4
 
 
 def aligned_layer2(pooled2: Tensor, pool1: int, pool2: int, filter2: int, size: tuple[int, ...] | torch.Size) -> Tensor:
@@ -78,6 +82,8 @@ def evaluate_run(
     seed: int,
     out: Path,
     progress: bool = True,
+    patch: int = PATCH,
+    stride: int = STRIDE,
 ) -> str:
     """Run the protocol, write ``out`` and return a one-line summary."""
     from vizkit.toolkit import spm
@@ -96,4 +102,6 @@ def evaluate_run(
         seed=seed,
         progress=progress,
         record={"run": str(run)},
+        patch=patch,
+        stride=stride,
     )

@@ -60,7 +60,10 @@ def cdbn_group() -> None:
 @click.option(
     "--sparsity", default="0.002,0.005,0.005,0.005", show_default=True, help="target mean activation per layer"
 )
-@click.option("--learning-rates", default="0.05,0.05,0.05,0.05", show_default=True, help="learning rate per layer")
+@click.option("--learning-rates", default="0.05,30,30,30", show_default=True, help="learning rate per layer")
+@click.option(
+    "--weight-decay", "weight_decays", default="0.01,1e-5,1e-5,1e-5", show_default=True, help="weight decay per layer"
+)
 @click.option("--batch-size", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress output")
@@ -79,6 +82,7 @@ def train_command(
     filter_sizes: str,
     sparsity: str,
     learning_rates: str,
+    weight_decays: str,
     batch_size: int,
     seed: int,
     quiet: bool,
@@ -108,6 +112,7 @@ def train_command(
             pools=(2,) * layers,
             sparsity=_per_layer(sparsity, float, "--sparsity", layers),
             learning_rates=_per_layer(learning_rates, float, "--learning-rates", layers),
+            weight_decays=_per_layer(weight_decays, float, "--weight-decay", layers),
             image_size=size,
             patch=patch,
             batch_size=batch_size,
@@ -123,6 +128,7 @@ def train_command(
                 **config.to_dict(),
                 "sparsity": kept.sparsity + config.sparsity[frozen:],
                 "learning_rates": kept.learning_rates + config.learning_rates[frozen:],
+                "weight_decays": kept.weight_decays + config.weight_decays[frozen:],
                 "scale": kept.scale,
                 "sigma": kept.sigma,
             }
@@ -173,6 +179,8 @@ def figures_command(runs: tuple[str, ...], data: str | None, images: int, out: s
     default=None,
     help="the result JSON (default: RUN/caltech-<features>.json)",
 )
+@click.option("--patch", type=int, default=8, show_default=True, help="descriptor patch, in layer-1 pooling units")
+@click.option("--stride", type=int, default=4, show_default=True, help="descriptor spacing, in layer-1 pooling units")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def caltech_command(
@@ -185,6 +193,8 @@ def caltech_command(
     words: int,
     classes: int | None,
     out: str | None,
+    patch: int,
+    stride: int,
     seed: int,
     quiet: bool,
 ) -> None:
@@ -194,6 +204,18 @@ def caltech_command(
 
     target = Path(out) if out else Path(run) / f"caltech-{which.replace('+', '-')}.json"
     summary = evaluate_run(
-        Path(run), Path(data), which, splits, train_count, test_count, words, classes, seed, target, progress=not quiet
+        Path(run),
+        Path(data),
+        which,
+        splits,
+        train_count,
+        test_count,
+        words,
+        classes,
+        seed,
+        target,
+        progress=not quiet,
+        patch=patch,
+        stride=stride,
     )
     click.echo(summary)

@@ -3,7 +3,8 @@
 The paper's settings (Lee et al., ICML 2009, Sec. 4.1): layer 1 has 24 bases of 10x10 on
 whitened natural images, layer 2 100 bases of 10x10, both with 2x2 probabilistic max-pooling;
 the learning settings (sparsity target, weight decay 0.01, momentum 0.5 then 0.9, sigma 0.2
-decaying to 0.1) are those of Lee's released code. Each layer's input is the pooling units'
+decaying to 0.1) are those of Lee's released code for layer 1; layers above need a much larger
+step and much less weight decay (see ``learning_rates``). Each layer's input is the pooling units'
 probabilities of the layer below (feed-forward, approximate inference).
 """
 
@@ -30,9 +31,13 @@ class CdbnConfig:
     filters: tuple[int, ...] = (10, 10)
     pools: tuple[int, ...] = (2, 2)
     sparsity: tuple[float, ...] = (0.002, 0.005)  # target mean P(h = 1) per layer
-    learning_rates: tuple[float, ...] = (0.05, 0.05)
+    # layers above 1 see the pooling units below, on about 0.4 % of the time: their CD
+    # statistics per position are ~100x smaller than layer 1's, so they need a ~600x larger
+    # step and ~1000x less decay to learn at all (at 0.05 and 0.01 their filters decay to zero
+    # and the reconstruction stays at the data's mean; see the README)
+    learning_rates: tuple[float, ...] = (0.05, 30.0)
+    weight_decays: tuple[float, ...] = (0.01, 1e-5)
     sparsity_weight: float = 5.0
-    weight_decay: float = 0.01
     momentum: tuple[float, float] = (0.5, 0.9)  # before and from epoch ``momentum_switch``
     momentum_switch: int = 5
     sigma: tuple[float, float] = (0.2, 0.1)  # layer 1's visible sigma: start, floor
@@ -48,7 +53,7 @@ class CdbnConfig:
         layers = len(self.bases)
         if layers < 1:
             raise ValueError("a CDBN needs at least one layer")
-        for name in ("filters", "pools", "sparsity", "learning_rates"):
+        for name in ("filters", "pools", "sparsity", "learning_rates", "weight_decays"):
             if len(getattr(self, name)) != layers:
                 raise ValueError(f"{name} needs one value for each of the {layers} layers")
         if min(self.bases) < 1 or min(self.filters) < 1 or min(self.pools) < 1:
@@ -78,7 +83,7 @@ class CdbnConfig:
 
     def truncated(self, layers: int) -> CdbnConfig:
         """The settings of the first ``layers`` layers."""
-        per_layer = ("bases", "filters", "pools", "sparsity", "learning_rates")
+        per_layer = ("bases", "filters", "pools", "sparsity", "learning_rates", "weight_decays")
         values = self.to_dict()
         for name in per_layer:
             values[name] = tuple(values[name][:layers])

@@ -88,8 +88,11 @@ def finished_network(out: Path) -> CdbnNetwork:
     """The run's network with its finished layers only (a layer still training is left out)."""
     state = load_checkpoint(out)
     network = CdbnNetwork.from_state(state["network"])
-    progress, epochs = state["progress"], state["settings"]["epochs"]
-    finished = progress["layer"] if progress["epoch"] >= epochs else progress["layer"] - 1
+    try:
+        progress, epochs = state["progress"], int(state["settings"]["epochs"])
+        finished = int(progress["layer"]) if int(progress["epoch"]) >= epochs else int(progress["layer"]) - 1
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"{out / CHECKPOINT}: not a CDBN checkpoint (its progress is unreadable: {error!r})") from None
     finished = max(finished, network.config.frozen)
     if finished < 1:
         raise UsageError(f"{out}: no layer has finished training yet (layer 1 at epoch {progress['epoch']}/{epochs})")
@@ -113,6 +116,14 @@ def _layer_input(network: CdbnNetwork, images: Tensor, layer: int, batch_size: i
             v = network.visible(images[start : start + batch_size])
             parts.append(v if layer == 1 else feed_forward_pass(network.layers[: layer - 1], v)[-1][1])
     return torch.cat(parts)
+
+
+def visible_bias_from_data(inputs: Tensor, eps: float = 1e-3) -> Tensor:
+    """Binary visible units' starting biases: the logit of each map's mean (Hinton's practical
+    guide, Sec. 8.1). The pooling units below are on about 1 % of the time; from a bias of 0 the
+    first epochs would be spent making the filters negative to explain all the zeros."""
+    mean = inputs.mean(dim=(0, 2, 3)).clamp(eps, 1 - eps)
+    return torch.log(mean / (1 - mean)).to(inputs.dtype)
 
 
 def _batches(data: Tensor, config: CdbnConfig, layer: int, generator: torch.Generator) -> list[Tensor]:
@@ -150,7 +161,7 @@ def train_epoch(network: CdbnNetwork, data: Tensor, layer: int, epoch: int, prog
                 step,
                 learning_rate=config.learning_rates[layer - 1],
                 momentum=momentum,
-                weight_decay=config.weight_decay,
+                weight_decay=config.weight_decays[layer - 1],
                 sparsity_target=config.sparsity[layer - 1],
                 sparsity_weight=config.sparsity_weight,
             )
@@ -252,6 +263,8 @@ def train(
             )
         if inputs is None:
             inputs = _layer_input(network, images, layer)
+            if position.epoch == 0 and not network.layers[layer - 1].gaussian:
+                network.layers[layer - 1].visible_bias = visible_bias_from_data(inputs)
         record = train_epoch(network, inputs, layer, position.epoch, progress)
         position.seconds[str(layer)] = position.seconds.get(str(layer), 0.0) + record["seconds"]
         position.epoch += 1
