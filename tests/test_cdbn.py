@@ -239,7 +239,7 @@ def test_analyses_run_on_the_model_from_the_cli(run, images, tmp_path, capsys, n
     model = f"cdbn:{run}"
     commands = {
         "top9": ("--data", images, "--layer", "p1", "--channels", "0,1", "--k", 3, "--workers", 0),
-        "filters": ("--image", image, "--layer", "i1"),  # the grey first layer: its default needs 3 channels in
+        "filters": ("--image", image),  # no --layer: the grey first convolution is found
         "deconvnet": ("--image", image, "--layer", "p2", "--top", 2),
     }
     code, usage, _ = cli(capsys, "run", "deconvnet", "--help")

@@ -14,7 +14,9 @@ three switch modes, chosen for a ``with`` block by :func:`switch_mode`:
 * ``"argmax"`` (the default, the paper's deconvnet): all of it to the most probable unit;
 * ``"expected"``: to every unit, in proportion to ``P(h_j = 1 | p = 1)``;
 * ``"sampled"``: all of it to one unit drawn from that distribution (seeded; the expected
-  switches are the mean of the sampled ones).
+  switches are the mean of the sampled ones). A draw depends on the seed and the pooled
+  tensor's shape, so both projection paths draw alike, but an image drawn alone and the same
+  image inside a batch get different switches.
 
 Cells are disjoint ``k x k`` blocks (stride = kernel, as the model defines them); rows and
 columns past the last whole block belong to no cell (their units are on with the sigmoid of
