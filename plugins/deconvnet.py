@@ -74,6 +74,7 @@ def run(
         images_projected = torch.cat([p.images for p in projections])
         positions = torch.cat([p.positions for p in projections])
     _check_switches(switches, layer, mode.uses, mode.uses - forward_uses)
+    crossed = f"{switches} switches at the probabilistic max-pools" if mode.uses > forward_uses else None
     predicted = _top5(logits, ctx) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
     single = x.shape[0] == 1
     # float(): numpy has no bfloat16 (a float64 model's maps are stored as float32 anyway)
@@ -121,6 +122,7 @@ def run(
             maps_per_page,
             drawn,
             ranked_on_first,
+            crossed,
         )
         if len(figures) == 1:
             result.figures[base] = figures[0]
@@ -170,6 +172,7 @@ def _figures(
     maps_per_page: int,
     drawn: int,
     ranked: bool,
+    crossed: str | None = None,
 ) -> list:
     """Image ``index``'s pages (its projections are row ``row`` of ``projection``): its first
     ``drawn`` maps, ``maps_per_page`` to a page.
@@ -197,7 +200,7 @@ def _figures(
     if predicted:
         best = predicted[index][0]
         caption += f"\npredicted: {best['label']} ({best['probability']:.0%})"
-    notes = []
+    notes = [crossed] if crossed else []
     if ranked and index > 0:
         first = names[0] if names else "image 0"
         notes.append(f"maps ranked on the first image ({first}), the same maps for every image")

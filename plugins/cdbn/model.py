@@ -7,9 +7,11 @@ the pooling units' P(p = 1), the next layer's input). So an instrumented forward
 probabilistic switches, and the deconvnet projects a feature down through them by the
 ``--switches`` mode: argmax (the paper's deconvnet), expected or sampled.
 
-The whitening is a fixed linear filter of the grey image, applied here as a correction the
-projection does not cross: a projection stops at the whitened grey image and is spread evenly
-over the three channels (what the bases are drawn in).
+The whitening is a fixed linear filter of the grey image followed by a division by the
+whitened image's own standard deviation, applied here as a correction the projection does not
+cross: a projection stops at the whitened grey image and is spread evenly over the three
+channels (what the bases are drawn in). Because of that division every unit's receptive field is
+the whole image, and vizkit is told so.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ class WhitenedGrey(nn.Module):
         grey = x.mean(dim=1, keepdim=True)
         with torch._C.DisableTorchFunction(), torch.no_grad():
             correction = prepare(x.float(), self.scale).to(x.dtype) - grey
-        return grey + correction
+        # every unit depends on the whole image (the whitened image is scaled by its own
+        # standard deviation): ``whole * 0`` tells vizkit's receptive fields so, and so top9
+        # measures a winner on the whole image, not on a cut whose whitening would differ,
+        # while adding nothing to the value or to a projection
+        whole = grey.mean(dim=(2, 3), keepdim=True)
+        return grey + whole * 0.0 + correction
 
 
 class CdbnLayer(nn.Module):

@@ -611,8 +611,9 @@ class Mean(Op):
 
         return Node(self, [tape.index(x)], spread)
 
-    def input_box(self, box: Any, out_shape: torch.Size, in_shape: torch.Size) -> None:
-        return None
+    # input_box: the default's. A map whose rows and columns survive the mean (a mean over the
+    # channels: a grey image from RGB) keeps each position's box; a mean over rows or columns
+    # changes the map's size, and the default then gives the whole map.
 
 
 class Sum(Mean):
