@@ -330,3 +330,20 @@ def test_below_a_run_with_as_many_layers_is_refused(images, run, tmp_path, capsy
     code, _, err = cli(capsys, "cdbn", "train", "--data", images, "--out", tmp_path / "r", "--below", tmp_path / "none", "--layers", 3, "--quiet")  # fmt: skip
     assert code == 2 and "not a CDBN run folder" in err
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_keep_takes_only_the_first_layers_of_below(images, run, tmp_path, capsys):
+    """``--below RUN --keep 1 --layers 2``: RUN's layer 1 bit for bit, a new layer 2 trained on it
+    (the object-part runs retrain an upper layer over a run's lower ones); too many is refused."""
+    out = tmp_path / "again"
+    code, _, err = cli(
+        capsys, "cdbn", "train", "--data", images, "--out", out, "--below", run, "--keep", 1, "--layers", 2,
+        "--bases", "4,3", "--filter-size", "5,3", "--epochs", 1, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    layers, kept = _checkpoint(out)["network"]["layers"], _checkpoint(run)["network"]["layers"]
+    assert len(layers) == 2 and torch.equal(layers[0]["weight"], kept[0]["weight"])
+    assert tuple(layers[1]["weight"].shape) == (3, 4, 3, 3)
+    assert json.loads((out / "run.json").read_text())["config"]["frozen"] == 1
+    code, _, err = cli(capsys, "cdbn", "train", "--data", images, "--out", tmp_path / "x", "--below", run, "--keep", 3, "--layers", 4, "--quiet")  # fmt: skip
+    assert code == 2 and "has only 2 finished layer(s)" in err and len(err.strip().splitlines()) == 1

@@ -51,6 +51,9 @@ def cdbn_group() -> None:
     help="keep the finished layers of this run as the lower layers and train only the ones above "
     "(the paper's object parts: layer 1 from natural images, layers 2-3 on one class)",
 )
+@click.option(
+    "--keep", type=click.IntRange(1), default=None, help="keep only this many of --below's layers (default: all it has)"
+)
 @click.option("--per-class", type=int, default=30, show_default=True, help="images drawn from each class folder")
 @click.option("--limit", type=int, default=None, help="at most this many images")
 @click.option("--size", type=int, default=150, show_default=True, help="image side (resize + centre crop), grey")
@@ -60,7 +63,7 @@ def cdbn_group() -> None:
 @click.option(
     "--sparsity", default="0.002,0.005,0.005,0.005", show_default=True, help="target mean activation per layer"
 )
-@click.option("--learning-rates", default="0.05,30,30,30", show_default=True, help="learning rate per layer")
+@click.option("--learning-rates", default="0.05,30,3,3", show_default=True, help="learning rate per layer")
 @click.option(
     "--weight-decay", "weight_decays", default="0.01,1e-5,1e-5,1e-5", show_default=True, help="weight decay per layer"
 )
@@ -74,6 +77,7 @@ def train_command(
     out: str,
     resume: bool,
     below: str | None,
+    keep: int | None,
     per_class: int,
     limit: int | None,
     size: int,
@@ -98,6 +102,10 @@ def train_command(
     filter_values = _per_layer(filter_sizes, int, "--filter-size", layers)
     if below is not None and not resume:
         lower = finished_network(Path(below))
+        if keep is not None:
+            if keep > len(lower.layers):
+                raise UsageError(f"--keep {keep}: --below {below} has only {len(lower.layers)} finished layer(s)")
+            lower.layers, lower.config = lower.layers[:keep], lower.config.truncated(keep)
         frozen = len(lower.layers)
         if frozen >= layers:
             raise UsageError(f"--below {below} already has {frozen} layer(s); ask for more with --layers")

@@ -31,10 +31,11 @@ class CdbnConfig:
     filters: tuple[int, ...] = (10, 10)
     pools: tuple[int, ...] = (2, 2)
     sparsity: tuple[float, ...] = (0.002, 0.005)  # target mean P(h = 1) per layer
-    # layers above 1 see the pooling units below, on about 0.4 % of the time: their CD
-    # statistics per position are ~100x smaller than layer 1's, so they need a ~600x larger
-    # step and ~1000x less decay to learn at all (at 0.05 and 0.01 their filters decay to zero
-    # and the reconstruction stays at the data's mean; see the README)
+    # layer 2 sees layer 1's pooling units, on about 0.4 % of the time: its CD statistics per
+    # position are ~100x smaller than layer 1's, so it needs a ~600x larger step and ~1000x less
+    # decay to learn at all (at 0.05 and 0.01 its filters decay to zero and the reconstruction
+    # stays at the data's mean); layer 3 sees units on ~2 % of the time and diverges at 30
+    # (its weights grow without bound) but learns at 3 (the CLI's default; see the README)
     learning_rates: tuple[float, ...] = (0.05, 30.0)
     weight_decays: tuple[float, ...] = (0.01, 1e-5)
     sparsity_weight: float = 5.0
