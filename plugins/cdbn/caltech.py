@@ -24,7 +24,7 @@ from vizkit import UsageError
 
 from .training import finished_network, load_images
 
-PAPER = {"1+2": (65.4, 0.5), "1": None}  # ICML 2009, Table 2 (layers 1+2)
+PAPER = {"1+2": (65.4, 0.5), "1": None}  # ICML 2009, Sec. 4.2 (layers 1+2)
 # on layer 1's pooling grid (half the image's resolution): 8x8 patches every 4 units are SIFT's
 # 16x16 pixels every 8 (on 20 classes, 1 split: 55.3 % against 44.0 % for 16 every 8 units)
 PATCH, STRIDE = 8, 4
