@@ -34,8 +34,9 @@ class CdbnConfig:
     # layer 2 sees layer 1's pooling units, on about 0.4 % of the time: its CD statistics per
     # position are ~100x smaller than layer 1's, so it needs a ~600x larger step and ~1000x less
     # decay to learn at all (at 0.05 and 0.01 its filters decay to zero and the reconstruction
-    # stays at the data's mean); layer 3 sees units on ~2 % of the time and diverges at 30
-    # (its weights grow without bound) but learns at 3 (the CLI's default; see the README)
+    # stays at the data's mean); layer 3 sees units on ~2 % of the time: at 30 its weights grow
+    # and its bases collapse to one pattern, at 300 it diverges, at 3 it learns (the CLI's
+    # default; see the README)
     learning_rates: tuple[float, ...] = (0.05, 30.0)
     weight_decays: tuple[float, ...] = (0.01, 1e-5)
     sparsity_weight: float = 5.0
