@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vizkit.data import greyscale
+
 KERNEL = 9  # the Gaussian window (Jarrett et al. use 9x9)
 SIGMA = 2.0
-GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, what PIL's "L" mode uses
 
 
 def gaussian_window(size: int = KERNEL, sigma: float = SIGMA, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -25,16 +26,6 @@ def gaussian_window(size: int = KERNEL, sigma: float = SIGMA, dtype: torch.dtype
     g = torch.exp(-(axis**2) / (2 * sigma**2))
     window = torch.outer(g, g)
     return (window / window.sum()).to(dtype).view(1, 1, size, size)
-
-
-def greyscale(images: Tensor) -> Tensor:
-    """``[N, 3, H, W]`` RGB (or ``[N, 1, H, W]`` grey) in [0, 1] to ``[N, 1, H, W]`` luma."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images [N, 1 or 3, H, W], got {tuple(images.shape)}")
-    if images.shape[1] == 1:
-        return images
-    weights = torch.tensor(GREY, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
 
 
 def contrast_normalise(grey: Tensor, size: int = KERNEL, sigma: float = SIGMA, eps: float = 1e-4) -> Tensor:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from vizkit import UsageError
-from vizkit.framework import save_torch_atomic, write_atomic
+from vizkit.framework import keep_json_lines, save_torch_atomic, write_atomic
 
 from .contrast import prepare
 from .learning import cg_filters_batched
@@ -306,16 +306,9 @@ def _checkpoint(
 
 
 def _truncate_metrics(path: Path, position: Progress) -> None:
-    """Drop metric lines of epochs after the checkpoint (an interrupted epoch's never exist, but
-    a crash between the metrics line and the checkpoint could leave one)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if (record["layer"], record["epoch"]) <= (position.layer, position.epoch):
-            kept.append(line)
-    write_atomic(path, "".join(line + "\n" for line in kept).encode())
+    """Drop metric lines of epochs after the checkpoint (a crash between the metrics line and
+    the checkpoint could leave one)."""
+    keep_json_lines(path, lambda record: (record["layer"], record["epoch"]) <= (position.layer, position.epoch))
 
 
 def finished_network(out: Path) -> AdnNetwork:

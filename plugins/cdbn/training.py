@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from vizkit import UsageError
-from vizkit.framework import save_torch_atomic, write_atomic
+from vizkit.framework import keep_json_lines, save_torch_atomic, write_atomic
 
 from .network import CdbnConfig, CdbnNetwork, new_layer
 from .rbm import Gradients, contrastive_divergence, feed_forward_pass, update
@@ -305,11 +305,4 @@ def _checkpoint(
 def _truncate_metrics(path: Path, position: Progress) -> None:
     """Drop metric lines of epochs after the checkpoint (a crash between the metrics line and
     the checkpoint could leave one)."""
-    if not path.is_file():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if (json.loads(line)["layer"], json.loads(line)["epoch"]) <= (position.layer, position.epoch)
-    ]
-    write_atomic(path, "".join(line + "\n" for line in kept).encode())
+    keep_json_lines(path, lambda record: (record["layer"], record["epoch"]) <= (position.layer, position.epoch))

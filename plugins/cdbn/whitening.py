@@ -12,18 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, what PIL's "L" mode uses
+from vizkit.data import greyscale
+
 CUTOFF = 0.4  # f0 as a fraction of the Nyquist frequency (Olshausen & Field)
-
-
-def greyscale(images: Tensor) -> Tensor:
-    """``[N, 3, H, W]`` RGB (or ``[N, 1, H, W]`` grey) in [0, 1] to ``[N, 1, H, W]`` luma."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images [N, 1 or 3, H, W], got {tuple(images.shape)}")
-    if images.shape[1] == 1:
-        return images
-    weights = torch.tensor(GREY, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
 
 
 def whitening_filter(height: int, width: int, cutoff: float = CUTOFF, dtype: torch.dtype = torch.float64) -> Tensor:

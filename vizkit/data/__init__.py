@@ -53,7 +53,7 @@ from vizkit.data.datasets import (
     workers_ignore_stop_signals,
 )
 from vizkit.data.devices import accumulation_dtype, dtype_name, ensure_device, model_dtype, to_model_dtype
-from vizkit.data.images import UnreadableImage, load_image, load_images, to_rgb
+from vizkit.data.images import UnreadableImage, greyscale, load_image, load_images, to_rgb
 from vizkit.data.labels import Labels, check_labels, label_name, read_labels, resolve_target, resolve_targets
 from vizkit.data.preprocess import Preprocess, parse_fill, preprocess_for
 
@@ -69,6 +69,7 @@ __all__ = [
     "dtype_name",
     "ensure_device",
     "first_readable",
+    "greyscale",
     "image_list",
     "image_loader",
     "images_per_class",

@@ -31,6 +31,25 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R 601 luma weights of R, G, B: what PIL's "L" mode uses."""
+
+
+def greyscale(images: Tensor) -> Tensor:
+    """``[N, 3, H, W]`` RGB (or ``[N, 1, H, W]`` grey) tensors to ``[N, 1, H, W]`` luma (:data:`LUMA`):
+    the grey image the unsupervised models (ADN, CDBN) see.
+
+    Args:
+        images: a batch with 1 or 3 channels.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images [N, 1 or 3, H, W], got {tuple(images.shape)}")
+    if images.shape[1] == 1:
+        return images
+    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """An image as 8-bit RGB, upright, the way a person sees the file.
 

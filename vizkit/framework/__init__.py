@@ -12,7 +12,7 @@
   process's registry);
 * models by spec: :func:`load_model`, :func:`build_model`, :func:`list_models`;
 * files: :func:`write_atomic`, :func:`save_torch_atomic` (temp file + rename: an interrupted run
-  never leaves a truncated file).
+  never leaves a truncated file), :func:`keep_json_lines` (a metrics file cut back to a checkpoint).
 
 Modules inside are internal: their names may change.
 """
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from vizkit.framework.maps import MapMethod, MapRequest
     from vizkit.framework.registry import App, get_app, make_app
     from vizkit.framework.report_view import ReportPage, ReportView
-    from vizkit.framework.results import Result, load_result, save_torch_atomic, write_atomic
+    from vizkit.framework.results import Result, keep_json_lines, load_result, save_torch_atomic, write_atomic
     from vizkit.framework.runner import run
 
 
@@ -44,6 +44,7 @@ _LAZY = {
     "Result": ("vizkit.framework.results", "Result"),
     "load_result": ("vizkit.framework.results", "load_result"),
     "write_atomic": ("vizkit.framework.results", "write_atomic"),
+    "keep_json_lines": ("vizkit.framework.results", "keep_json_lines"),
     "save_torch_atomic": ("vizkit.framework.results", "save_torch_atomic"),
     "hookimpl": ("vizkit.framework.hookspecs", "hookimpl"),
     "App": ("vizkit.framework.registry", "App"),
@@ -66,6 +67,7 @@ __all__ = [
     "build_model",
     "get_app",
     "hookimpl",
+    "keep_json_lines",
     "list_models",
     "load_model",
     "load_result",

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,21 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         why = "is not a folder" if not existing.is_dir() else "is not writable"
         raise UsageError(f"--out {out} cannot be created: {existing} {why}")
+
+
+def keep_json_lines(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite the JSON-lines file ``path`` (atomically) with only the records ``keep`` accepts: a
+    resumed run drops the metrics lines of epochs after its checkpoint (a crash between the line
+    and the checkpoint leaves one). A missing file is left missing.
+
+    Args:
+        path: the ``.jsonl`` file.
+        keep: a record -> whether its line stays.
+    """
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and keep(json.loads(line))]
+    write_atomic(path, "".join(line + "\n" for line in kept).encode())
 
 
 def write_atomic(path: Path, data: bytes) -> None:
