@@ -142,13 +142,11 @@ class CdStep:
 def sample_pooled(inputs: Tensor, pool: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """One draw from probabilistic max-pooling with detection inputs ``inputs``: detection
     units ``h`` (one-hot or all zero in each cell) and pooling units ``p``."""
-    from vizkit.engine.ops import pool_cells, unpool_cells
+    from vizkit.engine.ops import cell_states, draw_states, pool_cells, unpool_cells
 
     kernel = (pool, pool)
-    blocks = pool_cells(inputs, kernel)
-    states = torch.cat([blocks, blocks.new_zeros((*blocks.shape[:-1], 1))], dim=-1).softmax(dim=-1)
-    uniform = torch.rand((*states.shape[:-1], 1), generator=generator, dtype=torch.float64)
-    chosen = (states.double().cumsum(dim=-1) < uniform).sum(dim=-1).clamp(max=states.shape[-1] - 1)
+    states = cell_states(pool_cells(inputs, kernel))
+    chosen = draw_states(states, torch.rand((*states.shape[:-1], 1), generator=generator, dtype=torch.float64))
     one_hot = F.one_hot(chosen, states.shape[-1]).to(inputs.dtype)
     alone = torch.rand(inputs.shape, generator=generator, dtype=torch.float64) < torch.sigmoid(inputs.double())
     h = unpool_cells(one_hot[..., :-1], kernel, inputs.shape, fill=alone.to(inputs.dtype))
@@ -227,7 +225,7 @@ def mean_field(
 
     Starts from the feed-forward pass; returns each layer's (detection, pooling) probabilities.
     """
-    from vizkit.engine.ops import pool_cells, unpool_cells
+    from vizkit.engine.ops import cell_states, pool_cells, unpool_cells
 
     state = feed_forward_pass(layers, v)
     for _ in range(iterations):
@@ -241,7 +239,7 @@ def mean_field(
                 blocks = pool_cells(bottom_up, kernel) + top_down[
                     ..., : bottom_up.shape[-2] // rbm.pool, : bottom_up.shape[-1] // rbm.pool
                 ].unsqueeze(-1)
-                states = torch.cat([blocks, blocks.new_zeros((*blocks.shape[:-1], 1))], dim=-1).softmax(dim=-1)
+                states = cell_states(blocks)
                 detection = unpool_cells(states[..., :-1], kernel, bottom_up.shape, fill=torch.sigmoid(bottom_up))
                 state[index] = (detection, states[..., :-1].sum(dim=-1))
             else:

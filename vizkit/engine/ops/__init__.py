@@ -82,7 +82,7 @@ from vizkit.engine.ops.modern import (
     Transpose,
 )
 from vizkit.engine.ops.probabilistic import PROB_MAX_POOL, ProbabilisticMaxPool, ProbPoolSwitches
-from vizkit.engine.ops.probpool import pool_cells, unpool_cells
+from vizkit.engine.ops.probpool import cell_states, draw_states, pool_cells, unpool_cells
 
 __all__ = [
     "OPS",
@@ -123,6 +123,8 @@ __all__ = [
     "Split",
     "Transpose",
     "UnsupportedOpError",
+    "cell_states",
+    "draw_states",
     "first_input",
     "op_of",
     "op_of_module",

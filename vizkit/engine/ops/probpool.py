@@ -78,6 +78,22 @@ def unpool_cells(
     return out
 
 
+def cell_states(blocks: Tensor) -> Tensor:
+    """Each cell's n + 1 state probabilities ``[..., n + 1]`` from its inputs ``[..., n]``
+    (:func:`pool_cells`): unit j on, ``exp(I_j) / (1 + sum exp(I))``, then all off (logit 0),
+    as one softmax so that large inputs do not overflow."""
+    return torch.cat([blocks, blocks.new_zeros((*blocks.shape[:-1], 1))], dim=-1).softmax(dim=-1)
+
+
+def draw_states(probabilities: Tensor, uniform: Tensor) -> Tensor:
+    """The state each row of ``probabilities`` ``[..., k]`` draws with ``uniform`` ``[..., 1]`` in
+    [0, 1): the first whose cumulative mass passes u times the row's total (its mass as rounded,
+    so a state of probability 0 is never drawn)."""
+    cumulative = probabilities.double().cumsum(dim=-1)
+    chosen = (cumulative < uniform.to(cumulative.device) * cumulative[..., -1:]).sum(dim=-1)
+    return chosen.clamp(max=probabilities.shape[-1] - 1)
+
+
 def prob_max_pool_probabilities(
     input: Tensor, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -92,8 +108,7 @@ def prob_max_pool_probabilities(
     """
     kernel = _kernel(kernel_size, stride)
     blocks = pool_cells(input, kernel)
-    states = torch.cat([blocks, blocks.new_zeros((*blocks.shape[:-1], 1))], dim=-1).softmax(dim=-1)
-    detection = states[..., :-1]
+    detection = cell_states(blocks)[..., :-1]
     pooled = detection.sum(dim=-1)
     return unpool_cells(detection, kernel, input.shape, fill=torch.sigmoid(input)), pooled
 
@@ -174,10 +189,8 @@ def spread_weights(input: Tensor, kernel: tuple[int, int], mode: SwitchMode) -> 
     n = blocks.shape[-1]
     if mode.kind == "sampled":
         generator = torch.Generator().manual_seed(hash((mode.seed, tuple(input.shape))) % (2**63))
-        uniform = torch.rand((*blocks.shape[:-1], 1), generator=generator, dtype=torch.float64).to(blocks.device)
-        cumulative = conditional.double().cumsum(dim=-1)
-        # the first state whose cumulative mass passes u (of the mass as rounded: never a unit of none)
-        chosen = (cumulative < uniform * cumulative[..., -1:]).sum(dim=-1).clamp(max=n - 1)
+        uniform = torch.rand((*blocks.shape[:-1], 1), generator=generator, dtype=torch.float64)
+        chosen = draw_states(conditional, uniform)
     else:
         chosen = best
     if mode.kind == "expected":
@@ -195,7 +208,9 @@ __all__ = [
     "SWITCH_MODES",
     "ProbMaxPool2d",
     "SwitchMode",
+    "cell_states",
     "current_switch_mode",
+    "draw_states",
     "pool_cells",
     "prob_max_pool2d",
     "prob_max_pool_probabilities",
